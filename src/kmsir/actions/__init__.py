@@ -1,0 +1,35 @@
+"""The action registry: a plain dict from action name to action.
+
+Adding an action means writing it in its service's module and listing it here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kmsir.actions.base import Action
+from kmsir.actions.cloudtrail import Collect
+from kmsir.actions.human import Ask, Confirm, Note
+from kmsir.actions.kms import DisableKey, EnableKey, RevokeGrants, Snapshot
+
+Registry = dict[str, Action[Any]]
+
+
+def registry() -> Registry:
+    """Every action kmsir knows, by name."""
+    actions: list[Action[Any]] = [
+        Snapshot(),
+        DisableKey(),
+        EnableKey(),
+        RevokeGrants(),
+        Collect(),
+        Ask(),
+        Confirm(),
+        Note(),
+    ]
+    return {action.name: action for action in actions}
+
+
+def catalog(actions: Registry | None = None) -> dict[str, Any]:
+    """Action name -> params model, what playbook validation needs."""
+    return {name: action.params for name, action in (actions or registry()).items()}

@@ -1,0 +1,200 @@
+"""The one place AWS clients are made: retry config, check-mode guard, call journal, errors.
+
+Nothing here runs at import time and boto3 is imported lazily, so ``kmsir --help`` and
+``kmsir validate`` stay fast. Tests and the sandbox pass in their own session factory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from kmsir import __version__
+from kmsir.errors import AwsError, CheckModeRefusal, UsageError
+
+if TYPE_CHECKING:
+    import boto3
+
+#: Operations that only read, by botocore operation name prefix; everything else mutates.
+READ_ONLY_PREFIXES = ("Describe", "Get", "List", "Lookup")
+#: Operations that look read-only by name but change state or hand out material.
+NOT_READ_ONLY = frozenset({"GetParametersForImport"})
+
+
+def is_read_only(operation: str) -> bool:
+    """True when a botocore operation name only reads state."""
+    return operation.startswith(READ_ONLY_PREFIXES) and operation not in NOT_READ_ONLY
+
+
+@dataclass(frozen=True)
+class ApiCall:
+    """One AWS API call as the journal records it."""
+
+    service: str
+    operation: str
+    region: str
+    params: dict[str, Any]
+    http_status: int | None
+    request_id: str | None
+    error_code: str | None = None
+
+
+CallRecorder = Callable[[ApiCall], None]
+SessionFactory = Callable[[], "boto3.Session"]
+
+
+@dataclass
+class ClientFactory:
+    """Makes boto3 clients with kmsir's retry config, guards and call recording.
+
+    ``check_mode`` refuses every non-read-only operation before it is sent.
+    ``guard_send`` (the sandbox sets it) refuses any request that reached the transport
+    layer, i.e. that the in-process moto did not answer: nothing can leak to a real account.
+    """
+
+    session_factory: SessionFactory
+    region: str | None = None
+    endpoint_url: str | None = None
+    check_mode: bool = False
+    guard_send: bool = False
+    recorder: CallRecorder | None = None
+    _session: Any = field(default=None, init=False, repr=False)
+    _clients: dict[tuple[str, str | None], Any] = field(
+        default_factory=dict, init=False, repr=False
+    )
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def session(self) -> boto3.Session:
+        """The (lazily created) boto3 session."""
+        with self._lock:
+            if self._session is None:
+                self._session = self.session_factory()
+            return self._session  # type: ignore[no-any-return]
+
+    def client(self, service: str, region: str | None = None) -> Any:
+        """A cached client for ``service`` in ``region`` (default: the factory's Region)."""
+        region = region or self.region
+        key = (service, region)
+        with self._lock:
+            cached = self._clients.get(key)
+        if cached is not None:
+            return cached
+        from botocore.config import Config
+
+        config = Config(
+            retries={"mode": "standard", "max_attempts": 5},
+            user_agent_extra=f"kmsir/{__version__}",
+            connect_timeout=10,
+            read_timeout=60,
+        )
+        client = self.session().client(
+            service,  # type: ignore[call-overload]
+            region_name=region,
+            endpoint_url=self.endpoint_url,
+            config=config,
+        )
+        self._install_hooks(client)
+        with self._lock:
+            return self._clients.setdefault(key, client)
+
+    @property
+    def resolved_region(self) -> str:
+        """The Region clients use (from the argument, profile or environment)."""
+        region = self.region or self.session().region_name
+        if not region:
+            raise UsageError("no AWS Region: pass --region or set AWS_REGION")
+        return str(region)
+
+    def _install_hooks(self, client: Any) -> None:
+        events = client.meta.events
+        service = client.meta.service_model.service_name
+        region = client.meta.region_name
+
+        def keep_params(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+            context["kmsir_params"] = dict(params)
+
+        def check_mode_guard(model: Any, **_: Any) -> None:
+            if self.check_mode and not is_read_only(model.name):
+                raise CheckModeRefusal(
+                    f"check mode: refused to send {service}:{model.name} (it changes state)"
+                )
+
+        def record(
+            http_response: Any,
+            parsed: dict[str, Any],
+            model: Any,
+            context: dict[str, Any],
+            **_: Any,
+        ) -> None:
+            if self.recorder is None:
+                return
+            meta = parsed.get("ResponseMetadata", {}) if isinstance(parsed, dict) else {}
+            error = parsed.get("Error", {}) if isinstance(parsed, dict) else {}
+            self.recorder(
+                ApiCall(
+                    service=service,
+                    operation=model.name,
+                    region=region,
+                    params=context.get("kmsir_params", {}),
+                    http_status=getattr(http_response, "status_code", None),
+                    request_id=meta.get("RequestId"),
+                    error_code=error.get("Code"),
+                )
+            )
+
+        events.register("provide-client-params", keep_params)
+        events.register("before-call", check_mode_guard)
+        events.register("after-call", record)
+        if self.guard_send:
+            # moto answers in the before-send event; only a request it did not answer
+            # reaches the endpoint's HTTP session, which is replaced by one that refuses.
+            client._endpoint.http_session = _RefusingHttpSession()
+
+
+class _RefusingHttpSession:
+    """Stands in for botocore's HTTP session in the sandbox: nothing goes on the wire."""
+
+    def send(self, request: Any) -> Any:
+        raise AwsError(
+            f"sandbox: refused to send a request to {request.url} (not answered by the "
+            "sandbox; nothing may reach a real AWS account)",
+            code="SandboxRefused",
+            operation="send",
+        )
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+@contextlib.contextmanager
+def aws_errors(what: str, *, service: str = "kms") -> Iterator[None]:
+    """Translate botocore errors raised inside the block into one-line ``AwsError``s.
+
+    ``what`` names the operation and resource (``DisableKey on key 1234...``). An
+    AccessDenied names the IAM action that was missing.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+    try:
+        yield
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", "Unknown"))
+        message = str(error.get("Message", "")).strip().splitlines()[0:1]
+        operation = exc.operation_name
+        detail = f"{what}: AWS {code}"
+        if message:
+            detail += f": {message[0][:300]}"
+        if code in ("AccessDeniedException", "AccessDenied", "UnauthorizedOperation"):
+            detail += f" (missing IAM permission {service}:{operation}?)"
+        raise AwsError(detail, code=code, operation=operation) from None
+    except NoCredentialsError:
+        raise UsageError(
+            "no AWS credentials found: set AWS_PROFILE or use --profile "
+            "(or try it with --sandbox, which needs no account)"
+        ) from None
+    except BotoCoreError as exc:
+        raise AwsError(f"{what}: {exc}", code=type(exc).__name__, operation="") from None

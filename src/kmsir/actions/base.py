@@ -1,0 +1,148 @@
+"""What every action is: a typed params model, permissions, mutating/inverse, run and preview.
+
+Actions never print and never open files: they talk to AWS through the ``ClientFactory``,
+to a person through the ``Prompter``, and to the bundle through ``ArtifactSink``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from kmsir.actions.aws import ClientFactory
+from kmsir.prompts import Prompter
+
+#: The action cannot be undone.
+IRREVERSIBLE = "irreversible"
+
+
+class Params(BaseModel):
+    """Base of every action's parameters: frozen, unknown keys refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+P = TypeVar("P", bound=Params)
+
+
+class ArtifactSink(Protocol):
+    """Where an action's evidence goes (the bundle, for the running step)."""
+
+    def write(self, name: str, data: bytes) -> str:
+        """Store ``data`` as artifact ``name``; return its bundle-relative path."""
+        ...
+
+    def journal(self, type_: str, data: dict[str, Any]) -> None:
+        """Record an event of this step in the journal."""
+        ...
+
+
+class Reporter(Protocol):
+    """Progress for long work and step outcomes; ``cli`` draws it, tests may ignore it."""
+
+    def progress(self, what: str, done: int, total: int | None = None) -> None:
+        """``done`` units of ``what`` so far (``total`` when known)."""
+        ...
+
+    def step(self, step_id: str, title: str, status: str, summary: str) -> None:
+        """A step ended with ``status``."""
+        ...
+
+
+class NullReporter:
+    """A reporter that shows nothing."""
+
+    def progress(self, what: str, done: int, total: int | None = None) -> None:
+        """Ignore progress."""
+
+    def step(self, step_id: str, title: str, status: str, summary: str) -> None:
+        """Ignore step outcomes."""
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """Facts about the run that actions may need."""
+
+    incident_id: str
+    run_id: str
+    mode: Literal["live", "check", "sandbox"]
+    simulated: bool
+
+
+@dataclass
+class ActionContext:
+    """Everything an action may use while it runs one step."""
+
+    step_id: str
+    clients: ClientFactory
+    prompter: Prompter
+    artifacts: ArtifactSink
+    run: RunInfo
+    now: Callable[[], datetime]
+    reporter: Reporter = field(default_factory=NullReporter)
+
+    def write_json(self, name: str, value: Any) -> str:
+        """Store a JSON artifact (indented, sorted keys, dates as ISO strings)."""
+        data = json.dumps(value, indent=2, sort_keys=True, default=_json_default).encode()
+        return self.artifacts.write(name, data + b"\n")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bytes | bytearray):
+        return value.hex()
+    raise TypeError(f"cannot store {type(value).__name__} as JSON")
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What a mutating step is about to do, shown before it is confirmed."""
+
+    calls: tuple[str, ...]
+    target: str
+    state: str
+    typed: str | None = None
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of a step: outputs for later steps, and what the journal and report show.
+
+    ``status``: ``succeeded``, or ``already`` (already in the desired state: nothing sent).
+    """
+
+    outputs: dict[str, Any]
+    summary: str
+    status: Literal["succeeded", "already"] = "succeeded"
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+
+
+class Action(Generic[P]):
+    """Base of every action. Subclasses set the class attributes and implement ``run``."""
+
+    name: ClassVar[str]
+    params: ClassVar[type[Params]]
+    permissions: ClassVar[tuple[str, ...]] = ()
+    mutating: ClassVar[bool] = False
+    #: The action that undoes this one, ``IRREVERSIBLE``, or ``None`` (nothing to undo).
+    inverse: ClassVar[str | None] = None
+
+    def api_calls(self, params: P) -> list[str]:
+        """The API calls this step makes, for ``plan`` and confirmations (no AWS call)."""
+        return [p.removeprefix("kms:").removeprefix("cloudtrail:") for p in self.permissions]
+
+    def preview(self, ctx: ActionContext, params: P) -> Preview:
+        """Read the current state and describe exactly what ``run`` would send."""
+        return Preview(calls=tuple(self.api_calls(params)), target="", state="")
+
+    def run(self, ctx: ActionContext, params: P) -> Outcome:
+        """Do the work; raise ``ActionError`` on failure."""
+        raise NotImplementedError

@@ -1,0 +1,448 @@
+"""The ``kmsir`` command line: the only module that imports typer, prints, or picks exit codes.
+
+Exit codes: 0 done; 1 a step failed, the responder aborted, or a bundle is tampered; 2 bad
+usage or invalid input; 3 internal error; 130 interrupted. Errors are one line on stderr;
+``--debug`` shows tracebacks. Heavy modules (boto3, moto, jinja2) are imported inside the
+commands that need them, so ``kmsir --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, TypeVar
+
+import typer
+
+from kmsir import __version__
+from kmsir.errors import KmsirError, PlaybookError, UsageError
+
+if TYPE_CHECKING:
+    from kmsir.engine import RunResult
+    from kmsir.playbook import LoadedPlaybook
+
+EXIT_INTERNAL = 3
+EXIT_INTERRUPTED = 130
+
+app = typer.Typer(
+    name="kmsir",
+    help="Incident-response playbooks for AWS KMS, with a tamper-evident evidence bundle.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+_state = {"debug": False}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _err(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _handled(func: F) -> F:
+    """Turn every failure into one line on stderr and the contract's exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except PlaybookError as exc:
+            for problem in exc.problems:
+                _err(problem)
+            raise typer.Exit(exc.exit_code) from None
+        except KmsirError as exc:
+            if _state["debug"]:
+                traceback.print_exc()
+            _err(f"kmsir: error: {exc}")
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            _err("kmsir: interrupted")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except Exception as exc:
+            if _state["debug"]:
+                traceback.print_exc()
+            _err(
+                f"kmsir: internal error: {type(exc).__name__}: {exc}\n"
+                "This is a bug in kmsir: please report it with the output of the same command "
+                "run with --debug."
+            )
+            raise typer.Exit(EXIT_INTERNAL) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"kmsir {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    _state["debug"] = debug
+
+
+# -- shared helpers -------------------------------------------------------------------------
+
+
+def _load_playbook(reference: str) -> LoadedPlaybook:
+    """A playbook by path, or a built-in one by name (``kms-key-compromise``)."""
+    from kmsir import actions, playbook, resources
+
+    path = Path(reference)
+    if not path.exists() and not path.suffix:
+        builtin = resources.playbooks_dir() / f"{reference}.yaml"
+        if builtin.is_file():
+            path = builtin
+    if not path.is_file():
+        raise UsageError(f"playbook {reference!r}: no such file (or built-in playbook)")
+    return playbook.load(path, actions.catalog())
+
+
+def _parse_inputs(pairs: list[str]) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise UsageError(f"-i {pair[:60]!r}: expected NAME=VALUE")
+        values[name.strip()] = value
+    return values
+
+
+def _load_answers(path: Path | None) -> dict[str, Any]:
+    from kmsir import yamlsafe
+
+    if path is None:
+        return {}
+    data = yamlsafe.load_file(path).data
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: an answers file maps step ids and input names to answers")
+    return {str(k): v for k, v in data.items()}
+
+
+class _ConsoleReporter:
+    """Draws step outcomes and progress on stderr with rich."""
+
+    _STYLE: ClassVar[dict[str, str]] = {
+        "succeeded": "green",
+        "already": "green",
+        "failed": "bold red",
+        "skipped": "yellow",
+        "would-run": "cyan",
+    }
+
+    def __init__(self) -> None:
+        from rich.console import Console
+
+        self.console = Console(stderr=True, highlight=False)
+
+    def progress(self, what: str, done: int, total: int | None = None) -> None:
+        if self.console.is_terminal:
+            of = f"/{total}" if total else ""
+            self.console.print(f"  {what}: {done}{of}", end="\r", markup=False)
+
+    def step(self, step_id: str, title: str, status: str, summary: str) -> None:
+        from rich.text import Text
+
+        line = Text(f"{status:>10} ", style=self._STYLE.get(status, ""))
+        line.append(f"{step_id}: ", style="bold")
+        line.append(summary if len(summary) < 300 else summary[:297] + "...")
+        self.console.print(line)
+
+
+def _finish(result: RunResult, *, fmt: str = "md") -> None:
+    from kmsir import report
+
+    path = report.write(result.bundle, fmt=fmt)
+    _err(f"bundle: {result.bundle}")
+    if result.error:
+        _err(f"kmsir: run {result.status}: {result.error}")
+    print(path)
+    if result.status != "succeeded":
+        raise typer.Exit(1)
+
+
+def _default_incident() -> str:
+    return "INC-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+
+
+EvidenceDir = Annotated[Path, typer.Option("--evidence-dir", help="Where bundles are written.")]
+
+
+# -- commands -------------------------------------------------------------------------------
+
+
+@app.command()
+@_handled
+def demo(
+    evidence_dir: EvidenceDir = Path("evidence"),
+    scenario: Annotated[str, typer.Option("--scenario", help="Sandbox scenario.")] = "rogue-grant",
+) -> None:
+    """Run a scenario's playbook in the sandbox with its scripted answers; print the report."""
+    from kmsir.prompts import ScriptedPrompter
+    from kmsir.sandbox import scenario as scenarios
+
+    world = scenarios.load(scenario)
+    loaded = _load_playbook(world.playbook)
+    prompter = ScriptedPrompter(world.answers, source="scenario script")
+    _err(f"kmsir demo: scenario {world.id} (SIMULATED, no AWS account): {world.story}")
+    result = _run_sandboxed(
+        loaded, world, {}, prompter, f"demo-{world.id}", evidence_dir, yes=False
+    )
+    _finish(result)
+
+
+def _run_sandboxed(
+    loaded: LoadedPlaybook,
+    world: Any,
+    given: dict[str, Any],
+    prompter: Any,
+    incident: str,
+    evidence_dir: Path,
+    *,
+    yes: bool,
+    start_at: str | None = None,
+    check: bool = False,
+) -> RunResult:
+    from kmsir import actions, playbook
+    from kmsir.engine import Engine, RunOptions
+    from kmsir.sandbox import Sandbox
+
+    defaults = {k: v for k, v in world.inputs.items() if k in loaded.playbook.inputs}
+    inputs = playbook.resolve_inputs(loaded.playbook, {**defaults, **given})
+    with Sandbox(world) as sandbox:
+        engine = Engine(
+            actions=actions.registry(),
+            clients=sandbox.client_factory(),
+            prompter=prompter,
+            reporter=_ConsoleReporter(),
+        )
+        options = RunOptions(
+            incident_id=incident,
+            evidence_dir=evidence_dir,
+            mode="check" if check else "sandbox",
+            yes=yes,
+            start_at=start_at,
+            scenario=world.id,
+        )
+        return engine.run(loaded, inputs, options)
+
+
+@app.command()
+@_handled
+def run(
+    playbook_ref: Annotated[str, typer.Argument(metavar="PLAYBOOK", help="File or built-in name.")],
+    inputs: Annotated[
+        list[str] | None, typer.Option("-i", "--input", metavar="NAME=VALUE", help="An input.")
+    ] = None,
+    incident: Annotated[str | None, typer.Option("--incident", help="Incident id.")] = None,
+    evidence_dir: EvidenceDir = Path("evidence"),
+    profile: Annotated[str | None, typer.Option("--profile", help="AWS profile.")] = None,
+    region: Annotated[str | None, typer.Option("--region", help="AWS Region.")] = None,
+    sandbox: Annotated[
+        str | None, typer.Option("--sandbox", metavar="SCENARIO", help="Run in the sandbox.")
+    ] = None,
+    answers: Annotated[
+        Path | None, typer.Option("--answers", help="YAML: step id or input name -> answer.")
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Approve every step without asking.")] = False,
+    check: Annotated[
+        bool, typer.Option("--check", help="Change nothing; show what would.")
+    ] = False,
+    start_at: Annotated[str | None, typer.Option("--start-at", help="Skip to this step.")] = None,
+) -> None:
+    """Run a playbook step by step, asking before anything changes."""
+    from kmsir import evidence, playbook
+    from kmsir.prompts import AutoApprovePrompter, InteractivePrompter, NoPrompter, ScriptedPrompter
+
+    loaded = _load_playbook(playbook_ref)
+    incident_id = evidence.check_incident_id(incident or _default_incident())
+    given: dict[str, Any] = _parse_inputs(inputs or [])
+    scripted = _load_answers(answers)
+    for name in loaded.playbook.inputs:
+        if name in scripted and name not in given:
+            given[name] = scripted[name]
+    interactive = sys.stdin.isatty() and sys.stderr.isatty()
+    base: Any = InteractivePrompter() if interactive else NoPrompter()
+    prompter: Any = ScriptedPrompter(scripted, source="answers file", fallback=base)
+    if yes:
+        prompter = AutoApprovePrompter(prompter)
+    if sandbox:
+        from kmsir.sandbox import scenario as scenarios
+
+        world = scenarios.load(sandbox)
+        given = _ask_missing_inputs(
+            loaded,
+            {**{k: v for k, v in world.inputs.items() if k in loaded.playbook.inputs}, **given},
+            prompter,
+        )
+        result = _run_sandboxed(
+            loaded,
+            world,
+            given,
+            prompter,
+            incident_id,
+            evidence_dir,
+            yes=yes,
+            start_at=start_at,
+            check=check,
+        )
+        _finish(result)
+        return
+    from kmsir import actions
+    from kmsir.actions.aws import ClientFactory
+    from kmsir.engine import Engine, RunOptions
+
+    given = _ask_missing_inputs(loaded, given, prompter)
+    values = playbook.resolve_inputs(loaded.playbook, given)
+
+    def session() -> Any:
+        import boto3
+        from botocore.exceptions import ProfileNotFound
+
+        try:
+            return boto3.Session(profile_name=profile, region_name=region)
+        except ProfileNotFound:
+            raise UsageError(f"--profile {profile}: no such AWS profile") from None
+
+    clients = ClientFactory(session_factory=session, region=region)
+    engine = Engine(
+        actions=actions.registry(), clients=clients, prompter=prompter, reporter=_ConsoleReporter()
+    )
+    options = RunOptions(
+        incident_id=incident_id,
+        evidence_dir=evidence_dir,
+        mode="check" if check else "live",
+        yes=yes,
+        start_at=start_at,
+    )
+    _finish(engine.run(loaded, values, options))
+
+
+def _ask_missing_inputs(
+    loaded: LoadedPlaybook, given: dict[str, Any], prompter: Any
+) -> dict[str, Any]:
+    from kmsir.playbook import coerce_input
+
+    for name, spec in loaded.playbook.inputs.items():
+        if name in given or not spec.required or spec.default is not None:
+            continue
+
+        def validate(value: str, _name: str = name, _spec: Any = spec) -> str | None:
+            try:
+                coerce_input(_name, _spec, value)
+            except UsageError as exc:
+                return str(exc)
+            return None
+
+        question = f"{name} ({spec.type}): {spec.description}".rstrip(": ")
+        given[name] = prompter.text(name, question, validate).value
+    return given
+
+
+@app.command()
+@_handled
+def validate(
+    playbooks: Annotated[list[Path], typer.Argument(metavar="PLAYBOOK...", help="Files to check.")],
+) -> None:
+    """Validate playbooks without any AWS call (exit 0 valid, 2 invalid)."""
+    from kmsir import actions, playbook
+
+    catalog = actions.catalog()
+    invalid = 0
+    for path in playbooks:
+        try:
+            loaded = playbook.load(path, catalog)
+        except PlaybookError as exc:
+            invalid += 1
+            for problem in exc.problems:
+                _err(problem)
+            continue
+        for warning in loaded.warnings:
+            _err(warning)
+        print(f"{path}: valid ({len(loaded.playbook.steps)} steps)")
+    if invalid:
+        raise typer.Exit(2)
+
+
+@app.command()
+@_handled
+def verify(
+    bundle: Annotated[Path, typer.Argument(metavar="BUNDLE", help="Bundle directory.")],
+) -> None:
+    """Check every hash, the journal chain and the manifest (exit 0 intact, 1 tampered)."""
+    from kmsir import evidence
+
+    problems = evidence.verify(bundle)
+    if problems:
+        for problem in problems:
+            print(f"TAMPERED: {problem}")
+        raise typer.Exit(1)
+    opened = evidence.Bundle.open(bundle)
+    print(
+        f"intact: {len(opened.entries)} journal entries, "
+        f"{len(opened.manifest.get('artifacts', []))} artifacts, "
+        f"head {opened.entries[-1]['hash'] if opened.entries else '-'}"
+    )
+
+
+@app.command()
+@_handled
+def report(
+    bundle: Annotated[Path, typer.Argument(metavar="BUNDLE", help="Bundle directory.")],
+    fmt: Annotated[str, typer.Option("--format", help="md")] = "md",
+    template: Annotated[Path | None, typer.Option("--template", help="Your own template.")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write here, not in the bundle.")
+    ] = None,
+) -> None:
+    """Re-render a bundle's report from the bundle alone (no AWS access)."""
+    from kmsir import report as reports
+
+    print(reports.write(bundle, fmt=fmt, template=template, out=out))
+
+
+@app.command("actions")
+@_handled
+def list_actions() -> None:
+    """List the actions a playbook can use."""
+    from kmsir import actions
+
+    for name, action in sorted(actions.registry().items()):
+        kind = "mutating" if action.mutating else "read-only"
+        undo = f", undo: {action.inverse}" if action.inverse else ""
+        doc = (action.__doc__ or "").strip().splitlines()[0]
+        print(f"{name:<22} {kind}{undo}\n    {doc}")
+
+
+@app.command()
+@_handled
+def scenarios() -> None:
+    """List the sandbox scenarios."""
+    from kmsir.sandbox import scenario
+
+    for name in scenario.available():
+        world = scenario.load(name)
+        print(f"{name:<24} {world.story}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    os.environ.setdefault("PYTHONIOENCODING", "utf-8")
+    app()

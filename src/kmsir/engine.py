@@ -1,0 +1,454 @@
+"""Runs a validated playbook: templating, ``when``, confirmation, retries, ``on_error``, journal.
+
+The engine knows nothing of terminals or files: it asks through a ``Prompter``, writes through
+the bundle writer from ``evidence`` and reports through a ``Reporter`` that ``cli`` draws.
+"""
+
+from __future__ import annotations
+
+import getpass
+import platform
+import socket
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from kmsir import __version__, templating
+from kmsir.actions import Registry
+from kmsir.actions.aws import ApiCall, ClientFactory, aws_errors
+from kmsir.actions.base import (
+    IRREVERSIBLE,
+    Action,
+    ActionContext,
+    NullReporter,
+    Outcome,
+    Reporter,
+    RunInfo,
+)
+from kmsir.errors import Aborted, ActionError, AwsError, KmsirError
+from kmsir.evidence import BundleWriter, Clock, timestamp, utc_now
+from kmsir.playbook import LoadedPlaybook, Step
+from kmsir.prompts import Prompter
+
+Mode = Literal["live", "check", "sandbox"]
+RunStatus = Literal["succeeded", "failed", "aborted", "interrupted"]
+#: AWS error codes worth retrying (``retries:``) after botocore's own retries gave up.
+RETRYABLE = frozenset(
+    {
+        "ThrottlingException",
+        "KMSInternalException",
+        "DependencyTimeoutException",
+        "ServiceUnavailable",
+        "InternalFailure",
+        "RequestLimitExceeded",
+    }
+)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run: where the evidence goes, the mode, and whether to ask before changes."""
+
+    incident_id: str
+    evidence_dir: Path
+    mode: Mode
+    yes: bool = False
+    start_at: str | None = None
+    scenario: str | None = None
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One step's outcome, for the summary the CLI prints."""
+
+    step_id: str
+    title: str
+    status: str
+    summary: str
+
+
+@dataclass
+class RunResult:
+    """What a run left behind."""
+
+    bundle: Path
+    status: RunStatus
+    steps: list[StepRecord] = field(default_factory=list)
+    error: str | None = None
+
+
+class _StepSink:
+    """The bundle, as one step's actions see it."""
+
+    def __init__(self, bundle: BundleWriter, index: int, step_id: str) -> None:
+        self.bundle, self.index, self.step_id = bundle, index, step_id
+
+    def write(self, name: str, data: bytes) -> str:
+        return self.bundle.write_artifact(self.index, self.step_id, name, data).path
+
+    def journal(self, type_: str, data: dict[str, Any]) -> None:
+        self.bundle.append(type_, data, step=self.step_id)
+
+
+class _Skip(Exception):
+    """The responder chose to skip a failed step."""
+
+
+class Engine:
+    """Runs playbooks against a client factory, asking a prompter, into evidence bundles."""
+
+    def __init__(
+        self,
+        *,
+        actions: Registry,
+        clients: ClientFactory,
+        prompter: Prompter,
+        reporter: Reporter | None = None,
+        clock: Clock = utc_now,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.actions = actions
+        self.clients = clients
+        self.prompter = prompter
+        self.reporter = reporter or NullReporter()
+        self.clock = clock
+        self.sleep = sleep
+        self._current_step: str | None = None
+        self._bundle: BundleWriter | None = None
+
+    # -- run ------------------------------------------------------------------------------
+
+    def run(
+        self, loaded: LoadedPlaybook, inputs: Mapping[str, Any], options: RunOptions
+    ) -> RunResult:
+        """Run every step in order; the bundle is left verifiable whatever happens."""
+        playbook = loaded.playbook
+        if options.start_at is not None and options.start_at not in {s.id for s in playbook.steps}:
+            raise KmsirError(
+                f"--start-at: playbook '{playbook.id}' has no step '{options.start_at}'"
+            )
+        operator = self._operator()
+        bundle = BundleWriter.create(
+            options.evidence_dir, options.incident_id, playbook_raw=loaded.raw, clock=self.clock
+        )
+        self._bundle = bundle
+        self.clients.recorder = self._record_call
+        self.clients.check_mode = options.mode == "check"
+        info = RunInfo(options.incident_id, bundle.run_id, options.mode, options.mode == "sandbox")
+        bundle.append("run-started", self._metadata(loaded, inputs, options, info, operator))
+        result = RunResult(bundle.root, "succeeded")
+        context: dict[str, Any] = {
+            "inputs": dict(inputs),
+            "steps": {},
+            "incident": {"id": options.incident_id},
+            "run": {"id": info.run_id, "mode": info.mode, "simulated": info.simulated},
+        }
+        started = options.start_at is None
+        try:
+            for index, step in enumerate(playbook.steps, start=1):
+                started = started or step.id == options.start_at
+                if not started:
+                    record = self._skip(bundle, step, "before --start-at")
+                else:
+                    record = self._run_step(bundle, index, step, context, info, options)
+                result.steps.append(record)
+                self.reporter.step(record.step_id, record.title, record.status, record.summary)
+                if record.status == "failed":
+                    result.status = "failed"
+                    result.error = record.summary
+                    if step.on_error != "continue":
+                        break
+        except Aborted as exc:
+            result.status, result.error = "aborted", str(exc)
+        except KeyboardInterrupt:
+            bundle.append("run-interrupted", {"reason": "interrupted (Ctrl-C)"})
+            bundle.close()
+            result.status = "interrupted"
+            raise
+        finally:
+            self._current_step = None
+            self.clients.recorder = None
+        bundle.finish(result.status, {"error": result.error} if result.error else None)
+        return result
+
+    def _run_step(
+        self,
+        bundle: BundleWriter,
+        index: int,
+        step: Step,
+        context: dict[str, Any],
+        info: RunInfo,
+        options: RunOptions,
+    ) -> StepRecord:
+        self._current_step = step.id
+        action = self.actions[step.action]
+        context["now"] = timestamp(self.clock())
+        if step.when is not None:
+            try:
+                go = bool(templating.evaluate(step.when, context))
+            except KmsirError as exc:
+                return self._fail(bundle, step, f"when: {exc}")
+            if not go:
+                return self._skip(bundle, step, f"when: {step.when} is false")
+        ctx = ActionContext(
+            step_id=step.id,
+            clients=self.clients,
+            prompter=self.prompter,
+            artifacts=_StepSink(bundle, index, step.id),
+            run=info,
+            now=self.clock,
+            reporter=self.reporter,
+        )
+        while True:
+            try:
+                params = self._params(action, step, context)
+                if action.mutating:
+                    skipped = self._confirm(bundle, step, action, ctx, params, options)
+                    if skipped is not None:
+                        return skipped
+                bundle.append(
+                    "step-started",
+                    {
+                        "action": step.action,
+                        "name": step.title,
+                        "phase": step.phase,
+                        "params": params.model_dump(mode="json"),
+                        "mutating": action.mutating,
+                        "inverse": action.inverse,
+                    },
+                    step=step.id,
+                )
+                outcome = self._with_retries(step, action, ctx, params)
+            except Aborted:
+                raise
+            except KmsirError as exc:
+                message = f"step '{step.id}' ({step.action}): {exc}"
+                record = self._fail(bundle, step, message)
+                if step.on_error != "ask":
+                    return record
+                choice = self.prompter.ask(
+                    f"{step.id}.on-error", f"{message}\nWhat now?", ["retry", "skip", "abort"]
+                )
+                bundle.append(
+                    "decision",
+                    {"question": "on error", "answer": choice.value, "by": choice.source},
+                    step=step.id,
+                )
+                if choice.value == "retry":
+                    continue
+                if choice.value == "skip":
+                    return self._skip(bundle, step, f"skipped after failure ({choice.source})")
+                raise Aborted(f"aborted after step '{step.id}' failed") from None
+            break
+        context["steps"][step.id] = {**outcome.outputs, "status": outcome.status}
+        bundle.append(
+            "step-succeeded",
+            {
+                "action": step.action,
+                "status": outcome.status,
+                "summary": outcome.summary,
+                "outputs": outcome.outputs,
+                "before": outcome.before,
+                "after": outcome.after,
+                "inverse": action.inverse if action.mutating else None,
+            },
+            step=step.id,
+        )
+        return StepRecord(step.id, step.title, outcome.status, outcome.summary)
+
+    def _params(self, action: Action[Any], step: Step, context: dict[str, Any]) -> Any:
+        rendered = templating.render_value(step.with_, context)
+        try:
+            return action.params.model_validate(rendered)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False, include_input=False)[0]
+            where = ".".join(str(p) for p in first["loc"]) or "with"
+            raise ActionError(f"parameter {where}: {first['msg']}") from None
+
+    def _confirm(
+        self,
+        bundle: BundleWriter,
+        step: Step,
+        action: Action[Any],
+        ctx: ActionContext,
+        params: Any,
+        options: RunOptions,
+    ) -> StepRecord | None:
+        """Show the exact calls and current state; ``None`` means go ahead."""
+        preview = action.preview(ctx, params)
+        inverse = action.inverse or "none needed"
+        if inverse == IRREVERSIBLE:
+            inverse = "IRREVERSIBLE"
+        details = [
+            f"Step {step.id}: {step.title} ({step.action})",
+            f"  target: {preview.target}",
+            f"  current: {preview.state}",
+            *[f"  will call: {call}" for call in preview.calls],
+            *[f"  {note}" for note in preview.notes],
+            f"  undo: {inverse}",
+        ]
+        if options.mode == "check":
+            bundle.append(
+                "check-mode",
+                {
+                    "would_call": list(preview.calls),
+                    "target": preview.target,
+                    "state": preview.state,
+                },
+                step=step.id,
+            )
+            return self._skip(
+                bundle,
+                step,
+                "check mode: would call " + "; ".join(preview.calls),
+                status="would-run",
+            )
+        if not preview.calls:
+            return None  # nothing would be sent; run() records "already in desired state"
+        if options.yes:
+            answer_value, source, reason = True, "auto-approved", None
+        else:
+            answer = self.prompter.confirm(
+                step.id, f"Run {step.title}?", details, typed=preview.typed
+            )
+            answer_value, source, reason = bool(answer.value), answer.source, answer.reason
+        bundle.append(
+            "decision",
+            {
+                "question": f"run {step.action}",
+                "answer": "approved" if answer_value else "skipped",
+                "by": source,
+                "reason": reason,
+                "calls": list(preview.calls),
+                "state": preview.state,
+                "inverse": action.inverse,
+            },
+            step=step.id,
+        )
+        if not answer_value:
+            return self._skip(
+                bundle, step, f"not approved ({source})" + (f": {reason}" if reason else "")
+            )
+        return None
+
+    def _with_retries(
+        self, step: Step, action: Action[Any], ctx: ActionContext, params: Any
+    ) -> Outcome:
+        attempt = 0
+        while True:
+            try:
+                return action.run(ctx, params)
+            except AwsError as exc:
+                if attempt >= step.retries or exc.code not in RETRYABLE:
+                    raise
+                attempt += 1
+                self._bundle_append("step-retry", {"attempt": attempt, "error": str(exc)}, step.id)
+                self.sleep(min(2.0**attempt, 30.0))
+
+    # -- journal helpers ------------------------------------------------------------------
+
+    def _bundle_append(self, type_: str, data: dict[str, Any], step: str | None) -> None:
+        if self._bundle is not None:
+            self._bundle.append(type_, data, step=step)
+
+    def _record_call(self, call: ApiCall) -> None:
+        self._bundle_append(
+            "api-call",
+            {
+                "service": call.service,
+                "operation": call.operation,
+                "region": call.region,
+                "params": call.params,
+                "http_status": call.http_status,
+                "request_id": call.request_id,
+                "error_code": call.error_code,
+            },
+            self._current_step,
+        )
+
+    def _skip(
+        self, bundle: BundleWriter, step: Step, reason: str, *, status: str = "skipped"
+    ) -> StepRecord:
+        bundle.append(
+            "step-skipped",
+            {
+                "reason": reason,
+                "status": status,
+                "action": step.action,
+                "name": step.title,
+                "phase": step.phase,
+            },
+            step=step.id,
+        )
+        return StepRecord(step.id, step.title, status, reason)
+
+    def _fail(self, bundle: BundleWriter, step: Step, message: str) -> StepRecord:
+        bundle.append(
+            "step-failed",
+            {"error": message, "action": step.action, "name": step.title, "phase": step.phase},
+            step=step.id,
+        )
+        return StepRecord(step.id, step.title, "failed", message)
+
+    # -- metadata -------------------------------------------------------------------------
+
+    def _operator(self) -> dict[str, Any]:
+        sts = self.clients.client("sts")
+        with aws_errors("GetCallerIdentity (who is running this?)", service="sts"):
+            identity = sts.get_caller_identity()
+        return {
+            "arn": identity.get("Arn"),
+            "account": identity.get("Account"),
+            "user_id": identity.get("UserId"),
+        }
+
+    def _metadata(
+        self,
+        loaded: LoadedPlaybook,
+        inputs: Mapping[str, Any],
+        options: RunOptions,
+        info: RunInfo,
+        operator: dict[str, Any],
+    ) -> dict[str, Any]:
+        import boto3
+        import botocore
+
+        playbook = loaded.playbook
+        return {
+            "tool": {"name": "kmsir", "version": __version__},
+            "versions": {
+                "python": platform.python_version(),
+                "boto3": boto3.__version__,
+                "botocore": botocore.__version__,
+                "platform": sys.platform,
+            },
+            "playbook": {
+                "id": playbook.id,
+                "title": playbook.title,
+                "version": playbook.version,
+                "severity": playbook.severity,
+                "sha256": loaded.sha256,
+                "path": loaded.path.name,
+            },
+            "incident": options.incident_id,
+            "run_id": info.run_id,
+            "inputs": dict(inputs),
+            "operator": {**operator, "local_user": _local_user()},
+            "host": socket.gethostname(),
+            "mode": options.mode,
+            "simulated": info.simulated,
+            "scenario": options.scenario,
+            "region": self.clients.resolved_region,
+        }
+
+
+def _local_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"

@@ -1,0 +1,519 @@
+"""The evidence bundle: a hash-chained journal, immutable artifacts, a derived manifest.
+
+Layout (``<evidence-dir>/<incident-id>/<run-id>/``)::
+
+    journal.jsonl     one canonical-JSON entry a line, each chained to the previous by hash
+    playbook.yaml     the exact bytes that ran
+    artifacts/NN-<step-id>/<name>
+    manifest.json     derived from the journal: rewritten at finish; ``verify`` recomputes it
+    report.md/.html   derived, re-renderable
+
+Everything the manifest says (run metadata, each artifact's sha256/size/step/time, journal
+head) is recorded in the journal first, so ``verify`` can recompute the manifest and catch a
+change to either. Evidence files are created with ``O_EXCL``/``os.link`` (never overwritten),
+fsync'd with their directory, directories 0700 and files 0600.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import secrets
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from kmsir.errors import EvidenceError, UsageError
+
+FORMAT = "kmsir-bundle/1"
+JOURNAL = "journal.jsonl"
+MANIFEST = "manifest.json"
+PLAYBOOK_COPY = "playbook.yaml"
+ARTIFACTS = "artifacts"
+#: Files that are derived from the journal and may be rewritten or re-rendered.
+DERIVED = frozenset({MANIFEST, "report.md", "report.html"})
+
+_INCIDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_NAME_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The current time in UTC."""
+    return datetime.now(timezone.utc)
+
+
+def timestamp(moment: datetime) -> str:
+    """ISO 8601 UTC with a ``Z``, microseconds kept (journal order is also ``seq``)."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def canonical(entry: Any) -> bytes:
+    """The one byte form of a JSON value: sorted keys, no spaces, UTF-8."""
+    return json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with datetimes as ISO 8601 strings and bytes as a size note (never content)."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return timestamp(value) if value.tzinfo else value.isoformat()
+    if isinstance(value, bytes | bytearray):
+        return f"<{len(value)} bytes>"
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+def sha256_hex(data: bytes) -> str:
+    """Hex sha256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def entry_hash(entry: dict[str, Any]) -> str:
+    """The hash of a journal entry: sha256 over its canonical JSON without ``hash``."""
+    return sha256_hex(canonical({k: v for k, v in entry.items() if k != "hash"}))
+
+
+def check_incident_id(incident_id: str) -> str:
+    """Refuse incident ids that could escape the evidence directory or confuse a shell."""
+    if not _INCIDENT_ID.match(incident_id) or ".." in incident_id:
+        raise UsageError(
+            f"incident id {incident_id[:70]!r} is not allowed: use 1-64 letters, digits, "
+            "'.', '_' or '-', starting with a letter or digit (no '/' or '..')"
+        )
+    return incident_id
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _mkdir(path: Path) -> None:
+    """Create ``path`` and its missing parents with mode 0700, fsyncing each new entry."""
+    missing = []
+    probe = path
+    while not probe.exists():
+        missing.append(probe)
+        probe = probe.parent
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            directory.mkdir(mode=0o700)
+        _fsync_dir(directory.parent)
+
+
+def write_new(path: Path, data: bytes) -> None:
+    """Atomically create ``path`` with ``data``; never overwrite (``FileExistsError``).
+
+    The bytes go to a private temporary file, are fsync'd, then hard-linked into place
+    (``link`` fails if the name exists) and the directory is fsync'd: a crash leaves either
+    nothing or the whole file under the final name.
+    """
+    temp = path.parent / f".tmp-{path.name}-{secrets.token_hex(4)}"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.link(temp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+    _fsync_dir(path.parent)
+
+
+def replace_derived(path: Path, data: bytes) -> None:
+    """Atomically (re)write a derived file (manifest, report): temp + fsync + rename."""
+    if path.name not in DERIVED:
+        raise EvidenceError(f"{path.name} is evidence, not a derived file; it is never rewritten")
+    temp = path.parent / f".tmp-{path.name}-{secrets.token_hex(4)}"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, path)
+    _fsync_dir(path.parent)
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """An artifact as recorded in the journal and the manifest."""
+
+    path: str
+    sha256: str
+    bytes: int
+    step: str
+    created: str
+
+
+class BundleWriter:
+    """Writes one run's bundle. Thread-safe: concurrent actions may journal and write."""
+
+    def __init__(self, root: Path, *, clock: Clock = utc_now) -> None:
+        self.root = root
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._head: str | None = None
+        self._fd: int | None = None
+        self._artifacts: list[Artifact] = []
+
+    @classmethod
+    def create(
+        cls,
+        evidence_dir: Path,
+        incident_id: str,
+        *,
+        playbook_raw: bytes,
+        clock: Clock = utc_now,
+    ) -> BundleWriter:
+        """Make ``<evidence_dir>/<incident>/<run-id>/`` with the playbook copy and a journal."""
+        check_incident_id(incident_id)
+        now = clock()
+        run_id = f"{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(2)}"
+        root = evidence_dir / incident_id / run_id
+        try:
+            _mkdir(root.parent)
+            root.mkdir(mode=0o700)
+            _fsync_dir(root.parent)
+            (root / ARTIFACTS).mkdir(mode=0o700)
+            write_new(root / PLAYBOOK_COPY, playbook_raw)
+        except OSError as exc:
+            raise EvidenceError(f"cannot create the evidence bundle in {root}: {exc}") from None
+        writer = cls(root, clock=clock)
+        writer._open_journal()
+        return writer
+
+    @property
+    def run_id(self) -> str:
+        """The run id (the bundle directory's name)."""
+        return self.root.name
+
+    @property
+    def head(self) -> str | None:
+        """Hash of the last journal entry."""
+        return self._head
+
+    @property
+    def entries(self) -> int:
+        """Number of journal entries written."""
+        return self._seq
+
+    @property
+    def artifacts(self) -> tuple[Artifact, ...]:
+        """Artifacts written so far."""
+        return tuple(self._artifacts)
+
+    def _open_journal(self) -> None:
+        self._fd = os.open(
+            self.root / JOURNAL, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL, 0o600
+        )
+        _fsync_dir(self.root)
+
+    def append(
+        self, type_: str, data: dict[str, Any] | None = None, *, step: str | None = None
+    ) -> dict[str, Any]:
+        """Append one entry, flushed and fsync'd before returning it."""
+        with self._lock:
+            if self._fd is None:
+                raise EvidenceError("the journal is closed")
+            entry: dict[str, Any] = {
+                "seq": self._seq + 1,
+                "ts": timestamp(self._clock()),
+                "type": type_,
+                "step": step,
+                "data": jsonable(data or {}),
+                "prev": self._head,
+            }
+            entry["hash"] = entry_hash(entry)
+            line = canonical(entry) + b"\n"
+            try:
+                os.write(self._fd, line)
+                os.fsync(self._fd)
+            except OSError as exc:
+                raise EvidenceError(f"cannot write the journal: {exc}") from None
+            self._seq += 1
+            self._head = entry["hash"]
+            return entry
+
+    def artifact_dir(self, step_index: int, step_id: str) -> str:
+        """The relative directory for a step's artifacts: ``artifacts/NN-<step-id>``."""
+        if not _NAME_PART.match(step_id):
+            raise EvidenceError(f"step id {step_id[:60]!r} cannot name an artifact directory")
+        return f"{ARTIFACTS}/{step_index:02d}-{step_id}"
+
+    def write_artifact(self, step_index: int, step_id: str, name: str, data: bytes) -> Artifact:
+        """Write an artifact for a step and journal it. ``name`` is from the action's vocabulary.
+
+        ``name`` may have one sub-folder (``<key-id>/policy.json``); each part is checked so
+        that no name taken from AWS or input can leave the bundle.
+        """
+        parts = name.split("/")
+        if len(parts) > 2 or not all(_NAME_PART.match(p) and ".." not in p for p in parts):
+            raise EvidenceError(f"artifact name {name[:80]!r} is not allowed")
+        relative = f"{self.artifact_dir(step_index, step_id)}/{name}"
+        target = self.root / relative
+        try:
+            _mkdir(target.parent)
+            write_new(target, data)
+        except FileExistsError:
+            raise EvidenceError(
+                f"artifact {relative} already exists; evidence is never overwritten"
+            ) from None
+        except OSError as exc:
+            raise EvidenceError(f"cannot write artifact {relative}: {exc}") from None
+        artifact = Artifact(
+            relative, sha256_hex(data), len(data), step_id, timestamp(self._clock())
+        )
+        self.append("artifact", artifact.__dict__.copy(), step=step_id)
+        with self._lock:
+            self._artifacts.append(artifact)
+        return artifact
+
+    def finish(self, status: str, summary: dict[str, Any] | None = None) -> Path:
+        """Journal the end of the run and write the manifest derived from the journal."""
+        self.append("run-finished", {"status": status, **(summary or {})})
+        self.close()
+        manifest = build_manifest(list(read_journal(self.root / JOURNAL).entries))
+        replace_derived(
+            self.root / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n"
+        )
+        return self.root / MANIFEST
+
+    def close(self) -> None:
+        """Close the journal file."""
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+
+# --- reading ----------------------------------------------------------------------------
+
+
+@dataclass
+class JournalRead:
+    """A journal as found on disk: parsed entries and every problem met reading it."""
+
+    entries: list[dict[str, Any]]
+    problems: list[str]
+    torn_tail: bool = False
+
+
+def read_journal(path: Path) -> JournalRead:
+    """Parse and check a journal: canonical form, hash, chain, sequence, torn tail."""
+    result = JournalRead([], [])
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        result.problems.append(f"{JOURNAL}: missing")
+        return result
+    lines = raw.split(b"\n")
+    tail = lines.pop()  # b"" when the file ends with a newline
+    prev: str | None = None
+    for number, line in enumerate(lines, start=1):
+        where = f"{JOURNAL} line {number}"
+        try:
+            entry = json.loads(line)
+            if not isinstance(entry, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            result.problems.append(f"{where}: not valid JSON (line altered)")
+            prev = None
+            continue
+        if canonical(entry) != line:
+            result.problems.append(f"{where}: not in canonical form (line altered)")
+        if entry.get("hash") != entry_hash(entry):
+            result.problems.append(f"{where}: hash does not match its content (line altered)")
+        if entry.get("prev") != prev and not (number > 1 and prev is None):
+            result.problems.append(
+                f"{where}: chain broken (prev does not match line {number - 1}: "
+                "a line was deleted, inserted or reordered)"
+            )
+        if entry.get("seq") != number:
+            result.problems.append(f"{where}: seq {entry.get('seq')!r}, expected {number}")
+        prev = entry.get("hash")
+        result.entries.append(entry)
+    if tail:
+        result.torn_tail = True
+        result.problems.append(
+            f"{JOURNAL} line {len(lines) + 1}: torn tail (incomplete last line, "
+            "the run was interrupted while writing it)"
+        )
+    return result
+
+
+#: Run metadata copied from the run-started entry into the manifest.
+_MANIFEST_FIELDS = (
+    "tool",
+    "versions",
+    "playbook",
+    "incident",
+    "run_id",
+    "inputs",
+    "operator",
+    "host",
+    "mode",
+    "simulated",
+    "scenario",
+    "region",
+)
+
+
+def build_manifest(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The manifest a journal implies: run metadata, artifacts, outcome, chain head."""
+    started = next((e for e in entries if e["type"] == "run-started"), None)
+    if started is None:
+        raise EvidenceError(f"{JOURNAL}: no run-started entry")
+    finished = next((e for e in reversed(entries) if e["type"] == "run-finished"), None)
+    meta = started["data"]
+    return {
+        "format": FORMAT,
+        **{k: meta.get(k) for k in _MANIFEST_FIELDS},
+        "started": started["ts"],
+        "finished": finished["ts"] if finished else None,
+        "status": finished["data"].get("status") if finished else "incomplete",
+        "artifacts": [e["data"] for e in entries if e["type"] == "artifact"],
+        "journal": {"entries": len(entries), "head": entries[-1]["hash"] if entries else None},
+    }
+
+
+@dataclass
+class Bundle:
+    """A bundle opened for reading (report, verify)."""
+
+    root: Path
+    entries: list[dict[str, Any]]
+    manifest: dict[str, Any]
+
+    @classmethod
+    def open(cls, root: Path) -> Bundle:
+        """Open a bundle directory; the manifest is recomputed when it was never written."""
+        if not (root / JOURNAL).is_file():
+            raise UsageError(f"{root}: not an evidence bundle (no {JOURNAL})")
+        journal = read_journal(root / JOURNAL)
+        try:
+            manifest = json.loads((root / MANIFEST).read_bytes())
+        except (OSError, ValueError):
+            manifest = build_manifest(journal.entries)
+        return cls(root, journal.entries, manifest)
+
+    def artifact_bytes(self, relative: str) -> bytes:
+        """Bytes of an artifact recorded in this bundle."""
+        known = {a["path"] for a in self.manifest.get("artifacts", [])}
+        if relative not in known:
+            raise EvidenceError(f"{relative} is not an artifact of {self.root}")
+        return (self.root / relative).read_bytes()
+
+    def artifact_json(self, relative: str) -> Any:
+        """An artifact parsed as JSON."""
+        return json.loads(self.artifact_bytes(relative))
+
+
+def verify(root: Path) -> list[str]:
+    """Every problem that shows the bundle at ``root`` was altered; empty when intact."""
+    if not root.is_dir():
+        raise UsageError(f"{root}: no such bundle directory")
+    if not (root / JOURNAL).exists():
+        raise UsageError(f"{root}: not an evidence bundle (no {JOURNAL})")
+    journal = read_journal(root / JOURNAL)
+    problems = list(journal.problems)
+    entries = journal.entries
+    started = next((e for e in entries if e.get("type") == "run-started"), None)
+    if started is None:
+        return [*problems, f"{JOURNAL}: no run-started entry"]
+    problems += _verify_playbook(root, started)
+    problems += _verify_artifacts(root, entries)
+    problems += _verify_manifest(root, entries)
+    return problems
+
+
+def _verify_playbook(root: Path, started: dict[str, Any]) -> Iterator[str]:
+    expected = (started.get("data", {}).get("playbook") or {}).get("sha256")
+    try:
+        actual = sha256_hex((root / PLAYBOOK_COPY).read_bytes())
+    except FileNotFoundError:
+        yield f"{PLAYBOOK_COPY}: missing"
+        return
+    if actual != expected:
+        yield (
+            f"{PLAYBOOK_COPY}: sha256 {actual[:12]}... differs from the journal's "
+            f"{str(expected)[:12]}..."
+        )
+
+
+def _verify_artifacts(root: Path, entries: list[dict[str, Any]]) -> Iterator[str]:
+    recorded: set[str] = set()
+    for entry in entries:
+        if entry.get("type") != "artifact":
+            continue
+        data = entry.get("data", {})
+        relative = str(data.get("path", ""))
+        recorded.add(relative)
+        target = root / relative
+        if not relative.startswith(f"{ARTIFACTS}/") or ".." in relative.split("/"):
+            yield f"{JOURNAL} line {entry.get('seq')}: artifact path {relative[:80]!r} is invalid"
+            continue
+        try:
+            content = target.read_bytes()
+        except FileNotFoundError:
+            yield f"{relative}: missing"
+            continue
+        if sha256_hex(content) != data.get("sha256") or len(content) != data.get("bytes"):
+            yield f"{relative}: content changed (sha256 or size differs from the journal)"
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root).as_posix()
+        if path.is_dir() or relative in DERIVED or relative in (JOURNAL, PLAYBOOK_COPY):
+            continue
+        if relative not in recorded:
+            yield f"{relative}: extra file, not recorded in the journal"
+
+
+def _verify_manifest(root: Path, entries: list[dict[str, Any]]) -> Iterator[str]:
+    finished = any(e.get("type") == "run-finished" for e in entries)
+    try:
+        manifest = json.loads((root / MANIFEST).read_bytes())
+    except FileNotFoundError:
+        if finished:
+            yield f"{MANIFEST}: missing (the run finished, so it was written)"
+        return
+    except ValueError:
+        yield f"{MANIFEST}: not valid JSON"
+        return
+    if not isinstance(manifest, dict):
+        yield f"{MANIFEST}: not a JSON object"
+        return
+    try:
+        expected = build_manifest(entries)
+    except (EvidenceError, KeyError, TypeError):
+        return  # the journal problems already explain why
+    recorded_head = (manifest.get("journal") or {}).get("head")
+    recorded_entries = (manifest.get("journal") or {}).get("entries")
+    if isinstance(recorded_entries, int) and recorded_entries > len(entries):
+        yield (
+            f"{JOURNAL}: truncated: the manifest anchors {recorded_entries} entries, "
+            f"{len(entries)} remain"
+        )
+    elif recorded_head != expected["journal"]["head"]:
+        yield f"{MANIFEST}: journal head does not match the journal's last entry"
+    for key in sorted(set(expected) | set(manifest)):
+        if key == "journal":
+            continue
+        if manifest.get(key) != expected.get(key):
+            yield f"{MANIFEST}: field '{key}' differs from what the journal records"

@@ -1,0 +1,314 @@
+"""Load and validate playbooks into frozen models, before any AWS call.
+
+Loading is two passes over a position-aware YAML document (``yamlsafe``): pydantic checks the
+shape, then ``_check_semantics`` checks what needs the action catalog (unknown actions and
+parameters, with a did-you-mean), ``when:`` and template syntax, and references to steps
+that do not run earlier. Every problem is one line ``file:line:col: step 'id': message``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from kmsir import templating, yamlsafe
+from kmsir.errors import PlaybookError, UsageError
+from kmsir.values import duration_seconds, is_kms_key_reference, is_region
+
+Phase = Literal[
+    "preparation",
+    "identification",
+    "containment",
+    "eradication",
+    "recovery",
+    "lessons-learned",
+]
+InputType = Literal[
+    "string", "kms-key", "duration", "int", "bool", "account-id", "region", "list", "choice"
+]
+KebabId = Annotated[str, Field(pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$", max_length=64)]
+StepId = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*(-[a-z0-9_]+)*$", max_length=48)]
+
+#: Action catalog the validator needs: action name -> its parameters model.
+ActionCatalog = Mapping[str, type[BaseModel]]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class InputSpec(_Frozen):
+    """One playbook input: its type, whether it is required, its default."""
+
+    type: InputType = "string"
+    description: str = ""
+    required: bool = False
+    default: Any = None
+    choices: tuple[str, ...] | None = None
+
+
+class Step(_Frozen):
+    """One playbook step."""
+
+    id: StepId
+    action: str
+    name: str | None = None
+    phase: Phase | None = None
+    description: str | None = None
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+    when: str | None = None
+    on_error: Literal["stop", "continue", "ask"] = "stop"
+    retries: int = Field(default=0, ge=0, le=10)
+
+    @property
+    def title(self) -> str:
+        """The step's name, or its id when it has none."""
+        return self.name or self.id
+
+
+class Playbook(_Frozen):
+    """A validated playbook."""
+
+    id: KebabId
+    title: str
+    steps: tuple[Step, ...] = Field(min_length=1)
+    version: int | str | None = None
+    severity: Literal["low", "medium", "high", "critical"] | None = None
+    description: str | None = None
+    references: tuple[str, ...] = ()
+    mitre: tuple[str, ...] = ()
+    inputs: dict[str, InputSpec] = Field(default_factory=dict)
+
+    def step(self, step_id: str) -> Step:
+        """The step with ``step_id``."""
+        for step in self.steps:
+            if step.id == step_id:
+                return step
+        raise KeyError(step_id)
+
+
+@dataclass(frozen=True)
+class LoadedPlaybook:
+    """A playbook plus where it came from: path, exact bytes, sha256, lint warnings."""
+
+    playbook: Playbook
+    path: Path
+    raw: bytes
+    warnings: tuple[str, ...]
+
+    @property
+    def sha256(self) -> str:
+        """Hex sha256 of the exact bytes that were loaded."""
+        return hashlib.sha256(self.raw).hexdigest()
+
+
+def load(path: Path, catalog: ActionCatalog, *, source: str | None = None) -> LoadedPlaybook:
+    """Load, validate and lint the playbook at ``path``; raise ``PlaybookError`` on problems."""
+    document = yamlsafe.load_file(path, source=source)
+    return from_document(document, catalog, path=path)
+
+
+def from_document(
+    document: yamlsafe.Document, catalog: ActionCatalog, *, path: Path
+) -> LoadedPlaybook:
+    """Validate an already-parsed document."""
+    if not isinstance(document.data, dict):
+        raise PlaybookError([f"{document.where(())}: a playbook must be a YAML mapping"])
+    try:
+        playbook = Playbook.model_validate(document.data)
+    except ValidationError as exc:
+        raise PlaybookError(list(_pydantic_problems(exc, document))) from None
+    problems = list(_check_semantics(playbook, document, catalog))
+    if problems:
+        raise PlaybookError(problems)
+    return LoadedPlaybook(playbook, path, document.raw, tuple(_lint(playbook, document)))
+
+
+def _step_prefix(document: yamlsafe.Document, loc: tuple[str | int, ...]) -> str:
+    if len(loc) >= 2 and loc[0] == "steps" and isinstance(loc[1], int):
+        steps = document.data.get("steps") if isinstance(document.data, dict) else None
+        if isinstance(steps, list) and loc[1] < len(steps) and isinstance(steps[loc[1]], dict):
+            step_id = steps[loc[1]].get("id")
+            if isinstance(step_id, str):
+                return f"step {yamlsafe.shorten(step_id, 50)}: "
+        return f"step #{loc[1] + 1}: "
+    return ""
+
+
+def _pydantic_problems(exc: ValidationError, document: yamlsafe.Document) -> Iterator[str]:
+    for error in exc.errors(include_url=False, include_input=False):
+        loc = tuple(error["loc"])
+        field = ".".join(str(p) for p in loc) or "playbook"
+        kind = error["type"]
+        if kind == "missing":
+            message = f"missing required field '{loc[-1]}'"
+        elif kind == "extra_forbidden":
+            message = f"unknown field '{loc[-1]}'"
+        elif kind == "string_pattern_mismatch" and loc[-1] == "id":
+            message = f"{field}: must be kebab-case (lowercase letters, digits, '-')"
+        else:
+            message = f"{field}: {error['msg']}"
+        yield f"{document.where(loc)}: {_step_prefix(document, loc)}{message}"
+
+
+_STEP_REFERENCE = re.compile(r"\bsteps(?:\.([A-Za-z_][\w]*)|\[\s*['\"]([^'\"]+)['\"]\s*\])")
+
+
+def _templates_in(
+    value: Any, path: tuple[str | int, ...]
+) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _templates_in(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _templates_in(item, (*path, index))
+
+
+def _did_you_mean(word: str, options: Iterator[str] | list[str]) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _check_semantics(
+    playbook: Playbook, document: yamlsafe.Document, catalog: ActionCatalog
+) -> Iterator[str]:
+    seen: set[str] = set()
+    for index, step in enumerate(playbook.steps):
+        base: tuple[str | int, ...] = ("steps", index)
+        prefix = f"step '{step.id}': "
+
+        def at(*path: str | int, _base: tuple[str | int, ...] = base) -> str:
+            return document.where((*_base, *path))
+
+        if step.id in seen:
+            yield f"{at('id')}: {prefix}duplicate step id (ids must be unique)"
+        params_model = catalog.get(step.action)
+        if params_model is None:
+            hint = _did_you_mean(step.action, list(catalog))
+            yield f"{at('action')}: {prefix}unknown action {yamlsafe.shorten(step.action)}{hint}"
+        else:
+            fields = params_model.model_fields
+            names = {info.alias or name for name, info in fields.items()}
+            for key in step.with_:
+                if key not in names:
+                    hint = _did_you_mean(str(key), sorted(names))
+                    yield (
+                        f"{at('with', key)}: {prefix}action '{step.action}' has no parameter "
+                        f"{yamlsafe.shorten(key)}{hint}"
+                    )
+            for name, info in fields.items():
+                if info.is_required() and (info.alias or name) not in step.with_:
+                    yield f"{at('with')}: {prefix}action '{step.action}' needs parameter '{name}'"
+        if step.when is not None:
+            problem = templating.check_expression(step.when)
+            if problem:
+                yield f"{at('when')}: {prefix}when: {problem}"
+            yield from _references(step.when, seen, at("when"), prefix)
+        for path, text in _templates_in(step.with_, ("with",)):
+            problem = templating.check_template(text)
+            if problem:
+                yield f"{at(*path)}: {prefix}{problem}"
+            yield from _references(text, seen, at(*path), prefix)
+        seen.add(step.id)
+    for name, spec in playbook.inputs.items():
+        if spec.type == "choice" and not spec.choices:
+            yield f"{document.where(('inputs', name))}: input '{name}': type choice needs choices"
+
+
+def _references(text: str, earlier: set[str], where: str, prefix: str) -> Iterator[str]:
+    for match in _STEP_REFERENCE.finditer(text):
+        ref = match.group(1) or match.group(2)
+        if ref not in earlier:
+            yield f"{where}: {prefix}refers to steps.{ref}, which is not an earlier step"
+
+
+def _lint(playbook: Playbook, document: yamlsafe.Document) -> Iterator[str]:
+    """Style warnings: never fail a run, only shown by ``validate``."""
+    for field in ("version", "severity", "description"):
+        if getattr(playbook, field) is None:
+            yield f"{document.where(())}: warning: no '{field}' (helps the report and reviewers)"
+    for index, step in enumerate(playbook.steps):
+        if step.phase is None:
+            yield (
+                f"{document.where(('steps', index))}: warning: step '{step.id}' has no phase "
+                "(the report groups steps by NIST phase)"
+            )
+
+
+# --- inputs -----------------------------------------------------------------------------
+
+
+def coerce_input(name: str, spec: InputSpec, value: Any) -> Any:
+    """Check and convert one input value against its spec; ``UsageError`` names the input."""
+
+    def bad(why: str) -> UsageError:
+        return UsageError(f"input '{name}': {why}")
+
+    kind = spec.type
+    if kind == "list":
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list):
+            return value
+        raise bad("expected a list or a comma-separated string")
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        lowered = str(value).lower()
+        if lowered in ("true", "yes", "1"):
+            return True
+        if lowered in ("false", "no", "0"):
+            return False
+        raise bad(f"{yamlsafe.shorten(value)} is not true/false")
+    if kind == "int":
+        try:
+            return int(str(value))
+        except ValueError:
+            raise bad(f"{yamlsafe.shorten(value)} is not an integer") from None
+    text = str(value).strip()
+    if kind == "kms-key" and not is_kms_key_reference(text):
+        raise bad(
+            f"{yamlsafe.shorten(text)} is not a KMS key id, key ARN, alias name (alias/...) "
+            "or alias ARN"
+        )
+    if kind == "duration":
+        try:
+            duration_seconds(text)
+        except ValueError as exc:
+            raise bad(str(exc)) from None
+    if kind == "account-id" and not re.fullmatch(r"\d{12}", text):
+        raise bad(f"{yamlsafe.shorten(text)} is not a 12-digit AWS account id")
+    if kind == "region" and not is_region(text):
+        raise bad(f"{yamlsafe.shorten(text)} is not an AWS Region name like eu-west-1")
+    if kind == "choice" and spec.choices and text not in spec.choices:
+        raise bad(f"{yamlsafe.shorten(text)} is not one of {', '.join(spec.choices)}")
+    return text
+
+
+def resolve_inputs(playbook: Playbook, given: Mapping[str, Any]) -> dict[str, Any]:
+    """Inputs for a run: given values checked, defaults filled, unknown or missing refused."""
+    unknown = sorted(set(given) - set(playbook.inputs))
+    if unknown:
+        hint = _did_you_mean(unknown[0], list(playbook.inputs))
+        raise UsageError(f"playbook '{playbook.id}' has no input '{unknown[0]}'{hint}")
+    values: dict[str, Any] = {}
+    for name, spec in playbook.inputs.items():
+        if name in given:
+            values[name] = coerce_input(name, spec, given[name])
+        elif spec.default is not None:
+            values[name] = coerce_input(name, spec, spec.default)
+        elif spec.required:
+            raise UsageError(f"input '{name}' is required: pass -i {name}=VALUE")
+        else:
+            values[name] = None
+    return values

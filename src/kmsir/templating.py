@@ -1,0 +1,223 @@
+"""Bounded, sandboxed Jinja2 for ``with:`` templates and ``when:`` expressions.
+
+Jinja2's sandbox already blocks attribute access to Python internals (``__class__``,
+``__mro__``...). It does not bound work: ``{{ 7 ** 1000000000 }}`` or ``'a' * 10**9`` would
+hang or exhaust memory. This environment intercepts the arithmetic operators, every call and
+every filter, and refuses any operation whose result would exceed fixed size limits *before*
+computing it. ``range`` and ``lipsum`` are not available, and only a curated set of filters is.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Mapping, Sized
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import SandboxedEnvironment
+
+from kmsir.errors import TemplateError
+
+#: Longest string, list or mapping a template may produce or pass around.
+MAX_LENGTH = 1_000_000
+#: Largest integer (in bits) arithmetic may produce: plenty for counts, sizes and epochs.
+MAX_INT_BITS = 128
+#: Largest integer argument a call or filter may receive (widths, counts, repeats).
+MAX_INT_ARG = 100_000
+
+_SAFE_FILTERS = (
+    "abs",
+    "batch",
+    "capitalize",
+    "count",
+    "d",
+    "default",
+    "dictsort",
+    "e",
+    "escape",
+    "first",
+    "float",
+    "groupby",
+    "int",
+    "items",
+    "join",
+    "last",
+    "length",
+    "list",
+    "lower",
+    "map",
+    "max",
+    "min",
+    "reject",
+    "rejectattr",
+    "replace",
+    "reverse",
+    "round",
+    "select",
+    "selectattr",
+    "slice",
+    "sort",
+    "string",
+    "sum",
+    "title",
+    "tojson",
+    "trim",
+    "truncate",
+    "unique",
+    "upper",
+    "urlencode",
+)
+
+_WHOLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
+
+
+def _size(value: Any) -> int:
+    return len(value) if isinstance(value, Sized) and not isinstance(value, type) else 0
+
+
+def _check_value(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:
+        raise SecurityError(f"integer result larger than {MAX_INT_BITS} bits")
+    if _size(value) > MAX_LENGTH:
+        raise SecurityError(f"result longer than {MAX_LENGTH:,} items or characters")
+    return value
+
+
+def _check_args(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+    for arg in (*args, *kwargs.values()):
+        if isinstance(arg, int) and not isinstance(arg, bool) and abs(arg) > MAX_INT_ARG:
+            raise SecurityError(f"integer argument {arg} larger than {MAX_INT_ARG:,}")
+
+
+def _check_growth(name: str, obj: Any, args: tuple[Any, ...]) -> None:
+    """Refuse calls whose result size is the product of their inputs (replace, join)."""
+    if name == "replace" and len(args) >= 2:
+        if _size(obj) * max(1, _size(args[1])) > MAX_LENGTH:
+            raise SecurityError("replace() result would be too long")
+    elif name == "join" and args:
+        items = args[0]
+        if isinstance(obj, str) and _size(obj) * _size(items) > MAX_LENGTH:
+            raise SecurityError("join() result would be too long")
+
+
+def _bounded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _check_args(args, kwargs)
+        # Filters receive the filtered value first (after the environment/context, if any).
+        values = [a for a in args if not hasattr(a, "filters") and not hasattr(a, "environment")]
+        if values:
+            _check_growth(name, values[0], tuple(values[1:]))
+        return _check_value(func(*args, **kwargs))
+
+    return wrapper
+
+
+class BoundedEnvironment(SandboxedEnvironment):
+    """A ``SandboxedEnvironment`` that also bounds arithmetic, string growth and calls."""
+
+    intercepted_binops = frozenset(["**", "*", "+", "-", "//", "/", "%"])
+    intercepted_unops = frozenset(["-", "+"])
+
+    def __init__(self) -> None:
+        super().__init__(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+        self.globals = {"dict": dict}
+        self.filters = {n: _bounded_filter(n, self.filters[n]) for n in _SAFE_FILTERS}
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**":
+            if not isinstance(left, int | float) or not isinstance(right, int | float):
+                raise SecurityError("** needs two numbers")
+            if abs(right) > MAX_INT_BITS or (abs(left) > 1 and abs(right) * _bits(left) > 4096):
+                raise SecurityError(f"{left!r} ** {right!r} is too large to compute")
+        elif operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                if _size(seq) and isinstance(times, int) and _size(seq) * times > MAX_LENGTH:
+                    raise SecurityError("repeated sequence would be too long")
+        elif operator == "+" and _size(left) + _size(right) > MAX_LENGTH:
+            raise SecurityError("concatenation would be too long")
+        return _check_value(super().call_binop(context, operator, left, right))
+
+    def call(self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        _check_args(args, kwargs)
+        name = getattr(__obj, "__name__", "")
+        _check_growth(name, getattr(__obj, "__self__", None), args)
+        return _check_value(super().call(__context, __obj, *args, **kwargs))
+
+
+def _bits(value: int | float) -> int:
+    return int(abs(value)).bit_length() or 1
+
+
+@functools.lru_cache(maxsize=1)
+def environment() -> BoundedEnvironment:
+    """The one template environment every playbook uses."""
+    return BoundedEnvironment()
+
+
+def check_template(source: str) -> str | None:
+    """Return a syntax problem in a ``with:`` template, or ``None`` if it compiles."""
+    try:
+        environment().parse(source)
+    except TemplateSyntaxError as exc:
+        return f"template syntax error: {exc.message}"
+    return None
+
+
+def check_expression(source: str) -> str | None:
+    """Return a syntax problem in a ``when:`` expression, or ``None`` if it compiles."""
+    try:
+        environment().compile_expression(source)
+    except TemplateSyntaxError as exc:
+        return f"invalid expression: {exc.message}"
+    return None
+
+
+def render_value(value: Any, context: Mapping[str, Any]) -> Any:
+    """Render a ``with:`` value: strings are templates, containers are rendered recursively.
+
+    A string that is exactly one ``{{ expression }}`` yields the expression's native value
+    (a list of grant ids stays a list); any other string renders to a string.
+    """
+    if isinstance(value, str):
+        if "{{" not in value and "{%" not in value:
+            return value
+        match = _WHOLE_EXPRESSION.match(value)
+        if match and "}}" not in match.group("expr") and "{%" not in value:
+            return evaluate(match.group("expr"), context)
+        return _guard(lambda: environment().from_string(value).render(context), value)
+    if isinstance(value, Mapping):
+        return {k: render_value(v, context) for k, v in value.items()}
+    if isinstance(value, list):
+        return [render_value(v, context) for v in value]
+    return value
+
+
+def evaluate(expression: str, context: Mapping[str, Any]) -> Any:
+    """Evaluate a Jinja2 expression (``when:``, or a whole-value template) in the sandbox."""
+
+    def run() -> Any:
+        result = environment().compile_expression(expression, undefined_to_none=False)(context)
+        if isinstance(result, StrictUndefined):
+            str(result)  # raises UndefinedError naming what is missing
+        return result
+
+    return _guard(run, expression)
+
+
+def _guard(func: Callable[[], Any], source: str) -> Any:
+    shown = source if len(source) <= 80 else source[:77] + "..."
+    try:
+        return func()
+    except SecurityError as exc:
+        raise TemplateError(f"template {shown!r} refused by the sandbox: {exc}") from None
+    except UndefinedError as exc:
+        raise TemplateError(f"template {shown!r}: {exc.message}") from None
+    except TemplateSyntaxError as exc:
+        raise TemplateError(f"template {shown!r}: syntax error: {exc.message}") from None
+    except (TypeError, ValueError, ArithmeticError, LookupError, AttributeError) as exc:
+        raise TemplateError(f"template {shown!r}: {type(exc).__name__}: {exc}") from None

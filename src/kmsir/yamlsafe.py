@@ -1,0 +1,157 @@
+"""Safe YAML loading with source positions, for playbooks, scenarios and answers files.
+
+Stricter than ``yaml.safe_load``: duplicate keys are errors, only core-schema tags are
+accepted, merge keys are refused, and alias expansion is bounded (a "billion laughs"
+document is refused after ``MAX_NODES`` nodes, in milliseconds). Every value's position is
+kept so that validation errors can name ``file:line:col``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kmsir.errors import PlaybookError
+
+#: Most nodes (after alias expansion) one document may hold.
+MAX_NODES = 100_000
+#: Largest file accepted, in bytes.
+MAX_BYTES = 2 * 1024 * 1024
+
+Path_ = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A 1-based line and column in a source file."""
+
+    line: int
+    column: int
+
+
+@dataclass
+class Document:
+    """A loaded YAML document: plain Python data plus the position of every value."""
+
+    source: str
+    data: Any
+    raw: bytes
+    marks: dict[Path_, Mark] = field(default_factory=dict)
+
+    def mark_for(self, path: Path_) -> Mark:
+        """The position of the deepest known value on ``path`` (the file start at worst)."""
+        for end in range(len(path), -1, -1):
+            found = self.marks.get(tuple(path[:end]))
+            if found is not None:
+                return found
+        return Mark(1, 1)
+
+    def where(self, path: Path_) -> str:
+        """``file:line:col`` for ``path``."""
+        mark = self.mark_for(path)
+        return f"{self.source}:{mark.line}:{mark.column}"
+
+
+def shorten(value: object, limit: int = 60) -> str:
+    """``repr`` of ``value`` cut to ``limit`` characters, so messages never echo huge inputs."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def load_file(path: Path, *, source: str | None = None) -> Document:
+    """Read and parse ``path``; every problem is a ``PlaybookError`` naming file:line:col."""
+    name = source or str(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise PlaybookError([f"{name}:1:1: file is {size:,} bytes, more than {MAX_BYTES:,}"])
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise PlaybookError([f"{name}: cannot read: {exc.strerror or exc}"]) from None
+    return load_bytes(raw, name)
+
+
+def load_bytes(raw: bytes, source: str) -> Document:
+    """Parse YAML bytes (one document) into a ``Document``."""
+    if len(raw) > MAX_BYTES:
+        raise PlaybookError([f"{source}:1:1: document larger than {MAX_BYTES:,} bytes"])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PlaybookError([f"{source}: not UTF-8 text (byte {exc.start})"]) from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise PlaybookError([f"{where}: YAML syntax error: {problem}"]) from None
+    except yaml.YAMLError as exc:
+        raise PlaybookError([f"{source}: YAML error: {exc}"]) from None
+    document = Document(source=source, data=None, raw=raw)
+    if node is None:
+        document.data = None
+        return document
+    builder = _Builder(document)
+    document.data = builder.build(node, ())
+    return document
+
+
+class _Builder:
+    """Turns a composed node tree into Python data, checking what ``safe_load`` does not."""
+
+    def __init__(self, document: Document) -> None:
+        self.document = document
+        self.nodes = 0
+        self.constructor = yaml.SafeLoader("")
+
+    def fail(self, node: yaml.Node, message: str) -> PlaybookError:
+        mark = node.start_mark
+        return PlaybookError(
+            [f"{self.document.source}:{mark.line + 1}:{mark.column + 1}: {message}"]
+        )
+
+    def build(self, node: yaml.Node, path: Path_) -> Any:
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise self.fail(
+                node, f"document expands to more than {MAX_NODES:,} values (alias bomb?)"
+            )
+        self.document.marks.setdefault(
+            path, Mark(node.start_mark.line + 1, node.start_mark.column + 1)
+        )
+        if isinstance(node, yaml.MappingNode):
+            return dict(self._mapping(node, path))
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(child, (*path, i)) for i, child in enumerate(node.value)]
+        if isinstance(node, yaml.ScalarNode):
+            return self._scalar(node)
+        raise self.fail(node, "unsupported YAML node")
+
+    def _scalar(self, node: yaml.Node) -> Any:
+        try:
+            return self.constructor.construct_object(node, deep=True)
+        except yaml.constructor.ConstructorError as exc:
+            raise self.fail(node, f"unsupported YAML value: {exc.problem}") from None
+
+    def _mapping(self, node: yaml.MappingNode, path: Path_) -> Iterator[tuple[Any, Any]]:
+        seen: set[Any] = set()
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise self.fail(key_node, "merge keys ('<<') are not supported; write keys out")
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise self.fail(key_node, "mapping keys must be plain scalars")
+            key = self._scalar(key_node)
+            if not isinstance(key, str | int | bool | float) and key is not None:
+                raise self.fail(key_node, f"unsupported mapping key {shorten(key)}")
+            if key in seen:
+                raise self.fail(key_node, f"duplicate key {shorten(key)}")
+            seen.add(key)
+            yield (
+                key,
+                self.build(value_node, (*path, key if isinstance(key, str | int) else str(key))),
+            )
