@@ -279,7 +279,7 @@ def run(
         if name in scripted and name not in given:
             given[name] = scripted[name]
     interactive = sys.stdin.isatty() and sys.stderr.isatty()
-    base: Any = InteractivePrompter() if interactive else NoPrompter()
+    base: Any = InteractivePrompter(show=_err) if interactive else NoPrompter()
     prompter: Any = ScriptedPrompter(scripted, source="answers file", fallback=base)
     if yes:
         prompter = AutoApprovePrompter(prompter)

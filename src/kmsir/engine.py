@@ -30,7 +30,7 @@ from kmsir.actions.base import (
     Reporter,
     RunInfo,
 )
-from kmsir.errors import Aborted, ActionError, AwsError, KmsirError
+from kmsir.errors import Aborted, ActionError, AwsError, KmsirError, MissingAnswer
 from kmsir.evidence import BundleWriter, Clock, timestamp, utc_now
 from kmsir.playbook import LoadedPlaybook, Step
 from kmsir.prompts import Prompter
@@ -163,7 +163,7 @@ class Engine:
                     result.error = record.summary
                     if step.on_error != "continue":
                         break
-        except Aborted as exc:
+        except (Aborted, MissingAnswer) as exc:
             result.status, result.error = "aborted", str(exc)
         except KeyboardInterrupt:
             bundle.append("run-interrupted", {"reason": "interrupted (Ctrl-C)"})
@@ -224,7 +224,8 @@ class Engine:
                     step=step.id,
                 )
                 outcome = self._with_retries(step, action, ctx, params)
-            except Aborted:
+            except (Aborted, MissingAnswer) as exc:
+                self._fail(bundle, step, f"step '{step.id}' ({step.action}): {exc}")
                 raise
             except KmsirError as exc:
                 message = f"step '{step.id}' ({step.action}): {exc}"

@@ -11,7 +11,6 @@ Every answer says who gave it (``source``), so the journal records it.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -50,12 +49,15 @@ class Prompter(Protocol):
 
 
 class InteractivePrompter:
-    """questionary prompts at a terminal. Ctrl-C at a prompt raises ``KeyboardInterrupt``."""
+    """questionary prompts at a terminal. Ctrl-C at a prompt raises ``KeyboardInterrupt``.
+
+    ``show`` displays the details of a confirmation (the CLI draws them).
+    """
 
     source = "interactive"
 
-    def __init__(self, show: Callable[[str], None] | None = None) -> None:
-        self._show = show or (lambda line: print(line, file=sys.stderr))
+    def __init__(self, show: Callable[[str], None]) -> None:
+        self._show = show
 
     @staticmethod
     def _answer(question: Any) -> Any:

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Mapping, Sized
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError
+from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -159,22 +159,42 @@ def environment() -> BoundedEnvironment:
     return BoundedEnvironment()
 
 
-def check_template(source: str) -> str | None:
-    """Return a syntax problem in a ``with:`` template, or ``None`` if it compiles."""
-    try:
-        environment().parse(source)
-    except TemplateSyntaxError as exc:
-        return f"template syntax error: {exc.message}"
+def _private_access(tree: nodes.Node) -> str | None:
+    """The first ``_name`` attribute or item a template reaches for (Python internals)."""
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        if isinstance(node, nodes.Getattr):
+            name: object = node.attr
+        elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+            name = node.arg.value
+        else:
+            continue
+        if isinstance(name, str) and name.startswith("_"):
+            return name
     return None
+
+
+def _check(source: str, *, expression: bool) -> str | None:
+    text = f"{{{{ {source} }}}}" if expression else source
+    kind = "invalid expression" if expression else "template syntax error"
+    try:
+        environment().compile_expression(source) if expression else None
+        tree = environment().parse(text)
+    except TemplateSyntaxError as exc:
+        return f"{kind}: {exc.message}"
+    private = _private_access(tree)
+    if private is not None:
+        return f"refers to {private!r}: Python internals are not reachable from templates"
+    return None
+
+
+def check_template(source: str) -> str | None:
+    """Return a problem in a ``with:`` template (syntax, internals), or ``None``."""
+    return _check(source, expression=False)
 
 
 def check_expression(source: str) -> str | None:
-    """Return a syntax problem in a ``when:`` expression, or ``None`` if it compiles."""
-    try:
-        environment().compile_expression(source)
-    except TemplateSyntaxError as exc:
-        return f"invalid expression: {exc.message}"
-    return None
+    """Return a problem in a ``when:`` expression (syntax, internals), or ``None``."""
+    return _check(source, expression=True)
 
 
 def render_value(value: Any, context: Mapping[str, Any]) -> Any:
@@ -189,12 +209,24 @@ def render_value(value: Any, context: Mapping[str, Any]) -> Any:
         match = _WHOLE_EXPRESSION.match(value)
         if match and "}}" not in match.group("expr") and "{%" not in value:
             return evaluate(match.group("expr"), context)
-        return _guard(lambda: environment().from_string(value).render(context), value)
+        return _guard(lambda: _render_bounded(value, context), value)
     if isinstance(value, Mapping):
         return {k: render_value(v, context) for k, v in value.items()}
     if isinstance(value, list):
         return [render_value(v, context) for v in value]
     return value
+
+
+def _render_bounded(source: str, context: Mapping[str, Any]) -> str:
+    """Render while counting output, so loops cannot build an unbounded string."""
+    parts: list[str] = []
+    size = 0
+    for chunk in environment().from_string(source).generate(context):
+        size += len(chunk)
+        if size > MAX_LENGTH:
+            raise SecurityError(f"output longer than {MAX_LENGTH:,} characters")
+        parts.append(chunk)
+    return "".join(parts)
 
 
 def evaluate(expression: str, context: Mapping[str, Any]) -> Any:
@@ -204,7 +236,7 @@ def evaluate(expression: str, context: Mapping[str, Any]) -> Any:
         result = environment().compile_expression(expression, undefined_to_none=False)(context)
         if isinstance(result, StrictUndefined):
             str(result)  # raises UndefinedError naming what is missing
-        return result
+        return _check_value(result)
 
     return _guard(run, expression)
 

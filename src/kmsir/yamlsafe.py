@@ -23,6 +23,7 @@ MAX_NODES = 100_000
 MAX_BYTES = 2 * 1024 * 1024
 
 Path_ = tuple[str | int, ...]
+_COLLECTIONS = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"})
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,8 @@ class _Builder:
         self.document.marks.setdefault(
             path, Mark(node.start_mark.line + 1, node.start_mark.column + 1)
         )
+        if isinstance(node, yaml.MappingNode | yaml.SequenceNode) and node.tag not in _COLLECTIONS:
+            raise self.fail(node, f"unsupported YAML tag {shorten(node.tag)}")
         if isinstance(node, yaml.MappingNode):
             return dict(self._mapping(node, path))
         if isinstance(node, yaml.SequenceNode):

@@ -1,0 +1,138 @@
+"""Shared fixtures: AWS is always moto with dummy credentials, never a real account."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kmsir import actions, playbook
+from kmsir.actions.aws import ClientFactory
+from kmsir.engine import Engine, RunOptions, RunResult
+from kmsir.prompts import Prompter, ScriptedPrompter
+from kmsir.sandbox import Sandbox
+from kmsir.sandbox import scenario as scenarios
+
+REPO = Path(__file__).resolve().parent.parent
+PLAYBOOKS = REPO / "playbooks"
+
+
+@pytest.fixture(autouse=True)
+def _dummy_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test may find real credentials, profiles or endpoints."""
+    for name in (
+        "AWS_PROFILE",
+        "AWS_DEFAULT_PROFILE",
+        "AWS_ENDPOINT_URL",
+        "AWS_ROLE_ARN",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+@pytest.fixture
+def rogue_grant() -> Iterator[Sandbox]:
+    """The rogue-grant scenario, seeded in an in-process moto sandbox."""
+    with Sandbox(scenarios.load("rogue-grant")) as sandbox:
+        yield sandbox
+
+
+@pytest.fixture
+def moto_clients() -> Iterator[ClientFactory]:
+    """A plain moto account (no scenario) and a client factory for it."""
+    import boto3
+    from moto import mock_aws
+
+    with mock_aws():
+        yield ClientFactory(
+            session_factory=lambda: boto3.Session(region_name="eu-west-1"),
+            region="eu-west-1",
+            guard_send=True,
+        )
+
+
+def load_playbook(path: Path) -> playbook.LoadedPlaybook:
+    return playbook.load(path, actions.catalog())
+
+
+def run_playbook(
+    loaded: playbook.LoadedPlaybook,
+    clients: ClientFactory,
+    evidence_dir: Path,
+    *,
+    inputs: dict[str, Any] | None = None,
+    answers: dict[str, Any] | None = None,
+    prompter: Prompter | None = None,
+    mode: str = "sandbox",
+    yes: bool = False,
+    registry: actions.Registry | None = None,
+) -> RunResult:
+    engine = Engine(
+        actions=registry or actions.registry(),
+        clients=clients,
+        prompter=prompter or ScriptedPrompter(answers or {}, source="test answers"),
+        sleep=lambda _: None,
+    )
+    values = playbook.resolve_inputs(loaded.playbook, inputs or {})
+    options = RunOptions(
+        incident_id="INC-test",
+        evidence_dir=evidence_dir,
+        mode=mode,  # type: ignore[arg-type]
+        yes=yes,
+    )
+    return engine.run(loaded, values, options)
+
+
+@pytest.fixture(scope="session")
+def demo_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One finished rogue-grant run (as `kmsir demo` does it), shared read-only by tests."""
+    import os
+
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    world = scenarios.load("rogue-grant")
+    loaded = load_playbook(PLAYBOOKS / "kms-key-compromise.yaml")
+    with Sandbox(world) as sandbox:
+        result = run_playbook(
+            loaded,
+            sandbox.client_factory(),
+            tmp_path_factory.mktemp("ev"),
+            inputs=world.inputs,
+            answers=world.answers,
+        )
+    for key, value in saved.items():
+        if value is not None:
+            os.environ[key] = value
+    assert result.status == "succeeded", result.error
+    from kmsir import report
+
+    report.write(result.bundle)
+    return result.bundle
+
+
+@pytest.fixture
+def rogue_grant_result(rogue_grant: Sandbox, tmp_path: Path) -> tuple[dict[str, Any], RunResult]:
+    """The demo's playbook and answers run in the rogue-grant sandbox; AWS state after it."""
+    world = rogue_grant.scenario
+    loaded = load_playbook(PLAYBOOKS / f"{world.playbook}.yaml")
+    result = run_playbook(
+        loaded, rogue_grant.client_factory(), tmp_path, inputs=world.inputs, answers=world.answers
+    )
+    kms = rogue_grant.session().client("kms")
+    key_id = rogue_grant.keys["payments"]["id"]
+    state = {
+        "grants": [g["GrantId"] for g in kms.list_grants(KeyId=key_id)["Grants"]],
+        "state": kms.describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"],
+        "app_grant": rogue_grant.grants["app"]["id"],
+    }
+    return state, result

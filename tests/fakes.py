@@ -1,0 +1,41 @@
+"""Fakes that satisfy kmsir's protocols, for testing actions without a bundle."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from kmsir.actions.aws import ApiCall, ClientFactory
+from kmsir.actions.base import ActionContext, RunInfo
+from kmsir.prompts import NoPrompter
+
+
+class MemoryArtifacts:
+    """An ArtifactSink that keeps artifacts and journal events in memory."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def write(self, name: str, data: bytes) -> str:
+        assert name not in self.files, f"{name} written twice"
+        self.files[name] = data
+        return f"artifacts/01-test/{name}"
+
+    def journal(self, type_: str, data: dict[str, Any]) -> None:
+        self.events.append((type_, data))
+
+
+def context(clients: ClientFactory, step_id: str = "test") -> tuple[ActionContext, list[ApiCall]]:
+    """An ActionContext on ``clients`` whose API calls are collected in the returned list."""
+    calls: list[ApiCall] = []
+    clients.recorder = calls.append
+    ctx = ActionContext(
+        step_id=step_id,
+        clients=clients,
+        prompter=NoPrompter(),
+        artifacts=MemoryArtifacts(),
+        run=RunInfo("INC-test", "run", "sandbox", True),
+        now=lambda: datetime.now(timezone.utc),
+    )
+    return ctx, calls

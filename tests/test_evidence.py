@@ -1,0 +1,180 @@
+"""The evidence bundle: hash chain, atomic never-overwrite writes, verify finds every change."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import stat
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from kmsir import evidence
+from kmsir.errors import EvidenceError, UsageError
+
+
+def copy_bundle(bundle: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "bundle"
+    shutil.copytree(bundle, target)
+    return target
+
+
+def flip_byte(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_demo_bundle_verifies(demo_bundle: Path) -> None:
+    assert evidence.verify(demo_bundle) == []
+
+
+def test_bundle_layout_and_permissions(demo_bundle: Path) -> None:
+    manifest = json.loads((demo_bundle / "manifest.json").read_text())
+    assert manifest["format"] == "kmsir-bundle/1"
+    assert manifest["simulated"] is True and manifest["mode"] == "sandbox"
+    assert manifest["status"] == "succeeded"
+    assert manifest["operator"]["account"] == "123456789012"
+    assert manifest["started"].endswith("Z") and manifest["finished"].endswith("Z")
+    assert manifest["playbook"]["sha256"] == evidence.sha256_hex(
+        (demo_bundle / "playbook.yaml").read_bytes()
+    )
+    for artifact in manifest["artifacts"]:
+        data = (demo_bundle / artifact["path"]).read_bytes()
+        assert evidence.sha256_hex(data) == artifact["sha256"]
+        assert artifact["step"] in artifact["path"]
+    for path in [demo_bundle, *demo_bundle.rglob("*")]:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == (0o700 if path.is_dir() else 0o600), path
+
+
+def test_every_journal_line_is_canonical_and_chained(demo_bundle: Path) -> None:
+    lines = (demo_bundle / "journal.jsonl").read_bytes().splitlines()
+    prev = None
+    for seq, line in enumerate(lines, start=1):
+        entry = json.loads(line)
+        assert evidence.canonical(entry) == line
+        assert entry["seq"] == seq and entry["prev"] == prev
+        assert entry["hash"] == evidence.entry_hash(entry)
+        assert entry["ts"].endswith("Z")
+        prev = entry["hash"]
+    types = [json.loads(line)["type"] for line in lines]
+    assert types[0] == "run-started" and types[-1] == "run-finished"
+    assert "api-call" in types and "decision" in types and "artifact" in types
+
+
+def test_changing_any_artifact_byte_is_named(demo_bundle: Path, tmp_path: Path) -> None:
+    manifest = json.loads((demo_bundle / "manifest.json").read_text())
+    for index, artifact in enumerate(manifest["artifacts"]):
+        bundle = copy_bundle(demo_bundle, tmp_path / str(index))
+        target = bundle / artifact["path"]
+        flip_byte(target, target.stat().st_size // 2)
+        problems = evidence.verify(bundle)
+        assert problems == [
+            f"{artifact['path']}: content changed (sha256 or size differs from the journal)"
+        ]
+
+
+def test_changing_any_journal_line_is_named(demo_bundle: Path, tmp_path: Path) -> None:
+    count = len((demo_bundle / "journal.jsonl").read_bytes().splitlines())
+    for number in range(1, count + 1, 7):
+        bundle = copy_bundle(demo_bundle, tmp_path / str(number))
+        journal = bundle / "journal.jsonl"
+        lines = journal.read_bytes().splitlines(keepends=True)
+        offset = (
+            sum(len(line) for line in lines[: number - 1]) + lines[number - 1].index(b'"ts":"') + 8
+        )
+        flip_byte(journal, offset)
+        problems = evidence.verify(bundle)
+        assert problems, number
+        assert problems[0].startswith(f"journal.jsonl line {number}: "), problems
+
+
+def test_deleted_and_reordered_lines_break_the_chain(demo_bundle: Path, tmp_path: Path) -> None:
+    bundle = copy_bundle(demo_bundle, tmp_path / "deleted")
+    journal = bundle / "journal.jsonl"
+    lines = journal.read_bytes().splitlines(keepends=True)
+    journal.write_bytes(b"".join(lines[:5] + lines[6:]))
+    assert any("line 6: chain broken" in p for p in evidence.verify(bundle))
+
+    bundle = copy_bundle(demo_bundle, tmp_path / "swapped")
+    journal = bundle / "journal.jsonl"
+    journal.write_bytes(b"".join([*lines[:3], lines[4], lines[3], *lines[5:]]))
+    assert any("line 4: chain broken" in p for p in evidence.verify(bundle))
+
+
+def test_truncated_journal_is_caught_by_the_manifest(demo_bundle: Path, tmp_path: Path) -> None:
+    bundle = copy_bundle(demo_bundle, tmp_path)
+    journal = bundle / "journal.jsonl"
+    lines = journal.read_bytes().splitlines(keepends=True)
+    journal.write_bytes(b"".join(lines[:-3]))
+    assert any("truncated" in p for p in evidence.verify(bundle))
+
+
+def test_torn_tail_is_reported(demo_bundle: Path, tmp_path: Path) -> None:
+    bundle = copy_bundle(demo_bundle, tmp_path)
+    (bundle / "manifest.json").unlink()
+    journal = bundle / "journal.jsonl"
+    data = journal.read_bytes()
+    lines = data.splitlines(keepends=True)
+    journal.write_bytes(b"".join(lines[:-1]) + lines[-1][:40])
+    problems = evidence.verify(bundle)
+    assert problems == [
+        f"journal.jsonl line {len(lines)}: torn tail (incomplete last line, "
+        "the run was interrupted while writing it)"
+    ]
+
+
+def test_missing_extra_and_playbook_changes(demo_bundle: Path, tmp_path: Path) -> None:
+    bundle = copy_bundle(demo_bundle, tmp_path)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    first = manifest["artifacts"][0]["path"]
+    (bundle / first).unlink()
+    (bundle / "artifacts" / "planted.json").write_text("{}")
+    with (bundle / "playbook.yaml").open("ab") as handle:
+        handle.write(b"# changed\n")
+    problems = evidence.verify(bundle)
+    assert f"{first}: missing" in problems
+    assert "artifacts/planted.json: extra file, not recorded in the journal" in problems
+    assert any(p.startswith("playbook.yaml: sha256") for p in problems)
+
+
+def test_manifest_edits_are_caught(demo_bundle: Path, tmp_path: Path) -> None:
+    bundle = copy_bundle(demo_bundle, tmp_path)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["operator"]["arn"] = "arn:aws:iam::123456789012:user/someone-else"
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    assert evidence.verify(bundle) == [
+        "manifest.json: field 'operator' differs from what the journal records"
+    ]
+
+
+def test_report_is_derived_and_may_be_rerendered(demo_bundle: Path, tmp_path: Path) -> None:
+    bundle = copy_bundle(demo_bundle, tmp_path)
+    (bundle / "report.md").write_text("re-rendered")
+    assert evidence.verify(bundle) == []
+
+
+@pytest.mark.parametrize("incident", ["../../etc", "a/b", "..", ".hidden", "", "x" * 65, "a b"])
+def test_unsafe_incident_ids_are_rejected(incident: str, tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="incident id"):
+        evidence.BundleWriter.create(tmp_path, incident, playbook_raw=b"id: x\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_artifacts_are_never_overwritten_and_names_are_checked(tmp_path: Path) -> None:
+    clock = lambda: datetime(2026, 11, 28, 9, 30, tzinfo=timezone.utc)  # noqa: E731
+    writer = evidence.BundleWriter.create(tmp_path, "INC-1", playbook_raw=b"id: x\n", clock=clock)
+    assert writer.run_id.startswith("20261128T093000Z-")
+    writer.append("run-started", {"playbook": {"sha256": evidence.sha256_hex(b"id: x\n")}})
+    first = writer.write_artifact(1, "snap", "key.json", b'{"a": 1}')
+    with pytest.raises(EvidenceError, match="never overwritten"):
+        writer.write_artifact(1, "snap", "key.json", b'{"a": 2}')
+    assert (writer.root / first.path).read_bytes() == b'{"a": 1}'
+    for bad in ("../x.json", "a/b/c.json", ".hidden", "a/../b"):
+        with pytest.raises(EvidenceError, match="not allowed"):
+            writer.write_artifact(1, "snap", bad, b"x")
+    writer.finish("succeeded")
+    assert evidence.verify(writer.root) == []
+    assert not list(writer.root.rglob(".tmp-*"))

@@ -1,0 +1,98 @@
+"""The architecture in DESIGN.md, kept honest: imports point downwards only."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parent.parent / "src" / "kmsir"
+
+#: Lower numbers are lower layers; a module may import its own layer or lower ones.
+LAYERS = {
+    "kmsir.errors": 0,
+    "kmsir": 0,
+    "kmsir.values": 1,
+    "kmsir.yamlsafe": 1,
+    "kmsir.templating": 1,
+    "kmsir.resources": 1,
+    "kmsir.evidence": 2,
+    "kmsir.prompts": 2,
+    "kmsir.playbook": 3,
+    "kmsir.report": 3,
+    "kmsir.actions.aws": 3,
+    "kmsir.actions.base": 4,
+    "kmsir.actions.kms": 5,
+    "kmsir.actions.cloudtrail": 5,
+    "kmsir.actions.human": 5,
+    "kmsir.actions": 6,
+    "kmsir.sandbox.scenario": 6,
+    "kmsir.sandbox.lookup": 6,
+    "kmsir.sandbox": 6,
+    "kmsir.engine": 7,
+    "kmsir.cli": 8,
+    "kmsir.__main__": 9,
+}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(SRC.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imports(path: Path, *, top_level_only: bool = False) -> set[str]:
+    tree = ast.parse(path.read_text())
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    found: set[str] = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+MODULES = sorted(SRC.rglob("*.py"))
+
+
+def test_every_module_has_a_layer() -> None:
+    assert {module_name(p) for p in MODULES} == set(LAYERS)
+
+
+@pytest.mark.parametrize("path", MODULES, ids=module_name)
+def test_imports_point_downwards(path: Path) -> None:
+    name = module_name(path)
+    for imported in imports(path):
+        if imported.startswith("kmsir") and imported in LAYERS:
+            assert LAYERS[imported] <= LAYERS[name], f"{name} imports {imported}"
+
+
+@pytest.mark.parametrize("path", MODULES, ids=module_name)
+def test_heavy_and_ui_libraries_stay_where_they_belong(path: Path) -> None:
+    name = module_name(path)
+    everything = {i.split(".")[0] for i in imports(path)}
+    top = {i.split(".")[0] for i in imports(path, top_level_only=True)}
+    if name != "kmsir.cli":
+        assert "typer" not in everything and "rich" not in everything
+    if name != "kmsir.prompts":
+        assert "questionary" not in everything
+    assert not top & {"boto3", "botocore", "moto"}, f"{name} imports AWS libraries at import time"
+    if not name.startswith("kmsir.sandbox"):
+        assert "moto" not in everything
+
+
+def test_only_the_cli_prints() -> None:
+    for path in MODULES:
+        if module_name(path) in ("kmsir.cli",):
+            continue
+        tree = ast.parse(path.read_text())
+        calls = [
+            n
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "print"
+        ]
+        assert not calls, f"{module_name(path)} prints"
