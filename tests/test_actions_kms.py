@@ -83,7 +83,7 @@ def test_revoke_grants_removes_only_the_rogue_grant(rogue_grant: Sandbox) -> Non
 
     preview = RevokeGrants().preview(ctx, params)
     assert preview.calls == (f"kms:RevokeGrant KeyId={key_id} GrantId={rogue}",)
-    assert preview.typed == key_id
+    assert preview.typed == (key_id, "alias/payments-prod")
     assert any("444455556666:role/backup-sync" in n for n in preview.notes)
 
     outcome = RevokeGrants().run(ctx, params)

@@ -38,9 +38,13 @@ class Prompter(Protocol):
         ...
 
     def confirm(
-        self, key: str, message: str, details: Sequence[str], *, typed: str | None = None
+        self, key: str, message: str, details: Sequence[str], *, typed: Sequence[str] = ()
     ) -> Answer:
-        """Approve (True) or decline (False) a step; ``typed``: the text the person must type."""
+        """Approve (True) or decline (False) a step.
+
+        ``typed``: for irreversible steps, the texts (key id, aliases) one of which the person
+        must type to approve.
+        """
         ...
 
     def text(self, key: str, question: str, validate: Callable[[str], str | None]) -> Answer:
@@ -71,23 +75,24 @@ class InteractivePrompter:
         return Answer(value, self.source)
 
     def confirm(
-        self, key: str, message: str, details: Sequence[str], *, typed: str | None = None
+        self, key: str, message: str, details: Sequence[str], *, typed: Sequence[str] = ()
     ) -> Answer:
         import questionary
 
         for line in details:
             self._show(line)
-        if typed is not None:
+        if typed:
+            wanted = " or ".join(repr(t) for t in typed)
             while True:
                 value = self._answer(
-                    questionary.text(f"{message}\n  Type {typed!r} to approve, or 'skip':")
+                    questionary.text(f"{message}\n  Type {wanted} to approve, or 'skip':")
                 )
-                if value.strip() == typed:
+                if value.strip() in typed:
                     return Answer(True, self.source)
                 if value.strip().lower() in DECLINE:
                     reason = self._answer(questionary.text("Reason for skipping:"))
                     return Answer(False, self.source, reason or None)
-                self._show(f"  That is not {typed!r}; try again.")
+                self._show(f"  That is not {wanted}; try again.")
         approved = bool(self._answer(questionary.confirm(message, default=False)))
         reason = None
         if not approved:
@@ -119,7 +124,7 @@ class NoPrompter:
         raise self._missing(key, f"question {question[:60]!r}")
 
     def confirm(
-        self, key: str, message: str, details: Sequence[str], *, typed: str | None = None
+        self, key: str, message: str, details: Sequence[str], *, typed: Sequence[str] = ()
     ) -> Answer:
         raise self._missing(key, "confirmation of a step that changes state")
 
@@ -148,13 +153,13 @@ class ScriptedPrompter:
         return Answer(value, self.source)
 
     def confirm(
-        self, key: str, message: str, details: Sequence[str], *, typed: str | None = None
+        self, key: str, message: str, details: Sequence[str], *, typed: Sequence[str] = ()
     ) -> Answer:
         if key not in self.answers:
             return self.fallback.confirm(key, message, details, typed=typed)
         value = self.answers[key]
         text = str(value).strip().lower() if not isinstance(value, bool) else str(value).lower()
-        if text in APPROVE or (typed is not None and str(value).strip() == typed):
+        if text in APPROVE or str(value).strip() in typed:
             return Answer(True, self.source)
         if text in DECLINE:
             return Answer(False, self.source, f"declined by the {self.source}")
@@ -184,7 +189,7 @@ class AutoApprovePrompter:
         return self.fallback.ask(key, question, choices)
 
     def confirm(
-        self, key: str, message: str, details: Sequence[str], *, typed: str | None = None
+        self, key: str, message: str, details: Sequence[str], *, typed: Sequence[str] = ()
     ) -> Answer:
         return Answer(True, self.source)
 

@@ -107,7 +107,8 @@ class Preview:
     calls: tuple[str, ...]
     target: str
     state: str
-    typed: str | None = None
+    #: For irreversible steps: the key id and aliases, one of which must be typed to approve.
+    typed: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
 
 

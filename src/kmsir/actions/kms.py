@@ -92,15 +92,27 @@ def grantee_account(principal: str) -> str | None:
     return parts[4] if len(parts) > 4 and parts[0] == "arn" and parts[4] else None
 
 
+def list_all(
+    ctx: ActionContext, operation: str, result_key: str, key_id: str
+) -> list[dict[str, Any]]:
+    """Every item of a paginated KMS list call for one key (``ListGrants``, ``ListAliases``...)."""
+    paginator = ctx.clients.client("kms").get_paginator(_snake(operation))
+    items: list[dict[str, Any]] = []
+    with aws_errors(f"{operation} for {key_id}"):
+        for page in paginator.paginate(KeyId=key_id):
+            items.extend(page.get(result_key, []))
+            ctx.reporter.progress(result_key.lower(), len(items))
+    return items
+
+
+def key_aliases(ctx: ActionContext, key_id: str) -> list[str]:
+    """Every alias name of the key."""
+    return [str(a["AliasName"]) for a in list_all(ctx, "ListAliases", "Aliases", key_id)]
+
+
 def list_all_grants(ctx: ActionContext, key_id: str) -> list[dict[str, Any]]:
     """Every grant on the key, following ``NextMarker`` pages."""
-    kms = ctx.clients.client("kms")
-    grants: list[dict[str, Any]] = []
-    with aws_errors(f"ListGrants on {key_id}"):
-        for page in kms.get_paginator("list_grants").paginate(KeyId=key_id):
-            grants.extend(page.get("Grants", []))
-            ctx.reporter.progress("grants", len(grants))
-    return grants
+    return list_all(ctx, "ListGrants", "Grants", key_id)
 
 
 class Snapshot(Action[KeyParams]):
@@ -138,15 +150,9 @@ class Snapshot(Action[KeyParams]):
         ctx.write_json("policy-default.json", _strip_metadata(policy_response))
         grants = list_all_grants(ctx, key_id)
         ctx.write_json("grants.json", {"Grants": grants})
-        aliases = []
-        with aws_errors(f"ListAliases for {key_id}"):
-            for page in kms.get_paginator("list_aliases").paginate(KeyId=key_id):
-                aliases.extend(page.get("Aliases", []))
+        aliases = list_all(ctx, "ListAliases", "Aliases", key_id)
         ctx.write_json("aliases.json", {"Aliases": aliases})
-        tags = []
-        with aws_errors(f"ListResourceTags on {key_id}"):
-            for page in kms.get_paginator("list_resource_tags").paginate(KeyId=key_id):
-                tags.extend(page.get("Tags", []))
+        tags = list_all(ctx, "ListResourceTags", "Tags", key_id)
         ctx.write_json("tags.json", {"Tags": tags})
         rotation: dict[str, Any] = {}
         if (
@@ -338,7 +344,7 @@ class RevokeGrants(Action[RevokeGrantsParams]):
             ),
             target=f"{info.key_id} ({info.arn})",
             state=f"key state {info.state}, {len(current)} grant(s)",
-            typed=info.key_id,
+            typed=(info.key_id, *key_aliases(ctx, info.key_id)),
             notes=tuple(notes),
         )
 

@@ -1,0 +1,56 @@
+"""Prompters: scripted answers are checked, missing ones are named, --yes never invents answers."""
+
+from __future__ import annotations
+
+import pytest
+
+from kmsir.errors import Aborted, MissingAnswer, UsageError
+from kmsir.prompts import AutoApprovePrompter, NoPrompter, ScriptedPrompter
+
+
+def test_scripted_choice_must_be_one_of_the_choices() -> None:
+    prompter = ScriptedPrompter({"decide": "disable", "bad": "nuke"}, source="answers file")
+    answer = prompter.ask("decide", "How?", ["disable", "none"])
+    assert (answer.value, answer.source) == ("disable", "answers file")
+    with pytest.raises(UsageError, match="answer for 'bad' is 'nuke', not one of: disable, none"):
+        prompter.ask("bad", "How?", ["disable", "none"])
+
+
+@pytest.mark.parametrize(
+    ("value", "approved"),
+    [
+        ("approve", True),
+        ("yes", True),
+        (True, True),
+        ("skip", False),
+        ("no", False),
+        ("alias/payments", True),
+        ("1234", True),
+    ],
+)
+def test_scripted_confirmations(value: object, approved: bool) -> None:
+    prompter = ScriptedPrompter({"step": value}, source="answers file")
+    typed = ("1234", "alias/payments")
+    assert prompter.confirm("step", "Run?", [], typed=typed).value is approved
+
+
+def test_scripted_abort_and_nonsense() -> None:
+    with pytest.raises(Aborted):
+        ScriptedPrompter({"s": "abort"}, source="x").confirm("s", "Run?", [])
+    with pytest.raises(UsageError, match="use approve, skip or abort"):
+        ScriptedPrompter({"s": "maybe"}, source="x").confirm("s", "Run?", [])
+
+
+def test_missing_answers_are_named() -> None:
+    prompter = ScriptedPrompter({}, source="answers file", fallback=NoPrompter())
+    with pytest.raises(MissingAnswer, match="no answer for 'revoke'"):
+        prompter.confirm("revoke", "Run?", [])
+    with pytest.raises(MissingAnswer, match=r"add 'decide: \.\.\.' to the answers file"):
+        prompter.ask("decide", "How?", ["a", "b"])
+
+
+def test_yes_approves_but_does_not_answer_questions() -> None:
+    prompter = AutoApprovePrompter(NoPrompter())
+    assert prompter.confirm("revoke", "Run?", [], typed=("k",)).source == "auto-approved"
+    with pytest.raises(MissingAnswer):
+        prompter.ask("decide", "How?", ["a", "b"])
