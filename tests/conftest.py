@@ -77,6 +77,7 @@ def run_playbook(
     mode: str = "sandbox",
     yes: bool = False,
     registry: actions.Registry | None = None,
+    scenario: str | None = None,
 ) -> RunResult:
     engine = Engine(
         actions=registry or actions.registry(),
@@ -90,6 +91,7 @@ def run_playbook(
         evidence_dir=evidence_dir,
         mode=mode,  # type: ignore[arg-type]
         yes=yes,
+        scenario=scenario,
     )
     return engine.run(loaded, values, options)
 
@@ -109,6 +111,7 @@ def demo_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
             tmp_path_factory.mktemp("ev"),
             inputs=world.inputs,
             answers=world.answers,
+            scenario=world.id,
         )
     for key, value in saved.items():
         if value is not None:
@@ -126,7 +129,12 @@ def rogue_grant_result(rogue_grant: Sandbox, tmp_path: Path) -> tuple[dict[str, 
     world = rogue_grant.scenario
     loaded = load_playbook(PLAYBOOKS / f"{world.playbook}.yaml")
     result = run_playbook(
-        loaded, rogue_grant.client_factory(), tmp_path, inputs=world.inputs, answers=world.answers
+        loaded,
+        rogue_grant.client_factory(),
+        tmp_path,
+        inputs=world.inputs,
+        answers=world.answers,
+        scenario=world.id,
     )
     kms = rogue_grant.session().client("kms")
     key_id = rogue_grant.keys["payments"]["id"]

@@ -213,3 +213,56 @@ def test_demo_leaves_the_sandbox_world_contained(rogue_grant_result: tuple) -> N
     sandbox_state, _ = rogue_grant_result
     assert sandbox_state["grants"] == [sandbox_state["app_grant"]]
     assert sandbox_state["state"] == "Disabled"
+
+
+def test_on_error_ask_skip_still_reports(tmp_path: Path) -> None:
+    playbook = tmp_path / "oe.yaml"
+    playbook.write_text(
+        "id: oe\ntitle: On error\nsteps:\n"
+        "  - {id: a, action: kms.disable-key, on_error: ask, with: {key: alias/nope}}\n"
+        "  - {id: n, action: note, with: {text: carried on}}\n"
+    )
+    answers = tmp_path / "answers.yaml"
+    answers.write_text("a.on-error: skip\n")
+    result = kmsir(
+        "run",
+        str(playbook),
+        "--sandbox",
+        "rogue-grant",
+        "--answers",
+        str(answers),
+        "--evidence-dir",
+        str(tmp_path / "ev"),
+    )
+    assert result.returncode == 0, result.stderr
+    report = Path(result.stdout.strip()).read_text()
+    assert "AWS NotFoundException" in report
+    assert "on error -> **skip**" in report
+
+
+def test_check_mode_in_the_sandbox_is_simulated_and_changes_nothing(tmp_path: Path) -> None:
+    answers = tmp_path / "answers.yaml"
+    answers.write_text("decide: revoke-grants-and-disable\n")
+    result = kmsir(
+        "run",
+        "kms-key-compromise",
+        "--sandbox",
+        "rogue-grant",
+        "--check",
+        "--answers",
+        str(answers),
+        "--evidence-dir",
+        str(tmp_path / "ev"),
+    )
+    assert result.returncode == 0, result.stderr
+    bundle = Path(result.stdout.strip()).parent
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert (manifest["mode"], manifest["simulated"]) == ("check", True)
+    entries = [json.loads(line) for line in (bundle / "journal.jsonl").read_text().splitlines()]
+    sent = {e["data"]["operation"] for e in entries if e["type"] == "api-call"}
+    assert not sent & {"RevokeGrant", "DisableKey"}
+    after = next(e for e in entries if e["step"] == "after" and e["type"] == "step-succeeded")
+    assert after["data"]["outputs"]["state"] == "Enabled"
+    assert len(after["data"]["outputs"]["external_grant_ids"]) == 1
+    report = Path(result.stdout.strip()).read_text()
+    assert "**CHECK MODE**" in report and "**SIMULATED**" in report

@@ -288,3 +288,47 @@ def test_declined_confirm_step_aborts(moto_clients: ClientFactory, tmp_path: Pat
     failed = outcome_of(journal(result.bundle), "ok")
     assert failed["type"] == "step-failed" and "not confirmed" in failed["data"]["error"]
     assert evidence.verify(result.bundle) == []
+
+
+class Crash(Action[ValueParams]):
+    """A bug in an action."""
+
+    name = "test.crash"
+    params = ValueParams
+
+    def run(self, ctx: ActionContext, params: ValueParams) -> Outcome:
+        raise RuntimeError("bug")
+
+
+def test_a_bug_still_leaves_a_finished_verifiable_bundle(
+    moto_clients: ClientFactory, tmp_path: Path
+) -> None:
+    registry = {**actions.registry(), "test.crash": Crash()}
+    playbook = book(registry, "  - {id: c, action: test.crash, with: {value: 1}}\n")
+    with pytest.raises(RuntimeError):
+        run_playbook(playbook, moto_clients, tmp_path, registry=registry, mode="live")
+    bundle = next(tmp_path.glob("INC-test/*"))
+    assert evidence.verify(bundle) == []
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["status"] == "failed"
+    assert journal(bundle)[-1]["data"]["error"] == "RuntimeError: bug"
+
+
+def test_retried_step_keeps_each_attempts_artifacts(
+    moto_clients: ClientFactory, tmp_path: Path
+) -> None:
+    class Writes(Flaky):
+        name = "test.writes"
+
+        def run(self, ctx: ActionContext, params: ValueParams) -> Outcome:
+            ctx.write_json("state.json", {"attempt": len(self.calls) + 1})
+            return super().run(ctx, params)
+
+    Flaky.calls.clear()
+    registry = {**actions.registry(), "test.writes": Writes()}
+    playbook = book(registry, "  - {id: w, action: test.writes, retries: 1, with: {value: 1}}\n")
+    result = run_playbook(playbook, moto_clients, tmp_path, registry=registry, mode="live")
+    assert result.status == "succeeded"
+    paths = [e["data"]["path"] for e in journal(result.bundle) if e["type"] == "artifact"]
+    assert paths == ["artifacts/01-w/state.json", "artifacts/01-w.2/state.json"]
+    assert evidence.verify(result.bundle) == []

@@ -178,3 +178,41 @@ def test_artifacts_are_never_overwritten_and_names_are_checked(tmp_path: Path) -
     writer.finish("succeeded")
     assert evidence.verify(writer.root) == []
     assert not list(writer.root.rglob(".tmp-*"))
+
+
+def test_malformed_entries_are_reported_not_crashed_on(demo_bundle: Path, tmp_path: Path) -> None:
+    bundle = copy_bundle(demo_bundle, tmp_path)
+    journal = bundle / "journal.jsonl"
+    lines = journal.read_bytes().splitlines(keepends=True)
+    last = json.loads(lines[-1])
+    last["data"] = "not a mapping"
+    journal.write_bytes(b"".join([*lines[:-1], evidence.canonical(last) + b"\n"]))
+    problems = evidence.verify(bundle)
+    assert problems[0] == (
+        f"journal.jsonl line {len(lines)}: "
+        "not a journal entry (fields missing or of the wrong type)"
+    )
+
+
+def test_manifest_type_changes_are_caught(demo_bundle: Path, tmp_path: Path) -> None:
+    bundle = copy_bundle(demo_bundle, tmp_path)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["simulated"] = 1
+    manifest["journal"]["entries"] -= 1
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    problems = evidence.verify(bundle)
+    assert "manifest.json: field 'simulated' differs from what the journal records" in problems
+    assert any(p.startswith("manifest.json: journal anchor") for p in problems)
+
+
+def test_retried_steps_write_to_their_own_folder(tmp_path: Path) -> None:
+    writer = evidence.BundleWriter.create(tmp_path, "INC-1", playbook_raw=b"id: x\n")
+    writer.append("run-started", {"playbook": {"sha256": evidence.sha256_hex(b"id: x\n")}})
+    first = writer.write_artifact(2, "snap", "key.json", b"1")
+    second = writer.write_artifact(2, "snap", "key.json", b"2", attempt=2)
+    assert (first.path, second.path) == (
+        "artifacts/02-snap/key.json",
+        "artifacts/02-snap.2/key.json",
+    )
+    writer.finish("succeeded")
+    assert evidence.verify(writer.root) == []

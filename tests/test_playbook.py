@@ -141,3 +141,38 @@ def test_inputs_are_checked_by_type() -> None:
         playbook.resolve_inputs(book, {})
     with pytest.raises(UsageError, match="has no input 'kye' \\(did you mean 'key'\\?\\)"):
         playbook.resolve_inputs(book, {"key": "alias/x", "kye": "y"})
+
+
+def test_literal_parameters_and_defaults_are_checked_before_running(tmp_path: Path) -> None:
+    text = """\
+id: t
+title: T
+inputs:
+  k: {type: int, default: abc}
+steps:
+  - {id: a, action: note, with: {text: 5}}
+  - {id: b, action: ask, with: {question: "{{ inputs.k }}", choices: "a,b"}}
+"""
+    problems = problems_for(tmp_path, text)
+    path = tmp_path / "p.yaml"
+    assert problems == [
+        f"{path}:6:40: step 'a': parameter text: Input should be a valid string",
+        f"{path}:7:70: step 'b': parameter choices: Input should be a valid list",
+        f"{path}:4:27: default of input 'k': 'abc' is not an integer",
+    ]
+
+
+def test_missing_step_id_is_one_message(tmp_path: Path) -> None:
+    problems = problems_for(
+        tmp_path, "id: t\ntitle: T\nsteps:\n  - {action: note, with: {text: x}}\n"
+    )
+    assert problems == [f"{tmp_path / 'p.yaml'}:4:5: step #1: missing required field 'id'"]
+
+
+def test_deep_nesting_and_wide_aliases_are_refused_fast(tmp_path: Path) -> None:
+    started = time.perf_counter()
+    deep = problems_for(tmp_path, "steps: " + "[" * 20000 + "]" * 20000 + "\n")
+    assert deep == [f"{tmp_path / 'p.yaml'}:1:1: nesting too deep (more than 64 levels)"]
+    wide = 'big: &b "' + "x" * 100_000 + '"\nchoices: [' + ",".join(["*b"] * 19_000) + "]\n"
+    assert "alias bomb" in problems_for(tmp_path, wide)[0]
+    assert time.perf_counter() - started < 10

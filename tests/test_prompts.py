@@ -54,3 +54,14 @@ def test_yes_approves_but_does_not_answer_questions() -> None:
     assert prompter.confirm("revoke", "Run?", [], typed=("k",)).source == "auto-approved"
     with pytest.raises(MissingAnswer):
         prompter.ask("decide", "How?", ["a", "b"])
+
+
+def test_end_of_input_at_a_prompt_aborts() -> None:
+    from kmsir.prompts import InteractivePrompter
+
+    class ClosedStdin:
+        def unsafe_ask(self) -> str:
+            raise EOFError
+
+    with pytest.raises(Aborted, match="end of file"):
+        InteractivePrompter._answer(ClosedStdin())

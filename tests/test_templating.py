@@ -74,3 +74,45 @@ def test_loops_cannot_build_unbounded_output() -> None:
     with pytest.raises(TemplateError, match="output longer"):
         templating.render_value("{% for c in 'a' * 1000 %}{{ 'b' * 900000 }}{% endfor %}", CONTEXT)
     assert time.perf_counter() - started < 2
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{% for a in 'x' * 100000 %}{% for b in 'x' * 100000 %}{% endfor %}{% endfor %}",
+        "{{ ([[0] * 100000] * 10000) | sum(start=[]) }}",
+        "{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}",
+        "{{ (['x' * 1000000] * 1000000) | join }}",
+        "{{ '%0900000000d' % 1 }}",
+        "{{ '{:>900000000}'.format('a') }}",
+        "{% set x = 'a' * 900000 %}{{ x ~ x ~ x }}",
+        "{{ ['x' * 900000, 'y' * 900000] | join }}",
+        "{{ ['a', 'b'] | join('x' * 900000) }}",
+        "{{ ('x' * 900000) | tojson }}{{ ('x' * 900000) | tojson }}",
+    ],
+)
+def test_work_bombs_are_refused(source: str) -> None:
+    started = time.perf_counter()
+    with pytest.raises(TemplateError):
+        templating.render_value(source, CONTEXT)
+    assert time.perf_counter() - started < templating.MAX_SECONDS + 1
+
+
+def test_templates_cannot_change_the_run_context() -> None:
+    context = {"inputs": {"key": "alias/a"}, "steps": {"s": {"ids": ["g1"]}}}
+    for source in (
+        "{{ steps.s.ids.append('evil') }}",
+        "{{ inputs.update({'key': 'x'}) }}",
+        "{{ inputs.clear() }}",
+    ):
+        with pytest.raises(TemplateError):
+            templating.render_value(source, context)
+    assert context == {"inputs": {"key": "alias/a"}, "steps": {"s": {"ids": ["g1"]}}}
+
+
+def test_forbidden_statements_are_found_by_validation() -> None:
+    assert "nested loops" in (
+        templating.check_template("{% for a in x %}{% for b in y %}{% endfor %}{% endfor %}") or ""
+    )
+    assert "'macro' blocks" in (templating.check_template("{% macro f() %}{% endmacro %}") or "")
+    assert templating.check_template("{% for g in steps.s.ids %}- {{ g }}\n{% endfor %}") is None

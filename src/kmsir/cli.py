@@ -167,13 +167,16 @@ class _ConsoleReporter:
 
 
 def _finish(result: RunResult, *, fmt: str = "md") -> None:
+    """Say where the bundle is, render its report, and exit 0 only if the run succeeded."""
     from kmsir import report
 
-    path = report.write(result.bundle, fmt=fmt)
     _err(f"bundle: {result.bundle}")
     if result.error:
         _err(f"kmsir: run {result.status}: {result.error}")
-    print(path)
+    try:
+        print(report.write(result.bundle, fmt=fmt))
+    except KmsirError as exc:  # the evidence is safe; only the derived report is missing
+        _err(f"kmsir: warning: no report: {exc} (retry with: kmsir report {result.bundle})")
     if result.status != "succeeded":
         raise typer.Exit(1)
 
@@ -182,7 +185,16 @@ def _default_incident() -> str:
     return "INC-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
 
 
-EvidenceDir = Annotated[Path, typer.Option("--evidence-dir", help="Where bundles are written.")]
+def _evidence_dir(value: Path) -> Path:
+    if value.exists() and not value.is_dir():
+        raise typer.BadParameter(f"{value} exists and is not a directory")
+    return value
+
+
+EvidenceDir = Annotated[
+    Path,
+    typer.Option("--evidence-dir", help="Where bundles are written.", callback=_evidence_dir),
+]
 
 
 # -- commands -------------------------------------------------------------------------------
@@ -400,6 +412,11 @@ def verify(
         f"{len(opened.manifest.get('artifacts', []))} artifacts, "
         f"head {opened.entries[-1]['hash'] if opened.entries else '-'}"
     )
+    if not any(e["type"] == "run-finished" for e in opened.entries):
+        print(
+            "note: the run did not finish, so no manifest anchors the journal's last entry: "
+            "lines removed from its end would not show"
+        )
 
 
 @app.command()

@@ -6,6 +6,7 @@ the bundle writer from ``evidence`` and reports through a ``Reporter`` that ``cl
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import platform
 import socket
@@ -30,7 +31,7 @@ from kmsir.actions.base import (
     Reporter,
     RunInfo,
 )
-from kmsir.errors import Aborted, ActionError, AwsError, KmsirError, MissingAnswer
+from kmsir.errors import Aborted, ActionError, AwsError, KmsirError, MissingAnswer, UsageError
 from kmsir.evidence import BundleWriter, Clock, timestamp, utc_now
 from kmsir.playbook import LoadedPlaybook, Step
 from kmsir.prompts import Prompter
@@ -83,13 +84,17 @@ class RunResult:
 
 
 class _StepSink:
-    """The bundle, as one step's actions see it."""
+    """The bundle, as one step's actions see it; each attempt gets its own artifact folder."""
 
     def __init__(self, bundle: BundleWriter, index: int, step_id: str) -> None:
         self.bundle, self.index, self.step_id = bundle, index, step_id
+        self.attempt = 0
 
     def write(self, name: str, data: bytes) -> str:
-        return self.bundle.write_artifact(self.index, self.step_id, name, data).path
+        artifact = self.bundle.write_artifact(
+            self.index, self.step_id, name, data, attempt=max(self.attempt, 1)
+        )
+        return artifact.path
 
     def journal(self, type_: str, data: dict[str, Any]) -> None:
         self.bundle.append(type_, data, step=self.step_id)
@@ -129,7 +134,7 @@ class Engine:
         """Run every step in order; the bundle is left verifiable whatever happens."""
         playbook = loaded.playbook
         if options.start_at is not None and options.start_at not in {s.id for s in playbook.steps}:
-            raise KmsirError(
+            raise UsageError(
                 f"--start-at: playbook '{playbook.id}' has no step '{options.start_at}'"
             )
         operator = self._operator()
@@ -139,7 +144,9 @@ class Engine:
         self._bundle = bundle
         self.clients.recorder = self._record_call
         self.clients.check_mode = options.mode == "check"
-        info = RunInfo(options.incident_id, bundle.run_id, options.mode, options.mode == "sandbox")
+        info = RunInfo(
+            options.incident_id, bundle.run_id, options.mode, simulated=options.scenario is not None
+        )
         bundle.append("run-started", self._metadata(loaded, inputs, options, info, operator))
         result = RunResult(bundle.root, "succeeded")
         context: dict[str, Any] = {
@@ -170,6 +177,12 @@ class Engine:
             bundle.close()
             result.status = "interrupted"
             raise
+        except BaseException as exc:
+            # Anything else (a bug, the evidence disk failing, a bad answer): record why the
+            # run stopped and leave a finished, verifiable bundle, then let the CLI report it.
+            with contextlib.suppress(Exception):
+                bundle.finish("failed", {"error": f"{type(exc).__name__}: {exc}"[:2000]})
+            raise
         finally:
             self._current_step = None
             self.clients.recorder = None
@@ -195,11 +208,12 @@ class Engine:
                 return self._fail(bundle, step, f"when: {exc}")
             if not go:
                 return self._skip(bundle, step, f"when: {step.when} is false")
+        sink = _StepSink(bundle, index, step.id)
         ctx = ActionContext(
             step_id=step.id,
             clients=self.clients,
             prompter=self.prompter,
-            artifacts=_StepSink(bundle, index, step.id),
+            artifacts=sink,
             run=info,
             now=self.clock,
             reporter=self.reporter,
@@ -223,7 +237,7 @@ class Engine:
                     },
                     step=step.id,
                 )
-                outcome = self._with_retries(step, action, ctx, params)
+                outcome = self._with_retries(step, action, ctx, sink, params)
             except (Aborted, MissingAnswer) as exc:
                 self._fail(bundle, step, f"step '{step.id}' ({step.action}): {exc}")
                 raise
@@ -237,7 +251,12 @@ class Engine:
                 )
                 bundle.append(
                     "decision",
-                    {"question": "on error", "answer": choice.value, "by": choice.source},
+                    {
+                        "question": "on error",
+                        "answer": choice.value,
+                        "by": choice.source,
+                        "reason": choice.reason,
+                    },
                     step=step.id,
                 )
                 if choice.value == "retry":
@@ -338,10 +357,11 @@ class Engine:
         return None
 
     def _with_retries(
-        self, step: Step, action: Action[Any], ctx: ActionContext, params: Any
+        self, step: Step, action: Action[Any], ctx: ActionContext, sink: _StepSink, params: Any
     ) -> Outcome:
         attempt = 0
         while True:
+            sink.attempt += 1
             try:
                 return action.run(ctx, params)
             except AwsError as exc:

@@ -87,7 +87,7 @@ def entry_hash(entry: dict[str, Any]) -> str:
 
 def check_incident_id(incident_id: str) -> str:
     """Refuse incident ids that could escape the evidence directory or confuse a shell."""
-    if not _INCIDENT_ID.match(incident_id) or ".." in incident_id:
+    if not _INCIDENT_ID.fullmatch(incident_id) or ".." in incident_id:
         raise UsageError(
             f"incident id {incident_id[:70]!r} is not allowed: use 1-64 letters, digits, "
             "'.', '_' or '-', starting with a letter or digit (no '/' or '..')"
@@ -244,7 +244,9 @@ class BundleWriter:
             entry["hash"] = entry_hash(entry)
             line = canonical(entry) + b"\n"
             try:
-                os.write(self._fd, line)
+                view = memoryview(line)
+                while view:  # a short write (full disk, signal) must not leave half a line
+                    view = view[os.write(self._fd, view) :]
                 os.fsync(self._fd)
             except OSError as exc:
                 raise EvidenceError(f"cannot write the journal: {exc}") from None
@@ -252,22 +254,26 @@ class BundleWriter:
             self._head = entry["hash"]
             return entry
 
-    def artifact_dir(self, step_index: int, step_id: str) -> str:
-        """The relative directory for a step's artifacts: ``artifacts/NN-<step-id>``."""
-        if not _NAME_PART.match(step_id):
+    def artifact_dir(self, step_index: int, step_id: str, attempt: int = 1) -> str:
+        """A step's artifact folder: ``artifacts/NN-<step-id>``, ``...-<step-id>.N`` on retry N."""
+        if not _NAME_PART.fullmatch(step_id) or "." in step_id:
             raise EvidenceError(f"step id {step_id[:60]!r} cannot name an artifact directory")
-        return f"{ARTIFACTS}/{step_index:02d}-{step_id}"
+        suffix = f".{attempt}" if attempt > 1 else ""
+        return f"{ARTIFACTS}/{step_index:02d}-{step_id}{suffix}"
 
-    def write_artifact(self, step_index: int, step_id: str, name: str, data: bytes) -> Artifact:
+    def write_artifact(
+        self, step_index: int, step_id: str, name: str, data: bytes, *, attempt: int = 1
+    ) -> Artifact:
         """Write an artifact for a step and journal it. ``name`` is from the action's vocabulary.
 
         ``name`` may have one sub-folder (``<key-id>/policy.json``); each part is checked so
-        that no name taken from AWS or input can leave the bundle.
+        that no name taken from AWS or input can leave the bundle. Each attempt of a retried
+        step writes to its own folder, so a retry never collides with what the first wrote.
         """
         parts = name.split("/")
-        if len(parts) > 2 or not all(_NAME_PART.match(p) and ".." not in p for p in parts):
+        if len(parts) > 2 or not all(_NAME_PART.fullmatch(p) and ".." not in p for p in parts):
             raise EvidenceError(f"artifact name {name[:80]!r} is not allowed")
-        relative = f"{self.artifact_dir(step_index, step_id)}/{name}"
+        relative = f"{self.artifact_dir(step_index, step_id, attempt)}/{name}"
         target = self.root / relative
         try:
             _mkdir(target.parent)
@@ -316,6 +322,25 @@ class JournalRead:
     torn_tail: bool = False
 
 
+_ENTRY_FIELDS: dict[str, tuple[type, ...]] = {
+    "seq": (int,),
+    "ts": (str,),
+    "type": (str,),
+    "step": (str, type(None)),
+    "data": (dict,),
+    "prev": (str, type(None)),
+    "hash": (str,),
+}
+
+
+def _well_formed(entry: Any) -> bool:
+    return (
+        isinstance(entry, dict)
+        and set(entry) == set(_ENTRY_FIELDS)
+        and all(isinstance(entry[k], types) for k, types in _ENTRY_FIELDS.items())
+    )
+
+
 def read_journal(path: Path) -> JournalRead:
     """Parse and check a journal: canonical form, hash, chain, sequence, torn tail."""
     result = JournalRead([], [])
@@ -331,11 +356,15 @@ def read_journal(path: Path) -> JournalRead:
         where = f"{JOURNAL} line {number}"
         try:
             entry = json.loads(line)
-            if not isinstance(entry, dict):
-                raise ValueError("not an object")
         except ValueError:
             result.problems.append(f"{where}: not valid JSON (line altered)")
             prev = None
+            continue
+        if not _well_formed(entry):
+            result.problems.append(
+                f"{where}: not a journal entry (fields missing or of the wrong type)"
+            )
+            prev = entry.get("hash") if isinstance(entry, dict) else None
             continue
         if canonical(entry) != line:
             result.problems.append(f"{where}: not in canonical form (line altered)")
@@ -503,17 +532,22 @@ def _verify_manifest(root: Path, entries: list[dict[str, Any]]) -> Iterator[str]
         expected = build_manifest(entries)
     except (EvidenceError, KeyError, TypeError):
         return  # the journal problems already explain why
-    recorded_head = (manifest.get("journal") or {}).get("head")
-    recorded_entries = (manifest.get("journal") or {}).get("entries")
+    anchor = manifest.get("journal")
+    recorded_entries = anchor.get("entries") if isinstance(anchor, dict) else None
+    recorded_head = anchor.get("head") if isinstance(anchor, dict) else None
     if isinstance(recorded_entries, int) and recorded_entries > len(entries):
         yield (
             f"{JOURNAL}: truncated: the manifest anchors {recorded_entries} entries, "
             f"{len(entries)} remain"
         )
-    elif recorded_head != expected["journal"]["head"]:
-        yield f"{MANIFEST}: journal head does not match the journal's last entry"
+    elif canonical(anchor) != canonical(expected["journal"]):
+        yield (
+            f"{MANIFEST}: journal anchor (entries {recorded_entries!r}, head "
+            f"{str(recorded_head)[:12]}...) does not match the journal"
+        )
     for key in sorted(set(expected) | set(manifest)):
         if key == "journal":
             continue
-        if manifest.get(key) != expected.get(key):
+        # canonical bytes, so that true and 1, or 1 and 1.0, are told apart
+        if canonical(manifest.get(key)) != canonical(expected.get(key)):
             yield f"{MANIFEST}: field '{key}' differs from what the journal records"

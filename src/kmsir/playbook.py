@@ -142,17 +142,26 @@ def _step_prefix(document: yamlsafe.Document, loc: tuple[str | int, ...]) -> str
     return ""
 
 
-def _pydantic_problems(exc: ValidationError, document: yamlsafe.Document) -> Iterator[str]:
-    for error in exc.errors(include_url=False, include_input=False):
-        loc = tuple(error["loc"])
-        field = ".".join(str(p) for p in loc) or "playbook"
+def _pydantic_problems(
+    exc: ValidationError, document: yamlsafe.Document, *, prefix: tuple[str | int, ...] = ()
+) -> Iterator[str]:
+    errors = exc.errors(include_url=False, include_input=False)
+    in_steps = any(len(e["loc"]) > 2 and e["loc"][0] == "steps" for e in errors)
+    for error in errors:
+        loc = (*prefix, *error["loc"])
         kind = error["type"]
+        if in_steps and loc == ("steps",) and kind == "too_short":
+            continue  # a consequence of the step errors reported on their own lines
+        field = ".".join(yamlsafe.shorten(p, 40).strip("'") for p in loc) or "playbook"
+        last = yamlsafe.shorten(loc[-1], 40).strip("'") if loc else ""
         if kind == "missing":
-            message = f"missing required field '{loc[-1]}'"
+            message = f"missing required field '{last}'"
         elif kind == "extra_forbidden":
-            message = f"unknown field '{loc[-1]}'"
-        elif kind == "string_pattern_mismatch" and loc[-1] == "id":
-            message = f"{field}: must be kebab-case (lowercase letters, digits, '-')"
+            message = f"unknown field '{last}'"
+        elif kind == "string_pattern_mismatch" and loc == ("id",):
+            message = "id: must be kebab-case (lowercase letters, digits and '-')"
+        elif kind == "string_pattern_mismatch" and last == "id":
+            message = f"{field}: use lowercase letters, digits, '-' or '_', starting with a letter"
         else:
             message = f"{field}: {error['msg']}"
         yield f"{document.where(loc)}: {_step_prefix(document, loc)}{message}"
@@ -204,11 +213,12 @@ def _check_semantics(
                     hint = _did_you_mean(str(key), sorted(names))
                     yield (
                         f"{at('with', key)}: {prefix}action '{step.action}' has no parameter "
-                        f"{yamlsafe.shorten(key)}{hint}"
+                        f"{yamlsafe.shorten(key, 40)}{hint}"
                     )
             for name, info in fields.items():
                 if info.is_required() and (info.alias or name) not in step.with_:
                     yield f"{at('with')}: {prefix}action '{step.action}' needs parameter '{name}'"
+            yield from _check_literal_params(step, params_model, document, base, prefix)
         if step.when is not None:
             problem = templating.check_expression(step.when)
             if problem:
@@ -221,8 +231,40 @@ def _check_semantics(
             yield from _references(text, seen, at(*path), prefix)
         seen.add(step.id)
     for name, spec in playbook.inputs.items():
+        where = document.where(("inputs", name))
         if spec.type == "choice" and not spec.choices:
-            yield f"{document.where(('inputs', name))}: input '{name}': type choice needs choices"
+            yield f"{where}: input '{yamlsafe.shorten(name, 40)}': type choice needs choices"
+        elif spec.default is not None:
+            try:
+                coerce_input(name, spec, spec.default)
+            except UsageError as exc:
+                yield f"{document.where(('inputs', name, 'default'))}: default of {exc}"
+
+
+def _has_template(value: Any) -> bool:
+    return any("{{" in text or "{%" in text for _, text in _templates_in(value, ()))
+
+
+def _check_literal_params(
+    step: Step,
+    model: type[BaseModel],
+    document: yamlsafe.Document,
+    base: tuple[str | int, ...],
+    prefix: str,
+) -> Iterator[str]:
+    """Check the parameters that hold no template now; the others are checked at run time."""
+    templated = {key for key, value in step.with_.items() if _has_template(value)}
+    literal = {key: value for key, value in step.with_.items() if key not in templated}
+    try:
+        model.model_validate(literal)
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False, include_input=False):
+            loc = tuple(error["loc"])
+            if not loc or loc[0] in templated or error["type"] in ("missing", "extra_forbidden"):
+                continue  # templated: checked once rendered; missing/unknown: reported above
+            where = document.where((*base, "with", *loc))
+            name = ".".join(yamlsafe.shorten(p, 40).strip("'") for p in loc)
+            yield f"{where}: {prefix}parameter {name}: {error['msg']}"
 
 
 def _references(text: str, earlier: set[str], where: str, prefix: str) -> Iterator[str]:
@@ -252,7 +294,7 @@ def coerce_input(name: str, spec: InputSpec, value: Any) -> Any:
     """Check and convert one input value against its spec; ``UsageError`` names the input."""
 
     def bad(why: str) -> UsageError:
-        return UsageError(f"input '{name}': {why}")
+        return UsageError(f"input {yamlsafe.shorten(name, 40)}: {why}")
 
     kind = spec.type
     if kind == "list":
@@ -300,7 +342,9 @@ def resolve_inputs(playbook: Playbook, given: Mapping[str, Any]) -> dict[str, An
     unknown = sorted(set(given) - set(playbook.inputs))
     if unknown:
         hint = _did_you_mean(unknown[0], list(playbook.inputs))
-        raise UsageError(f"playbook '{playbook.id}' has no input '{unknown[0]}'{hint}")
+        raise UsageError(
+            f"playbook '{playbook.id}' has no input {yamlsafe.shorten(unknown[0], 40)}{hint}"
+        )
     values: dict[str, Any] = {}
     for name, spec in playbook.inputs.items():
         if name in given:

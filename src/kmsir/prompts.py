@@ -65,8 +65,10 @@ class InteractivePrompter:
 
     @staticmethod
     def _answer(question: Any) -> Any:
-        value = question.unsafe_ask()
-        return value
+        try:
+            return question.unsafe_ask()
+        except EOFError:
+            raise Aborted("no more input (end of file at a prompt)") from None
 
     def ask(self, key: str, question: str, choices: Sequence[str]) -> Answer:
         import questionary

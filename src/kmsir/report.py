@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from jinja2 import Undefined
+
 from kmsir import evidence, resources
 from kmsir.errors import UsageError
 
@@ -28,14 +30,15 @@ _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>|~])")
 
 def md_inline(value: Any) -> str:
     """Text safe inside a Markdown paragraph or table cell: one line, markup escaped."""
-    text = "" if value is None else str(value)
+    text = "" if value is None or isinstance(value, Undefined) else str(value)
     text = " ".join(text.split())  # newlines and tabs would end a table row
     return _MD_SPECIAL.sub(r"\\\1", text)
 
 
 def md_code(value: Any) -> str:
     """Text as inline code (ids, ARNs, hashes): backticks and pipes cannot escape it."""
-    text = " ".join(("" if value is None else str(value)).split())
+    empty = value is None or isinstance(value, Undefined)
+    text = " ".join(("" if empty else str(value)).split())
     text = text.replace("`", "'").replace("|", "\\|")
     return f"`{text}`" if text else ""
 
@@ -160,12 +163,14 @@ def build_context(bundle: evidence.Bundle) -> dict[str, Any]:
 
 
 def _environment(template_dir: Path) -> Any:
-    from jinja2 import Environment, FileSystemLoader, StrictUndefined
+    from jinja2 import ChainableUndefined, Environment, FileSystemLoader
 
     env = Environment(
         loader=FileSystemLoader(str(template_dir)),
         autoescape=False,  # noqa: S701 - Markdown: the md filters neutralise attacker text
-        undefined=StrictUndefined,
+        # A bundle may come from an older kmsir or a failed run: a missing field renders
+        # empty rather than failing the whole report.
+        undefined=ChainableUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
@@ -205,5 +210,8 @@ def write(
         target = bundle_root / f"report.{fmt}"
         evidence.replace_derived(target, text)
         return target
-    out.write_bytes(text)
+    try:
+        out.write_bytes(text)
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot write: {exc.strerror or exc}") from None
     return out

@@ -18,7 +18,7 @@ _REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
 
 def duration_seconds(text: str) -> int:
     """Seconds in a duration like ``30m``, ``36h``, ``7d``, ``2w`` or ``3d4h30m``."""
-    match = _DURATION.match(text.strip())
+    match = _DURATION.fullmatch(text.strip())
     if not match or not any(match.groups()):
         raise ValueError(f"{text[:60]!r} is not a duration like 30m, 36h, 7d or 2w")
     units = (604800, 86400, 3600, 60)
@@ -28,13 +28,16 @@ def duration_seconds(text: str) -> int:
 def is_kms_key_reference(text: str) -> bool:
     """True for a key id, multi-Region key id, key ARN, alias name or alias ARN."""
     return bool(
-        _KEY_ID.match(text) or _MRK_ID.match(text) or _KEY_ARN.match(text) or _ALIAS.match(text)
+        _KEY_ID.fullmatch(text)
+        or _MRK_ID.fullmatch(text)
+        or _KEY_ARN.fullmatch(text)
+        or _ALIAS.fullmatch(text)
     )
 
 
 def is_region(text: str) -> bool:
     """True for an AWS Region name like ``eu-west-1``."""
-    return bool(_REGION.match(text))
+    return bool(_REGION.fullmatch(text))
 
 
 def parse_time(text: str, now: datetime) -> datetime:

@@ -21,6 +21,10 @@ from kmsir.errors import PlaybookError
 MAX_NODES = 100_000
 #: Largest file accepted, in bytes.
 MAX_BYTES = 2 * 1024 * 1024
+#: Most scalar text one document may expand to through aliases, in characters.
+MAX_EXPANDED_CHARS = 8 * 1024 * 1024
+#: Deepest nesting accepted.
+MAX_DEPTH = 64
 
 Path_ = tuple[str | int, ...]
 _COLLECTIONS = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"})
@@ -86,6 +90,10 @@ def load_bytes(raw: bytes, source: str) -> Document:
         raise PlaybookError([f"{source}: not UTF-8 text (byte {exc.start})"]) from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except RecursionError:
+        raise PlaybookError(
+            [f"{source}:1:1: nesting too deep (more than {MAX_DEPTH} levels)"]
+        ) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
@@ -108,6 +116,7 @@ class _Builder:
     def __init__(self, document: Document) -> None:
         self.document = document
         self.nodes = 0
+        self.chars = 0
         self.constructor = yaml.SafeLoader("")
 
     def fail(self, node: yaml.Node, message: str) -> PlaybookError:
@@ -122,6 +131,8 @@ class _Builder:
             raise self.fail(
                 node, f"document expands to more than {MAX_NODES:,} values (alias bomb?)"
             )
+        if len(path) > MAX_DEPTH:
+            raise self.fail(node, f"nesting too deep (more than {MAX_DEPTH} levels)")
         self.document.marks.setdefault(
             path, Mark(node.start_mark.line + 1, node.start_mark.column + 1)
         )
@@ -136,6 +147,12 @@ class _Builder:
         raise self.fail(node, "unsupported YAML node")
 
     def _scalar(self, node: yaml.Node) -> Any:
+        self.chars += len(str(node.value))
+        if self.chars > MAX_EXPANDED_CHARS:
+            raise self.fail(
+                node,
+                f"document expands to more than {MAX_EXPANDED_CHARS:,} characters (alias bomb?)",
+            )
         try:
             return self.constructor.construct_object(node, deep=True)
         except yaml.constructor.ConstructorError as exc:

@@ -7,6 +7,7 @@ Nothing here runs at import time and boto3 is imported lazily, so ``kmsir --help
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -76,7 +77,7 @@ class ClientFactory:
 
     def client(self, service: str, region: str | None = None) -> Any:
         """A cached client for ``service`` in ``region`` (default: the factory's Region)."""
-        region = region or self.region
+        region = region or self.resolved_region
         key = (service, region)
         with self._lock:
             cached = self._clients.get(key)
@@ -103,9 +104,9 @@ class ClientFactory:
     @property
     def resolved_region(self) -> str:
         """The Region clients use (from the argument, profile or environment)."""
-        region = self.region or self.session().region_name
+        region = self.region or self.session().region_name or os.environ.get("AWS_REGION")
         if not region:
-            raise UsageError("no AWS Region: pass --region or set AWS_REGION")
+            raise UsageError("no AWS Region: pass --region or set AWS_DEFAULT_REGION")
         return str(region)
 
     def _install_hooks(self, client: Any) -> None:
@@ -176,7 +177,12 @@ def aws_errors(what: str, *, service: str = "kms") -> Iterator[None]:
     ``what`` names the operation and resource (``DisableKey on key 1234...``). An
     AccessDenied names the IAM action that was missing.
     """
-    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        NoCredentialsError,
+        NoRegionError,
+    )
 
     try:
         yield
@@ -191,6 +197,8 @@ def aws_errors(what: str, *, service: str = "kms") -> Iterator[None]:
         if code in ("AccessDeniedException", "AccessDenied", "UnauthorizedOperation"):
             detail += f" (missing IAM permission {service}:{operation}?)"
         raise AwsError(detail, code=code, operation=operation) from None
+    except NoRegionError:
+        raise UsageError("no AWS Region: pass --region or set AWS_DEFAULT_REGION") from None
     except NoCredentialsError:
         raise UsageError(
             "no AWS credentials found: set AWS_PROFILE or use --profile "

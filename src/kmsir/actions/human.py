@@ -55,7 +55,7 @@ class ConfirmParams(Params):
 
 
 class Confirm(Action[ConfirmParams]):
-    """Stop until the responder confirms; declining aborts the run (``on_error`` applies).
+    """Stop until the responder confirms; declining ends the run as aborted.
 
     ```yaml
     - id: legal-hold
