@@ -8,6 +8,7 @@ commands that need them, so ``kmsir --help`` stays fast.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -23,7 +24,8 @@ from kmsir import __version__
 from kmsir.errors import KmsirError, PlaybookError, UsageError
 
 if TYPE_CHECKING:
-    from kmsir.engine import RunResult
+    from kmsir.actions.aws import ClientFactory
+    from kmsir.engine import RunOptions, RunResult
     from kmsir.playbook import LoadedPlaybook
 
 EXIT_INTERNAL = 3
@@ -214,46 +216,65 @@ def demo(
     loaded = _load_playbook(world.playbook)
     prompter = ScriptedPrompter(world.answers, source="scenario script")
     _err(f"kmsir demo: scenario {world.id} (SIMULATED, no AWS account): {world.story}")
-    result = _run_sandboxed(
-        loaded, world, {}, prompter, f"demo-{world.id}", evidence_dir, yes=False
+    from kmsir.engine import RunOptions
+
+    options = RunOptions(
+        incident_id=f"demo-{world.id}",
+        evidence_dir=evidence_dir,
+        mode="sandbox",
+        scenario=world.id,
     )
-    _finish(result)
+    _finish(_execute(loaded, {}, prompter, options, world=world))
 
 
-def _run_sandboxed(
+def _execute(
     loaded: LoadedPlaybook,
-    world: Any,
     given: dict[str, Any],
     prompter: Any,
-    incident: str,
-    evidence_dir: Path,
+    options: RunOptions,
     *,
-    yes: bool,
-    start_at: str | None = None,
-    check: bool = False,
+    world: Any = None,
+    profile: str | None = None,
+    region: str | None = None,
 ) -> RunResult:
+    """Run against the scenario's sandbox when there is one, else against AWS."""
     from kmsir import actions, playbook
-    from kmsir.engine import Engine, RunOptions
-    from kmsir.sandbox import Sandbox
+    from kmsir.engine import Engine
 
-    defaults = {k: v for k, v in world.inputs.items() if k in loaded.playbook.inputs}
-    inputs = playbook.resolve_inputs(loaded.playbook, {**defaults, **given})
-    with Sandbox(world) as sandbox:
+    if world is not None:  # the scenario's inputs are defaults for its playbook
+        defaults = {k: v for k, v in world.inputs.items() if k in loaded.playbook.inputs}
+        given = {**defaults, **given}
+    given = _ask_missing_inputs(loaded, given, prompter)
+    inputs = playbook.resolve_inputs(loaded.playbook, given)
+    with contextlib.ExitStack() as stack:
+        if world is not None:
+            from kmsir.sandbox import Sandbox
+
+            clients = stack.enter_context(Sandbox(world)).client_factory()
+        else:
+            clients = _live_clients(profile, region)
         engine = Engine(
             actions=actions.registry(),
-            clients=sandbox.client_factory(),
+            clients=clients,
             prompter=prompter,
             reporter=_ConsoleReporter(),
         )
-        options = RunOptions(
-            incident_id=incident,
-            evidence_dir=evidence_dir,
-            mode="check" if check else "sandbox",
-            yes=yes,
-            start_at=start_at,
-            scenario=world.id,
-        )
         return engine.run(loaded, inputs, options)
+
+
+def _live_clients(profile: str | None, region: str | None) -> ClientFactory:
+    from kmsir.actions.aws import ClientFactory
+
+    def session() -> Any:
+        import boto3
+        from botocore.exceptions import ProfileNotFound
+
+        try:
+            return boto3.Session(profile_name=profile, region_name=region)
+        except ProfileNotFound:
+            raise UsageError(f"--profile {profile}: no such AWS profile") from None
+
+    return ClientFactory(session_factory=session, region=region)
 
 
 @app.command()
@@ -280,7 +301,8 @@ def run(
     start_at: Annotated[str | None, typer.Option("--start-at", help="Skip to this step.")] = None,
 ) -> None:
     """Run a playbook step by step, asking before anything changes."""
-    from kmsir import evidence, playbook
+    from kmsir import evidence
+    from kmsir.engine import RunOptions
     from kmsir.prompts import AutoApprovePrompter, InteractivePrompter, NoPrompter, ScriptedPrompter
 
     loaded = _load_playbook(playbook_ref)
@@ -295,56 +317,20 @@ def run(
     prompter: Any = ScriptedPrompter(scripted, source="answers file", fallback=base)
     if yes:
         prompter = AutoApprovePrompter(prompter)
+    world = None
     if sandbox:
         from kmsir.sandbox import scenario as scenarios
 
         world = scenarios.load(sandbox)
-        given = _ask_missing_inputs(
-            loaded,
-            {**{k: v for k, v in world.inputs.items() if k in loaded.playbook.inputs}, **given},
-            prompter,
-        )
-        result = _run_sandboxed(
-            loaded,
-            world,
-            given,
-            prompter,
-            incident_id,
-            evidence_dir,
-            yes=yes,
-            start_at=start_at,
-            check=check,
-        )
-        _finish(result)
-        return
-    from kmsir import actions
-    from kmsir.actions.aws import ClientFactory
-    from kmsir.engine import Engine, RunOptions
-
-    given = _ask_missing_inputs(loaded, given, prompter)
-    values = playbook.resolve_inputs(loaded.playbook, given)
-
-    def session() -> Any:
-        import boto3
-        from botocore.exceptions import ProfileNotFound
-
-        try:
-            return boto3.Session(profile_name=profile, region_name=region)
-        except ProfileNotFound:
-            raise UsageError(f"--profile {profile}: no such AWS profile") from None
-
-    clients = ClientFactory(session_factory=session, region=region)
-    engine = Engine(
-        actions=actions.registry(), clients=clients, prompter=prompter, reporter=_ConsoleReporter()
-    )
     options = RunOptions(
         incident_id=incident_id,
         evidence_dir=evidence_dir,
-        mode="check" if check else "live",
+        mode="check" if check else "sandbox" if world else "live",
         yes=yes,
         start_at=start_at,
+        scenario=world.id if world else None,
     )
-    _finish(engine.run(loaded, values, options))
+    _finish(_execute(loaded, given, prompter, options, world=world, profile=profile, region=region))
 
 
 def _ask_missing_inputs(
