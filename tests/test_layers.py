@@ -29,6 +29,7 @@ LAYERS = {
     "kmsir.actions": 6,
     "kmsir.sandbox.scenario": 6,
     "kmsir.sandbox.lookup": 6,
+    "kmsir.sandbox.shim": 6,
     "kmsir.sandbox": 6,
     "kmsir.engine": 7,
     "kmsir.cli": 8,

@@ -7,7 +7,10 @@ from datetime import datetime, timedelta, timezone
 
 _DURATION = re.compile(r"^(?:(\d{1,6})w)?(?:(\d{1,6})d)?(?:(\d{1,6})h)?(?:(\d{1,6})m)?$")
 _KEY_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-_MRK_ID = re.compile(r"^mrk-[0-9a-f]{32}$")
+# AWS: mrk- and 32 hex digits; moto (the sandbox) writes the hex as a dashed UUID.
+_MRK_ID = re.compile(
+    r"^mrk-([0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$"
+)
 _KEY_ARN = re.compile(
     r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:"
     rf"(key/({_KEY_ID.pattern[1:-1]}|{_MRK_ID.pattern[1:-1]})|alias/[A-Za-z0-9/_-]{{1,250}})$"

@@ -17,7 +17,7 @@ from typing import Any
 
 from kmsir import templating
 from kmsir.actions.aws import ClientFactory
-from kmsir.sandbox import lookup
+from kmsir.sandbox import lookup, shim
 from kmsir.sandbox.scenario import EventSpec, IdentitySpec, Scenario
 from kmsir.values import duration_seconds
 
@@ -66,6 +66,7 @@ class Sandbox:
             self._mock.start()
             mock_random.seed(self.scenario.seed)
             lookup.install()
+            shim.install()
             self._seed()
         except BaseException:
             self.__exit__(None, None, None)

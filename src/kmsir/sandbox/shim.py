@@ -1,0 +1,283 @@
+"""KMS fidelity shim: make moto behave like AWS where a tabletop would otherwise lie.
+
+moto is lenient where AWS is strict. Following the key-state table of the KMS developer guide
+("Key states of AWS KMS keys") and the API reference, this shim, installed into moto's own
+backend and response classes (so every client of the sandbox sees it, the AWS CLI included):
+
+- refuses cryptographic operations on a Disabled key (``DisabledException``) and on a key
+  pending deletion (``KMSInvalidStateException``);
+- rejects deletion windows outside 7-30 days (``ValidationException``) instead of ignoring them;
+- accepts key ARNs in DisableKey/EnableKey/ScheduleKeyDeletion/CancelKeyDeletion (moto
+  crashes on them) and answers ``NotFoundException`` for unknown keys;
+- refuses EnableKey/DisableKey/ScheduleKeyDeletion on a key pending deletion and
+  CancelKeyDeletion on a key that is not (``KMSInvalidStateException``);
+- puts a multi-Region primary that still has replicas into ``PendingReplicaDeletion``;
+- pages ListGrants with ``Limit``/``Marker`` (1-100, default 50);
+- keeps ``RotationPeriodInDays`` (90-2560, default 365) and reports it with
+  ``NextRotationDate`` in GetKeyRotationStatus.
+
+Each patch point is checked when installing: a moto upgrade that moves one fails loudly here
+(and in ``tests/test_shim.py``) instead of silently making the sandbox lenient again.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import inspect
+import json
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+_INSTALLED = "_kmsir_shim"
+DEFAULT_ROTATION_DAYS = 365
+#: States in which a key can be used for cryptographic operations.
+_USABLE = frozenset({"Enabled"})
+
+
+def _error(code: str, message: str) -> Exception:
+    from moto.core.exceptions import JsonRESTError
+
+    return JsonRESTError(code, message)
+
+
+def _key(backend: Any, key_id: str, *, aliases: bool) -> Any:
+    """The moto key for an id or ARN (and alias, when the operation accepts one)."""
+    try:
+        resolved = backend.any_id_to_key_id(key_id) if aliases else backend.get_key_id(key_id)
+        return backend.keys[resolved]
+    except (KeyError, TypeError, AttributeError):
+        raise _error("NotFoundException", f"Key '{key_id}' does not exist") from None
+
+
+def _require_usable(key: Any) -> None:
+    state = key.key_state
+    if state == "Disabled":
+        raise _error("DisabledException", f"{key.arn} is disabled.")
+    if state not in _USABLE:
+        raise _error("KMSInvalidStateException", f"{key.arn} is {_state_words(state)}.")
+
+
+def _state_words(state: str) -> str:
+    return {
+        "PendingDeletion": "pending deletion",
+        "PendingReplicaDeletion": "pending replica deletion",
+        "PendingImport": "pending import",
+    }.get(state, state)
+
+
+def _not_pending(key: Any, operation: str) -> None:
+    if key.key_state in ("PendingDeletion", "PendingReplicaDeletion"):
+        raise _error(
+            "KMSInvalidStateException",
+            f"{key.arn} is {_state_words(key.key_state)}; {operation} is not allowed",
+        )
+
+
+# -- backend wrappers ---------------------------------------------------------------------
+
+
+def _crypto_by_key_id(original: Callable[..., Any]) -> Callable[..., Any]:
+    """Encrypt/GenerateDataKey/Sign/Verify/GetPublicKey/GenerateMac/VerifyMac."""
+
+    signature = inspect.signature(original)
+    if "key_id" not in signature.parameters:
+        raise RuntimeError(f"moto's KmsBackend.{original.__name__} has no key_id parameter")
+
+    @functools.wraps(original)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        key_id = signature.bind(self, *args, **kwargs).arguments["key_id"]
+        _require_usable(_key(self, str(key_id), aliases=True))
+        return original(self, *args, **kwargs)
+
+    return wrapper
+
+
+def _decrypt(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        plaintext, arn = original(self, *args, **kwargs)
+        _require_usable(_key(self, arn, aliases=False))
+        return plaintext, arn
+
+    return wrapper
+
+
+def _disable_key(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def wrapper(self: Any, key_id: str) -> Any:
+        key = _key(self, key_id, aliases=False)
+        _not_pending(key, "DisableKey")
+        return original(self, key.id)
+
+    return wrapper
+
+
+def _enable_key(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def wrapper(self: Any, key_id: str) -> Any:
+        key = _key(self, key_id, aliases=False)
+        _not_pending(key, "EnableKey")
+        return original(self, key.id)
+
+    return wrapper
+
+
+def _schedule_key_deletion(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def wrapper(self: Any, key_id: str, pending_window_in_days: int) -> Any:
+        if not isinstance(pending_window_in_days, int) or not 7 <= pending_window_in_days <= 30:
+            raise _error(
+                "ValidationException",
+                f"1 validation error detected: Value '{pending_window_in_days}' at "
+                "'pendingWindowInDays' failed to satisfy constraint: Member must have value "
+                "greater than or equal to 7 and less than or equal to 30",
+            )
+        key = _key(self, key_id, aliases=False)
+        _not_pending(key, "ScheduleKeyDeletion")
+        result = original(self, key.id, pending_window_in_days)
+        if _live_replicas(key):
+            key.key_state = "PendingReplicaDeletion"
+        return result
+
+    return wrapper
+
+
+def _cancel_key_deletion(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def wrapper(self: Any, key_id: str) -> Any:
+        key = _key(self, key_id, aliases=False)
+        if key.key_state not in ("PendingDeletion", "PendingReplicaDeletion"):
+            raise _error("KMSInvalidStateException", f"{key.arn} is not pending deletion.")
+        return original(self, key.id)
+
+    return wrapper
+
+
+def _live_replicas(key: Any) -> list[dict[str, Any]]:
+    config = getattr(key, "multi_region_configuration", None) or {}
+    if not getattr(key, "multi_region", False) or config.get("MultiRegionKeyType") != "PRIMARY":
+        return []
+    if config.get("PrimaryKey", {}).get("Arn") != key.arn:
+        return []
+    from moto.kms.models import kms_backends
+
+    live = []
+    for replica in config.get("ReplicaKeys", []):
+        region = replica.get("Region")
+        replica_key = kms_backends[key.account_id][region].keys.get(key.id)
+        if replica_key is not None and replica_key.key_state not in ("PendingDeletion",):
+            live.append(replica)
+    return live
+
+
+# -- response wrappers --------------------------------------------------------------------
+
+
+def _list_grants(original: Callable[..., str]) -> Callable[..., str]:
+    @functools.wraps(original)
+    def wrapper(self: Any) -> str:
+        limit = self._get_param("Limit")
+        if limit is None:
+            limit = 50
+        if not isinstance(limit, int) or not 1 <= limit <= 100:
+            raise _error("ValidationException", "Limit must be between 1 and 100.")
+        marker = self._get_param("Marker")
+        try:
+            offset = int(base64.urlsafe_b64decode(marker.encode()).decode()) if marker else 0
+        except (ValueError, UnicodeDecodeError):
+            raise _error(
+                "InvalidMarkerException",
+                "The request was rejected because the "
+                "marker that specifies where pagination should next begin is not "
+                "valid.",
+            ) from None
+        body = json.loads(original(self))
+        grants = body.get("Grants", [])
+        page = grants[offset : offset + limit]
+        truncated = offset + limit < len(grants)
+        result: dict[str, Any] = {"Grants": page, "Truncated": truncated}
+        if truncated:
+            result["NextMarker"] = base64.urlsafe_b64encode(str(offset + limit).encode()).decode()
+        return json.dumps(result)
+
+    return wrapper
+
+
+def _enable_key_rotation(original: Callable[..., str]) -> Callable[..., str]:
+    @functools.wraps(original)
+    def wrapper(self: Any) -> str:
+        period = self._get_param("RotationPeriodInDays")
+        if period is None:
+            period = DEFAULT_ROTATION_DAYS
+        if not isinstance(period, int) or not 90 <= period <= 2560:
+            raise _error(
+                "ValidationException",
+                f"1 validation error detected: Value '{period}' at 'rotationPeriodInDays' "
+                "failed to satisfy constraint: Member must have value greater than or equal "
+                "to 90 and less than or equal to 2560",
+            )
+        result = original(self)
+        key = _key(self.kms_backend, self._get_param("KeyId"), aliases=False)
+        key.kmsir_rotation_period = period
+        key.kmsir_rotation_enabled_at = datetime.now(timezone.utc)
+        return result
+
+    return wrapper
+
+
+def _get_key_rotation_status(original: Callable[..., str]) -> Callable[..., str]:
+    @functools.wraps(original)
+    def wrapper(self: Any) -> str:
+        body = json.loads(original(self))
+        key = _key(self.kms_backend, self._get_param("KeyId"), aliases=False)
+        body["KeyId"] = key.id
+        if body.get("KeyRotationEnabled"):
+            period = getattr(key, "kmsir_rotation_period", DEFAULT_ROTATION_DAYS)
+            since = getattr(key, "kmsir_rotation_enabled_at", None) or datetime.now(timezone.utc)
+            body["RotationPeriodInDays"] = period
+            body["NextRotationDate"] = (since + timedelta(days=period)).timestamp()
+        return json.dumps(body)
+
+    return wrapper
+
+
+_BACKEND_PATCHES: dict[str, Callable[[Callable[..., Any]], Callable[..., Any]]] = {
+    "encrypt": _crypto_by_key_id,
+    "generate_data_key": _crypto_by_key_id,
+    "sign": _crypto_by_key_id,
+    "verify": _crypto_by_key_id,
+    "get_public_key": _crypto_by_key_id,
+    "generate_mac": _crypto_by_key_id,
+    "verify_mac": _crypto_by_key_id,
+    "decrypt": _decrypt,
+    "disable_key": _disable_key,
+    "enable_key": _enable_key,
+    "schedule_key_deletion": _schedule_key_deletion,
+    "cancel_key_deletion": _cancel_key_deletion,
+}
+_RESPONSE_PATCHES: dict[str, Callable[[Callable[..., Any]], Callable[..., Any]]] = {
+    "list_grants": _list_grants,
+    "enable_key_rotation": _enable_key_rotation,
+    "get_key_rotation_status": _get_key_rotation_status,
+}
+
+
+def install() -> None:
+    """Patch moto's KMS backend and responses (idempotent); fail loudly if moto moved."""
+    from moto.kms.models import KmsBackend
+    from moto.kms.responses import KmsResponse
+
+    for cls, patches in ((KmsBackend, _BACKEND_PATCHES), (KmsResponse, _RESPONSE_PATCHES)):
+        if getattr(cls, _INSTALLED, False):
+            continue
+        missing = [name for name in patches if not callable(vars(cls).get(name))]
+        if missing:
+            raise RuntimeError(
+                f"moto's {cls.__name__} no longer defines {', '.join(missing)}: the sandbox's "
+                "KMS fidelity shim (kmsir.sandbox.shim) must be reviewed for this moto version"
+            )
+        for name, wrap in patches.items():
+            setattr(cls, name, wrap(vars(cls)[name]))
+        setattr(cls, _INSTALLED, True)
