@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from kmsir.actions.aws import ApiCall, ClientFactory
 from kmsir.actions.base import ActionContext, RunInfo
+from kmsir.evidence import read_outside
 from kmsir.prompts import NoPrompter
 
 
@@ -24,6 +26,14 @@ class MemoryArtifacts:
 
     def journal(self, type_: str, data: dict[str, Any]) -> None:
         self.events.append((type_, data))
+
+    def earlier(self, step_id: str, name: str) -> bytes | None:
+        return self.files.get(name)
+
+    def outside(self, path: str) -> bytes:
+        data, provenance = read_outside(Path(path))  # the real check of other bundles' hashes
+        self.events.append(("input-file", provenance))
+        return data
 
 
 def context(clients: ClientFactory, step_id: str = "test") -> tuple[ActionContext, list[ApiCall]]:

@@ -6,14 +6,10 @@ import json
 
 import pytest
 
-from kmsir.actions.kms import (
-    DisableKey,
-    EnableKey,
-    KeyParams,
-    RevokeGrants,
-    RevokeGrantsParams,
-    Snapshot,
-)
+from kmsir.actions.kms_grants import RevokeGrants, RevokeGrantsParams
+from kmsir.actions.kms_lifecycle import DisableKey, EnableKey
+from kmsir.actions.kms_snapshot import Snapshot, SnapshotParams
+from kmsir.actions.kmskeys import KeyParams
 from kmsir.errors import ActionError
 from kmsir.sandbox import Sandbox
 
@@ -22,7 +18,7 @@ from .fakes import MemoryArtifacts, context
 
 def test_snapshot_by_alias_records_everything(rogue_grant: Sandbox) -> None:
     ctx, calls = context(rogue_grant.client_factory())
-    outcome = Snapshot().run(ctx, KeyParams(key="alias/payments-prod"))
+    outcome = Snapshot().run(ctx, SnapshotParams(key="alias/payments-prod"))
     key = rogue_grant.keys["payments"]
     out = outcome.outputs
     assert out["key_id"] == key["id"] and out["arn"] == key["arn"]
@@ -42,6 +38,7 @@ def test_snapshot_by_alias_records_everything(rogue_grant: Sandbox) -> None:
         "aliases.json",
         "tags.json",
         "rotation.json",
+        "rotations.json",
     }
     grants = json.loads(files["grants.json"])["Grants"]
     assert {g["GranteePrincipal"] for g in grants} == {
@@ -113,7 +110,7 @@ def test_aws_managed_keys_are_refused(rogue_grant: Sandbox) -> None:
 def test_unknown_key_is_one_clear_line(rogue_grant: Sandbox) -> None:
     ctx, _ = context(rogue_grant.client_factory())
     with pytest.raises(ActionError) as caught:
-        Snapshot().run(ctx, KeyParams(key="alias/does-not-exist"))
+        Snapshot().run(ctx, SnapshotParams(key="alias/does-not-exist"))
     message = str(caught.value)
     assert message.startswith("DescribeKey on alias/does-not-exist: AWS NotFoundException")
     assert "\n" not in message

@@ -143,3 +143,20 @@ def test_install_is_idempotent() -> None:
     before = KmsBackend.encrypt
     shim.install()
     assert KmsBackend.encrypt is before
+
+
+def test_primary_and_replica_know_their_roles(rogue_grant: Sandbox) -> None:
+    kms = rogue_grant.session().client("kms")
+    primary = kms.create_key(MultiRegion=True)["KeyMetadata"]
+    kms.replicate_key(KeyId=primary["KeyId"], ReplicaRegion="us-east-1")
+    kms.replicate_key(KeyId=primary["KeyId"], ReplicaRegion="ap-south-1")
+    east = rogue_grant.session().client("kms", region_name="us-east-1")
+    replica = east.describe_key(KeyId=primary["KeyId"])["KeyMetadata"]["MultiRegionConfiguration"]
+    config = kms.describe_key(KeyId=primary["KeyId"])["KeyMetadata"]["MultiRegionConfiguration"]
+    assert (config["MultiRegionKeyType"], replica["MultiRegionKeyType"]) == ("PRIMARY", "REPLICA")
+    assert {r["Region"] for r in config["ReplicaKeys"]} == {"us-east-1", "ap-south-1"}
+    assert replica["PrimaryKey"]["Region"] == "eu-west-1"
+
+
+def test_aws_managed_aliases_point_to_aws_managed_keys(kms: Any) -> None:
+    assert kms.describe_key(KeyId="alias/aws/s3")["KeyMetadata"]["KeyManager"] == "AWS"

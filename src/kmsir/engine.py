@@ -32,7 +32,8 @@ from kmsir.actions.base import (
     RunInfo,
 )
 from kmsir.errors import Aborted, ActionError, AwsError, KmsirError, MissingAnswer, UsageError
-from kmsir.evidence import BundleWriter, Clock, timestamp, utc_now
+from kmsir.evidence import BundleWriter, Clock, read_outside, timestamp, utc_now
+from kmsir.keypolicy import principal_arn
 from kmsir.playbook import LoadedPlaybook, Step
 from kmsir.prompts import Prompter
 
@@ -99,6 +100,14 @@ class _StepSink:
     def journal(self, type_: str, data: dict[str, Any]) -> None:
         self.bundle.append(type_, data, step=self.step_id)
 
+    def earlier(self, step_id: str, name: str) -> bytes | None:
+        return self.bundle.read_step_artifact(step_id, name)
+
+    def outside(self, path: str) -> bytes:
+        data, provenance = read_outside(Path(path))
+        self.bundle.append("input-file", provenance, step=self.step_id)
+        return data
+
 
 class _Skip(Exception):
     """The responder chose to skip a failed step."""
@@ -153,7 +162,12 @@ class Engine:
             "inputs": dict(inputs),
             "steps": {},
             "incident": {"id": options.incident_id},
-            "run": {"id": info.run_id, "mode": info.mode, "simulated": info.simulated},
+            "run": {
+                "id": info.run_id,
+                "mode": info.mode,
+                "simulated": info.simulated,
+                "operator": principal_arn(str(operator.get("arn") or "")),
+            },
         }
         started = options.start_at is None
         try:
@@ -276,6 +290,7 @@ class Engine:
                 "before": outcome.before,
                 "after": outcome.after,
                 "inverse": action.inverse if action.mutating else None,
+                "inverse_until": outcome.inverse_until,
             },
             step=step.id,
         )

@@ -292,6 +292,21 @@ class BundleWriter:
             self._artifacts.append(artifact)
         return artifact
 
+    def read_step_artifact(self, step_id: str, name: str) -> bytes | None:
+        """The bytes of artifact ``name`` of step ``step_id`` (its latest attempt), if any."""
+        with self._lock:
+            found = [
+                a
+                for a in self._artifacts
+                if a.step == step_id and a.path.rsplit("/", 1)[-1] == name
+            ]
+        if not found:
+            return None
+        data = (self.root / found[-1].path).read_bytes()
+        if sha256_hex(data) != found[-1].sha256:
+            raise EvidenceError(f"{found[-1].path} changed since it was written")
+        return data
+
     def finish(self, status: str, summary: dict[str, Any] | None = None) -> Path:
         """Journal the end of the run and write the manifest derived from the journal."""
         self.append("run-finished", {"status": status, **(summary or {})})
@@ -311,6 +326,44 @@ class BundleWriter:
 
 
 # --- reading ----------------------------------------------------------------------------
+
+#: Largest outside file an action may read (policies, artifacts of other bundles).
+MAX_OUTSIDE_BYTES = 1024 * 1024
+
+
+def read_outside(path: Path) -> tuple[bytes, dict[str, Any]]:
+    """Read a file from outside the running bundle, with its provenance for the journal.
+
+    When the file is an artifact of another bundle, its sha256 must match that bundle's
+    journal: evidence that was altered is never used to change a key.
+    """
+    try:
+        resolved = path.resolve(strict=True)
+        size = resolved.stat().st_size
+        if size > MAX_OUTSIDE_BYTES:
+            raise UsageError(f"{path}: {size:,} bytes, more than {MAX_OUTSIDE_BYTES:,}")
+        data = resolved.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    provenance: dict[str, Any] = {
+        "path": str(resolved),
+        "sha256": sha256_hex(data),
+        "bytes": len(data),
+    }
+    root = next((p for p in resolved.parents if (p / JOURNAL).is_file()), None)
+    if root is not None:
+        relative = resolved.relative_to(root).as_posix()
+        recorded = [
+            e["data"]
+            for e in read_journal(root / JOURNAL).entries
+            if e["type"] == "artifact" and e["data"].get("path") == relative
+        ]
+        if not recorded:
+            raise EvidenceError(f"{path}: not an artifact recorded in the journal of {root}")
+        if recorded[-1].get("sha256") != provenance["sha256"]:
+            raise EvidenceError(f"{path}: altered since bundle {root.name} recorded it")
+        provenance["bundle"] = str(root)
+    return data, provenance
 
 
 @dataclass

@@ -253,15 +253,22 @@ def _check_literal_params(
     prefix: str,
 ) -> Iterator[str]:
     """Check the parameters that hold no template now; the others are checked at run time."""
+    names = {info.alias or name for name, info in model.model_fields.items()}
     templated = {key for key, value in step.with_.items() if _has_template(value)}
-    literal = {key: value for key, value in step.with_.items() if key not in templated}
+    literal = {
+        key: value for key, value in step.with_.items() if key not in templated and key in names
+    }
     try:
         model.model_validate(literal)
     except ValidationError as exc:
         for error in exc.errors(include_url=False, include_input=False):
             loc = tuple(error["loc"])
-            if not loc or loc[0] in templated or error["type"] in ("missing", "extra_forbidden"):
+            if error["type"] in ("missing", "extra_forbidden") or (loc and loc[0] in templated):
                 continue  # templated: checked once rendered; missing/unknown: reported above
+            if not loc:  # a rule across parameters; it may hold once templates are rendered
+                if not templated & names:
+                    yield f"{document.where((*base, 'with'))}: {prefix}{error['msg']}"
+                continue
             where = document.where((*base, "with", *loc))
             name = ".".join(yamlsafe.shorten(p, 40).strip("'") for p in loc)
             yield f"{where}: {prefix}parameter {name}: {error['msg']}"

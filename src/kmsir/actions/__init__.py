@@ -10,7 +10,18 @@ from typing import Any
 from kmsir.actions.base import Action
 from kmsir.actions.cloudtrail import Collect
 from kmsir.actions.human import Ask, Confirm, Note
-from kmsir.actions.kms import DisableKey, EnableKey, RevokeGrants, Snapshot
+from kmsir.actions.kms_grants import RevokeGrants
+from kmsir.actions.kms_lifecycle import (
+    CancelDeletion,
+    DisableKey,
+    EnableKey,
+    EnableRotation,
+    RotateNow,
+    ScheduleDeletion,
+    TagKey,
+)
+from kmsir.actions.kms_policy import PutPolicy, Quarantine, RestorePolicy
+from kmsir.actions.kms_snapshot import Snapshot
 
 Registry = dict[str, Action[Any]]
 
@@ -21,7 +32,15 @@ def registry() -> Registry:
         Snapshot(),
         DisableKey(),
         EnableKey(),
+        ScheduleDeletion(),
+        CancelDeletion(),
         RevokeGrants(),
+        Quarantine(),
+        PutPolicy(),
+        RestorePolicy(),
+        TagKey(),
+        EnableRotation(),
+        RotateNow(),
         Collect(),
         Ask(),
         Confirm(),

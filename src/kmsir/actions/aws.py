@@ -19,6 +19,8 @@ from kmsir.errors import AwsError, CheckModeRefusal, UsageError
 if TYPE_CHECKING:
     import boto3
 
+#: HTTP connections per client: enough for the concurrent snapshot of many keys.
+MAX_POOL_CONNECTIONS = 32
 #: Operations that only read, by botocore operation name prefix; everything else mutates.
 READ_ONLY_PREFIXES = ("Describe", "Get", "List", "Lookup")
 #: Operations that look read-only by name but change state or hand out material.
@@ -66,7 +68,7 @@ class ClientFactory:
     _clients: dict[tuple[str, str | None], Any] = field(
         default_factory=dict, init=False, repr=False
     )
-    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _lock: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False)
 
     def session(self) -> boto3.Session:
         """The (lazily created) boto3 session."""
@@ -79,27 +81,30 @@ class ClientFactory:
         """A cached client for ``service`` in ``region`` (default: the factory's Region)."""
         region = region or self.resolved_region
         key = (service, region)
+        session = self.session()
+        # A boto3 session is not thread-safe, its clients are: create them one at a time.
         with self._lock:
             cached = self._clients.get(key)
-        if cached is not None:
-            return cached
-        from botocore.config import Config
+            if cached is not None:
+                return cached
+            from botocore.config import Config
 
-        config = Config(
-            retries={"mode": "standard", "max_attempts": 5},
-            user_agent_extra=f"kmsir/{__version__}",
-            connect_timeout=10,
-            read_timeout=60,
-        )
-        client = self.session().client(
-            service,  # type: ignore[call-overload]
-            region_name=region,
-            endpoint_url=self.endpoint_url,
-            config=config,
-        )
-        self._install_hooks(client)
-        with self._lock:
-            return self._clients.setdefault(key, client)
+            config = Config(
+                retries={"mode": "standard", "max_attempts": 5},
+                user_agent_extra=f"kmsir/{__version__}",
+                connect_timeout=10,
+                read_timeout=60,
+                max_pool_connections=MAX_POOL_CONNECTIONS,
+            )
+            client = session.client(
+                service,  # type: ignore[call-overload]
+                region_name=region,
+                endpoint_url=self.endpoint_url,
+                config=config,
+            )
+            self._install_hooks(client)
+            self._clients[key] = client
+            return client
 
     @property
     def resolved_region(self) -> str:
@@ -195,7 +200,10 @@ def aws_errors(what: str, *, service: str = "kms") -> Iterator[None]:
         if message:
             detail += f": {message[0][:300]}"
         if code in ("AccessDeniedException", "AccessDenied", "UnauthorizedOperation"):
-            detail += f" (missing IAM permission {service}:{operation}?)"
+            if "explicit deny" in detail.lower():
+                detail += " (an explicit Deny applies to you: see the key policy)"
+            else:
+                detail += f" (missing IAM permission {service}:{operation}?)"
         raise AwsError(detail, code=code, operation=operation) from None
     except NoRegionError:
         raise UsageError("no AWS Region: pass --region or set AWS_DEFAULT_REGION") from None

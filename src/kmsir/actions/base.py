@@ -41,6 +41,18 @@ class ArtifactSink(Protocol):
         """Record an event of this step in the journal."""
         ...
 
+    def earlier(self, step_id: str, name: str) -> bytes | None:
+        """Artifact ``name`` of an earlier step of this run (its last attempt), if any."""
+        ...
+
+    def outside(self, path: str) -> bytes:
+        """A file from outside the bundle (a policy file, another bundle's artifact).
+
+        Its sha256 is journaled; an artifact of another bundle is checked against that
+        bundle's journal first.
+        """
+        ...
+
 
 class Reporter(Protocol):
     """Progress for long work and step outcomes; ``cli`` draws it, tests may ignore it."""
@@ -117,6 +129,7 @@ class Outcome:
     """The result of a step: outputs for later steps, and what the journal and report show.
 
     ``status``: ``succeeded``, or ``already`` (already in the desired state: nothing sent).
+    ``inverse_until``: when the inverse stops being possible (a deletion date), if ever.
     """
 
     outputs: dict[str, Any]
@@ -124,6 +137,7 @@ class Outcome:
     status: Literal["succeeded", "already"] = "succeeded"
     before: dict[str, Any] | None = None
     after: dict[str, Any] | None = None
+    inverse_until: str | None = None
 
 
 class Action(Generic[P]):

@@ -20,7 +20,7 @@ from pydantic import field_validator
 
 from kmsir.actions.aws import aws_errors
 from kmsir.actions.base import Action, ActionContext, Outcome
-from kmsir.actions.kms import KeyParams, describe
+from kmsir.actions.kmskeys import KeyParams, describe
 from kmsir.errors import ActionError
 from kmsir.values import parse_time
 
@@ -104,7 +104,7 @@ class Collect(Action[CollectParams]):
         events: dict[str, dict[str, Any]] = {}
         limiter = RateLimiter(LOOKUP_RATE_PER_SECOND)
         for name in (info.arn, info.key_id):
-            for event in self._lookup(ctx, limiter, name, start, end):
+            for event in self._lookup(ctx, limiter, name, start, end, info.region):
                 events.setdefault(str(event.get("eventID")), event)
                 ctx.reporter.progress("CloudTrail events", len(events))
         ordered = sorted(events.values(), key=_event_time)
@@ -130,8 +130,9 @@ class Collect(Action[CollectParams]):
         resource_name: str,
         start: datetime,
         end: datetime,
+        region: str,
     ) -> Iterator[dict[str, Any]]:
-        client = ctx.clients.client("cloudtrail")
+        client = ctx.clients.client("cloudtrail", region)
         token: str | None = None
         pages = 0
         while True:

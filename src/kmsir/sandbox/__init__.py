@@ -145,7 +145,17 @@ class Sandbox:
                 Name=grant.name,
             )
             self.grants[name] = {"id": created["GrantId"], "key": key["id"], "name": grant.name}
+            if grant.created:
+                self._backdate_grant(key["id"], created["GrantId"], grant.created)
         lookup.add_events(self.account, self.region, list(self._history()))
+
+    def _backdate_grant(self, key_id: str, grant_id: str, ago: str) -> None:
+        """Give a seeded grant the creation time its story says (ListGrants reports it)."""
+        from moto.kms.models import kms_backends
+
+        moment = self.now - timedelta(seconds=duration_seconds(ago.removeprefix("-")))
+        grant = kms_backends[self.account][self.region].keys[key_id].grants[grant_id]
+        setattr(grant, "kmsir_created", moment.timestamp())  # noqa: B010 - read by the shim
 
     def template_context(self) -> dict[str, Any]:
         """What scenario strings may refer to."""

@@ -39,6 +39,14 @@ class GrantSpec(_Model):
     name: str
     grantee: str
     operations: list[str] = Field(min_length=1)
+    created: str | None = None
+
+    @field_validator("created")
+    @classmethod
+    def _relative(cls, value: str | None) -> str | None:
+        if value is not None:
+            duration_seconds(value.removeprefix("-"))
+        return value
 
 
 class IdentitySpec(_Model):

@@ -11,8 +11,14 @@ backend and response classes (so every client of the sandbox sees it, the AWS CL
   crashes on them) and answers ``NotFoundException`` for unknown keys;
 - refuses EnableKey/DisableKey/ScheduleKeyDeletion on a key pending deletion and
   CancelKeyDeletion on a key that is not (``KMSInvalidStateException``);
-- puts a multi-Region primary that still has replicas into ``PendingReplicaDeletion``;
-- pages ListGrants with ``Limit``/``Marker`` (1-100, default 50);
+- puts a multi-Region primary that still has replicas into ``PendingReplicaDeletion``, and
+  keeps primary and replicas' MultiRegionConfiguration apart (moto shares one dict);
+- marks the keys behind ``alias/aws/*`` as AWS-managed (``KeyManager: AWS``);
+- pages ListGrants with ``Limit``/``Marker`` (1-100, default 50) and reports each grant's
+  ``CreationDate``;
+- enforces explicit Deny statements of key policies on every operation naming a key, with
+  principals and ``aws:PrincipalArn`` exemptions honoured (moto checks DescribeKey only, and
+  ignores both, so a quarantine would lock out its own break-glass roles);
 - keeps ``RotationPeriodInDays`` (90-2560, default 365) and reports it with
   ``NextRotationDate`` in GetKeyRotationStatus.
 
@@ -172,6 +178,62 @@ def _live_replicas(key: Any) -> list[dict[str, Any]]:
     return live
 
 
+def _create_grant(original: Callable[..., Any]) -> Callable[..., Any]:
+    """Remember when each grant was made: ListGrants reports ``CreationDate`` in AWS."""
+
+    @functools.wraps(original)
+    def wrapper(self: Any, key_id: str, *args: Any, **kwargs: Any) -> Any:
+        grant_id, token = original(self, key_id, *args, **kwargs)
+        key = _key(self, key_id, aliases=True)
+        key.grants[grant_id].kmsir_created = datetime.now(timezone.utc).timestamp()
+        return grant_id, token
+
+    return wrapper
+
+
+def _replicate_key(original: Callable[..., Any]) -> Callable[..., Any]:
+    """Give the primary and each replica their own MultiRegionConfiguration.
+
+    moto shares one dict between them, and DescribeKey of a replica then marks the primary
+    a REPLICA too.
+    """
+
+    @functools.wraps(original)
+    def wrapper(self: Any, key_id: str, replica_region: str) -> Any:
+        from moto.kms.models import kms_backends
+
+        replica = original(self, key_id, replica_region)
+        primary = self.keys[self.get_key_id(key_id)]
+        shared = primary.multi_region_configuration
+        replicas = [dict(r) for r in shared.get("ReplicaKeys", [])]
+        keys = [(primary, "PRIMARY")] + [
+            (kms_backends[primary.account_id][r["Region"]].keys[primary.id], "REPLICA")
+            for r in replicas
+        ]
+        for key, role in keys:
+            key.multi_region_configuration = {
+                "MultiRegionKeyType": role,
+                "PrimaryKey": {"Arn": primary.arn, "Region": primary.region},
+                "ReplicaKeys": [dict(r) for r in replicas],
+            }
+        return replica
+
+    return wrapper
+
+
+def _generate_default_keys(original: Callable[..., Any]) -> Callable[..., Any]:
+    """Keys behind ``alias/aws/*`` are AWS-managed (moto says CUSTOMER)."""
+
+    @functools.wraps(original)
+    def wrapper(self: Any, alias_name: str) -> Any:
+        key_id = original(self, alias_name)
+        if key_id is not None:
+            self.keys[key_id].key_manager = "AWS"
+        return key_id
+
+    return wrapper
+
+
 # -- response wrappers --------------------------------------------------------------------
 
 
@@ -195,6 +257,11 @@ def _list_grants(original: Callable[..., str]) -> Callable[..., str]:
             ) from None
         body = json.loads(original(self))
         grants = body.get("Grants", [])
+        key = _key(self.kms_backend, self._get_param("KeyId"), aliases=True)
+        for grant in grants:
+            created = getattr(key.grants.get(grant.get("GrantId")), "kmsir_created", None)
+            if created is not None:
+                grant["CreationDate"] = created
         page = grants[offset : offset + limit]
         truncated = offset + limit < len(grants)
         result: dict[str, Any] = {"Grants": page, "Truncated": truncated}
@@ -256,8 +323,68 @@ _BACKEND_PATCHES: dict[str, Callable[[Callable[..., Any]], Callable[..., Any]]] 
     "enable_key": _enable_key,
     "schedule_key_deletion": _schedule_key_deletion,
     "cancel_key_deletion": _cancel_key_deletion,
+    "replicate_key": _replicate_key,
+    "create_grant": _create_grant,
+    "_generate_default_keys": _generate_default_keys,
 }
+
+
+def _caller_arn(response: Any) -> str:
+    """Who is calling, as moto's STS would answer GetCallerIdentity for these credentials."""
+    from moto.sts.models import sts_backends
+
+    backend = sts_backends[response.current_account][response.partition]
+    return str(backend.get_caller_identity(response.get_access_key(), response.region)[1])
+
+
+def _enforce_explicit_deny(original: Callable[..., Any]) -> Callable[..., Any]:
+    """Refuse a key operation that an explicit Deny of the key policy applies to.
+
+    moto checks Deny statements for DescribeKey only, and ignores their principals and
+    conditions: a quarantine exempting break-glass roles would lock everyone out there, and
+    leave every other operation open. Here every operation naming a key is checked, with
+    principals and ``aws:PrincipalArn`` exemptions honoured.
+    """
+
+    @functools.wraps(original)
+    def wrapper(self: Any) -> Any:
+        from kmsir.keypolicy import explicit_deny
+
+        key_id = self._get_param("KeyId") or self._get_param("DestinationKeyId")
+        action = self._get_action()
+        if isinstance(key_id, str) and action not in ("CreateKey",):
+            try:
+                key = _key(self.kms_backend, key_id, aliases=True)
+                policy = json.loads(key.policy)
+            except Exception:
+                policy = None
+            if isinstance(policy, dict):
+                caller = _caller_arn(self)
+                sid = explicit_deny(policy, f"kms:{action}", caller_arn=caller)
+                if sid is not None:
+                    raise _error(
+                        "AccessDeniedException",
+                        f"User: {caller} is not authorized to perform: kms:{action} on "
+                        f"resource: {key.arn} with an explicit deny in a resource-based "
+                        f"policy ({sid})",
+                    )
+        return original(self)
+
+    return wrapper
+
+
+def _no_naive_policy_check(original: Callable[..., Any]) -> Callable[..., Any]:
+    """moto's own Deny check ignores principals; ``_enforce_explicit_deny`` replaces it."""
+
+    @functools.wraps(original)
+    def wrapper(self: Any, key_id: str, action: str) -> None:
+        return None
+
+    return wrapper
+
+
 _RESPONSE_PATCHES: dict[str, Callable[[Callable[..., Any]], Callable[..., Any]]] = {
+    "_validate_key_policy": _no_naive_policy_check,
     "list_grants": _list_grants,
     "enable_key_rotation": _enable_key_rotation,
     "get_key_rotation_status": _get_key_rotation_status,
@@ -269,6 +396,9 @@ def install() -> None:
     from moto.kms.models import KmsBackend
     from moto.kms.responses import KmsResponse
 
+    if not getattr(KmsResponse, _INSTALLED, False):
+        # call_action is inherited from moto's BaseResponse: wrap it for KMS only
+        setattr(KmsResponse, "call_action", _enforce_explicit_deny(KmsResponse.call_action))  # noqa: B010
     for cls, patches in ((KmsBackend, _BACKEND_PATCHES), (KmsResponse, _RESPONSE_PATCHES)):
         if getattr(cls, _INSTALLED, False):
             continue

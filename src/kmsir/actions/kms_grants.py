@@ -1,0 +1,209 @@
+"""``kms.revoke-grants``: revoke grants by id or by a filter; the prompt lists exactly which."""
+
+from __future__ import annotations
+
+import fnmatch
+from datetime import datetime, timezone
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+
+from kmsir.actions.aws import aws_errors
+from kmsir.actions.base import IRREVERSIBLE, Action, ActionContext, Outcome, Params, Preview
+from kmsir.actions.kmskeys import (
+    KeyInfo,
+    KeyParams,
+    grantee_account,
+    list_all_grants,
+    target,
+    typed_confirmation,
+)
+from kmsir.errors import ActionError
+from kmsir.values import parse_time
+
+
+class GrantFilter(Params):
+    """Which grants to revoke; every criterion given must hold (AND).
+
+    ``allowed_accounts``: the grantee's account is not one of these (the key's own account is
+    always allowed); ``grantee_principal``: the grantee ARN, ``*`` wildcards allowed;
+    ``operations``: the grant allows any of these; ``created_after``: an ISO time or a
+    duration ago (``3d``); grants whose creation date AWS does not give never match it.
+    """
+
+    allowed_accounts: list[str] | None = None
+    grantee_principal: str | None = Field(default=None, min_length=1, max_length=2048)
+    operations: list[str] | None = Field(default=None, min_length=1)
+    created_after: str | None = None
+
+    @field_validator("allowed_accounts")
+    @classmethod
+    def _accounts(cls, value: list[str] | None) -> list[str] | None:
+        for account in value or []:
+            if not (len(account) == 12 and account.isdigit()):
+                raise ValueError(f"{account[:40]!r} is not a 12-digit account id")
+        return value
+
+    @field_validator("created_after")
+    @classmethod
+    def _time(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_time(value, datetime.now(timezone.utc))
+        return value
+
+    @model_validator(mode="after")
+    def _something(self) -> GrantFilter:
+        if all(
+            v is None
+            for v in (
+                self.allowed_accounts,
+                self.grantee_principal,
+                self.operations,
+                self.created_after,
+            )
+        ):
+            raise ValueError("a filter needs at least one criterion")
+        return self
+
+    def matches(self, grant: dict[str, Any], key_account: str, now: datetime) -> bool:
+        """Whether ``grant`` (a ListGrants entry) is one to revoke."""
+        principal = str(grant.get("GranteePrincipal", ""))
+        if self.allowed_accounts is not None:
+            account = grantee_account(principal)
+            if account is None or account in {key_account, *self.allowed_accounts}:
+                return False
+        if self.grantee_principal is not None and not fnmatch.fnmatchcase(
+            principal, self.grantee_principal
+        ):
+            return False
+        if self.operations is not None and not set(self.operations) & set(
+            grant.get("Operations", [])
+        ):
+            return False
+        if self.created_after is not None:
+            created = grant.get("CreationDate")
+            if not isinstance(created, datetime):
+                return False
+            if created <= parse_time(self.created_after, now):
+                return False
+        return True
+
+
+class RevokeGrantsParams(KeyParams):
+    """The key, and either the grant ids or a filter."""
+
+    grant_ids: list[str] | None = Field(default=None, max_length=10_000)
+    filter: GrantFilter | None = None
+
+    @field_validator("grant_ids")
+    @classmethod
+    def _grant_ids(cls, value: list[str] | None) -> list[str] | None:
+        for grant_id in value or []:
+            if not grant_id or len(grant_id) > 128 or not grant_id.isalnum():
+                raise ValueError(f"{grant_id[:80]!r} is not a grant id")
+        return value
+
+    @model_validator(mode="after")
+    def _one_way(self) -> RevokeGrantsParams:
+        if (self.grant_ids is None) == (self.filter is None):
+            raise ValueError("give exactly one of grant_ids or filter")
+        return self
+
+
+class RevokeGrants(Action[RevokeGrantsParams]):
+    """Revoke grants on a key, by id or by filter. Irreversible: a grant cannot be restored.
+
+    ```yaml
+    - id: revoke
+      action: kms.revoke-grants
+      with:
+        key: "{{ steps.snapshot.key_id }}"
+        filter: {allowed_accounts: ["111122223333"]}   # or grant_ids: [...]
+    ```
+    A grant that is already gone is recorded as such, not as an error.
+    Outputs: ``revoked``, ``already_gone``, ``remaining_grant_ids``.
+    """
+
+    name = "kms.revoke-grants"
+    params = RevokeGrantsParams
+    permissions = ("kms:DescribeKey", "kms:ListGrants", "kms:ListAliases", "kms:RevokeGrant")
+    mutating = True
+    inverse = IRREVERSIBLE
+
+    def api_calls(self, params: RevokeGrantsParams) -> list[str]:
+        if params.grant_ids is not None:
+            return [f"kms:RevokeGrant KeyId={params.key} GrantId={g}" for g in params.grant_ids]
+        return [f"kms:RevokeGrant KeyId={params.key} GrantId=<each grant matching the filter>"]
+
+    def _selection(
+        self, ctx: ActionContext, params: RevokeGrantsParams, info: KeyInfo
+    ) -> tuple[list[dict[str, Any]], list[str], list[dict[str, Any]]]:
+        """(grants to revoke, requested ids already gone, all current grants)."""
+        current = list_all_grants(ctx, info.key_id, region=info.region)
+        if params.filter is not None:
+            now = ctx.now()
+            chosen = [g for g in current if params.filter.matches(g, info.account, now)]
+            return chosen, [], current
+        by_id = {g["GrantId"]: g for g in current}
+        ids = params.grant_ids or []
+        return [by_id[g] for g in ids if g in by_id], [g for g in ids if g not in by_id], current
+
+    def preview(self, ctx: ActionContext, params: RevokeGrantsParams) -> Preview:
+        info = target(ctx, params.key, self.name)
+        chosen, gone, current = self._selection(ctx, params, info)
+        notes = [
+            f"grant {g['GrantId']} ({g.get('Name') or 'unnamed'}): {g.get('GranteePrincipal')} "
+            f"may {','.join(g.get('Operations', []))}"
+            for g in chosen
+        ]
+        notes += [f"grant {g}: already gone" for g in gone]
+        if not chosen:
+            notes.append("no grant matches: nothing will be revoked")
+        return Preview(
+            calls=tuple(
+                f"kms:RevokeGrant KeyId={info.key_id} GrantId={g['GrantId']}" for g in chosen
+            ),
+            target=f"{info.key_id} ({info.arn})",
+            state=f"key state {info.state}, {len(current)} grant(s)",
+            typed=typed_confirmation(ctx, info),
+            notes=tuple(notes),
+        )
+
+    def run(self, ctx: ActionContext, params: RevokeGrantsParams) -> Outcome:
+        info = target(ctx, params.key, self.name)
+        chosen, gone, before = self._selection(ctx, params, info)
+        ctx.write_json("grants-before.json", {"Grants": before})
+        kms = ctx.clients.client("kms", info.region)
+        revoked: list[str] = []
+        for grant in chosen:
+            grant_id = grant["GrantId"]
+            try:
+                with aws_errors(f"RevokeGrant {grant_id} on {info.key_id}"):
+                    kms.revoke_grant(KeyId=info.key_id, GrantId=grant_id)
+            except ActionError as exc:
+                if getattr(exc, "code", "") != "NotFoundException":
+                    raise
+                gone.append(grant_id)  # revoked by someone else in the meantime
+                continue
+            revoked.append(grant_id)
+        remaining = [g["GrantId"] for g in list_all_grants(ctx, info.key_id, region=info.region)]
+        left = sorted(set(revoked) & set(remaining))
+        if left:
+            raise ActionError(f"grants still present after RevokeGrant: {', '.join(left)}")
+        parts = [
+            f"revoked {len(revoked)} grant(s)" + (f": {', '.join(revoked)}" if revoked else "")
+        ]
+        if gone:
+            parts.append(f"already gone: {', '.join(gone)}")
+        return Outcome(
+            outputs={
+                "key_id": info.key_id,
+                "revoked": revoked,
+                "already_gone": gone,
+                "remaining_grant_ids": remaining,
+            },
+            summary="; ".join(parts),
+            status="succeeded" if revoked else "already",
+            before={"key_id": info.key_id, "grants": sorted(g["GrantId"] for g in before)},
+            after={"key_id": info.key_id, "grants": sorted(remaining)},
+        )

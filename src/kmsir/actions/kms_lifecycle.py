@@ -1,0 +1,490 @@
+"""Key state changes: disable/enable, schedule/cancel deletion, tag, rotation.
+
+Each resolves the key, refuses AWS-managed keys, records "already in desired state" without
+sending anything, and reads the key again after changing it so the journal holds the state
+AWS reports, not the one we hoped for.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from kmsir.actions.aws import aws_errors
+from kmsir.actions.base import Action, ActionContext, Outcome, Preview
+from kmsir.actions.kmskeys import (
+    KeyInfo,
+    KeyParams,
+    describe,
+    list_all,
+    region_of,
+    snake,
+    target,
+    typed_confirmation,
+)
+from kmsir.errors import ActionError
+
+PENDING = ("PendingDeletion", "PendingReplicaDeletion")
+
+
+class _StateChange(Action[KeyParams]):
+    """One call, one desired end state (DisableKey, EnableKey)."""
+
+    operation: str
+    desired: str
+
+    def api_calls(self, params: KeyParams) -> list[str]:
+        return [f"kms:{self.operation} KeyId={params.key}"]
+
+    def preview(self, ctx: ActionContext, params: KeyParams) -> Preview:
+        info = target(ctx, params.key, self.name)
+        calls = () if info.state == self.desired else (f"kms:{self.operation} KeyId={info.key_id}",)
+        return Preview(
+            calls=calls, target=f"{info.key_id} ({info.arn})", state=f"key state {info.state}"
+        )
+
+    def run(self, ctx: ActionContext, params: KeyParams) -> Outcome:
+        info = target(ctx, params.key, self.name)
+        if info.state == self.desired:
+            return _already(info, f"{info.key_id} was already {self.desired}: nothing sent")
+        if info.state in PENDING:
+            raise ActionError(
+                f"{self.operation} refused on {info.key_id}: the key is {info.state} "
+                f"(deletion on {info.deletion_date}); cancel the deletion first"
+            )
+        kms = ctx.clients.client("kms", info.region)
+        with aws_errors(f"{self.operation} on {info.key_id}"):
+            getattr(kms, snake(self.operation))(KeyId=info.key_id)
+        return _changed(ctx, info)
+
+
+class DisableKey(_StateChange):
+    """Disable a key: every cryptographic use fails until it is enabled again.
+
+    ```yaml
+    - id: disable
+      action: kms.disable-key
+      with: {key: "{{ steps.snapshot.key_id }}"}
+    ```
+    """
+
+    name = "kms.disable-key"
+    params = KeyParams
+    permissions = ("kms:DescribeKey", "kms:DisableKey")
+    mutating = True
+    inverse = "kms.enable-key"
+    operation = "DisableKey"
+    desired = "Disabled"
+
+
+class EnableKey(_StateChange):
+    """Enable a disabled key (the inverse of ``kms.disable-key``).
+
+    ```yaml
+    - id: enable
+      action: kms.enable-key
+      with: {key: "{{ steps.snapshot.key_id }}"}
+    ```
+    """
+
+    name = "kms.enable-key"
+    params = KeyParams
+    permissions = ("kms:DescribeKey", "kms:EnableKey")
+    mutating = True
+    inverse = "kms.disable-key"
+    operation = "EnableKey"
+    desired = "Enabled"
+
+
+class ScheduleDeletionParams(KeyParams):
+    """The key, the waiting period, and what to do with multi-Region replicas."""
+
+    pending_window_days: int = Field(default=30, ge=7, le=30)
+    replicas: Literal["ask", "include", "skip"] = "ask"
+
+
+class ScheduleDeletion(Action[ScheduleDeletionParams]):
+    """Schedule a key's deletion after 7-30 days (default 30); cancellable until then.
+
+    ```yaml
+    - id: delete
+      action: kms.schedule-deletion
+      with: {key: "{{ steps.snapshot.key_id }}", pending_window_days: 30}
+    ```
+    A multi-Region primary is not deleted while it has replicas (it waits in
+    ``PendingReplicaDeletion``): with ``replicas: ask`` (default) the responder is offered to
+    schedule each replica's deletion too; ``include`` or ``skip`` decide up front.
+    Outputs: ``key_id``, ``state``, ``deletion_date``, ``replicas_scheduled``.
+    """
+
+    name = "kms.schedule-deletion"
+    params = ScheduleDeletionParams
+    permissions = ("kms:DescribeKey", "kms:ListAliases", "kms:ScheduleKeyDeletion")
+    mutating = True
+    inverse = "kms.cancel-deletion"
+
+    def api_calls(self, params: ScheduleDeletionParams) -> list[str]:
+        return [
+            f"kms:ScheduleKeyDeletion KeyId={params.key} "
+            f"PendingWindowInDays={params.pending_window_days}"
+        ]
+
+    def preview(self, ctx: ActionContext, params: ScheduleDeletionParams) -> Preview:
+        info = target(ctx, params.key, self.name)
+        notes = []
+        if info.multi_region_role == "PRIMARY" and info.replica_arns:
+            notes.append(
+                f"WARNING: multi-Region primary with {len(info.replica_arns)} replica(s) "
+                f"({', '.join(region_of(a) for a in info.replica_arns)}): its deletion waits "
+                "until every replica is deleted (PendingReplicaDeletion)"
+            )
+        notes.append(
+            f"deletion can be cancelled (kms.cancel-deletion) for {params.pending_window_days} "
+            "days; after that the key and everything encrypted under it are gone for good"
+        )
+        calls = () if info.state in PENDING else tuple(self.api_calls(params))
+        return Preview(
+            calls=tuple(c.replace(params.key, info.key_id) for c in calls),
+            target=f"{info.key_id} ({info.arn})",
+            state=f"key state {info.state}",
+            typed=typed_confirmation(ctx, info),
+            notes=tuple(notes),
+        )
+
+    def run(self, ctx: ActionContext, params: ScheduleDeletionParams) -> Outcome:
+        info = target(ctx, params.key, self.name)
+        if info.state in PENDING:
+            return _already(
+                info,
+                f"{info.key_id} was already pending deletion on {info.deletion_date}: nothing sent",
+                until=info.deletion_date,
+            )
+        scheduled = []
+        if info.multi_region_role == "PRIMARY" and info.replica_arns:
+            scheduled = self._replicas(ctx, info, params)
+        kms = ctx.clients.client("kms", info.region)
+        with aws_errors(f"ScheduleKeyDeletion on {info.key_id}"):
+            kms.schedule_key_deletion(
+                KeyId=info.key_id, PendingWindowInDays=params.pending_window_days
+            )
+        outcome = _changed(ctx, info, extra={"replicas_scheduled": scheduled})
+        after = outcome.after or {}
+        return Outcome(
+            outputs=outcome.outputs,
+            summary=f"{outcome.summary}; deletion on {after.get('deletion_date')}, "
+            "cancellable until then",
+            before=outcome.before,
+            after=outcome.after,
+            inverse_until=after.get("deletion_date"),
+        )
+
+    @staticmethod
+    def _replicas(ctx: ActionContext, info: KeyInfo, params: ScheduleDeletionParams) -> list[str]:
+        regions = [region_of(a) for a in info.replica_arns]
+        choice = params.replicas
+        if choice == "ask":
+            answer = ctx.prompter.ask(
+                f"{ctx.step_id}.replicas",
+                f"{info.key_id} is a multi-Region primary with replicas in {', '.join(regions)}. "
+                "It will wait in PendingReplicaDeletion until they are deleted. Schedule the "
+                "replicas' deletion too?",
+                ["include", "skip"],
+            )
+            ctx.artifacts.journal(
+                "decision",
+                {
+                    "question": "also delete replicas",
+                    "answer": answer.value,
+                    "by": answer.source,
+                    "reason": answer.reason,
+                },
+            )
+            choice = answer.value
+        if choice != "include":
+            return []
+        scheduled = []
+        for arn in info.replica_arns:
+            region = region_of(arn)
+            replica = describe(ctx, arn, region=region)
+            if replica.state in PENDING:
+                continue
+            with aws_errors(f"ScheduleKeyDeletion on replica {arn}"):
+                ctx.clients.client("kms", region).schedule_key_deletion(
+                    KeyId=arn, PendingWindowInDays=params.pending_window_days
+                )
+            scheduled.append(arn)
+        return scheduled
+
+
+class CancelDeletion(Action[KeyParams]):
+    """Cancel a scheduled deletion; the key comes back Disabled (enable it separately).
+
+    ```yaml
+    - id: cancel
+      action: kms.cancel-deletion
+      with: {key: "{{ steps.snapshot.key_id }}"}
+    ```
+    """
+
+    name = "kms.cancel-deletion"
+    params = KeyParams
+    permissions = ("kms:DescribeKey", "kms:CancelKeyDeletion")
+    mutating = True
+
+    def api_calls(self, params: KeyParams) -> list[str]:
+        return [f"kms:CancelKeyDeletion KeyId={params.key}"]
+
+    def preview(self, ctx: ActionContext, params: KeyParams) -> Preview:
+        info = target(ctx, params.key, self.name)
+        calls = (f"kms:CancelKeyDeletion KeyId={info.key_id}",) if info.state in PENDING else ()
+        return Preview(
+            calls=calls,
+            target=f"{info.key_id} ({info.arn})",
+            state=f"key state {info.state}"
+            + (f", deletion on {info.deletion_date}" if info.deletion_date else ""),
+            notes=("the key will be Disabled afterwards",),
+        )
+
+    def run(self, ctx: ActionContext, params: KeyParams) -> Outcome:
+        info = target(ctx, params.key, self.name)
+        if info.state not in PENDING:
+            return _already(
+                info, f"{info.key_id} is not pending deletion ({info.state}): nothing sent"
+            )
+        with aws_errors(f"CancelKeyDeletion on {info.key_id}"):
+            ctx.clients.client("kms", info.region).cancel_key_deletion(KeyId=info.key_id)
+        return _changed(ctx, info)
+
+
+class TagParams(KeyParams):
+    """Tags to set; by default ``kmsir-incident: <incident id>``."""
+
+    tags: dict[str, str] | None = Field(default=None, max_length=50)
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for key, tag in (value or {}).items():
+            if not 1 <= len(key) <= 128 or len(tag) > 256 or key.lower().startswith("aws:"):
+                raise ValueError(
+                    f"tag {key[:40]!r}: keys 1-128 characters, not 'aws:'; values up to 256"
+                )
+        return value
+
+
+class TagKey(Action[TagParams]):
+    """Tag a key (by default with the incident id) so everyone sees it is under investigation.
+
+    ```yaml
+    - id: tag
+      action: kms.tag-key
+      with: {key: "{{ steps.snapshot.key_id }}", tags: {incident: "{{ incident.id }}"}}
+    ```
+    """
+
+    name = "kms.tag-key"
+    params = TagParams
+    permissions = ("kms:DescribeKey", "kms:ListResourceTags", "kms:TagResource")
+    mutating = True
+
+    @staticmethod
+    def _tags(ctx: ActionContext, params: TagParams) -> dict[str, str]:
+        return params.tags if params.tags is not None else {"kmsir-incident": ctx.run.incident_id}
+
+    def api_calls(self, params: TagParams) -> list[str]:
+        return [f"kms:TagResource KeyId={params.key}"]
+
+    def preview(self, ctx: ActionContext, params: TagParams) -> Preview:
+        info = target(ctx, params.key, self.name)
+        wanted = self._tags(ctx, params)
+        current = _tags(ctx, info)
+        missing = {k: v for k, v in wanted.items() if current.get(k) != v}
+        calls = (f"kms:TagResource KeyId={info.key_id} Tags={missing}",) if missing else ()
+        return Preview(calls=calls, target=f"{info.key_id} ({info.arn})", state=f"tags {current}")
+
+    def run(self, ctx: ActionContext, params: TagParams) -> Outcome:
+        info = target(ctx, params.key, self.name)
+        wanted = self._tags(ctx, params)
+        current = _tags(ctx, info)
+        missing = {k: v for k, v in wanted.items() if current.get(k) != v}
+        if not missing:
+            return _already(info, f"{info.key_id} already tagged {wanted}: nothing sent")
+        with aws_errors(f"TagResource on {info.key_id}"):
+            ctx.clients.client("kms", info.region).tag_resource(
+                KeyId=info.key_id, Tags=[{"TagKey": k, "TagValue": v} for k, v in missing.items()]
+            )
+        after = _tags(ctx, info)
+        return Outcome(
+            outputs={"key_id": info.key_id, "tags": after},
+            summary=f"{info.key_id}: tagged {missing}",
+            before={"key_id": info.key_id, "tags": current},
+            after={"key_id": info.key_id, "tags": after},
+        )
+
+
+class RotationParams(KeyParams):
+    """The key and its rotation period (AWS allows 90-2560 days; AWS's default is 365)."""
+
+    period_days: int = Field(default=365, ge=90, le=2560)
+
+
+class EnableRotation(Action[RotationParams]):
+    """Turn on automatic rotation with a period (90 days is the shortest AWS allows).
+
+    ```yaml
+    - id: rotation
+      action: kms.enable-rotation
+      with: {key: "{{ steps.snapshot.key_id }}", period_days: 90}
+    ```
+    """
+
+    name = "kms.enable-rotation"
+    params = RotationParams
+    permissions = ("kms:DescribeKey", "kms:GetKeyRotationStatus", "kms:EnableKeyRotation")
+    mutating = True
+
+    def api_calls(self, params: RotationParams) -> list[str]:
+        return [
+            f"kms:EnableKeyRotation KeyId={params.key} RotationPeriodInDays={params.period_days}"
+        ]
+
+    def preview(self, ctx: ActionContext, params: RotationParams) -> Preview:
+        info = _rotatable(ctx, params.key, self.name)
+        status = _rotation(ctx, info)
+        same = status["enabled"] and status["period_days"] == params.period_days
+        calls = (
+            ()
+            if same
+            else tuple(c.replace(params.key, info.key_id) for c in self.api_calls(params))
+        )
+        return Preview(
+            calls=calls, target=f"{info.key_id} ({info.arn})", state=f"rotation {status}"
+        )
+
+    def run(self, ctx: ActionContext, params: RotationParams) -> Outcome:
+        info = _rotatable(ctx, params.key, self.name)
+        before = _rotation(ctx, info)
+        if before["enabled"] and before["period_days"] == params.period_days:
+            return Outcome(
+                outputs={"key_id": info.key_id, **before},
+                summary=f"{info.key_id}: rotation already every "
+                f"{params.period_days} days: nothing sent",
+                status="already",
+                before=before,
+                after=before,
+            )
+        with aws_errors(f"EnableKeyRotation on {info.key_id}"):
+            ctx.clients.client("kms", info.region).enable_key_rotation(
+                KeyId=info.key_id, RotationPeriodInDays=params.period_days
+            )
+        after = _rotation(ctx, info)
+        return Outcome(
+            outputs={"key_id": info.key_id, **after},
+            summary=f"{info.key_id}: rotation every {after['period_days']} days, "
+            f"next on {after['next_rotation_date']}",
+            before=before,
+            after=after,
+        )
+
+
+class RotateNow(Action[KeyParams]):
+    """Rotate the key material now (on demand); old material still decrypts old data.
+
+    ```yaml
+    - id: rotate
+      action: kms.rotate-now
+      with: {key: "{{ steps.snapshot.key_id }}"}
+    ```
+    """
+
+    name = "kms.rotate-now"
+    params = KeyParams
+    permissions = ("kms:DescribeKey", "kms:ListKeyRotations", "kms:RotateKeyOnDemand")
+    mutating = True
+
+    def api_calls(self, params: KeyParams) -> list[str]:
+        return [f"kms:RotateKeyOnDemand KeyId={params.key}"]
+
+    def preview(self, ctx: ActionContext, params: KeyParams) -> Preview:
+        info = _rotatable(ctx, params.key, self.name)
+        count = len(list_all(ctx, "ListKeyRotations", "Rotations", info.key_id, region=info.region))
+        return Preview(
+            calls=(f"kms:RotateKeyOnDemand KeyId={info.key_id}",),
+            target=f"{info.key_id} ({info.arn})",
+            state=f"key state {info.state}, {count} rotation(s) so far",
+            notes=("AWS allows at most 25 on-demand rotations per key",),
+        )
+
+    def run(self, ctx: ActionContext, params: KeyParams) -> Outcome:
+        info = _rotatable(ctx, params.key, self.name)
+        before = len(
+            list_all(ctx, "ListKeyRotations", "Rotations", info.key_id, region=info.region)
+        )
+        with aws_errors(f"RotateKeyOnDemand on {info.key_id}"):
+            ctx.clients.client("kms", info.region).rotate_key_on_demand(KeyId=info.key_id)
+        rotations = list_all(ctx, "ListKeyRotations", "Rotations", info.key_id, region=info.region)
+        ctx.write_json("rotations-after.json", {"Rotations": rotations})
+        return Outcome(
+            outputs={"key_id": info.key_id, "rotations": len(rotations)},
+            summary=f"{info.key_id}: rotated on demand ({before} -> {len(rotations)} rotations)",
+            before={"key_id": info.key_id, "rotations": before},
+            after={"key_id": info.key_id, "rotations": len(rotations)},
+        )
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _already(info: KeyInfo, summary: str, *, until: str | None = None) -> Outcome:
+    return Outcome(
+        outputs={"key_id": info.key_id, "state": info.state, "deletion_date": info.deletion_date},
+        summary=summary,
+        status="already",
+        before=info.summary,
+        after=info.summary,
+        inverse_until=until,
+    )
+
+
+def _changed(ctx: ActionContext, info: KeyInfo, extra: dict[str, Any] | None = None) -> Outcome:
+    after = describe(ctx, info.key_id)
+    return Outcome(
+        outputs={
+            "key_id": after.key_id,
+            "state": after.state,
+            "deletion_date": after.deletion_date,
+            **(extra or {}),
+        },
+        summary=f"{info.key_id}: {info.state} -> {after.state}",
+        before=info.summary,
+        after=after.summary,
+    )
+
+
+def _tags(ctx: ActionContext, info: KeyInfo) -> dict[str, str]:
+    return {
+        t["TagKey"]: t["TagValue"]
+        for t in list_all(ctx, "ListResourceTags", "Tags", info.key_id, region=info.region)
+    }
+
+
+def _rotatable(ctx: ActionContext, key: str, action: str) -> KeyInfo:
+    info = target(ctx, key, action)
+    if not info.rotatable:
+        raise ActionError(
+            f"{action} refused on {info.key_id}: only symmetric keys with AWS_KMS key material "
+            f"rotate in AWS KMS (this one is {info.key_spec}, origin {info.origin})"
+        )
+    return info
+
+
+def _rotation(ctx: ActionContext, info: KeyInfo) -> dict[str, Any]:
+    with aws_errors(f"GetKeyRotationStatus on {info.key_id}"):
+        status = ctx.clients.client("kms", info.region).get_key_rotation_status(KeyId=info.key_id)
+    next_date = status.get("NextRotationDate")
+    return {
+        "enabled": bool(status.get("KeyRotationEnabled")),
+        "period_days": status.get("RotationPeriodInDays"),
+        "next_rotation_date": next_date.isoformat() if hasattr(next_date, "isoformat") else None,
+    }

@@ -1,0 +1,284 @@
+"""Key policy changes: quarantine, put a policy, restore a policy from evidence.
+
+Every change is checked for lockout first (``lockout.who_can``): a policy under which nobody
+could call ``kms:PutKeyPolicy`` any more is refused unless ``allow_lockout: true``. Only when
+our check passed (or lockout is explicitly allowed) and the caller itself would lose access is
+``BypassPolicyLockoutSafetyCheck`` set; otherwise AWS's own check runs too. The policy before
+and after is kept as artifacts, and ``kms.restore-policy`` can put the "before" one back.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from kmsir.actions.aws import aws_errors
+from kmsir.actions.base import Action, ActionContext, Outcome, Preview
+from kmsir.actions.kmskeys import KeyInfo, KeyParams, strip_metadata, target
+from kmsir.errors import ActionError, AwsError
+from kmsir.keypolicy import LockoutCheck, statements, who_can
+
+#: AWS's limit for a key policy document.
+MAX_POLICY_BYTES = 32 * 1024
+_STEP_ID = re.compile(r"^[a-z][a-z0-9_]*(-[a-z0-9_]+)*$")
+
+
+def _caller(ctx: ActionContext) -> str:
+    with aws_errors("GetCallerIdentity", service="sts"):
+        return str(ctx.clients.client("sts").get_caller_identity()["Arn"])
+
+
+def _current_policy(ctx: ActionContext, info: KeyInfo) -> dict[str, Any]:
+    with aws_errors(f"GetKeyPolicy on {info.key_id}"):
+        response = strip_metadata(
+            ctx.clients.client("kms", info.region).get_key_policy(
+                KeyId=info.key_id, PolicyName="default"
+            )
+        )
+    return dict(json.loads(response["Policy"]))
+
+
+def parse_policy(data: bytes | str | dict[str, Any], source: str) -> dict[str, Any]:
+    """A policy document from JSON text, a mapping, or a GetKeyPolicy response artifact."""
+    value: Any = data
+    if isinstance(value, bytes | str):
+        if len(value) > 4 * MAX_POLICY_BYTES:
+            raise ActionError(f"{source}: too large for a key policy")
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise ActionError(f"{source}: not valid JSON ({exc})") from None
+    if isinstance(value, dict) and isinstance(value.get("Policy"), str):
+        value = json.loads(value["Policy"])  # a GetKeyPolicy response, as snapshots keep it
+    if not isinstance(value, dict) or not statements(value):
+        raise ActionError(f"{source}: not a key policy (a JSON object with Statement)")
+    return value
+
+
+@dataclass(frozen=True)
+class _Plan:
+    info: KeyInfo
+    before: dict[str, Any]
+    after: dict[str, Any]
+    check: LockoutCheck
+    bypass: bool
+
+
+class _PolicyChange(Action[Any]):
+    """Shared path of the policy actions: compute the new policy, check it, put it."""
+
+    permissions = (
+        "kms:DescribeKey",
+        "kms:GetKeyPolicy",
+        "kms:PutKeyPolicy",
+        "sts:GetCallerIdentity",
+    )
+    mutating = True
+    inverse = "kms.restore-policy"
+
+    def new_policy(
+        self, ctx: ActionContext, params: Any, current: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The policy this action wants, given the current one."""
+        raise NotImplementedError
+
+    def api_calls(self, params: Any) -> list[str]:
+        return [f"kms:PutKeyPolicy KeyId={params.key} PolicyName=default"]
+
+    def _plan(self, ctx: ActionContext, params: Any) -> _Plan:
+        info = target(ctx, params.key, self.name)
+        before = _current_policy(ctx, info)
+        after = self.new_policy(ctx, params, before)
+        size = len(json.dumps(after).encode())
+        if size > MAX_POLICY_BYTES:
+            raise ActionError(f"the new policy is {size:,} bytes; AWS allows {MAX_POLICY_BYTES:,}")
+        check = who_can(after, "kms:PutKeyPolicy", caller_arn=_caller(ctx))
+        if check.locked_out and not params.allow_lockout:
+            raise ActionError(
+                f"{self.name} refused on {info.key_id}: under the new policy nobody could call "
+                "kms:PutKeyPolicy any more, so the key could never be managed again (set "
+                "allow_lockout: true only if that is really intended)"
+            )
+        bypass = bool(params.allow_lockout and check.locked_out) or not check.caller_able
+        return _Plan(info, before, after, check, bypass)
+
+    def preview(self, ctx: ActionContext, params: Any) -> Preview:
+        plan = self._plan(ctx, params)
+        same = plan.after == plan.before
+        call = (
+            f"kms:PutKeyPolicy KeyId={plan.info.key_id} PolicyName=default "
+            f"BypassPolicyLockoutSafetyCheck={plan.bypass} Policy={json.dumps(plan.after)}"
+        )
+        return Preview(
+            calls=() if same else (call,),
+            target=f"{plan.info.key_id} ({plan.info.arn})",
+            state=f"key state {plan.info.state}, policy with {len(statements(plan.before))} "
+            "statement(s)",
+            notes=(
+                "lockout check: able to change the policy afterwards: "
+                + (", ".join(plan.check.able) or "NOBODY"),
+                *plan.check.notes,
+            ),
+        )
+
+    def run(self, ctx: ActionContext, params: Any) -> Outcome:
+        plan = self._plan(ctx, params)
+        ctx.write_json(
+            "policy-before.json", {"PolicyName": "default", "Policy": json.dumps(plan.before)}
+        )
+        outputs = {
+            "key_id": plan.info.key_id,
+            "restore_from": ctx.step_id,
+            "able_to_manage": list(plan.check.able),
+        }
+        if plan.after == plan.before:
+            return Outcome(
+                outputs=outputs,
+                status="already",
+                summary=f"{plan.info.key_id}: the policy is already as wanted: nothing sent",
+            )
+        with aws_errors(f"PutKeyPolicy on {plan.info.key_id}"):
+            ctx.clients.client("kms", plan.info.region).put_key_policy(
+                KeyId=plan.info.key_id,
+                PolicyName="default",
+                Policy=json.dumps(plan.after),
+                BypassPolicyLockoutSafetyCheck=plan.bypass,
+            )
+        try:
+            stored = _current_policy(ctx, plan.info)
+            read_back = True
+        except AwsError as exc:
+            if "AccessDenied" not in exc.code:
+                raise
+            stored, read_back = plan.after, False  # the new policy shuts the caller out
+        ctx.write_json("policy-after.json", {"PolicyName": "default", "Policy": json.dumps(stored),
+                                             "ReadBack": read_back})
+        return Outcome(
+            outputs=outputs,
+            summary=f"{plan.info.key_id}: policy changed ({len(statements(plan.before))} -> "
+            f"{len(statements(stored))} statements); can still manage it: "
+            f"{', '.join(plan.check.able)}",
+            before={"key_id": plan.info.key_id, "statements": _sids(plan.before)},
+            after={"key_id": plan.info.key_id, "statements": _sids(stored)},
+        )
+
+
+def _sids(policy: dict[str, Any]) -> list[str]:
+    return [str(s.get("Sid", f"#{n}")) for n, s in enumerate(statements(policy), start=1)]
+
+
+class QuarantineParams(KeyParams):
+    """The key, the break-glass principals that keep access, and the lockout override."""
+
+    break_glass: list[str] = Field(default_factory=list, max_length=50)
+    allow_lockout: bool = False
+
+    @field_validator("break_glass")
+    @classmethod
+    def _arns(cls, value: list[str]) -> list[str]:
+        for arn in value:
+            if not re.match(r"^arn:aws[a-z-]*:(iam|sts)::\d{12}:.+", arn):
+                raise ValueError(f"{arn[:80]!r} is not an IAM principal ARN")
+        return value
+
+
+class Quarantine(_PolicyChange):
+    """Deny everyone every KMS action on the key, except the break-glass principals.
+
+    ```yaml
+    - id: quarantine
+      action: kms.quarantine
+      with:
+        key: "{{ steps.snapshot.key_id }}"
+        break_glass: ["arn:aws:iam::111122223333:role/incident-response"]
+    ```
+    Adds one explicit Deny (Sid ``kmsir-quarantine-<incident>``, all principals, ``kms:*``,
+    exempting the break-glass ARNs with an ``aws:PrincipalArn`` condition, not NotPrincipal).
+    Undo with ``kms.restore-policy`` (``from:`` this step).
+    """
+
+    name = "kms.quarantine"
+    params = QuarantineParams
+
+    def new_policy(
+        self, ctx: ActionContext, params: QuarantineParams, current: dict[str, Any]
+    ) -> dict[str, Any]:
+        sid = "kmsir-quarantine-" + re.sub(r"[^A-Za-z0-9-]", "-", ctx.run.incident_id)
+        deny: dict[str, Any] = {
+            "Sid": sid,
+            "Effect": "Deny",
+            "Principal": {"AWS": "*"},
+            "Action": "kms:*",
+            "Resource": "*",
+        }
+        if params.break_glass:
+            deny["Condition"] = {"ArnNotLike": {"aws:PrincipalArn": list(params.break_glass)}}
+        kept = [s for s in statements(current) if s.get("Sid") != sid]
+        return {**current, "Statement": [*kept, deny]}
+
+
+class PutPolicyParams(KeyParams):
+    """The key, the policy (a mapping, or the path of a JSON file), the lockout override."""
+
+    policy: dict[str, Any] | str
+    allow_lockout: bool = False
+
+
+class PutPolicy(_PolicyChange):
+    """Replace the key policy with the one given (a mapping or a JSON file).
+
+    ```yaml
+    - id: policy
+      action: kms.put-policy
+      with: {key: "{{ steps.snapshot.key_id }}", policy: policies/payments-key.json}
+    ```
+    """
+
+    name = "kms.put-policy"
+    params = PutPolicyParams
+
+    def new_policy(
+        self, ctx: ActionContext, params: PutPolicyParams, current: dict[str, Any]
+    ) -> dict[str, Any]:
+        if isinstance(params.policy, dict):
+            return parse_policy(params.policy, "policy")
+        return parse_policy(ctx.artifacts.outside(params.policy), params.policy)
+
+
+class RestorePolicyParams(KeyParams):
+    """The key, where the policy comes from (a step of this run or an artifact file)."""
+
+    source: str = Field(alias="from", min_length=1, max_length=4096)
+    allow_lockout: bool = False
+
+
+class RestorePolicy(_PolicyChange):
+    """Put back a policy kept as evidence: a step of this run, or an artifact of any bundle.
+
+    ```yaml
+    - id: restore
+      action: kms.restore-policy
+      with: {key: "{{ steps.snapshot.key_id }}", from: quarantine}
+    ```
+    ``from`` is a step id (its ``policy-before.json``, or a snapshot's
+    ``policy-default.json``) or the path of such an artifact in another bundle; that
+    artifact's hash is checked against its bundle's journal before it is used.
+    """
+
+    name = "kms.restore-policy"
+    params = RestorePolicyParams
+
+    def new_policy(
+        self, ctx: ActionContext, params: RestorePolicyParams, current: dict[str, Any]
+    ) -> dict[str, Any]:
+        if _STEP_ID.match(params.source):
+            for name in ("policy-before.json", "policy-default.json"):
+                data = ctx.artifacts.earlier(params.source, name)
+                if data is not None:
+                    return parse_policy(data, f"step {params.source} {name}")
+            raise ActionError(f"step {params.source!r} of this run kept no key policy")
+        return parse_policy(ctx.artifacts.outside(params.source), params.source)

@@ -1,0 +1,186 @@
+"""Containment and recovery actions against the sandbox: state, idempotency, refusals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from kmsir.actions.base import Action
+from kmsir.actions.kms_grants import GrantFilter, RevokeGrants, RevokeGrantsParams
+from kmsir.actions.kms_lifecycle import (
+    CancelDeletion,
+    DisableKey,
+    EnableKey,
+    EnableRotation,
+    RotateNow,
+    RotationParams,
+    ScheduleDeletion,
+    ScheduleDeletionParams,
+    TagKey,
+    TagParams,
+)
+from kmsir.actions.kms_policy import PutPolicy, PutPolicyParams, Quarantine, QuarantineParams
+from kmsir.actions.kmskeys import KeyParams
+from kmsir.errors import ActionError
+from kmsir.prompts import ScriptedPrompter
+from kmsir.sandbox import Sandbox
+
+from .fakes import context
+
+
+def state(sandbox: Sandbox, key_id: str, region: str | None = None) -> str:
+    kms = sandbox.session().client("kms", region_name=region or sandbox.region)
+    return str(kms.describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"])
+
+
+@pytest.fixture
+def key_id(rogue_grant: Sandbox) -> str:
+    return rogue_grant.keys["payments"]["id"]
+
+
+def test_schedule_then_cancel_deletion(rogue_grant: Sandbox, key_id: str) -> None:
+    ctx, calls = context(rogue_grant.client_factory())
+    params = ScheduleDeletionParams(key="alias/payments-prod", pending_window_days=7)
+    preview = ScheduleDeletion().preview(ctx, params)
+    assert preview.calls == (f"kms:ScheduleKeyDeletion KeyId={key_id} PendingWindowInDays=7",)
+    assert "alias/payments-prod" in preview.typed
+    outcome = ScheduleDeletion().run(ctx, params)
+    assert state(rogue_grant, key_id) == "PendingDeletion"
+    assert outcome.inverse_until == outcome.outputs["deletion_date"] is not None
+    again = ScheduleDeletion().run(ctx, params)
+    assert again.status == "already"
+    assert sum(c.operation == "ScheduleKeyDeletion" for c in calls) == 1
+
+    cancelled = CancelDeletion().run(ctx, KeyParams(key=key_id))
+    assert cancelled.after == {"key_id": key_id, "state": "Disabled", "deletion_date": None}
+    assert CancelDeletion().run(ctx, KeyParams(key=key_id)).status == "already"
+    EnableKey().run(ctx, KeyParams(key=key_id))
+    assert state(rogue_grant, key_id) == "Enabled"
+
+
+@pytest.mark.parametrize("days", [6, 31])
+def test_deletion_window_is_validated_by_us(days: int) -> None:
+    with pytest.raises(ValueError, match=r"greater than or equal to 7|less than or equal to 30"):
+        ScheduleDeletionParams(key="alias/x", pending_window_days=days)
+
+
+def test_disable_refused_while_pending_deletion(rogue_grant: Sandbox, key_id: str) -> None:
+    ctx, _ = context(rogue_grant.client_factory())
+    ScheduleDeletion().run(ctx, ScheduleDeletionParams(key=key_id))
+    with pytest.raises(ActionError, match="cancel the deletion first"):
+        EnableKey().run(ctx, KeyParams(key=key_id))
+
+
+@pytest.mark.parametrize(
+    ("answer", "replica_state"), [("include", "PendingDeletion"), ("skip", "Enabled")]
+)
+def test_multi_region_primary_offers_its_replicas(
+    rogue_grant: Sandbox, answer: str, replica_state: str
+) -> None:
+    kms = rogue_grant.session().client("kms")
+    primary = kms.create_key(MultiRegion=True)["KeyMetadata"]["KeyId"]
+    kms.replicate_key(KeyId=primary, ReplicaRegion="us-east-1")
+    ctx, _ = context(rogue_grant.client_factory())
+    ctx.prompter = ScriptedPrompter({"test.replicas": answer}, source="test")
+    params = ScheduleDeletionParams(key=primary, pending_window_days=7)
+    assert any("PendingReplicaDeletion" in n for n in ScheduleDeletion().preview(ctx, params).notes)
+    outcome = ScheduleDeletion().run(ctx, params)
+    assert state(rogue_grant, primary, "us-east-1") == replica_state
+    expected = "PendingDeletion" if answer == "include" else "PendingReplicaDeletion"
+    assert state(rogue_grant, primary) == expected
+    assert (
+        "decision",
+        {"question": "also delete replicas", "answer": answer, "by": "test", "reason": None},
+    ) in ctx.artifacts.events  # type: ignore[attr-defined]
+    assert len(outcome.outputs["replicas_scheduled"]) == (answer == "include")
+
+
+def test_revoke_grants_by_filter(rogue_grant: Sandbox, key_id: str) -> None:
+    kms = rogue_grant.session().client("kms")
+    partner = kms.create_grant(
+        KeyId=key_id,
+        Operations=["Encrypt"],
+        GranteePrincipal="arn:aws:iam::777788889999:role/partner",
+    )["GrantId"]
+    ctx, _ = context(rogue_grant.client_factory())
+    params = RevokeGrantsParams(key=key_id, filter=GrantFilter(allowed_accounts=["777788889999"]))
+    preview = RevokeGrants().preview(ctx, params)
+    rogue = rogue_grant.grants["rogue"]["id"]
+    assert preview.calls == (f"kms:RevokeGrant KeyId={key_id} GrantId={rogue}",)
+    assert any("444455556666:role/backup-sync" in n for n in preview.notes)
+    RevokeGrants().run(ctx, params)
+    remaining = {g["GrantId"] for g in kms.list_grants(KeyId=key_id)["Grants"]}
+    assert remaining == {rogue_grant.grants["app"]["id"], partner}
+
+    by_operation = RevokeGrantsParams(key=key_id, filter=GrantFilter(operations=["Encrypt"]))
+    fresh = context(rogue_grant.client_factory())[0]
+    assert RevokeGrants().run(fresh, by_operation).outputs["revoked"] == [partner]
+    # the app's grant is 200 days old in the scenario; a grant made just now is recent
+    newer = kms.create_grant(
+        KeyId=key_id, Operations=["Decrypt"], GranteePrincipal="arn:aws:iam::123456789012:role/new"
+    )["GrantId"]
+    recent = RevokeGrantsParams(key=key_id, filter=GrantFilter(created_after="1h"))
+    fresh = context(rogue_grant.client_factory())[0]
+    assert RevokeGrants().run(fresh, recent).outputs["revoked"] == [newer]
+
+
+def test_revoke_filter_needs_a_criterion_and_one_mode() -> None:
+    with pytest.raises(ValueError, match="at least one criterion"):
+        GrantFilter()
+    with pytest.raises(ValueError, match="exactly one of grant_ids or filter"):
+        RevokeGrantsParams(key="alias/x", grant_ids=["abc"], filter=GrantFilter(operations=["X"]))
+
+
+def test_tag_key_with_the_incident_and_idempotent(rogue_grant: Sandbox, key_id: str) -> None:
+    ctx, calls = context(rogue_grant.client_factory())
+    outcome = TagKey().run(ctx, TagParams(key=key_id))
+    assert outcome.outputs["tags"]["kmsir-incident"] == "INC-test"
+    assert TagKey().run(ctx, TagParams(key=key_id)).status == "already"
+    assert sum(c.operation == "TagResource" for c in calls) == 1
+    with pytest.raises(ValueError, match="not 'aws:'"):
+        TagParams(key=key_id, tags={"aws:x": "y"})
+
+
+def test_rotation_period_and_rotate_now(rogue_grant: Sandbox, key_id: str) -> None:
+    ctx, _ = context(rogue_grant.client_factory())
+    outcome = EnableRotation().run(ctx, RotationParams(key=key_id, period_days=90))
+    assert outcome.after is not None and outcome.after["period_days"] == 90
+    assert EnableRotation().run(ctx, RotationParams(key=key_id, period_days=90)).status == "already"
+    rotated = RotateNow().run(ctx, KeyParams(key=key_id))
+    assert rotated.outputs["rotations"] == 1
+    with pytest.raises(ValueError, match="greater than or equal to 90"):
+        RotationParams(key=key_id, period_days=30)
+
+
+MUTATING: list[tuple[Action[Any], Any]] = [
+    (DisableKey(), KeyParams(key="alias/aws/s3")),
+    (EnableKey(), KeyParams(key="alias/aws/s3")),
+    (ScheduleDeletion(), ScheduleDeletionParams(key="alias/aws/s3")),
+    (CancelDeletion(), KeyParams(key="alias/aws/s3")),
+    (RevokeGrants(), RevokeGrantsParams(key="alias/aws/s3", grant_ids=["abc"])),
+    (Quarantine(), QuarantineParams(key="alias/aws/s3")),
+    (PutPolicy(), PutPolicyParams(key="alias/aws/s3", policy={"Statement": [{}]})),
+    (TagKey(), TagParams(key="alias/aws/s3")),
+    (EnableRotation(), RotationParams(key="alias/aws/s3")),
+    (RotateNow(), KeyParams(key="alias/aws/s3")),
+]
+
+
+@pytest.mark.parametrize(("action", "params"), MUTATING, ids=[a.name for a, _ in MUTATING])
+def test_aws_managed_keys_are_refused_by_every_mutating_action(
+    rogue_grant: Sandbox, action: Action[Any], params: Any
+) -> None:
+    ctx, calls = context(rogue_grant.client_factory())
+    with pytest.raises(ActionError, match="AWS-managed key"):
+        action.preview(ctx, params)
+    with pytest.raises(ActionError, match="AWS-managed key"):
+        action.run(ctx, params)
+    assert all(c.operation.startswith(("Describe", "Get", "List")) for c in calls)
+
+
+def test_every_mutating_action_is_covered_above() -> None:
+    from kmsir.actions import registry
+
+    mutating = {name for name, a in registry().items() if a.mutating and name.startswith("kms.")}
+    assert mutating - {"kms.restore-policy"} == {a.name for a, _ in MUTATING}
