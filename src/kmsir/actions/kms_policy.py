@@ -155,8 +155,10 @@ class _PolicyChange(Action[Any]):
             if "AccessDenied" not in exc.code:
                 raise
             stored, read_back = plan.after, False  # the new policy shuts the caller out
-        ctx.write_json("policy-after.json", {"PolicyName": "default", "Policy": json.dumps(stored),
-                                             "ReadBack": read_back})
+        ctx.write_json(
+            "policy-after.json",
+            {"PolicyName": "default", "Policy": json.dumps(stored), "ReadBack": read_back},
+        )
         return Outcome(
             outputs=outputs,
             summary=f"{plan.info.key_id}: policy changed ({len(statements(plan.before))} -> "
@@ -271,6 +273,25 @@ class RestorePolicy(_PolicyChange):
 
     name = "kms.restore-policy"
     params = RestorePolicyParams
+
+    def preview(self, ctx: ActionContext, params: RestorePolicyParams) -> Preview:
+        kept = not _STEP_ID.match(params.source) or any(
+            ctx.artifacts.earlier(params.source, n) is not None
+            for n in ("policy-before.json", "policy-default.json")
+        )
+        if kept or ctx.run.mode != "check":
+            return super().preview(ctx, params)
+        # In check mode the step that keeps the policy only said what it would do.
+        info = target(ctx, params.key, self.name)
+        return Preview(
+            calls=(
+                f"kms:PutKeyPolicy KeyId={info.key_id} PolicyName=default "
+                f"Policy=<the policy step {params.source} keeps>",
+            ),
+            target=f"{info.key_id} ({info.arn})",
+            state=f"key state {info.state}",
+            notes=(f"check mode: step {params.source} did not run, so its policy is not known",),
+        )
 
     def new_policy(
         self, ctx: ActionContext, params: RestorePolicyParams, current: dict[str, Any]
