@@ -4,7 +4,6 @@ errors are one line naming step, action, key and AWS code."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +46,7 @@ steps:
 
 
 @pytest.fixture
-def moto_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+def moto_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every KMS operation that reaches moto's request handling."""
     from moto.kms.responses import KmsResponse
 
@@ -59,7 +58,7 @@ def moto_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
         return original(self)
 
     monkeypatch.setattr(KmsResponse, "call_action", counting)
-    yield seen
+    return seen
 
 
 def journal(bundle: Path) -> list[dict[str, Any]]:
@@ -70,20 +69,32 @@ def test_check_mode_sends_no_mutating_call(
     rogue_grant: Sandbox, tmp_path: Path, moto_calls: list[str]
 ) -> None:
     book = tmp_path / "all.yaml"
-    book.write_text(every_mutating_step(rogue_grant.keys["payments"]["id"],
-                                        rogue_grant.grants["rogue"]["id"]))
-    result = run_playbook(load_playbook(book), rogue_grant.client_factory(), tmp_path / "ev",
-                          mode="check", yes=True, scenario="rogue-grant")
+    book.write_text(
+        every_mutating_step(rogue_grant.keys["payments"]["id"], rogue_grant.grants["rogue"]["id"])
+    )
+    result = run_playbook(
+        load_playbook(book),
+        rogue_grant.client_factory(),
+        tmp_path / "ev",
+        mode="check",
+        yes=True,
+        scenario="rogue-grant",
+    )
     assert result.status == "succeeded", result.error
     assert moto_calls, "the counting hook saw nothing"
     assert [op for op in moto_calls if not is_read_only(op)] == []
     statuses = {s.step_id: s.status for s in result.steps}
     assert statuses.pop("snap") == "succeeded"
     assert set(statuses.values()) == {"would-run"}
-    would = {e["step"]: e["data"]["would_call"] for e in journal(result.bundle)
-             if e["type"] == "check-mode"}
-    assert would["revoke"] == [f"kms:RevokeGrant KeyId={rogue_grant.keys['payments']['id']} "
-                               f"GrantId={rogue_grant.grants['rogue']['id']}"]
+    would = {
+        e["step"]: e["data"]["would_call"]
+        for e in journal(result.bundle)
+        if e["type"] == "check-mode"
+    }
+    assert would["revoke"] == [
+        f"kms:RevokeGrant KeyId={rogue_grant.keys['payments']['id']} "
+        f"GrantId={rogue_grant.grants['rogue']['id']}"
+    ]
 
 
 def test_the_guard_refuses_mutating_calls_in_check_mode(rogue_grant: Sandbox) -> None:
@@ -96,10 +107,16 @@ def test_the_guard_refuses_mutating_calls_in_check_mode(rogue_grant: Sandbox) ->
 
 def test_every_change_records_its_inverse(rogue_grant: Sandbox, tmp_path: Path) -> None:
     book = tmp_path / "all.yaml"
-    book.write_text(every_mutating_step(rogue_grant.keys["payments"]["id"],
-                                        rogue_grant.grants["rogue"]["id"]))
-    result = run_playbook(load_playbook(book), rogue_grant.client_factory(), tmp_path / "ev",
-                          yes=True, scenario="rogue-grant")
+    book.write_text(
+        every_mutating_step(rogue_grant.keys["payments"]["id"], rogue_grant.grants["rogue"]["id"])
+    )
+    result = run_playbook(
+        load_playbook(book),
+        rogue_grant.client_factory(),
+        tmp_path / "ev",
+        yes=True,
+        scenario="rogue-grant",
+    )
     assert result.status == "succeeded", result.error
     entries = journal(result.bundle)
     done = {e["step"]: e["data"] for e in entries if e["type"] == "step-succeeded"}
@@ -120,10 +137,17 @@ def test_aws_errors_are_one_line_naming_step_action_key_and_code(
     rogue_grant: Sandbox, tmp_path: Path
 ) -> None:
     book = tmp_path / "missing.yaml"
-    book.write_text("id: m\ntitle: M\nsteps:\n"
-                    "  - {id: stop-it, action: kms.disable-key, with: {key: alias/nope}}\n")
-    result = run_playbook(load_playbook(book), rogue_grant.client_factory(), tmp_path / "ev",
-                          yes=True, scenario="rogue-grant")
+    book.write_text(
+        "id: m\ntitle: M\nsteps:\n"
+        "  - {id: stop-it, action: kms.disable-key, with: {key: alias/nope}}\n"
+    )
+    result = run_playbook(
+        load_playbook(book),
+        rogue_grant.client_factory(),
+        tmp_path / "ev",
+        yes=True,
+        scenario="rogue-grant",
+    )
     assert result.status == "failed"
     assert result.error is not None and "\n" not in result.error
     assert result.error.startswith(
@@ -132,10 +156,14 @@ def test_aws_errors_are_one_line_naming_step_action_key_and_code(
 
 
 def test_access_denied_names_the_missing_permission() -> None:
-    denied = ClientError({"Error": {"Code": "AccessDeniedException",
-                                    "Message": "User: x is not authorized"}}, "DisableKey")
+    denied = ClientError(
+        {"Error": {"Code": "AccessDeniedException", "Message": "User: x is not authorized"}},
+        "DisableKey",
+    )
     with pytest.raises(AwsError) as caught, aws_errors("DisableKey on 1234"):
         raise denied
-    assert str(caught.value) == ("DisableKey on 1234: AWS AccessDeniedException: User: x is not "
-                                 "authorized (missing IAM permission kms:DisableKey?)")
+    assert str(caught.value) == (
+        "DisableKey on 1234: AWS AccessDeniedException: User: x is not "
+        "authorized (missing IAM permission kms:DisableKey?)"
+    )
     assert caught.value.code == "AccessDeniedException"

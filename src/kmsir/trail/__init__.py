@@ -1,0 +1,1 @@
+"""CloudTrail evidence: matching events to a key, reading trail logs, KMS findings."""

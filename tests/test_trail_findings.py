@@ -1,0 +1,206 @@
+"""Each finding rule, positive and negative."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from itertools import count
+from typing import Any
+
+import pytest
+
+from kmsir.trail.findings import Context, findings
+
+ACCOUNT = "111122223333"
+OUTSIDE = "444455556666"
+START = datetime(2026, 11, 20, tzinfo=timezone.utc)
+WINDOW = Context(key_account=ACCOUNT, window_start=START + timedelta(days=5))
+_ids = count()
+
+
+def ev(
+    name: str,
+    *,
+    at: timedelta = timedelta(days=6),
+    who: str = "app",
+    account: str = ACCOUNT,
+    error: str | None = None,
+    ip: str = "10.0.0.1",
+    agent: str = "sdk",
+    **request: Any,
+) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "eventID": f"e{next(_ids)}",
+        "eventName": name,
+        "eventTime": (START + at).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "userIdentity": {
+            "arn": f"arn:aws:sts::{account}:assumed-role/{who}/s",
+            "accountId": account,
+        },
+        "sourceIPAddress": ip,
+        "userAgent": agent,
+        "requestParameters": request or None,
+    }
+    if error:
+        event["errorCode"] = error
+    return event
+
+
+def rules(events: list[dict[str, Any]], ctx: Context = WINDOW) -> dict[str, list[Any]]:
+    found: dict[str, list[Any]] = {}
+    for finding in findings(events, ctx):
+        found.setdefault(finding.id.rsplit("-", 1)[0], []).append(finding)
+    return found
+
+
+@pytest.mark.parametrize(
+    ("name", "severity"),
+    [
+        ("ScheduleKeyDeletion", "critical"),
+        ("DeleteImportedKeyMaterial", "critical"),
+        ("DisableKey", "high"),
+    ],
+)
+def test_key_state(name: str, severity: str) -> None:
+    found = rules([ev(name, pendingWindowInDays=7)])["key-state"]
+    assert found[0].severity == severity and found[0].practice
+    assert "EnableKey" not in json.dumps([f.event_name for f in found])
+
+
+def test_key_state_failed_call_is_at_most_medium() -> None:
+    assert (
+        rules([ev("ScheduleKeyDeletion", error="AccessDenied")])["key-state"][0].severity
+        == "medium"
+    )
+    assert "key-state" not in rules([ev("EnableKey")])
+
+
+def test_policy_changed_names_risky_statements() -> None:
+    policy = {
+        "Statement": [
+            {
+                "Sid": "Open",
+                "Effect": "Allow",
+                "Principal": "*",
+                "Action": "kms:*",
+                "Resource": "*",
+            },
+            {
+                "Sid": "Partner",
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{OUTSIDE}:root"},
+                "Action": "kms:Decrypt",
+                "Resource": "*",
+            },
+        ]
+    }
+    found = rules([ev("PutKeyPolicy", policy=json.dumps(policy))])["policy-changed"][0]
+    assert found.severity == "high"
+    assert found.details["risky_statements"] == [
+        "Open: Principal * without conditions",
+        f"Partner: outside account {OUTSIDE}",
+    ]
+    benign = {
+        "Statement": [
+            {
+                "Sid": "Own",
+                "Effect": "Allow",
+                "Principal": {"AWS": ACCOUNT},
+                "Action": "kms:*",
+                "Resource": "*",
+            }
+        ]
+    }
+    assert (
+        rules([ev("PutKeyPolicy", policy=json.dumps(benign))])["policy-changed"][0].details[
+            "risky_statements"
+        ]
+        == []
+    )
+
+
+def test_grants_outside_or_broad() -> None:
+    outside = ev(
+        "CreateGrant", granteePrincipal=f"arn:aws:iam::{OUTSIDE}:role/x", operations=["Decrypt"]
+    )
+    broad = ev(
+        "CreateGrant",
+        granteePrincipal=f"arn:aws:iam::{ACCOUNT}:role/y",
+        operations=["Decrypt", "CreateGrant"],
+    )
+    normal = ev(
+        "CreateGrant", granteePrincipal=f"arn:aws:iam::{ACCOUNT}:role/z", operations=["Decrypt"]
+    )
+    found = rules([outside, broad, normal])["grant-created"]
+    assert [f.event_ids for f in found] == [[outside["eventID"]], [broad["eventID"]]]
+    assert found[0].title == "Grant created for an outside account"
+
+
+def test_rotation_alias_and_key_store() -> None:
+    found = rules(
+        [
+            ev("DisableKeyRotation"),
+            ev("UpdateAlias", aliasName="alias/pay", targetKeyId="evil"),
+            ev("DeleteAlias", aliasName="alias/pay"),
+            ev("DisconnectCustomKeyStore"),
+            ev("EnableKeyRotation"),
+            ev("CreateAlias", aliasName="alias/x"),
+        ]
+    )
+    assert len(found["rotation-disabled"]) == 1
+    assert [f.event_name for f in found["alias-changed"]] == ["UpdateAlias", "DeleteAlias"]
+    assert len(found["key-store"]) == 1
+
+
+def test_access_denied_burst() -> None:
+    burst = [
+        ev("Decrypt", at=timedelta(days=6, minutes=m), who="prober", error="AccessDenied")
+        for m in range(5)
+    ]
+    spread = [
+        ev("Decrypt", at=timedelta(days=6, hours=h), who="slow", error="AccessDenied")
+        for h in range(5)
+    ]
+    found = rules(burst + spread)["access-denied-burst"]
+    assert len(found) == 1 and found[0].severity == "medium"
+    assert found[0].event_ids == [e["eventID"] for e in burst]
+
+
+def test_new_data_principal_from_outside() -> None:
+    baseline = [ev("Decrypt", at=timedelta(days=d), who="app") for d in range(4)]
+    window = [
+        ev("Decrypt", who="app"),
+        ev("Decrypt", who="thief", account=OUTSIDE),
+        ev("GenerateDataKey", who="batch"),
+    ]
+    found = rules(baseline + window)["new-data-principal"]
+    by_principal = {f.principal: f.severity for f in found}
+    assert by_principal == {
+        f"arn:aws:sts::{OUTSIDE}:assumed-role/thief/s": "high",
+        f"arn:aws:sts::{ACCOUNT}:assumed-role/batch/s": "medium",
+    }
+    assert "new-data-principal" not in rules(window, Context(ACCOUNT, None))
+
+
+def test_volume_spike() -> None:
+    baseline = [
+        ev("Decrypt", at=timedelta(days=d, hours=h), who="app") for d in range(5) for h in (0, 12)
+    ]  # 10 calls in 5 days
+    window = [ev("Decrypt", at=timedelta(days=5, hours=1, minutes=m), who="app") for m in range(40)]
+    found = rules(baseline + window)["volume-spike"]
+    assert len(found) == 1 and found[0].details["factor"] > 10
+    assert "volume-spike" not in rules(baseline + window[:5])
+
+
+def test_new_source_ip_and_user_agent() -> None:
+    baseline = [ev("Decrypt", at=timedelta(days=1))]
+    window = [ev("Decrypt", ip="203.0.113.9", agent="curl/8.0")]
+    found = rules(baseline + window)["new-source"]
+    assert sorted(f.title for f in found) == ["New source IP", "New user agent"]
+    assert all(f.severity == "low" for f in found)
+    assert "new-source" not in rules([*baseline, ev("Decrypt")])
+
+
+def test_findings_are_sorted_by_severity() -> None:
+    found = findings([ev("DisableKeyRotation"), ev("ScheduleKeyDeletion")], WINDOW)
+    assert [f.severity for f in found] == ["critical", "medium"]
