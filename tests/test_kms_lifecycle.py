@@ -87,8 +87,8 @@ def test_multi_region_primary_offers_its_replicas(
     assert any("PendingReplicaDeletion" in n for n in ScheduleDeletion().preview(ctx, params).notes)
     outcome = ScheduleDeletion().run(ctx, params)
     assert state(rogue_grant, primary, "us-east-1") == replica_state
-    expected = "PendingDeletion" if answer == "include" else "PendingReplicaDeletion"
-    assert state(rogue_grant, primary) == expected
+    # AWS deletes the primary only once its replicas are gone: it waits either way
+    assert state(rogue_grant, primary) == "PendingReplicaDeletion"
     assert (
         "decision",
         {"question": "also delete replicas", "answer": answer, "by": "test", "reason": None},
@@ -123,6 +123,22 @@ def test_revoke_grants_by_filter(rogue_grant: Sandbox, key_id: str) -> None:
     recent = RevokeGrantsParams(key=key_id, filter=GrantFilter(created_after="1h"))
     fresh = context(rogue_grant.client_factory())[0]
     assert RevokeGrants().run(fresh, recent).outputs["revoked"] == [newer]
+
+
+def test_revoke_acts_on_no_grant_the_responder_was_not_shown(
+    rogue_grant: Sandbox, key_id: str
+) -> None:
+    kms = rogue_grant.session().client("kms")
+    ctx, _ = context(rogue_grant.client_factory())
+    params = RevokeGrantsParams(key=key_id, filter=GrantFilter(allowed_accounts=[]))
+    ctx.approved = RevokeGrants().preview(ctx, params)
+    late = kms.create_grant(
+        KeyId=key_id, Operations=["Decrypt"], GranteePrincipal="arn:aws:iam::999988887777:role/late"
+    )["GrantId"]
+    outcome = RevokeGrants().run(ctx, params)
+    assert outcome.outputs["revoked"] == [rogue_grant.grants["rogue"]["id"]]
+    assert outcome.outputs["not_approved"] == [late]
+    assert late in {g["GrantId"] for g in kms.list_grants(KeyId=key_id)["Grants"]}
 
 
 def test_revoke_filter_needs_a_criterion_and_one_mode() -> None:
@@ -184,3 +200,23 @@ def test_every_mutating_action_is_covered_above() -> None:
 
     mutating = {name for name, a in registry().items() if a.mutating and name.startswith("kms.")}
     assert mutating - {"kms.restore-policy"} == {a.name for a, _ in MUTATING}
+
+
+def test_a_key_of_another_region_is_changed_and_read_there(rogue_grant: Sandbox) -> None:
+    west = rogue_grant.session().client("kms", region_name="us-west-2")
+    arn = west.create_key(Description="elsewhere")["KeyMetadata"]["Arn"]
+    ctx, calls = context(rogue_grant.client_factory())  # the run's Region is eu-west-1
+    outcome = DisableKey().run(ctx, KeyParams(key=arn))
+    assert outcome.after is not None and outcome.after["state"] == "Disabled"
+    assert {c.region for c in calls} == {"us-west-2"}
+
+
+def test_rotation_cannot_change_on_a_disabled_key(rogue_grant: Sandbox, key_id: str) -> None:
+    from botocore.exceptions import ClientError
+
+    kms = rogue_grant.session().client("kms")
+    kms.disable_key(KeyId=key_id)
+    with pytest.raises(ClientError, match="DisabledException"):
+        kms.enable_key_rotation(KeyId=key_id)
+    with pytest.raises(ActionError, match="DisabledException"):
+        RotateNow().run(context(rogue_grant.client_factory())[0], KeyParams(key=key_id))

@@ -62,20 +62,72 @@ def test_quarantine_adds_the_deny_and_keeps_break_glass(rogue_grant: Sandbox) ->
     assert Quarantine().run(context(rogue_grant.client_factory())[0], params).status == "already"
 
 
-def test_quarantine_shuts_out_everyone_but_break_glass(rogue_grant: Sandbox) -> None:
+def test_quarantine_that_shuts_out_the_caller_needs_allow_lockout(rogue_grant: Sandbox) -> None:
     key_id = rogue_grant.keys["payments"]["id"]
+    kms = rogue_grant.session().client("kms")
+    blob = kms.encrypt(KeyId=key_id, Plaintext=b"secret")["CiphertextBlob"]
+    with pytest.raises(
+        ActionError,
+        match=r"you \(arn:aws:sts::123456789012:user/moto\) could "
+        "not change the policy afterwards",
+    ):
+        Quarantine().run(
+            context(rogue_grant.client_factory())[0],
+            QuarantineParams(key=key_id, break_glass=[GLASS]),
+        )
     ctx, calls = context(rogue_grant.client_factory())
-    Quarantine().run(ctx, QuarantineParams(key=key_id, break_glass=[GLASS]))
-    # our check passed (the break-glass role can manage the key) but AWS's own check only
-    # looks at the caller, who loses access: so it is bypassed, and said so in the journal
+    Quarantine().run(ctx, QuarantineParams(key=key_id, break_glass=[GLASS], allow_lockout=True))
+    # only an explicit allow_lockout switches AWS's own check off
     assert [
         c.params["BypassPolicyLockoutSafetyCheck"] for c in calls if c.operation == "PutKeyPolicy"
     ] == [True]
+    for denied in (
+        lambda: kms.describe_key(KeyId=key_id),
+        lambda: kms.encrypt(KeyId=key_id, Plaintext=b"x"),
+        lambda: kms.decrypt(CiphertextBlob=blob),
+    ):
+        with pytest.raises(ClientError, match="explicit deny"):
+            denied()
+    assert kms.list_aliases()["Aliases"]  # IAM alone decides ListAliases
+
+
+def test_break_glass_role_sessions_are_exempted_by_role(rogue_grant: Sandbox) -> None:
+    key_id = rogue_grant.keys["payments"]["id"]
+    session = "arn:aws:sts::123456789012:assumed-role/IR/bob"
+    Quarantine().run(
+        context(rogue_grant.client_factory())[0],
+        QuarantineParams(key=key_id, break_glass=[CALLER, session]),
+    )
+    exempt = policy_of(rogue_grant, key_id)["Statement"][-1]["Condition"]["ArnNotLike"]
+    assert exempt == {"aws:PrincipalArn": [CALLER, "arn:aws:iam::123456789012:role/IR"]}
+
+
+def test_restore_refuses_another_keys_policy(rogue_grant: Sandbox, tmp_path: Path) -> None:
     kms = rogue_grant.session().client("kms")
-    with pytest.raises(ClientError, match="explicit deny"):
-        kms.describe_key(KeyId=key_id)
-    with pytest.raises(ClientError, match="explicit deny"):
-        kms.encrypt(KeyId=key_id, Plaintext=b"x")
+    other = kms.create_key(Description="other")["KeyMetadata"]["KeyId"]
+    payments = rogue_grant.keys["payments"]["id"]
+    book = tmp_path / "wrong.yaml"
+    book.write_text(f"""\
+id: wrong
+title: Restore from the wrong key
+steps:
+  - {{id: snap, action: kms.snapshot, with: {{keys: [{other}, {payments}]}}}}
+  - {{id: restore-other, action: kms.restore-policy, with: {{key: {other}, from: snap}}}}
+  - {{id: snap-other, action: kms.snapshot, with: {{key: {other}}}}}
+  - {{id: restore, action: kms.restore-policy, with: {{key: {payments}, from: snap-other}}}}
+""")
+    result = run_playbook(
+        load_playbook(book),
+        rogue_grant.client_factory(),
+        tmp_path / "ev",
+        yes=True,
+        scenario="rogue-grant",
+    )
+    assert [s.status for s in result.steps][:2] == ["succeeded", "already"]
+    assert result.error is not None
+    assert result.error.endswith(
+        f"step snap-other kept the policy of key {other}, not of {payments}"
+    )
 
 
 def test_quarantine_without_break_glass_is_refused_unless_allowed(rogue_grant: Sandbox) -> None:
@@ -173,8 +225,8 @@ steps:
     artifact.chmod(0o600)
     artifact.write_text(json.dumps({"Policy": json.dumps({"Statement": [{}]})}))
     with pytest.raises(EvidenceError, match="altered since bundle"):
-        RestorePolicy().new_policy(
-            ctx, RestorePolicyParams.model_validate({"key": key_id, "from": str(artifact)}), {}
+        RestorePolicy().run(
+            ctx, RestorePolicyParams.model_validate({"key": key_id, "from": str(artifact)})
         )
 
 

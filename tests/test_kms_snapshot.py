@@ -134,3 +134,11 @@ def test_listed_keys_and_failures(rogue_grant: Sandbox) -> None:
 def test_exactly_one_target(params: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=r"exactly one|at least 1"):
         SnapshotParams(**params)
+
+
+def test_the_same_key_named_three_ways_is_snapshotted_once(rogue_grant: Sandbox) -> None:
+    key = rogue_grant.keys["payments"]
+    ctx, _ = context(rogue_grant.client_factory())
+    out = Snapshot().run(ctx, SnapshotParams(keys=[key["id"], "alias/payments-prod", key["arn"]]))
+    assert [k["key_id"] for k in out.outputs["keys"]] == [key["id"]]
+    assert out.outputs["failed"] == {}

@@ -105,3 +105,47 @@ def test_principal_arn_of_an_assumed_role() -> None:
     assert (
         principal_arn("arn:aws:iam::111122223333:user/bob") == "arn:aws:iam::111122223333:user/bob"
     )
+
+
+def test_not_principal_deny_leaves_only_the_named() -> None:
+    deny = {
+        "Effect": "Deny",
+        "NotPrincipal": {"AWS": "arn:aws:iam::111122223333:role/Ghost"},
+        "Action": "kms:*",
+        "Resource": "*",
+    }
+    check = who_can(policy(ROOT, ADMIN, deny), "kms:PutKeyPolicy", caller_arn=CALLER)
+    assert check.able == ("arn:aws:iam::111122223333:role/Ghost",)
+    assert not check.caller_able
+
+
+def test_string_not_equals_does_not_expand_wildcards() -> None:
+    deny = {
+        **quarantine(),
+        "Condition": {
+            "StringNotEquals": {"aws:PrincipalArn": "arn:aws:iam::111122223333:role/IR-*"}
+        },
+    }
+    check = who_can(policy(ADMIN, deny), "kms:PutKeyPolicy", caller_arn=CALLER)
+    assert check.locked_out  # role/KeyAdmin is not literally "role/IR-*"
+    like = {
+        **quarantine(),
+        "Condition": {"StringNotLike": {"aws:PrincipalArn": "arn:aws:iam::111122223333:role/Key*"}},
+    }
+    assert who_can(policy(ADMIN, like), "kms:PutKeyPolicy", caller_arn=CALLER).able == (
+        "arn:aws:iam::111122223333:role/KeyAdmin",
+    )
+
+
+def test_lenient_reading_ignores_conditions_it_cannot_evaluate() -> None:
+    mfa = {
+        "Sid": "NeedMfa",
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "kms:PutKeyPolicy",
+        "Resource": "*",
+        "Condition": {"BoolIfExists": {"aws:MultiFactorAuthPresent": "false"}},
+    }
+    strict = who_can(policy(ROOT, mfa), "kms:PutKeyPolicy", caller_arn=CALLER)
+    lenient = who_can(policy(ROOT, mfa), "kms:PutKeyPolicy", caller_arn=CALLER, lenient=True)
+    assert strict.locked_out and not lenient.locked_out and lenient.caller_able

@@ -167,3 +167,22 @@ def test_access_denied_names_the_missing_permission() -> None:
         "authorized (missing IAM permission kms:DisableKey?)"
     )
     assert caught.value.code == "AccessDeniedException"
+
+
+def test_a_change_already_made_records_no_inverse(rogue_grant: Sandbox, tmp_path: Path) -> None:
+    key_id = rogue_grant.keys["payments"]["id"]
+    rogue_grant.session().client("kms").disable_key(KeyId=key_id)
+    book = tmp_path / "again.yaml"
+    book.write_text(
+        f"id: a\ntitle: A\nsteps:\n"
+        f"  - {{id: disable, action: kms.disable-key, with: {{key: {key_id}}}}}\n"
+    )
+    result = run_playbook(
+        load_playbook(book),
+        rogue_grant.client_factory(),
+        tmp_path / "ev",
+        yes=True,
+        scenario="rogue-grant",
+    )
+    done = [e["data"] for e in journal(result.bundle) if e["type"] == "step-succeeded"]
+    assert (done[0]["status"], done[0]["inverse"]) == ("already", None)

@@ -289,7 +289,10 @@ class Engine:
                 "outputs": outcome.outputs,
                 "before": outcome.before,
                 "after": outcome.after,
-                "inverse": action.inverse if action.mutating else None,
+                # nothing was changed, so there is nothing to undo
+                "inverse": action.inverse
+                if action.mutating and outcome.status != "already"
+                else None,
                 "inverse_until": outcome.inverse_until,
             },
             step=step.id,
@@ -343,6 +346,7 @@ class Engine:
                 "check mode: would call " + "; ".join(preview.calls),
                 status="would-run",
             )
+        ctx.approved = preview
         if not preview.calls:
             return None  # nothing would be sent; run() records "already in desired state"
         if options.yes:

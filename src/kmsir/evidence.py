@@ -293,12 +293,11 @@ class BundleWriter:
         return artifact
 
     def read_step_artifact(self, step_id: str, name: str) -> bytes | None:
-        """The bytes of artifact ``name`` of step ``step_id`` (its latest attempt), if any."""
+        """Artifact ``name`` (as the action named it) of step ``step_id``, latest attempt."""
         with self._lock:
+            # paths are artifacts/NN-<step>[.attempt]/<name>
             found = [
-                a
-                for a in self._artifacts
-                if a.step == step_id and a.path.rsplit("/", 1)[-1] == name
+                a for a in self._artifacts if a.step == step_id and a.path.split("/", 2)[2] == name
             ]
         if not found:
             return None

@@ -99,36 +99,77 @@ def _covers(scope: list[str], candidate: str) -> bool:
     return False
 
 
-def _exemptions(statement: dict[str, Any], notes: list[str]) -> list[str] | None:
-    """The exempted principal patterns of a Deny, or ``None`` when it applies to everyone."""
+@dataclass(frozen=True)
+class _Exempt:
+    """A principal a Deny does not apply to; ``wildcard``: ``*`` and ``?`` match (the *Like
+    and Arn operators), otherwise the value is compared exactly."""
+
+    value: str
+    wildcard: bool
+
+    def covers(self, principal: str) -> bool:
+        if self.wildcard:
+            return fnmatch.fnmatchcase(principal, self.value)
+        return principal == self.value
+
+
+_WILDCARD_OPERATORS = frozenset({"ArnNotLike", "ArnNotEquals", "StringNotLike"})
+
+
+def _exemptions(
+    statement: dict[str, Any], notes: list[str], *, lenient: bool
+) -> list[_Exempt] | None:
+    """Who a Deny spares: ``None`` when it applies to everyone in its scope, or the exempted
+    principals (``NotPrincipal``, or an ``aws:PrincipalArn`` negative condition).
+
+    With ``lenient``, a Deny whose conditions cannot be evaluated here is taken not to apply:
+    it exempts everyone (``*``).
+    """
+    exempt: list[_Exempt] | None = None
+    if "NotPrincipal" in statement:
+        not_principal = statement["NotPrincipal"]
+        values = _as_list(not_principal.get("AWS")) if isinstance(not_principal, dict) else []
+        exempt = [_Exempt(_root(v) if _ACCOUNT.match(v) else v, False) for v in values]
     condition = statement.get("Condition")
     if not condition:
-        return None
+        return exempt
     if isinstance(condition, dict) and len(condition) == 1:
         operator, block = next(iter(condition.items()))
         if operator in _EXEMPTING and isinstance(block, dict) and len(block) == 1:
             key, values = next(iter(block.items()))
             if key.lower() == "aws:principalarn":
-                return _as_list(values)
-    notes.append(
-        f"assumed that Deny {statement.get('Sid', '(no Sid)')!r} applies whatever its "
-        "conditions (the safe side)"
-    )
-    return None
+                wildcard = operator in _WILDCARD_OPERATORS
+                return [*(exempt or []), *(_Exempt(v, wildcard) for v in _as_list(values))]
+    sid = statement.get("Sid", "(no Sid)")
+    if lenient:
+        notes.append(
+            f"Deny {sid!r} has conditions kmsir cannot evaluate; AWS's own lockout check decides"
+        )
+        return [_Exempt("*", True)]
+    notes.append(f"assumed that Deny {sid!r} applies whatever its conditions (the safe side)")
+    return exempt
 
 
-def _survivors(candidate: str, exempt: list[str]) -> list[str]:
+def _survivors(candidate: str, exempt: list[_Exempt]) -> list[str]:
     """What is left of ``candidate`` when everyone but ``exempt`` is denied."""
+    if any(e.wildcard and e.value == "*" for e in exempt):
+        return [candidate]
     if candidate == "*":
-        return list(exempt)
+        return [e.value for e in exempt]
     if _is_root(candidate):
         account = _account_of(candidate)
-        return [e for e in exempt if _account_of(e) == account or e == "*"]
-    return [candidate] if any(fnmatch.fnmatchcase(candidate, e) for e in exempt) else []
+        return [e.value for e in exempt if _account_of(e.value) == account]
+    return [candidate] if any(e.covers(candidate) for e in exempt) else []
 
 
-def who_can(policy: dict[str, Any], action: str, *, caller_arn: str) -> LockoutCheck:
-    """Who could still call ``action`` on the key under ``policy``."""
+def who_can(
+    policy: dict[str, Any], action: str, *, caller_arn: str, lenient: bool = False
+) -> LockoutCheck:
+    """Who could still call ``action`` on the key under ``policy``.
+
+    Denies with conditions this module cannot evaluate are assumed to apply, or with
+    ``lenient`` assumed not to.
+    """
     notes: list[str] = []
     able: list[str] = []
     for statement in statements(policy):
@@ -142,8 +183,8 @@ def who_can(policy: dict[str, Any], action: str, *, caller_arn: str) -> LockoutC
     for statement in statements(policy):
         if statement.get("Effect") != "Deny" or not _matches_action(statement, action):
             continue
-        scope = _principals(statement)
-        exempt = _exemptions(statement, notes)
+        scope = ["*"] if "NotPrincipal" in statement else _principals(statement)
+        exempt = _exemptions(statement, notes, lenient=lenient)
         remaining: list[str] = []
         for candidate in able:
             if not _covers(scope, candidate):
@@ -173,10 +214,11 @@ def explicit_deny(policy: dict[str, Any], action: str, *, caller_arn: str) -> st
             continue
         if statement.get("Resource", "*") not in ("*", ["*"]):
             continue
-        if not _covers(_principals(statement), caller):
+        scope = ["*"] if "NotPrincipal" in statement else _principals(statement)
+        if not _covers(scope, caller):
             continue
-        exempt = _exemptions(statement, [])
-        if exempt is not None and any(fnmatch.fnmatchcase(caller, e) for e in exempt):
+        exempt = _exemptions(statement, [], lenient=False)
+        if exempt is not None and any(e.covers(caller) for e in exempt):
             continue
         return str(statement.get("Sid", "(no Sid)"))
     return None

@@ -86,6 +86,20 @@ class RunInfo:
     simulated: bool
 
 
+@dataclass(frozen=True)
+class Preview:
+    """What a mutating step is about to do, shown before it is confirmed."""
+
+    calls: tuple[str, ...]
+    target: str
+    state: str
+    #: For irreversible steps: the key id and aliases, one of which must be typed to approve.
+    typed: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    #: What exactly was shown (grant ids...): ``run`` acts on no more than this.
+    items: tuple[str, ...] = ()
+
+
 @dataclass
 class ActionContext:
     """Everything an action may use while it runs one step."""
@@ -97,6 +111,8 @@ class ActionContext:
     run: RunInfo
     now: Callable[[], datetime]
     reporter: Reporter = field(default_factory=NullReporter)
+    #: The preview the responder approved, for a mutating step (``None``: not previewed).
+    approved: Preview | None = None
 
     def write_json(self, name: str, value: Any) -> str:
         """Store a JSON artifact (indented, sorted keys, dates as ISO strings)."""
@@ -110,18 +126,6 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, bytes | bytearray):
         return value.hex()
     raise TypeError(f"cannot store {type(value).__name__} as JSON")
-
-
-@dataclass(frozen=True)
-class Preview:
-    """What a mutating step is about to do, shown before it is confirmed."""
-
-    calls: tuple[str, ...]
-    target: str
-    state: str
-    #: For irreversible steps: the key id and aliases, one of which must be typed to approve.
-    typed: tuple[str, ...] = ()
-    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

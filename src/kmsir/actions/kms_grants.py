@@ -167,11 +167,17 @@ class RevokeGrants(Action[RevokeGrantsParams]):
             state=f"key state {info.state}, {len(current)} grant(s)",
             typed=typed_confirmation(ctx, info),
             notes=tuple(notes),
+            items=tuple(str(g["GrantId"]) for g in chosen),
         )
 
     def run(self, ctx: ActionContext, params: RevokeGrantsParams) -> Outcome:
         info = target(ctx, params.key, self.name)
         chosen, gone, before = self._selection(ctx, params, info)
+        unapproved: list[str] = []
+        if ctx.approved is not None:  # revoke no grant the responder was not shown
+            shown = set(ctx.approved.items)
+            unapproved = [g["GrantId"] for g in chosen if g["GrantId"] not in shown]
+            chosen = [g for g in chosen if g["GrantId"] in shown]
         ctx.write_json("grants-before.json", {"Grants": before})
         kms = ctx.clients.client("kms", info.region)
         revoked: list[str] = []
@@ -187,19 +193,26 @@ class RevokeGrants(Action[RevokeGrantsParams]):
                 continue
             revoked.append(grant_id)
         remaining = [g["GrantId"] for g in list_all_grants(ctx, info.key_id, region=info.region)]
-        left = sorted(set(revoked) & set(remaining))
-        if left:
-            raise ActionError(f"grants still present after RevokeGrant: {', '.join(left)}")
+        # Grant changes are eventually consistent: one still listed is reported, not an error.
+        listed = sorted(set(revoked) & set(remaining))
         parts = [
             f"revoked {len(revoked)} grant(s)" + (f": {', '.join(revoked)}" if revoked else "")
         ]
         if gone:
             parts.append(f"already gone: {', '.join(gone)}")
+        if unapproved:
+            parts.append(f"left alone, matched only after approval: {', '.join(unapproved)}")
+        if listed:
+            parts.append(
+                f"still listed right after revoking (eventual consistency): {', '.join(listed)}"
+            )
         return Outcome(
             outputs={
                 "key_id": info.key_id,
                 "revoked": revoked,
                 "already_gone": gone,
+                "not_approved": unapproved,
+                "still_listed": listed,
                 "remaining_grant_ids": remaining,
             },
             summary="; ".join(parts),

@@ -37,22 +37,27 @@ class _StateChange(Action[KeyParams]):
     def api_calls(self, params: KeyParams) -> list[str]:
         return [f"kms:{self.operation} KeyId={params.key}"]
 
-    def preview(self, ctx: ActionContext, params: KeyParams) -> Preview:
+    def _target(self, ctx: ActionContext, params: KeyParams) -> KeyInfo:
         info = target(ctx, params.key, self.name)
+        if info.state in PENDING:
+            raise ActionError(
+                f"{self.operation} refused on {info.key_id}: the key is {info.state} "
+                f"(deletion on {info.deletion_date or 'hold for its replicas'}); cancel the "
+                "deletion first"
+            )
+        return info
+
+    def preview(self, ctx: ActionContext, params: KeyParams) -> Preview:
+        info = self._target(ctx, params)
         calls = () if info.state == self.desired else (f"kms:{self.operation} KeyId={info.key_id}",)
         return Preview(
             calls=calls, target=f"{info.key_id} ({info.arn})", state=f"key state {info.state}"
         )
 
     def run(self, ctx: ActionContext, params: KeyParams) -> Outcome:
-        info = target(ctx, params.key, self.name)
+        info = self._target(ctx, params)
         if info.state == self.desired:
             return _already(info, f"{info.key_id} was already {self.desired}: nothing sent")
-        if info.state in PENDING:
-            raise ActionError(
-                f"{self.operation} refused on {info.key_id}: the key is {info.state} "
-                f"(deletion on {info.deletion_date}); cancel the deletion first"
-            )
         kms = ctx.clients.client("kms", info.region)
         with aws_errors(f"{self.operation} on {info.key_id}"):
             getattr(kms, snake(self.operation))(KeyId=info.key_id)
@@ -133,19 +138,35 @@ class ScheduleDeletion(Action[ScheduleDeletionParams]):
     def preview(self, ctx: ActionContext, params: ScheduleDeletionParams) -> Preview:
         info = target(ctx, params.key, self.name)
         notes = []
+        calls = (
+            []
+            if info.state in PENDING
+            else [
+                f"kms:ScheduleKeyDeletion KeyId={info.key_id} "
+                f"PendingWindowInDays={params.pending_window_days}"
+            ]
+        )
         if info.multi_region_role == "PRIMARY" and info.replica_arns:
             notes.append(
                 f"WARNING: multi-Region primary with {len(info.replica_arns)} replica(s) "
                 f"({', '.join(region_of(a) for a in info.replica_arns)}): its deletion waits "
                 "until every replica is deleted (PendingReplicaDeletion)"
             )
+            replica_calls = [
+                f"kms:ScheduleKeyDeletion KeyId={arn} "
+                f"PendingWindowInDays={params.pending_window_days}"
+                for arn in info.replica_arns
+            ]
+            if params.replicas == "include":
+                calls = replica_calls + calls
+            elif params.replicas == "ask":
+                notes.extend(f"will ask whether to also call: {c}" for c in replica_calls)
         notes.append(
             f"deletion can be cancelled (kms.cancel-deletion) for {params.pending_window_days} "
             "days; after that the key and everything encrypted under it are gone for good"
         )
-        calls = () if info.state in PENDING else tuple(self.api_calls(params))
         return Preview(
-            calls=tuple(c.replace(params.key, info.key_id) for c in calls),
+            calls=tuple(calls),
             target=f"{info.key_id} ({info.arn})",
             state=f"key state {info.state}",
             typed=typed_confirmation(ctx, info),
@@ -170,10 +191,16 @@ class ScheduleDeletion(Action[ScheduleDeletionParams]):
             )
         outcome = _changed(ctx, info, extra={"replicas_scheduled": scheduled})
         after = outcome.after or {}
+        when = (
+            f"deletion on {after['deletion_date']}, cancellable until then"
+            if after.get("deletion_date")
+            else "deletion waits until every replica is deleted; cancellable until then"
+        )
+        if scheduled:
+            when += f"; replicas scheduled too (cancel each): {', '.join(scheduled)}"
         return Outcome(
             outputs=outcome.outputs,
-            summary=f"{outcome.summary}; deletion on {after.get('deletion_date')}, "
-            "cancellable until then",
+            summary=f"{outcome.summary}; {when}",
             before=outcome.before,
             after=outcome.after,
             inverse_until=after.get("deletion_date"),
@@ -448,7 +475,7 @@ def _already(info: KeyInfo, summary: str, *, until: str | None = None) -> Outcom
 
 
 def _changed(ctx: ActionContext, info: KeyInfo, extra: dict[str, Any] | None = None) -> Outcome:
-    after = describe(ctx, info.key_id)
+    after = describe(ctx, info.arn)  # the ARN: the key's own Region, not the run's
     return Outcome(
         outputs={
             "key_id": after.key_id,
@@ -471,6 +498,11 @@ def _tags(ctx: ActionContext, info: KeyInfo) -> dict[str, str]:
 
 def _rotatable(ctx: ActionContext, key: str, action: str) -> KeyInfo:
     info = target(ctx, key, action)
+    if info.multi_region_role == "REPLICA":
+        raise ActionError(
+            f"{action} refused on {info.key_id}: a multi-Region replica rotates with its "
+            f"primary ({info.primary_arn}); act on the primary"
+        )
     if not info.rotatable:
         raise ActionError(
             f"{action} refused on {info.key_id}: only symmetric keys with AWS_KMS key material "

@@ -1,9 +1,9 @@
 """Key policy changes: quarantine, put a policy, restore a policy from evidence.
 
-Every change is checked for lockout first (``lockout.who_can``): a policy under which nobody
-could call ``kms:PutKeyPolicy`` any more is refused unless ``allow_lockout: true``. Only when
-our check passed (or lockout is explicitly allowed) and the caller itself would lose access is
-``BypassPolicyLockoutSafetyCheck`` set; otherwise AWS's own check runs too. The policy before
+Every change is checked for lockout first (``keypolicy.who_can``): a policy under which nobody
+could call ``kms:PutKeyPolicy`` any more, or under which the caller itself could not, is
+refused unless ``allow_lockout: true``. AWS's own check (``BypassPolicyLockoutSafetyCheck``
+false) always runs too, except when the playbook explicitly allowed the lockout. The policy before
 and after is kept as artifacts, and ``kms.restore-policy`` can put the "before" one back.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field, field_validator
@@ -20,7 +21,7 @@ from kmsir.actions.aws import aws_errors
 from kmsir.actions.base import Action, ActionContext, Outcome, Preview
 from kmsir.actions.kmskeys import KeyInfo, KeyParams, strip_metadata, target
 from kmsir.errors import ActionError, AwsError
-from kmsir.keypolicy import LockoutCheck, statements, who_can
+from kmsir.keypolicy import LockoutCheck, principal_arn, statements, who_can
 
 #: AWS's limit for a key policy document.
 MAX_POLICY_BYTES = 32 * 1024
@@ -81,9 +82,9 @@ class _PolicyChange(Action[Any]):
     inverse = "kms.restore-policy"
 
     def new_policy(
-        self, ctx: ActionContext, params: Any, current: dict[str, Any]
+        self, ctx: ActionContext, params: Any, current: dict[str, Any], info: KeyInfo
     ) -> dict[str, Any]:
-        """The policy this action wants, given the current one."""
+        """The policy this action wants for the key ``info``, given its current one."""
         raise NotImplementedError
 
     def api_calls(self, params: Any) -> list[str]:
@@ -92,19 +93,33 @@ class _PolicyChange(Action[Any]):
     def _plan(self, ctx: ActionContext, params: Any) -> _Plan:
         info = target(ctx, params.key, self.name)
         before = _current_policy(ctx, info)
-        after = self.new_policy(ctx, params, before)
+        after = self.new_policy(ctx, params, before, info)
         size = len(json.dumps(after).encode())
         if size > MAX_POLICY_BYTES:
             raise ActionError(f"the new policy is {size:,} bytes; AWS allows {MAX_POLICY_BYTES:,}")
-        check = who_can(after, "kms:PutKeyPolicy", caller_arn=_caller(ctx))
-        if check.locked_out and not params.allow_lockout:
+        caller = _caller(ctx)
+        check = who_can(after, "kms:PutKeyPolicy", caller_arn=caller)
+        # Denies with conditions we cannot evaluate: judge without them, and let AWS's own
+        # lockout check (which sees the real request) decide for the caller.
+        lenient = who_can(after, "kms:PutKeyPolicy", caller_arn=caller, lenient=True)
+        if lenient.locked_out and not params.allow_lockout:
             raise ActionError(
                 f"{self.name} refused on {info.key_id}: under the new policy nobody could call "
                 "kms:PutKeyPolicy any more, so the key could never be managed again (set "
                 "allow_lockout: true only if that is really intended)"
             )
-        bypass = bool(params.allow_lockout and check.locked_out) or not check.caller_able
-        return _Plan(info, before, after, check, bypass)
+        if not lenient.caller_able and not params.allow_lockout:
+            raise ActionError(
+                f"{self.name} refused on {info.key_id}: you ({principal_arn(caller)}) could not "
+                f"change the policy afterwards, only {', '.join(lenient.able)}; add yourself "
+                "(break_glass: the run.operator template value) or set allow_lockout: true"
+            )
+        # AWS's check is switched off only when the playbook explicitly accepts the lockout
+        bypass = params.allow_lockout and (lenient.locked_out or not lenient.caller_able)
+        notes = tuple(dict.fromkeys((*check.notes, *lenient.notes)))
+        return _Plan(
+            info, before, after, LockoutCheck(lenient.able, lenient.caller_able, notes), bypass
+        )
 
     def preview(self, ctx: ActionContext, params: Any) -> Preview:
         plan = self._plan(ctx, params)
@@ -128,7 +143,8 @@ class _PolicyChange(Action[Any]):
     def run(self, ctx: ActionContext, params: Any) -> Outcome:
         plan = self._plan(ctx, params)
         ctx.write_json(
-            "policy-before.json", {"PolicyName": "default", "Policy": json.dumps(plan.before)}
+            "policy-before.json",
+            {"KeyId": plan.info.key_id, "PolicyName": "default", "Policy": json.dumps(plan.before)},
         )
         outputs = {
             "key_id": plan.info.key_id,
@@ -207,7 +223,7 @@ class Quarantine(_PolicyChange):
     params = QuarantineParams
 
     def new_policy(
-        self, ctx: ActionContext, params: QuarantineParams, current: dict[str, Any]
+        self, ctx: ActionContext, params: QuarantineParams, current: dict[str, Any], info: KeyInfo
     ) -> dict[str, Any]:
         sid = "kmsir-quarantine-" + re.sub(r"[^A-Za-z0-9-]", "-", ctx.run.incident_id)
         deny: dict[str, Any] = {
@@ -218,7 +234,9 @@ class Quarantine(_PolicyChange):
             "Resource": "*",
         }
         if params.break_glass:
-            deny["Condition"] = {"ArnNotLike": {"aws:PrincipalArn": list(params.break_glass)}}
+            # aws:PrincipalArn of a role session is the role's ARN, not the session's
+            exempt = list(dict.fromkeys(principal_arn(arn) for arn in params.break_glass))
+            deny["Condition"] = {"ArnNotLike": {"aws:PrincipalArn": exempt}}
         kept = [s for s in statements(current) if s.get("Sid") != sid]
         return {**current, "Statement": [*kept, deny]}
 
@@ -244,7 +262,7 @@ class PutPolicy(_PolicyChange):
     params = PutPolicyParams
 
     def new_policy(
-        self, ctx: ActionContext, params: PutPolicyParams, current: dict[str, Any]
+        self, ctx: ActionContext, params: PutPolicyParams, current: dict[str, Any], info: KeyInfo
     ) -> dict[str, Any]:
         if isinstance(params.policy, dict):
             return parse_policy(params.policy, "policy")
@@ -294,12 +312,47 @@ class RestorePolicy(_PolicyChange):
         )
 
     def new_policy(
-        self, ctx: ActionContext, params: RestorePolicyParams, current: dict[str, Any]
+        self,
+        ctx: ActionContext,
+        params: RestorePolicyParams,
+        current: dict[str, Any],
+        info: KeyInfo,
     ) -> dict[str, Any]:
         if _STEP_ID.match(params.source):
-            for name in ("policy-before.json", "policy-default.json"):
+            for name in (
+                f"{info.key_id}/policy-default.json",
+                "policy-before.json",
+                "policy-default.json",
+            ):
                 data = ctx.artifacts.earlier(params.source, name)
                 if data is not None:
+                    folder = name.rpartition("/")[0]
+                    sibling = ctx.artifacts.earlier(
+                        params.source, f"{folder}/key.json" if folder else "key.json"
+                    )
+                    _check_owner(data, sibling, info, f"step {params.source}")
                     return parse_policy(data, f"step {params.source} {name}")
             raise ActionError(f"step {params.source!r} of this run kept no key policy")
-        return parse_policy(ctx.artifacts.outside(params.source), params.source)
+        data = ctx.artifacts.outside(params.source)
+        sibling_path = Path(params.source).with_name("key.json")
+        sibling = ctx.artifacts.outside(str(sibling_path)) if sibling_path.is_file() else None
+        _check_owner(data, sibling, info, params.source)
+        return parse_policy(data, params.source)
+
+
+def _check_owner(data: bytes, key_json: bytes | None, info: KeyInfo, source: str) -> None:
+    """Refuse to restore a policy that evidence shows was another key's."""
+    owner: Any = None
+    try:
+        owner = json.loads(data).get("KeyId")
+        if owner is None and key_json is not None:
+            owner = json.loads(key_json)["KeyMetadata"]["KeyId"]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        owner = None
+    if owner is None:
+        raise ActionError(
+            f"{source}: cannot tell which key this policy was kept for; use kms.put-policy "
+            "to set a policy from a file"
+        )
+    if owner != info.key_id:
+        raise ActionError(f"{source} kept the policy of key {owner}, not of {info.key_id}")

@@ -10,6 +10,7 @@ thousands of keys, which are snapshotted concurrently by a bounded thread pool.
 from __future__ import annotations
 
 import json
+import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
@@ -28,7 +29,7 @@ from kmsir.actions.kmskeys import (
     region_of,
     strip_metadata,
 )
-from kmsir.errors import ActionError
+from kmsir.errors import ActionError, KmsirError
 
 #: Keys snapshotted at once; each makes about eight sequential calls.
 WORKERS = 16
@@ -118,8 +119,15 @@ class Snapshot(Action[SnapshotParams]):
         total = len(references)
         ctx.reporter.progress("keys", 0, total)
 
-        def one(reference: str) -> dict[str, Any]:
+        started: set[str] = set()
+        lock = threading.Lock()
+
+        def one(reference: str) -> dict[str, Any] | None:
             info = describe(ctx, reference)
+            with lock:  # the same key named twice (id, alias, ARN) is snapshotted once
+                if info.key_id in started:
+                    return None
+                started.add(info.key_id)
             return _summary(snapshot_key(ctx, reference, prefix=f"{info.key_id}/", info=info))
 
         with ThreadPoolExecutor(max_workers=min(WORKERS, max(total, 1))) as pool:
@@ -128,10 +136,11 @@ class Snapshot(Action[SnapshotParams]):
                 reference = futures[future]
                 try:
                     done = future.result()
-                except ActionError as exc:
+                except KmsirError as exc:  # one key's failure does not lose the others
                     failed[reference] = str(exc)
                 else:
-                    summaries[done["key_id"]] = done
+                    if done is not None:
+                        summaries[done["key_id"]] = done
                 ctx.reporter.progress("keys", len(summaries) + len(failed), total)
         ordered = [summaries[k] for k in sorted(summaries)]
         external_grants = {

@@ -19,6 +19,8 @@ backend and response classes (so every client of the sandbox sees it, the AWS CL
 - enforces explicit Deny statements of key policies on every operation naming a key, with
   principals and ``aws:PrincipalArn`` exemptions honoured (moto checks DescribeKey only, and
   ignores both, so a quarantine would lock out its own break-glass roles);
+- refuses rotation changes on a disabled key or one pending deletion, whose rotation status
+  AWS reports as off;
 - keeps ``RotationPeriodInDays`` (90-2560, default 365) and reports it with
   ``NextRotationDate`` in GetKeyRotationStatus.
 
@@ -32,6 +34,7 @@ import base64
 import functools
 import inspect
 import json
+import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -105,6 +108,10 @@ def _decrypt(original: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
         plaintext, arn = original(self, *args, **kwargs)
         _require_usable(_key(self, arn, aliases=False))
+        response = getattr(_REQUEST, "response", None)
+        if response is not None:  # the ciphertext named the key: now its policy can be checked
+            action = "kms:Decrypt" if response._get_action() == "Decrypt" else "kms:ReEncryptFrom"
+            _deny_check(response, arn, action)
         return plaintext, arn
 
     return wrapper
@@ -161,6 +168,17 @@ def _cancel_key_deletion(original: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _rotation_change(original: Callable[..., Any]) -> Callable[..., Any]:
+    """Rotation cannot change while the key is disabled or pending deletion."""
+
+    @functools.wraps(original)
+    def wrapper(self: Any, key_id: str, *args: Any, **kwargs: Any) -> Any:
+        _require_usable(_key(self, key_id, aliases=False))
+        return original(self, key_id, *args, **kwargs)
+
+    return wrapper
+
+
 def _live_replicas(key: Any) -> list[dict[str, Any]]:
     config = getattr(key, "multi_region_configuration", None) or {}
     if not getattr(key, "multi_region", False) or config.get("MultiRegionKeyType") != "PRIMARY":
@@ -169,13 +187,12 @@ def _live_replicas(key: Any) -> list[dict[str, Any]]:
         return []
     from moto.kms.models import kms_backends
 
-    live = []
-    for replica in config.get("ReplicaKeys", []):
-        region = replica.get("Region")
-        replica_key = kms_backends[key.account_id][region].keys.get(key.id)
-        if replica_key is not None and replica_key.key_state not in ("PendingDeletion",):
-            live.append(replica)
-    return live
+    # A replica pending deletion still exists: the primary waits until it is really deleted.
+    return [
+        replica
+        for replica in config.get("ReplicaKeys", [])
+        if kms_backends[key.account_id][replica.get("Region")].keys.get(key.id) is not None
+    ]
 
 
 def _create_grant(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -248,6 +265,8 @@ def _list_grants(original: Callable[..., str]) -> Callable[..., str]:
         marker = self._get_param("Marker")
         try:
             offset = int(base64.urlsafe_b64decode(marker.encode()).decode()) if marker else 0
+            if offset < 0:
+                raise ValueError(offset)
         except (ValueError, UnicodeDecodeError):
             raise _error(
                 "InvalidMarkerException",
@@ -300,6 +319,8 @@ def _get_key_rotation_status(original: Callable[..., str]) -> Callable[..., str]
         body = json.loads(original(self))
         key = _key(self.kms_backend, self._get_param("KeyId"), aliases=False)
         body["KeyId"] = key.id
+        if key.key_state in ("PendingDeletion", "PendingReplicaDeletion"):
+            body["KeyRotationEnabled"] = False  # as AWS reports it for a key pending deletion
         if body.get("KeyRotationEnabled"):
             period = getattr(key, "kmsir_rotation_period", DEFAULT_ROTATION_DAYS)
             since = getattr(key, "kmsir_rotation_enabled_at", None) or datetime.now(timezone.utc)
@@ -324,6 +345,9 @@ _BACKEND_PATCHES: dict[str, Callable[[Callable[..., Any]], Callable[..., Any]]] 
     "schedule_key_deletion": _schedule_key_deletion,
     "cancel_key_deletion": _cancel_key_deletion,
     "replicate_key": _replicate_key,
+    "enable_key_rotation": _rotation_change,
+    "disable_key_rotation": _rotation_change,
+    "rotate_key_on_demand": _rotation_change,
     "create_grant": _create_grant,
     "_generate_default_keys": _generate_default_keys,
 }
@@ -337,38 +361,67 @@ def _caller_arn(response: Any) -> str:
     return str(backend.get_caller_identity(response.get_access_key(), response.region)[1])
 
 
+#: Operations whose access IAM alone decides (no key policy is consulted).
+_IAM_ONLY = frozenset(
+    {
+        "CreateKey",
+        "ListKeys",
+        "ListAliases",
+        "GenerateRandom",
+        "ListRetirableGrants",
+        "DescribeCustomKeyStores",
+    }
+)
+#: The KMS request being handled on this thread, so backend wrappers can check the caller.
+_REQUEST = threading.local()
+
+
+def _deny_check(response: Any, key_ref: str, action: str) -> None:
+    from kmsir.keypolicy import explicit_deny
+
+    try:
+        key = _key(response.kms_backend, key_ref, aliases=True)
+        policy = json.loads(key.policy)
+    except Exception:
+        return
+    if not isinstance(policy, dict):
+        return
+    caller = _caller_arn(response)
+    sid = explicit_deny(policy, action, caller_arn=caller)
+    if sid is not None:
+        raise _error(
+            "AccessDeniedException",
+            f"User: {caller} is not authorized to perform: {action} on resource: {key.arn} "
+            f"with an explicit deny in a resource-based policy ({sid})",
+        )
+
+
 def _enforce_explicit_deny(original: Callable[..., Any]) -> Callable[..., Any]:
     """Refuse a key operation that an explicit Deny of the key policy applies to.
 
     moto checks Deny statements for DescribeKey only, and ignores their principals and
     conditions: a quarantine exempting break-glass roles would lock everyone out there, and
-    leave every other operation open. Here every operation naming a key is checked, with
-    principals and ``aws:PrincipalArn`` exemptions honoured.
+    leave every other operation open. Here every operation on a key is checked, with
+    principals and ``aws:PrincipalArn`` exemptions honoured; Decrypt and ReEncrypt, which may
+    name no key, are checked by the backend wrapper once the ciphertext names it.
     """
 
     @functools.wraps(original)
     def wrapper(self: Any) -> Any:
-        from kmsir.keypolicy import explicit_deny
-
-        key_id = self._get_param("KeyId") or self._get_param("DestinationKeyId")
         action = self._get_action()
-        if isinstance(key_id, str) and action not in ("CreateKey",):
-            try:
-                key = _key(self.kms_backend, key_id, aliases=True)
-                policy = json.loads(key.policy)
-            except Exception:
-                policy = None
-            if isinstance(policy, dict):
-                caller = _caller_arn(self)
-                sid = explicit_deny(policy, f"kms:{action}", caller_arn=caller)
-                if sid is not None:
-                    raise _error(
-                        "AccessDeniedException",
-                        f"User: {caller} is not authorized to perform: kms:{action} on "
-                        f"resource: {key.arn} with an explicit deny in a resource-based "
-                        f"policy ({sid})",
-                    )
-        return original(self)
+        if action not in _IAM_ONLY:
+            for param, iam_action in (
+                ("KeyId", f"kms:{action}"),
+                ("DestinationKeyId", "kms:ReEncryptTo"),
+            ):
+                value = self._get_param(param)
+                if isinstance(value, str):
+                    _deny_check(self, value, iam_action)
+        _REQUEST.response = self
+        try:
+            return original(self)
+        finally:
+            _REQUEST.response = None
 
     return wrapper
 
