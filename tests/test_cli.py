@@ -127,13 +127,13 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     verified = kmsir("verify", str(bundle))
     assert verified.returncode == 0 and verified.stdout.startswith("intact:")
 
-    target = bundle / "artifacts" / "05-revoke" / "grants-before.json"
+    target = bundle / "artifacts" / "06-revoke" / "grants-before.json"
     data = bytearray(target.read_bytes())
     data[10] ^= 1
     target.write_bytes(bytes(data))
     tampered = kmsir("verify", str(bundle))
     assert tampered.returncode == 1
-    assert "TAMPERED: artifacts/05-revoke/grants-before.json: content changed" in tampered.stdout
+    assert "TAMPERED: artifacts/06-revoke/grants-before.json: content changed" in tampered.stdout
 
     rerendered = kmsir("report", str(bundle), "--out", str(tmp_path / "again.md"))
     assert rerendered.returncode == 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from kmsir.actions.base import Action
-from kmsir.actions.cloudtrail import Collect
+from kmsir.actions.cloudtrail import Collect, Findings
 from kmsir.actions.human import Ask, Confirm, Note
 from kmsir.actions.kms_grants import RevokeGrants
 from kmsir.actions.kms_lifecycle import (
@@ -42,6 +42,7 @@ def registry() -> Registry:
         EnableRotation(),
         RotateNow(),
         Collect(),
+        Findings(),
         Ask(),
         Confirm(),
         Note(),

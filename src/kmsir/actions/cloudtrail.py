@@ -1,8 +1,15 @@
-"""CloudTrail actions: collect every event that touched a key.
+"""CloudTrail actions: collect every event that touched a key, and the findings among them.
 
-Source ``lookup`` (the CloudTrail API): ``LookupEvents`` filtered by ResourceName, one pass by
-key ARN and one by key id, paginated, rate-limited client-side to the documented 2 requests
-per second per account and Region, de-duplicated by event id, sorted by event time.
+``cloudtrail.collect`` sources:
+
+- ``lookup`` (the CloudTrail API): ``LookupEvents`` by ResourceName, one pass by key ARN and one
+  by key id, paginated, rate-limited client-side to the documented 2 requests per second per
+  account and Region, Regions in parallel, retrying throttling with backoff;
+- ``files``: local trail log files or folders (``*.json.gz``, ``*.json``, JSON Lines), read by
+  ``trail.files`` one process per core.
+
+Every event goes through the one matching function (``trail.match``), is de-duplicated by
+event id, sorted by time and kept unchanged in ``events.jsonl.gz``.
 """
 
 from __future__ import annotations
@@ -13,19 +20,26 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import field_validator
+from pydantic import Field, field_validator, model_validator
 
 from kmsir.actions.aws import aws_errors
-from kmsir.actions.base import Action, ActionContext, Outcome
-from kmsir.actions.kmskeys import KeyParams, describe
-from kmsir.errors import ActionError
-from kmsir.values import parse_time
+from kmsir.actions.base import Action, ActionContext, Outcome, Params
+from kmsir.actions.kmskeys import KeyParams, check_key_reference, describe
+from kmsir.errors import ActionError, AwsError
+from kmsir.trail import files
+from kmsir.trail.findings import Context, findings
+from kmsir.trail.match import KeyMatcher
+from kmsir.values import duration_seconds, is_region, parse_time
 
 #: LookupEvents is limited to 2 requests per second per account per Region.
 LOOKUP_RATE_PER_SECOND = 2.0
+#: Attempts at a throttled LookupEvents page before giving up.
+THROTTLE_ATTEMPTS = 6
 
 
 class RateLimiter:
@@ -57,9 +71,12 @@ class RateLimiter:
 class CollectParams(KeyParams):
     """Which key, from which source, over which time window."""
 
-    source: Literal["lookup"] = "lookup"
+    source: Literal["lookup", "files"] = "lookup"
     since: str = "7d"
     until: str | None = None
+    aliases: list[str] = Field(default_factory=list, max_length=100)
+    regions: list[str] | None = Field(default=None, min_length=1, max_length=40)
+    path: str | list[str] | None = None
 
     @field_validator("since", "until")
     @classmethod
@@ -68,9 +85,29 @@ class CollectParams(KeyParams):
             parse_time(value, datetime.now(timezone.utc))
         return value
 
+    @field_validator("aliases")
+    @classmethod
+    def _aliases(cls, value: list[str]) -> list[str]:
+        return [check_key_reference(a) for a in value]
 
-def _event_time(event: dict[str, Any]) -> str:
-    return str(event.get("eventTime", ""))
+    @field_validator("regions")
+    @classmethod
+    def _regions(cls, value: list[str] | None) -> list[str] | None:
+        for region in value or []:
+            if not is_region(region):
+                raise ValueError(f"{region[:40]!r} is not an AWS Region name")
+        return value
+
+    @model_validator(mode="after")
+    def _source_needs(self) -> CollectParams:
+        if self.source == "files" and not self.path:
+            raise ValueError("source files needs path (a file or folder, or a list of them)")
+        return self
+
+    def paths(self) -> list[Path]:
+        """The local files or folders of the ``files`` source."""
+        given = self.path if isinstance(self.path, list) else [self.path] if self.path else []
+        return [Path(p) for p in given]
 
 
 class Collect(Action[CollectParams]):
@@ -79,10 +116,15 @@ class Collect(Action[CollectParams]):
     ```yaml
     - id: collect
       action: cloudtrail.collect
-      with: {key: "{{ steps.snapshot.arn }}", source: lookup, since: 7d}
+      with:
+        key: "{{ steps.snapshot.arn }}"
+        aliases: "{{ steps.snapshot.aliases }}"
+        source: lookup            # or files (path: trail-logs/)
+        since: 7d
     ```
     Outputs: ``count``, ``first``, ``last``, ``event_names`` (name -> count), ``principals``,
-    ``source_ips``, ``errors`` (failed calls), ``artifact``.
+    ``source_ips``, ``errors`` (failed calls), ``skipped`` (unreadable input, by reason),
+    ``window``, ``artifact``.
     """
 
     name = "cloudtrail.collect"
@@ -90,9 +132,9 @@ class Collect(Action[CollectParams]):
     permissions = ("kms:DescribeKey", "cloudtrail:LookupEvents")
 
     def api_calls(self, params: CollectParams) -> list[str]:
-        return [
-            f"cloudtrail:LookupEvents ResourceName={params.key} StartTime={params.since}",
-        ]
+        if params.source == "files":
+            return []
+        return [f"cloudtrail:LookupEvents ResourceName={params.key} StartTime={params.since}"]
 
     def run(self, ctx: ActionContext, params: CollectParams) -> Outcome:
         now = ctx.now()
@@ -100,65 +142,122 @@ class Collect(Action[CollectParams]):
         end = parse_time(params.until, now) if params.until else now
         if start >= end:
             raise ActionError(f"since ({params.since}) is not before until ({params.until})")
-        info = describe(ctx, params.key)
-        events: dict[str, dict[str, Any]] = {}
-        limiter = RateLimiter(LOOKUP_RATE_PER_SECOND)
-        for name in (info.arn, info.key_id):
-            for event in self._lookup(ctx, limiter, name, start, end, info.region):
-                events.setdefault(str(event.get("eventID")), event)
-                ctx.reporter.progress("CloudTrail events", len(events))
-        ordered = sorted(events.values(), key=_event_time)
+        skipped: Counter[str] = Counter()
+        problems: list[str] = []
+        if params.source == "files":
+            matcher = KeyMatcher.for_key(params.key, params.aliases)
+            raw, stats = files.scan(params.paths(), matcher, since=start, until=end)
+            found = [json.loads(r) for r in raw]
+            skipped.update(stats.skipped)
+            problems = stats.problems
+            key_arn: str | None = params.key if params.key.startswith("arn:") else None
+        else:
+            info = describe(ctx, params.key)
+            matcher = KeyMatcher.for_key(info.arn, params.aliases)
+            regions = params.regions or [info.region]
+            found = _lookup_regions(ctx, info.arn, info.key_id, regions, start, end, matcher)
+            key_arn = info.arn
+        events = dedupe_sorted(found)
         lines = b"".join(
-            json.dumps(e, sort_keys=True, separators=(",", ":")).encode() + b"\n" for e in ordered
+            json.dumps(e, sort_keys=True, separators=(",", ":")).encode() + b"\n" for e in events
         )
         path = ctx.artifacts.write("events.jsonl.gz", gzip.compress(lines, mtime=0))
-        outputs = summarize(ordered)
+        if problems:
+            ctx.artifacts.journal("input-skipped", {"counts": dict(skipped), "examples": problems})
+        outputs = summarize(events)
         outputs.update(
             {
                 "artifact": path,
-                "key_arn": info.arn,
+                "key_arn": key_arn,
                 "window": {"since": _iso(start), "until": _iso(end)},
+                "skipped": dict(skipped),
             }
         )
-        summary = f"{len(ordered)} event(s) for {info.key_id} from {_iso(start)} to {_iso(end)}"
+        summary = f"{len(events)} event(s) for {params.key} from {_iso(start)} to {_iso(end)}"
+        if skipped:
+            summary += f"; skipped {sum(skipped.values())} unreadable input(s)"
         return Outcome(outputs=outputs, summary=summary)
 
-    @staticmethod
-    def _lookup(
-        ctx: ActionContext,
-        limiter: RateLimiter,
-        resource_name: str,
-        start: datetime,
-        end: datetime,
-        region: str,
-    ) -> Iterator[dict[str, Any]]:
-        client = ctx.clients.client("cloudtrail", region)
-        token: str | None = None
-        pages = 0
-        while True:
-            request: dict[str, Any] = {
-                "LookupAttributes": [
-                    {"AttributeKey": "ResourceName", "AttributeValue": resource_name}
-                ],
-                "StartTime": start,
-                "EndTime": end,
-                "MaxResults": 50,
-            }
-            if token:
-                request["NextToken"] = token
-            limiter.wait()
-            with aws_errors(f"LookupEvents for {resource_name}", service="cloudtrail"):
-                page = client.lookup_events(**request)
-            pages += 1
-            ctx.reporter.progress("CloudTrail pages", pages)
-            for item in page.get("Events", []):
-                try:
-                    yield json.loads(item["CloudTrailEvent"])
-                except (KeyError, ValueError):
-                    continue  # an event without its JSON body carries nothing to keep
-            token = page.get("NextToken")
-            if not token:
-                return
+
+def _lookup_regions(
+    ctx: ActionContext,
+    arn: str,
+    key_id: str,
+    regions: list[str],
+    start: datetime,
+    end: datetime,
+    matcher: KeyMatcher,
+) -> list[dict[str, Any]]:
+    """LookupEvents in every Region at once (the rate limit is per Region)."""
+
+    def one(region: str) -> list[dict[str, Any]]:
+        limiter = RateLimiter(LOOKUP_RATE_PER_SECOND)
+        events: dict[str, dict[str, Any]] = {}
+        for name in (arn, key_id):
+            for event in _lookup(ctx, limiter, name, start, end, region):
+                if matcher.matches(event):
+                    events.setdefault(str(event.get("eventID")), event)
+        return list(events.values())
+
+    with ThreadPoolExecutor(max_workers=len(regions)) as pool:
+        return [e for batch in pool.map(one, regions) for e in batch]
+
+
+def _lookup(
+    ctx: ActionContext,
+    limiter: RateLimiter,
+    resource_name: str,
+    start: datetime,
+    end: datetime,
+    region: str,
+) -> Iterator[dict[str, Any]]:
+    client = ctx.clients.client("cloudtrail", region)
+    token: str | None = None
+    pages = 0
+    while True:
+        request: dict[str, Any] = {
+            "LookupAttributes": [{"AttributeKey": "ResourceName", "AttributeValue": resource_name}],
+            "StartTime": start,
+            "EndTime": end,
+            "MaxResults": 50,
+        }
+        if token:
+            request["NextToken"] = token
+        page = _throttled(limiter, client.lookup_events, request, resource_name)
+        pages += 1
+        ctx.reporter.progress(f"CloudTrail pages ({region})", pages)
+        for item in page.get("Events", []):
+            try:
+                yield json.loads(item["CloudTrailEvent"])
+            except (KeyError, ValueError):
+                continue  # an event without its JSON body carries nothing to keep
+        token = page.get("NextToken")
+        if not token:
+            return
+
+
+def _throttled(
+    limiter: RateLimiter, call: Callable[..., Any], request: dict[str, Any], what: str
+) -> Any:
+    """One LookupEvents call, paced by the limiter, retrying throttling with backoff."""
+    for attempt in range(THROTTLE_ATTEMPTS):
+        limiter.wait()
+        try:
+            with aws_errors(f"LookupEvents for {what}", service="cloudtrail"):
+                return call(**request)
+        except AwsError as exc:
+            if exc.code != "ThrottlingException" or attempt == THROTTLE_ATTEMPTS - 1:
+                raise
+            time.sleep(min(2.0**attempt, 20.0))
+    raise AssertionError("unreachable")
+
+
+def dedupe_sorted(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Events unique by event id, sorted by event time."""
+    unique: dict[str, dict[str, Any]] = {}
+    for event in events:
+        unique.setdefault(str(event.get("eventID") or id(event)), event)
+    return sorted(unique.values(), key=lambda e: str(e.get("eventTime", "")))
 
 
 def summarize(events: list[dict[str, Any]]) -> dict[str, Any]:
@@ -176,13 +275,89 @@ def summarize(events: list[dict[str, Any]]) -> dict[str, Any]:
             errors += 1
     return {
         "count": len(events),
-        "first": _event_time(events[0]) if events else None,
-        "last": _event_time(events[-1]) if events else None,
+        "first": str(events[0].get("eventTime")) if events else None,
+        "last": str(events[-1].get("eventTime")) if events else None,
         "event_names": dict(names.most_common()),
         "principals": dict(principals.most_common()),
         "source_ips": dict(ips.most_common()),
         "errors": errors,
     }
+
+
+class FindingsParams(Params):
+    """Which collect step's events, and how the incident window is cut from the baseline."""
+
+    events: str = Field(pattern=r"^[a-z][a-z0-9_]*(-[a-z0-9_]+)*$")
+    window: str = "24h"
+    baseline_days: int = Field(default=30, ge=1, le=90)
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        duration_seconds(value)
+        return value
+
+
+class Findings(Action[FindingsParams]):
+    """KMS findings over a collect step's events, most severe first, into ``findings.json``.
+
+    ```yaml
+    - id: findings
+      action: cloudtrail.findings
+      with: {events: collect, window: 24h}
+    ```
+    The last ``window`` of the events is the incident window; the ``baseline_days`` before it
+    are what "new principal", "new source" and "volume spike" compare against.
+    Outputs: ``count``, ``by_severity``, ``top`` (the first ten), ``artifact``.
+    """
+
+    name = "cloudtrail.findings"
+    params = FindingsParams
+
+    def api_calls(self, params: FindingsParams) -> list[str]:
+        return []
+
+    def run(self, ctx: ActionContext, params: FindingsParams) -> Outcome:
+        data = ctx.artifacts.earlier(params.events, "events.jsonl.gz")
+        if data is None:
+            raise ActionError(f"step {params.events!r} collected no events.jsonl.gz")
+        events = [json.loads(line) for line in gzip.decompress(data).splitlines() if line]
+        key_account = next(
+            (str(e["recipientAccountId"]) for e in events if e.get("recipientAccountId")), None
+        )
+        now = ctx.now()
+        window_start = now - _delta(params.window)
+        oldest = window_start - _delta(f"{params.baseline_days}d")
+        kept = [e for e in events if str(e.get("eventTime", "")) >= _iso(oldest)]
+        found = findings(kept, Context(key_account=key_account, window_start=window_start))
+        path = ctx.write_json("findings.json", [f.to_json() for f in found])
+        by_severity = Counter(f.severity for f in found)
+        top = [{k: v for k, v in f.to_json().items() if k != "details"} for f in found[:10]]
+        summary = f"{len(found)} finding(s)" + (
+            ": "
+            + ", ".join(
+                f"{n} {s}" for s, n in sorted(by_severity.items(), key=lambda i: -_rank(i[0]))
+            )
+            if found
+            else ""
+        )
+        return Outcome(
+            outputs={
+                "count": len(found),
+                "by_severity": dict(by_severity),
+                "top": top,
+                "artifact": path,
+            },
+            summary=summary,
+        )
+
+
+def _rank(severity: str) -> int:
+    return ["info", "low", "medium", "high", "critical"].index(severity)
+
+
+def _delta(duration: str) -> timedelta:
+    return timedelta(seconds=duration_seconds(duration))
 
 
 def _iso(moment: datetime) -> str:
