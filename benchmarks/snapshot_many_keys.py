@@ -74,10 +74,19 @@ def seed(endpoint: str, count: int) -> list[str]:
         key_id = kms.create_key(Description=f"benchmark key {n}")["KeyMetadata"]["KeyId"]
         kms.create_alias(AliasName=f"alias/bench-{n:04d}", TargetKeyId=key_id)
         for g, account in enumerate(("123456789012", "123456789012", "444455556666")):
-            kms.create_grant(KeyId=key_id, Name=f"g{g}", Operations=["Decrypt", "Encrypt"],
-                             GranteePrincipal=f"arn:aws:iam::{account}:role/app-{g}")
-        kms.tag_resource(KeyId=key_id, Tags=[{"TagKey": "owner", "TagValue": f"team-{n % 7}"},
-                                             {"TagKey": "env", "TagValue": "prod"}])
+            kms.create_grant(
+                KeyId=key_id,
+                Name=f"g{g}",
+                Operations=["Decrypt", "Encrypt"],
+                GranteePrincipal=f"arn:aws:iam::{account}:role/app-{g}",
+            )
+        kms.tag_resource(
+            KeyId=key_id,
+            Tags=[
+                {"TagKey": "owner", "TagValue": f"team-{n % 7}"},
+                {"TagKey": "env", "TagValue": "prod"},
+            ],
+        )
         ids.append(key_id)
     return ids
 
@@ -87,9 +96,22 @@ def run_kmsir(endpoint: str, workdir: Path) -> tuple[float, Path]:
     env = {**os.environ, **ENV, "AWS_ENDPOINT_URL": endpoint}
     started = time.perf_counter()
     subprocess.run(
-        [kmsir, "run", str(PLAYBOOK), "--yes", "--region", REGION, "--incident", "BENCH",
-         "--evidence-dir", str(workdir / "evidence")],
-        env=env, check=True, capture_output=True, text=True,
+        [
+            kmsir,
+            "run",
+            str(PLAYBOOK),
+            "--yes",
+            "--region",
+            REGION,
+            "--incident",
+            "BENCH",
+            "--evidence-dir",
+            str(workdir / "evidence"),
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     elapsed = time.perf_counter() - started
     bundle = next((workdir / "evidence" / "BENCH").iterdir())
@@ -105,8 +127,13 @@ def run_aws_cli(endpoint: str, workdir: Path) -> float:
     out.mkdir()
 
     def aws_kms(*args: str) -> str:
-        result = subprocess.run([aws, "--endpoint-url", endpoint, "--output", "json", "kms",
-                                 *args], env=env, check=True, capture_output=True, text=True)
+        result = subprocess.run(
+            [aws, "--endpoint-url", endpoint, "--output", "json", "kms", *args],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         return result.stdout
 
     started = time.perf_counter()
@@ -136,8 +163,9 @@ def compare(bundle: Path, cli: Path, keys: list[str]) -> None:
         if policy != theirs:
             sys.exit(f"MISMATCH: key policy of {key_id}")
         grants = {g["GrantId"] for g in json.loads((ours / "grants.json").read_text())["Grants"]}
-        cli_grants = {g["GrantId"] for g in
-                      json.loads((cli / key_id / "grants.json").read_text())["Grants"]}
+        cli_grants = {
+            g["GrantId"] for g in json.loads((cli / key_id / "grants.json").read_text())["Grants"]
+        }
         if grants != cli_grants or len(grants) != 3:
             sys.exit(f"MISMATCH: grants of {key_id}: {sorted(grants)} vs {sorted(cli_grants)}")
 
@@ -157,13 +185,18 @@ def in_process(endpoint: str, latency: float, workers: int, workdir: Path) -> fl
             super()._install_hooks(client)
             client.meta.events.register("before-send", lambda **_: time.sleep(latency))
 
-    factory = SlowNetwork(session_factory=lambda: boto3.Session(region_name=REGION),
-                          region=REGION, endpoint_url=endpoint)
+    factory = SlowNetwork(
+        session_factory=lambda: boto3.Session(region_name=REGION),
+        region=REGION,
+        endpoint_url=endpoint,
+    )
     loaded = playbook.load(PLAYBOOK, actions.catalog())
-    engine = Engine(actions=actions.registry(), clients=factory,
-                    prompter=AutoApprovePrompter(NoPrompter()))
-    options = RunOptions(incident_id=f"LAT-{workers}", evidence_dir=workdir / "latency",
-                         mode="live", yes=True)
+    engine = Engine(
+        actions=actions.registry(), clients=factory, prompter=AutoApprovePrompter(NoPrompter())
+    )
+    options = RunOptions(
+        incident_id=f"LAT-{workers}", evidence_dir=workdir / "latency", mode="live", yes=True
+    )
     saved, kms_snapshot.WORKERS = kms_snapshot.WORKERS, workers
     try:
         started = time.perf_counter()
@@ -189,8 +222,10 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="kmsir-bench-") as tmp:
             workdir = Path(tmp)
             keys = seed(endpoint, args.keys)
-            print(f"moto server {endpoint}: {len(keys)} keys, each with a policy, 3 grants, "
-                  "an alias and 2 tags")
+            print(
+                f"moto server {endpoint}: {len(keys)} keys, each with a policy, 3 grants, "
+                "an alias and 2 tags"
+            )
             kmsir_time, bundle = run_kmsir(endpoint, workdir)
             print(f"kmsir run (kms.snapshot all: true) : {kmsir_time:8.2f} s")
             cli_time = run_aws_cli(endpoint, workdir)
@@ -201,9 +236,11 @@ def main() -> None:
             latency = args.latency_ms / 1000
             concurrent = in_process(endpoint, latency, kms_snapshot_workers(), workdir)
             serial = in_process(endpoint, latency, 1, workdir)
-            print(f"with {args.latency_ms:g} ms per call, kmsir in process: "
-                  f"{concurrent:.2f} s with {kms_snapshot_workers()} workers, "
-                  f"{serial:.2f} s with 1 ({serial / concurrent:.1f}x)")
+            print(
+                f"with {args.latency_ms:g} ms per call, kmsir in process: "
+                f"{concurrent:.2f} s with {kms_snapshot_workers()} workers, "
+                f"{serial:.2f} s with 1 ({serial / concurrent:.1f}x)"
+            )
     finally:
         server.stop()
 

@@ -22,6 +22,7 @@ LAYERS = {
     "kmsir.trail.match": 1,
     "kmsir.trail.findings": 1,
     "kmsir.trail.files": 1,
+    "kmsir.trail.events": 1,
     "kmsir.prompts": 2,
     "kmsir.playbook": 3,
     "kmsir.report": 3,

@@ -84,3 +84,34 @@ def test_time_window(tmp_path: Path) -> None:
     matched, _ = scan([tmp_path], MATCHER, since=since)
     assert all(json.loads(m)["eventTime"] >= "2026-11-15" for m in matched)
     assert len(matched) == 5
+
+
+def compact(events: list[dict[str, Any]]) -> bytes:
+    return json.dumps({"Records": events}, separators=(",", ":")).encode()
+
+
+def test_compact_trail_files_take_the_shortcut_with_the_same_result(tmp_path: Path) -> None:
+    from kmsir.trail.files import ScanStats, scan_bytes
+
+    events = [{"eventVersion": "1.09", **event(n, key=n % 3 == 0)} for n in range(12)]
+    shortcut_stats, split_stats = ScanStats(), ScanStats()
+    shortcut = scan_bytes(compact(events), "a", MATCHER, None, None, shortcut_stats)
+    # the same records, but not in CloudTrail's key order: the file is split properly
+    reordered = [{k: e[k] for k in reversed(list(e))} for e in events]
+    split = scan_bytes(compact(reordered), "b", MATCHER, None, None, split_stats)
+    assert [json.loads(r) for r in shortcut] == [e for e in events if e["eventName"] == "Decrypt"]
+    assert [json.loads(r) for r in split] == [json.loads(r) for r in shortcut]
+    assert shortcut_stats.records == split_stats.records == 12
+
+
+def test_a_needle_inside_an_unrelated_field_is_not_a_match(tmp_path: Path) -> None:
+    from kmsir.trail.files import ScanStats, scan_bytes
+
+    decoy = {
+        "eventVersion": "1.09",
+        **event(1, key=False),
+        "requestParameters": {"bucketName": KEY},
+    }
+    stats = ScanStats()
+    assert scan_bytes(compact([decoy]), "x", MATCHER, None, None, stats) == []
+    assert stats.records == 1

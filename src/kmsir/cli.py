@@ -445,6 +445,102 @@ def scenarios() -> None:
         print(f"{name:<24} {world.story}")
 
 
+cloudtrail_app = typer.Typer(
+    help="CloudTrail evidence without a playbook.", no_args_is_help=True, rich_markup_mode=None
+)
+app.add_typer(cloudtrail_app, name="cloudtrail")
+
+
+@cloudtrail_app.command("scan")
+@_handled
+def cloudtrail_scan(
+    paths: Annotated[list[Path], typer.Argument(metavar="PATH...", help="Trail files/folders.")],
+    key: Annotated[str, typer.Option("--key", help="Key id or key ARN.")],
+    alias: Annotated[
+        list[str] | None, typer.Option("--alias", help="An alias of the key (repeatable).")
+    ] = None,
+    since: Annotated[str | None, typer.Option("--since", help="ISO time or duration ago.")] = None,
+    until: Annotated[str | None, typer.Option("--until", help="ISO time or duration ago.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Matched events (JSON Lines).")] = None,
+    findings_out: Annotated[
+        Path | None, typer.Option("--findings-out", help="Findings (JSON array).")
+    ] = None,
+    window: Annotated[
+        str, typer.Option("--window", help="Incident window before the last event.")
+    ] = "24h",
+) -> None:
+    """Match trail log files against a key and report findings (no window unless given)."""
+    import json
+    from datetime import timedelta
+
+    from kmsir.trail import files
+    from kmsir.trail.events import dedupe_sorted
+    from kmsir.trail.findings import Context, event_time, findings
+    from kmsir.trail.match import KeyMatcher
+    from kmsir.values import duration_seconds, is_kms_key_reference, parse_time
+
+    if not is_kms_key_reference(key) or key.startswith("alias/") or ":alias/" in key:
+        raise UsageError(f"--key {key[:80]!r}: give a key id or key ARN (aliases go in --alias)")
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise UsageError(f"no such file or folder: {missing[0]}")
+    now = datetime.now(timezone.utc)
+    try:
+        start = parse_time(since, now) if since else None
+        end = parse_time(until, now) if until else None
+        window_seconds = duration_seconds(window)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    matcher = KeyMatcher.for_key(key, alias or [])
+    raw, stats = files.scan(paths, matcher, since=start, until=end)
+    events = dedupe_sorted([json.loads(r) for r in raw])
+    lines = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in events)
+    if out is None:
+        sys.stdout.write(lines)
+    else:
+        _write_out(out, lines)
+    times = [t for t in (event_time(e) for e in events) if t is not None]
+    window_start = max(times) - timedelta(seconds=window_seconds) if times else None
+    account = next(
+        (str(e["recipientAccountId"]) for e in events if e.get("recipientAccountId")), None
+    )
+    found = findings(events, Context(key_account=account, window_start=window_start))
+    if findings_out is not None:
+        _write_out(findings_out, json.dumps([f.to_json() for f in found], indent=2) + "\n")
+    _scan_summary(stats, len(events), found)
+
+
+def _write_out(path: Path, text: str) -> None:
+    try:
+        path.write_text(text)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot write: {exc.strerror or exc}") from None
+
+
+def _scan_summary(stats: Any, matched: int, found: list[Any]) -> None:
+    from collections import Counter
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="kmsir cloudtrail scan", show_header=False)
+    table.add_row("files", f"{stats.files:,}")
+    table.add_row(
+        "JSON read",
+        f"{stats.json_bytes / 2**20:,.1f} MiB ({stats.compressed_bytes / 2**20:,.1f} MiB on disk)",
+    )
+    table.add_row("records", f"{stats.records:,}")
+    table.add_row("matching events", f"{matched:,}")
+    for reason, count in sorted(stats.skipped.items()):
+        table.add_row("skipped", f"{count:,}: {reason}")
+    severities = Counter(f.severity for f in found)
+    table.add_row("findings", ", ".join(f"{n} {s}" for s, n in severities.most_common()) or "none")
+    console = Console(stderr=True, highlight=False)
+    console.print(table)
+    for problem in stats.problems[:5]:
+        console.print(f"  skipped: {problem}", markup=False)
+
+
 def main() -> None:
     """Console-script entry point."""
     os.environ.setdefault("PYTHONIOENCODING", "utf-8")

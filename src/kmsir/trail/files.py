@@ -101,6 +101,36 @@ def raw_records(data: bytes, where: str, stats: ScanStats) -> Iterator[bytes]:
             yield line if line.startswith(b"{") else b"\x00" + str(number).encode()
 
 
+_RECORD_START = b'{"eventVersion"'
+
+
+def _fast_matches(data: bytes, needles: tuple[bytes, ...]) -> list[bytes] | None:
+    """Records containing a needle, cut straight out of a compact trail file.
+
+    CloudTrail writes each record as compact JSON starting with ``eventVersion``, so a record
+    holding a needle is found by searching backwards from the needle for that start and
+    forwards for the next one. Anything that does not look exactly like that returns ``None``
+    and the caller splits the file properly.
+    """
+    starts: set[int] = set()
+    for needle in needles:
+        position = data.find(needle)
+        while position != -1:
+            start = data.rfind(_RECORD_START, 0, position)
+            if start == -1:
+                return None
+            starts.add(start)
+            position = data.find(needle, position + len(needle))
+    records = []
+    for start in sorted(starts):
+        end = data.find(b"," + _RECORD_START, start + 1)
+        end = data.rfind(b"]", start, len(data)) if end == -1 else end
+        if end == -1:
+            return None
+        records.append(data[start:end])
+    return records
+
+
 def scan_bytes(
     data: bytes,
     where: str,
@@ -111,7 +141,13 @@ def scan_bytes(
 ) -> list[bytes]:
     """The matching records of one file's JSON, as single-line JSON (unchanged events)."""
     needles = matcher.needles
-    matched = []
+    if data[:12] == b'{"Records":[' and data.rstrip().endswith(b"]}"):
+        cut = _fast_matches(data, needles)
+        decoded = _decode_all(cut) if cut is not None else None
+        if decoded is not None:
+            stats.records += data.count(_RECORD_START)
+            return _keep(decoded, where, matcher, since, until, stats)
+    candidates: list[tuple[bytes, dict[str, Any]]] = []
     for raw in raw_records(data, where, stats):
         if raw.startswith(b"\x00"):
             stats.skip("line is not a JSON object", f"{where} line {raw[1:].decode()}")
@@ -120,10 +156,30 @@ def scan_bytes(
         if not any(needle in raw for needle in needles):
             continue
         try:
-            event = _event_decoder.decode(raw)
+            candidates.append((raw, _event_decoder.decode(raw)))
         except msgspec.DecodeError:
             stats.skip("record is not valid JSON", where)
-            continue
+    return _keep(candidates, where, matcher, since, until, stats)
+
+
+def _decode_all(records: list[bytes]) -> list[tuple[bytes, dict[str, Any]]] | None:
+    """Decode records cut by the shortcut; ``None`` if any was cut wrongly."""
+    try:
+        return [(raw, _event_decoder.decode(raw)) for raw in records]
+    except msgspec.DecodeError:
+        return None
+
+
+def _keep(
+    candidates: list[tuple[bytes, dict[str, Any]]],
+    where: str,
+    matcher: KeyMatcher,
+    since: datetime | None,
+    until: datetime | None,
+    stats: ScanStats,
+) -> list[bytes]:
+    matched = []
+    for raw, event in candidates:
         moment = _time(event)
         if moment is None:
             stats.skip("record without eventTime", where)
