@@ -79,10 +79,12 @@ class CollectParams(KeyParams):
     regions: list[str] | None = Field(default=None, min_length=1, max_length=40)
     path: str | list[str] | None = None
 
-    @field_validator("since", "until")
+    @field_validator("since", "until", mode="before")
     @classmethod
-    def _time(cls, value: str | None) -> str | None:
-        if value is not None:
+    def _time(cls, value: Any) -> Any:
+        if isinstance(value, datetime):  # YAML reads an unquoted ISO time as a timestamp
+            value = (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
+        if isinstance(value, str):
             parse_time(value, datetime.now(timezone.utc))
         return value
 

@@ -44,10 +44,12 @@ class GrantFilter(Params):
                 raise ValueError(f"{account[:40]!r} is not a 12-digit account id")
         return value
 
-    @field_validator("created_after")
+    @field_validator("created_after", mode="before")
     @classmethod
-    def _time(cls, value: str | None) -> str | None:
-        if value is not None:
+    def _time(cls, value: Any) -> Any:
+        if isinstance(value, datetime):  # YAML reads an unquoted ISO time as a timestamp
+            value = (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
+        if isinstance(value, str):
             parse_time(value, datetime.now(timezone.utc))
         return value
 

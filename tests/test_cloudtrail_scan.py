@@ -1,0 +1,127 @@
+"""`kmsir cloudtrail scan` and `cloudtrail.collect` with local files, as a user runs them."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+from kmsir import evidence
+from kmsir.sandbox import Sandbox
+
+from .conftest import load_playbook, run_playbook
+from .test_cli import assert_no_traceback, kmsir
+from .test_trail_files import ARN, KEY, event, write_trail
+
+
+def test_scan_writes_events_and_findings_and_reports_skips(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    deletion = event(
+        7,
+        key=True,
+        eventName="ScheduleKeyDeletion",
+        requestParameters={"keyId": KEY, "pendingWindowInDays": 7},
+    )
+    write_trail(logs / "a.json.gz", [event(1, key=True), event(2, key=False), deletion])
+    good = (logs / "a.json.gz").read_bytes()
+    (logs / "broken.json.gz").write_bytes(good[:20])
+    result = kmsir(
+        "cloudtrail",
+        "scan",
+        str(logs),
+        "--key",
+        ARN,
+        "--out",
+        str(tmp_path / "events.jsonl"),
+        "--findings-out",
+        str(tmp_path / "findings.json"),
+    )
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert [e["eventID"] for e in events] == ["id-1", "id-7"]  # sorted by time, no window
+    findings = json.loads((tmp_path / "findings.json").read_text())
+    assert [(f["severity"], f["title"]) for f in findings] == [
+        ("critical", "Key scheduled for deletion")
+    ]
+    assert "not a complete gzip file" in result.stderr and "broken.json.gz" in result.stderr
+    assert "matching events" in result.stderr
+    assert_no_traceback(result)
+
+
+def test_scan_to_stdout_with_a_window_and_bad_usage(tmp_path: Path) -> None:
+    write_trail(tmp_path / "a.json.gz", [event(n, key=True) for n in range(10)])
+    result = kmsir(
+        "cloudtrail",
+        "scan",
+        str(tmp_path),
+        "--key",
+        KEY,
+        "--since",
+        "2026-11-15T00:00:00Z",
+        "--until",
+        "2026-11-17T00:00:00Z",
+    )
+    assert result.returncode == 0, result.stderr
+    times = [json.loads(line)["eventTime"] for line in result.stdout.splitlines()]
+    assert times == ["2026-11-15T00:00:00Z", "2026-11-16T00:00:00Z", "2026-11-17T00:00:00Z"]
+    for args, message in (
+        (["--key", "alias/x"], "aliases go in --alias"),
+        (["--key", KEY, "--since", "yesterday"], "neither a duration"),
+    ):
+        bad = kmsir("cloudtrail", "scan", str(tmp_path), *args)
+        assert bad.returncode == 2 and message in bad.stderr
+        assert_no_traceback(bad)
+    missing = kmsir("cloudtrail", "scan", str(tmp_path / "nope"), "--key", KEY)
+    assert missing.returncode == 2 and "no such file or folder" in missing.stderr
+
+
+def test_collect_from_files_in_a_playbook(rogue_grant: Sandbox, tmp_path: Path) -> None:
+    key = rogue_grant.keys["payments"]
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    rogue = rogue_grant.grants["rogue"]["id"]
+    records = [
+        {
+            "eventID": "a",
+            "eventTime": "2026-11-27T10:00:00Z",
+            "eventName": "CreateGrant",
+            "recipientAccountId": "123456789012",
+            "userIdentity": {
+                "arn": "arn:aws:sts::123456789012:assumed-role/ci/x",
+                "accountId": "123456789012",
+            },
+            "requestParameters": {
+                "keyId": "alias/payments-prod",
+                "granteePrincipal": "arn:aws:iam::444455556666:role/x",
+                "operations": ["Decrypt"],
+            },
+            "responseElements": {"grantId": rogue},
+        },
+        {"eventID": "b", "eventTime": "2026-11-27T11:00:00Z", "eventName": "GetObject"},
+    ]
+    (logs / "trail.json.gz").write_bytes(gzip.compress(json.dumps({"Records": records}).encode()))
+    book = tmp_path / "files.yaml"
+    book.write_text(f"""\
+id: files
+title: Collect from files
+steps:
+  - {{id: snap, action: kms.snapshot, with: {{key: {key["id"]}}}}}
+  - id: collect
+    action: cloudtrail.collect
+    with: {{key: "{{{{ steps.snap.arn }}}}", aliases: "{{{{ steps.snap.aliases }}}}",
+           source: files, path: "{logs}", since: 2026-11-01T00:00:00Z,
+           until: 2026-11-28T00:00:00Z}}
+  - {{id: findings, action: cloudtrail.findings, with: {{events: collect, window: 30d}}}}
+""")
+    result = run_playbook(
+        load_playbook(book), rogue_grant.client_factory(), tmp_path / "ev", scenario="rogue-grant"
+    )
+    assert result.status == "succeeded", result.error
+    entries = [
+        json.loads(line) for line in (result.bundle / "journal.jsonl").read_text().splitlines()
+    ]
+    outputs = {e["step"]: e["data"]["outputs"] for e in entries if e["type"] == "step-succeeded"}
+    assert outputs["collect"]["count"] == 1  # matched by the alias the snapshot found
+    assert outputs["findings"]["by_severity"] == {"high": 1}
+    assert evidence.verify(result.bundle) == []
