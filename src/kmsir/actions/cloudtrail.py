@@ -6,7 +6,9 @@
   by key id, paginated, rate-limited client-side to the documented 2 requests per second per
   account and Region, Regions in parallel, retrying throttling with backoff;
 - ``files``: local trail log files or folders (``*.json.gz``, ``*.json``, JSON Lines), read by
-  ``trail.files`` one process per core.
+  ``trail.files`` one process per core;
+- ``s3``: a trail bucket (``bucket``, ``prefix``), standard or organisation layout, listing
+  only the day prefixes inside the window (``trail_s3``).
 
 Every event goes through the one matching function (``trail.match``), is de-duplicated by
 event id, sorted by time and kept unchanged in ``events.jsonl.gz``.
@@ -30,6 +32,7 @@ from pydantic import Field, field_validator, model_validator
 from kmsir.actions.aws import aws_errors
 from kmsir.actions.base import Action, ActionContext, Outcome, Params
 from kmsir.actions.kmskeys import KeyParams, check_key_reference, describe
+from kmsir.actions.trail_s3 import scan_bucket
 from kmsir.errors import ActionError, AwsError
 from kmsir.trail import files
 from kmsir.trail.events import dedupe_sorted, summarize
@@ -72,12 +75,14 @@ class RateLimiter:
 class CollectParams(KeyParams):
     """Which key, from which source, over which time window."""
 
-    source: Literal["lookup", "files"] = "lookup"
+    source: Literal["lookup", "files", "s3"] = "lookup"
     since: str = "7d"
     until: str | None = None
     aliases: list[str] = Field(default_factory=list, max_length=100)
     regions: list[str] | None = Field(default=None, min_length=1, max_length=40)
     path: str | list[str] | None = None
+    bucket: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    prefix: str = ""
 
     @field_validator("since", "until", mode="before")
     @classmethod
@@ -105,6 +110,8 @@ class CollectParams(KeyParams):
     def _source_needs(self) -> CollectParams:
         if self.source == "files" and not self.path:
             raise ValueError("source files needs path (a file or folder, or a list of them)")
+        if self.source == "s3" and not self.bucket:
+            raise ValueError("source s3 needs bucket (the trail's bucket; prefix if it has one)")
         return self
 
     def paths(self) -> list[Path]:
@@ -132,11 +139,16 @@ class Collect(Action[CollectParams]):
 
     name = "cloudtrail.collect"
     params = CollectParams
-    permissions = ("kms:DescribeKey", "cloudtrail:LookupEvents")
+    permissions = ("kms:DescribeKey", "cloudtrail:LookupEvents", "s3:ListBucket", "s3:GetObject")
 
     def api_calls(self, params: CollectParams) -> list[str]:
         if params.source == "files":
             return []
+        if params.source == "s3":
+            return [
+                f"s3:ListObjectsV2 Bucket={params.bucket} (the window's day prefixes)",
+                f"s3:GetObject Bucket={params.bucket} (each trail file)",
+            ]
         return [f"cloudtrail:LookupEvents ResourceName={params.key} StartTime={params.since}"]
 
     def run(self, ctx: ActionContext, params: CollectParams) -> Outcome:
@@ -147,13 +159,20 @@ class Collect(Action[CollectParams]):
             raise ActionError(f"since ({params.since}) is not before until ({params.until})")
         skipped: Counter[str] = Counter()
         problems: list[str] = []
-        if params.source == "files":
-            matcher = KeyMatcher.for_key(params.key, params.aliases)
-            raw, stats = files.scan(params.paths(), matcher, since=start, until=end)
+        if params.source in ("files", "s3"):
+            key_arn: str | None = params.key if params.key.startswith("arn:") else None
+            if params.key.startswith("alias/") or ":alias/" in params.key:
+                key_arn = describe(ctx, params.key).arn  # logs name keys by id, not alias
+            matcher = KeyMatcher.for_key(key_arn or params.key, [*params.aliases, params.key])
+            if params.source == "files":
+                raw, stats = files.scan(params.paths(), matcher, since=start, until=end)
+            else:
+                raw, stats = scan_bucket(
+                    ctx, str(params.bucket), params.prefix, params.regions, matcher, start, end
+                )
             found = [json.loads(r) for r in raw]
             skipped.update(stats.skipped)
             problems = stats.problems
-            key_arn: str | None = params.key if params.key.startswith("arn:") else None
         else:
             info = describe(ctx, params.key)
             matcher = KeyMatcher.for_key(info.arn, params.aliases)

@@ -147,7 +147,39 @@ class Sandbox:
             self.grants[name] = {"id": created["GrantId"], "key": key["id"], "name": grant.name}
             if grant.created:
                 self._backdate_grant(key["id"], created["GrantId"], grant.created)
-        lookup.add_events(self.account, self.region, list(self._history()))
+        history = list(self._history())
+        lookup.add_events(self.account, self.region, history)
+        self._write_trail_files(history)
+
+    @property
+    def trail_bucket(self) -> str:
+        """The moto S3 bucket holding the history as CloudTrail log files."""
+        return f"kmsir-sandbox-trail-{self.account}"
+
+    def _write_trail_files(self, events: list[dict[str, Any]]) -> None:
+        """The history as CloudTrail writes it: one gzipped file a day, AWSLogs layout."""
+        import gzip
+        import json
+        from collections import defaultdict
+
+        s3 = self.session().client("s3")
+        config = (
+            {}
+            if self.region == "us-east-1"
+            else {"CreateBucketConfiguration": {"LocationConstraint": self.region}}
+        )
+        s3.create_bucket(Bucket=self.trail_bucket, **config)
+        by_day: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for event in events:
+            by_day[event["eventTime"][:10]].append(event)
+        for day, records in sorted(by_day.items()):
+            year, month, date = day.split("-")
+            key = (
+                f"AWSLogs/{self.account}/CloudTrail/{self.region}/{year}/{month}/{date}/"
+                f"{self.account}_CloudTrail_{self.region}_{year}{month}{date}T0000Z_sim.json.gz"
+            )
+            body = json.dumps({"Records": records}, separators=(",", ":")).encode()
+            s3.put_object(Bucket=self.trail_bucket, Key=key, Body=gzip.compress(body, mtime=0))
 
     def _backdate_grant(self, key_id: str, grant_id: str, ago: str) -> None:
         """Give a seeded grant the creation time its story says (ListGrants reports it)."""
@@ -164,6 +196,7 @@ class Sandbox:
             "region": self.region,
             "keys": self.keys,
             "grants": self.grants,
+            "trail_bucket": self.trail_bucket,
         }
 
     def _render(self, value: Any) -> Any:

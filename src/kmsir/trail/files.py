@@ -205,15 +205,21 @@ def _time(event: dict[str, Any]) -> datetime | None:
 def scan_file(
     path: Path, matcher: KeyMatcher, since: datetime | None, until: datetime | None
 ) -> tuple[list[bytes], ScanStats]:
-    """One file: read, decompress, match."""
-    stats = ScanStats(files=1)
-    where = str(path)
+    """One local file: read it, then ``scan_blob``."""
     try:
         data = path.read_bytes()
     except OSError as exc:
-        stats.skip(f"cannot read ({exc.strerror or exc})", where)
+        stats = ScanStats(files=1)
+        stats.skip(f"cannot read ({exc.strerror or exc})", str(path))
         return [], stats
-    stats.compressed_bytes = len(data)
+    return scan_blob(data, str(path), matcher, since, until)
+
+
+def scan_blob(
+    data: bytes, where: str, matcher: KeyMatcher, since: datetime | None, until: datetime | None
+) -> tuple[list[bytes], ScanStats]:
+    """One trail file's bytes (gzipped or not, from disk or S3): decompress, match."""
+    stats = ScanStats(files=1, compressed_bytes=len(data))
     if data[:2] == b"\x1f\x8b":
         try:
             data = _decompress(data)
