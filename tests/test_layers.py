@@ -36,6 +36,7 @@ LAYERS = {
     "kmsir.actions.kms_policy": 5,
     "kmsir.actions.cloudtrail": 5,
     "kmsir.actions.trail_s3": 5,
+    "kmsir.actions.trail_query": 5,
     "kmsir.actions.human": 5,
     "kmsir.actions": 6,
     "kmsir.sandbox.scenario": 6,

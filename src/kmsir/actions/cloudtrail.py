@@ -32,6 +32,13 @@ from pydantic import Field, field_validator, model_validator
 from kmsir.actions.aws import aws_errors
 from kmsir.actions.base import Action, ActionContext, Outcome, Params
 from kmsir.actions.kmskeys import KeyParams, check_key_reference, describe
+from kmsir.actions.trail_query import (
+    Partitions,
+    athena_events,
+    athena_sql,
+    lake_events,
+    lake_sql,
+)
 from kmsir.actions.trail_s3 import scan_bucket
 from kmsir.errors import ActionError, AwsError
 from kmsir.trail import files
@@ -75,7 +82,7 @@ class RateLimiter:
 class CollectParams(KeyParams):
     """Which key, from which source, over which time window."""
 
-    source: Literal["lookup", "files", "s3"] = "lookup"
+    source: Literal["lookup", "files", "s3", "athena", "lake"] = "lookup"
     since: str = "7d"
     until: str | None = None
     aliases: list[str] = Field(default_factory=list, max_length=100)
@@ -83,6 +90,12 @@ class CollectParams(KeyParams):
     path: str | list[str] | None = None
     bucket: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
     prefix: str = ""
+    database: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_]{1,255}$")
+    table: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_]{1,255}$")
+    workgroup: str = Field(default="primary", pattern=r"^[A-Za-z0-9._-]{1,128}$")
+    output: str | None = Field(default=None, pattern=r"^s3://.+")
+    partitions: Partitions = "none"
+    event_data_store: str | None = Field(default=None, pattern=r"^[A-Za-z0-9:/._-]{3,256}$")
 
     @field_validator("since", "until", mode="before")
     @classmethod
@@ -112,6 +125,10 @@ class CollectParams(KeyParams):
             raise ValueError("source files needs path (a file or folder, or a list of them)")
         if self.source == "s3" and not self.bucket:
             raise ValueError("source s3 needs bucket (the trail's bucket; prefix if it has one)")
+        if self.source == "athena" and not (self.database and self.table):
+            raise ValueError("source athena needs database and table (the CloudTrail table)")
+        if self.source == "lake" and not self.event_data_store:
+            raise ValueError("source lake needs event_data_store (its ARN or id)")
         return self
 
     def paths(self) -> list[Path]:
@@ -149,6 +166,16 @@ class Collect(Action[CollectParams]):
                 f"s3:ListObjectsV2 Bucket={params.bucket} (the window's day prefixes)",
                 f"s3:GetObject Bucket={params.bucket} (each trail file)",
             ]
+        if params.source == "athena":
+            return [
+                f"athena:StartQueryExecution Database={params.database} Table={params.table}",
+                "athena:GetQueryResults (every page)",
+            ]
+        if params.source == "lake":
+            return [
+                f"cloudtrail:StartQuery EventDataStore={params.event_data_store}",
+                "cloudtrail:GetQueryResults (every page)",
+            ]
         return [f"cloudtrail:LookupEvents ResourceName={params.key} StartTime={params.since}"]
 
     def run(self, ctx: ActionContext, params: CollectParams) -> Outcome:
@@ -159,20 +186,23 @@ class Collect(Action[CollectParams]):
             raise ActionError(f"since ({params.since}) is not before until ({params.until})")
         skipped: Counter[str] = Counter()
         problems: list[str] = []
-        if params.source in ("files", "s3"):
+        if params.source in ("files", "s3", "athena", "lake"):
             key_arn: str | None = params.key if params.key.startswith("arn:") else None
             if params.key.startswith("alias/") or ":alias/" in params.key:
                 key_arn = describe(ctx, params.key).arn  # logs name keys by id, not alias
             matcher = KeyMatcher.for_key(key_arn or params.key, [*params.aliases, params.key])
-            if params.source == "files":
-                raw, stats = files.scan(params.paths(), matcher, since=start, until=end)
+            if params.source in ("athena", "lake"):
+                found = [e for e in _query(ctx, params, matcher, start, end) if matcher.matches(e)]
             else:
-                raw, stats = scan_bucket(
-                    ctx, str(params.bucket), params.prefix, params.regions, matcher, start, end
-                )
-            found = [json.loads(r) for r in raw]
-            skipped.update(stats.skipped)
-            problems = stats.problems
+                if params.source == "files":
+                    raw, stats = files.scan(params.paths(), matcher, since=start, until=end)
+                else:
+                    raw, stats = scan_bucket(
+                        ctx, str(params.bucket), params.prefix, params.regions, matcher, start, end
+                    )
+                found = [json.loads(r) for r in raw]
+                skipped.update(stats.skipped)
+                problems = stats.problems
         else:
             info = describe(ctx, params.key)
             matcher = KeyMatcher.for_key(info.arn, params.aliases)
@@ -199,6 +229,25 @@ class Collect(Action[CollectParams]):
         if skipped:
             summary += f"; skipped {sum(skipped.values())} unreadable input(s)"
         return Outcome(outputs=outputs, summary=summary)
+
+
+def _query(
+    ctx: ActionContext, params: CollectParams, matcher: KeyMatcher, start: datetime, end: datetime
+) -> Iterator[dict[str, Any]]:
+    names = sorted(matcher.names)
+    if params.source == "athena":
+        sql = athena_sql(
+            str(params.database), str(params.table), names, start, end, params.partitions
+        )
+        return athena_events(
+            ctx,
+            sql,
+            database=str(params.database),
+            workgroup=params.workgroup,
+            output=params.output,
+        )
+    store = str(params.event_data_store)
+    return lake_events(ctx, lake_sql(store.rsplit("/", 1)[-1], names, start, end), store=store)
 
 
 def _lookup_regions(

@@ -1,0 +1,245 @@
+"""CloudTrail at scale: the key's events from an Athena table or a CloudTrail Lake store.
+
+Both build SQL that narrows the search to the key's names (KMS events, the time window, the
+key id or aliases in resources, request or response), run it where the logs are (terabytes
+never cross the network), page through the results, and hand every row back as an event that
+the one matching function then checks exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any, Literal
+
+from kmsir.actions.aws import aws_errors
+from kmsir.actions.base import ActionContext
+from kmsir.errors import ActionError
+
+#: Seconds between status polls of a running query (doubling up to this cap).
+POLL_CAP = 5.0
+#: Longest a query may run before kmsir gives up on it.
+QUERY_TIMEOUT = 30 * 60
+
+Partitions = Literal["none", "timestamp", "year-month-day"]
+
+_ATHENA_COLUMNS = (
+    "eventversion",
+    "eventid",
+    "eventtime",
+    "eventsource",
+    "eventname",
+    "awsregion",
+    "sourceipaddress",
+    "useragent",
+    "errorcode",
+    "errormessage",
+    "requestparameters",
+    "responseelements",
+    "requestid",
+    "readonly",
+    "eventtype",
+    "recipientaccountid",
+    "sharedeventid",
+)
+_ATHENA_JSON_COLUMNS = ("useridentity", "resources")
+#: Athena's lower-case column -> CloudTrail's field name.
+_FIELD = {
+    "eventversion": "eventVersion",
+    "eventid": "eventID",
+    "eventtime": "eventTime",
+    "eventsource": "eventSource",
+    "eventname": "eventName",
+    "awsregion": "awsRegion",
+    "sourceipaddress": "sourceIPAddress",
+    "useragent": "userAgent",
+    "errorcode": "errorCode",
+    "errormessage": "errorMessage",
+    "requestparameters": "requestParameters",
+    "responseelements": "responseElements",
+    "requestid": "requestID",
+    "readonly": "readOnly",
+    "eventtype": "eventType",
+    "recipientaccountid": "recipientAccountId",
+    "sharedeventid": "sharedEventID",
+    "useridentity": "userIdentity",
+    "resources": "resources",
+}
+
+
+def _quote(text: str) -> str:
+    """A SQL string literal (names come validated; quotes are doubled all the same)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _like_any(column: str, names: list[str]) -> str:
+    return " OR ".join(f"{column} LIKE {_quote('%' + n + '%')}" for n in names)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def athena_sql(
+    database: str,
+    table: str,
+    names: list[str],
+    start: datetime,
+    end: datetime,
+    partitions: Partitions = "none",
+) -> str:
+    """SQL over the standard Athena CloudTrail table for the events that may name the key."""
+    columns = [
+        *_ATHENA_COLUMNS,
+        *(f"json_format(CAST({c} AS JSON)) AS {c}" for c in _ATHENA_JSON_COLUMNS),
+    ]
+    key_filter = " OR ".join(
+        [
+            _like_any("requestparameters", names),
+            _like_any("responseelements", names),
+            "any_match(resources, r -> " + _like_any("r.arn", names) + ")",
+        ]
+    )
+    where = [
+        "eventsource = 'kms.amazonaws.com'",
+        f"eventtime >= {_quote(_iso(start))}",
+        f"eventtime <= {_quote(_iso(end))}",
+        f"({key_filter})",
+    ]
+    if partitions == "timestamp":
+        where.append(
+            f"timestamp BETWEEN {_quote(f'{start:%Y/%m/%d}')} AND {_quote(f'{end:%Y/%m/%d}')}"
+        )
+    elif partitions == "year-month-day":
+        where.append(
+            f"concat(year, month, day) BETWEEN {_quote(f'{start:%Y%m%d}')} "
+            f"AND {_quote(f'{end:%Y%m%d}')}"
+        )
+    return (
+        f'SELECT {", ".join(columns)}\nFROM "{database}"."{table}"\nWHERE '
+        + "\n  AND ".join(where)
+        + "\nORDER BY eventtime"
+    )
+
+
+def _json_or_text(value: str | None) -> Any:
+    if value is None:
+        return None
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def athena_events(
+    ctx: ActionContext,
+    sql: str,
+    *,
+    database: str,
+    workgroup: str,
+    output: str | None,
+    sleep: Any = time.sleep,
+) -> Iterator[dict[str, Any]]:
+    """Run ``sql`` in Athena and yield each result row as a CloudTrail event."""
+    athena = ctx.clients.client("athena")
+    request: dict[str, Any] = {
+        "QueryString": sql,
+        "WorkGroup": workgroup,
+        "QueryExecutionContext": {"Database": database},
+    }
+    if output:
+        request["ResultConfiguration"] = {"OutputLocation": output}
+    with aws_errors("Athena StartQueryExecution", service="athena"):
+        query_id = athena.start_query_execution(**request)["QueryExecutionId"]
+    ctx.artifacts.journal("query", {"service": "athena", "id": query_id, "sql": sql})
+    _wait(lambda: _athena_state(athena, query_id), sleep, f"Athena query {query_id}")
+    header: list[str] | None = None
+    with aws_errors(f"Athena GetQueryResults {query_id}", service="athena"):
+        for page in athena.get_paginator("get_query_results").paginate(QueryExecutionId=query_id):
+            for row in page["ResultSet"]["Rows"]:
+                values = [d.get("VarCharValue") for d in row.get("Data", [])]
+                if header is None:
+                    header = [str(v) for v in values]
+                    continue
+                event: dict[str, Any] = {}
+                for column, value in zip(header, values, strict=False):
+                    field = _FIELD.get(column, column)
+                    event[field] = (
+                        _json_or_text(value)
+                        if column
+                        in ("requestparameters", "responseelements", *_ATHENA_JSON_COLUMNS)
+                        else value
+                    )
+                if isinstance(event.get("readOnly"), str):
+                    event["readOnly"] = event["readOnly"] == "true"
+                yield event
+
+
+def _athena_state(athena: Any, query_id: str) -> tuple[str, str]:
+    with aws_errors(f"Athena GetQueryExecution {query_id}", service="athena"):
+        status = athena.get_query_execution(QueryExecutionId=query_id)["QueryExecution"]["Status"]
+    return str(status["State"]), str(status.get("StateChangeReason", ""))
+
+
+def _wait(state: Any, sleep: Any, what: str) -> None:
+    """Poll until the query finished; fail with the service's reason otherwise."""
+    delay, waited = 0.25, 0.0
+    while True:
+        current, reason = state()
+        if current in ("SUCCEEDED", "FINISHED"):
+            return
+        if current in ("FAILED", "CANCELLED", "TIMED_OUT"):
+            raise ActionError(f"{what} {current.lower()}: {reason[:300]}")
+        if waited > QUERY_TIMEOUT:
+            raise ActionError(f"{what} still {current} after {QUERY_TIMEOUT // 60} minutes")
+        sleep(delay)
+        waited += delay
+        delay = min(delay * 2, POLL_CAP)
+
+
+def lake_sql(store: str, names: list[str], start: datetime, end: datetime) -> str:
+    """CloudTrail Lake SQL for the events that may name the key (raw events in eventJson)."""
+    key_filter = _like_any("eventJson", names)
+    # the store id and key names are validated, every value quoted
+    return (
+        f"SELECT eventJson FROM {store}\nWHERE eventSource = 'kms.amazonaws.com'\n"  # noqa: S608
+        f"  AND eventTime >= {_quote(start.strftime('%Y-%m-%d %H:%M:%S'))}\n"
+        f"  AND eventTime <= {_quote(end.strftime('%Y-%m-%d %H:%M:%S'))}\n"
+        f"  AND ({key_filter})\nORDER BY eventTime"
+    )
+
+
+def lake_events(
+    ctx: ActionContext, sql: str, *, store: str, sleep: Any = time.sleep
+) -> Iterator[dict[str, Any]]:
+    """Run ``sql`` in CloudTrail Lake and yield each row's event."""
+    trail = ctx.clients.client("cloudtrail")
+    with aws_errors("CloudTrail Lake StartQuery", service="cloudtrail"):
+        query_id = trail.start_query(QueryStatement=sql)["QueryId"]
+    ctx.artifacts.journal("query", {"service": "cloudtrail-lake", "id": query_id, "sql": sql})
+
+    def state() -> tuple[str, str]:
+        with aws_errors(f"CloudTrail Lake DescribeQuery {query_id}", service="cloudtrail"):
+            found = trail.describe_query(EventDataStore=store, QueryId=query_id)
+        return str(found["QueryStatus"]), str(found.get("ErrorMessage", ""))
+
+    _wait(state, sleep, f"CloudTrail Lake query {query_id}")
+    token: str | None = None
+    while True:
+        request: dict[str, Any] = {"EventDataStore": store, "QueryId": query_id}
+        if token:
+            request["NextToken"] = token
+        with aws_errors(f"CloudTrail Lake GetQueryResults {query_id}", service="cloudtrail"):
+            page = trail.get_query_results(**request)
+        for row in page.get("QueryResultRows", []):
+            for cell in row:
+                raw = cell.get("eventJson")
+                if isinstance(raw, str):
+                    event = _json_or_text(raw)
+                    if isinstance(event, dict):
+                        yield event
+        token = page.get("NextToken")
+        if not token:
+            return
