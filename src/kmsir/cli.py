@@ -474,7 +474,7 @@ def cloudtrail_scan(
     from datetime import timedelta
 
     from kmsir.trail import files
-    from kmsir.trail.events import dedupe_sorted
+    from kmsir.trail.events import order_raw, slim
     from kmsir.trail.findings import Context, event_time, findings
     from kmsir.trail.match import KeyMatcher
     from kmsir.values import duration_seconds, is_kms_key_reference, parse_time
@@ -493,12 +493,11 @@ def cloudtrail_scan(
         raise UsageError(str(exc)) from None
     matcher = KeyMatcher.for_key(key, alias or [])
     raw, stats = files.scan(paths, matcher, since=start, until=end)
-    events = dedupe_sorted([json.loads(r) for r in raw])
-    lines = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in events)
-    if out is None:
-        sys.stdout.write(lines)
-    else:
-        _write_out(out, lines)
+    ordered = order_raw(raw)  # raw bytes out, unchanged; only the findings fields decoded
+    del raw
+    _write_lines(out, ordered)
+    events = [slim(r) for r in ordered]
+    del ordered
     times = [t for t in (event_time(e) for e in events) if t is not None]
     window_start = max(times) - timedelta(seconds=window_seconds) if times else None
     account = next(
@@ -508,6 +507,22 @@ def cloudtrail_scan(
     if findings_out is not None:
         _write_out(findings_out, json.dumps([f.to_json() for f in found], indent=2) + "\n")
     _scan_summary(stats, len(events), found)
+
+
+def _write_lines(out: Path | None, records: list[bytes]) -> None:
+    """Matched events, one a line, to ``out`` or stdout, without building one big string."""
+    try:
+        handle = sys.stdout.buffer if out is None else out.open("wb")
+    except OSError as exc:
+        raise UsageError(f"{out}: cannot write: {exc.strerror or exc}") from None
+    try:
+        for record in records:
+            handle.write(record)
+            handle.write(b"\n")
+        handle.flush()
+    finally:
+        if out is not None:
+            handle.close()
 
 
 def _write_out(path: Path, text: str) -> None:
