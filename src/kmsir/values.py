@@ -57,3 +57,13 @@ def parse_time(text: str, now: datetime) -> datetime:
             f"{text[:60]!r} is neither a duration like 7d nor an ISO 8601 time"
         ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def time_parameter(value: object) -> object:
+    """A ``since``/``until``-style parameter, checked: YAML reads an unquoted ISO time as a
+    timestamp, which becomes its ISO string; a string must be a duration or an ISO time."""
+    if isinstance(value, datetime):
+        value = (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
+    if isinstance(value, str):
+        parse_time(value, datetime.now(timezone.utc))
+    return value

@@ -45,7 +45,7 @@ from kmsir.trail import files
 from kmsir.trail.events import dedupe_sorted, summarize
 from kmsir.trail.findings import Context, findings
 from kmsir.trail.match import KeyMatcher
-from kmsir.values import duration_seconds, is_region, parse_time
+from kmsir.values import duration_seconds, is_region, parse_time, time_parameter
 
 #: LookupEvents is limited to 2 requests per second per account per Region.
 LOOKUP_RATE_PER_SECOND = 2.0
@@ -97,14 +97,7 @@ class CollectParams(KeyParams):
     partitions: Partitions = "none"
     event_data_store: str | None = Field(default=None, pattern=r"^[A-Za-z0-9:/._-]{3,256}$")
 
-    @field_validator("since", "until", mode="before")
-    @classmethod
-    def _time(cls, value: Any) -> Any:
-        if isinstance(value, datetime):  # YAML reads an unquoted ISO time as a timestamp
-            value = (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
-        if isinstance(value, str):
-            parse_time(value, datetime.now(timezone.utc))
-        return value
+    _times = field_validator("since", "until", mode="before")(time_parameter)
 
     @field_validator("aliases")
     @classmethod

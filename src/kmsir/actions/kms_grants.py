@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from pydantic import Field, field_validator, model_validator
@@ -19,7 +19,7 @@ from kmsir.actions.kmskeys import (
     typed_confirmation,
 )
 from kmsir.errors import ActionError
-from kmsir.values import parse_time
+from kmsir.values import parse_time, time_parameter
 
 
 class GrantFilter(Params):
@@ -44,14 +44,7 @@ class GrantFilter(Params):
                 raise ValueError(f"{account[:40]!r} is not a 12-digit account id")
         return value
 
-    @field_validator("created_after", mode="before")
-    @classmethod
-    def _time(cls, value: Any) -> Any:
-        if isinstance(value, datetime):  # YAML reads an unquoted ISO time as a timestamp
-            value = (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
-        if isinstance(value, str):
-            parse_time(value, datetime.now(timezone.utc))
-        return value
+    _time = field_validator("created_after", mode="before")(time_parameter)
 
     @model_validator(mode="after")
     def _something(self) -> GrantFilter:
