@@ -112,7 +112,9 @@ steps:
     with: {{key: "{{{{ steps.snap.arn }}}}", aliases: "{{{{ steps.snap.aliases }}}}",
            source: files, path: "{logs}", since: 2026-11-01T00:00:00Z,
            until: 2026-11-28T00:00:00Z}}
-  - {{id: findings, action: cloudtrail.findings, with: {{events: collect, window: 30d}}}}
+  - id: findings
+    action: cloudtrail.findings
+    with: {{events: collect, window: 30d, key: "{{{{ steps.snap.arn }}}}"}}
 """)
     result = run_playbook(
         load_playbook(book), rogue_grant.client_factory(), tmp_path / "ev", scenario="rogue-grant"
@@ -125,3 +127,29 @@ steps:
     assert outputs["collect"]["count"] == 1  # matched by the alias the snapshot found
     assert outputs["findings"]["by_severity"] == {"high": 1}
     assert evidence.verify(result.bundle) == []
+
+
+def test_scan_checks_its_window_and_output_before_reading(tmp_path: Path) -> None:
+    write_trail(tmp_path / "a.json.gz", [event(1, key=True)])
+    bad_window = kmsir(
+        "cloudtrail",
+        "scan",
+        str(tmp_path),
+        "--key",
+        KEY,
+        "--since",
+        "2026-11-20T00:00:00Z",
+        "--until",
+        "2026-11-10T00:00:00Z",
+    )
+    assert bad_window.returncode == 2 and "is not before --until" in bad_window.stderr
+    bad_out = kmsir(
+        "cloudtrail",
+        "scan",
+        str(tmp_path),
+        "--key",
+        KEY,
+        "--out",
+        str(tmp_path / "missing" / "x.jsonl"),
+    )
+    assert bad_out.returncode == 2 and "cannot write" in bad_out.stderr

@@ -70,7 +70,7 @@ def test_malformed_input_is_counted_and_skipped(tmp_path: Path) -> None:
     assert dict(stats.skipped) == {
         "not a complete gzip file (Compressed file ended before the end-of-stream marker was "
         "reached)": 1,
-        "line is not a JSON object": 1,
+        "line is not a whole JSON object": 1,
         "record without eventTime": 1,
     }
     assert any("truncated.json.gz" in p for p in stats.problems)
@@ -115,3 +115,23 @@ def test_a_needle_inside_an_unrelated_field_is_not_a_match(tmp_path: Path) -> No
     stats = ScanStats()
     assert scan_bytes(compact([decoy]), "x", MATCHER, None, None, stats) == []
     assert stats.records == 1
+
+
+def test_odd_records_are_counted_not_fatal(tmp_path: Path) -> None:
+    lines = [
+        json.dumps(
+            {
+                "eventID": None,
+                "eventTime": "2026-11-12T00:00:00",
+                "resources": [{"ARN": ARN, "type": "AWS::KMS::Key"}],
+            }
+        ),
+        json.dumps(event(2, key=True))[:-20],  # cut short
+    ]
+    (tmp_path / "odd.jsonl").write_text("\n".join(lines) + "\n")
+    from datetime import datetime, timezone
+
+    since = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    matched, stats = scan([tmp_path], MATCHER, since=since)
+    assert len(matched) == 1  # the naive time is taken as UTC
+    assert dict(stats.skipped) == {"line is not a whole JSON object": 1}

@@ -204,3 +204,84 @@ def test_new_source_ip_and_user_agent() -> None:
 def test_findings_are_sorted_by_severity() -> None:
     found = findings([ev("DisableKeyRotation"), ev("ScheduleKeyDeletion")], WINDOW)
     assert [f.severity for f in found] == ["critical", "medium"]
+
+
+def test_the_keys_account_comes_from_its_arn_not_the_first_event() -> None:
+    from kmsir.trail.findings import context_for
+
+    callers_copy = ev(
+        "CreateGrant",
+        account=OUTSIDE,
+        granteePrincipal=f"arn:aws:iam::{OUTSIDE}:role/x",
+        operations=["Decrypt"],
+    )
+    callers_copy["recipientAccountId"] = OUTSIDE
+    ctx = context_for([callers_copy], f"arn:aws:kms:eu-west-1:{ACCOUNT}:key/k", None)
+    assert ctx.key_account == ACCOUNT
+    assert [f.title for f in findings([callers_copy], ctx)] == [
+        "Grant created for an outside account"
+    ]
+
+
+def test_a_cross_account_call_logged_twice_counts_once() -> None:
+    burst = []
+    for m in range(3):
+        first = ev("Decrypt", at=timedelta(days=6, minutes=m), who="p", error="AccessDenied")
+        second = dict(first, eventID=first["eventID"] + "-copy")
+        first["sharedEventID"] = second["sharedEventID"] = f"s{m}"
+        burst += [first, second]
+    assert "access-denied-burst" not in rules(burst)  # 3 calls, not 6
+
+
+def test_odd_events_do_not_crash_the_rules() -> None:
+    odd = [
+        {
+            "eventID": "n",
+            "eventName": "ScheduleKeyDeletion",
+            "eventTime": "2026-11-26T00:00:00",
+            "requestParameters": "not a mapping",
+            "userIdentity": "weird",
+        },
+        {
+            "eventID": "o",
+            "eventName": "CreateGrant",
+            "eventTime": "2026-11-26T01:00:00Z",
+            "requestParameters": {"granteePrincipal": "x", "operations": "Decrypt,Encrypt"},
+        },
+        {"eventID": "p", "eventName": "PutKeyPolicy", "eventTime": None},
+    ]
+    found = rules(odd)
+    assert [f.title for f in found["key-state"]] == ["Key scheduled for deletion"]
+    assert "grant-created" not in found
+
+
+def test_sessions_of_a_known_role_are_not_new_principals() -> None:
+    def session(name: str, at: timedelta) -> dict[str, Any]:
+        event = ev("Decrypt", at=at, who=f"app/{name}")
+        event["userIdentity"]["sessionContext"] = {
+            "sessionIssuer": {"arn": f"arn:aws:iam::{ACCOUNT}:role/app"}
+        }
+        return event
+
+    events = [session("i-1", timedelta(days=1)), session("i-2", timedelta(days=6))]
+    assert "new-data-principal" not in rules(events)
+
+
+def test_alias_pointed_at_this_key_is_low_and_deletekey_is_critical() -> None:
+    ctx = Context(ACCOUNT, WINDOW.window_start, frozenset({"k1"}))
+    toward = ev("UpdateAlias", aliasName="alias/pay", targetKeyId="k1")
+    found = findings([toward, ev("DeleteKey")], ctx)
+    assert [(f.severity, f.title) for f in found] == [
+        ("critical", "Key deleted"),
+        ("low", "Alias pointed at this key"),
+    ]
+
+
+def test_grants_aws_services_make_for_themselves_are_not_flagged() -> None:
+    service = ev(
+        "CreateGrant",
+        granteePrincipal=f"arn:aws:iam::{ACCOUNT}:role/ebs",
+        operations=["Decrypt", "ReEncryptFrom", "ReEncryptTo", "CreateGrant"],
+    )
+    service["userIdentity"]["invokedBy"] = "ec2.amazonaws.com"
+    assert "grant-created" not in rules([service])

@@ -58,3 +58,38 @@ def test_multi_region_siblings_match_by_id() -> None:
 
 def test_needles_cover_every_name() -> None:
     assert set(MATCHER.needles) == {KEY.encode(), b"alias/payments"}
+
+
+def test_an_alias_is_ours_only_in_the_keys_account_and_region() -> None:
+    here = {"recipientAccountId": "111122223333", "awsRegion": "eu-west-1"}
+    other_account = {"recipientAccountId": "999988887777", "awsRegion": "eu-west-1"}
+    by_alias = {"requestParameters": {"keyId": "alias/payments"}}
+    assert MATCHER.matches({**by_alias, **here})
+    assert not MATCHER.matches({**by_alias, **other_account})
+    other_arn = "arn:aws:kms:eu-west-1:999988887777:alias/payments"
+    assert not MATCHER.matches({"requestParameters": {"keyId": other_arn}})
+
+
+def test_resources_say_which_key_was_really_used() -> None:
+    other = ARN.replace("1234abcd", "99999999")
+    event = {
+        "requestParameters": {"keyId": "alias/payments"},
+        "resources": [{"ARN": other, "type": "AWS::KMS::Key"}],
+    }
+    assert not MATCHER.matches(event)
+    moved = {
+        "eventName": "UpdateAlias",
+        "requestParameters": {"aliasName": "alias/payments", "targetKeyId": other},
+        "resources": [{"ARN": other, "type": "AWS::KMS::Key"}],
+    }
+    assert MATCHER.matches(moved)  # our alias was moved away: that is about our key
+
+
+def test_custom_key_store_ids_can_be_matched() -> None:
+    matcher = KeyMatcher.for_key(ARN, extra=["cks-1234567890abcdef0"])
+    assert matcher.matches(
+        {
+            "eventName": "DisconnectCustomKeyStore",
+            "requestParameters": {"customKeyStoreId": "cks-1234567890abcdef0"},
+        }
+    )

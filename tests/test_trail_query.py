@@ -40,8 +40,8 @@ def test_athena_sql_narrows_to_the_key_window_and_partitions() -> None:
         and "eventtime <= '2026-11-28T12:00:00Z'" in sql
     )
     assert f"requestparameters LIKE '%{KEY}%'" in sql and "r.arn LIKE '%alias/pay%'" in sql
-    assert "timestamp BETWEEN '2026/11/21' AND '2026/11/28'" in sql
-    assert "concat(year, month, day) BETWEEN '20261121' AND '20261128'" in athena_sql(
+    assert "timestamp BETWEEN '2026/11/21' AND '2026/11/29'" in sql
+    assert "concat(year, month, day) BETWEEN '20261121' AND '20261129'" in athena_sql(
         "d", "t", [KEY], datetime(2026, 11, 21, tzinfo=timezone.utc), NOW, "year-month-day"
     )
 
@@ -193,3 +193,67 @@ def test_lookup_retries_throttling_and_pages(moto_clients: ClientFactory) -> Non
         outcome = Collect().run(ctx, CollectParams(key=key["Arn"], since="30d"))
         stub.assert_no_pending_responses()
     assert outcome.outputs["count"] == 1  # found twice, kept once
+
+
+def test_athena_structs_get_cloudtrail_names(moto_clients: ClientFactory) -> None:
+    from moto.athena.models import QueryResults, athena_backends
+
+    header = ["eventid", "eventtime", "eventname", "useridentity", "resources"]
+    rows = [
+        athena_row(header),
+        athena_row(
+            [
+                "e9",
+                "2026-11-27T10:00:00Z",
+                "Decrypt",
+                json.dumps(
+                    {
+                        "type": "AssumedRole",
+                        "accountid": "111122223333",
+                        "arn": "arn:aws:sts::111122223333:assumed-role/a/s",
+                    }
+                ),
+                json.dumps([{"arn": ARN, "accountid": "111122223333", "type": "AWS::KMS::Key"}]),
+            ]
+        ),
+    ]
+    athena_backends["123456789012"]["eu-west-1"].query_results_queue.append(
+        QueryResults(rows=rows, column_info=[{"Name": h, "Type": "varchar"} for h in header])
+    )
+    ctx, _ = context(moto_clients)
+    ctx.now = lambda: NOW
+    outcome = Collect().run(
+        ctx, CollectParams(key=ARN, source="athena", database="d", table="t", since="7d")
+    )
+    assert outcome.outputs["count"] == 1  # named only in resources (lower-case in Athena)
+
+
+def test_windows_with_offsets_are_read_in_utc(moto_clients: ClientFactory) -> None:
+    import gzip as gz
+
+    import boto3
+
+    s3 = boto3.client("s3", region_name="eu-west-1")
+    s3.create_bucket(
+        Bucket="tz-logs", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
+    )
+    late = {
+        "eventID": "late",
+        "eventTime": "2026-11-01T21:00:00Z",
+        "resources": [{"ARN": ARN, "type": "AWS::KMS::Key"}],
+    }
+    # delivered after midnight: the file sits in the next day's folder
+    s3.put_object(
+        Bucket="tz-logs",
+        Key="AWSLogs/111122223333/CloudTrail/eu-west-1/2026/11/02/f.json.gz",
+        Body=gz.compress(json.dumps({"Records": [late]}).encode()),
+    )
+    ctx, _ = context(moto_clients)
+    params = CollectParams(
+        key=ARN,
+        source="s3",
+        bucket="tz-logs",
+        since="2026-11-02T01:00:00+05:00",
+        until="2026-11-02T03:00:00+05:00",
+    )
+    assert Collect().run(ctx, params).outputs["count"] == 1

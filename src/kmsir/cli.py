@@ -475,7 +475,7 @@ def cloudtrail_scan(
 
     from kmsir.trail import files
     from kmsir.trail.events import order_raw, slim
-    from kmsir.trail.findings import Context, event_time, findings
+    from kmsir.trail.findings import context_for, event_time, findings
     from kmsir.trail.match import KeyMatcher
     from kmsir.values import duration_seconds, is_kms_key_reference, parse_time
 
@@ -491,6 +491,10 @@ def cloudtrail_scan(
         window_seconds = duration_seconds(window)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if start and end and start >= end:
+        raise UsageError(f"--since {since} is not before --until {until}")
+    if out is not None:
+        _write_out(out, "")  # fail now, not after a long scan
     matcher = KeyMatcher.for_key(key, alias or [])
     raw, stats = files.scan(paths, matcher, since=start, until=end)
     ordered = order_raw(raw)  # raw bytes out, unchanged; only the findings fields decoded
@@ -500,10 +504,8 @@ def cloudtrail_scan(
     del ordered
     times = [t for t in (event_time(e) for e in events) if t is not None]
     window_start = max(times) - timedelta(seconds=window_seconds) if times else None
-    account = next(
-        (str(e["recipientAccountId"]) for e in events if e.get("recipientAccountId")), None
-    )
-    found = findings(events, Context(key_account=account, window_start=window_start))
+    key_arn = key if key.startswith("arn:") else None
+    found = findings(events, context_for(events, key_arn, window_start))
     if findings_out is not None:
         _write_out(findings_out, json.dumps([f.to_json() for f in found], indent=2) + "\n")
     _scan_summary(stats, len(events), found)
@@ -520,6 +522,9 @@ def _write_lines(out: Path | None, records: list[bytes]) -> None:
             handle.write(record)
             handle.write(b"\n")
         handle.flush()
+    except BrokenPipeError:  # `| head`: the reader had enough; findings are still written
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
     finally:
         if out is not None:
             handle.close()

@@ -43,7 +43,7 @@ from kmsir.actions.trail_s3 import scan_bucket
 from kmsir.errors import ActionError, AwsError
 from kmsir.trail import files
 from kmsir.trail.events import dedupe_sorted, summarize
-from kmsir.trail.findings import Context, findings
+from kmsir.trail.findings import context_for, findings
 from kmsir.trail.match import KeyMatcher
 from kmsir.values import duration_seconds, is_region, parse_time, time_parameter
 
@@ -173,8 +173,8 @@ class Collect(Action[CollectParams]):
 
     def run(self, ctx: ActionContext, params: CollectParams) -> Outcome:
         now = ctx.now()
-        start = parse_time(params.since, now)
-        end = parse_time(params.until, now) if params.until else now
+        start = parse_time(params.since, now).astimezone(timezone.utc)
+        end = (parse_time(params.until, now) if params.until else now).astimezone(timezone.utc)
         if start >= end:
             raise ActionError(f"since ({params.since}) is not before until ({params.until})")
         skipped: Counter[str] = Counter()
@@ -320,6 +320,7 @@ class FindingsParams(Params):
     """Which collect step's events, and how the incident window is cut from the baseline."""
 
     events: str = Field(pattern=r"^[a-z][a-z0-9_]*(-[a-z0-9_]+)*$")
+    key: str | None = Field(default=None, pattern=r"^arn:aws[a-z-]*:kms:.+:key/.+$")
     window: str = "24h"
     baseline_days: int = Field(default=30, ge=1, le=90)
 
@@ -354,14 +355,11 @@ class Findings(Action[FindingsParams]):
         if data is None:
             raise ActionError(f"step {params.events!r} collected no events.jsonl.gz")
         events = [json.loads(line) for line in gzip.decompress(data).splitlines() if line]
-        key_account = next(
-            (str(e["recipientAccountId"]) for e in events if e.get("recipientAccountId")), None
-        )
         now = ctx.now()
         window_start = now - _delta(params.window)
         oldest = window_start - _delta(f"{params.baseline_days}d")
         kept = [e for e in events if str(e.get("eventTime", "")) >= _iso(oldest)]
-        found = findings(kept, Context(key_account=key_account, window_start=window_start))
+        found = findings(kept, context_for(kept, params.key, window_start))
         path = ctx.write_json("findings.json", [f.to_json() for f in found])
         by_severity = Counter(f.severity for f in found)
         top = [{k: v for k, v in f.to_json().items() if k != "details"} for f in found[:10]]

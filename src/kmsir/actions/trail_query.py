@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from kmsir.actions.aws import aws_errors
@@ -24,6 +24,9 @@ POLL_CAP = 5.0
 QUERY_TIMEOUT = 30 * 60
 
 Partitions = Literal["none", "timestamp", "year-month-day"]
+#: CloudTrail delivers a log file some minutes after its events; a day's last events may sit in
+#: the next day's folder or partition.
+DELIVERY_LAG = timedelta(days=1)
 
 _ATHENA_COLUMNS = (
     "eventversion",
@@ -108,20 +111,46 @@ def athena_sql(
         f"eventtime <= {_quote(_iso(end))}",
         f"({key_filter})",
     ]
+    last = end + DELIVERY_LAG  # files are dated when delivered, minutes after the events
     if partitions == "timestamp":
         where.append(
-            f"timestamp BETWEEN {_quote(f'{start:%Y/%m/%d}')} AND {_quote(f'{end:%Y/%m/%d}')}"
+            f"timestamp BETWEEN {_quote(f'{start:%Y/%m/%d}')} AND {_quote(f'{last:%Y/%m/%d}')}"
         )
     elif partitions == "year-month-day":
         where.append(
             f"concat(year, month, day) BETWEEN {_quote(f'{start:%Y%m%d}')} "
-            f"AND {_quote(f'{end:%Y%m%d}')}"
+            f"AND {_quote(f'{last:%Y%m%d}')}"
         )
     return (
         f'SELECT {", ".join(columns)}\nFROM "{database}"."{table}"\nWHERE '
         + "\n  AND ".join(where)
         + "\nORDER BY eventtime"
     )
+
+
+#: Field order of the standard Athena CloudTrail table's structs (engine v2 casts ROW values to
+#: JSON arrays), and their CloudTrail names.
+_USER_IDENTITY = (
+    "type",
+    "principalId",
+    "arn",
+    "accountId",
+    "invokedBy",
+    "accessKeyId",
+    "userName",
+    "sessionContext",
+)
+_RESOURCE = ("ARN", "accountId", "type")
+
+
+def _cloudtrail_case(value: Any, names: tuple[str, ...]) -> Any:
+    """An Athena struct (lower-case object, or positional array) with CloudTrail's names."""
+    by_lower = {n.lower(): n for n in names}
+    if isinstance(value, dict):
+        return {by_lower.get(k.lower(), k): v for k, v in value.items()}
+    if isinstance(value, list) and value and not isinstance(value[0], dict | list):
+        return dict(zip(names, value, strict=False))
+    return value
 
 
 def _json_or_text(value: str | None) -> Any:
@@ -172,6 +201,11 @@ def athena_events(
                         in ("requestparameters", "responseelements", *_ATHENA_JSON_COLUMNS)
                         else value
                     )
+                event["userIdentity"] = _cloudtrail_case(event.get("userIdentity"), _USER_IDENTITY)
+                if isinstance(event.get("resources"), list):
+                    event["resources"] = [
+                        _cloudtrail_case(r, _RESOURCE) for r in event["resources"]
+                    ]
                 if isinstance(event.get("readOnly"), str):
                     event["readOnly"] = event["readOnly"] == "true"
                 yield event

@@ -15,6 +15,8 @@ from typing import Any
 
 from kmsir.actions.aws import aws_errors
 from kmsir.actions.base import ActionContext
+from kmsir.actions.trail_query import DELIVERY_LAG
+from kmsir.errors import AwsError
 from kmsir.trail.files import ScanStats, scan_blob
 from kmsir.trail.match import KeyMatcher
 
@@ -62,7 +64,7 @@ def trail_prefixes(
             accounts.append(name)
     days = []
     day = start.date()
-    while day <= end.date():
+    while day <= (end + DELIVERY_LAG).date():  # the last events may be delivered the next day
         days.append(day)
         day += timedelta(days=1)
     prefixes: list[str] = []
@@ -93,9 +95,15 @@ def scan_bucket(
     matched: list[bytes] = []
 
     def one(key: str) -> tuple[list[bytes], ScanStats]:
-        with aws_errors(f"GetObject s3://{bucket}/{key}", service="s3"):
-            data = client.get_object(Bucket=bucket, Key=key)["Body"].read()
-        return scan_blob(data, f"s3://{bucket}/{key}", matcher, start, end)
+        where = f"s3://{bucket}/{key}"
+        try:
+            with aws_errors(f"GetObject {where}", service="s3"):
+                data = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except AwsError as exc:  # one unreadable file (denied, expired) is counted, not fatal
+            stats = ScanStats(files=1)
+            stats.skip(f"cannot fetch ({exc.code})", where)
+            return [], stats
+        return scan_blob(data, where, matcher, start, end)
 
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
         for done, (records, stats) in enumerate(pool.map(one, keys), start=1):

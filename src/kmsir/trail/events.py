@@ -24,7 +24,8 @@ def summarize(events: list[dict[str, Any]]) -> dict[str, Any]:
     errors = 0
     for event in events:
         names[str(event.get("eventName"))] += 1
-        identity = event.get("userIdentity") or {}
+        identity = event.get("userIdentity")
+        identity = identity if isinstance(identity, dict) else {}
         principals[str(identity.get("arn") or identity.get("invokedBy") or "unknown")] += 1
         ips[str(event.get("sourceIPAddress", "unknown"))] += 1
         if event.get("errorCode"):
@@ -41,8 +42,8 @@ def summarize(events: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 class _Order(msgspec.Struct):
-    eventTime: str = ""
-    eventID: str = ""
+    eventTime: Any = ""
+    eventID: Any = ""
 
 
 _order_decoder = msgspec.json.Decoder(_Order)
@@ -58,6 +59,7 @@ class _Identity(msgspec.Struct):
     accountId: str | None = None
     invokedBy: str | None = None
     type: str | None = None
+    sessionContext: dict[str, Any] | None = None
 
 
 class _Slim(msgspec.Struct):
@@ -69,6 +71,8 @@ class _Slim(msgspec.Struct):
     userAgent: str | None = None
     errorCode: str | None = None
     recipientAccountId: str | None = None
+    sharedEventID: str | None = None
+    resources: list[dict[str, Any]] | None = None
     requestParameters: msgspec.Raw = msgspec.Raw(b"null")
 
 
@@ -80,7 +84,8 @@ def order_raw(records: list[bytes]) -> list[bytes]:
     keyed: dict[str, tuple[str, bytes]] = {}
     for n, raw in enumerate(records):
         order = _order_decoder.decode(raw)
-        keyed.setdefault(order.eventID or f"#{n}", (order.eventTime, raw))
+        event_id = order.eventID if isinstance(order.eventID, str) and order.eventID else f"#{n}"
+        keyed.setdefault(event_id, (str(order.eventTime), raw))
     return [raw for _, raw in sorted(keyed.values(), key=lambda item: item[0])]
 
 
@@ -103,5 +108,7 @@ def slim(raw: bytes) -> dict[str, Any]:
         "userAgent": event.userAgent,
         "errorCode": event.errorCode,
         "recipientAccountId": event.recipientAccountId,
+        "sharedEventID": event.sharedEventID,
+        "resources": event.resources,
         "requestParameters": parameters,
     }

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +98,8 @@ def raw_records(data: bytes, where: str, stats: ScanStats) -> Iterator[bytes]:
     for number, line in enumerate(data.splitlines(), start=1):
         line = line.strip()
         if line:
-            yield line if line.startswith(b"{") else b"\x00" + str(number).encode()
+            whole = line.startswith(b"{") and line.endswith(b"}")
+            yield line if whole else b"\x00" + str(number).encode()
 
 
 _RECORD_START = b'{"eventVersion"'
@@ -150,7 +151,7 @@ def scan_bytes(
     candidates: list[tuple[bytes, dict[str, Any]]] = []
     for raw in raw_records(data, where, stats):
         if raw.startswith(b"\x00"):
-            stats.skip("line is not a JSON object", f"{where} line {raw[1:].decode()}")
+            stats.skip("line is not a whole JSON object", f"{where} line {raw[1:].decode()}")
             continue
         stats.records += 1
         if not any(needle in raw for needle in needles):
@@ -197,9 +198,10 @@ def _time(event: dict[str, Any]) -> datetime | None:
     if not isinstance(value, str):
         return None
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def scan_file(

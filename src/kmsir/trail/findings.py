@@ -13,7 +13,7 @@ import json
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
 Severity = Literal["info", "low", "medium", "high", "critical"]
@@ -63,10 +63,12 @@ class Finding:
 
 @dataclass(frozen=True)
 class Context:
-    """What rules know besides the events: the key's account and the incident window."""
+    """What rules know besides the events: the key's account, the incident window, and the
+    key's ids (so an alias pointed *at* the key is not mistaken for one pointed away)."""
 
     key_account: str | None
     window_start: datetime | None
+    key_ids: frozenset[str] = frozenset()
 
 
 Rule = Callable[[list[dict[str, Any]], Context], Iterator[Finding]]
@@ -82,6 +84,24 @@ def principal_of(event: dict[str, Any]) -> str:
     )
 
 
+def actor_of(event: dict[str, Any]) -> str:
+    """Who is behind the call over time: an assumed role's role, not each of its sessions
+    (every new instance, task or Lambda run is a new session of the same role)."""
+    identity = event.get("userIdentity") or {}
+    if isinstance(identity, dict):
+        context = identity.get("sessionContext")
+        issuer = context.get("sessionIssuer") if isinstance(context, dict) else None
+        if isinstance(issuer, dict) and isinstance(issuer.get("arn"), str):
+            return str(issuer["arn"])
+    return principal_of(event)
+
+
+def params_of(event: dict[str, Any]) -> dict[str, Any]:
+    """The request parameters, or an empty mapping when they are absent or not a mapping."""
+    value = event.get("requestParameters")
+    return value if isinstance(value, dict) else {}
+
+
 def account_of(event: dict[str, Any]) -> str | None:
     """The account of the caller."""
     identity = event.get("userIdentity") or {}
@@ -93,11 +113,50 @@ def account_of(event: dict[str, Any]) -> str | None:
 
 
 def event_time(event: dict[str, Any]) -> datetime | None:
-    """The event's time, or ``None`` when it has none that parses."""
+    """The event's time (UTC when it names no zone), or ``None`` when it has none."""
     try:
-        return datetime.fromisoformat(str(event["eventTime"]).replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(str(event["eventTime"]).replace("Z", "+00:00"))
     except (KeyError, ValueError):
         return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def key_account(events: Iterable[dict[str, Any]], key_arn: str | None) -> str | None:
+    """The key's account: from its ARN, else the account of the keys events list as used."""
+    if key_arn and key_arn.startswith("arn:") and len(key_arn.split(":")) > 5:
+        return key_arn.split(":")[4]
+    counts: Counter[str] = Counter()
+    for event in events:
+        for resource in event.get("resources") or ():
+            if isinstance(resource, dict) and resource.get("type") == "AWS::KMS::Key":
+                arn = str(resource.get("ARN", ""))
+                if arn.count(":") >= 5:
+                    counts[arn.split(":")[4]] += 1
+    return counts.most_common(1)[0][0] if counts else None
+
+
+def key_ids_in(events: Iterable[dict[str, Any]], key_arn: str | None) -> frozenset[str]:
+    """The key's id: from its ARN, else the key the events list most often as used."""
+    if key_arn and ":key/" in key_arn:
+        return frozenset({key_arn.rsplit(":key/", 1)[1]})
+    counts: Counter[str] = Counter()
+    for event in events:
+        for resource in event.get("resources") or ():
+            arn = str(resource.get("ARN", "")) if isinstance(resource, dict) else ""
+            if ":key/" in arn:
+                counts[arn.rsplit(":key/", 1)[1]] += 1
+    return frozenset({counts.most_common(1)[0][0]}) if counts else frozenset()
+
+
+def context_for(
+    events: list[dict[str, Any]], key_arn: str | None, window_start: datetime | None
+) -> Context:
+    """The findings context for a key's events."""
+    return Context(
+        key_account=key_account(events, key_arn),
+        window_start=window_start,
+        key_ids=key_ids_in(events, key_arn),
+    )
 
 
 def _finding(
@@ -150,6 +209,11 @@ def deletion_and_disable(events: list[dict[str, Any]], ctx: Context) -> Iterator
             "Imported key material deleted",
             "The key cannot decrypt until the same material is imported again.",
         ),
+        "DeleteKey": (
+            "critical",
+            "Key deleted",
+            "The key and everything encrypted under it can no longer be used.",
+        ),
         "DisableKey": (
             "high",
             "Key disabled",
@@ -160,7 +224,7 @@ def deletion_and_disable(events: list[dict[str, Any]], ctx: Context) -> Iterator
         name = str(event.get("eventName"))
         if name in table:
             severity, title, why = table[name]
-            window = (event.get("requestParameters") or {}).get("pendingWindowInDays")
+            window = params_of(event).get("pendingWindowInDays")
             if window is not None:
                 why += f" Waiting period: {window} days."
             yield _finding(
@@ -205,7 +269,7 @@ def _risky_statements(policy: Any, key_account: str | None) -> list[str]:
 def policy_changed(events: list[dict[str, Any]], ctx: Context) -> Iterator[Finding]:
     """The key policy was replaced; its risky statements are named."""
     for event in filter(_named({"PutKeyPolicy"}), events):
-        policy = (event.get("requestParameters") or {}).get("policy")
+        policy = params_of(event).get("policy")
         risky = _risky_statements(policy, ctx.key_account)
         why = "The key policy decides who may use and manage the key."
         if risky:
@@ -224,13 +288,21 @@ def policy_changed(events: list[dict[str, Any]], ctx: Context) -> Iterator[Findi
 def grant_created(events: list[dict[str, Any]], ctx: Context) -> Iterator[Finding]:
     """A grant for an outside account, or with broad operations."""
     for event in filter(_named({"CreateGrant"}), events):
-        request = event.get("requestParameters") or {}
+        request = params_of(event)
         grantee = str(request.get("granteePrincipal", ""))
         parts = grantee.split(":")
         account = parts[4] if len(parts) > 4 else None
-        operations = set(request.get("operations") or [])
+        listed = request.get("operations")
+        operations = {str(o) for o in listed} if isinstance(listed, list) else set()
         outside = bool(account and ctx.key_account and account != ctx.key_account)
-        broad = bool(operations & BROAD_GRANT_OPERATIONS) or len(operations) >= 6
+        identity = event.get("userIdentity")
+        by_service = isinstance(identity, dict) and str(identity.get("invokedBy", "")).endswith(
+            ".amazonaws.com"
+        )
+        # AWS services (EBS, RDS...) routinely grant themselves broad, constrained operations
+        broad = not by_service and (
+            bool(operations & BROAD_GRANT_OPERATIONS) or len(operations) >= 6
+        )
         if not (outside or broad):
             continue
         reasons = ([f"grantee {grantee} is in outside account {account}"] if outside else []) + (
@@ -265,13 +337,23 @@ def rotation_disabled(events: list[dict[str, Any]], ctx: Context) -> Iterator[Fi
 def alias_changed(events: list[dict[str, Any]], ctx: Context) -> Iterator[Finding]:
     """An alias of the key repointed elsewhere or deleted."""
     for event in filter(_named({"UpdateAlias", "DeleteAlias"}), events):
-        request = event.get("requestParameters") or {}
+        request = params_of(event)
         alias = request.get("aliasName", "an alias")
+        target = str(request.get("targetKeyId") or "")
         if event.get("eventName") == "DeleteAlias":
             why = f"{alias} was deleted: applications that use it stop working."
+        elif target.rsplit("/", 1)[-1] in ctx.key_ids:
+            yield _finding(
+                "alias-changed",
+                "low",
+                "Alias pointed at this key",
+                [event],
+                f"{alias} now points to this key.",
+            )
+            continue
         else:
             why = (
-                f"{alias} now points to {request.get('targetKeyId')}: applications encrypt "
+                f"{alias} now points to {target or 'another key'}: applications encrypt "
                 "under a key the attacker may control."
             )
         yield _finding("alias-changed", "high", "Alias repointed or deleted", [event], why)
@@ -337,12 +419,12 @@ def new_data_principals(events: list[dict[str, Any]], ctx: Context) -> Iterator[
     baseline, window = _split(events, ctx)
     if not baseline:
         return
-    seen = {principal_of(e) for e in baseline if e.get("eventName") in DATA_OPERATIONS}
+    seen = {actor_of(e) for e in baseline if e.get("eventName") in DATA_OPERATIONS}
     seen_accounts = {account_of(e) for e in baseline if e.get("eventName") in DATA_OPERATIONS}
     fresh: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for event in window:
-        if event.get("eventName") in DATA_OPERATIONS and principal_of(event) not in seen:
-            fresh[principal_of(event)].append(event)
+        if event.get("eventName") in DATA_OPERATIONS and actor_of(event) not in seen:
+            fresh[actor_of(event)].append(event)
     for principal, items in fresh.items():
         account = account_of(items[0])
         new_account = account not in seen_accounts
@@ -372,11 +454,11 @@ def volume_spikes(events: list[dict[str, Any]], ctx: Context) -> Iterator[Findin
         return
     base_span = max((ctx.window_start - min(times)).total_seconds(), 3600.0)
     window_span = max((max(times) - ctx.window_start).total_seconds(), 3600.0)
-    base = Counter(principal_of(e) for e in baseline if e.get("eventName") in DATA_OPERATIONS)
+    base = Counter(actor_of(e) for e in baseline if e.get("eventName") in DATA_OPERATIONS)
     recent: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for event in window:
         if event.get("eventName") in DATA_OPERATIONS:
-            recent[principal_of(event)].append(event)
+            recent[actor_of(event)].append(event)
     for principal, items in recent.items():
         if principal not in base or len(items) < SPIKE_MIN_EVENTS:
             continue
@@ -434,8 +516,20 @@ RULES: dict[str, Rule] = {
 }
 
 
+def _one_per_call(events: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """A cross-account call is logged in both accounts (same ``sharedEventID``): once here."""
+    seen: set[str] = set()
+    for event in events:
+        shared = event.get("sharedEventID")
+        if isinstance(shared, str):
+            if shared in seen:
+                continue
+            seen.add(shared)
+        yield event
+
+
 def findings(events: Iterable[dict[str, Any]], ctx: Context) -> list[Finding]:
     """Every finding over the events, most severe first, then by time."""
-    ordered = sorted(events, key=lambda e: str(e.get("eventTime", "")))
+    ordered = sorted(_one_per_call(events), key=lambda e: str(e.get("eventTime", "")))
     found = [f for rule in RULES.values() for f in rule(ordered, ctx)]
     return sorted(found, key=lambda f: (-SEVERITIES.index(f.severity), f.event_time))
