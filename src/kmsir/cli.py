@@ -454,7 +454,10 @@ app.add_typer(cloudtrail_app, name="cloudtrail")
 @cloudtrail_app.command("scan")
 @_handled
 def cloudtrail_scan(
-    paths: Annotated[list[Path], typer.Argument(metavar="PATH...", help="Trail files/folders.")],
+    paths: Annotated[
+        list[str],
+        typer.Argument(metavar="PATH...", help="Trail files, folders or s3://bucket/prefix."),
+    ],
     key: Annotated[str, typer.Option("--key", help="Key id or key ARN.")],
     alias: Annotated[
         list[str] | None, typer.Option("--alias", help="An alias of the key (repeatable).")
@@ -468,6 +471,8 @@ def cloudtrail_scan(
     window: Annotated[
         str, typer.Option("--window", help="Incident window before the last event.")
     ] = "24h",
+    profile: Annotated[str | None, typer.Option("--profile", help="AWS profile (s3://).")] = None,
+    region: Annotated[str | None, typer.Option("--region", help="AWS Region (s3://).")] = None,
 ) -> None:
     """Match trail log files against a key and report findings (no window unless given)."""
     import json
@@ -481,7 +486,9 @@ def cloudtrail_scan(
 
     if not is_kms_key_reference(key) or key.startswith("alias/") or ":alias/" in key:
         raise UsageError(f"--key {key[:80]!r}: give a key id or key ARN (aliases go in --alias)")
-    missing = [str(p) for p in paths if not p.exists()]
+    buckets = [p for p in paths if p.startswith("s3://")]
+    local = [Path(p) for p in paths if not p.startswith("s3://")]
+    missing = [str(p) for p in local if not p.exists()]
     if missing:
         raise UsageError(f"no such file or folder: {missing[0]}")
     now = datetime.now(timezone.utc)
@@ -496,7 +503,24 @@ def cloudtrail_scan(
     if out is not None:
         _write_out(out, "")  # fail now, not after a long scan
     matcher = KeyMatcher.for_key(key, alias or [])
-    raw, stats = files.scan(paths, matcher, since=start, until=end)
+    raw, stats = files.scan(local, matcher, since=start, until=end)
+    for uri in buckets:
+        from kmsir.actions.base import NullReporter
+        from kmsir.actions.trail_s3 import scan_bucket
+
+        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+        from_bucket, more = scan_bucket(
+            _live_clients(profile, region),
+            NullReporter(),
+            bucket,
+            prefix,
+            None,
+            matcher,
+            start,
+            end,
+        )
+        raw.extend(from_bucket)
+        stats.add(more)
     ordered = order_raw(raw)  # raw bytes out, unchanged; only the findings fields decoded
     del raw
     _write_lines(out, ordered)

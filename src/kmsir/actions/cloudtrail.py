@@ -191,7 +191,14 @@ class Collect(Action[CollectParams]):
                     raw, stats = files.scan(params.paths(), matcher, since=start, until=end)
                 else:
                     raw, stats = scan_bucket(
-                        ctx, str(params.bucket), params.prefix, params.regions, matcher, start, end
+                        ctx.clients,
+                        ctx.reporter,
+                        str(params.bucket),
+                        params.prefix,
+                        params.regions,
+                        matcher,
+                        start,
+                        end,
                     )
                 found = [json.loads(r) for r in raw]
                 skipped.update(stats.skipped)

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import re
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from kmsir.actions.aws import aws_errors
-from kmsir.actions.base import ActionContext
+from kmsir.actions.aws import ClientFactory, aws_errors
+from kmsir.actions.base import Reporter
 from kmsir.actions.trail_query import DELIVERY_LAG
 from kmsir.errors import AwsError
 from kmsir.trail.files import ScanStats, scan_blob
@@ -51,10 +51,11 @@ def trail_prefixes(
     bucket: str,
     prefix: str,
     regions: list[str] | None,
-    start: datetime,
-    end: datetime,
+    start: datetime | None,
+    end: datetime | None,
 ) -> list[str]:
-    """Every ``.../CloudTrail/<region>/YYYY/MM/DD/`` prefix of the window in the bucket."""
+    """Every ``.../CloudTrail/<region>/YYYY/MM/DD/`` prefix of the window in the bucket (every
+    ``.../CloudTrail/<region>/`` prefix when there is no window)."""
     base = (prefix.strip("/") + "/" if prefix.strip("/") else "") + "AWSLogs/"
     accounts: list[str] = []
     for name in _folders(client, bucket, base):
@@ -62,30 +63,33 @@ def trail_prefixes(
             accounts.extend(f"{name}/{a}" for a in _folders(client, bucket, f"{base}{name}/"))
         else:
             accounts.append(name)
-    days = []
-    day = start.date()
-    while day <= (end + DELIVERY_LAG).date():  # the last events may be delivered the next day
-        days.append(day)
-        day += timedelta(days=1)
+    days: list[str] = [""]
+    if start is not None:
+        last = (end or datetime.now(timezone.utc)) + DELIVERY_LAG  # delivered the next day
+        day, days = start.date(), []
+        while day <= last.date():
+            days.append(f"{day:%Y/%m/%d}/")
+            day += timedelta(days=1)
     prefixes: list[str] = []
     for account in accounts:
         trail = f"{base}{account}/CloudTrail/"
         for region in regions or _folders(client, bucket, trail):
-            prefixes.extend(f"{trail}{region}/{d:%Y/%m/%d}/" for d in days)
+            prefixes.extend(f"{trail}{region}/{d}" for d in days)
     return prefixes
 
 
 def scan_bucket(
-    ctx: ActionContext,
+    clients: ClientFactory,
+    reporter: Reporter,
     bucket: str,
     prefix: str,
     regions: list[str] | None,
     matcher: KeyMatcher,
-    start: datetime,
-    end: datetime,
+    start: datetime | None,
+    end: datetime | None,
 ) -> tuple[list[bytes], ScanStats]:
     """The matching records of every trail file of the window in the bucket."""
-    client = ctx.clients.client("s3")
+    client = clients.client("s3")
     keys = [
         k
         for p in trail_prefixes(client, bucket, prefix, regions, start, end)
@@ -109,5 +113,5 @@ def scan_bucket(
         for done, (records, stats) in enumerate(pool.map(one, keys), start=1):
             matched.extend(records)
             total.add(stats)
-            ctx.reporter.progress("trail files", done, len(keys))
+            reporter.progress("trail files", done, len(keys))
     return matched, total
