@@ -26,6 +26,7 @@ LAYERS = {
     "kmsir.prompts": 2,
     "kmsir.playbook": 3,
     "kmsir.report": 3,
+    "kmsir.export": 3,
     "kmsir.actions.aws": 3,
     "kmsir.actions.base": 4,
     "kmsir.actions.kmskeys": 5,

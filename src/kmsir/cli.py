@@ -421,6 +421,25 @@ def report(
     print(reports.write(bundle, fmt=fmt, template=template, out=out))
 
 
+@app.command()
+@_handled
+def export(
+    bundle: Annotated[Path, typer.Argument(metavar="BUNDLE", help="Bundle directory.")],
+    out: Annotated[Path, typer.Option("--out", help="The archive (FILE.tar.gz).")],
+) -> None:
+    """Write a deterministic .tar.gz of an intact bundle, and its .sha256 beside it."""
+    from kmsir import export as exporting
+    from kmsir.errors import TamperedError
+
+    try:
+        path, digest = exporting.export(bundle, out)
+    except TamperedError as exc:
+        for problem in exc.problems:
+            print(f"TAMPERED: {problem}")
+        raise typer.Exit(1) from None
+    print(f"{digest}  {path}")
+
+
 @app.command("actions")
 @_handled
 def list_actions() -> None:

@@ -1,0 +1,67 @@
+"""``kmsir export``: one deterministic archive of a bundle, with its sha256.
+
+The same bundle always gives the same bytes: entries sorted, owners and permissions fixed,
+every mtime the run's start, and a gzip header without file name or time. Next to the archive
+goes ``<archive>.sha256`` in ``sha256sum`` format. Only an intact bundle is exported, and the
+archive holds nothing but the bundle's own files under ``<run-id>/``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import tarfile
+from datetime import datetime
+from pathlib import Path
+
+from kmsir import evidence
+from kmsir.errors import TamperedError, UsageError
+
+
+def _mtime(bundle: evidence.Bundle) -> int:
+    started = str(bundle.manifest.get("started") or "")
+    try:
+        return int(datetime.fromisoformat(started.replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        return 0
+
+
+def archive_bytes(root: Path) -> bytes:
+    """The deterministic ``.tar.gz`` of the intact bundle at ``root``."""
+    problems = evidence.verify(root)
+    if problems:
+        raise TamperedError([f"not exported: {p}" for p in problems])
+    bundle = evidence.Bundle.open(root)
+    mtime = _mtime(bundle)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        paths = sorted(p for p in root.rglob("*") if not p.name.startswith(".tmp-"))
+        for path in [root, *paths]:
+            name = "/".join([root.name, *path.relative_to(root).parts])
+            info = tarfile.TarInfo(name)
+            info.mtime, info.uid, info.gid, info.uname, info.gname = mtime, 0, 0, "", ""
+            if path.is_dir():
+                info.type, info.mode = tarfile.DIRTYPE, 0o700
+                tar.addfile(info)
+            else:
+                data = path.read_bytes()
+                info.size, info.mode = len(data), 0o600
+                tar.addfile(info, io.BytesIO(data))
+    compressed = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=compressed, mtime=0) as gz:
+        gz.write(buffer.getvalue())
+    return compressed.getvalue()
+
+
+def export(root: Path, out: Path) -> tuple[Path, str]:
+    """Write the archive and ``<out>.sha256``; return the archive path and its sha256."""
+    if not out.name.endswith(".tar.gz"):
+        raise UsageError(f"--out {out}: the archive name must end in .tar.gz")
+    data = archive_bytes(root)
+    digest = evidence.sha256_hex(data)
+    try:
+        out.write_bytes(data)
+        out.with_name(out.name + ".sha256").write_text(f"{digest}  {out.name}\n")
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot write: {exc.strerror or exc}") from None
+    return out, digest
