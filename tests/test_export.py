@@ -45,3 +45,61 @@ def test_a_tampered_bundle_is_not_exported(demo_bundle: Path, tmp_path: Path) ->
     assert "TAMPERED: not exported:" in result.stdout
     assert not (tmp_path / "x.tar.gz").exists()
     assert_no_traceback(result)
+
+
+def test_signed_export_verifies_offline_and_catches_changes(
+    demo_bundle: Path, tmp_path: Path
+) -> None:
+    import os
+    import socket
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        kms = boto3.client("kms", region_name="eu-west-1", endpoint_url=endpoint)
+        key = kms.create_key(KeySpec="RSA_2048", KeyUsage="SIGN_VERIFY")["KeyMetadata"]
+        env = {**os.environ, "AWS_ENDPOINT_URL": endpoint}
+        import subprocess
+        import sys
+
+        archive = tmp_path / "evidence.tar.gz"
+        exported = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "kmsir",
+                "export",
+                str(demo_bundle),
+                "--out",
+                str(archive),
+                "--sign-key",
+                key["Arn"],
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert exported.returncode == 0, exported.stderr
+    finally:
+        server.stop()
+    verified = kmsir("verify", str(archive))  # offline: the server is gone
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert f"signature: valid ({key['Arn']})" in verified.stdout
+    data = bytearray(archive.read_bytes())
+    data[-10] ^= 1
+    archive.write_bytes(bytes(data))
+    tampered = kmsir("verify", str(archive))
+    assert tampered.returncode == 1
+    assert (
+        "TAMPERED: evidence.tar.gz: sha256 differs from evidence.tar.gz.sha256" in tampered.stdout
+    )
+    assert "the signature is for another archive" in tampered.stdout
+    assert_no_traceback(tampered)

@@ -65,3 +65,65 @@ def export(root: Path, out: Path) -> tuple[Path, str]:
     except OSError as exc:
         raise UsageError(f"--out {out}: cannot write: {exc.strerror or exc}") from None
     return out, digest
+
+
+#: Signing algorithms by KMS key spec (the message signed is the archive's sha256 digest).
+SIGNING_ALGORITHMS = {
+    "RSA_2048": "RSASSA_PSS_SHA_256",
+    "RSA_3072": "RSASSA_PSS_SHA_256",
+    "RSA_4096": "RSASSA_PSS_SHA_256",
+    "ECC_NIST_P256": "ECDSA_SHA_256",
+    "ECC_NIST_P384": "ECDSA_SHA_256",
+    "ECC_NIST_P521": "ECDSA_SHA_256",
+}
+
+
+def signature_record(
+    key_arn: str, algorithm: str, digest: str, signature: bytes, public_key_der: bytes
+) -> dict[str, str]:
+    """What ``<archive>.sig.json`` holds: enough to check the signature offline, months later."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+
+    public = serialization.load_der_public_key(public_key_der)
+    pem = public.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+    return {
+        "key_arn": key_arn,
+        "algorithm": algorithm,
+        "sha256": digest,
+        "signature": base64.b64encode(signature).decode(),
+        "public_key_pem": pem,
+    }
+
+
+def check_signature(record: dict[str, str], digest: str) -> str | None:
+    """A problem with a detached signature, or ``None`` when it verifies (no AWS needed)."""
+    import base64
+
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+    if record.get("sha256") != digest:
+        return "the signature is for another archive (sha256 differs)"
+    try:
+        public = serialization.load_pem_public_key(record["public_key_pem"].encode())
+        signature = base64.b64decode(record["signature"])
+        message = bytes.fromhex(digest)
+        if isinstance(public, rsa.RSAPublicKey):
+            public.verify(
+                signature,
+                message,
+                padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.AUTO),
+                hashes.SHA256(),
+            )
+        elif isinstance(public, ec.EllipticCurvePublicKey):
+            public.verify(signature, message, ec.ECDSA(hashes.SHA256()))
+        else:
+            return "unsupported public key type"
+    except (InvalidSignature, KeyError, ValueError):
+        return "the signature does not verify"
+    return None
