@@ -57,10 +57,13 @@ def export(root: Path, out: Path) -> tuple[Path, str]:
     """Write the archive and ``<out>.sha256``; return the archive path and its sha256."""
     if not out.name.endswith(".tar.gz"):
         raise UsageError(f"--out {out}: the archive name must end in .tar.gz")
+    if out.exists():
+        raise UsageError(f"--out {out}: already exists (an export is never overwritten)")
     data = archive_bytes(root)
     digest = evidence.sha256_hex(data)
     try:
-        out.write_bytes(data)
+        with out.open("xb") as handle:  # exclusive: never replace an earlier export
+            handle.write(data)
         out.with_name(out.name + ".sha256").write_text(f"{digest}  {out.name}\n")
     except OSError as exc:
         raise UsageError(f"--out {out}: cannot write: {exc.strerror or exc}") from None
