@@ -226,7 +226,10 @@ def snapshot_key(
 def _policies(ctx: ActionContext, info: KeyInfo, *, prefix: str, label: str) -> dict[str, Any]:
     """Every key policy (today AWS has only ``default``), one artifact per policy."""
     kms = ctx.clients.client("kms", info.region)
-    names = [str(n) for page in _pages(ctx, info, "list_key_policies", "PolicyNames") for n in page]
+    names = [
+        str(n)
+        for n in list_all(ctx, "ListKeyPolicies", "PolicyNames", info.key_id, region=info.region)
+    ]
     policies: dict[str, Any] = {}
     for name in names:
         if not name.replace("-", "").replace("_", "").isalnum():
@@ -236,12 +239,6 @@ def _policies(ctx: ActionContext, info: KeyInfo, *, prefix: str, label: str) -> 
         ctx.write_json(f"{prefix}{label}policy-{name}.json", response)
         policies[name] = json.loads(response["Policy"])
     return policies
-
-
-def _pages(ctx: ActionContext, info: KeyInfo, method: str, result_key: str) -> list[list[Any]]:
-    paginator = ctx.clients.client("kms", info.region).get_paginator(method)
-    with aws_errors(f"{method} on {info.key_id}"):
-        return [page.get(result_key, []) for page in paginator.paginate(KeyId=info.key_id)]
 
 
 def _rotation(ctx: ActionContext, info: KeyInfo, prefix: str) -> dict[str, Any]:
@@ -256,7 +253,7 @@ def _rotation(ctx: ActionContext, info: KeyInfo, prefix: str) -> dict[str, Any]:
     with aws_errors(f"GetKeyRotationStatus on {info.key_id}"):
         status = strip_metadata(kms.get_key_rotation_status(KeyId=info.key_id))
     ctx.write_json(f"{prefix}rotation.json", status)
-    rotations = [r for page in _pages(ctx, info, "list_key_rotations", "Rotations") for r in page]
+    rotations = list_all(ctx, "ListKeyRotations", "Rotations", info.key_id, region=info.region)
     ctx.write_json(f"{prefix}rotations.json", {"Rotations": rotations})
     return {
         "rotation_enabled": status.get("KeyRotationEnabled"),

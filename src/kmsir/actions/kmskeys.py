@@ -135,10 +135,10 @@ def list_all(
     key_id: str | None = None,
     *,
     region: str | None = None,
-) -> list[dict[str, Any]]:
-    """Every item of a paginated KMS list call (``ListGrants``, ``ListAliases``...)."""
+) -> list[Any]:
+    """Every item of a paginated KMS list call (``ListGrants``, ``ListKeyPolicies``...)."""
     paginator = ctx.clients.client("kms", region).get_paginator(snake(operation))
-    items: list[dict[str, Any]] = []
+    items: list[Any] = []
     with aws_errors(f"{operation}" + (f" for {key_id}" if key_id else "")):
         for page in paginator.paginate(**({"KeyId": key_id} if key_id else {})):
             items.extend(page.get(result_key, []))
