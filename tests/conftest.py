@@ -144,3 +144,44 @@ def rogue_grant_result(rogue_grant: Sandbox, tmp_path: Path) -> tuple[dict[str, 
         "app_grant": rogue_grant.grants["app"]["id"],
     }
     return state, result
+
+
+class LoopbackServer:
+    """moto as a server on 127.0.0.1, for commands run as subprocesses (AWS_ENDPOINT_URL)."""
+
+    def __init__(self) -> None:
+        import socket
+
+        from moto.server import ThreadedMotoServer
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.endpoint = f"http://127.0.0.1:{port}"
+        self._server: Any = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        self._server.start()
+
+    def client(self, service: str) -> Any:
+        import boto3
+
+        return boto3.client(service, region_name="eu-west-1", endpoint_url=self.endpoint)
+
+    def env(self) -> dict[str, str]:
+        import os
+
+        return {**os.environ, "AWS_ENDPOINT_URL": self.endpoint}
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+
+@pytest.fixture
+def moto_server() -> Iterator[LoopbackServer]:
+    """A loopback moto server, stopped after the test (or earlier, by the test)."""
+    server = LoopbackServer()
+    try:
+        yield server
+    finally:
+        server.stop()

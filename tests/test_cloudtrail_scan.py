@@ -9,7 +9,7 @@ from pathlib import Path
 from kmsir import evidence
 from kmsir.sandbox import Sandbox
 
-from .conftest import load_playbook, run_playbook
+from .conftest import LoopbackServer, load_playbook, run_playbook
 from .test_cli import assert_no_traceback, kmsir
 from .test_trail_files import ARN, KEY, event, write_trail
 
@@ -155,44 +155,26 @@ def test_scan_checks_its_window_and_output_before_reading(tmp_path: Path) -> Non
     assert bad_out.returncode == 2 and "cannot write" in bad_out.stderr
 
 
-def test_scan_reads_a_trail_bucket_through_aws_endpoint_url(tmp_path: Path) -> None:
-    import os
-    import socket
+def test_scan_reads_a_trail_bucket_through_aws_endpoint_url(moto_server: LoopbackServer) -> None:
+    import subprocess
+    import sys
 
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
-        s3 = boto3.client("s3", region_name="eu-west-1", endpoint_url=endpoint)
-        s3.create_bucket(
-            Bucket="trail", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
-        )
-        body = gzip.compress(
-            json.dumps({"Records": [event(1, key=True), event(2, key=False)]}).encode()
-        )
-        s3.put_object(
-            Bucket="trail",
-            Body=body,
-            Key="org/AWSLogs/o-abcdef1234/111122223333/CloudTrail/eu-west-1/2026/11/11/a.json.gz",
-        )
-        env = {**os.environ, "AWS_ENDPOINT_URL": endpoint}
-        import subprocess
-        import sys
-
-        result = subprocess.run(
-            [sys.executable, "-m", "kmsir", "cloudtrail", "scan", "s3://trail/org", "--key", ARN],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=120,
-        )
-    finally:
-        server.stop()
+    s3 = moto_server.client("s3")
+    s3.create_bucket(Bucket="trail", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    body = gzip.compress(
+        json.dumps({"Records": [event(1, key=True), event(2, key=False)]}).encode()
+    )
+    s3.put_object(
+        Bucket="trail",
+        Body=body,
+        Key="org/AWSLogs/o-abcdef1234/111122223333/CloudTrail/eu-west-1/2026/11/11/a.json.gz",
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "kmsir", "cloudtrail", "scan", "s3://trail/org", "--key", ARN],
+        capture_output=True,
+        text=True,
+        env=moto_server.env(),
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert [json.loads(line)["eventID"] for line in result.stdout.splitlines()] == ["id-1"]

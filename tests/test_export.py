@@ -9,6 +9,7 @@ from pathlib import Path
 
 from kmsir import evidence
 
+from .conftest import LoopbackServer
 from .test_cli import assert_no_traceback, kmsir
 
 
@@ -48,48 +49,33 @@ def test_a_tampered_bundle_is_not_exported(demo_bundle: Path, tmp_path: Path) ->
 
 
 def test_signed_export_verifies_offline_and_catches_changes(
-    demo_bundle: Path, tmp_path: Path
+    demo_bundle: Path, tmp_path: Path, moto_server: LoopbackServer
 ) -> None:
-    import os
-    import socket
+    import subprocess
+    import sys
 
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        kms = boto3.client("kms", region_name="eu-west-1", endpoint_url=endpoint)
-        key = kms.create_key(KeySpec="RSA_2048", KeyUsage="SIGN_VERIFY")["KeyMetadata"]
-        env = {**os.environ, "AWS_ENDPOINT_URL": endpoint}
-        import subprocess
-        import sys
-
-        archive = tmp_path / "evidence.tar.gz"
-        exported = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "kmsir",
-                "export",
-                str(demo_bundle),
-                "--out",
-                str(archive),
-                "--sign-key",
-                key["Arn"],
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=120,
-        )
-        assert exported.returncode == 0, exported.stderr
-    finally:
-        server.stop()
+    kms = moto_server.client("kms")
+    key = kms.create_key(KeySpec="RSA_2048", KeyUsage="SIGN_VERIFY")["KeyMetadata"]
+    archive = tmp_path / "evidence.tar.gz"
+    exported = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kmsir",
+            "export",
+            str(demo_bundle),
+            "--out",
+            str(archive),
+            "--sign-key",
+            key["Arn"],
+        ],
+        capture_output=True,
+        text=True,
+        env=moto_server.env(),
+        timeout=120,
+    )
+    assert exported.returncode == 0, exported.stderr
+    moto_server.stop()
     verified = kmsir("verify", str(archive))  # offline: the server is gone
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert f"signature: valid ({key['Arn']})" in verified.stdout
