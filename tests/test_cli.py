@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kmsir import evidence
+from kmsir import evidence, integrity
 
 from .conftest import PLAYBOOKS
 
@@ -157,7 +157,7 @@ def test_run_in_sandbox_with_answers_file(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     bundle = Path(result.stdout.strip()).parent
-    assert evidence.verify(bundle) == []
+    assert integrity.verify(bundle) == []
     steps = {
         e["step"]: e
         for e in map(json.loads, (bundle / "journal.jsonl").read_text().splitlines())
@@ -181,7 +181,7 @@ def test_run_without_answer_or_terminal_names_the_missing_answer(tmp_path: Path)
     assert "no answer for 'decide'" in result.stderr
     assert_no_traceback(result)
     bundle = next((tmp_path / "ev").glob("*/*"))
-    assert evidence.verify(bundle) == []
+    assert integrity.verify(bundle) == []
 
 
 @pytest.mark.parametrize(

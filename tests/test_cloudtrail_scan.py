@@ -6,7 +6,7 @@ import gzip
 import json
 from pathlib import Path
 
-from kmsir import evidence
+from kmsir import evidence, integrity
 from kmsir.sandbox import Sandbox
 
 from .conftest import LoopbackServer, load_playbook, run_playbook
@@ -126,7 +126,7 @@ steps:
     outputs = {e["step"]: e["data"]["outputs"] for e in entries if e["type"] == "step-succeeded"}
     assert outputs["collect"]["count"] == 1  # matched by the alias the snapshot found
     assert outputs["findings"]["by_severity"] == {"high": 1}
-    assert evidence.verify(result.bundle) == []
+    assert integrity.verify(result.bundle) == []
 
 
 def test_scan_checks_its_window_and_output_before_reading(tmp_path: Path) -> None:

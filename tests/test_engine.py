@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from kmsir import actions, evidence
+from kmsir import actions, evidence, integrity
 from kmsir.actions.aws import ClientFactory
 from kmsir.actions.base import Action, ActionContext, Outcome, Params, Preview
 from kmsir.errors import ActionError, AwsError
@@ -121,7 +121,7 @@ def test_outputs_flow_between_steps_as_native_values(
     entries = journal(result.bundle)
     assert outcome_of(entries, "b")["data"]["outputs"]["value"] == ["g1", "g2"]
     assert outcome_of(entries, "c")["data"]["outputs"]["value"] == "2 ids: g1,g2"
-    assert evidence.verify(result.bundle) == []
+    assert integrity.verify(result.bundle) == []
 
 
 def test_when_false_skips_with_reason(
@@ -178,7 +178,7 @@ def test_missing_answer_without_terminal_aborts_naming_it(
     assert result.status == "aborted"
     assert result.error is not None and "no answer for 'c'" in result.error
     assert Change.world == {}
-    assert evidence.verify(result.bundle) == []
+    assert integrity.verify(result.bundle) == []
 
 
 def test_check_mode_changes_nothing(
@@ -287,7 +287,7 @@ def test_declined_confirm_step_aborts(moto_clients: ClientFactory, tmp_path: Pat
     assert [s.step_id for s in result.steps] == []
     failed = outcome_of(journal(result.bundle), "ok")
     assert failed["type"] == "step-failed" and "not confirmed" in failed["data"]["error"]
-    assert evidence.verify(result.bundle) == []
+    assert integrity.verify(result.bundle) == []
 
 
 class Crash(Action[ValueParams]):
@@ -308,7 +308,7 @@ def test_a_bug_still_leaves_a_finished_verifiable_bundle(
     with pytest.raises(RuntimeError):
         run_playbook(playbook, moto_clients, tmp_path, registry=registry, mode="live")
     bundle = next(tmp_path.glob("INC-test/*"))
-    assert evidence.verify(bundle) == []
+    assert integrity.verify(bundle) == []
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["status"] == "failed"
     assert journal(bundle)[-1]["data"]["error"] == "RuntimeError: bug"
@@ -331,4 +331,4 @@ def test_retried_step_keeps_each_attempts_artifacts(
     assert result.status == "succeeded"
     paths = [e["data"]["path"] for e in journal(result.bundle) if e["type"] == "artifact"]
     assert paths == ["artifacts/01-w/state.json", "artifacts/01-w.2/state.json"]
-    assert evidence.verify(result.bundle) == []
+    assert integrity.verify(result.bundle) == []

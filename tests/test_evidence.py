@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kmsir import evidence
+from kmsir import evidence, integrity
 from kmsir.errors import EvidenceError, UsageError
 
 
@@ -27,7 +27,7 @@ def flip_byte(path: Path, offset: int) -> None:
 
 
 def test_demo_bundle_verifies(demo_bundle: Path) -> None:
-    assert evidence.verify(demo_bundle) == []
+    assert integrity.verify(demo_bundle) == []
 
 
 def test_bundle_layout_and_permissions(demo_bundle: Path) -> None:
@@ -70,7 +70,7 @@ def test_changing_any_artifact_byte_is_named(demo_bundle: Path, tmp_path: Path) 
         bundle = copy_bundle(demo_bundle, tmp_path / str(index))
         target = bundle / artifact["path"]
         flip_byte(target, target.stat().st_size // 2)
-        problems = evidence.verify(bundle)
+        problems = integrity.verify(bundle)
         assert problems == [
             f"{artifact['path']}: content changed (sha256 or size differs from the journal)"
         ]
@@ -86,7 +86,7 @@ def test_changing_any_journal_line_is_named(demo_bundle: Path, tmp_path: Path) -
             sum(len(line) for line in lines[: number - 1]) + lines[number - 1].index(b'"ts":"') + 8
         )
         flip_byte(journal, offset)
-        problems = evidence.verify(bundle)
+        problems = integrity.verify(bundle)
         assert problems, number
         assert problems[0].startswith(f"journal.jsonl line {number}: "), problems
 
@@ -96,12 +96,12 @@ def test_deleted_and_reordered_lines_break_the_chain(demo_bundle: Path, tmp_path
     journal = bundle / "journal.jsonl"
     lines = journal.read_bytes().splitlines(keepends=True)
     journal.write_bytes(b"".join(lines[:5] + lines[6:]))
-    assert any("line 6: chain broken" in p for p in evidence.verify(bundle))
+    assert any("line 6: chain broken" in p for p in integrity.verify(bundle))
 
     bundle = copy_bundle(demo_bundle, tmp_path / "swapped")
     journal = bundle / "journal.jsonl"
     journal.write_bytes(b"".join([*lines[:3], lines[4], lines[3], *lines[5:]]))
-    assert any("line 4: chain broken" in p for p in evidence.verify(bundle))
+    assert any("line 4: chain broken" in p for p in integrity.verify(bundle))
 
 
 def test_truncated_journal_is_caught_by_the_manifest(demo_bundle: Path, tmp_path: Path) -> None:
@@ -109,7 +109,7 @@ def test_truncated_journal_is_caught_by_the_manifest(demo_bundle: Path, tmp_path
     journal = bundle / "journal.jsonl"
     lines = journal.read_bytes().splitlines(keepends=True)
     journal.write_bytes(b"".join(lines[:-3]))
-    assert any("truncated" in p for p in evidence.verify(bundle))
+    assert any("truncated" in p for p in integrity.verify(bundle))
 
 
 def test_torn_tail_is_reported(demo_bundle: Path, tmp_path: Path) -> None:
@@ -119,7 +119,7 @@ def test_torn_tail_is_reported(demo_bundle: Path, tmp_path: Path) -> None:
     data = journal.read_bytes()
     lines = data.splitlines(keepends=True)
     journal.write_bytes(b"".join(lines[:-1]) + lines[-1][:40])
-    problems = evidence.verify(bundle)
+    problems = integrity.verify(bundle)
     assert problems == [
         f"journal.jsonl line {len(lines)}: torn tail (incomplete last line, "
         "the run was interrupted while writing it)"
@@ -134,7 +134,7 @@ def test_missing_extra_and_playbook_changes(demo_bundle: Path, tmp_path: Path) -
     (bundle / "artifacts" / "planted.json").write_text("{}")
     with (bundle / "playbook.yaml").open("ab") as handle:
         handle.write(b"# changed\n")
-    problems = evidence.verify(bundle)
+    problems = integrity.verify(bundle)
     assert f"{first}: missing" in problems
     assert "artifacts/planted.json: extra file, not recorded in the journal" in problems
     assert any(p.startswith("playbook.yaml: sha256") for p in problems)
@@ -145,7 +145,7 @@ def test_manifest_edits_are_caught(demo_bundle: Path, tmp_path: Path) -> None:
     manifest = json.loads((bundle / "manifest.json").read_text())
     manifest["operator"]["arn"] = "arn:aws:iam::123456789012:user/someone-else"
     (bundle / "manifest.json").write_text(json.dumps(manifest))
-    assert evidence.verify(bundle) == [
+    assert integrity.verify(bundle) == [
         "manifest.json: field 'operator' differs from what the journal records"
     ]
 
@@ -153,7 +153,7 @@ def test_manifest_edits_are_caught(demo_bundle: Path, tmp_path: Path) -> None:
 def test_report_is_derived_and_may_be_rerendered(demo_bundle: Path, tmp_path: Path) -> None:
     bundle = copy_bundle(demo_bundle, tmp_path)
     (bundle / "report.md").write_text("re-rendered")
-    assert evidence.verify(bundle) == []
+    assert integrity.verify(bundle) == []
 
 
 @pytest.mark.parametrize("incident", ["../../etc", "a/b", "..", ".hidden", "", "x" * 65, "a b"])
@@ -176,7 +176,7 @@ def test_artifacts_are_never_overwritten_and_names_are_checked(tmp_path: Path) -
         with pytest.raises(EvidenceError, match="not allowed"):
             writer.write_artifact(1, "snap", bad, b"x")
     writer.finish("succeeded")
-    assert evidence.verify(writer.root) == []
+    assert integrity.verify(writer.root) == []
     assert not list(writer.root.rglob(".tmp-*"))
 
 
@@ -187,7 +187,7 @@ def test_malformed_entries_are_reported_not_crashed_on(demo_bundle: Path, tmp_pa
     last = json.loads(lines[-1])
     last["data"] = "not a mapping"
     journal.write_bytes(b"".join([*lines[:-1], evidence.canonical(last) + b"\n"]))
-    problems = evidence.verify(bundle)
+    problems = integrity.verify(bundle)
     assert problems[0] == (
         f"journal.jsonl line {len(lines)}: "
         "not a journal entry (fields missing or of the wrong type)"
@@ -200,7 +200,7 @@ def test_manifest_type_changes_are_caught(demo_bundle: Path, tmp_path: Path) -> 
     manifest["simulated"] = 1
     manifest["journal"]["entries"] -= 1
     (bundle / "manifest.json").write_text(json.dumps(manifest))
-    problems = evidence.verify(bundle)
+    problems = integrity.verify(bundle)
     assert "manifest.json: field 'simulated' differs from what the journal records" in problems
     assert any(p.startswith("manifest.json: journal anchor") for p in problems)
 
@@ -215,4 +215,4 @@ def test_retried_steps_write_to_their_own_folder(tmp_path: Path) -> None:
         "artifacts/02-snap.2/key.json",
     )
     writer.finish("succeeded")
-    assert evidence.verify(writer.root) == []
+    assert integrity.verify(writer.root) == []

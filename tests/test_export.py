@@ -7,7 +7,7 @@ import shutil
 import tarfile
 from pathlib import Path
 
-from kmsir import evidence
+from kmsir import evidence, integrity
 
 from .conftest import LoopbackServer
 from .test_cli import assert_no_traceback, kmsir
@@ -33,7 +33,7 @@ def test_export_is_deterministic_and_verifies_after_extraction(
         assert names == sorted(names) and all(n.startswith(demo_bundle.name) for n in names)
         assert {m.uid for m in tar.getmembers()} == {0}
         tar.extractall(tmp_path / "extracted", filter="data")
-    assert evidence.verify(tmp_path / "extracted" / demo_bundle.name) == []
+    assert integrity.verify(tmp_path / "extracted" / demo_bundle.name) == []
 
 
 def test_a_tampered_bundle_is_not_exported(demo_bundle: Path, tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from kmsir import evidence
+from kmsir import evidence, integrity
 from kmsir.actions.kms_policy import (
     PutPolicy,
     PutPolicyParams,
@@ -209,7 +209,7 @@ steps:
     )
     assert result.status == "succeeded", result.error
     assert policy_of(rogue_grant, key_id) == original
-    assert evidence.verify(result.bundle) == []
+    assert integrity.verify(result.bundle) == []
 
     # Quarantine again by hand, then restore from the first bundle's snapshot artifact
     Quarantine().run(

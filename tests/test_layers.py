@@ -18,6 +18,7 @@ LAYERS = {
     "kmsir.templating": 1,
     "kmsir.resources": 1,
     "kmsir.evidence": 2,
+    "kmsir.integrity": 2,
     "kmsir.trail": 1,
     "kmsir.trail.match": 1,
     "kmsir.trail.findings": 1,
@@ -45,6 +46,7 @@ LAYERS = {
     "kmsir.sandbox.shim": 6,
     "kmsir.sandbox": 6,
     "kmsir.engine": 7,
+    "kmsir.resume": 7,
     "kmsir.cli": 8,
     "kmsir.__main__": 9,
 }

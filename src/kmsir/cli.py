@@ -9,6 +9,7 @@ commands that need them, so ``kmsir --help`` stays fast.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import sys
@@ -223,6 +224,7 @@ def demo(
         evidence_dir=evidence_dir,
         mode="sandbox",
         scenario=world.id,
+        extra={"answers": {"source": "scenario script", "values": world.answers}},
     )
     _finish(_execute(loaded, {}, prompter, options, world=world))
 
@@ -250,7 +252,12 @@ def _execute(
         if world is not None:
             from kmsir.sandbox import Sandbox
 
-            clients = stack.enter_context(Sandbox(world)).client_factory()
+            sandbox = stack.enter_context(Sandbox(world))
+            clients = sandbox.client_factory()
+            # the clock and scenario, so that resume can rebuild this same world
+            options = dataclasses.replace(
+                options, extra={**options.extra, "sandbox": sandbox.record()}
+            )
         else:
             clients = _live_clients(profile, region)
         engine = Engine(
@@ -298,12 +305,20 @@ def run(
     check: Annotated[
         bool, typer.Option("--check", help="Change nothing; show what would.")
     ] = False,
-    start_at: Annotated[str | None, typer.Option("--start-at", help="Skip to this step.")] = None,
+    start_at: Annotated[
+        str | None, typer.Option("--start-at", help="Skip to this step (fresh runs only).")
+    ] = None,
+    force_start_at: Annotated[
+        bool,
+        typer.Option(
+            "--force-start-at",
+            help="Allow --start-at although an unfinished run of this playbook exists.",
+        ),
+    ] = False,
 ) -> None:
     """Run a playbook step by step, asking before anything changes."""
     from kmsir import evidence
     from kmsir.engine import RunOptions
-    from kmsir.prompts import AutoApprovePrompter, InteractivePrompter, NoPrompter, ScriptedPrompter
 
     loaded = _load_playbook(playbook_ref)
     incident_id = evidence.check_incident_id(incident or _default_incident())
@@ -312,11 +327,7 @@ def run(
     for name in loaded.playbook.inputs:
         if name in scripted and name not in given:
             given[name] = scripted[name]
-    interactive = sys.stdin.isatty() and sys.stderr.isatty()
-    base: Any = InteractivePrompter(show=_err) if interactive else NoPrompter()
-    prompter: Any = ScriptedPrompter(scripted, source="answers file", fallback=base)
-    if yes:
-        prompter = AutoApprovePrompter(prompter)
+    prompter = _prompter(scripted, "answers file", yes=yes)
     world = None
     if sandbox:
         from kmsir.sandbox import scenario as scenarios
@@ -329,8 +340,39 @@ def run(
         yes=yes,
         start_at=start_at,
         scenario=world.id if world else None,
+        extra={"answers": {"source": "answers file", "values": scripted}} if scripted else {},
     )
+    if start_at is not None and not force_start_at:
+        _refuse_start_at_over_unfinished(evidence_dir / incident_id, loaded, start_at)
     _finish(_execute(loaded, given, prompter, options, world=world, profile=profile, region=region))
+
+
+def _refuse_start_at_over_unfinished(
+    incident_dir: Path, loaded: LoadedPlaybook, start_at: str
+) -> None:
+    """--start-at skips steps: on an incident with an unfinished run of the same playbook,
+    that run is to be resumed (its journal knows what ran), not restarted part-way."""
+    from kmsir import evidence
+
+    if not incident_dir.is_dir():
+        return
+    for root in sorted(incident_dir.iterdir()):
+        journal = root / evidence.JOURNAL
+        if not journal.is_file():
+            continue
+        entries = evidence.read_journal(journal).entries
+        started = next((e for e in entries if e["type"] == "run-started"), None)
+        if started is None or (started["data"].get("playbook") or {}).get("id") != (
+            loaded.playbook.id
+        ):
+            continue
+        finished = evidence.finished_entry(entries)
+        if finished is None or finished["data"].get("status") != "succeeded":
+            raise UsageError(
+                f"--start-at {start_at}: run {root} of this playbook did not finish; continue "
+                f"it with `kmsir resume {root}`, or pass --force-start-at to start a new run "
+                "part-way"
+            )
 
 
 def _ask_missing_inputs(
@@ -352,6 +394,93 @@ def _ask_missing_inputs(
         question = f"{name} ({spec.type}): {spec.description}".rstrip(": ")
         given[name] = prompter.text(name, question, validate).value
     return given
+
+
+@app.command()
+@_handled
+def resume(
+    bundle: Annotated[Path, typer.Argument(metavar="BUNDLE", help="Bundle directory.")],
+    answers: Annotated[
+        Path | None,
+        typer.Option("--answers", help="YAML answers (default: those the run recorded)."),
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Approve every step without asking.")] = False,
+    profile: Annotated[str | None, typer.Option("--profile", help="AWS profile.")] = None,
+) -> None:
+    """Continue an interrupted or failed run in its own bundle, from its first unfinished
+    step. A step that was changing something when the run stopped is re-checked against live
+    state before anything is sent again; decisions already made are not asked again."""
+    from kmsir import actions, evidence, playbook
+    from kmsir import resume as resuming
+    from kmsir.engine import Engine, RunOptions
+    from kmsir.errors import TamperedError
+    from kmsir.evidence import utc_now
+    from kmsir.values import parse_time
+
+    try:
+        state = resuming.load(bundle)
+    except TamperedError as exc:
+        for problem in exc.problems:
+            print(f"TAMPERED: {problem}")
+        raise typer.Exit(1) from None
+    if state.succeeded:
+        if not (bundle / evidence.MANIFEST).exists():
+            evidence.write_manifest(bundle)
+            _err(f"{bundle}: wrote the manifest the interrupted finish did not")
+        _err(f"{bundle}: the run already finished (succeeded); nothing to resume")
+        return
+    meta = state.meta
+    loaded = playbook.load(bundle / evidence.PLAYBOOK_COPY, actions.catalog())
+    recorded = meta.get("answers") or {}
+    scripted = _load_answers(answers) if answers else dict(recorded.get("values") or {})
+    source = "answers file" if answers else str(recorded.get("source") or "answers file")
+    prompter = _prompter(scripted, source, yes=yes)
+    options = RunOptions(
+        incident_id=str(meta.get("incident")),
+        evidence_dir=bundle.resolve().parent.parent,
+        mode=meta.get("mode") or "live",
+        yes=yes,
+        scenario=meta.get("scenario"),
+    )
+    _err(f"kmsir resume: {bundle} ({len(state.entries)} journal entries)")
+    with contextlib.ExitStack() as stack:
+        if options.scenario:
+            from kmsir.sandbox import Sandbox
+            from kmsir.sandbox import scenario as scenarios
+
+            world = scenarios.load(options.scenario)
+            clock = (meta.get("sandbox") or {}).get("now")
+            sandbox = Sandbox(world, now=parse_time(clock, utc_now()) if clock else None)
+            if (meta.get("sandbox") or {}).get("scenario_sha256") != sandbox.fingerprint:
+                raise UsageError(
+                    f"scenario {world.id} changed since this run started; its sandbox world "
+                    "cannot be rebuilt, so the run cannot be resumed"
+                )
+            stack.enter_context(sandbox)
+            replayed = sandbox.replay(state.entries)
+            _err(f"sandbox: rebuilt scenario {world.id}, replayed {replayed['replayed']} call(s)")
+            clients = sandbox.client_factory()
+            options = dataclasses.replace(options, extra={"sandbox_replay": replayed})
+        else:
+            clients = _live_clients(profile, meta.get("region"))
+        engine = Engine(
+            actions=actions.registry(),
+            clients=clients,
+            prompter=prompter,
+            reporter=_ConsoleReporter(),
+        )
+        result = engine.resume(loaded, state, options)
+    _finish(result)
+
+
+def _prompter(scripted: dict[str, Any], source: str, *, yes: bool) -> Any:
+    """Scripted answers first, then the terminal (or a refusal without one)."""
+    from kmsir.prompts import AutoApprovePrompter, InteractivePrompter, NoPrompter, ScriptedPrompter
+
+    interactive = sys.stdin.isatty() and sys.stderr.isatty()
+    base: Any = InteractivePrompter(show=_err) if interactive else NoPrompter()
+    prompter: Any = ScriptedPrompter(scripted, source=source, fallback=base)
+    return AutoApprovePrompter(prompter) if yes else prompter
 
 
 @app.command()
@@ -388,14 +517,14 @@ def verify(
 
     BUNDLE may also be an exported FILE.tar.gz: its .sha256 and .sig.json beside it are
     checked, then the bundle inside."""
-    from kmsir import evidence
+    from kmsir import evidence, integrity
 
     if bundle.is_file() and bundle.name.endswith(".tar.gz"):
         _verify_archive(bundle)
         return
-    problems = evidence.verify(bundle)
-    if problems:
-        for problem in problems:
+    checked = integrity.check(bundle)
+    if checked.problems:
+        for problem in checked.problems:
             print(f"TAMPERED: {problem}")
         raise typer.Exit(1)
     opened = evidence.Bundle.open(bundle)
@@ -404,10 +533,12 @@ def verify(
         f"{len(opened.manifest.get('artifacts', []))} artifacts, "
         f"head {opened.entries[-1]['hash'] if opened.entries else '-'}"
     )
-    if not any(e["type"] == "run-finished" for e in opened.entries):
+    for note in checked.notes:
+        print(f"note: {note}")
+    if not checked.finished:
         print(
-            "note: the run did not finish, so no manifest anchors the journal's last entry: "
-            "lines removed from its end would not show"
+            "note: the run did not finish (kmsir resume continues it), so no manifest anchors "
+            "the journal's last entry: lines removed from its end would not show"
         )
 
 
@@ -416,7 +547,7 @@ def _verify_archive(archive: Path) -> None:
     import tarfile
     import tempfile
 
-    from kmsir import evidence
+    from kmsir import evidence, integrity
     from kmsir import export as exporting
 
     digest = evidence.sha256_hex(archive.read_bytes())
@@ -445,7 +576,7 @@ def _verify_archive(archive: Path) -> None:
             roots = [p for p in Path(tmp).iterdir() if p.is_dir()]
             if len(roots) != 1:
                 raise UsageError(f"{archive}: not a kmsir export (expected one bundle folder)")
-            problems += evidence.verify(roots[0])
+            problems += integrity.verify(roots[0])
             entries = evidence.Bundle.open(roots[0]).entries
     if problems:
         for problem in problems:

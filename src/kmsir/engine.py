@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from kmsir import __version__, templating
+from kmsir import __version__, integrity, templating
 from kmsir.actions import Registry
 from kmsir.actions.aws import ApiCall, ClientFactory, aws_errors
 from kmsir.actions.base import (
@@ -31,11 +31,28 @@ from kmsir.actions.base import (
     Reporter,
     RunInfo,
 )
-from kmsir.errors import Aborted, ActionError, AwsError, KmsirError, MissingAnswer, UsageError
-from kmsir.evidence import BundleWriter, Clock, read_outside, timestamp, utc_now
+from kmsir.errors import (
+    Aborted,
+    ActionError,
+    AwsError,
+    EvidenceError,
+    KmsirError,
+    MissingAnswer,
+    UsageError,
+)
+from kmsir.evidence import (
+    JOURNAL,
+    BundleWriter,
+    Clock,
+    read_journal,
+    read_outside,
+    timestamp,
+    utc_now,
+)
 from kmsir.keypolicy import principal_arn
 from kmsir.playbook import LoadedPlaybook, Step
 from kmsir.prompts import Prompter
+from kmsir.resume import RunState, StepState
 
 Mode = Literal["live", "check", "sandbox"]
 RunStatus = Literal["succeeded", "failed", "aborted", "interrupted"]
@@ -62,6 +79,8 @@ class RunOptions:
     yes: bool = False
     start_at: str | None = None
     scenario: str | None = None
+    #: More run metadata for the run-started entry (the sandbox's clock, recorded answers).
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -134,6 +153,7 @@ class Engine:
         self.sleep = sleep
         self._current_step: str | None = None
         self._bundle: BundleWriter | None = None
+        self._operator_arn: str | None = None
 
     # -- run ------------------------------------------------------------------------------
 
@@ -150,33 +170,89 @@ class Engine:
         bundle = BundleWriter.create(
             options.evidence_dir, options.incident_id, playbook_raw=loaded.raw, clock=self.clock
         )
-        self._bundle = bundle
-        self.clients.recorder = self._record_call
-        self.clients.check_mode = options.mode == "check"
         info = RunInfo(
             options.incident_id, bundle.run_id, options.mode, simulated=options.scenario is not None
         )
         bundle.append("run-started", self._metadata(loaded, inputs, options, info, operator))
+        return self._drive(bundle, loaded, dict(inputs), {}, info, options, None)
+
+    def resume(self, loaded: LoadedPlaybook, state: RunState, options: RunOptions) -> RunResult:
+        """Continue an interrupted or failed run in its own bundle, from its first unfinished
+        step. A torn last journal line and files an interrupted write left are first recorded
+        in a ``repair`` entry; nothing that already ran is run or asked again."""
+        operator = self._operator()
+        bundle, repaired = BundleWriter.reopen(state.root, clock=self.clock)
+        explained, _ = integrity.leftovers(state.root, read_journal(state.root / JOURNAL).entries)
+        if explained:
+            repaired["leftovers"] = [vars(item) for item in explained]
+        if repaired:
+            bundle.append("repair", repaired)
+        previous = state.finished
+        bundle.append(
+            "run-resumed",
+            {
+                **self._custody(operator, options),
+                "previous": {
+                    "status": previous["data"].get("status") if previous else "interrupted",
+                    "entries": len(state.entries),
+                    "head": state.entries[-1]["hash"] if state.entries else None,
+                },
+                "resume_at": next(
+                    (s.id for s in loaded.playbook.steps if not _done(state, s.id)), None
+                ),
+                **dict(options.extra),
+            },
+        )
+        info = RunInfo(
+            options.incident_id,
+            bundle.run_id,
+            options.mode,
+            simulated=options.scenario is not None,
+        )
+        inputs = dict(state.meta.get("inputs") or {})
+        return self._drive(bundle, loaded, inputs, state.context_steps(), info, options, state)
+
+    def _drive(
+        self,
+        bundle: BundleWriter,
+        loaded: LoadedPlaybook,
+        inputs: dict[str, Any],
+        steps: dict[str, Any],
+        info: RunInfo,
+        options: RunOptions,
+        state: RunState | None,
+    ) -> RunResult:
+        self._bundle = bundle
+        self.clients.recorder = self._record_call
+        self.clients.intent_recorder = self._record_intent
+        self.clients.check_mode = options.mode == "check"
         result = RunResult(bundle.root, "succeeded")
         context: dict[str, Any] = {
-            "inputs": dict(inputs),
-            "steps": {},
+            "inputs": inputs,
+            "steps": steps,
             "incident": {"id": options.incident_id},
             "run": {
                 "id": info.run_id,
                 "mode": info.mode,
                 "simulated": info.simulated,
-                "operator": principal_arn(str(operator.get("arn") or "")),
+                "operator": principal_arn(str(self._operator_arn or "")),
             },
         }
-        started = options.start_at is None
+        started = options.start_at is None or state is not None
         try:
-            for index, step in enumerate(playbook.steps, start=1):
+            for index, step in enumerate(loaded.playbook.steps, start=1):
+                prior = state.steps.get(step.id) if state is not None else None
                 started = started or step.id == options.start_at
+                if prior is not None and prior.done and prior.outcome is not None:
+                    record = _record_of(step, prior.outcome)
+                    result.steps.append(record)
+                    if record.status == "failed":
+                        result.status, result.error = "failed", record.summary
+                    continue
                 if not started:
                     record = self._skip(bundle, step, "before --start-at")
                 else:
-                    record = self._run_step(bundle, index, step, context, info, options)
+                    record = self._run_step(bundle, index, step, context, info, options, prior)
                 result.steps.append(record)
                 self.reporter.step(record.step_id, record.title, record.status, record.summary)
                 if record.status == "failed":
@@ -187,7 +263,11 @@ class Engine:
         except (Aborted, MissingAnswer) as exc:
             result.status, result.error = "aborted", str(exc)
         except KeyboardInterrupt:
-            bundle.append("run-interrupted", {"reason": "interrupted (Ctrl-C)"})
+            # Ctrl-C may have landed inside append, after its line reached the disk: resync
+            # so the last entry chains to it, and leave the run unfinished for resume.
+            if bundle.resync():
+                with contextlib.suppress(EvidenceError):
+                    bundle.append("run-interrupted", {"reason": "interrupted (Ctrl-C)"})
             bundle.close()
             result.status = "interrupted"
             raise
@@ -200,6 +280,7 @@ class Engine:
         finally:
             self._current_step = None
             self.clients.recorder = None
+            self.clients.intent_recorder = None
         bundle.finish(result.status, {"error": result.error} if result.error else None)
         return result
 
@@ -211,8 +292,10 @@ class Engine:
         context: dict[str, Any],
         info: RunInfo,
         options: RunOptions,
+        prior: StepState | None = None,
     ) -> StepRecord:
         self._current_step = step.id
+        rechecked = prior is not None and prior.in_flight
         action = self.actions[step.action]
         context["now"] = timestamp(self.clock())
         if step.when is not None:
@@ -223,6 +306,8 @@ class Engine:
             if not go:
                 return self._skip(bundle, step, f"when: {step.when} is false")
         sink = _StepSink(bundle, index, step.id)
+        if prior is not None:  # a resumed step writes to a fresh attempt folder
+            sink.attempt = prior.attempts
         ctx = ActionContext(
             step_id=step.id,
             clients=self.clients,
@@ -236,7 +321,8 @@ class Engine:
             try:
                 params = self._params(action, step, context)
                 if action.mutating:
-                    skipped = self._confirm(bundle, step, action, ctx, params, options)
+                    skipped = self._confirm(bundle, step, action, ctx, params, options, prior)
+                    prior = None  # after a failure, a retry is confirmed afresh
                     if skipped is not None:
                         return skipped
                 bundle.append(
@@ -294,6 +380,7 @@ class Engine:
                 if action.mutating and outcome.status != "already"
                 else None,
                 "inverse_until": outcome.inverse_until,
+                **({"rechecked": True} if rechecked else {}),
             },
             step=step.id,
         )
@@ -316,9 +403,23 @@ class Engine:
         ctx: ActionContext,
         params: Any,
         options: RunOptions,
+        prior: StepState | None = None,
     ) -> StepRecord | None:
         """Show the exact calls and current state; ``None`` means go ahead."""
         preview = action.preview(ctx, params)
+        if prior is not None and prior.in_flight:
+            # The run stopped inside this step: the preview above re-read the live state,
+            # which the action also does before sending anything again.
+            bundle.append(
+                "recheck",
+                {
+                    "reason": "the step was in flight when the run stopped",
+                    "sent_before": [f"{c['service']}:{c['operation']}" for c in prior.sent],
+                    "state": preview.state,
+                    "would_call": list(preview.calls),
+                },
+                step=step.id,
+            )
         inverse = action.inverse or "none needed"
         if inverse == IRREVERSIBLE:
             inverse = "IRREVERSIBLE"
@@ -349,6 +450,15 @@ class Engine:
         ctx.approved = preview
         if not preview.calls:
             return None  # nothing would be sent; run() records "already in desired state"
+        earlier = prior.decision if prior is not None else None
+        if earlier is not None:
+            data = earlier["data"]
+            if data.get("answer") != "approved":
+                return self._skip(
+                    bundle, step, f"not approved (decision at journal line {earlier['seq']})"
+                )
+            if set(preview.calls) <= set(data.get("calls") or []):
+                return None  # approved before the interruption: not asked again
         if options.yes:
             answer_value, source, reason = True, "auto-approved", None
         else:
@@ -407,6 +517,22 @@ class Engine:
                 "http_status": call.http_status,
                 "request_id": call.request_id,
                 "error_code": call.error_code,
+                "call": call.call_id,
+            },
+            self._current_step,
+        )
+
+    def _record_intent(self, call: ApiCall) -> None:
+        """A state-changing call about to be sent: journaled first, so a crash before its
+        result is journaled still shows it may have reached AWS."""
+        self._bundle_append(
+            "api-intent",
+            {
+                "service": call.service,
+                "operation": call.operation,
+                "region": call.region,
+                "params": call.params,
+                "call": call.call_id,
             },
             self._current_step,
         )
@@ -441,6 +567,7 @@ class Engine:
         sts = self.clients.client("sts")
         with aws_errors("GetCallerIdentity (who is running this?)", service="sts"):
             identity = sts.get_caller_identity()
+        self._operator_arn = identity.get("Arn")
         return {
             "arn": identity.get("Arn"),
             "account": identity.get("Account"),
@@ -455,18 +582,9 @@ class Engine:
         info: RunInfo,
         operator: dict[str, Any],
     ) -> dict[str, Any]:
-        import boto3
-        import botocore
-
         playbook = loaded.playbook
         return {
-            "tool": {"name": "kmsir", "version": __version__},
-            "versions": {
-                "python": platform.python_version(),
-                "boto3": boto3.__version__,
-                "botocore": botocore.__version__,
-                "platform": sys.platform,
-            },
+            **self._custody(operator, options),
             "playbook": {
                 "id": playbook.id,
                 "title": playbook.title,
@@ -478,13 +596,46 @@ class Engine:
             "incident": options.incident_id,
             "run_id": info.run_id,
             "inputs": dict(inputs),
-            "operator": {**operator, "local_user": _local_user()},
-            "host": socket.gethostname(),
             "mode": options.mode,
             "simulated": info.simulated,
             "scenario": options.scenario,
             "region": self.clients.resolved_region,
+            **dict(options.extra),
         }
+
+    @staticmethod
+    def _custody(operator: dict[str, Any], options: RunOptions) -> dict[str, Any]:
+        """Who handles the evidence, with what, where: recorded at start and at each resume."""
+        import boto3
+        import botocore
+
+        return {
+            "tool": {"name": "kmsir", "version": __version__},
+            "versions": {
+                "python": platform.python_version(),
+                "boto3": boto3.__version__,
+                "botocore": botocore.__version__,
+                "platform": sys.platform,
+            },
+            "operator": {**operator, "local_user": _local_user()},
+            "host": socket.gethostname(),
+            "location": str(options.evidence_dir.resolve()),
+        }
+
+
+def _done(state: RunState, step_id: str) -> bool:
+    prior = state.steps.get(step_id)
+    return prior is not None and prior.done
+
+
+def _record_of(step: Step, outcome: dict[str, Any]) -> StepRecord:
+    """The summary line of a step that finished before the run was resumed."""
+    data = outcome["data"]
+    if outcome["type"] == "step-succeeded":
+        return StepRecord(step.id, step.title, str(data.get("status")), str(data.get("summary")))
+    if outcome["type"] == "step-skipped":
+        return StepRecord(step.id, step.title, str(data.get("status")), str(data.get("reason")))
+    return StepRecord(step.id, step.title, "failed", str(data.get("error")))
 
 
 def _local_user() -> str:

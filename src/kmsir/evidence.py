@@ -9,9 +9,14 @@ Layout (``<evidence-dir>/<incident-id>/<run-id>/``)::
     report.md/.html   derived, re-renderable
 
 Everything the manifest says (run metadata, each artifact's sha256/size/step/time, journal
-head) is recorded in the journal first, so ``verify`` can recompute the manifest and catch a
-change to either. Evidence files are created with ``O_EXCL``/``os.link`` (never overwritten),
-fsync'd with their directory, directories 0700 and files 0600.
+head) is recorded in the journal first, so ``integrity.verify`` can recompute the manifest and
+catch a change to either. Evidence files are created with ``O_EXCL``/``os.link`` (never
+overwritten), fsync'd with their directory, directories 0700 and files 0600.
+
+Crash safety: an artifact's intent (path, sha256, size) is journaled before its bytes are
+written, so a file a crash left behind unjournaled is told apart from a planted one. A torn
+last journal line is moved to ``quarantine/`` and recorded by a ``repair`` entry when the run
+is resumed (``BundleWriter.reopen``).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import os
 import re
 import secrets
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,6 +41,7 @@ JOURNAL = "journal.jsonl"
 MANIFEST = "manifest.json"
 PLAYBOOK_COPY = "playbook.yaml"
 ARTIFACTS = "artifacts"
+QUARANTINE = "quarantine"
 #: Files that are derived from the journal and may be rewritten or re-rendered.
 DERIVED = frozenset({MANIFEST, "report.md", "report.html"})
 
@@ -162,6 +168,15 @@ class Artifact:
     created: str
 
 
+def write_manifest(root: Path) -> Path:
+    """(Re)write ``manifest.json`` from the journal: at finish, or when a crash prevented it."""
+    manifest = build_manifest(read_journal(root / JOURNAL).entries)
+    replace_derived(
+        root / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n"
+    )
+    return root / MANIFEST
+
+
 class BundleWriter:
     """Writes one run's bundle. Thread-safe: concurrent actions may journal and write."""
 
@@ -275,6 +290,14 @@ class BundleWriter:
             raise EvidenceError(f"artifact name {name[:80]!r} is not allowed")
         relative = f"{self.artifact_dir(step_index, step_id, attempt)}/{name}"
         target = self.root / relative
+        digest = sha256_hex(data)
+        # Journaled before the bytes land: a file a crash leaves behind unjournaled is then
+        # recognisably this one (same path and hash), not something planted later.
+        self.append(
+            "artifact-intent",
+            {"path": relative, "sha256": digest, "bytes": len(data)},
+            step=step_id,
+        )
         try:
             _mkdir(target.parent)
             write_new(target, data)
@@ -284,9 +307,7 @@ class BundleWriter:
             ) from None
         except OSError as exc:
             raise EvidenceError(f"cannot write artifact {relative}: {exc}") from None
-        artifact = Artifact(
-            relative, sha256_hex(data), len(data), step_id, timestamp(self._clock())
-        )
+        artifact = Artifact(relative, digest, len(data), step_id, timestamp(self._clock()))
         self.append("artifact", artifact.__dict__.copy(), step=step_id)
         with self._lock:
             self._artifacts.append(artifact)
@@ -310,11 +331,7 @@ class BundleWriter:
         """Journal the end of the run and write the manifest derived from the journal."""
         self.append("run-finished", {"status": status, **(summary or {})})
         self.close()
-        manifest = build_manifest(list(read_journal(self.root / JOURNAL).entries))
-        replace_derived(
-            self.root / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n"
-        )
-        return self.root / MANIFEST
+        return write_manifest(self.root)
 
     def close(self) -> None:
         """Close the journal file."""
@@ -322,6 +339,68 @@ class BundleWriter:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
+
+    def resync(self) -> bool:
+        """Re-read the journal's last entry after an interruption (Ctrl-C) inside ``append``.
+
+        A KeyboardInterrupt can land after a line reached the file but before ``append``
+        recorded it; the next entry must still chain to it. False when the file ends in a
+        torn line: nothing may then be appended until ``reopen`` repairs it.
+        """
+        with self._lock:
+            raw = (self.root / JOURNAL).read_bytes()
+            if raw and not raw.endswith(b"\n"):
+                return False
+            lines = raw.splitlines()
+            if lines:
+                last = json.loads(lines[-1])
+                self._seq, self._head = int(last["seq"]), str(last["hash"])
+            return True
+
+    @classmethod
+    def reopen(cls, root: Path, *, clock: Clock = utc_now) -> tuple[BundleWriter, dict[str, Any]]:
+        """Open an unfinished (or failed) run's bundle for appending, for ``resume``.
+
+        A torn last line (the run died while writing it) is first saved under
+        ``quarantine/``, then cut from the journal. Returns the writer and what was repaired,
+        which the caller journals as a ``repair`` entry (with the crash leftovers it found).
+        """
+        path = root / JOURNAL
+        raw = path.read_bytes()
+        cut = raw.rfind(b"\n") + 1
+        torn = raw[cut:]
+        repaired: dict[str, Any] = {}
+        if torn:
+            journal = read_journal(path)
+            seq = len(journal.entries) + 1
+            saved = f"{QUARANTINE}/journal-line-{seq}.torn"
+            _mkdir(root / QUARANTINE)
+            try:
+                write_new(root / saved, torn)
+            except FileExistsError:  # an earlier resume died after saving it
+                if (root / saved).read_bytes() != torn:
+                    raise EvidenceError(f"{saved} exists with other bytes; not repairing") from None
+            repaired["torn_tail"] = {
+                "line": seq,
+                "saved_as": saved,
+                "sha256": sha256_hex(torn),
+                "bytes": len(torn),
+            }
+        writer = cls(root, clock=clock)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        if torn:
+            os.ftruncate(fd, cut)
+            os.fsync(fd)
+        writer._fd = fd
+        entries = read_journal(path).entries
+        if entries:
+            writer._seq, writer._head = int(entries[-1]["seq"]), str(entries[-1]["hash"])
+        writer._artifacts = [
+            Artifact(**{k: e["data"][k] for k in Artifact.__dataclass_fields__})
+            for e in entries
+            if e["type"] == "artifact"
+        ]
+        return writer, repaired
 
 
 # --- reading ----------------------------------------------------------------------------
@@ -457,12 +536,26 @@ _MANIFEST_FIELDS = (
 )
 
 
+def finished_entry(entries: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The run-finished entry that ends the run, or None while it is unfinished.
+
+    A run that was resumed is unfinished again until a run-finished follows the resume.
+    """
+    for entry in entries[::-1]:
+        kind = entry.get("type")
+        if kind == "run-resumed":
+            break
+        if kind == "run-finished":
+            return entry
+    return None
+
+
 def build_manifest(entries: list[dict[str, Any]]) -> dict[str, Any]:
-    """The manifest a journal implies: run metadata, artifacts, outcome, chain head."""
+    """The manifest a journal implies: run metadata, custody, artifacts, outcome, chain head."""
     started = next((e for e in entries if e["type"] == "run-started"), None)
     if started is None:
         raise EvidenceError(f"{JOURNAL}: no run-started entry")
-    finished = next((e for e in reversed(entries) if e["type"] == "run-finished"), None)
+    finished = finished_entry(entries)
     meta = started["data"]
     return {
         "format": FORMAT,
@@ -470,6 +563,19 @@ def build_manifest(entries: list[dict[str, Any]]) -> dict[str, Any]:
         "started": started["ts"],
         "finished": finished["ts"] if finished else None,
         "status": finished["data"].get("status") if finished else "incomplete",
+        # who handled the evidence, when and where (NIST SP 800-61's evidence log)
+        "custody": [
+            {
+                "event": e["type"].removeprefix("run-"),
+                "ts": e["ts"],
+                "operator": e["data"].get("operator"),
+                "host": e["data"].get("host"),
+                "location": e["data"].get("location"),
+                "tool": e["data"].get("tool"),
+            }
+            for e in entries
+            if e["type"] in ("run-started", "run-resumed")
+        ],
         "artifacts": [e["data"] for e in entries if e["type"] == "artifact"],
         "journal": {"entries": len(entries), "head": entries[-1]["hash"] if entries else None},
     }
@@ -505,101 +611,3 @@ class Bundle:
     def artifact_json(self, relative: str) -> Any:
         """An artifact parsed as JSON."""
         return json.loads(self.artifact_bytes(relative))
-
-
-def verify(root: Path) -> list[str]:
-    """Every problem that shows the bundle at ``root`` was altered; empty when intact."""
-    if not root.is_dir():
-        raise UsageError(f"{root}: no such bundle directory")
-    if not (root / JOURNAL).exists():
-        raise UsageError(f"{root}: not an evidence bundle (no {JOURNAL})")
-    journal = read_journal(root / JOURNAL)
-    problems = list(journal.problems)
-    entries = journal.entries
-    started = next((e for e in entries if e.get("type") == "run-started"), None)
-    if started is None:
-        return [*problems, f"{JOURNAL}: no run-started entry"]
-    problems += _verify_playbook(root, started)
-    problems += _verify_artifacts(root, entries)
-    problems += _verify_manifest(root, entries)
-    return problems
-
-
-def _verify_playbook(root: Path, started: dict[str, Any]) -> Iterator[str]:
-    expected = (started.get("data", {}).get("playbook") or {}).get("sha256")
-    try:
-        actual = sha256_hex((root / PLAYBOOK_COPY).read_bytes())
-    except FileNotFoundError:
-        yield f"{PLAYBOOK_COPY}: missing"
-        return
-    if actual != expected:
-        yield (
-            f"{PLAYBOOK_COPY}: sha256 {actual[:12]}... differs from the journal's "
-            f"{str(expected)[:12]}..."
-        )
-
-
-def _verify_artifacts(root: Path, entries: list[dict[str, Any]]) -> Iterator[str]:
-    recorded: set[str] = set()
-    for entry in entries:
-        if entry.get("type") != "artifact":
-            continue
-        data = entry.get("data", {})
-        relative = str(data.get("path", ""))
-        recorded.add(relative)
-        target = root / relative
-        if not relative.startswith(f"{ARTIFACTS}/") or ".." in relative.split("/"):
-            yield f"{JOURNAL} line {entry.get('seq')}: artifact path {relative[:80]!r} is invalid"
-            continue
-        try:
-            content = target.read_bytes()
-        except FileNotFoundError:
-            yield f"{relative}: missing"
-            continue
-        if sha256_hex(content) != data.get("sha256") or len(content) != data.get("bytes"):
-            yield f"{relative}: content changed (sha256 or size differs from the journal)"
-    for path in sorted(root.rglob("*")):
-        relative = path.relative_to(root).as_posix()
-        if path.is_dir() or relative in DERIVED or relative in (JOURNAL, PLAYBOOK_COPY):
-            continue
-        if relative not in recorded:
-            yield f"{relative}: extra file, not recorded in the journal"
-
-
-def _verify_manifest(root: Path, entries: list[dict[str, Any]]) -> Iterator[str]:
-    finished = any(e.get("type") == "run-finished" for e in entries)
-    try:
-        manifest = json.loads((root / MANIFEST).read_bytes())
-    except FileNotFoundError:
-        if finished:
-            yield f"{MANIFEST}: missing (the run finished, so it was written)"
-        return
-    except ValueError:
-        yield f"{MANIFEST}: not valid JSON"
-        return
-    if not isinstance(manifest, dict):
-        yield f"{MANIFEST}: not a JSON object"
-        return
-    try:
-        expected = build_manifest(entries)
-    except (EvidenceError, KeyError, TypeError):
-        return  # the journal problems already explain why
-    anchor = manifest.get("journal")
-    recorded_entries = anchor.get("entries") if isinstance(anchor, dict) else None
-    recorded_head = anchor.get("head") if isinstance(anchor, dict) else None
-    if isinstance(recorded_entries, int) and recorded_entries > len(entries):
-        yield (
-            f"{JOURNAL}: truncated: the manifest anchors {recorded_entries} entries, "
-            f"{len(entries)} remain"
-        )
-    elif canonical(anchor) != canonical(expected["journal"]):
-        yield (
-            f"{MANIFEST}: journal anchor (entries {recorded_entries!r}, head "
-            f"{str(recorded_head)[:12]}...) does not match the journal"
-        )
-    for key in sorted(set(expected) | set(manifest)):
-        if key == "journal":
-            continue
-        # canonical bytes, so that true and 1, or 1 and 1.0, are told apart
-        if canonical(manifest.get(key)) != canonical(expected.get(key)):
-            yield f"{MANIFEST}: field '{key}' differs from what the journal records"

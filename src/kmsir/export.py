@@ -14,7 +14,7 @@ import tarfile
 from datetime import datetime
 from pathlib import Path
 
-from kmsir import evidence
+from kmsir import evidence, integrity
 from kmsir.errors import TamperedError, UsageError
 
 
@@ -28,7 +28,7 @@ def _mtime(bundle: evidence.Bundle) -> int:
 
 def archive_bytes(root: Path) -> bytes:
     """The deterministic ``.tar.gz`` of the intact bundle at ``root``."""
-    problems = evidence.verify(root)
+    problems = integrity.verify(root)
     if problems:
         raise TamperedError([f"not exported: {p}" for p in problems])
     bundle = evidence.Bundle.open(root)

@@ -7,6 +7,7 @@ Nothing here runs at import time and boto3 is imported lazily, so ``kmsir --help
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -43,6 +44,8 @@ class ApiCall:
     http_status: int | None
     request_id: str | None
     error_code: str | None = None
+    #: Pairs a mutating call's intent (journaled before sending) with its result.
+    call_id: int | None = None
 
 
 CallRecorder = Callable[[ApiCall], None]
@@ -56,6 +59,8 @@ class ClientFactory:
     ``check_mode`` refuses every non-read-only operation before it is sent.
     ``guard_send`` (the sandbox sets it) refuses any request that reached the transport
     layer, i.e. that the in-process moto did not answer: nothing can leak to a real account.
+    ``intent_recorder`` hears of every state-changing call just before it is sent, so a crash
+    between sending and journaling the result still leaves the call in the journal.
     """
 
     session_factory: SessionFactory
@@ -64,6 +69,8 @@ class ClientFactory:
     check_mode: bool = False
     guard_send: bool = False
     recorder: CallRecorder | None = None
+    intent_recorder: CallRecorder | None = None
+    _calls: Iterator[int] = field(default_factory=lambda: itertools.count(1), init=False)
     _session: Any = field(default=None, init=False, repr=False)
     _clients: dict[tuple[str, str | None], Any] = field(
         default_factory=dict, init=False, repr=False
@@ -128,6 +135,24 @@ class ClientFactory:
                     f"check mode: refused to send {service}:{model.name} (it changes state)"
                 )
 
+        def intent(model: Any, context: dict[str, Any], **_: Any) -> None:
+            if is_read_only(model.name):
+                return
+            with self._lock:
+                context["kmsir_call"] = next(self._calls)
+            if self.intent_recorder is not None:
+                self.intent_recorder(
+                    ApiCall(
+                        service=service,
+                        operation=model.name,
+                        region=region,
+                        params=context.get("kmsir_params", {}),
+                        http_status=None,
+                        request_id=None,
+                        call_id=context["kmsir_call"],
+                    )
+                )
+
         def record(
             http_response: Any,
             parsed: dict[str, Any],
@@ -148,11 +173,13 @@ class ClientFactory:
                     http_status=getattr(http_response, "status_code", None),
                     request_id=meta.get("RequestId"),
                     error_code=error.get("Code"),
+                    call_id=context.get("kmsir_call"),
                 )
             )
 
         events.register("provide-client-params", keep_params)
         events.register("before-call", check_mode_guard)
+        events.register("before-call", intent)
         events.register("after-call", record)
         if self.guard_send:
             # moto answers in the before-send event; only a request it did not answer

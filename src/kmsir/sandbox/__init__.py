@@ -17,6 +17,7 @@ from typing import Any
 
 from kmsir import templating
 from kmsir.actions.aws import ClientFactory
+from kmsir.evidence import canonical, sha256_hex, timestamp
 from kmsir.sandbox import lookup, shim
 from kmsir.sandbox.scenario import EventSpec, IdentitySpec, Scenario
 from kmsir.values import duration_seconds
@@ -118,6 +119,59 @@ class Sandbox:
     def client_factory(self) -> ClientFactory:
         """Clients for this sandbox; a request moto does not answer is refused."""
         return ClientFactory(session_factory=self.session, region=self.region, guard_send=True)
+
+    # -- surviving a crash ----------------------------------------------------------------
+
+    def record(self) -> dict[str, Any]:
+        """What a resumed run needs to rebuild this same world: the clock and the scenario."""
+        return {
+            "now": timestamp(self.now),
+            "seed": self.scenario.seed,
+            "scenario_sha256": self.fingerprint,
+        }
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the scenario as loaded: a changed scenario would seed another world."""
+        return sha256_hex(canonical(self.scenario.model_dump(mode="json")))
+
+    def replay(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
+        """Re-apply the state-changing calls a journal records, in order, to this re-seeded
+        world, so a resumed run continues where the interrupted one left the sandbox.
+
+        A call whose intent was journaled but whose result was not (the process died in
+        between) is re-applied as if it reached AWS; one that AWS refused is not.
+        """
+        from botocore import xform_name
+        from botocore.exceptions import ClientError
+
+        results: dict[tuple[int, Any], dict[str, Any]] = {}
+        intents: list[tuple[int, dict[str, Any]]] = []
+        segment = 0  # call numbers restart in each process: pair them within one
+        for entry in entries:
+            data = entry["data"]
+            if entry["type"] == "run-resumed":
+                segment += 1
+            elif entry["type"] == "api-intent":
+                intents.append((segment, data))
+            elif entry["type"] == "api-call" and data.get("call") is not None:
+                results[(segment, data["call"])] = data
+        session = self.session()
+        replayed, refused = 0, []
+        for segment, intent in intents:
+            result = results.get((segment, intent.get("call")))
+            if result is not None and (
+                result.get("error_code") or result.get("http_status") != 200
+            ):
+                continue
+            client = session.client(intent["service"], region_name=intent["region"])
+            try:
+                getattr(client, xform_name(intent["operation"]))(**intent["params"])
+            except ClientError as exc:
+                refused.append(f"{intent['operation']}: {exc.response['Error'].get('Code')}")
+            else:
+                replayed += 1
+        return {"replayed": replayed, "refused": refused}
 
     # -- seeding --------------------------------------------------------------------------
 
