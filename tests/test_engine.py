@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from kmsir import actions, evidence, integrity
+from kmsir import actions, integrity
 from kmsir.actions.aws import ClientFactory
 from kmsir.actions.base import Action, ActionContext, Outcome, Params, Preview
 from kmsir.errors import ActionError, AwsError

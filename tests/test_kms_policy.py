@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from kmsir import evidence, integrity
+from kmsir import integrity
 from kmsir.actions.kms_policy import (
     PutPolicy,
     PutPolicyParams,
