@@ -425,8 +425,12 @@ def resume(
         raise typer.Exit(1) from None
     if state.succeeded:
         if not (bundle / evidence.MANIFEST).exists():
+            # the run stopped between journaling its end and writing these derived files
+            from kmsir import report
+
             evidence.write_manifest(bundle)
-            _err(f"{bundle}: wrote the manifest the interrupted finish did not")
+            report.write(bundle)
+            _err(f"{bundle}: wrote the manifest and report the interrupted finish did not")
         _err(f"{bundle}: the run already finished (succeeded); nothing to resume")
         return
     meta = state.meta

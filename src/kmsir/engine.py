@@ -26,6 +26,7 @@ from kmsir.actions.base import (
     IRREVERSIBLE,
     Action,
     ActionContext,
+    Interrupted,
     NullReporter,
     Outcome,
     Reporter,
@@ -295,7 +296,11 @@ class Engine:
         prior: StepState | None = None,
     ) -> StepRecord:
         self._current_step = step.id
-        rechecked = prior is not None and prior.in_flight
+        interrupted = (
+            Interrupted(prior.before, tuple(prior.sent), tuple(prior.recorded))
+            if prior is not None and prior.in_flight
+            else None
+        )
         action = self.actions[step.action]
         context["now"] = timestamp(self.clock())
         if step.when is not None:
@@ -316,6 +321,7 @@ class Engine:
             run=info,
             now=self.clock,
             reporter=self.reporter,
+            interrupted=interrupted,
         )
         while True:
             try:
@@ -380,7 +386,7 @@ class Engine:
                 if action.mutating and outcome.status != "already"
                 else None,
                 "inverse_until": outcome.inverse_until,
-                **({"rechecked": True} if rechecked else {}),
+                **({"rechecked": True} if interrupted is not None else {}),
             },
             step=step.id,
         )

@@ -21,7 +21,9 @@ from kmsir.errors import UsageError
 
 FORMATS = ("md",)
 #: Journal entries too fine-grained for the timeline (they are counted or indexed instead).
-_NOT_IN_TIMELINE = frozenset({"api-call", "artifact", "step-started"})
+_NOT_IN_TIMELINE = frozenset(
+    {"api-call", "api-intent", "artifact", "artifact-intent", "before-change", "step-started"}
+)
 
 #: Characters that could start Markdown markup inline: emphasis, code, links/images ([ ]),
 #: raw HTML and autolinks (<), table cells (|), strikethrough (~) and escapes themselves.

@@ -30,6 +30,8 @@ class StepState:
     started: bool = False  # a step-started after the last outcome: in flight
     decision: dict[str, Any] | None = None  # "run ..." decision after the last outcome
     sent: list[dict[str, Any]] = field(default_factory=list)  # mutating calls in flight
+    before: dict[str, Any] | None = None  # the state recorded before the first change
+    recorded: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # notes, answers
     attempts: int = 0  # the highest artifact attempt folder used
     passed_over: bool = False  # the run went on to other steps after the last outcome
 
@@ -112,15 +114,19 @@ def _steps(entries: list[dict[str, Any]]) -> dict[str, StepState]:
         type_, data = entry["type"], entry["data"]
         if type_ in _OUTCOMES:
             state.outcome, state.started, state.decision = entry, False, None
-            state.sent = []
+            state.sent, state.before, state.recorded = [], None, []
             state.passed_over = False
         elif type_ == "step-started":
             state.started = True
-            state.sent = []
+            state.sent, state.before, state.recorded = [], None, []
+        elif type_ in ("decision", "note") and state.started:
+            state.recorded.append((type_, data))
         elif type_ == "decision" and str(data.get("question", "")).startswith("run "):
             state.decision = entry
         elif type_ == "api-intent" and state.started:
             state.sent.append(data)
+        elif type_ == "before-change" and state.started and state.before is None:
+            state.before = data.get("before")
         elif type_ == "artifact-intent":
             match = _ATTEMPT.match(str(data.get("path", "")))
             attempt = int(match[1]) if match and match[1] else 1

@@ -100,6 +100,18 @@ class Preview:
     items: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class Interrupted:
+    """The attempt of this step that the run was inside when it stopped (see ``resume``)."""
+
+    #: What the step recorded with ``ActionContext.changing`` before its first change.
+    before: dict[str, Any] | None
+    #: The state-changing calls journaled as about to be sent (``api-intent`` data).
+    sent: tuple[dict[str, Any], ...]
+    #: Notes and decisions the attempt journaled, as ``(type, data)``: never asked twice.
+    recorded: tuple[tuple[str, dict[str, Any]], ...] = ()
+
+
 @dataclass
 class ActionContext:
     """Everything an action may use while it runs one step."""
@@ -113,6 +125,38 @@ class ActionContext:
     reporter: Reporter = field(default_factory=NullReporter)
     #: The preview the responder approved, for a mutating step (``None``: not previewed).
     approved: Preview | None = None
+    #: Set when a resumed run re-checks the step it was inside when it stopped.
+    interrupted: Interrupted | None = None
+
+    def changing(self, before: dict[str, Any]) -> None:
+        """Record the state about to change, just before the first call that changes it.
+
+        If the run stops before that call's result is journaled, the resumed step compares
+        the live state with this record instead of sending the call again.
+        """
+        self.artifacts.journal("before-change", {"before": before})
+
+    def changed_before_interruption(self) -> dict[str, Any] | None:
+        """The recorded state before a change this step sent just before the run stopped.
+
+        Not ``None`` only on a resumed re-check whose interrupted attempt sent a changing
+        call: live state already as wanted then means that call took effect.
+        """
+        found = self.interrupted
+        return found.before if found is not None and found.sent else None
+
+    def recorded_before_interruption(self, type_: str) -> dict[str, Any] | None:
+        """The last ``note`` or ``decision`` the interrupted attempt journaled, if any."""
+        found = self.interrupted
+        records = [data for kind, data in (found.recorded if found else ()) if kind == type_]
+        return records[-1] if records else None
+
+    def sent_before_interruption(self, operation: str) -> list[dict[str, Any]]:
+        """Parameters of each ``operation`` call the interrupted attempt sent (or was about to)."""
+        found = self.interrupted
+        if found is None:
+            return []
+        return [dict(c.get("params") or {}) for c in found.sent if c.get("operation") == operation]
 
     def write_json(self, name: str, value: Any) -> str:
         """Store a JSON artifact (indented, sorted keys, dates as ISO strings)."""

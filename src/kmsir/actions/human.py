@@ -32,19 +32,25 @@ class Ask(Action[AskParams]):
         return []
 
     def run(self, ctx: ActionContext, params: AskParams) -> Outcome:
-        answer = ctx.prompter.ask(ctx.step_id, params.question, params.choices)
-        ctx.artifacts.journal(
-            "decision",
-            {
-                "question": params.question,
-                "answer": answer.value,
-                "by": answer.source,
-                "reason": answer.reason,
-            },
-        )
+        # answered before the run stopped: the answer stands, it is not asked again
+        earlier = ctx.recorded_before_interruption("decision")
+        if earlier is not None:
+            value, source = str(earlier.get("answer")), str(earlier.get("by"))
+        else:
+            answer = ctx.prompter.ask(ctx.step_id, params.question, params.choices)
+            value, source = answer.value, answer.source
+            ctx.artifacts.journal(
+                "decision",
+                {
+                    "question": params.question,
+                    "answer": answer.value,
+                    "by": answer.source,
+                    "reason": answer.reason,
+                },
+            )
         return Outcome(
-            outputs={"answer": answer.value, "by": answer.source},
-            summary=f"{params.question} -> {answer.value} ({answer.source})",
+            outputs={"answer": value, "by": source},
+            summary=f"{params.question} -> {value} ({source})",
         )
 
 
@@ -71,6 +77,11 @@ class Confirm(Action[ConfirmParams]):
         return []
 
     def run(self, ctx: ActionContext, params: ConfirmParams) -> Outcome:
+        earlier = ctx.recorded_before_interruption("decision")
+        if earlier is not None:  # answered before the run stopped: not asked again
+            if earlier.get("answer") != "confirmed":
+                raise Aborted(f"not confirmed: {params.message[:80]}")
+            return Outcome(outputs={"confirmed": True}, summary=f"confirmed: {params.message}")
         answer = ctx.prompter.confirm(ctx.step_id, params.message, ())
         ctx.artifacts.journal(
             "decision",
@@ -109,5 +120,6 @@ class Note(Action[NoteParams]):
         return []
 
     def run(self, ctx: ActionContext, params: NoteParams) -> Outcome:
-        ctx.artifacts.journal("note", {"text": params.text})
+        if ctx.recorded_before_interruption("note") is None:  # not twice after a resume
+            ctx.artifacts.journal("note", {"text": params.text})
         return Outcome(outputs={"text": params.text}, summary=params.text)

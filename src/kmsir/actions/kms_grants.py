@@ -173,9 +173,20 @@ class RevokeGrants(Action[RevokeGrantsParams]):
             shown = set(ctx.approved.items)
             unapproved = [g["GrantId"] for g in chosen if g["GrantId"] not in shown]
             chosen = [g for g in chosen if g["GrantId"] in shown]
-        ctx.write_json("grants-before.json", {"Grants": before})
-        kms = ctx.clients.client("kms", info.region)
         revoked: list[str] = []
+        earlier = ctx.changed_before_interruption()
+        if earlier is not None:
+            # a resumed re-check: grants whose RevokeGrant was sent before the run stopped
+            # and that are gone now were revoked by this step; the rest are revoked below
+            present = {g["GrantId"] for g in before}
+            sent = [c.get("GrantId") for c in ctx.sent_before_interruption("RevokeGrant")]
+            revoked = [str(g) for g in dict.fromkeys(sent) if g and g not in present]
+            gone = [g for g in gone if g not in revoked]
+        if ctx.artifacts.earlier(ctx.step_id, "grants-before.json") is None:
+            ctx.write_json("grants-before.json", {"Grants": before})
+        if chosen:
+            ctx.changing({"key_id": info.key_id, "grants": sorted(g["GrantId"] for g in before)})
+        kms = ctx.clients.client("kms", info.region)
         for grant in chosen:
             grant_id = grant["GrantId"]
             try:
@@ -212,6 +223,7 @@ class RevokeGrants(Action[RevokeGrantsParams]):
             },
             summary="; ".join(parts),
             status="succeeded" if revoked else "already",
-            before={"key_id": info.key_id, "grants": sorted(g["GrantId"] for g in before)},
+            before=earlier
+            or {"key_id": info.key_id, "grants": sorted(g["GrantId"] for g in before)},
             after={"key_id": info.key_id, "grants": sorted(remaining)},
         )

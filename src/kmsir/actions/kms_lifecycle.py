@@ -7,6 +7,7 @@ AWS reports, not the one we hoped for.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
@@ -57,7 +58,8 @@ class _StateChange(Action[KeyParams]):
     def run(self, ctx: ActionContext, params: KeyParams) -> Outcome:
         info = self._target(ctx, params)
         if info.state == self.desired:
-            return _already(info, f"{info.key_id} was already {self.desired}: nothing sent")
+            return _settled(ctx, info, f"{info.key_id} was already {self.desired}: nothing sent")
+        ctx.changing(info.summary)
         kms = ctx.clients.client("kms", info.region)
         with aws_errors(f"{self.operation} on {info.key_id}"):
             getattr(kms, snake(self.operation))(KeyId=info.key_id)
@@ -176,11 +178,20 @@ class ScheduleDeletion(Action[ScheduleDeletionParams]):
     def run(self, ctx: ActionContext, params: ScheduleDeletionParams) -> Outcome:
         info = target(ctx, params.key, self.name)
         if info.state in PENDING:
-            return _already(
+            outcome = _settled(
+                ctx,
                 info,
                 f"{info.key_id} was already pending deletion on {info.deletion_date}: nothing sent",
                 until=info.deletion_date,
             )
+            if outcome.status == "already":
+                return outcome
+            # scheduled by the calls sent before the interruption: report them as made
+            sent = ctx.sent_before_interruption("ScheduleKeyDeletion")
+            replicas = [c["KeyId"] for c in sent if c.get("KeyId") != info.key_id]
+            outputs = {**outcome.outputs, "replicas_scheduled": replicas}
+            return self._scheduled(dataclasses.replace(outcome, outputs=outputs))
+        ctx.changing(info.summary)
         scheduled = []
         if info.multi_region_role == "PRIMARY" and info.replica_arns:
             scheduled = self._replicas(ctx, info, params)
@@ -189,8 +200,13 @@ class ScheduleDeletion(Action[ScheduleDeletionParams]):
             kms.schedule_key_deletion(
                 KeyId=info.key_id, PendingWindowInDays=params.pending_window_days
             )
-        outcome = _changed(ctx, info, extra={"replicas_scheduled": scheduled})
+        return self._scheduled(_changed(ctx, info, extra={"replicas_scheduled": scheduled}))
+
+    @staticmethod
+    def _scheduled(outcome: Outcome) -> Outcome:
+        """The outcome with the deletion date and how to undo it in the summary."""
         after = outcome.after or {}
+        scheduled = outcome.outputs.get("replicas_scheduled") or []
         when = (
             f"deletion on {after['deletion_date']}, cancellable until then"
             if after.get("deletion_date")
@@ -276,9 +292,10 @@ class CancelDeletion(Action[KeyParams]):
     def run(self, ctx: ActionContext, params: KeyParams) -> Outcome:
         info = target(ctx, params.key, self.name)
         if info.state not in PENDING:
-            return _already(
-                info, f"{info.key_id} is not pending deletion ({info.state}): nothing sent"
+            return _settled(
+                ctx, info, f"{info.key_id} is not pending deletion ({info.state}): nothing sent"
             )
+        ctx.changing(info.summary)
         with aws_errors(f"CancelKeyDeletion on {info.key_id}"):
             ctx.clients.client("kms", info.region).cancel_key_deletion(KeyId=info.key_id)
         return _changed(ctx, info)
@@ -336,7 +353,18 @@ class TagKey(Action[TagParams]):
         current = _tags(ctx, info)
         missing = {k: v for k, v in wanted.items() if current.get(k) != v}
         if not missing:
-            return _already(info, f"{info.key_id} already tagged {wanted}: nothing sent")
+            earlier = ctx.changed_before_interruption()
+            if earlier is None:
+                return _already(info, f"{info.key_id} already tagged {wanted}: nothing sent")
+            was = earlier.get("tags") or {}
+            made = {k: v for k, v in wanted.items() if was.get(k) != v}
+            return Outcome(
+                outputs={"key_id": info.key_id, "tags": current},
+                summary=f"{info.key_id}: tagged {made}",
+                before=earlier,
+                after={"key_id": info.key_id, "tags": current},
+            )
+        ctx.changing({"key_id": info.key_id, "tags": current})
         with aws_errors(f"TagResource on {info.key_id}"):
             ctx.clients.client("kms", info.region).tag_resource(
                 KeyId=info.key_id, Tags=[{"TagKey": k, "TagValue": v} for k, v in missing.items()]
@@ -393,6 +421,9 @@ class EnableRotation(Action[RotationParams]):
         info = _rotatable(ctx, params.key, self.name)
         before = _rotation(ctx, info)
         if before["enabled"] and before["period_days"] == params.period_days:
+            earlier = ctx.changed_before_interruption()
+            if earlier is not None:  # the EnableKeyRotation sent before the interruption
+                return self._enabled(info, earlier, before)
             return Outcome(
                 outputs={"key_id": info.key_id, **before},
                 summary=f"{info.key_id}: rotation already every "
@@ -401,11 +432,15 @@ class EnableRotation(Action[RotationParams]):
                 before=before,
                 after=before,
             )
+        ctx.changing(before)
         with aws_errors(f"EnableKeyRotation on {info.key_id}"):
             ctx.clients.client("kms", info.region).enable_key_rotation(
                 KeyId=info.key_id, RotationPeriodInDays=params.period_days
             )
-        after = _rotation(ctx, info)
+        return self._enabled(info, before, _rotation(ctx, info))
+
+    @staticmethod
+    def _enabled(info: KeyInfo, before: dict[str, Any], after: dict[str, Any]) -> Outcome:
         return Outcome(
             outputs={"key_id": info.key_id, **after},
             summary=f"{info.key_id}: rotation every {after['period_days']} days, "
@@ -448,8 +483,14 @@ class RotateNow(Action[KeyParams]):
         before = len(
             list_all(ctx, "ListKeyRotations", "Rotations", info.key_id, region=info.region)
         )
-        with aws_errors(f"RotateKeyOnDemand on {info.key_id}"):
-            ctx.clients.client("kms", info.region).rotate_key_on_demand(KeyId=info.key_id)
+        earlier = ctx.changed_before_interruption()
+        if earlier is not None and before > int(earlier.get("rotations") or 0):
+            # the rotation sent before the interruption happened: never rotate twice
+            before = int(earlier.get("rotations") or 0)
+        else:
+            ctx.changing({"key_id": info.key_id, "rotations": before})
+            with aws_errors(f"RotateKeyOnDemand on {info.key_id}"):
+                ctx.clients.client("kms", info.region).rotate_key_on_demand(KeyId=info.key_id)
         rotations = list_all(ctx, "ListKeyRotations", "Rotations", info.key_id, region=info.region)
         ctx.write_json("rotations-after.json", {"Rotations": rotations})
         return Outcome(
@@ -469,6 +510,23 @@ def _already(info: KeyInfo, summary: str, *, until: str | None = None) -> Outcom
         summary=summary,
         status="already",
         before=info.summary,
+        after=info.summary,
+        inverse_until=until,
+    )
+
+
+def _settled(
+    ctx: ActionContext, info: KeyInfo, summary: str, *, until: str | None = None
+) -> Outcome:
+    """Nothing to send: "already" or, on a resumed re-check, the change made before the run
+    stopped (the live state is what the call sent then asked for)."""
+    earlier = ctx.changed_before_interruption()
+    if earlier is None:
+        return _already(info, summary, until=until)
+    return Outcome(
+        outputs={"key_id": info.key_id, "state": info.state, "deletion_date": info.deletion_date},
+        summary=f"{info.key_id}: {earlier.get('state')} -> {info.state}",
+        before=earlier,
         after=info.summary,
         inverse_until=until,
     )

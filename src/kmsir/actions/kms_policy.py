@@ -142,21 +142,33 @@ class _PolicyChange(Action[Any]):
 
     def run(self, ctx: ActionContext, params: Any) -> Outcome:
         plan = self._plan(ctx, params)
-        ctx.write_json(
-            "policy-before.json",
-            {"KeyId": plan.info.key_id, "PolicyName": "default", "Policy": json.dumps(plan.before)},
-        )
+        # The policy before this step first ran: an earlier attempt's record is kept, so a
+        # retry or a resumed re-check never records (and restores) the changed one instead.
+        if ctx.artifacts.earlier(ctx.step_id, "policy-before.json") is None:
+            ctx.write_json(
+                "policy-before.json",
+                {
+                    "KeyId": plan.info.key_id,
+                    "PolicyName": "default",
+                    "Policy": json.dumps(plan.before),
+                },
+            )
         outputs = {
             "key_id": plan.info.key_id,
             "restore_from": ctx.step_id,
             "able_to_manage": list(plan.check.able),
         }
         if plan.after == plan.before:
+            earlier = ctx.changed_before_interruption()
+            if earlier is not None:  # the PutKeyPolicy sent before the run stopped took effect
+                return self._changed(ctx, plan, outputs, earlier, plan.before, read_back=True)
             return Outcome(
                 outputs=outputs,
                 status="already",
                 summary=f"{plan.info.key_id}: the policy is already as wanted: nothing sent",
             )
+        before = {"key_id": plan.info.key_id, "statements": _sids(plan.before)}
+        ctx.changing(before)
         with aws_errors(f"PutKeyPolicy on {plan.info.key_id}"):
             ctx.clients.client("kms", plan.info.region).put_key_policy(
                 KeyId=plan.info.key_id,
@@ -171,16 +183,28 @@ class _PolicyChange(Action[Any]):
             if "AccessDenied" not in exc.code:
                 raise
             stored, read_back = plan.after, False  # the new policy shuts the caller out
+        return self._changed(ctx, plan, outputs, before, stored, read_back=read_back)
+
+    @staticmethod
+    def _changed(
+        ctx: ActionContext,
+        plan: _Plan,
+        outputs: dict[str, Any],
+        before: dict[str, Any],
+        stored: dict[str, Any],
+        *,
+        read_back: bool,
+    ) -> Outcome:
         ctx.write_json(
             "policy-after.json",
             {"PolicyName": "default", "Policy": json.dumps(stored), "ReadBack": read_back},
         )
         return Outcome(
             outputs=outputs,
-            summary=f"{plan.info.key_id}: policy changed ({len(statements(plan.before))} -> "
+            summary=f"{plan.info.key_id}: policy changed ({len(before['statements'])} -> "
             f"{len(statements(stored))} statements); can still manage it: "
             f"{', '.join(plan.check.able)}",
-            before={"key_id": plan.info.key_id, "statements": _sids(plan.before)},
+            before=before,
             after={"key_id": plan.info.key_id, "statements": _sids(stored)},
         )
 

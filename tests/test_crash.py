@@ -1,0 +1,137 @@
+"""Crash safety, end to end: SIGKILL a demo run at many points, then verify and resume.
+
+Each point runs ``kmsir demo`` in a subprocess (``tests/crashkit.py``) that kills itself at
+one precise moment: after a given journal line, half-way through writing one, after AWS
+answered a state-changing call but before its result was journaled, or after an artifact's
+bytes landed but before its journal line. For every point: ``verify`` passes or names only the
+torn final line, ``resume`` finishes the run in the same sandbox world, ``verify`` then passes,
+no state-changing call was sent twice, and the report equals an uninterrupted run's apart
+from times, hashes of time-stamped content and the resume's own entries.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from kmsir import cli
+
+CRASHKIT = Path(__file__).with_name("crashkit.py")
+# spread over the whole run (the demo journals about 97 entries), plus the risky moments
+POINTS = [
+    *(f"entry:{n}" for n in range(2, 98, 5)),
+    "torn:31",
+    "torn:64",
+    "call:1",
+    "call:2",
+    "artifact:1",
+    "artifact:7",
+    "artifact:13",
+]
+_RESUME_ROWS = re.compile(
+    r"^\|[^|]*\|[^|]*\| (run-resumed|run-interrupted|repair|recheck) \|.*\n", re.M
+)
+
+
+def kmsir(args: list[str], tmp: Path, kill: str = "") -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "CRASHKIT_KILL": kill,
+        "CRASHKIT_CALLS": str(tmp / "calls.jsonl"),
+        "COLUMNS": "200",
+    }
+    return subprocess.run(
+        [sys.executable, str(CRASHKIT), *args],
+        env=env,
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def verify(bundle: Path) -> tuple[int, str]:
+    result = CliRunner().invoke(cli.app, ["verify", str(bundle)])
+    return result.exit_code, result.output
+
+
+def normalised(report: str, evidence: Path) -> str:
+    """The report without what legitimately differs between two runs of the same scenario."""
+    text = _RESUME_ROWS.sub("", report).replace(str(evidence.resolve()), "<evidence>")
+    text = re.sub(r"^\| resumed \|.*\n", "", text, flags=re.M)  # custody rows of resumes
+    text = re.sub(r"\d{4}-\d\d-\d\dT[\d:.]+Z?", "<time>", text)
+    text = re.sub(r"\d{8}T\d{6}Z-[0-9a-f]{4}", "<run>", text)
+    text = re.sub(r"[0-9a-f]{64}", "<sha256>", text)  # artifacts hold times too
+    text = re.sub(r"(\.gz` \| `<sha256>` \| )\d+", r"\1<bytes>", text)  # and so compress apart
+    text = re.sub(r"\d+ journal entries, \d+ AWS API calls", "<counts>", text)
+    # a step re-run after the interruption writes to its next attempt folder
+    text = re.sub(r"(artifacts/\d\d-[\w-]+)\.\d+/", r"\1/", text)
+    lines = text.splitlines()
+    return "\n".join(
+        line
+        for n, line in enumerate(lines)
+        if line not in lines[:n] or not line.startswith("| `artifacts/")
+    )
+
+
+def only_bundle(evidence: Path) -> Path:
+    (bundle,) = (evidence / "demo-rogue-grant").iterdir()
+    return bundle
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[str]]:
+    tmp = tmp_path_factory.mktemp("reference")
+    done = kmsir(["demo", "--evidence-dir", "ev"], tmp)
+    assert done.returncode == 0, done.stderr
+    report = (only_bundle(tmp / "ev") / "report.md").read_text()
+    return normalised(report, tmp / "ev"), (tmp / "calls.jsonl").read_text().splitlines()
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_killed_run_verifies_resumes_and_matches(
+    point: str, tmp_path: Path, reference: tuple[str, list[str]]
+) -> None:
+    crashed = kmsir(["demo", "--evidence-dir", "ev"], tmp_path, kill=point)
+    assert crashed.returncode == -9, f"not killed at {point}: {crashed.stderr[-500:]}"
+    bundle = only_bundle(tmp_path / "ev")
+
+    code, output = verify(bundle)
+    assert "Traceback" not in output
+    if point.startswith("torn:"):
+        assert code == 1
+        assert [line for line in output.splitlines() if line.startswith("TAMPERED")] == [
+            f"TAMPERED: journal.jsonl line {point.split(':')[1]}: torn tail (incomplete last "
+            "line, the run was interrupted while writing it)"
+        ]
+    else:
+        assert code == 0, output
+
+    resumed = kmsir(["resume", str(bundle)], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    code, output = verify(bundle)
+    assert code == 0 and "note:" not in output, output
+
+    entries = [json.loads(line) for line in (bundle / "journal.jsonl").read_text().splitlines()]
+    assert entries[-1]["type"] == "run-finished" and entries[-1]["data"]["status"] == "succeeded"
+    if point.startswith("torn:"):
+        repair = next(e for e in entries if e["type"] == "repair")
+        assert repair["data"]["torn_tail"]["line"] == int(point.split(":")[1])
+
+    reference_report, reference_calls = reference
+    sent = (tmp_path / "calls.jsonl").read_text().splitlines()
+    assert len(sent) == len(set(sent)), f"a state-changing call was sent twice: {sent}"
+    assert set(sent) <= set(reference_calls)
+    report = normalised((bundle / "report.md").read_text(), tmp_path / "ev")
+    assert report == reference_report, "\n".join(
+        difflib.unified_diff(reference_report.splitlines(), report.splitlines(), lineterm="")
+    )
