@@ -216,3 +216,74 @@ def test_retried_steps_write_to_their_own_folder(tmp_path: Path) -> None:
     )
     writer.finish("succeeded")
     assert integrity.verify(writer.root) == []
+
+
+def unfinished_writer(tmp_path: Path) -> evidence.BundleWriter:
+    writer = evidence.BundleWriter.create(tmp_path, "INC-1", playbook_raw=b"id: x\n")
+    writer.append("run-started", {"playbook": {"sha256": evidence.sha256_hex(b"id: x\n")}})
+    writer.write_artifact(1, "snap", "key.json", b'{"a": 1}')
+    return writer
+
+
+def test_crash_leftovers_are_notes_and_planted_files_problems(tmp_path: Path) -> None:
+    writer = unfinished_writer(tmp_path)
+    # the process died after the bytes landed and before their journal line
+    intended = "artifacts/01-snap/grants.json"
+    writer.append(
+        "artifact-intent",
+        {"path": intended, "sha256": evidence.sha256_hex(b"[]"), "bytes": 2},
+        step="snap",
+    )
+    (writer.root / intended).write_bytes(b"[]")
+    (writer.root / "artifacts/01-snap/.tmp-grants.json-0123abcd").write_bytes(b"[")
+    (writer.root / ".tmp-manifest.json-89abcdef").write_bytes(b"{")
+    checked = integrity.check(writer.root)
+    assert checked.problems == []
+    assert sorted(n.split(":")[0] for n in checked.notes) == [
+        ".tmp-manifest.json-89abcdef",
+        "artifacts/01-snap/.tmp-grants.json-0123abcd",
+        intended,
+    ]
+    # the same path with other bytes, or a temporary name nothing intended, was planted
+    (writer.root / intended).write_bytes(b"[1]")
+    (writer.root / "artifacts/01-snap/.tmp-evil.json-0123abcd").write_bytes(b"x")
+    problems = integrity.check(writer.root).problems
+    assert f"{intended}: extra file, not recorded in the journal" in problems
+    assert (
+        "artifacts/01-snap/.tmp-evil.json-0123abcd: extra file, not recorded in the journal"
+        in problems
+    )
+
+
+def test_reopen_quarantines_a_torn_tail_before_cutting_it(tmp_path: Path) -> None:
+    writer = unfinished_writer(tmp_path)
+    writer.close()
+    journal = writer.root / "journal.jsonl"
+    torn = b'{"data":{"reason":"half a li'
+    with journal.open("ab") as handle:
+        handle.write(torn)
+    assert integrity.check(writer.root).torn_tail
+    reopened, repaired = evidence.BundleWriter.reopen(writer.root)
+    assert repaired["torn_tail"]["line"] == 4  # run-started, intent, artifact, then torn
+    saved = writer.root / repaired["torn_tail"]["saved_as"]
+    assert saved.read_bytes() == torn
+    assert journal.read_bytes().endswith(b"}\n")
+    reopened.append("repair", repaired)
+    reopened.append("run-resumed", {})
+    reopened.finish("succeeded")
+    assert integrity.check(writer.root).problems == []
+    saved.write_bytes(b"something else")
+    assert integrity.check(writer.root).problems == [
+        f"{repaired['torn_tail']['saved_as']}: content changed since a resume recorded it"
+    ]
+
+
+def test_a_finished_run_without_its_manifest_is_a_note(tmp_path: Path) -> None:
+    writer = unfinished_writer(tmp_path)
+    writer.finish("succeeded")
+    (writer.root / "manifest.json").unlink()  # died between run-finished and the manifest
+    checked = integrity.check(writer.root)
+    assert checked.problems == [] and checked.finished
+    assert checked.notes == [
+        "manifest.json: missing though the run finished; kmsir resume writes it"
+    ]

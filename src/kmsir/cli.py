@@ -226,7 +226,7 @@ def demo(
         scenario=world.id,
         extra={"answers": {"source": "scenario script", "values": world.answers}},
     )
-    _finish(_execute(loaded, {}, prompter, options, world=world))
+    _finish(_execute(loaded, {}, prompter, options, world=world, source=world.id))
 
 
 def _execute(
@@ -236,10 +236,14 @@ def _execute(
     options: RunOptions,
     *,
     world: Any = None,
+    source: str | None = None,
     profile: str | None = None,
     region: str | None = None,
 ) -> RunResult:
-    """Run against the scenario's sandbox when there is one, else against AWS."""
+    """Run against the scenario's sandbox when there is one, else against AWS.
+
+    ``source`` is where the scenario came from (a built-in name or an absolute path), kept in
+    the journal so that resume can rebuild the same world."""
     from kmsir import actions, playbook
     from kmsir.engine import Engine
 
@@ -256,7 +260,8 @@ def _execute(
             clients = sandbox.client_factory()
             # the clock and scenario, so that resume can rebuild this same world
             options = dataclasses.replace(
-                options, extra={**options.extra, "sandbox": sandbox.record()}
+                options,
+                extra={**options.extra, "sandbox": {**sandbox.record(), "source": source}},
             )
         else:
             clients = _live_clients(profile, region)
@@ -344,7 +349,21 @@ def run(
     )
     if start_at is not None and not force_start_at:
         _refuse_start_at_over_unfinished(evidence_dir / incident_id, loaded, start_at)
-    _finish(_execute(loaded, given, prompter, options, world=world, profile=profile, region=region))
+    source = None
+    if sandbox:
+        source = str(Path(sandbox).resolve()) if Path(sandbox).suffix else sandbox
+    _finish(
+        _execute(
+            loaded,
+            given,
+            prompter,
+            options,
+            world=world,
+            source=source,
+            profile=profile,
+            region=region,
+        )
+    )
 
 
 def _refuse_start_at_over_unfinished(
@@ -452,10 +471,11 @@ def resume(
             from kmsir.sandbox import Sandbox
             from kmsir.sandbox import scenario as scenarios
 
-            world = scenarios.load(options.scenario)
-            clock = (meta.get("sandbox") or {}).get("now")
+            recorded_world = meta.get("sandbox") or {}
+            world = scenarios.load(str(recorded_world.get("source") or options.scenario))
+            clock = recorded_world.get("now")
             sandbox = Sandbox(world, now=parse_time(clock, utc_now()) if clock else None)
-            if (meta.get("sandbox") or {}).get("scenario_sha256") != sandbox.fingerprint:
+            if recorded_world.get("scenario_sha256") != sandbox.fingerprint:
                 raise UsageError(
                     f"scenario {world.id} changed since this run started; its sandbox world "
                     "cannot be rebuilt, so the run cannot be resumed"

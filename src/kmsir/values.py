@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta, timezone
 
-_DURATION = re.compile(r"^(?:(\d{1,6})w)?(?:(\d{1,6})d)?(?:(\d{1,6})h)?(?:(\d{1,6})m)?$")
+_DURATION = re.compile(
+    r"^(?:(\d{1,6})w)?(?:(\d{1,6})d)?(?:(\d{1,6})h)?(?:(\d{1,6})m)?(?:(\d{1,6})s)?$"
+)
 _KEY_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 # AWS: mrk- and 32 hex digits; moto (the sandbox) writes the hex as a dashed UUID.
 _MRK_ID = re.compile(
@@ -20,11 +22,11 @@ _REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
 
 
 def duration_seconds(text: str) -> int:
-    """Seconds in a duration like ``30m``, ``36h``, ``7d``, ``2w`` or ``3d4h30m``."""
+    """Seconds in a duration like ``45s``, ``30m``, ``36h``, ``7d``, ``2w`` or ``3d4h30m``."""
     match = _DURATION.fullmatch(text.strip())
     if not match or not any(match.groups()):
         raise ValueError(f"{text[:60]!r} is not a duration like 30m, 36h, 7d or 2w")
-    units = (604800, 86400, 3600, 60)
+    units = (604800, 86400, 3600, 60, 1)
     return sum(int(n) * unit for n, unit in zip(match.groups(), units, strict=True) if n)
 
 

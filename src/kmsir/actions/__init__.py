@@ -9,7 +9,7 @@ from typing import Any
 
 from kmsir.actions.base import Action
 from kmsir.actions.cloudtrail import Collect, Findings
-from kmsir.actions.human import Ask, Confirm, Note
+from kmsir.actions.human import Ask, Confirm, Note, Wait
 from kmsir.actions.kms_grants import RevokeGrants
 from kmsir.actions.kms_lifecycle import (
     CancelDeletion,
@@ -46,6 +46,7 @@ def registry() -> Registry:
         Ask(),
         Confirm(),
         Note(),
+        Wait(),
     ]
     return {action.name: action for action in actions}
 

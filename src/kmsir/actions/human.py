@@ -1,11 +1,18 @@
-"""The human steps: ask a question, confirm before going on, record a note."""
+"""The human and timing steps: ask a question, confirm before going on, note, wait."""
 
 from __future__ import annotations
 
-from pydantic import Field
+import time
+from datetime import datetime, timedelta
+
+from pydantic import Field, field_validator, model_validator
 
 from kmsir.actions.base import Action, ActionContext, Outcome, Params
 from kmsir.errors import Aborted
+from kmsir.values import duration_seconds, parse_time, time_parameter
+
+#: The longest a ``wait`` step may wait: a day (longer belongs in a follow-up, not a run).
+MAX_WAIT_SECONDS = 86_400
 
 
 class AskParams(Params):
@@ -123,3 +130,69 @@ class Note(Action[NoteParams]):
         if ctx.recorded_before_interruption("note") is None:  # not twice after a resume
             ctx.artifacts.journal("note", {"text": params.text})
         return Outcome(outputs={"text": params.text}, summary=params.text)
+
+
+class WaitParams(Params):
+    """How long to wait: a ``duration`` (``90s``, ``5m``) or ``until`` a time."""
+
+    duration: str | None = None
+    until: str | None = None
+    reason: str = Field(default="", max_length=500)
+
+    @field_validator("duration")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None and duration_seconds(value) > MAX_WAIT_SECONDS:
+            raise ValueError(f"{value} is longer than a day")
+        return value
+
+    @field_validator("until", mode="before")
+    @classmethod
+    def _until(cls, value: object) -> object:
+        return time_parameter(value)
+
+    @model_validator(mode="after")
+    def _one_way(self) -> WaitParams:
+        if (self.duration is None) == (self.until is None):
+            raise ValueError("give exactly one of duration or until")
+        return self
+
+
+class Wait(Action[WaitParams]):
+    """Wait for a duration or until a time (propagation, a change window), showing progress.
+
+    ```yaml
+    - id: settle
+      action: wait
+      with: {duration: 5m, reason: "let grant revocation propagate"}
+    ```
+    A resumed run that stopped during the wait waits again in full for a ``duration``, and
+    only for what is left of an ``until``.
+    """
+
+    name = "wait"
+    params = WaitParams
+
+    def api_calls(self, params: WaitParams) -> list[str]:
+        return []
+
+    def run(self, ctx: ActionContext, params: WaitParams) -> Outcome:
+        start = ctx.now()
+        end = self._end(start, params)
+        total = max((end - start).total_seconds(), 0.0)
+        while (left := (end - ctx.now()).total_seconds()) > 0:
+            ctx.reporter.progress("waiting (s)", int(total - left), int(total))
+            time.sleep(min(left, 1.0))
+        why = f" ({params.reason})" if params.reason else ""
+        return Outcome(
+            outputs={"until": end.isoformat()}, summary=f"waited until {end.isoformat()}{why}"
+        )
+
+    @staticmethod
+    def _end(start: datetime, params: WaitParams) -> datetime:
+        if params.duration is not None:
+            return start + timedelta(seconds=duration_seconds(params.duration))
+        end = parse_time(str(params.until), start)
+        if end - start > timedelta(seconds=MAX_WAIT_SECONDS):
+            raise Aborted(f"wait until {params.until}: more than a day away")
+        return end
