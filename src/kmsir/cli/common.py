@@ -1,0 +1,232 @@
+"""What every command shares: the typer app, error handling and exit codes, loading playbooks
+and answers, the console reporter, AWS clients for live runs.
+
+Exit codes: 0 done; 1 a step failed, the responder aborted, or a bundle is tampered; 2 bad
+usage or invalid input; 3 internal error; 130 interrupted. Errors are one line on stderr;
+``--debug`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import traceback
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, TypeVar
+
+import typer
+
+from kmsir import __version__
+from kmsir.errors import KmsirError, PlaybookError, UsageError
+
+if TYPE_CHECKING:
+    from kmsir.actions.aws import ClientFactory
+    from kmsir.engine import RunResult
+    from kmsir.playbook import LoadedPlaybook
+
+EXIT_INTERNAL = 3
+EXIT_INTERRUPTED = 130
+
+app = typer.Typer(
+    name="kmsir",
+    help="Incident-response playbooks for AWS KMS, with a tamper-evident evidence bundle.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+_state = {"debug": False}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def err(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def handled(func: F) -> F:
+    """Turn every failure into one line on stderr and the contract's exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except PlaybookError as exc:
+            for problem in exc.problems:
+                err(problem)
+            raise typer.Exit(exc.exit_code) from None
+        except KmsirError as exc:
+            if _state["debug"]:
+                traceback.print_exc()
+            err(f"kmsir: error: {exc}")
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err("kmsir: interrupted")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except Exception as exc:
+            if _state["debug"]:
+                traceback.print_exc()
+            err(
+                f"kmsir: internal error: {type(exc).__name__}: {exc}\n"
+                "This is a bug in kmsir: please report it with the output of the same command "
+                "run with --debug."
+            )
+            raise typer.Exit(EXIT_INTERNAL) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"kmsir {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    _state["debug"] = debug
+
+
+# -- shared helpers -------------------------------------------------------------------------
+
+
+def load_playbook(reference: str) -> LoadedPlaybook:
+    """A playbook by path, or a built-in one by name (``kms-key-compromise``)."""
+    from kmsir import actions, playbook, resources
+
+    path = Path(reference)
+    if not path.exists() and not path.suffix:
+        builtin = resources.playbooks_dir() / f"{reference}.yaml"
+        if builtin.is_file():
+            path = builtin
+    if not path.is_file():
+        raise UsageError(f"playbook {reference!r}: no such file (or built-in playbook)")
+    return playbook.load(path, actions.catalog())
+
+
+def parse_inputs(pairs: list[str]) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise UsageError(f"-i {pair[:60]!r}: expected NAME=VALUE")
+        values[name.strip()] = value
+    return values
+
+
+def load_answers(path: Path | None) -> dict[str, Any]:
+    from kmsir import yamlsafe
+
+    if path is None:
+        return {}
+    data = yamlsafe.load_file(path).data
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: an answers file maps step ids and input names to answers")
+    return {str(k): v for k, v in data.items()}
+
+
+class ConsoleReporter:
+    """Draws step outcomes and progress on stderr with rich."""
+
+    _STYLE: ClassVar[dict[str, str]] = {
+        "succeeded": "green",
+        "already": "green",
+        "failed": "bold red",
+        "skipped": "yellow",
+        "would-run": "cyan",
+    }
+
+    def __init__(self) -> None:
+        from rich.console import Console
+
+        self.console = Console(stderr=True, highlight=False)
+
+    def progress(self, what: str, done: int, total: int | None = None) -> None:
+        if self.console.is_terminal:
+            of = f"/{total}" if total else ""
+            self.console.print(f"  {what}: {done}{of}", end="\r", markup=False)
+
+    def step(self, step_id: str, title: str, status: str, summary: str) -> None:
+        from rich.text import Text
+
+        line = Text(f"{status:>10} ", style=self._STYLE.get(status, ""))
+        line.append(f"{step_id}: ", style="bold")
+        line.append(summary if len(summary) < 300 else summary[:297] + "...")
+        self.console.print(line)
+
+
+def finish(result: RunResult, *, fmt: str = "md") -> None:
+    """Say where the bundle is, render its report, and exit 0 only if the run succeeded."""
+    from kmsir import report
+
+    err(f"bundle: {result.bundle}")
+    if result.error:
+        err(f"kmsir: run {result.status}: {result.error}")
+    try:
+        print(report.write(result.bundle, fmt=fmt))
+    except KmsirError as exc:  # the evidence is safe; only the derived report is missing
+        err(f"kmsir: warning: no report: {exc} (retry with: kmsir report {result.bundle})")
+    if result.status != "succeeded":
+        raise typer.Exit(1)
+
+
+def default_incident() -> str:
+    return "INC-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+
+
+def _evidence_dir(value: Path) -> Path:
+    if value.exists() and not value.is_dir():
+        raise typer.BadParameter(f"{value} exists and is not a directory")
+    return value
+
+
+EvidenceDir = Annotated[
+    Path,
+    typer.Option("--evidence-dir", help="Where bundles are written.", callback=_evidence_dir),
+]
+
+
+# -- commands -------------------------------------------------------------------------------
+
+
+def live_clients(profile: str | None, region: str | None) -> ClientFactory:
+    from kmsir.actions.aws import ClientFactory
+
+    def session() -> Any:
+        import boto3
+        from botocore.exceptions import ProfileNotFound
+
+        try:
+            return boto3.Session(profile_name=profile, region_name=region)
+        except ProfileNotFound:
+            raise UsageError(f"--profile {profile}: no such AWS profile") from None
+
+    return ClientFactory(session_factory=session, region=region)
+
+
+def prompter_for(scripted: dict[str, Any], source: str, *, yes: bool) -> Any:
+    """Scripted answers first, then the terminal (or a refusal without one)."""
+    from kmsir.prompts import AutoApprovePrompter, InteractivePrompter, NoPrompter, ScriptedPrompter
+
+    interactive = sys.stdin.isatty() and sys.stderr.isatty()
+    base: Any = InteractivePrompter(show=err) if interactive else NoPrompter()
+    prompter: Any = ScriptedPrompter(scripted, source=source, fallback=base)
+    return AutoApprovePrompter(prompter) if yes else prompter
+
+
+def write_out(path: Path, text: str) -> None:
+    try:
+        path.write_text(text)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot write: {exc.strerror or exc}") from None

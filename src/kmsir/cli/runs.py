@@ -1,0 +1,359 @@
+"""Commands that run playbooks: demo, run, resume; and validate, actions, scenarios."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from kmsir.errors import PlaybookError, UsageError
+
+if TYPE_CHECKING:
+    from kmsir.engine import RunOptions, RunResult
+    from kmsir.playbook import LoadedPlaybook
+
+from kmsir.cli.common import (
+    ConsoleReporter,
+    EvidenceDir,
+    app,
+    default_incident,
+    err,
+    finish,
+    handled,
+    live_clients,
+    load_answers,
+    load_playbook,
+    parse_inputs,
+    prompter_for,
+)
+
+
+@app.command()
+@handled
+def demo(
+    evidence_dir: EvidenceDir = Path("evidence"),
+    scenario: Annotated[str, typer.Option("--scenario", help="Sandbox scenario.")] = "rogue-grant",
+) -> None:
+    """Run a scenario's playbook in the sandbox with its scripted answers; print the report."""
+    from kmsir.prompts import ScriptedPrompter
+    from kmsir.sandbox import scenario as scenarios
+
+    world = scenarios.load(scenario)
+    loaded = load_playbook(world.playbook)
+    prompter = ScriptedPrompter(world.answers, source="scenario script")
+    err(f"kmsir demo: scenario {world.id} (SIMULATED, no AWS account): {world.story}")
+    from kmsir.engine import RunOptions
+
+    options = RunOptions(
+        incident_id=f"demo-{world.id}",
+        evidence_dir=evidence_dir,
+        mode="sandbox",
+        scenario=world.id,
+        extra={"answers": {"source": "scenario script", "values": world.answers}},
+    )
+    finish(_execute(loaded, {}, prompter, options, world=world, source=world.id))
+
+
+def _execute(
+    loaded: LoadedPlaybook,
+    given: dict[str, Any],
+    prompter: Any,
+    options: RunOptions,
+    *,
+    world: Any = None,
+    source: str | None = None,
+    profile: str | None = None,
+    region: str | None = None,
+) -> RunResult:
+    """Run against the scenario's sandbox when there is one, else against AWS.
+
+    ``source`` is where the scenario came from (a built-in name or an absolute path), kept in
+    the journal so that resume can rebuild the same world."""
+    from kmsir import actions, playbook
+    from kmsir.engine import Engine
+
+    if world is not None:  # the scenario's inputs are defaults for its playbook
+        defaults = {k: v for k, v in world.inputs.items() if k in loaded.playbook.inputs}
+        given = {**defaults, **given}
+    given = _ask_missing_inputs(loaded, given, prompter)
+    inputs = playbook.resolve_inputs(loaded.playbook, given)
+    with contextlib.ExitStack() as stack:
+        if world is not None:
+            from kmsir.sandbox import Sandbox
+
+            sandbox = stack.enter_context(Sandbox(world))
+            clients = sandbox.client_factory()
+            # the clock and scenario, so that resume can rebuild this same world
+            options = dataclasses.replace(
+                options,
+                extra={**options.extra, "sandbox": {**sandbox.record(), "source": source}},
+            )
+        else:
+            clients = live_clients(profile, region)
+        engine = Engine(
+            actions=actions.registry(),
+            clients=clients,
+            prompter=prompter,
+            reporter=ConsoleReporter(),
+        )
+        return engine.run(loaded, inputs, options)
+
+
+@app.command()
+@handled
+def run(
+    playbook_ref: Annotated[str, typer.Argument(metavar="PLAYBOOK", help="File or built-in name.")],
+    inputs: Annotated[
+        list[str] | None, typer.Option("-i", "--input", metavar="NAME=VALUE", help="An input.")
+    ] = None,
+    incident: Annotated[str | None, typer.Option("--incident", help="Incident id.")] = None,
+    evidence_dir: EvidenceDir = Path("evidence"),
+    profile: Annotated[str | None, typer.Option("--profile", help="AWS profile.")] = None,
+    region: Annotated[str | None, typer.Option("--region", help="AWS Region.")] = None,
+    sandbox: Annotated[
+        str | None, typer.Option("--sandbox", metavar="SCENARIO", help="Run in the sandbox.")
+    ] = None,
+    answers: Annotated[
+        Path | None, typer.Option("--answers", help="YAML: step id or input name -> answer.")
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Approve every step without asking.")] = False,
+    check: Annotated[
+        bool, typer.Option("--check", help="Change nothing; show what would.")
+    ] = False,
+    start_at: Annotated[
+        str | None, typer.Option("--start-at", help="Skip to this step (fresh runs only).")
+    ] = None,
+    force_start_at: Annotated[
+        bool,
+        typer.Option(
+            "--force-start-at",
+            help="Allow --start-at although an unfinished run of this playbook exists.",
+        ),
+    ] = False,
+) -> None:
+    """Run a playbook step by step, asking before anything changes."""
+    from kmsir import evidence
+    from kmsir.engine import RunOptions
+
+    loaded = load_playbook(playbook_ref)
+    incident_id = evidence.check_incident_id(incident or default_incident())
+    given: dict[str, Any] = parse_inputs(inputs or [])
+    scripted = load_answers(answers)
+    for name in loaded.playbook.inputs:
+        if name in scripted and name not in given:
+            given[name] = scripted[name]
+    prompter = prompter_for(scripted, "answers file", yes=yes)
+    world = None
+    if sandbox:
+        from kmsir.sandbox import scenario as scenarios
+
+        world = scenarios.load(sandbox)
+    options = RunOptions(
+        incident_id=incident_id,
+        evidence_dir=evidence_dir,
+        mode="check" if check else "sandbox" if world else "live",
+        yes=yes,
+        start_at=start_at,
+        scenario=world.id if world else None,
+        extra={"answers": {"source": "answers file", "values": scripted}} if scripted else {},
+    )
+    if start_at is not None and not force_start_at:
+        _refuse_start_at_over_unfinished(evidence_dir / incident_id, loaded, start_at)
+    source = None
+    if sandbox:
+        source = str(Path(sandbox).resolve()) if Path(sandbox).suffix else sandbox
+    finish(
+        _execute(
+            loaded,
+            given,
+            prompter,
+            options,
+            world=world,
+            source=source,
+            profile=profile,
+            region=region,
+        )
+    )
+
+
+def _refuse_start_at_over_unfinished(
+    incident_dir: Path, loaded: LoadedPlaybook, start_at: str
+) -> None:
+    """--start-at skips steps: on an incident with an unfinished run of the same playbook,
+    that run is to be resumed (its journal knows what ran), not restarted part-way."""
+    from kmsir import evidence
+
+    if not incident_dir.is_dir():
+        return
+    for root in sorted(incident_dir.iterdir()):
+        journal = root / evidence.JOURNAL
+        if not journal.is_file():
+            continue
+        entries = evidence.read_journal(journal).entries
+        started = next((e for e in entries if e["type"] == "run-started"), None)
+        if started is None or (started["data"].get("playbook") or {}).get("id") != (
+            loaded.playbook.id
+        ):
+            continue
+        finished = evidence.finished_entry(entries)
+        if finished is None or finished["data"].get("status") != "succeeded":
+            raise UsageError(
+                f"--start-at {start_at}: run {root} of this playbook did not finish; continue "
+                f"it with `kmsir resume {root}`, or pass --force-start-at to start a new run "
+                "part-way"
+            )
+
+
+def _ask_missing_inputs(
+    loaded: LoadedPlaybook, given: dict[str, Any], prompter: Any
+) -> dict[str, Any]:
+    from kmsir.playbook import coerce_input
+
+    for name, spec in loaded.playbook.inputs.items():
+        if name in given or not spec.required or spec.default is not None:
+            continue
+
+        def validate(value: str, _name: str = name, _spec: Any = spec) -> str | None:
+            try:
+                coerce_input(_name, _spec, value)
+            except UsageError as exc:
+                return str(exc)
+            return None
+
+        question = f"{name} ({spec.type}): {spec.description}".rstrip(": ")
+        given[name] = prompter.text(name, question, validate).value
+    return given
+
+
+@app.command()
+@handled
+def resume(
+    bundle: Annotated[Path, typer.Argument(metavar="BUNDLE", help="Bundle directory.")],
+    answers: Annotated[
+        Path | None,
+        typer.Option("--answers", help="YAML answers (default: those the run recorded)."),
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Approve every step without asking.")] = False,
+    profile: Annotated[str | None, typer.Option("--profile", help="AWS profile.")] = None,
+) -> None:
+    """Continue an interrupted or failed run in its own bundle, from its first unfinished
+    step. A step that was changing something when the run stopped is re-checked against live
+    state before anything is sent again; decisions already made are not asked again."""
+    from kmsir import actions, evidence, playbook
+    from kmsir import resume as resuming
+    from kmsir.engine import Engine, RunOptions
+    from kmsir.errors import TamperedError
+    from kmsir.evidence import utc_now
+    from kmsir.values import parse_time
+
+    try:
+        state = resuming.load(bundle)
+    except TamperedError as exc:
+        for problem in exc.problems:
+            print(f"TAMPERED: {problem}")
+        raise typer.Exit(1) from None
+    if state.succeeded:
+        if not (bundle / evidence.MANIFEST).exists():
+            # the run stopped between journaling its end and writing these derived files
+            from kmsir import report
+
+            evidence.write_manifest(bundle)
+            report.write(bundle)
+            err(f"{bundle}: wrote the manifest and report the interrupted finish did not")
+        err(f"{bundle}: the run already finished (succeeded); nothing to resume")
+        return
+    meta = state.meta
+    loaded = playbook.load(bundle / evidence.PLAYBOOK_COPY, actions.catalog())
+    recorded = meta.get("answers") or {}
+    scripted = load_answers(answers) if answers else dict(recorded.get("values") or {})
+    source = "answers file" if answers else str(recorded.get("source") or "answers file")
+    prompter = prompter_for(scripted, source, yes=yes)
+    options = RunOptions(
+        incident_id=str(meta.get("incident")),
+        evidence_dir=bundle.resolve().parent.parent,
+        mode=meta.get("mode") or "live",
+        yes=yes,
+        scenario=meta.get("scenario"),
+    )
+    err(f"kmsir resume: {bundle} ({len(state.entries)} journal entries)")
+    with contextlib.ExitStack() as stack:
+        if options.scenario:
+            from kmsir.sandbox import Sandbox
+            from kmsir.sandbox import scenario as scenarios
+
+            recorded_world = meta.get("sandbox") or {}
+            world = scenarios.load(str(recorded_world.get("source") or options.scenario))
+            clock = recorded_world.get("now")
+            sandbox = Sandbox(world, now=parse_time(clock, utc_now()) if clock else None)
+            if recorded_world.get("scenario_sha256") != sandbox.fingerprint:
+                raise UsageError(
+                    f"scenario {world.id} changed since this run started; its sandbox world "
+                    "cannot be rebuilt, so the run cannot be resumed"
+                )
+            stack.enter_context(sandbox)
+            replayed = sandbox.replay(state.entries)
+            err(f"sandbox: rebuilt scenario {world.id}, replayed {replayed['replayed']} call(s)")
+            clients = sandbox.client_factory()
+            options = dataclasses.replace(options, extra={"sandbox_replay": replayed})
+        else:
+            clients = live_clients(profile, meta.get("region"))
+        engine = Engine(
+            actions=actions.registry(),
+            clients=clients,
+            prompter=prompter,
+            reporter=ConsoleReporter(),
+        )
+        result = engine.resume(loaded, state, options)
+    finish(result)
+
+
+@app.command()
+@handled
+def validate(
+    playbooks: Annotated[list[Path], typer.Argument(metavar="PLAYBOOK...", help="Files to check.")],
+) -> None:
+    """Validate playbooks without any AWS call (exit 0 valid, 2 invalid)."""
+    from kmsir import actions, playbook
+
+    catalog = actions.catalog()
+    invalid = 0
+    for path in playbooks:
+        try:
+            loaded = playbook.load(path, catalog)
+        except PlaybookError as exc:
+            invalid += 1
+            for problem in exc.problems:
+                err(problem)
+            continue
+        for warning in loaded.warnings:
+            err(warning)
+        print(f"{path}: valid ({len(loaded.playbook.steps)} steps)")
+    if invalid:
+        raise typer.Exit(2)
+
+
+@app.command("actions")
+@handled
+def list_actions() -> None:
+    """List the actions a playbook can use."""
+    from kmsir import actions
+
+    for name, action in sorted(actions.registry().items()):
+        kind = "mutating" if action.mutating else "read-only"
+        undo = f", undo: {action.inverse}" if action.inverse else ""
+        doc = (action.__doc__ or "").strip().splitlines()[0]
+        print(f"{name:<22} {kind}{undo}\n    {doc}")
+
+
+@app.command()
+@handled
+def scenarios() -> None:
+    """List the sandbox scenarios."""
+    from kmsir.sandbox import scenario
+
+    for name in scenario.available():
+        world = scenario.load(name)
+        print(f"{name:<24} {world.story}")

@@ -1,0 +1,155 @@
+"""``kmsir cloudtrail scan``: a key's events in trail logs, without a playbook."""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from kmsir.errors import UsageError
+
+if TYPE_CHECKING:
+    pass
+
+from kmsir.cli.common import (
+    app,
+    handled,
+    live_clients,
+    write_out,
+)
+
+cloudtrail_app = typer.Typer(
+    help="CloudTrail evidence without a playbook.", no_args_is_help=True, rich_markup_mode=None
+)
+app.add_typer(cloudtrail_app, name="cloudtrail")
+
+
+@cloudtrail_app.command("scan")
+@handled
+def cloudtrail_scan(
+    paths: Annotated[
+        list[str],
+        typer.Argument(metavar="PATH...", help="Trail files, folders or s3://bucket/prefix."),
+    ],
+    key: Annotated[str, typer.Option("--key", help="Key id or key ARN.")],
+    alias: Annotated[
+        list[str] | None, typer.Option("--alias", help="An alias of the key (repeatable).")
+    ] = None,
+    since: Annotated[str | None, typer.Option("--since", help="ISO time or duration ago.")] = None,
+    until: Annotated[str | None, typer.Option("--until", help="ISO time or duration ago.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Matched events (JSON Lines).")] = None,
+    findings_out: Annotated[
+        Path | None, typer.Option("--findings-out", help="Findings (JSON array).")
+    ] = None,
+    window: Annotated[
+        str, typer.Option("--window", help="Incident window before the last event.")
+    ] = "24h",
+    profile: Annotated[str | None, typer.Option("--profile", help="AWS profile (s3://).")] = None,
+    region: Annotated[str | None, typer.Option("--region", help="AWS Region (s3://).")] = None,
+) -> None:
+    """Match trail log files against a key and report findings (no window unless given)."""
+    import json
+    from datetime import timedelta
+
+    from kmsir.trail import files
+    from kmsir.trail.events import order_raw, slim
+    from kmsir.trail.findings import context_for, event_time, findings
+    from kmsir.trail.match import KeyMatcher
+    from kmsir.values import duration_seconds, is_kms_key_reference, parse_time
+
+    if not is_kms_key_reference(key) or key.startswith("alias/") or ":alias/" in key:
+        raise UsageError(f"--key {key[:80]!r}: give a key id or key ARN (aliases go in --alias)")
+    buckets = [p for p in paths if p.startswith("s3://")]
+    local = [Path(p) for p in paths if not p.startswith("s3://")]
+    missing = [str(p) for p in local if not p.exists()]
+    if missing:
+        raise UsageError(f"no such file or folder: {missing[0]}")
+    now = datetime.now(timezone.utc)
+    try:
+        start = parse_time(since, now) if since else None
+        end = parse_time(until, now) if until else None
+        window_seconds = duration_seconds(window)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if start and end and start >= end:
+        raise UsageError(f"--since {since} is not before --until {until}")
+    if out is not None:
+        write_out(out, "")  # fail now, not after a long scan
+    matcher = KeyMatcher.for_key(key, alias or [])
+    raw, stats = files.scan(local, matcher, since=start, until=end)
+    for uri in buckets:
+        from kmsir.actions.base import NullReporter
+        from kmsir.actions.trail_s3 import scan_bucket
+
+        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+        from_bucket, more = scan_bucket(
+            live_clients(profile, region),
+            NullReporter(),
+            bucket,
+            prefix,
+            None,
+            matcher,
+            start,
+            end,
+        )
+        raw.extend(from_bucket)
+        stats.add(more)
+    ordered = order_raw(raw)  # raw bytes out, unchanged; only the findings fields decoded
+    del raw
+    _write_lines(out, ordered)
+    events = [slim(r) for r in ordered]
+    del ordered
+    times = [t for t in (event_time(e) for e in events) if t is not None]
+    window_start = max(times) - timedelta(seconds=window_seconds) if times else None
+    key_arn = key if key.startswith("arn:") else None
+    found = findings(events, context_for(events, key_arn, window_start))
+    if findings_out is not None:
+        write_out(findings_out, json.dumps([f.to_json() for f in found], indent=2) + "\n")
+    _scan_summary(stats, len(events), found)
+
+
+def _write_lines(out: Path | None, records: list[bytes]) -> None:
+    """Matched events, one a line, to ``out`` or stdout, without building one big string."""
+    try:
+        handle = sys.stdout.buffer if out is None else out.open("wb")
+    except OSError as exc:
+        raise UsageError(f"{out}: cannot write: {exc.strerror or exc}") from None
+    try:
+        for record in records:
+            handle.write(record)
+            handle.write(b"\n")
+        handle.flush()
+    except BrokenPipeError:  # `| head`: the reader had enough; findings are still written
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        if out is not None:
+            handle.close()
+
+
+def _scan_summary(stats: Any, matched: int, found: list[Any]) -> None:
+    from collections import Counter
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="kmsir cloudtrail scan", show_header=False)
+    table.add_row("files", f"{stats.files:,}")
+    table.add_row(
+        "JSON read",
+        f"{stats.json_bytes / 2**20:,.1f} MiB ({stats.compressed_bytes / 2**20:,.1f} MiB on disk)",
+    )
+    table.add_row("records", f"{stats.records:,}")
+    table.add_row("matching events", f"{matched:,}")
+    for reason, count in sorted(stats.skipped.items()):
+        table.add_row("skipped", f"{count:,}: {reason}")
+    severities = Counter(f.severity for f in found)
+    table.add_row("findings", ", ".join(f"{n} {s}" for s, n in severities.most_common()) or "none")
+    console = Console(stderr=True, highlight=False)
+    console.print(table)
+    for problem in stats.problems[:5]:
+        console.print(f"  skipped: {problem}", markup=False)
