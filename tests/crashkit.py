@@ -20,7 +20,7 @@ import signal
 import sys
 from typing import Any
 
-from kmsir import cli, evidence
+from kmsir import cli, writer
 from kmsir.actions import aws
 
 KIND, _, AT = os.environ.get("CRASHKIT_KILL", "").partition(":")
@@ -51,8 +51,8 @@ def answered(model: Any, **_: Any) -> None:
 
 
 original_install = aws.ClientFactory._install_hooks
-original_append = evidence.BundleWriter.append
-original_write_new = evidence.write_new
+original_append = writer.BundleWriter.append
+original_write_new = writer.write_new
 
 
 def install(self: aws.ClientFactory, client: Any) -> None:
@@ -61,7 +61,7 @@ def install(self: aws.ClientFactory, client: Any) -> None:
     client.meta.events.register_first("after-call", answered)
 
 
-def append(self: evidence.BundleWriter, *args: Any, **kwargs: Any) -> dict[str, Any]:
+def append(self: writer.BundleWriter, *args: Any, **kwargs: Any) -> dict[str, Any]:
     if KIND == "torn" and seen["entry"] + 1 == int(AT):
         write = os.write
 
@@ -83,8 +83,8 @@ def write_new(path: Any, data: bytes) -> None:
 
 
 aws.ClientFactory._install_hooks = install  # type: ignore[method-assign]
-evidence.BundleWriter.append = append  # type: ignore[method-assign]
-evidence.write_new = write_new
+writer.BundleWriter.append = append  # type: ignore[method-assign]
+writer.write_new = write_new
 
 if __name__ == "__main__":
     sys.argv[0] = "kmsir"

@@ -12,6 +12,7 @@ import pytest
 
 from kmsir import evidence, integrity
 from kmsir.errors import EvidenceError, UsageError
+from kmsir.writer import BundleWriter
 
 
 def copy_bundle(bundle: Path, tmp_path: Path) -> Path:
@@ -159,13 +160,13 @@ def test_report_is_derived_and_may_be_rerendered(demo_bundle: Path, tmp_path: Pa
 @pytest.mark.parametrize("incident", ["../../etc", "a/b", "..", ".hidden", "", "x" * 65, "a b"])
 def test_unsafe_incident_ids_are_rejected(incident: str, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="incident id"):
-        evidence.BundleWriter.create(tmp_path, incident, playbook_raw=b"id: x\n")
+        BundleWriter.create(tmp_path, incident, playbook_raw=b"id: x\n")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_artifacts_are_never_overwritten_and_names_are_checked(tmp_path: Path) -> None:
     clock = lambda: datetime(2026, 11, 28, 9, 30, tzinfo=timezone.utc)  # noqa: E731
-    writer = evidence.BundleWriter.create(tmp_path, "INC-1", playbook_raw=b"id: x\n", clock=clock)
+    writer = BundleWriter.create(tmp_path, "INC-1", playbook_raw=b"id: x\n", clock=clock)
     assert writer.run_id.startswith("20261128T093000Z-")
     writer.append("run-started", {"playbook": {"sha256": evidence.sha256_hex(b"id: x\n")}})
     first = writer.write_artifact(1, "snap", "key.json", b'{"a": 1}')
@@ -206,7 +207,7 @@ def test_manifest_type_changes_are_caught(demo_bundle: Path, tmp_path: Path) -> 
 
 
 def test_retried_steps_write_to_their_own_folder(tmp_path: Path) -> None:
-    writer = evidence.BundleWriter.create(tmp_path, "INC-1", playbook_raw=b"id: x\n")
+    writer = BundleWriter.create(tmp_path, "INC-1", playbook_raw=b"id: x\n")
     writer.append("run-started", {"playbook": {"sha256": evidence.sha256_hex(b"id: x\n")}})
     first = writer.write_artifact(2, "snap", "key.json", b"1")
     second = writer.write_artifact(2, "snap", "key.json", b"2", attempt=2)
@@ -218,8 +219,8 @@ def test_retried_steps_write_to_their_own_folder(tmp_path: Path) -> None:
     assert integrity.verify(writer.root) == []
 
 
-def unfinished_writer(tmp_path: Path) -> evidence.BundleWriter:
-    writer = evidence.BundleWriter.create(tmp_path, "INC-1", playbook_raw=b"id: x\n")
+def unfinished_writer(tmp_path: Path) -> BundleWriter:
+    writer = BundleWriter.create(tmp_path, "INC-1", playbook_raw=b"id: x\n")
     writer.append("run-started", {"playbook": {"sha256": evidence.sha256_hex(b"id: x\n")}})
     writer.write_artifact(1, "snap", "key.json", b'{"a": 1}')
     return writer
@@ -263,7 +264,7 @@ def test_reopen_quarantines_a_torn_tail_before_cutting_it(tmp_path: Path) -> Non
     with journal.open("ab") as handle:
         handle.write(torn)
     assert integrity.check(writer.root).torn_tail
-    reopened, repaired = evidence.BundleWriter.reopen(writer.root)
+    reopened, repaired = BundleWriter.reopen(writer.root)
     assert repaired["torn_tail"]["line"] == 4  # run-started, intent, artifact, then torn
     saved = writer.root / repaired["torn_tail"]["saved_as"]
     assert saved.read_bytes() == torn

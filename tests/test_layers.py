@@ -19,6 +19,7 @@ LAYERS = {
     "kmsir.resources": 1,
     "kmsir.evidence": 2,
     "kmsir.integrity": 2,
+    "kmsir.writer": 2,
     "kmsir.trail": 1,
     "kmsir.trail.match": 1,
     "kmsir.trail.findings": 1,

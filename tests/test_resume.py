@@ -17,7 +17,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from kmsir import actions, cli, evidence, integrity
+from kmsir import actions, cli, integrity, writer
 from kmsir import resume as resuming
 from kmsir.actions.kms_lifecycle import DisableKey
 from kmsir.engine import Engine, RunOptions
@@ -196,7 +196,7 @@ def test_resume_of_a_finished_run_says_so(demo_bundle: Path, tmp_path: Path) -> 
 
 def test_start_at_is_refused_while_a_run_of_the_playbook_is_unfinished(tmp_path: Path) -> None:
     loaded = write_playbook(tmp_path)
-    unfinished = evidence.BundleWriter.create(tmp_path / "ev", "INC-test", playbook_raw=loaded.raw)
+    unfinished = writer.BundleWriter.create(tmp_path / "ev", "INC-test", playbook_raw=loaded.raw)
     unfinished.append("run-started", {"playbook": {"id": "contain", "sha256": loaded.sha256}})
     unfinished.close()
     bundle = unfinished.root

@@ -41,19 +41,12 @@ from kmsir.errors import (
     MissingAnswer,
     UsageError,
 )
-from kmsir.evidence import (
-    JOURNAL,
-    BundleWriter,
-    Clock,
-    read_journal,
-    read_outside,
-    timestamp,
-    utc_now,
-)
+from kmsir.evidence import JOURNAL, Clock, read_journal, read_outside, timestamp, utc_now
 from kmsir.keypolicy import principal_arn
 from kmsir.playbook import LoadedPlaybook, Step
 from kmsir.prompts import Prompter
 from kmsir.resume import RunState, StepState
+from kmsir.writer import BundleWriter
 
 Mode = Literal["live", "check", "sandbox"]
 RunStatus = Literal["succeeded", "failed", "aborted", "interrupted"]

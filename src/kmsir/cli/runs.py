@@ -242,7 +242,7 @@ def resume(
     """Continue an interrupted or failed run in its own bundle, from its first unfinished
     step. A step that was changing something when the run stopped is re-checked against live
     state before anything is sent again; decisions already made are not asked again."""
-    from kmsir import actions, evidence, playbook
+    from kmsir import actions, evidence, playbook, writer
     from kmsir import resume as resuming
     from kmsir.engine import Engine, RunOptions
     from kmsir.errors import TamperedError
@@ -260,7 +260,7 @@ def resume(
             # the run stopped between journaling its end and writing these derived files
             from kmsir import report
 
-            evidence.write_manifest(bundle)
+            writer.write_manifest(bundle)
             report.write(bundle)
             err(f"{bundle}: wrote the manifest and report the interrupted finish did not")
         err(f"{bundle}: the run already finished (succeeded); nothing to resume")

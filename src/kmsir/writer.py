@@ -1,0 +1,283 @@
+"""Writing one run's evidence bundle: the journal (append, fsync, hash chain), artifacts with
+their journaled intent, the manifest at finish, and reopening an interrupted run for resume.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kmsir.errors import EvidenceError
+from kmsir.evidence import (
+    ARTIFACTS,
+    JOURNAL,
+    MANIFEST,
+    NAME_PART,
+    PLAYBOOK_COPY,
+    QUARANTINE,
+    Clock,
+    build_manifest,
+    canonical,
+    check_incident_id,
+    entry_hash,
+    fsync_dir,
+    jsonable,
+    make_private_dirs,
+    read_journal,
+    replace_derived,
+    sha256_hex,
+    timestamp,
+    utc_now,
+    write_new,
+)
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """An artifact as recorded in the journal and the manifest."""
+
+    path: str
+    sha256: str
+    bytes: int
+    step: str
+    created: str
+
+
+def write_manifest(root: Path) -> Path:
+    """(Re)write ``manifest.json`` from the journal: at finish, or when a crash prevented it."""
+    manifest = build_manifest(read_journal(root / JOURNAL).entries)
+    replace_derived(
+        root / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n"
+    )
+    return root / MANIFEST
+
+
+class BundleWriter:
+    """Writes one run's bundle. Thread-safe: concurrent actions may journal and write."""
+
+    def __init__(self, root: Path, *, clock: Clock = utc_now) -> None:
+        self.root = root
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._head: str | None = None
+        self._fd: int | None = None
+        self._artifacts: list[Artifact] = []
+
+    @classmethod
+    def create(
+        cls,
+        evidence_dir: Path,
+        incident_id: str,
+        *,
+        playbook_raw: bytes,
+        clock: Clock = utc_now,
+    ) -> BundleWriter:
+        """Make ``<evidence_dir>/<incident>/<run-id>/`` with the playbook copy and a journal."""
+        check_incident_id(incident_id)
+        now = clock()
+        run_id = f"{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(2)}"
+        root = evidence_dir / incident_id / run_id
+        try:
+            make_private_dirs(root.parent)
+            root.mkdir(mode=0o700)
+            fsync_dir(root.parent)
+            (root / ARTIFACTS).mkdir(mode=0o700)
+            write_new(root / PLAYBOOK_COPY, playbook_raw)
+        except OSError as exc:
+            raise EvidenceError(f"cannot create the evidence bundle in {root}: {exc}") from None
+        writer = cls(root, clock=clock)
+        writer._open_journal()
+        return writer
+
+    @property
+    def run_id(self) -> str:
+        """The run id (the bundle directory's name)."""
+        return self.root.name
+
+    @property
+    def head(self) -> str | None:
+        """Hash of the last journal entry."""
+        return self._head
+
+    @property
+    def entries(self) -> int:
+        """Number of journal entries written."""
+        return self._seq
+
+    @property
+    def artifacts(self) -> tuple[Artifact, ...]:
+        """Artifacts written so far."""
+        return tuple(self._artifacts)
+
+    def _open_journal(self) -> None:
+        self._fd = os.open(
+            self.root / JOURNAL, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL, 0o600
+        )
+        fsync_dir(self.root)
+
+    def append(
+        self, type_: str, data: dict[str, Any] | None = None, *, step: str | None = None
+    ) -> dict[str, Any]:
+        """Append one entry, flushed and fsync'd before returning it."""
+        with self._lock:
+            if self._fd is None:
+                raise EvidenceError("the journal is closed")
+            entry: dict[str, Any] = {
+                "seq": self._seq + 1,
+                "ts": timestamp(self._clock()),
+                "type": type_,
+                "step": step,
+                "data": jsonable(data or {}),
+                "prev": self._head,
+            }
+            entry["hash"] = entry_hash(entry)
+            line = canonical(entry) + b"\n"
+            try:
+                view = memoryview(line)
+                while view:  # a short write (full disk, signal) must not leave half a line
+                    view = view[os.write(self._fd, view) :]
+                os.fsync(self._fd)
+            except OSError as exc:
+                raise EvidenceError(f"cannot write the journal: {exc}") from None
+            self._seq += 1
+            self._head = entry["hash"]
+            return entry
+
+    def artifact_dir(self, step_index: int, step_id: str, attempt: int = 1) -> str:
+        """A step's artifact folder: ``artifacts/NN-<step-id>``, ``...-<step-id>.N`` on retry N."""
+        if not NAME_PART.fullmatch(step_id) or "." in step_id:
+            raise EvidenceError(f"step id {step_id[:60]!r} cannot name an artifact directory")
+        suffix = f".{attempt}" if attempt > 1 else ""
+        return f"{ARTIFACTS}/{step_index:02d}-{step_id}{suffix}"
+
+    def write_artifact(
+        self, step_index: int, step_id: str, name: str, data: bytes, *, attempt: int = 1
+    ) -> Artifact:
+        """Write an artifact for a step and journal it. ``name`` is from the action's vocabulary.
+
+        ``name`` may have one sub-folder (``<key-id>/policy.json``); each part is checked so
+        that no name taken from AWS or input can leave the bundle. Each attempt of a retried
+        step writes to its own folder, so a retry never collides with what the first wrote.
+        """
+        parts = name.split("/")
+        if len(parts) > 2 or not all(NAME_PART.fullmatch(p) and ".." not in p for p in parts):
+            raise EvidenceError(f"artifact name {name[:80]!r} is not allowed")
+        relative = f"{self.artifact_dir(step_index, step_id, attempt)}/{name}"
+        target = self.root / relative
+        digest = sha256_hex(data)
+        # Journaled before the bytes land: a file a crash leaves behind unjournaled is then
+        # recognisably this one (same path and hash), not something planted later.
+        self.append(
+            "artifact-intent",
+            {"path": relative, "sha256": digest, "bytes": len(data)},
+            step=step_id,
+        )
+        try:
+            make_private_dirs(target.parent)
+            write_new(target, data)
+        except FileExistsError:
+            raise EvidenceError(
+                f"artifact {relative} already exists; evidence is never overwritten"
+            ) from None
+        except OSError as exc:
+            raise EvidenceError(f"cannot write artifact {relative}: {exc}") from None
+        artifact = Artifact(relative, digest, len(data), step_id, timestamp(self._clock()))
+        self.append("artifact", artifact.__dict__.copy(), step=step_id)
+        with self._lock:
+            self._artifacts.append(artifact)
+        return artifact
+
+    def read_step_artifact(self, step_id: str, name: str) -> bytes | None:
+        """Artifact ``name`` (as the action named it) of step ``step_id``, latest attempt."""
+        with self._lock:
+            # paths are artifacts/NN-<step>[.attempt]/<name>
+            found = [
+                a for a in self._artifacts if a.step == step_id and a.path.split("/", 2)[2] == name
+            ]
+        if not found:
+            return None
+        data = (self.root / found[-1].path).read_bytes()
+        if sha256_hex(data) != found[-1].sha256:
+            raise EvidenceError(f"{found[-1].path} changed since it was written")
+        return data
+
+    def finish(self, status: str, summary: dict[str, Any] | None = None) -> Path:
+        """Journal the end of the run and write the manifest derived from the journal."""
+        self.append("run-finished", {"status": status, **(summary or {})})
+        self.close()
+        return write_manifest(self.root)
+
+    def close(self) -> None:
+        """Close the journal file."""
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    def resync(self) -> bool:
+        """Re-read the journal's last entry after an interruption (Ctrl-C) inside ``append``.
+
+        A KeyboardInterrupt can land after a line reached the file but before ``append``
+        recorded it; the next entry must still chain to it. False when the file ends in a
+        torn line: nothing may then be appended until ``reopen`` repairs it.
+        """
+        with self._lock:
+            raw = (self.root / JOURNAL).read_bytes()
+            if raw and not raw.endswith(b"\n"):
+                return False
+            lines = raw.splitlines()
+            if lines:
+                last = json.loads(lines[-1])
+                self._seq, self._head = int(last["seq"]), str(last["hash"])
+            return True
+
+    @classmethod
+    def reopen(cls, root: Path, *, clock: Clock = utc_now) -> tuple[BundleWriter, dict[str, Any]]:
+        """Open an unfinished (or failed) run's bundle for appending, for ``resume``.
+
+        A torn last line (the run died while writing it) is first saved under
+        ``quarantine/``, then cut from the journal. Returns the writer and what was repaired,
+        which the caller journals as a ``repair`` entry (with the crash leftovers it found).
+        """
+        path = root / JOURNAL
+        raw = path.read_bytes()
+        cut = raw.rfind(b"\n") + 1
+        torn = raw[cut:]
+        repaired: dict[str, Any] = {}
+        if torn:
+            journal = read_journal(path)
+            seq = len(journal.entries) + 1
+            saved = f"{QUARANTINE}/journal-line-{seq}.torn"
+            make_private_dirs(root / QUARANTINE)
+            try:
+                write_new(root / saved, torn)
+            except FileExistsError:  # an earlier resume died after saving it
+                if (root / saved).read_bytes() != torn:
+                    raise EvidenceError(f"{saved} exists with other bytes; not repairing") from None
+            repaired["torn_tail"] = {
+                "line": seq,
+                "saved_as": saved,
+                "sha256": sha256_hex(torn),
+                "bytes": len(torn),
+            }
+        writer = cls(root, clock=clock)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        if torn:
+            os.ftruncate(fd, cut)
+            os.fsync(fd)
+        writer._fd = fd
+        entries = read_journal(path).entries
+        if entries:
+            writer._seq, writer._head = int(entries[-1]["seq"]), str(entries[-1]["hash"])
+        writer._artifacts = [
+            Artifact(**{k: e["data"][k] for k in Artifact.__dataclass_fields__})
+            for e in entries
+            if e["type"] == "artifact"
+        ]
+        return writer, repaired
