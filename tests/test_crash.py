@@ -135,3 +135,35 @@ def test_killed_run_verifies_resumes_and_matches(
     assert report == reference_report, "\n".join(
         difflib.unified_diff(reference_report.splitlines(), report.splitlines(), lineterm="")
     )
+
+
+@pytest.mark.parametrize("second", ["entry:3", "entry:5", "entry:8", "torn:4", "artifact:1"])
+def test_a_resume_killed_in_turn_still_sends_nothing_twice(
+    second: str, tmp_path: Path, reference: tuple[str, list[str]]
+) -> None:
+    """Killed after AWS disabled the key (before the journal knew), then killed again while
+    resuming: the last resume still reports the change as made, and sends nothing twice."""
+    crashed = kmsir(["demo", "--evidence-dir", "ev"], tmp_path, kill="call:2")
+    assert crashed.returncode == -9
+    bundle = only_bundle(tmp_path / "ev")
+    again = kmsir(["resume", str(bundle)], tmp_path, kill=second)
+    assert again.returncode == -9, again.stderr[-2000:]
+    code, output = verify(bundle)
+    assert "Traceback" not in output and (code == 0 or "torn tail" in output), output
+    resumed = kmsir(["resume", str(bundle)], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    code, output = verify(bundle)
+    assert code == 0 and "note:" not in output, output
+    sent = (tmp_path / "calls.jsonl").read_text().splitlines()
+    assert len(sent) == len(set(sent)), f"a state-changing call was sent twice: {sent}"
+    disabled = next(
+        e
+        for e in reversed(
+            [json.loads(x) for x in (bundle / "journal.jsonl").read_text().splitlines()]
+        )
+        if e["type"] == "step-succeeded" and e["step"] == "disable"
+    )
+    assert disabled["data"]["before"]["state"] == "Enabled"
+    assert disabled["data"]["inverse"] == "kms.enable-key"
+    report = normalised((bundle / "report.md").read_text(), tmp_path / "ev")
+    assert report == reference[0]

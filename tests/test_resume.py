@@ -17,7 +17,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from kmsir import actions, cli, integrity, writer
+from kmsir import actions, cli, integrity
 from kmsir import resume as resuming
 from kmsir.actions.kms_lifecycle import DisableKey
 from kmsir.engine import Engine, RunOptions
@@ -25,6 +25,7 @@ from kmsir.playbook import LoadedPlaybook
 from kmsir.prompts import NoPrompter, ScriptedPrompter
 from kmsir.sandbox import Sandbox
 from kmsir.sandbox import scenario as scenarios
+from kmsir.writer import BundleWriter
 
 from .conftest import PLAYBOOKS, load_playbook, run_playbook
 
@@ -196,7 +197,7 @@ def test_resume_of_a_finished_run_says_so(demo_bundle: Path, tmp_path: Path) -> 
 
 def test_start_at_is_refused_while_a_run_of_the_playbook_is_unfinished(tmp_path: Path) -> None:
     loaded = write_playbook(tmp_path)
-    unfinished = writer.BundleWriter.create(tmp_path / "ev", "INC-test", playbook_raw=loaded.raw)
+    unfinished = BundleWriter.create(tmp_path / "ev", "INC-test", playbook_raw=loaded.raw)
     unfinished.append("run-started", {"playbook": {"id": "contain", "sha256": loaded.sha256}})
     unfinished.close()
     bundle = unfinished.root
@@ -367,3 +368,121 @@ def test_partly_revoked_grants_are_never_revoked_twice(tmp_path: Path) -> None:
     assert outcome["data"]["outputs"]["already_gone"] == []
     assert len(outcome["data"]["before"]["grants"]) == 3
     assert integrity.check(bundle).problems == []
+
+
+def test_resume_refuses_while_another_process_writes_the_bundle(tmp_path: Path) -> None:
+    loaded = write_playbook(tmp_path)
+    running = BundleWriter.create(tmp_path / "ev", "INC-test", playbook_raw=loaded.raw)
+    running.append("run-started", {"playbook": {"id": "contain", "sha256": loaded.sha256}})
+    result = CliRunner().invoke(cli.app, ["resume", str(running.root)])
+    assert result.exit_code == 1
+    assert "another kmsir process is still writing this bundle" in result.output
+    running.close()
+
+
+def test_planted_files_in_a_finished_bundle_are_tampering(
+    demo_bundle: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "bundle"
+    shutil.copytree(demo_bundle, copy)
+    lines = len((copy / "journal.jsonl").read_text().splitlines())
+    (copy / "quarantine").mkdir()
+    (copy / "quarantine" / f"journal-line-{lines + 1}.torn").write_text("payload")
+    (copy / "artifacts" / "01-snapshot" / ".tmp-key.json-deadbeef").write_text("fake")
+    problems = integrity.check(copy).problems
+    assert (
+        f"quarantine/journal-line-{lines + 1}.torn: extra file, not recorded in the journal"
+        in problems
+    )
+    assert (
+        "artifacts/01-snapshot/.tmp-key.json-deadbeef: extra file, not recorded in the journal"
+        in problems
+    )
+    (copy / "quarantine" / f"journal-line-{lines + 1}.torn").unlink()
+    (copy / "artifacts" / "01-snapshot" / ".tmp-key.json-deadbeef").unlink()
+    (copy / "artifacts" / "torn tail.txt").write_text("x")  # no way past resume's check
+    refused = CliRunner().invoke(cli.app, ["resume", str(copy)])
+    assert refused.exit_code == 1 and "TAMPERED" in refused.output
+
+
+def test_a_resumed_run_must_keep_its_manifest(rogue_grant: Sandbox, tmp_path: Path) -> None:
+    first = run_playbook(
+        write_playbook(tmp_path),
+        rogue_grant.client_factory(),
+        tmp_path / "ev",
+        inputs={"key": "alias/not-yet"},
+        answers={"disable": "approve"},
+    )
+    assert first.status == "failed"
+    rogue_grant.session().client("kms").create_alias(
+        AliasName="alias/not-yet", TargetKeyId=rogue_grant.keys["payments"]["id"]
+    )
+    assert (
+        resume(
+            first.bundle, rogue_grant.client_factory(), {"disable": "approve", "tag": "approve"}
+        ).status
+        == "succeeded"
+    )
+    # cut back to the first finish and delete the manifest: the resume's trace remains
+    lines = (first.bundle / "journal.jsonl").read_bytes().splitlines(keepends=True)
+    resumed_at = next(n for n, line in enumerate(lines) if b'"type":"run-resumed"' in line)
+    (first.bundle / "journal.jsonl").write_bytes(b"".join(lines[: resumed_at + 1]))
+    (first.bundle / "manifest.json").unlink()
+    assert (
+        "manifest.json: missing (the run finished once, so it was written)"
+        in integrity.check(first.bundle).problems
+    )
+
+
+def test_a_run_killed_writing_its_first_line_has_nothing_to_resume(tmp_path: Path) -> None:
+    loaded = write_playbook(tmp_path)
+    died = BundleWriter.create(tmp_path / "ev", "INC-test", playbook_raw=loaded.raw)
+    died.close()
+    (died.root / "journal.jsonl").write_bytes(b'{"data":{"host":"x"')
+    checked = integrity.check(died.root)
+    assert checked.problems == [checked.torn_tail]
+    result = CliRunner().invoke(cli.app, ["resume", str(died.root)])
+    assert result.exit_code == 2 and "nothing to resume" in result.output
+
+
+ON_ERROR = """id: on-error
+title: On error
+inputs:
+  key: {type: kms-key, required: true}
+steps:
+  - {id: disable, action: kms.disable-key, on_error: ASK, with: {key: "{{ inputs.key }}"}}
+  - {id: done, action: note, with: {text: done}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("on_error", "cut_after"), [("ask", "decision"), ("continue", "step-failed")]
+)
+def test_an_on_error_outcome_survives_a_crash_right_after_it(
+    on_error: str, cut_after: str, rogue_grant: Sandbox, tmp_path: Path
+) -> None:
+    result = run_playbook(
+        write_playbook(tmp_path, ON_ERROR.replace("ASK", on_error)),
+        rogue_grant.client_factory(),
+        tmp_path / "ev",
+        inputs={"key": "alias/missing"},
+        answers={"disable.on-error": "skip"},
+    )
+    # the process died right after the answer (or the failure) was journaled
+    lines = (result.bundle / "journal.jsonl").read_bytes().splitlines(keepends=True)
+    last = max(n for n, line in enumerate(lines) if f'"type":"{cut_after}"'.encode() in line)
+    (result.bundle / "journal.jsonl").write_bytes(b"".join(lines[: last + 1]))
+    for derived in ("manifest.json", "report.md"):
+        (result.bundle / derived).unlink(missing_ok=True)
+    # nothing is answered now: asking again, or retrying the failed step, would show
+    again = resume(result.bundle, rogue_grant.client_factory(), {})
+    entries = journal(result.bundle)
+    resumed_at = next(e["seq"] for e in entries if e["type"] == "run-resumed")
+    after = [e for e in entries[resumed_at:] if e["step"] == "disable"]
+    if on_error == "ask":
+        assert again.status == "succeeded"
+        assert [e["type"] for e in after] == ["step-skipped"]
+    else:
+        assert after == [] and again.status == "failed"
+    assert any(e["type"] == "note" for e in entries[resumed_at:])
+    assert integrity.check(result.bundle).problems == []

@@ -26,7 +26,7 @@ from kmsir.actions.base import (
     IRREVERSIBLE,
     Action,
     ActionContext,
-    Interrupted,
+    EarlierAttempt,
     NullReporter,
     Outcome,
     Reporter,
@@ -41,12 +41,12 @@ from kmsir.errors import (
     MissingAnswer,
     UsageError,
 )
-from kmsir.evidence import JOURNAL, Clock, read_journal, read_outside, timestamp, utc_now
+from kmsir.evidence import JOURNAL, MANIFEST, Clock, read_journal, read_outside, timestamp, utc_now
 from kmsir.keypolicy import principal_arn
 from kmsir.playbook import LoadedPlaybook, Step
 from kmsir.prompts import Prompter
-from kmsir.resume import RunState, StepState
-from kmsir.writer import BundleWriter
+from kmsir.resume import RunState, StepState, step_states
+from kmsir.writer import BundleWriter, write_manifest
 
 Mode = Literal["live", "check", "sandbox"]
 RunStatus = Literal["succeeded", "failed", "aborted", "interrupted"]
@@ -176,12 +176,16 @@ class Engine:
         in a ``repair`` entry; nothing that already ran is run or asked again."""
         operator = self._operator()
         bundle, repaired = BundleWriter.reopen(state.root, clock=self.clock)
+        previous = state.finished
+        if previous is not None and not (state.root / MANIFEST).exists():
+            write_manifest(state.root)  # the finished part stays anchored by its manifest
+        for temporary in integrity.derived_temporaries(state.root):
+            temporary.unlink()  # a derived file's temporary: never evidence
         explained, _ = integrity.leftovers(state.root, read_journal(state.root / JOURNAL).entries)
         if explained:
             repaired["leftovers"] = [vars(item) for item in explained]
         if repaired:
             bundle.append("repair", repaired)
-        previous = state.finished
         bundle.append(
             "run-resumed",
             {
@@ -192,7 +196,12 @@ class Engine:
                     "head": state.entries[-1]["hash"] if state.entries else None,
                 },
                 "resume_at": next(
-                    (s.id for s in loaded.playbook.steps if not _done(state, s.id)), None
+                    (
+                        s.id
+                        for s in loaded.playbook.steps
+                        if s.id not in state.steps or not state.steps[s.id].done(s.on_error)
+                    ),
+                    None,
                 ),
                 **dict(options.extra),
             },
@@ -237,13 +246,15 @@ class Engine:
             for index, step in enumerate(loaded.playbook.steps, start=1):
                 prior = state.steps.get(step.id) if state is not None else None
                 started = started or step.id == options.start_at
-                if prior is not None and prior.done and prior.outcome is not None:
+                if prior is not None and prior.skip_pending:
+                    record = self._skip(bundle, step, "skipped after failure (answered before)")
+                elif prior is not None and prior.done(step.on_error) and prior.outcome:
                     record = _record_of(step, prior.outcome)
                     result.steps.append(record)
                     if record.status == "failed":
                         result.status, result.error = "failed", record.summary
                     continue
-                if not started:
+                elif not started:
                     record = self._skip(bundle, step, "before --start-at")
                 else:
                     record = self._run_step(bundle, index, step, context, info, options, prior)
@@ -289,11 +300,7 @@ class Engine:
         prior: StepState | None = None,
     ) -> StepRecord:
         self._current_step = step.id
-        interrupted = (
-            Interrupted(prior.before, tuple(prior.sent), tuple(prior.recorded))
-            if prior is not None and prior.in_flight
-            else None
-        )
+        rechecked = prior is not None and prior.in_flight
         action = self.actions[step.action]
         context["now"] = timestamp(self.clock())
         if step.when is not None:
@@ -314,7 +321,7 @@ class Engine:
             run=info,
             now=self.clock,
             reporter=self.reporter,
-            interrupted=interrupted,
+            earlier_attempt=_earlier_attempt(prior),
         )
         while True:
             try:
@@ -359,6 +366,9 @@ class Engine:
                     step=step.id,
                 )
                 if choice.value == "retry":
+                    # what the failed attempt changed or was told carries over to the retry
+                    entries = read_journal(bundle.root / JOURNAL).entries
+                    ctx.earlier_attempt = _earlier_attempt(step_states(entries).get(step.id))
                     continue
                 if choice.value == "skip":
                     return self._skip(bundle, step, f"skipped after failure ({choice.source})")
@@ -379,7 +389,7 @@ class Engine:
                 if action.mutating and outcome.status != "already"
                 else None,
                 "inverse_until": outcome.inverse_until,
-                **({"rechecked": True} if interrupted is not None else {}),
+                **({"rechecked": True} if rechecked else {}),
             },
             step=step.id,
         )
@@ -622,9 +632,10 @@ class Engine:
         }
 
 
-def _done(state: RunState, step_id: str) -> bool:
-    prior = state.steps.get(step_id)
-    return prior is not None and prior.done
+def _earlier_attempt(prior: StepState | None) -> EarlierAttempt | None:
+    if prior is None or not prior.unfinished_work:
+        return None
+    return EarlierAttempt(prior.before, tuple(prior.sent), tuple(prior.recorded))
 
 
 def _record_of(step: Step, outcome: dict[str, Any]) -> StepRecord:

@@ -204,7 +204,7 @@ class JournalRead:
 
     entries: list[dict[str, Any]]
     problems: list[str]
-    torn_tail: bool = False
+    torn_tail: str | None = None  # the problem naming the torn last line
 
 
 _ENTRY_FIELDS: dict[str, tuple[type, ...]] = {
@@ -265,11 +265,11 @@ def read_journal(path: Path) -> JournalRead:
         prev = entry.get("hash")
         result.entries.append(entry)
     if tail:
-        result.torn_tail = True
-        result.problems.append(
+        result.torn_tail = (
             f"{JOURNAL} line {len(lines) + 1}: torn tail (incomplete last line, "
             "the run was interrupted while writing it)"
         )
+        result.problems.append(result.torn_tail)
     return result
 
 

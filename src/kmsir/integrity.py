@@ -41,7 +41,7 @@ class Verification:
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     entries: list[dict[str, Any]] = field(default_factory=list)
-    torn_tail: bool = False
+    torn_tail: str | None = None  # the problem naming a torn last journal line
 
     @property
     def finished(self) -> bool:
@@ -74,7 +74,8 @@ def check(root: Path) -> Verification:
     result = Verification(list(journal.problems), [], journal.entries, journal.torn_tail)
     started = next((e for e in journal.entries if e.get("type") == "run-started"), None)
     if started is None:
-        result.problems.append(f"{JOURNAL}: no run-started entry")
+        if journal.entries or not journal.torn_tail:  # else: died writing the first line
+            result.problems.append(f"{JOURNAL}: no run-started entry")
         return result
     result.problems += _verify_playbook(root, started)
     result.problems += _verify_artifacts(root, journal.entries, result.notes)
@@ -129,44 +130,70 @@ def _files(root: Path) -> Iterator[tuple[str, Path]]:
 def leftovers(root: Path, entries: list[dict[str, Any]]) -> tuple[list[Leftover], list[str]]:
     """Unjournaled files an interrupted run explains, and every other unjournaled file.
 
-    Explained: an artifact whose intent was journaled with the same hash but whose write was
-    not (the process died in between), a temporary file of an intended artifact or of a
-    derived file, and a torn journal line an interrupted resume saved to ``quarantine/``.
+    Explained, only while the run is unfinished (a finished run was never interrupted after
+    its last write, or its resume recorded what it found): an artifact whose intent was
+    journaled with the same hash but whose write was not, a temporary file holding no more
+    than an intended artifact's bytes (a prefix of them once written), a torn journal line an
+    interrupted resume saved to ``quarantine/``. A derived file's temporary (manifest, report)
+    is explained always: it is never evidence and never exported.
     """
     artifacts = _recorded(entries, "artifact")
     intents = _recorded(entries, "artifact-intent")
     repaired = _repaired(entries)
+    unfinished = finished_entry(entries) is None
     explained: list[Leftover] = []
     unexplained: list[str] = []
     for relative, path in _files(root):
         if relative in artifacts or relative in repaired:
             continue
         content = path.read_bytes()
-        digest = sha256_hex(content)
-        reason = _why_left(relative, digest, intents, entries)
+        reason = _why_left(root, relative, content, intents, len(entries), unfinished)
         if reason is None:
             unexplained.append(relative)
         else:
-            explained.append(Leftover(relative, digest, len(content), reason))
+            explained.append(Leftover(relative, sha256_hex(content), len(content), reason))
     return explained, unexplained
 
 
+def derived_temporaries(root: Path) -> list[Path]:
+    """Temporary files of the manifest or a report that a crash left at the bundle's top."""
+    return [
+        p
+        for p in root.iterdir()
+        if (temp := _TEMP.fullmatch(p.name)) is not None and temp["name"] in DERIVED
+    ]
+
+
 def _why_left(
-    relative: str, digest: str, intents: dict[str, dict[str, Any]], entries: list[dict[str, Any]]
+    root: Path,
+    relative: str,
+    content: bytes,
+    intents: dict[str, dict[str, Any]],
+    entries: int,
+    unfinished: bool,
 ) -> str | None:
-    intent = intents.get(relative)
-    if intent is not None:
-        if intent.get("sha256") != digest:
-            return None
-        return f"written but not journaled when the run stopped (intent at line {intent['seq']})"
     folder, _, name = relative.rpartition("/")
     temp = _TEMP.fullmatch(name)
-    if temp is not None:
-        final = f"{folder}/{temp['name']}" if folder else temp["name"]
-        if final in intents or final in DERIVED:
-            return f"temporary file of {final}, left when the run stopped"
-    torn = re.fullmatch(rf"{QUARANTINE}/journal-line-(\d+)\.torn", relative)
-    if torn is not None and int(torn[1]) == len(entries) + 1:
+    if temp is not None and not folder and temp["name"] in DERIVED:
+        return f"temporary file of {temp['name']} (derived), left when the run stopped"
+    if not unfinished:
+        return None
+    intent = intents.get(relative)
+    if intent is not None:
+        if intent.get("sha256") != sha256_hex(content):
+            return None
+        return f"written but not journaled when the run stopped (intent at line {intent['seq']})"
+    final = f"{folder}/{temp['name']}" if temp is not None else relative
+    if temp is not None and final in intents:
+        written = root / final
+        complete = written.read_bytes() if written.is_file() else None
+        if complete is not None and not complete.startswith(content):
+            return None
+        if len(content) > int(intents[final].get("bytes") or 0):
+            return None
+        return f"temporary file of {final}, left when the run stopped"
+    torn = re.fullmatch(rf"{QUARANTINE}/journal-line-(\d+)\.torn", final)
+    if torn is not None and int(torn[1]) == entries + 1 and b"\n" not in content:
         return "torn journal line saved by a resume that stopped before recording it"
     return None
 
@@ -197,7 +224,8 @@ def _verify_artifacts(root: Path, entries: list[dict[str, Any]], notes: list[str
             yield f"{relative}: content changed since a resume recorded it"
     explained, unexplained = leftovers(root, entries)
     for leftover in explained:
-        notes.append(f"{leftover.path}: {leftover.reason}; kmsir resume records it")
+        action = "removes" if "(derived)" in leftover.reason else "records"
+        notes.append(f"{leftover.path}: {leftover.reason}; kmsir resume {action} it")
     for relative in unexplained:
         yield f"{relative}: extra file, not recorded in the journal"
 
@@ -207,7 +235,10 @@ def _verify_manifest(root: Path, entries: list[dict[str, Any]], notes: list[str]
     try:
         manifest = json.loads((root / MANIFEST).read_bytes())
     except FileNotFoundError:
-        if finished:
+        if _resumed_after_finishing(entries):
+            # resume makes sure a finished run's manifest exists before continuing it
+            yield f"{MANIFEST}: missing (the run finished once, so it was written)"
+        elif finished:
             # the process died between journaling run-finished and writing the manifest;
             # the manifest is derived, so nothing is lost, but nothing anchors the head yet
             notes.append(f"{MANIFEST}: missing though the run finished; kmsir resume writes it")
@@ -239,7 +270,11 @@ def _verify_manifest(root: Path, entries: list[dict[str, Any]], notes: list[str]
         expected = build_manifest(entries[:anchored])
         notes.append(
             f"{MANIFEST}: from before the resume at line {anchored + 1}; "
-            "rewritten when the run finishes"
+            + (
+                "the run finished since and kmsir resume rewrites it"
+                if finished
+                else "rewritten when the run finishes"
+            )
         )
     elif canonical(anchor) != canonical(expected["journal"]):
         yield (
@@ -261,3 +296,13 @@ def _earlier_version(entries: list[dict[str, Any]], anchored: int, head: Any) ->
         and entries[anchored - 1].get("type") == "run-finished"
         and entries[anchored].get("type") == "run-resumed"
     )
+
+
+def _resumed_after_finishing(entries: list[dict[str, Any]]) -> bool:
+    """True when a run-resumed follows a run-finished: a manifest was written by then."""
+    seen_finish = False
+    for entry in entries:
+        seen_finish = seen_finish or entry.get("type") == "run-finished"
+        if seen_finish and entry.get("type") == "run-resumed":
+            return True
+    return False

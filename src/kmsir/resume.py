@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kmsir import evidence, integrity
+from kmsir import evidence, integrity, writer
 from kmsir.errors import TamperedError, UsageError
 
 _OUTCOMES = ("step-succeeded", "step-skipped", "step-failed")
@@ -23,31 +23,50 @@ _ATTEMPT = re.compile(r"^artifacts/\d+-[^/.]+(?:\.(\d+))?/")
 
 @dataclass
 class StepState:
-    """One step as the journal leaves it."""
+    """One step as the journal leaves it.
+
+    What an unfinished attempt did (calls sent, the state recorded before changing it, notes
+    and answers) is carried over failed and interrupted attempts until the step succeeds or
+    is skipped, so a later attempt knows what an earlier one already changed or was told.
+    """
 
     step_id: str
     outcome: dict[str, Any] | None = None  # the last step-succeeded/-skipped/-failed entry
     started: bool = False  # a step-started after the last outcome: in flight
-    decision: dict[str, Any] | None = None  # "run ..." decision after the last outcome
-    sent: list[dict[str, Any]] = field(default_factory=list)  # mutating calls in flight
+    decision: dict[str, Any] | None = None  # the last "run ..." approval
+    on_error: str | None = None  # the answer to "on error" after the last failure
+    sent: list[dict[str, Any]] = field(default_factory=list)  # changing calls not refused
     before: dict[str, Any] | None = None  # the state recorded before the first change
     recorded: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # notes, answers
     attempts: int = 0  # the highest artifact attempt folder used
-    passed_over: bool = False  # the run went on to other steps after the last outcome
 
-    @property
-    def done(self) -> bool:
-        """True when resume must not run the step again."""
+    def done(self, on_error: str = "abort") -> bool:
+        """True when resume must not run the step again (``on_error``: the step's setting)."""
         if self.started or self.outcome is None:
             return False
         if self.outcome["type"] == "step-failed":
-            return self.passed_over
+            return on_error == "continue" or self.skip_pending
         return True
+
+    @property
+    def skip_pending(self) -> bool:
+        """The responder chose to skip the failed step; the run stopped before recording it."""
+        return (
+            not self.started
+            and self.outcome is not None
+            and self.outcome["type"] == "step-failed"
+            and self.on_error == "skip"
+        )
 
     @property
     def in_flight(self) -> bool:
         """True when the step started and the run stopped before its outcome."""
         return self.started
+
+    @property
+    def unfinished_work(self) -> bool:
+        """True when an earlier attempt sent a change, recorded a state or an answer."""
+        return self.started or bool(self.sent or self.before or self.recorded)
 
 
 @dataclass
@@ -58,7 +77,7 @@ class RunState:
     meta: dict[str, Any]
     entries: list[dict[str, Any]]
     steps: dict[str, StepState]
-    torn_tail: bool
+    torn_tail: str | None
 
     @property
     def finished(self) -> dict[str, Any] | None:
@@ -76,7 +95,7 @@ class RunState:
         found: dict[str, dict[str, Any]] = {}
         for state in self.steps.values():
             outcome = state.outcome
-            if state.done and outcome is not None and outcome["type"] == "step-succeeded":
+            if not state.started and outcome is not None and outcome["type"] == "step-succeeded":
                 data = outcome["data"]
                 found[state.step_id] = {**(data.get("outputs") or {}), "status": data["status"]}
         return found
@@ -88,8 +107,9 @@ def load(root: Path) -> RunState:
     Refuses (``TamperedError``) a bundle that fails verification for any reason other than
     what an interrupted run leaves behind: resume never builds on altered evidence.
     """
+    writer.ensure_idle(root)
     checked = integrity.check(root)
-    problems = [p for p in checked.problems if "torn tail" not in p]
+    problems = [p for p in checked.problems if p != checked.torn_tail]
     if problems:
         raise TamperedError(
             [f"not resumed (altered evidence is never built on): {p}" for p in problems]
@@ -97,35 +117,46 @@ def load(root: Path) -> RunState:
     entries = checked.entries
     started = next((e for e in entries if e["type"] == "run-started"), None)
     if started is None:
-        raise UsageError(f"{root}: the journal has no run-started entry")
-    return RunState(root, started["data"], entries, _steps(entries), checked.torn_tail)
+        raise UsageError(
+            f"{root}: the run stopped while writing its first journal line; there is nothing "
+            "to resume (start it again with kmsir run)"
+        )
+    return RunState(root, started["data"], entries, step_states(entries), checked.torn_tail)
 
 
-def _steps(entries: list[dict[str, Any]]) -> dict[str, StepState]:
+def step_states(entries: list[dict[str, Any]]) -> dict[str, StepState]:
+    """Each step's state after the journal ``entries``."""
     steps: dict[str, StepState] = {}
+    pending: dict[tuple[int, Any], tuple[StepState, dict[str, Any]]] = {}
+    segment = 0  # call numbers restart in each process: pair intents and results within one
     for entry in entries:
-        step_id = entry.get("step")
+        type_, data, step_id = entry["type"], entry["data"], entry.get("step")
+        if type_ == "run-resumed":
+            segment += 1
         if step_id is None:
             continue
-        for other in steps.values():
-            if other.step_id != step_id and other.outcome is not None and not other.started:
-                other.passed_over = True
         state = steps.setdefault(step_id, StepState(step_id))
-        type_, data = entry["type"], entry["data"]
         if type_ in _OUTCOMES:
-            state.outcome, state.started, state.decision = entry, False, None
-            state.sent, state.before, state.recorded = [], None, []
-            state.passed_over = False
+            state.outcome, state.started, state.on_error = entry, False, None
+            if type_ != "step-failed":  # done: nothing carries over to a later run of it
+                state.sent, state.before, state.recorded, state.decision = [], None, [], None
         elif type_ == "step-started":
             state.started = True
-            state.sent, state.before, state.recorded = [], None, []
-        elif type_ in ("decision", "note") and state.started:
-            state.recorded.append((type_, data))
         elif type_ == "decision" and str(data.get("question", "")).startswith("run "):
             state.decision = entry
-        elif type_ == "api-intent" and state.started:
+        elif type_ == "decision" and data.get("question") == "on error":
+            state.on_error = str(data.get("answer"))
+        elif type_ in ("decision", "note"):
+            state.recorded.append((type_, data))
+        elif type_ == "api-intent":
             state.sent.append(data)
-        elif type_ == "before-change" and state.started and state.before is None:
+            pending[(segment, data.get("call"))] = (state, data)
+        elif type_ == "api-call" and (segment, data.get("call")) in pending:
+            owner, intent = pending.pop((segment, data.get("call")))
+            status = data.get("http_status") or 0
+            if data.get("error_code") or not 200 <= status < 300:  # refused: nothing changed
+                owner.sent = [c for c in owner.sent if c is not intent]
+        elif type_ == "before-change" and state.before is None:
             state.before = data.get("before")
         elif type_ == "artifact-intent":
             match = _ATTEMPT.match(str(data.get("path", "")))

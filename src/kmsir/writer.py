@@ -4,6 +4,7 @@ their journaled intent, the manifest at finish, and reopening an interrupted run
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
@@ -119,6 +120,7 @@ class BundleWriter:
         self._fd = os.open(
             self.root / JOURNAL, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL, 0o600
         )
+        _lock(self._fd, self.root)
         fsync_dir(self.root)
 
     def append(
@@ -237,6 +239,34 @@ class BundleWriter:
                 self._seq, self._head = int(last["seq"]), str(last["hash"])
             return True
 
+    @staticmethod
+    def _repair_tail(root: Path, fd: int) -> dict[str, Any]:
+        """Save a torn last line under ``quarantine/``, then cut it from the journal."""
+        path = root / JOURNAL
+        raw = path.read_bytes()
+        cut = raw.rfind(b"\n") + 1
+        torn = raw[cut:]
+        if not torn:
+            return {}
+        seq = len(read_journal(path).entries) + 1
+        saved = f"{QUARANTINE}/journal-line-{seq}.torn"
+        make_private_dirs(root / QUARANTINE)
+        try:
+            write_new(root / saved, torn)
+        except FileExistsError:  # an earlier resume died after saving it
+            if (root / saved).read_bytes() != torn:
+                raise EvidenceError(f"{saved} exists with other bytes; not repairing") from None
+        os.ftruncate(fd, cut)
+        os.fsync(fd)
+        return {
+            "torn_tail": {
+                "line": seq,
+                "saved_as": saved,
+                "sha256": sha256_hex(torn),
+                "bytes": len(torn),
+            }
+        }
+
     @classmethod
     def reopen(cls, root: Path, *, clock: Clock = utc_now) -> tuple[BundleWriter, dict[str, Any]]:
         """Open an unfinished (or failed) run's bundle for appending, for ``resume``.
@@ -246,31 +276,14 @@ class BundleWriter:
         which the caller journals as a ``repair`` entry (with the crash leftovers it found).
         """
         path = root / JOURNAL
-        raw = path.read_bytes()
-        cut = raw.rfind(b"\n") + 1
-        torn = raw[cut:]
-        repaired: dict[str, Any] = {}
-        if torn:
-            journal = read_journal(path)
-            seq = len(journal.entries) + 1
-            saved = f"{QUARANTINE}/journal-line-{seq}.torn"
-            make_private_dirs(root / QUARANTINE)
-            try:
-                write_new(root / saved, torn)
-            except FileExistsError:  # an earlier resume died after saving it
-                if (root / saved).read_bytes() != torn:
-                    raise EvidenceError(f"{saved} exists with other bytes; not repairing") from None
-            repaired["torn_tail"] = {
-                "line": seq,
-                "saved_as": saved,
-                "sha256": sha256_hex(torn),
-                "bytes": len(torn),
-            }
-        writer = cls(root, clock=clock)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-        if torn:
-            os.ftruncate(fd, cut)
-            os.fsync(fd)
+        try:
+            _lock(fd, root)  # before reading: a live writer's half-written line is not torn
+            repaired = cls._repair_tail(root, fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        writer = cls(root, clock=clock)
         writer._fd = fd
         entries = read_journal(path).entries
         if entries:
@@ -281,3 +294,23 @@ class BundleWriter:
             if e["type"] == "artifact"
         ]
         return writer, repaired
+
+
+def _lock(fd: int, root: Path) -> None:
+    """Hold an exclusive lock on the journal while writing: one writer per bundle, ever."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise EvidenceError(
+            f"{root}: another kmsir process is still writing this bundle (run in progress); "
+            "stop it first, or wait for it to finish"
+        ) from None
+
+
+def ensure_idle(root: Path) -> None:
+    """Refuse (``EvidenceError``) when another process holds the bundle's journal lock."""
+    fd = os.open(root / JOURNAL, os.O_RDONLY)
+    try:
+        _lock(fd, root)
+    finally:
+        os.close(fd)  # closing releases the probe's lock

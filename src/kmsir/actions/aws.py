@@ -182,9 +182,16 @@ class ClientFactory:
         events.register("before-call", intent)
         events.register("after-call", record)
         if self.guard_send:
-            # moto answers in the before-send event; only a request it did not answer
-            # reaches the endpoint's HTTP session, which is replaced by one that refuses.
-            client._endpoint.http_session = _RefusingHttpSession()
+            refuse_transport(client)
+
+
+def refuse_transport(client: Any) -> None:
+    """Make ``client`` refuse anything that would go on the wire (the sandbox's guard).
+
+    moto answers in the before-send event; only a request it did not answer reaches the
+    endpoint's HTTP session, which is replaced by one that refuses.
+    """
+    client._endpoint.http_session = _RefusingHttpSession()
 
 
 class _RefusingHttpSession:

@@ -101,14 +101,15 @@ class Preview:
 
 
 @dataclass(frozen=True)
-class Interrupted:
-    """The attempt of this step that the run was inside when it stopped (see ``resume``)."""
+class EarlierAttempt:
+    """What earlier, unfinished attempts of this step did: an attempt the run was inside when
+    it stopped (crash, Ctrl-C), or one that failed and is retried. Built from the journal."""
 
     #: What the step recorded with ``ActionContext.changing`` before its first change.
     before: dict[str, Any] | None
-    #: The state-changing calls journaled as about to be sent (``api-intent`` data).
+    #: The state-changing calls journaled as sent (``api-intent`` data), less refused ones.
     sent: tuple[dict[str, Any], ...]
-    #: Notes and decisions the attempt journaled, as ``(type, data)``: never asked twice.
+    #: Notes and decisions the attempts journaled, as ``(type, data)``: never asked twice.
     recorded: tuple[tuple[str, dict[str, Any]], ...] = ()
 
 
@@ -125,35 +126,35 @@ class ActionContext:
     reporter: Reporter = field(default_factory=NullReporter)
     #: The preview the responder approved, for a mutating step (``None``: not previewed).
     approved: Preview | None = None
-    #: Set when a resumed run re-checks the step it was inside when it stopped.
-    interrupted: Interrupted | None = None
+    #: Set when an earlier attempt of this step did not finish (see ``EarlierAttempt``).
+    earlier_attempt: EarlierAttempt | None = None
 
     def changing(self, before: dict[str, Any]) -> None:
         """Record the state about to change, just before the first call that changes it.
 
-        If the run stops before that call's result is journaled, the resumed step compares
-        the live state with this record instead of sending the call again.
+        If the attempt does not finish, a later one compares the live state with this record
+        instead of sending the call again.
         """
         self.artifacts.journal("before-change", {"before": before})
 
-    def changed_before_interruption(self) -> dict[str, Any] | None:
-        """The recorded state before a change this step sent just before the run stopped.
+    def changed_by_earlier_attempt(self) -> dict[str, Any] | None:
+        """The state recorded before a change an earlier, unfinished attempt sent.
 
-        Not ``None`` only on a resumed re-check whose interrupted attempt sent a changing
-        call: live state already as wanted then means that call took effect.
+        Not ``None`` only when such an attempt sent a changing call that AWS did not refuse:
+        live state already as wanted then means that call took effect.
         """
-        found = self.interrupted
+        found = self.earlier_attempt
         return found.before if found is not None and found.sent else None
 
-    def recorded_before_interruption(self, type_: str) -> dict[str, Any] | None:
-        """The last ``note`` or ``decision`` the interrupted attempt journaled, if any."""
-        found = self.interrupted
+    def recorded_by_earlier_attempt(self, type_: str) -> dict[str, Any] | None:
+        """The last ``note`` or ``decision`` an earlier, unfinished attempt journaled."""
+        found = self.earlier_attempt
         records = [data for kind, data in (found.recorded if found else ()) if kind == type_]
         return records[-1] if records else None
 
-    def sent_before_interruption(self, operation: str) -> list[dict[str, Any]]:
-        """Parameters of each ``operation`` call the interrupted attempt sent (or was about to)."""
-        found = self.interrupted
+    def sent_by_earlier_attempt(self, operation: str) -> list[dict[str, Any]]:
+        """Parameters of each ``operation`` call earlier attempts sent (or were about to)."""
+        found = self.earlier_attempt
         if found is None:
             return []
         return [dict(c.get("params") or {}) for c in found.sent if c.get("operation") == operation]

@@ -40,7 +40,7 @@ class Ask(Action[AskParams]):
 
     def run(self, ctx: ActionContext, params: AskParams) -> Outcome:
         # answered before the run stopped: the answer stands, it is not asked again
-        earlier = ctx.recorded_before_interruption("decision")
+        earlier = ctx.recorded_by_earlier_attempt("decision")
         if earlier is not None:
             value, source = str(earlier.get("answer")), str(earlier.get("by"))
         else:
@@ -84,7 +84,7 @@ class Confirm(Action[ConfirmParams]):
         return []
 
     def run(self, ctx: ActionContext, params: ConfirmParams) -> Outcome:
-        earlier = ctx.recorded_before_interruption("decision")
+        earlier = ctx.recorded_by_earlier_attempt("decision")
         if earlier is not None:  # answered before the run stopped: not asked again
             if earlier.get("answer") != "confirmed":
                 raise Aborted(f"not confirmed: {params.message[:80]}")
@@ -127,7 +127,7 @@ class Note(Action[NoteParams]):
         return []
 
     def run(self, ctx: ActionContext, params: NoteParams) -> Outcome:
-        if ctx.recorded_before_interruption("note") is None:  # not twice after a resume
+        if ctx.recorded_by_earlier_attempt("note") is None:  # not twice after a resume
             ctx.artifacts.journal("note", {"text": params.text})
         return Outcome(outputs={"text": params.text}, summary=params.text)
 

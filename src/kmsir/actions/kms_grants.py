@@ -174,12 +174,12 @@ class RevokeGrants(Action[RevokeGrantsParams]):
             unapproved = [g["GrantId"] for g in chosen if g["GrantId"] not in shown]
             chosen = [g for g in chosen if g["GrantId"] in shown]
         revoked: list[str] = []
-        earlier = ctx.changed_before_interruption()
+        earlier = ctx.changed_by_earlier_attempt()
         if earlier is not None:
             # a resumed re-check: grants whose RevokeGrant was sent before the run stopped
             # and that are gone now were revoked by this step; the rest are revoked below
             present = {g["GrantId"] for g in before}
-            sent = [c.get("GrantId") for c in ctx.sent_before_interruption("RevokeGrant")]
+            sent = [c.get("GrantId") for c in ctx.sent_by_earlier_attempt("RevokeGrant")]
             revoked = [str(g) for g in dict.fromkeys(sent) if g and g not in present]
             gone = [g for g in gone if g not in revoked]
         if ctx.artifacts.earlier(ctx.step_id, "grants-before.json") is None:

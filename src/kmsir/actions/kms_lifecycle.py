@@ -187,14 +187,16 @@ class ScheduleDeletion(Action[ScheduleDeletionParams]):
             if outcome.status == "already":
                 return outcome
             # scheduled by the calls sent before the interruption: report them as made
-            sent = ctx.sent_before_interruption("ScheduleKeyDeletion")
+            sent = ctx.sent_by_earlier_attempt("ScheduleKeyDeletion")
             replicas = [c["KeyId"] for c in sent if c.get("KeyId") != info.key_id]
             outputs = {**outcome.outputs, "replicas_scheduled": replicas}
             return self._scheduled(dataclasses.replace(outcome, outputs=outputs))
         ctx.changing(info.summary)
-        scheduled = []
+        # replicas an earlier, unfinished attempt scheduled are pending now and skipped below
+        sent = ctx.sent_by_earlier_attempt("ScheduleKeyDeletion")
+        scheduled = [c["KeyId"] for c in sent if c.get("KeyId") != info.key_id]
         if info.multi_region_role == "PRIMARY" and info.replica_arns:
-            scheduled = self._replicas(ctx, info, params)
+            scheduled += [a for a in self._replicas(ctx, info, params) if a not in scheduled]
         kms = ctx.clients.client("kms", info.region)
         with aws_errors(f"ScheduleKeyDeletion on {info.key_id}"):
             kms.schedule_key_deletion(
@@ -225,7 +227,10 @@ class ScheduleDeletion(Action[ScheduleDeletionParams]):
     @staticmethod
     def _replicas(ctx: ActionContext, info: KeyInfo, params: ScheduleDeletionParams) -> list[str]:
         regions = [region_of(a) for a in info.replica_arns]
-        choice = params.replicas
+        choice: str = params.replicas
+        earlier = ctx.recorded_by_earlier_attempt("decision")
+        if choice == "ask" and earlier and earlier.get("question") == "also delete replicas":
+            choice = str(earlier.get("answer"))  # answered before: not asked again
         if choice == "ask":
             answer = ctx.prompter.ask(
                 f"{ctx.step_id}.replicas",
@@ -353,7 +358,7 @@ class TagKey(Action[TagParams]):
         current = _tags(ctx, info)
         missing = {k: v for k, v in wanted.items() if current.get(k) != v}
         if not missing:
-            earlier = ctx.changed_before_interruption()
+            earlier = ctx.changed_by_earlier_attempt()
             if earlier is None:
                 return _already(info, f"{info.key_id} already tagged {wanted}: nothing sent")
             was = earlier.get("tags") or {}
@@ -421,7 +426,7 @@ class EnableRotation(Action[RotationParams]):
         info = _rotatable(ctx, params.key, self.name)
         before = _rotation(ctx, info)
         if before["enabled"] and before["period_days"] == params.period_days:
-            earlier = ctx.changed_before_interruption()
+            earlier = ctx.changed_by_earlier_attempt()
             if earlier is not None:  # the EnableKeyRotation sent before the interruption
                 return self._enabled(info, earlier, before)
             return Outcome(
@@ -462,7 +467,12 @@ class RotateNow(Action[KeyParams]):
 
     name = "kms.rotate-now"
     params = KeyParams
-    permissions = ("kms:DescribeKey", "kms:ListKeyRotations", "kms:RotateKeyOnDemand")
+    permissions = (
+        "kms:DescribeKey",
+        "kms:ListKeyRotations",
+        "kms:GetKeyRotationStatus",
+        "kms:RotateKeyOnDemand",
+    )
     mutating = True
 
     def api_calls(self, params: KeyParams) -> list[str]:
@@ -483,10 +493,12 @@ class RotateNow(Action[KeyParams]):
         before = len(
             list_all(ctx, "ListKeyRotations", "Rotations", info.key_id, region=info.region)
         )
-        earlier = ctx.changed_before_interruption()
-        if earlier is not None and before > int(earlier.get("rotations") or 0):
-            # the rotation sent before the interruption happened: never rotate twice
-            before = int(earlier.get("rotations") or 0)
+        earlier = ctx.changed_by_earlier_attempt()
+        counted = int(earlier.get("rotations") or 0) if earlier is not None else None
+        if counted is not None and (before > counted or _rotating(ctx, info)):
+            # the rotation an earlier attempt sent happened, or is under way (ListKeyRotations
+            # lists completed ones only): never rotate twice
+            before = counted
         else:
             ctx.changing({"key_id": info.key_id, "rotations": before})
             with aws_errors(f"RotateKeyOnDemand on {info.key_id}"):
@@ -520,7 +532,7 @@ def _settled(
 ) -> Outcome:
     """Nothing to send: "already" or, on a resumed re-check, the change made before the run
     stopped (the live state is what the call sent then asked for)."""
-    earlier = ctx.changed_before_interruption()
+    earlier = ctx.changed_by_earlier_attempt()
     if earlier is None:
         return _already(info, summary, until=until)
     return Outcome(
@@ -567,6 +579,13 @@ def _rotatable(ctx: ActionContext, key: str, action: str) -> KeyInfo:
             f"rotate in AWS KMS (this one is {info.key_spec}, origin {info.origin})"
         )
     return info
+
+
+def _rotating(ctx: ActionContext, info: KeyInfo) -> bool:
+    """True while an on-demand rotation of the key is in progress."""
+    with aws_errors(f"GetKeyRotationStatus on {info.key_id}"):
+        status = ctx.clients.client("kms", info.region).get_key_rotation_status(KeyId=info.key_id)
+    return bool(status.get("OnDemandRotationStartDate"))
 
 
 def _rotation(ctx: ActionContext, info: KeyInfo) -> dict[str, Any]:

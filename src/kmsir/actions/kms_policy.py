@@ -121,8 +121,22 @@ class _PolicyChange(Action[Any]):
             info, before, after, LockoutCheck(lenient.able, lenient.caller_able, notes), bypass
         )
 
+    def _landed(self, ctx: ActionContext, exc: AwsError) -> bool:
+        """An AccessDenied after an earlier attempt sent PutKeyPolicy: that policy landed and
+        shuts this caller out (``allow_lockout``), so the change is done, not to be re-sent."""
+        return "AccessDenied" in exc.code and bool(ctx.sent_by_earlier_attempt("PutKeyPolicy"))
+
     def preview(self, ctx: ActionContext, params: Any) -> Preview:
-        plan = self._plan(ctx, params)
+        try:
+            plan = self._plan(ctx, params)
+        except AwsError as exc:
+            if not self._landed(ctx, exc):
+                raise
+            return Preview(
+                calls=(),
+                target=str(params.key),
+                state="unreadable: the policy an earlier attempt put shuts this caller out",
+            )
         same = plan.after == plan.before
         call = (
             f"kms:PutKeyPolicy KeyId={plan.info.key_id} PolicyName=default "
@@ -141,7 +155,18 @@ class _PolicyChange(Action[Any]):
         )
 
     def run(self, ctx: ActionContext, params: Any) -> Outcome:
-        plan = self._plan(ctx, params)
+        try:
+            plan = self._plan(ctx, params)
+        except AwsError as exc:
+            if not self._landed(ctx, exc):
+                raise
+            return Outcome(
+                outputs={"key_id": str(params.key), "restore_from": ctx.step_id},
+                summary=f"{params.key}: the policy put by an earlier attempt took effect and "
+                "shuts this caller out, as allow_lockout permits: nothing re-sent",
+                before=ctx.changed_by_earlier_attempt(),
+                after={"key_id": str(params.key), "readable": False},
+            )
         # The policy before this step first ran: an earlier attempt's record is kept, so a
         # retry or a resumed re-check never records (and restores) the changed one instead.
         if ctx.artifacts.earlier(ctx.step_id, "policy-before.json") is None:
@@ -159,7 +184,7 @@ class _PolicyChange(Action[Any]):
             "able_to_manage": list(plan.check.able),
         }
         if plan.after == plan.before:
-            earlier = ctx.changed_before_interruption()
+            earlier = ctx.changed_by_earlier_attempt()
             if earlier is not None:  # the PutKeyPolicy sent before the run stopped took effect
                 return self._changed(ctx, plan, outputs, earlier, plan.before, read_back=True)
             return Outcome(

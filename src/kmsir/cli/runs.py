@@ -242,7 +242,7 @@ def resume(
     """Continue an interrupted or failed run in its own bundle, from its first unfinished
     step. A step that was changing something when the run stopped is re-checked against live
     state before anything is sent again; decisions already made are not asked again."""
-    from kmsir import actions, evidence, playbook, writer
+    from kmsir import actions, evidence, playbook
     from kmsir import resume as resuming
     from kmsir.engine import Engine, RunOptions
     from kmsir.errors import TamperedError
@@ -256,18 +256,13 @@ def resume(
             print(f"TAMPERED: {problem}")
         raise typer.Exit(1) from None
     if state.succeeded:
-        if not (bundle / evidence.MANIFEST).exists():
-            # the run stopped between journaling its end and writing these derived files
-            from kmsir import report
-
-            writer.write_manifest(bundle)
-            report.write(bundle)
-            err(f"{bundle}: wrote the manifest and report the interrupted finish did not")
+        _complete_derived(bundle, state.entries)
         err(f"{bundle}: the run already finished (succeeded); nothing to resume")
         return
     meta = state.meta
     loaded = playbook.load(bundle / evidence.PLAYBOOK_COPY, actions.catalog())
-    recorded = meta.get("answers") or {}
+    # a sandbox run reuses its scripted answers; a live one asks, unless given --answers
+    recorded = (meta.get("answers") or {}) if meta.get("scenario") else {}
     scripted = load_answers(answers) if answers else dict(recorded.get("values") or {})
     source = "answers file" if answers else str(recorded.get("source") or "answers file")
     prompter = prompter_for(scripted, source, yes=yes)
@@ -308,6 +303,26 @@ def resume(
         )
         result = engine.resume(loaded, state, options)
     finish(result)
+
+
+def _complete_derived(bundle: Path, entries: list[dict[str, Any]]) -> None:
+    """A finished run that stopped before its manifest or report was (re)written: write them
+    from the journal and remove the derived files' temporaries."""
+    import json
+
+    from kmsir import evidence, integrity, report, writer
+
+    try:
+        current = json.loads((bundle / evidence.MANIFEST).read_bytes())
+    except (OSError, ValueError):
+        current = None
+    for temporary in integrity.derived_temporaries(bundle):
+        temporary.unlink()
+    if current == evidence.build_manifest(entries) and (bundle / "report.md").exists():
+        return
+    writer.write_manifest(bundle)
+    report.write(bundle)
+    err(f"{bundle}: wrote the manifest and report the interrupted finish did not")
 
 
 @app.command()

@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import Any
 
 from kmsir import templating
-from kmsir.actions.aws import ClientFactory
+from kmsir.actions.aws import ClientFactory, refuse_transport
 from kmsir.evidence import canonical, sha256_hex, timestamp
 from kmsir.sandbox import lookup, shim
 from kmsir.sandbox.scenario import EventSpec, IdentitySpec, Scenario
@@ -165,10 +165,13 @@ class Sandbox:
             ):
                 continue
             client = session.client(intent["service"], region_name=intent["region"])
+            refuse_transport(client)
             try:
                 getattr(client, xform_name(intent["operation"]))(**intent["params"])
             except ClientError as exc:
                 refused.append(f"{intent['operation']}: {exc.response['Error'].get('Code')}")
+            except Exception as exc:  # moto may not implement it: say so and go on
+                refused.append(f"{intent['operation']}: {type(exc).__name__}")
             else:
                 replayed += 1
         return {"replayed": replayed, "refused": refused}
