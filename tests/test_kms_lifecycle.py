@@ -12,15 +12,13 @@ from kmsir.actions.kms_lifecycle import (
     CancelDeletion,
     DisableKey,
     EnableKey,
-    EnableRotation,
-    RotateNow,
-    RotationParams,
     ScheduleDeletion,
     ScheduleDeletionParams,
     TagKey,
     TagParams,
 )
 from kmsir.actions.kms_policy import PutPolicy, PutPolicyParams, Quarantine, QuarantineParams
+from kmsir.actions.kms_rotation import EnableRotation, RotateNow, RotationParams
 from kmsir.actions.kmskeys import KeyParams
 from kmsir.errors import ActionError
 from kmsir.prompts import ScriptedPrompter

@@ -35,6 +35,7 @@ LAYERS = {
     "kmsir.keypolicy": 1,
     "kmsir.actions.kms_snapshot": 5,
     "kmsir.actions.kms_lifecycle": 5,
+    "kmsir.actions.kms_rotation": 5,
     "kmsir.actions.kms_grants": 5,
     "kmsir.actions.kms_policy": 5,
     "kmsir.actions.cloudtrail": 5,

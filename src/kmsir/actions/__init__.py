@@ -15,12 +15,11 @@ from kmsir.actions.kms_lifecycle import (
     CancelDeletion,
     DisableKey,
     EnableKey,
-    EnableRotation,
-    RotateNow,
     ScheduleDeletion,
     TagKey,
 )
 from kmsir.actions.kms_policy import PutPolicy, Quarantine, RestorePolicy
+from kmsir.actions.kms_rotation import EnableRotation, RotateNow
 from kmsir.actions.kms_snapshot import Snapshot
 
 Registry = dict[str, Action[Any]]

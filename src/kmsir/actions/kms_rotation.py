@@ -1,0 +1,182 @@
+"""Key rotation: enable automatic rotation with a period, rotate the key material on demand.
+
+Both refuse keys that cannot rotate (asymmetric, HMAC, imported or external material) and
+multi-Region replicas (they rotate with their primary).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from kmsir.actions.aws import aws_errors
+from kmsir.actions.base import Action, ActionContext, Outcome, Preview
+from kmsir.actions.kmskeys import KeyInfo, KeyParams, list_all, target
+from kmsir.errors import ActionError
+
+
+class RotationParams(KeyParams):
+    """The key and its rotation period (AWS allows 90-2560 days; AWS's default is 365)."""
+
+    period_days: int = Field(default=365, ge=90, le=2560)
+
+
+class EnableRotation(Action[RotationParams]):
+    """Turn on automatic rotation with a period (90 days is the shortest AWS allows).
+
+    ```yaml
+    - id: rotation
+      action: kms.enable-rotation
+      with: {key: "{{ steps.snapshot.key_id }}", period_days: 90}
+    ```
+    """
+
+    name = "kms.enable-rotation"
+    params = RotationParams
+    permissions = ("kms:DescribeKey", "kms:GetKeyRotationStatus", "kms:EnableKeyRotation")
+    mutating = True
+
+    def api_calls(self, params: RotationParams) -> list[str]:
+        return [
+            f"kms:EnableKeyRotation KeyId={params.key} RotationPeriodInDays={params.period_days}"
+        ]
+
+    def preview(self, ctx: ActionContext, params: RotationParams) -> Preview:
+        info = _rotatable(ctx, params.key, self.name)
+        status = _rotation(ctx, info)
+        same = status["enabled"] and status["period_days"] == params.period_days
+        calls = (
+            ()
+            if same
+            else tuple(c.replace(params.key, info.key_id) for c in self.api_calls(params))
+        )
+        return Preview(
+            calls=calls, target=f"{info.key_id} ({info.arn})", state=f"rotation {status}"
+        )
+
+    def run(self, ctx: ActionContext, params: RotationParams) -> Outcome:
+        info = _rotatable(ctx, params.key, self.name)
+        before = _rotation(ctx, info)
+        if before["enabled"] and before["period_days"] == params.period_days:
+            earlier = ctx.changed_by_earlier_attempt()
+            if earlier is not None:  # the EnableKeyRotation sent before the interruption
+                return self._enabled(info, earlier, before)
+            return Outcome(
+                outputs={"key_id": info.key_id, **before},
+                summary=f"{info.key_id}: rotation already every "
+                f"{params.period_days} days: nothing sent",
+                status="already",
+                before=before,
+                after=before,
+            )
+        ctx.changing(before)
+        with aws_errors(f"EnableKeyRotation on {info.key_id}"):
+            ctx.clients.client("kms", info.region).enable_key_rotation(
+                KeyId=info.key_id, RotationPeriodInDays=params.period_days
+            )
+        return self._enabled(info, before, _rotation(ctx, info))
+
+    @staticmethod
+    def _enabled(info: KeyInfo, before: dict[str, Any], after: dict[str, Any]) -> Outcome:
+        return Outcome(
+            outputs={"key_id": info.key_id, **after},
+            summary=f"{info.key_id}: rotation every {after['period_days']} days, "
+            f"next on {after['next_rotation_date']}",
+            before=before,
+            after=after,
+        )
+
+
+class RotateNow(Action[KeyParams]):
+    """Rotate the key material now (on demand); old material still decrypts old data.
+
+    ```yaml
+    - id: rotate
+      action: kms.rotate-now
+      with: {key: "{{ steps.snapshot.key_id }}"}
+    ```
+    """
+
+    name = "kms.rotate-now"
+    params = KeyParams
+    permissions = (
+        "kms:DescribeKey",
+        "kms:ListKeyRotations",
+        "kms:GetKeyRotationStatus",
+        "kms:RotateKeyOnDemand",
+    )
+    mutating = True
+
+    def api_calls(self, params: KeyParams) -> list[str]:
+        return [f"kms:RotateKeyOnDemand KeyId={params.key}"]
+
+    def preview(self, ctx: ActionContext, params: KeyParams) -> Preview:
+        info = _rotatable(ctx, params.key, self.name)
+        count = len(list_all(ctx, "ListKeyRotations", "Rotations", info.key_id, region=info.region))
+        return Preview(
+            calls=(f"kms:RotateKeyOnDemand KeyId={info.key_id}",),
+            target=f"{info.key_id} ({info.arn})",
+            state=f"key state {info.state}, {count} rotation(s) so far",
+            notes=("AWS allows at most 25 on-demand rotations per key",),
+        )
+
+    def run(self, ctx: ActionContext, params: KeyParams) -> Outcome:
+        info = _rotatable(ctx, params.key, self.name)
+        before = len(
+            list_all(ctx, "ListKeyRotations", "Rotations", info.key_id, region=info.region)
+        )
+        earlier = ctx.changed_by_earlier_attempt()
+        counted = int(earlier.get("rotations") or 0) if earlier is not None else None
+        if counted is not None and (before > counted or _rotating(ctx, info)):
+            # the rotation an earlier attempt sent happened, or is under way (ListKeyRotations
+            # lists completed ones only): never rotate twice
+            before = counted
+        else:
+            ctx.changing({"key_id": info.key_id, "rotations": before})
+            with aws_errors(f"RotateKeyOnDemand on {info.key_id}"):
+                ctx.clients.client("kms", info.region).rotate_key_on_demand(KeyId=info.key_id)
+        rotations = list_all(ctx, "ListKeyRotations", "Rotations", info.key_id, region=info.region)
+        ctx.write_json("rotations-after.json", {"Rotations": rotations})
+        return Outcome(
+            outputs={"key_id": info.key_id, "rotations": len(rotations)},
+            summary=f"{info.key_id}: rotated on demand ({before} -> {len(rotations)} rotations)",
+            before={"key_id": info.key_id, "rotations": before},
+            after={"key_id": info.key_id, "rotations": len(rotations)},
+        )
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _rotatable(ctx: ActionContext, key: str, action: str) -> KeyInfo:
+    info = target(ctx, key, action)
+    if info.multi_region_role == "REPLICA":
+        raise ActionError(
+            f"{action} refused on {info.key_id}: a multi-Region replica rotates with its "
+            f"primary ({info.primary_arn}); act on the primary"
+        )
+    if not info.rotatable:
+        raise ActionError(
+            f"{action} refused on {info.key_id}: only symmetric keys with AWS_KMS key material "
+            f"rotate in AWS KMS (this one is {info.key_spec}, origin {info.origin})"
+        )
+    return info
+
+
+def _rotating(ctx: ActionContext, info: KeyInfo) -> bool:
+    """True while an on-demand rotation of the key is in progress."""
+    with aws_errors(f"GetKeyRotationStatus on {info.key_id}"):
+        status = ctx.clients.client("kms", info.region).get_key_rotation_status(KeyId=info.key_id)
+    return bool(status.get("OnDemandRotationStartDate"))
+
+
+def _rotation(ctx: ActionContext, info: KeyInfo) -> dict[str, Any]:
+    with aws_errors(f"GetKeyRotationStatus on {info.key_id}"):
+        status = ctx.clients.client("kms", info.region).get_key_rotation_status(KeyId=info.key_id)
+    next_date = status.get("NextRotationDate")
+    return {
+        "enabled": bool(status.get("KeyRotationEnabled")),
+        "period_days": status.get("RotationPeriodInDays"),
+        "next_rotation_date": next_date.isoformat() if hasattr(next_date, "isoformat") else None,
+    }
