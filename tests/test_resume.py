@@ -90,6 +90,23 @@ def interrupted(
     return bundle, rogue_grant
 
 
+@pytest.fixture
+def failed(rogue_grant: Sandbox, tmp_path: Path) -> tuple[Path, Sandbox]:
+    """A run that failed at its first step (its key's alias did not exist), cause then fixed."""
+    first = run_playbook(
+        write_playbook(tmp_path),
+        rogue_grant.client_factory(),
+        tmp_path / "ev",
+        inputs={"key": "alias/not-yet"},
+        answers={"disable": "approve"},
+    )
+    assert first.status == "failed" and "NotFound" in str(first.error)
+    rogue_grant.session().client("kms").create_alias(
+        AliasName="alias/not-yet", TargetKeyId=rogue_grant.keys["payments"]["id"]
+    )
+    return first.bundle, rogue_grant
+
+
 def test_ctrl_c_leaves_a_verifiable_unfinished_bundle(interrupted: tuple[Path, Sandbox]) -> None:
     bundle, _ = interrupted
     checked = integrity.check(bundle)
@@ -134,57 +151,36 @@ def test_resume_refuses_an_altered_bundle(interrupted: tuple[Path, Sandbox]) -> 
     assert "TAMPERED: not resumed (altered evidence is never built on)" in result.output
 
 
-def test_a_failed_run_resumes_at_the_failed_step(rogue_grant: Sandbox, tmp_path: Path) -> None:
+def test_a_failed_run_resumes_at_the_failed_step(failed: tuple[Path, Sandbox]) -> None:
+    bundle, rogue_grant = failed  # the responder fixed the cause (the alias) and resumes
     kms = rogue_grant.session().client("kms")
-    first = run_playbook(
-        write_playbook(tmp_path),
-        rogue_grant.client_factory(),
-        tmp_path / "ev",
-        inputs={"key": "alias/not-yet"},
-        answers={"disable": "approve", "tag": "approve"},
-    )
-    assert first.status == "failed" and "NotFound" in str(first.error)
-    # the responder fixes the cause (here: the alias the playbook names) and resumes
-    kms.create_alias(AliasName="alias/not-yet", TargetKeyId=rogue_grant.keys["payments"]["id"])
-    second = resume(
-        first.bundle, rogue_grant.client_factory(), {"disable": "approve", "tag": "approve"}
-    )
+    second = resume(bundle, rogue_grant.client_factory(), {"disable": "approve", "tag": "approve"})
     assert second.status == "succeeded", second.error
     state = kms.describe_key(KeyId="alias/not-yet")["KeyMetadata"]["KeyState"]
     assert state == "Disabled"
-    entries = journal(first.bundle)
+    entries = journal(bundle)
     # the first attempt failed resolving the key for its confirmation, before it started
     steps = [e["type"] for e in entries if e["step"] == "disable" and e["type"].startswith("step-")]
     assert steps == ["step-failed", "step-started", "step-succeeded"]
-    assert integrity.check(first.bundle).problems == []
+    assert integrity.check(bundle).problems == []
 
 
 def test_an_earlier_manifest_is_a_note_until_the_resumed_run_finishes(
-    rogue_grant: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    failed: tuple[Path, Sandbox], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    first = run_playbook(
-        write_playbook(tmp_path),
-        rogue_grant.client_factory(),
-        tmp_path / "ev",
-        inputs={"key": "alias/not-yet"},
-        answers={"disable": "approve"},
-    )
-    assert first.status == "failed"
-    rogue_grant.session().client("kms").create_alias(
-        AliasName="alias/not-yet", TargetKeyId=rogue_grant.keys["payments"]["id"]
-    )
+    bundle, rogue_grant = failed
     # the resumed run is itself interrupted, with the first finish's manifest still there
     monkeypatch.setattr(DisableKey, "run", lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):
-        resume(first.bundle, rogue_grant.client_factory(), {"disable": "approve"})
-    checked = integrity.check(first.bundle)
+        resume(bundle, rogue_grant.client_factory(), {"disable": "approve"})
+    checked = integrity.check(bundle)
     assert checked.problems == []
     assert any("from before the resume" in n for n in checked.notes)
     # cutting the resume's lines off again is still caught by the anchor of the first finish
-    lines = (first.bundle / "journal.jsonl").read_bytes().splitlines(keepends=True)
-    anchored = json.loads((first.bundle / "manifest.json").read_text())["journal"]["entries"]
-    (first.bundle / "journal.jsonl").write_bytes(b"".join(lines[: anchored - 1]))
-    assert any("truncated" in p for p in integrity.check(first.bundle).problems)
+    lines = (bundle / "journal.jsonl").read_bytes().splitlines(keepends=True)
+    anchored = json.loads((bundle / "manifest.json").read_text())["journal"]["entries"]
+    (bundle / "journal.jsonl").write_bytes(b"".join(lines[: anchored - 1]))
+    assert any("truncated" in p for p in integrity.check(bundle).problems)
 
 
 def test_resume_of_a_finished_run_says_so(demo_bundle: Path, tmp_path: Path) -> None:
@@ -405,32 +401,22 @@ def test_planted_files_in_a_finished_bundle_are_tampering(
     assert refused.exit_code == 1 and "TAMPERED" in refused.output
 
 
-def test_a_resumed_run_must_keep_its_manifest(rogue_grant: Sandbox, tmp_path: Path) -> None:
-    first = run_playbook(
-        write_playbook(tmp_path),
-        rogue_grant.client_factory(),
-        tmp_path / "ev",
-        inputs={"key": "alias/not-yet"},
-        answers={"disable": "approve"},
-    )
-    assert first.status == "failed"
-    rogue_grant.session().client("kms").create_alias(
-        AliasName="alias/not-yet", TargetKeyId=rogue_grant.keys["payments"]["id"]
-    )
+def test_a_resumed_run_must_keep_its_manifest(failed: tuple[Path, Sandbox]) -> None:
+    bundle, rogue_grant = failed
     assert (
         resume(
-            first.bundle, rogue_grant.client_factory(), {"disable": "approve", "tag": "approve"}
+            bundle, rogue_grant.client_factory(), {"disable": "approve", "tag": "approve"}
         ).status
         == "succeeded"
     )
     # cut back to the first finish and delete the manifest: the resume's trace remains
-    lines = (first.bundle / "journal.jsonl").read_bytes().splitlines(keepends=True)
+    lines = (bundle / "journal.jsonl").read_bytes().splitlines(keepends=True)
     resumed_at = next(n for n, line in enumerate(lines) if b'"type":"run-resumed"' in line)
-    (first.bundle / "journal.jsonl").write_bytes(b"".join(lines[: resumed_at + 1]))
-    (first.bundle / "manifest.json").unlink()
+    (bundle / "journal.jsonl").write_bytes(b"".join(lines[: resumed_at + 1]))
+    (bundle / "manifest.json").unlink()
     assert (
         "manifest.json: missing (the run finished once, so it was written)"
-        in integrity.check(first.bundle).problems
+        in integrity.check(bundle).problems
     )
 
 

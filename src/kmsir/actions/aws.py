@@ -135,23 +135,23 @@ class ClientFactory:
                     f"check mode: refused to send {service}:{model.name} (it changes state)"
                 )
 
+        def call(model: Any, context: dict[str, Any], **result: Any) -> ApiCall:
+            return ApiCall(
+                service=service,
+                operation=model.name,
+                region=region,
+                params=context.get("kmsir_params", {}),
+                call_id=context.get("kmsir_call"),
+                **result,
+            )
+
         def intent(model: Any, context: dict[str, Any], **_: Any) -> None:
             if is_read_only(model.name):
                 return
             with self._lock:
                 context["kmsir_call"] = next(self._calls)
             if self.intent_recorder is not None:
-                self.intent_recorder(
-                    ApiCall(
-                        service=service,
-                        operation=model.name,
-                        region=region,
-                        params=context.get("kmsir_params", {}),
-                        http_status=None,
-                        request_id=None,
-                        call_id=context["kmsir_call"],
-                    )
-                )
+                self.intent_recorder(call(model, context, http_status=None, request_id=None))
 
         def record(
             http_response: Any,
@@ -165,15 +165,12 @@ class ClientFactory:
             meta = parsed.get("ResponseMetadata", {}) if isinstance(parsed, dict) else {}
             error = parsed.get("Error", {}) if isinstance(parsed, dict) else {}
             self.recorder(
-                ApiCall(
-                    service=service,
-                    operation=model.name,
-                    region=region,
-                    params=context.get("kmsir_params", {}),
+                call(
+                    model,
+                    context,
                     http_status=getattr(http_response, "status_code", None),
                     request_id=meta.get("RequestId"),
                     error_code=error.get("Code"),
-                    call_id=context.get("kmsir_call"),
                 )
             )
 
