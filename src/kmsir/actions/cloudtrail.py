@@ -384,6 +384,7 @@ class Findings(Action[FindingsParams]):
                 "by_severity": dict(by_severity),
                 "top": top,
                 "artifact": path,
+                "window": {"since": _iso(window_start), "until": _iso(now)},
             },
             summary=summary,
         )

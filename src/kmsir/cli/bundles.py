@@ -101,7 +101,7 @@ def _verify_archive(archive: Path) -> None:
 @handled
 def report(
     bundle: Annotated[Path, typer.Argument(metavar="BUNDLE", help="Bundle directory.")],
-    fmt: Annotated[str, typer.Option("--format", help="md")] = "md",
+    fmt: Annotated[str, typer.Option("--format", help="md or html")] = "md",
     template: Annotated[Path | None, typer.Option("--template", help="Your own template.")] = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Write here, not in the bundle.")

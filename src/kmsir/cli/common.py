@@ -166,15 +166,17 @@ class ConsoleReporter:
         self.console.print(line)
 
 
-def finish(result: RunResult, *, fmt: str = "md") -> None:
-    """Say where the bundle is, render its report, and exit 0 only if the run succeeded."""
+def finish(result: RunResult) -> None:
+    """Say where the bundle is, render its reports (the Markdown path goes to stdout, the
+    HTML page's to stderr), and exit 0 only if the run succeeded."""
     from kmsir import report
 
     err(f"bundle: {result.bundle}")
     if result.error:
         err(f"kmsir: run {result.status}: {result.error}")
     try:
-        print(report.write(result.bundle, fmt=fmt))
+        print(report.write(result.bundle, fmt="md"))
+        err(f"report (HTML): {report.write(result.bundle, fmt='html')}")
     except KmsirError as exc:  # the evidence is safe; only the derived report is missing
         err(f"kmsir: warning: no report: {exc} (retry with: kmsir report {result.bundle})")
     if result.status != "succeeded":

@@ -318,10 +318,12 @@ def _complete_derived(bundle: Path, entries: list[dict[str, Any]]) -> None:
         current = None
     for temporary in integrity.derived_temporaries(bundle):
         temporary.unlink()
-    if current == evidence.build_manifest(entries) and (bundle / "report.md").exists():
+    reports = [bundle / "report.md", bundle / "report.html"]
+    if current == evidence.build_manifest(entries) and all(p.exists() for p in reports):
         return
     writer.write_manifest(bundle)
-    report.write(bundle)
+    report.write(bundle, fmt="md")
+    report.write(bundle, fmt="html")
     err(f"{bundle}: wrote the manifest and report the interrupted finish did not")
 
 

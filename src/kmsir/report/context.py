@@ -1,0 +1,399 @@
+"""The report's template context, built from the bundle alone (see README "Report templates").
+
+Steps and their outcomes, the changes with their API calls, approvals and inverses, open
+deadlines, CloudTrail findings with the events behind them, one merged timeline (CloudTrail
+events of interest, the runner's actions, decisions and notes), the events chart, lessons
+learned (the best practices findings cite) and the chain of custody.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from kmsir import evidence
+from kmsir.actions.aws import is_read_only
+from kmsir.errors import EvidenceError
+from kmsir.report.trail import Chart, TrailView, chart, read_events
+
+#: Journal entries too fine-grained for the timeline (they are counted or indexed instead).
+_NOT_IN_TIMELINE = frozenset(
+    {"api-call", "api-intent", "artifact", "artifact-intent", "before-change", "step-started"}
+)
+#: The report lists this many findings (most severe first) and events behind each.
+TOP_FINDINGS = 50
+EVENTS_PER_FINDING = 3
+SEVERITY_ORDER = ("critical", "high", "medium", "low", "info")
+
+
+@dataclass(frozen=True)
+class StepView:
+    """One step as the report shows it."""
+
+    id: str
+    name: str
+    action: str
+    phase: str | None
+    status: str
+    summary: str
+    started: str | None
+    finished: str | None
+    approved_by: str | None
+    reason: str | None
+    inverse: str | None
+    inverse_until: str | None
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    outputs: dict[str, Any]
+    api_calls: list[dict[str, Any]]
+
+
+def _steps(entries: list[dict[str, Any]]) -> list[StepView]:
+    order: list[str] = []
+    by_step: dict[str, list[dict[str, Any]]] = {}
+    for entry in entries:
+        step = entry.get("step")
+        if step is None:
+            continue
+        if step not in by_step:
+            order.append(step)
+            by_step[step] = []
+        by_step[step].append(entry)
+    views = []
+    for step_id in order:
+        items = by_step[step_id]
+        started = next((e for e in items if e["type"] == "step-started"), None)
+        end = next(
+            (
+                e
+                for e in reversed(items)
+                if e["type"] in ("step-succeeded", "step-failed", "step-skipped")
+            ),
+            None,
+        )
+        decision = next(
+            (e for e in reversed(items) if e["type"] == "decision" and "calls" in e["data"]), None
+        )
+        meta = (started or end or items[0])["data"]
+        data = end["data"] if end else {}
+        if end is None:
+            status, summary = "incomplete", "started, no outcome recorded"
+        elif end["type"] == "step-succeeded":
+            status, summary = data.get("status", "succeeded"), data.get("summary", "")
+        elif end["type"] == "step-failed":
+            status, summary = "failed", data.get("error", "")
+        else:
+            status, summary = data.get("status", "skipped"), data.get("reason", "")
+        views.append(
+            StepView(
+                id=step_id,
+                name=meta.get("name") or step_id,
+                action=meta.get("action", ""),
+                phase=meta.get("phase"),
+                status=status,
+                summary=summary,
+                started=started["ts"] if started else None,
+                finished=end["ts"] if end else None,
+                approved_by=decision["data"].get("by") if decision else None,
+                reason=decision["data"].get("reason") if decision else None,
+                inverse=data.get("inverse"),
+                inverse_until=data.get("inverse_until"),
+                before=data.get("before"),
+                after=data.get("after"),
+                outputs=data.get("outputs") or {},
+                api_calls=[e["data"] for e in items if e["type"] == "api-call"],
+            )
+        )
+    return views
+
+
+def _snapshots(steps: Iterable[StepView]) -> list[StepView]:
+    return [s for s in steps if s.action == "kms.snapshot" and s.status == "succeeded"]
+
+
+def _utc(text: Any) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _iso(text: Any) -> str:
+    """Any time the journal or AWS gave, as ``YYYY-MM-DDTHH:MM:SSZ`` (UTC) for sorting."""
+    moment = _utc(text)
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if moment else str(text)
+
+
+def _detail(entry: dict[str, Any]) -> str:
+    """One line saying what a journal entry in the timeline means."""
+    d, kind = entry["data"], entry["type"]
+    if kind == "step-succeeded":
+        return f"{d.get('status')}: {d.get('summary')}"
+    if kind == "step-failed":
+        return str(d.get("error"))
+    if kind == "step-skipped":
+        return str(d.get("reason"))
+    if kind == "decision":
+        text = f"{d.get('question')} -> {d.get('answer')} ({d.get('by')})"
+        return text + (f": {d.get('reason')}" if d.get("reason") else "")
+    if kind == "note":
+        return str(d.get("text"))
+    if kind == "run-started":
+        return f"{(d.get('playbook') or {}).get('id')} in {d.get('mode')} mode"
+    if kind == "run-finished":
+        return str(d.get("status"))
+    if kind == "run-interrupted":
+        return str(d.get("reason"))
+    if kind == "run-resumed":
+        return (
+            f"by {(d.get('operator') or {}).get('arn')} on {d.get('host')} (was "
+            f"{(d.get('previous') or {}).get('status')}), from step {d.get('resume_at')}"
+        )
+    if kind == "repair":
+        torn = d.get("torn_tail")
+        parts = [f"torn journal line {torn['line']} saved as {torn['saved_as']}"] if torn else []
+        if d.get("leftovers"):
+            parts.append(f"{len(d['leftovers'])} file(s) left by the interruption recorded")
+        return "; ".join(parts)
+    if kind == "recheck":
+        sent = ", ".join(d.get("sent_before") or []) or "nothing"
+        return f"in flight when the run stopped; sent before: {sent}; live state: {d.get('state')}"
+    if kind == "check-mode":
+        return "would call: " + "; ".join(d.get("would_call") or [])
+    if kind == "step-retry":
+        return f"retry {d.get('attempt')}: {d.get('error')}"
+    return ""
+
+
+def _principal(event: dict[str, Any]) -> str:
+    identity = event.get("userIdentity")
+    identity = identity if isinstance(identity, dict) else {}
+    return str(identity.get("arn") or identity.get("invokedBy") or identity.get("type") or "?")
+
+
+def _event_view(event: dict[str, Any]) -> dict[str, Any]:
+    """An event as the report shows it (every field attacker-controlled: templates escape)."""
+    request = event.get("requestParameters")
+    identity = event.get("userIdentity")
+    identity = identity if isinstance(identity, dict) else {}
+    session = ((identity.get("sessionContext") or {}).get("sessionIssuer") or {}).get("userName")
+    return {
+        "id": str(event.get("eventID") or ""),
+        "time": _iso(event.get("eventTime")),
+        "name": str(event.get("eventName") or ""),
+        "principal": _principal(event),
+        "session": str(identity.get("principalId") or "").partition(":")[2] or session or "",
+        "account": str(identity.get("accountId") or ""),
+        "source_ip": str(event.get("sourceIPAddress") or ""),
+        "user_agent": str(event.get("userAgent") or "")[:300],
+        "error": str(event.get("errorCode") or ""),
+        "request": json.dumps(request, sort_keys=True)[:500] if request else "",
+    }
+
+
+def _artifact(bundle: evidence.Bundle, step: StepView | None, name: str) -> bytes | None:
+    if step is None:
+        return None
+    path = str(step.outputs.get("artifact") or "")
+    if not path.endswith(name):
+        return None
+    try:
+        return bundle.artifact_bytes(path)
+    except (OSError, EvidenceError):
+        return None
+
+
+def _findings(bundle: evidence.Bundle, step: StepView | None) -> list[dict[str, Any]]:
+    data = _artifact(bundle, step, "findings.json")
+    try:
+        found = json.loads(data) if data else []
+    except ValueError:
+        return []
+    rank = {s: n for n, s in enumerate(SEVERITY_ORDER)}
+    found = [f for f in found if isinstance(f, dict)]
+    return sorted(
+        found, key=lambda f: (rank.get(str(f.get("severity")), 9), str(f.get("event_time")))
+    )
+
+
+def _lessons(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each best practice the findings cite, with the findings that cite it."""
+    by_practice: dict[str, list[str]] = {}
+    for f in found:
+        if f.get("practice"):
+            titles = by_practice.setdefault(str(f["practice"]), [])
+            if str(f.get("title")) not in titles:
+                titles.append(str(f.get("title")))
+    return [{"practice": p, "findings": t} for p, t in by_practice.items()]
+
+
+def _changes(steps: list[StepView], now: datetime) -> list[dict[str, Any]]:
+    changes = []
+    for s in steps:
+        if s.before is None or s.action == "kms.snapshot":
+            continue
+        until = _utc(s.inverse_until) if s.inverse_until else None
+        calls = [
+            f"{c.get('service')}:{c.get('operation')} "
+            + " ".join(f"{k}={v}" for k, v in sorted((c.get("params") or {}).items()))
+            for c in s.api_calls
+            if not is_read_only(str(c.get("operation")))
+        ]
+        changes.append(
+            {
+                **asdict(s),
+                "calls": calls,
+                "inverse_available": s.inverse is not None
+                and s.inverse != "irreversible"
+                and (until is None or until > now),
+            }
+        )
+    return changes
+
+
+def _deadlines(
+    changes: list[dict[str, Any]], key_after: dict[str, Any] | None, now: datetime
+) -> list[dict[str, Any]]:
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def add(what: str, when: Any, source: str) -> None:
+        moment = _utc(when) if when else None
+        if moment is not None:
+            found.setdefault(
+                (what, _iso(when)),
+                {"what": what, "when": _iso(when), "source": source, "passed": moment <= now},
+            )
+
+    for c in changes:
+        if c.get("inverse_until"):
+            add(f"{c['inverse']} possible until", c["inverse_until"], f"step {c['id']}")
+    if key_after:
+        add("key deletion", key_after.get("deletion_date"), "last snapshot")
+        add("imported key material expires", key_after.get("valid_to"), "last snapshot")
+    return sorted(found.values(), key=lambda d: d["when"])
+
+
+def build_context(bundle: evidence.Bundle, *, now: datetime | None = None) -> dict[str, Any]:
+    """The template context: everything a report template may use (see README)."""
+    now = now or datetime.now(timezone.utc)
+    entries = bundle.entries
+    manifest = bundle.manifest
+    steps = _steps(entries)
+    snapshots = _snapshots(steps)
+
+    def done(action: str) -> StepView | None:
+        return next((s for s in steps if s.action == action and s.status == "succeeded"), None)
+
+    collect, finding_step = done("cloudtrail.collect"), done("cloudtrail.findings")
+    found = _findings(bundle, finding_step)
+    top = found[:TOP_FINDINGS]
+    wanted = {i for f in top for i in (f.get("event_ids") or [])[:EVENTS_PER_FINDING]}
+    events_raw = _artifact(bundle, collect, "events.jsonl.gz")
+    trail = read_events(events_raw, wanted) if events_raw else TrailView()
+    for f in top:
+        f["events"] = [
+            _event_view(trail.interesting[i])
+            for i in (f.get("event_ids") or [])[:EVENTS_PER_FINDING]
+            if i in trail.interesting
+        ]
+    window = (finding_step.outputs.get("window") if finding_step else None) or (
+        collect.outputs.get("window") if collect else None
+    )
+    changes = _changes(steps, now)
+    runner = [
+        e
+        for e in entries
+        if e["type"] not in _NOT_IN_TIMELINE
+        # a note's or question's outcome repeats the note or decision entry just before it
+        and not (e["type"] == "step-succeeded" and e["data"].get("action") in ("note", "ask"))
+    ]
+    timeline = _timeline(runner, trail, window)
+    marks = [(c["finished"], c["id"]) for c in changes if c.get("finished")]
+    window_pair = (window["since"], window["until"]) if window else None
+    key_after = snapshots[-1].outputs if len(snapshots) > 1 else None
+    return {
+        "manifest": manifest,
+        "generated": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "simulated": bool(manifest.get("simulated")),
+        "check_mode": manifest.get("mode") == "check",
+        "steps": steps,
+        "changes": changes,
+        "key_before": snapshots[0].outputs if snapshots else None,
+        "key_after": key_after,
+        "keys": list({s.outputs.get("key_id"): s.outputs for s in snapshots}.values()),
+        "cloudtrail": collect.outputs if collect else None,
+        "trail": {
+            "count": trail.count,
+            "first": trail.first,
+            "last": trail.last,
+            "by_category": dict(trail.by_category),
+            "unreadable": trail.unreadable,
+        },
+        "chart": _chart_dict(chart(trail, marks, window_pair)),
+        "window": window,
+        "findings": top,
+        "findings_total": len(found),
+        "findings_by_severity": {
+            s: n for s in SEVERITY_ORDER if (n := sum(1 for f in found if f.get("severity") == s))
+        },
+        "lessons": _lessons(found),
+        "deadlines": _deadlines(
+            changes, key_after or (snapshots[0].outputs if snapshots else None), now
+        ),
+        "notes": [e for e in runner if e["type"] == "note"],
+        "decisions": [e for e in runner if e["type"] == "decision"],
+        "timeline": timeline,
+        "custody": manifest.get("custody") or [],
+        "artifacts": manifest.get("artifacts", []),
+        "api_calls": sum(1 for e in entries if e["type"] == "api-call"),
+        "journal": manifest.get("journal")
+        or {"entries": len(entries), "head": entries[-1]["hash"] if entries else None},
+    }
+
+
+def _chart_dict(drawn: Chart | None) -> dict[str, Any] | None:
+    return asdict(drawn) if drawn is not None else None
+
+
+def _timeline(
+    runner: list[dict[str, Any]], trail: TrailView, window: dict[str, Any] | None
+) -> list[dict[str, Any]]:
+    """CloudTrail events of interest and the runner's entries, in one UTC order."""
+    since = str(window.get("since")) if window else None
+    until = str(window.get("until")) if window else None
+    rows = [
+        {
+            "ts": _iso(e["ts"]),
+            "source": "kmsir",
+            "type": e["type"],
+            "step": e.get("step"),
+            "actor": None,
+            "detail": _detail(e),
+            "data": e["data"],
+        }
+        for e in runner
+    ]
+    for event in trail.interesting.values():
+        view = _event_view(event)
+        rows.append(
+            {
+                "ts": view["time"],
+                "source": "CloudTrail",
+                "type": view["name"],
+                "step": None,
+                "actor": view["principal"],
+                "detail": f"{view['principal']} from {view['source_ip']}"
+                + (f" ({view['error']})" if view["error"] else ""),
+                "data": view,
+            }
+        )
+    rows.sort(key=lambda r: (r["ts"], r["source"] != "CloudTrail"))
+    for row in rows:  # the window is about the attacker's activity, not the response
+        row["in_window"] = bool(
+            row["source"] == "CloudTrail" and since and until and since <= row["ts"] <= until
+        )
+    return rows

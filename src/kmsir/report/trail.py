@@ -1,0 +1,236 @@
+"""The CloudTrail side of a report, streamed from the bundle's ``events.jsonl.gz``.
+
+A bundle may hold millions of events. They are read once, line by line, decoding only the
+few fields the report counts (time, name, error); the full event is parsed only for the
+events a finding points to, up to a cap. What comes out is small whatever the input: counts
+per hour (or per day over long windows) and category, and the events of interest.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import IO, Any
+
+import msgspec
+
+#: Bars of the chart, in drawing order.
+CATEGORIES = ("data", "management", "read", "failed")
+#: Cryptographic operations: the key in use.
+_DATA = frozenset(
+    {
+        "Decrypt",
+        "Encrypt",
+        "ReEncrypt",
+        "GenerateDataKey",
+        "GenerateDataKeyWithoutPlaintext",
+        "GenerateDataKeyPair",
+        "GenerateDataKeyPairWithoutPlaintext",
+        "GenerateMac",
+        "VerifyMac",
+        "Sign",
+        "Verify",
+        "DeriveSharedSecret",
+        "GenerateRandom",
+    }
+)
+#: Past this many hours the chart counts per day.
+_HOURLY_UP_TO = 24 * 31
+
+
+class _Light(msgspec.Struct):
+    eventTime: Any = ""
+    eventName: Any = ""
+    eventID: Any = ""
+    errorCode: Any = None
+
+
+_decode_light = msgspec.json.Decoder(_Light)
+
+
+def category(name: str, error: str | None) -> str:
+    """The chart category of an event: failed, data (crypto), read, or management."""
+    if error:
+        return "failed"
+    if name in _DATA:
+        return "data"
+    if name.startswith(("Describe", "Get", "List")):
+        return "read"
+    return "management"
+
+
+@dataclass
+class TrailView:
+    """What the report shows of the CloudTrail events."""
+
+    count: int = 0
+    first: str | None = None
+    last: str | None = None
+    by_bucket: dict[str, Counter[str]] = field(default_factory=dict)
+    by_category: Counter[str] = field(default_factory=Counter)
+    interesting: dict[str, dict[str, Any]] = field(default_factory=dict)
+    unreadable: int = 0
+
+
+def read_events(
+    data: bytes | IO[bytes], wanted: Iterable[str] = (), *, keep: int = 500
+) -> TrailView:
+    """Stream ``events.jsonl.gz`` (bytes or a file): counts, and the ``wanted`` event ids in
+    full (at most ``keep`` of them)."""
+    want = set(wanted)
+    view = TrailView()
+    counts: Counter[tuple[str, str]] = Counter()  # (hour "YYYY-MM-DDTHH", category)
+    first = last = None
+    stream = gzip.GzipFile(fileobj=io.BytesIO(data) if isinstance(data, bytes) else data)
+    for line in _lines(stream):
+        try:
+            event = _decode_light.decode(line)
+        except msgspec.DecodeError:
+            view.unreadable += 1
+            continue
+        when = str(event.eventTime)
+        if first is None or when < first:
+            first = when
+        if last is None or when > last:
+            last = when
+        counts[(when[:13], category(str(event.eventName), event.errorCode))] += 1
+        if want and event.eventID in want and len(view.interesting) < keep:
+            view.interesting[str(event.eventID)] = msgspec.json.decode(line)
+    view.first, view.last = first, last
+    for (hour, kind), n in counts.items():
+        view.count += n
+        view.by_bucket.setdefault(hour, Counter())[kind] += n
+        view.by_category[kind] += n
+    return view
+
+
+def _lines(stream: gzip.GzipFile) -> Iterator[bytes]:
+    """Lines of a decompressed stream, read in large blocks."""
+    rest = b""
+    while block := stream.read(1 << 20):
+        lines = (rest + block).split(b"\n")
+        rest = lines.pop()
+        yield from (line for line in lines if line.strip())
+    if rest.strip():
+        yield rest
+
+
+def _parse(text: str) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class Chart:
+    """Geometry of the events chart, for a template to draw as inline SVG."""
+
+    width: int
+    height: int
+    unit: str  # "hour" or "day"
+    bars: list[dict[str, Any]]
+    marks: list[dict[str, Any]]
+    window: dict[str, Any] | None
+    ticks: list[dict[str, Any]]
+    peak: int
+
+
+def chart(
+    view: TrailView,
+    marks: list[tuple[str, str]],
+    window: tuple[str, str] | None,
+    *,
+    width: int = 960,
+    height: int = 220,
+) -> Chart | None:
+    """Stacked bars of events per hour (per day past a month) by category, the runner's
+    actions as vertical marks (``(time, label)``) and the incident window shaded."""
+    if not view.by_bucket:
+        return None
+    start = _parse(f"{min(view.by_bucket)}:00:00Z")
+    end = _parse(f"{max(view.by_bucket)}:00:00Z")
+    times = [t for t in (_parse(m[0]) for m in marks) if t is not None]
+    if start is None or end is None:
+        return None
+    end = max([end, *times])
+    hours = int((end - start).total_seconds() // 3600) + 1
+    unit = "hour" if hours <= _HOURLY_UP_TO else "day"
+    step = timedelta(hours=1) if unit == "hour" else timedelta(days=1)
+    if unit == "day":
+        start = start.replace(hour=0)
+    slots = int((end - start) / step) + 1
+    buckets: Counter[tuple[int, str]] = Counter()
+    for key, counts in view.by_bucket.items():
+        moment = _parse(f"{key}:00:00Z")
+        if moment is None:
+            continue
+        slot = int((moment - start) / step)
+        for kind, n in counts.items():
+            buckets[(slot, kind)] += n
+    totals = Counter[int]()
+    for (slot, _), n in buckets.items():
+        totals[slot] += n
+    peak = max(totals.values())
+    left, top, plot_h = 40, 10, height - 40
+    plot_w = width - left - 10
+    slot_w = plot_w / slots
+
+    def x_of(moment: datetime) -> float:
+        return round(left + (moment - start) / step * slot_w, 2)
+
+    bars = []
+    for slot in sorted(totals):
+        y: float = top + plot_h
+        for kind in CATEGORIES:
+            n = buckets.get((slot, kind), 0)
+            if not n:
+                continue
+            h = n / peak * plot_h
+            y -= h
+            bars.append(
+                {
+                    "x": round(left + slot * slot_w, 2),
+                    "y": round(y, 2),
+                    "w": round(max(slot_w - 0.5, 0.5), 2),
+                    "h": round(h, 2),
+                    "category": kind,
+                    "title": f"{(start + slot * step).strftime('%Y-%m-%d %H:00')} UTC: {n} {kind}",
+                }
+            )
+    drawn_marks = []
+    for (text, label), t in zip(marks, (_parse(m[0]) for m in marks), strict=True):
+        if t is None or not start <= t <= end + step:
+            continue
+        x = x_of(t)
+        right = x > width - 140  # near the right edge the label goes to the line's left
+        drawn_marks.append(
+            {
+                "x": x,
+                "label": label,
+                "time": text,
+                "anchor": "end" if right else "start",
+                "text_x": round(x - 3 if right else x + 3, 2),
+            }
+        )
+    shaded = None
+    if window is not None:
+        since, until = _parse(window[0]), _parse(window[1])
+        if since is not None and until is not None:
+            a, b = max(since, start), min(until, end + step)
+            if a < b:
+                shaded = {"x": x_of(a), "w": round(x_of(b) - x_of(a), 2)}
+    tick_every = max(1, slots // 8)
+    ticks = [
+        {
+            "x": round(left + slot * slot_w, 2),
+            "label": (start + slot * step).strftime("%m-%d %H:00" if unit == "hour" else "%m-%d"),
+        }
+        for slot in range(0, slots, tick_every)
+    ]
+    return Chart(width, height, unit, bars, drawn_marks, shaded, ticks, peak)

@@ -1,0 +1,192 @@
+"""The incident report: snapshots of both formats, the chart, and attacker text kept inert."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import re
+import shutil
+import socket
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from kmsir import evidence, report
+from kmsir.report.trail import TrailView, chart
+from kmsir.sandbox import Sandbox
+from kmsir.sandbox import scenario as scenarios
+
+from .conftest import PLAYBOOKS, REPO, load_playbook, run_playbook
+
+SNAPSHOTS = Path(__file__).with_name("snapshots")
+#: Screenshots a person can look at after the run (CI keeps the folder).
+ARTIFACTS = REPO / "test-artifacts"
+PAYLOAD_TITLE = "pwned"
+
+
+def normalised(text: str, bundle: Path) -> str:
+    """A report without what differs between two runs of the same scenario on two machines."""
+    text = text.replace(str(bundle.parent.parent.resolve()), "<evidence>")
+    text = text.replace(socket.gethostname(), "<host>").replace(getpass.getuser(), "<user>")
+    text = re.sub(r"<svg.*?</svg>", "<svg/>", text, flags=re.S)  # geometry: see chart tests
+    text = re.sub(r"\d{4}-\d\d-\d\dT[\d:.]+(?:Z|\+00:00)?", "<time>", text)
+    text = re.sub(r"\d{8}T\d{6}Z-[0-9a-f]{4}", "<run>", text)
+    text = re.sub(r"\b[0-9a-f]{64}\b", "<sha256>", text)
+    text = re.sub(r"\b[0-9a-f]{16}\b", "<sha256-prefix>", text)
+    gz_size = (
+        r"(events\.jsonl\.gz\S*\s*(?:\|\s*|</code></td><td>)\S+\s*(?:\|\s*|</td><td class=\"n\">))"
+    )
+    text = re.sub(gz_size + r"\d+", r"\1<bytes>", text)
+    return text
+
+
+@pytest.mark.parametrize("fmt", ["md", "html"])
+def test_report_matches_its_snapshot(fmt: str, demo_bundle: Path) -> None:
+    text = normalised(report.render(demo_bundle, fmt=fmt), demo_bundle)
+    snapshot = SNAPSHOTS / f"report.{fmt}"
+    if os.environ.get("KMSIR_UPDATE_SNAPSHOTS"):
+        snapshot.parent.mkdir(exist_ok=True)
+        snapshot.write_text(text)
+    assert text == snapshot.read_text(), f"report.{fmt} changed: KMSIR_UPDATE_SNAPSHOTS=1 to accept"
+
+
+def test_report_names_the_key_the_findings_and_what_was_done(demo_bundle: Path) -> None:
+    context = report.build_context(evidence.Bundle.open(demo_bundle))
+    key = context["key_before"]["key_id"]
+    html = report.render(demo_bundle, fmt="html")
+    assert key in html and "SIMULATED" in html
+    assert [f["severity"] for f in context["findings"]][:2] == ["high", "high"]
+    assert {c["id"] for c in context["changes"]} == {"revoke", "disable"}
+    disable = next(c for c in context["changes"] if c["id"] == "disable")
+    assert disable["calls"] == [f"kms:DisableKey KeyId={key}"]
+    assert disable["inverse"] == "kms.enable-key" and disable["inverse_available"]
+    kinds = [row["source"] for row in context["timeline"]]
+    assert "CloudTrail" in kinds and "kmsir" in kinds
+    assert [row["ts"] for row in context["timeline"]] == sorted(
+        r["ts"] for r in context["timeline"]
+    )
+    assert any(row["in_window"] for row in context["timeline"] if row["source"] == "CloudTrail")
+    assert context["lessons"] and all(lesson["findings"] for lesson in context["lessons"])
+
+
+def test_chart_stacks_categories_per_hour_and_marks_actions() -> None:
+    view = TrailView(
+        count=6,
+        by_bucket={
+            "2026-11-27T10": Counter({"data": 3, "failed": 1}),
+            "2026-11-27T12": Counter({"management": 2}),
+        },
+    )
+    drawn = chart(
+        view,
+        [("2026-11-27T12:30:00Z", "disable")],
+        ("2026-11-27T11:00:00Z", "2026-11-27T13:00:00Z"),
+    )
+    assert drawn is not None and drawn.unit == "hour" and drawn.peak == 4
+    first = [b for b in drawn.bars if b["title"].startswith("2026-11-27 10:00")]
+    assert [b["category"] for b in first] == ["data", "failed"]
+    assert sum(b["h"] for b in first) == pytest.approx(drawn.height - 40)  # the peak fills it
+    assert drawn.marks[0]["label"] == "disable"
+    assert drawn.window is not None and drawn.window["x"] < drawn.marks[0]["x"]
+    long = TrailView(
+        by_bucket={"2026-09-01T00": Counter({"data": 1}), "2026-11-27T00": Counter({"data": 1})}
+    )
+    assert (drawn_long := chart(long, [], None)) is not None and drawn_long.unit == "day"
+
+
+@pytest.fixture(scope="module")
+def xss_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A sandbox run whose CloudTrail history carries payloads aimed at the report's reader."""
+    world = scenarios.load(str(Path(__file__).with_name("data") / "xss-scenario.yaml"))
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    with Sandbox(world) as sandbox:
+        result = run_playbook(
+            load_playbook(PLAYBOOKS / "kms-key-compromise.yaml"),
+            sandbox.client_factory(),
+            tmp_path_factory.mktemp("xss"),
+            inputs=world.inputs,
+            answers=world.answers,
+            scenario=world.id,
+        )
+    for name, value in saved.items():
+        if value is not None:
+            os.environ[name] = value
+    assert result.status == "succeeded", result.error
+    report.write(result.bundle, fmt="md")
+    report.write(result.bundle, fmt="html")
+    return result.bundle
+
+
+def test_payloads_reach_the_report_escaped(xss_bundle: Path) -> None:
+    html = (xss_bundle / "report.html").read_text()
+    assert "&lt;script&gt;document.title=" in html  # the user agent is shown...
+    assert "&lt;img src=x onerror=" in html  # ...and the session name
+    assert "&lt;svg onload=" in html  # ...and the request parameters
+    for raw in ("<script", "<img", "<svg onload", 'onerror="', 'href="javascript'):
+        assert raw not in html
+    assert "<a " not in html  # no link at all: nothing from AWS can become one
+
+
+def test_markdown_tables_hold_whatever_attackers_send(xss_bundle: Path) -> None:
+    text = (xss_bundle / "report.md").read_text()
+    assert "a pipe" in text and "second line" in text
+    columns = None
+    for line in text.splitlines():
+        if not line.startswith("|"):
+            columns = None
+            continue
+        cells = len(re.findall(r"(?<!\\)\|", line))
+        columns = columns or cells  # the header row sets it
+        assert cells == columns, f"table row broken: {line[:160]}"
+    # inside a code span Markdown shows text as it is; outside one, markup is escaped
+    outside = re.sub(r"`[^`]*`", "", text)
+    assert "\\<script\\>" in outside  # the finding's text quotes the user agent, escaped
+    assert not re.search(r"(?<!\\)<(script|img|svg)", outside)
+    assert not re.search(r"(?<!\\)\]\(", outside)  # no link can form
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def dump_dom(page: Path, screenshot: Path | None = None) -> str:
+    browser = chromium()
+    assert browser is not None
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
+    if screenshot is not None:
+        shot = [*flags, "--window-size=1200,3000", f"--screenshot={screenshot}", page.as_uri()]
+        subprocess.run(shot, capture_output=True, timeout=120, check=True)
+    done = subprocess.run(
+        [*flags, "--virtual-time-budget=3000", "--dump-dom", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return done.stdout
+
+
+@pytest.mark.skipif(
+    chromium() is None and not os.environ.get("CI"),
+    reason="needs Chromium (apt-get install chromium); .ci/run installs it",
+)
+def test_no_script_runs_when_the_html_report_opens_in_a_browser(
+    xss_bundle: Path, tmp_path: Path
+) -> None:
+    # the canary: the same payload unescaped does run in this browser, so the check can fail
+    canary = tmp_path / "canary.html"
+    canary.write_text(
+        "<html><head><title>safe</title></head><body>"
+        "<img src=x onerror=\"document.title='pwned'\"></body></html>"
+    )
+    assert f"<title>{PAYLOAD_TITLE}</title>" in dump_dom(canary)
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    screenshot = ARTIFACTS / "report-xss.png"
+    dom = dump_dom(xss_bundle / "report.html", screenshot)
+    title = re.search(r"<title>(.*?)</title>", dom, re.S)
+    assert title is not None and title.group(1) == "Incident report: INC-test", dom[:500]
+    assert "<script" not in dom
+    assert screenshot.stat().st_size > 10_000  # a real page was drawn
