@@ -9,11 +9,13 @@ import shutil
 import socket
 import subprocess
 from collections import Counter
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
-from kmsir import evidence, report
+from kmsir import cli, evidence, report
 from kmsir.report.trail import TrailView, chart
 from kmsir.sandbox import Sandbox
 from kmsir.sandbox import scenario as scenarios
@@ -190,3 +192,61 @@ def test_no_script_runs_when_the_html_report_opens_in_a_browser(
     assert title is not None and title.group(1) == "Incident report: INC-test", dom[:500]
     assert "<script" not in dom
     assert screenshot.stat().st_size > 10_000  # a real page was drawn
+
+
+def test_a_scheduled_deletion_shows_how_long_it_can_be_cancelled(
+    rogue_grant: Sandbox, tmp_path: Path
+) -> None:
+    book = tmp_path / "delete.yaml"
+    book.write_text(
+        "id: delete\ntitle: Delete\nsteps:\n"
+        "  - {id: before, action: kms.snapshot, with: {key: alias/payments-prod}}\n"
+        "  - {id: delete, action: kms.schedule-deletion,"
+        " with: {key: alias/payments-prod, pending_window_days: 7}}\n"
+        "  - {id: after, action: kms.snapshot, with: {key: alias/payments-prod}}\n"
+    )
+    result = run_playbook(
+        load_playbook(book), rogue_grant.client_factory(), tmp_path, answers={"delete": "approve"}
+    )
+    assert result.status == "succeeded", result.error
+    bundle = evidence.Bundle.open(result.bundle)
+    context = report.build_context(bundle)
+    (change,) = context["changes"]
+    assert change["inverse"] == "kms.cancel-deletion" and change["inverse_available"]
+    until = change["inverse_until"]
+    assert [d["what"] for d in context["deadlines"]] == [
+        "kms.cancel-deletion possible until",
+        "key deletion",
+    ]
+    assert "until" in report.render(result.bundle, fmt="md")
+    text = report.render(result.bundle, fmt="html")
+    assert f"kms.cancel-deletion until {until} (still available)" in text
+    # rendered again after the date: the inverse is gone and the deadline has passed
+    later = report.build_context(bundle, now=datetime.now(timezone.utc) + timedelta(days=8))
+    assert not later["changes"][0]["inverse_available"]
+    assert all(d["passed"] for d in later["deadlines"])
+
+
+def test_a_user_html_template_is_autoescaped(xss_bundle: Path, tmp_path: Path) -> None:
+    template = tmp_path / "mine.html.j2"
+    template.write_text(
+        "<h1>{{ manifest.incident }}</h1>{% for f in findings %}{% for e in f.events %}"
+        "<p>{{ e.user_agent }}</p>{% endfor %}{% endfor %}"
+    )
+    out = tmp_path / "mine.html"
+    result = CliRunner().invoke(
+        cli.app,
+        [
+            "report",
+            str(xss_bundle),
+            "--format",
+            "html",
+            "--template",
+            str(template),
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert "&lt;script&gt;" in text and "<script" not in text

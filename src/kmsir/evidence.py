@@ -355,12 +355,16 @@ class Bundle:
             manifest = build_manifest(journal.entries)
         return cls(root, journal.entries, manifest)
 
-    def artifact_bytes(self, relative: str) -> bytes:
-        """Bytes of an artifact recorded in this bundle."""
+    def artifact_path(self, relative: str) -> Path:
+        """Where an artifact recorded in this bundle is (to stream a large one)."""
         known = {a["path"] for a in self.manifest.get("artifacts", [])}
         if relative not in known:
             raise EvidenceError(f"{relative} is not an artifact of {self.root}")
-        return (self.root / relative).read_bytes()
+        return self.root / relative
+
+    def artifact_bytes(self, relative: str) -> bytes:
+        """Bytes of an artifact recorded in this bundle."""
+        return self.artifact_path(relative).read_bytes()
 
     def artifact_json(self, relative: str) -> Any:
         """An artifact parsed as JSON."""

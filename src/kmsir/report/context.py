@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from kmsir import evidence
@@ -195,23 +196,25 @@ def _event_view(event: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _artifact(bundle: evidence.Bundle, step: StepView | None, name: str) -> bytes | None:
+def _artifact(bundle: evidence.Bundle, step: StepView | None, name: str) -> Path | None:
+    """The artifact ``name`` a step's outputs point to, if the bundle records it."""
     if step is None:
         return None
     path = str(step.outputs.get("artifact") or "")
     if not path.endswith(name):
         return None
     try:
-        return bundle.artifact_bytes(path)
-    except (OSError, EvidenceError):
+        found = bundle.artifact_path(path)
+    except EvidenceError:
         return None
+    return found if found.is_file() else None
 
 
 def _findings(bundle: evidence.Bundle, step: StepView | None) -> list[dict[str, Any]]:
-    data = _artifact(bundle, step, "findings.json")
+    path = _artifact(bundle, step, "findings.json")
     try:
-        found = json.loads(data) if data else []
-    except ValueError:
+        found = json.loads(path.read_bytes()) if path else []
+    except (OSError, ValueError):
         return []
     rank = {s: n for n, s in enumerate(SEVERITY_ORDER)}
     found = [f for f in found if isinstance(f, dict)]
@@ -292,8 +295,11 @@ def build_context(bundle: evidence.Bundle, *, now: datetime | None = None) -> di
     found = _findings(bundle, finding_step)
     top = found[:TOP_FINDINGS]
     wanted = {i for f in top for i in (f.get("event_ids") or [])[:EVENTS_PER_FINDING]}
-    events_raw = _artifact(bundle, collect, "events.jsonl.gz")
-    trail = read_events(events_raw, wanted) if events_raw else TrailView()
+    events_path = _artifact(bundle, collect, "events.jsonl.gz")
+    trail = TrailView()
+    if events_path is not None:
+        with events_path.open("rb") as stream:
+            trail = read_events(stream, wanted)
     for f in top:
         f["events"] = [
             _event_view(trail.interesting[i])
