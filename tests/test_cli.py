@@ -237,7 +237,7 @@ def test_on_error_ask_skip_still_reports(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     report = Path(result.stdout.strip()).read_text()
     assert "AWS NotFoundException" in report
-    assert "on error -> **skip**" in report
+    assert "on error -\\> skip (answers file)" in report
 
 
 def test_check_mode_in_the_sandbox_is_simulated_and_changes_nothing(tmp_path: Path) -> None:

@@ -28,6 +28,8 @@ LAYERS = {
     "kmsir.prompts": 2,
     "kmsir.playbook": 3,
     "kmsir.report": 3,
+    "kmsir.report.context": 3,
+    "kmsir.report.trail": 3,
     "kmsir.export": 3,
     "kmsir.actions.aws": 3,
     "kmsir.actions.base": 4,

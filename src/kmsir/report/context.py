@@ -50,6 +50,7 @@ class StepView:
     after: dict[str, Any] | None
     outputs: dict[str, Any]
     api_calls: list[dict[str, Any]]
+    sent: list[dict[str, Any]]  # state-changing calls, journaled as they were sent
 
 
 def _steps(entries: list[dict[str, Any]]) -> list[StepView]:
@@ -106,6 +107,7 @@ def _steps(entries: list[dict[str, Any]]) -> list[StepView]:
                 after=data.get("after"),
                 outputs=data.get("outputs") or {},
                 api_calls=[e["data"] for e in items if e["type"] == "api-call"],
+                sent=[e["data"] for e in items if e["type"] == "api-intent"],
             )
         )
     return views
@@ -240,11 +242,15 @@ def _changes(steps: list[StepView], now: datetime) -> list[dict[str, Any]]:
         if s.before is None or s.action == "kms.snapshot":
             continue
         until = _utc(s.inverse_until) if s.inverse_until else None
+        # what was sent (a result may never have been journaled if the run was interrupted),
+        # and what AWS refused; bundles from before intents were journaled: the results
+        refused = {c.get("call"): c.get("error_code") for c in s.api_calls if c.get("error_code")}
+        sent = s.sent or [c for c in s.api_calls if not is_read_only(str(c.get("operation")))]
         calls = [
             f"{c.get('service')}:{c.get('operation')} "
             + " ".join(f"{k}={v}" for k, v in sorted((c.get("params") or {}).items()))
-            for c in s.api_calls
-            if not is_read_only(str(c.get("operation")))
+            + (f" (refused: {refused[c.get('call')]})" if c.get("call") in refused else "")
+            for c in sent
         ]
         changes.append(
             {
