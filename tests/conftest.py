@@ -96,19 +96,20 @@ def run_playbook(
     return engine.run(loaded, values, options)
 
 
-@pytest.fixture(scope="session")
-def demo_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One finished rogue-grant run (as `kmsir demo` does it), shared read-only by tests."""
+def scenario_bundle(scenario: str, evidence_dir: Path) -> Path:
+    """A finished run of a scenario's playbook in its sandbox (as `kmsir demo` does it), with
+    both reports written. The session's dummy credentials are put back after the sandbox."""
     import os
 
+    from kmsir import report
+
     saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
-    world = scenarios.load("rogue-grant")
-    loaded = load_playbook(PLAYBOOKS / "kms-key-compromise.yaml")
+    world = scenarios.load(scenario)
     with Sandbox(world) as sandbox:
         result = run_playbook(
-            loaded,
+            load_playbook(PLAYBOOKS / f"{world.playbook}.yaml"),
             sandbox.client_factory(),
-            tmp_path_factory.mktemp("ev"),
+            evidence_dir,
             inputs=world.inputs,
             answers=world.answers,
             scenario=world.id,
@@ -117,10 +118,15 @@ def demo_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if value is not None:
             os.environ[key] = value
     assert result.status == "succeeded", result.error
-    from kmsir import report
-
-    report.write(result.bundle)
+    report.write(result.bundle, fmt="md")
+    report.write(result.bundle, fmt="html")
     return result.bundle
+
+
+@pytest.fixture(scope="session")
+def demo_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One finished rogue-grant run, shared read-only by tests."""
+    return scenario_bundle("rogue-grant", tmp_path_factory.mktemp("ev"))
 
 
 @pytest.fixture

@@ -18,9 +18,8 @@ from typer.testing import CliRunner
 from kmsir import cli, evidence, report
 from kmsir.report.trail import TrailView, chart
 from kmsir.sandbox import Sandbox
-from kmsir.sandbox import scenario as scenarios
 
-from .conftest import PLAYBOOKS, REPO, load_playbook, run_playbook
+from .conftest import REPO, load_playbook, run_playbook, scenario_bundle
 
 SNAPSHOTS = Path(__file__).with_name("snapshots")
 #: Screenshots a person can look at after the run (CI keeps the folder).
@@ -101,24 +100,8 @@ def test_chart_stacks_categories_per_hour_and_marks_actions() -> None:
 @pytest.fixture(scope="module")
 def xss_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A sandbox run whose CloudTrail history carries payloads aimed at the report's reader."""
-    world = scenarios.load(str(Path(__file__).with_name("data") / "xss-scenario.yaml"))
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
-    with Sandbox(world) as sandbox:
-        result = run_playbook(
-            load_playbook(PLAYBOOKS / "kms-key-compromise.yaml"),
-            sandbox.client_factory(),
-            tmp_path_factory.mktemp("xss"),
-            inputs=world.inputs,
-            answers=world.answers,
-            scenario=world.id,
-        )
-    for name, value in saved.items():
-        if value is not None:
-            os.environ[name] = value
-    assert result.status == "succeeded", result.error
-    report.write(result.bundle, fmt="md")
-    report.write(result.bundle, fmt="html")
-    return result.bundle
+    scenario = Path(__file__).with_name("data") / "xss-scenario.yaml"
+    return scenario_bundle(str(scenario), tmp_path_factory.mktemp("xss"))
 
 
 def test_payloads_reach_the_report_escaped(xss_bundle: Path) -> None:
