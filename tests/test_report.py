@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import getpass
+import gzip
+import json
 import os
 import re
 import shutil
@@ -115,8 +117,11 @@ def test_payloads_reach_the_report_escaped(xss_bundle: Path) -> None:
 
 
 def test_markdown_tables_hold_whatever_attackers_send(xss_bundle: Path) -> None:
+    import cmarkgfm
+    from cmarkgfm.cmark import Options
+
     text = (xss_bundle / "report.md").read_text()
-    assert "a pipe" in text and "second line" in text
+    assert "a pipe" in text and "second line" in text and "PWNED heading" in text
     columns = None
     for line in text.splitlines():
         if not line.startswith("|"):
@@ -125,11 +130,14 @@ def test_markdown_tables_hold_whatever_attackers_send(xss_bundle: Path) -> None:
         cells = len(re.findall(r"(?<!\\)\|", line))
         columns = columns or cells  # the header row sets it
         assert cells == columns, f"table row broken: {line[:160]}"
-    # inside a code span Markdown shows text as it is; outside one, markup is escaped
-    outside = re.sub(r"`[^`]*`", "", text)
-    assert "\\<script\\>" in outside  # the finding's text quotes the user agent, escaped
-    assert not re.search(r"(?<!\\)<(script|img|svg)", outside)
-    assert not re.search(r"(?<!\\)\]\(", outside)  # no link can form
+    # what GitHub makes of it, raw HTML let through: no element, link or heading of theirs
+    html = cmarkgfm.github_flavored_markdown_to_html(text, options=Options.CMARK_OPT_UNSAFE)
+    for markup in ("<a ", "<script", "<img", "<svg", "<li><h"):
+        assert markup not in html, markup
+    headings = re.findall(r"<h\d>(.*?)</h\d>", html)
+    assert not [h for h in headings if "PWNED" in h]
+    delimiter_rows = len(re.findall(r"^\|(?:---\|)+$", text, flags=re.M))
+    assert html.count("<table>") == delimiter_rows  # no table swallowed by a list or heading
 
 
 def chromium() -> str | None:
@@ -170,9 +178,19 @@ def test_no_script_runs_when_the_html_report_opens_in_a_browser(
 
     ARTIFACTS.mkdir(exist_ok=True)
     screenshot = ARTIFACTS / "report-xss.png"
-    dom = dump_dom(xss_bundle / "report.html", screenshot)
-    title = re.search(r"<title>(.*?)</title>", dom, re.S)
-    assert title is not None and title.group(1) == "Incident report: INC-test", dom[:500]
+    page = (xss_bundle / "report.html").read_text()
+    # the page's CSP would block a payload that escaped escaping: check without it too
+    bare = tmp_path / "report-without-csp.html"
+    bare.write_text(re.sub(r"<meta http-equiv=\"Content-Security-Policy\"[^>]*>", "", page))
+    assert "Content-Security-Policy" in page and "Content-Security-Policy" not in bare.read_text()
+    for opened in (xss_bundle / "report.html", bare):
+        dom = dump_dom(opened, screenshot if opened == bare else None)
+        title = re.search(r"<title>(.*?)</title>", dom, re.S)
+        assert title is not None and title.group(1) == "Incident report: INC-test", dom[:500]
+        # payloads are text: no element of theirs, no handler or javascript: link on any tag
+        assert not re.search(r"<(img|script|a)\b", dom)
+        assert len(re.findall(r"<svg\b", dom)) == 1  # the chart, and no other
+        assert not re.search(r"<[^>]+\s(on\w+|href)\s*=", dom)
     assert "<script" not in dom
     assert screenshot.stat().st_size > 10_000  # a real page was drawn
 
@@ -233,3 +251,117 @@ def test_a_user_html_template_is_autoescaped(xss_bundle: Path, tmp_path: Path) -
     assert result.exit_code == 0, result.output
     text = out.read_text()
     assert "&lt;script&gt;" in text and "<script" not in text
+
+
+def _odd(bundle: Path, case: str) -> None:
+    """Make ``bundle`` odd in one way a forged trail file or a broken disk could."""
+    events = next(bundle.glob("artifacts/*-collect/events.jsonl.gz"))
+    findings = next(bundle.glob("artifacts/*-findings/findings.json"))
+    lines = gzip.decompress(events.read_bytes()).splitlines()
+    first = json.loads(lines[0])
+    odd_events = {
+        "list-event-id": {**first, "eventID": ["x"]},
+        "session-context-text": {**first, "userIdentity": {"sessionContext": "oops"}},
+        "no-time": {**first, "eventTime": None},
+        "garbage-time": {**first, "eventTime": "not a time"},
+        "year-9999": {**first, "eventTime": "9999-12-31T23:59:59Z"},
+        "offset-time": {**first, "eventTime": "2026-11-27T10:00:00+05:00"},
+    }
+    if case == "truncated-events":
+        events.write_bytes(events.read_bytes()[: len(events.read_bytes()) // 2])
+    elif case == "not-gzip":
+        events.write_bytes(b"not gzip at all")
+    elif case == "findings-null":
+        findings.write_text("null")
+    elif case == "event-ids-odd":
+        found = json.loads(findings.read_text())
+        found[0]["event_ids"], found[1]["event_ids"] = 7, [["x"], first["eventID"]]
+        findings.write_text(json.dumps(found))
+    else:
+        extra = json.dumps(odd_events[case]).encode()
+        findings_data = json.loads(findings.read_text())
+        findings_data[0]["event_ids"] = [odd_events[case].get("eventID"), first["eventID"]]
+        findings.write_text(json.dumps(findings_data, default=str))
+        events.write_bytes(gzip.compress(b"\n".join([*lines, extra]) + b"\n"))
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "truncated-events",
+        "not-gzip",
+        "findings-null",
+        "event-ids-odd",
+        "list-event-id",
+        "session-context-text",
+        "no-time",
+        "garbage-time",
+        "year-9999",
+        "offset-time",
+    ],
+)
+def test_odd_bundles_still_render(case: str, demo_bundle: Path, tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    shutil.copytree(demo_bundle, bundle)
+    _odd(bundle, case)
+    for fmt in ("md", "html"):
+        text = report.render(bundle, fmt=fmt)
+        assert "Incident report: " in text and "INC-test" in text
+    if case in ("truncated-events", "not-gzip"):
+        assert "could not be read to its end" in report.render(bundle, fmt="md")
+    if case == "offset-time":  # counted in its UTC hour
+        context = report.build_context(evidence.Bundle.open(bundle))
+        assert context["chart"] is not None and context["trail"]["untimed"] == 0
+
+
+def test_an_inverse_run_later_closes_its_deadline(rogue_grant: Sandbox, tmp_path: Path) -> None:
+    book = tmp_path / "undo.yaml"
+    book.write_text(
+        "id: undo\ntitle: Undo\nsteps:\n"
+        "  - {id: before, action: kms.snapshot, with: {key: alias/payments-prod}}\n"
+        "  - {id: delete, action: kms.schedule-deletion,"
+        " with: {key: alias/payments-prod, pending_window_days: 7}}\n"
+        "  - {id: cancel, action: kms.cancel-deletion, with: {key: alias/payments-prod}}\n"
+        "  - {id: after, action: kms.snapshot, with: {key: alias/payments-prod}}\n"
+    )
+    result = run_playbook(
+        load_playbook(book),
+        rogue_grant.client_factory(),
+        tmp_path,
+        answers={"delete": "approve", "cancel": "approve"},
+    )
+    assert result.status == "succeeded", result.error
+    context = report.build_context(evidence.Bundle.open(result.bundle))
+    delete = next(c for c in context["changes"] if c["id"] == "delete")
+    assert delete["undone_by"] == "cancel" and not delete["inverse_available"]
+    assert context["deadlines"] == []
+    assert "(done by step `cancel`)" in report.render(result.bundle, fmt="md")
+
+
+def test_a_change_whose_step_failed_afterwards_is_still_reported(
+    rogue_grant: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kmsir.actions.kms_lifecycle import DisableKey
+    from kmsir.errors import AwsError
+
+    original = DisableKey.run
+
+    def disable_then_fail(self: DisableKey, ctx: object, params: object) -> object:
+        original(self, ctx, params)  # type: ignore[arg-type]
+        raise AwsError("DescribeKey: AWS ThrottlingException", code="X", operation="DescribeKey")
+
+    monkeypatch.setattr(DisableKey, "run", disable_then_fail)
+    book = tmp_path / "disable.yaml"
+    book.write_text(
+        "id: d\ntitle: D\nsteps:\n"
+        "  - {id: disable, action: kms.disable-key, with: {key: alias/payments-prod}}\n"
+    )
+    result = run_playbook(
+        load_playbook(book), rogue_grant.client_factory(), tmp_path, answers={"disable": "approve"}
+    )
+    assert result.status == "failed"
+    context = report.build_context(evidence.Bundle.open(result.bundle))
+    (change,) = context["changes"]
+    assert change["status"] == "failed" and change["before"]["state"] == "Enabled"
+    assert change["calls"][0].startswith("kms:DisableKey KeyId=")
+    assert "changes may have been made" in report.render(result.bundle, fmt="md")

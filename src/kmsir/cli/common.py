@@ -177,7 +177,9 @@ def finish(result: RunResult) -> None:
     try:
         print(report.write(result.bundle, fmt="md"))
         err(f"report (HTML): {report.write(result.bundle, fmt='html')}")
-    except KmsirError as exc:  # the evidence is safe; only the derived report is missing
+    except Exception as exc:  # the evidence is safe; only a derived report is missing
+        if _state["debug"]:
+            traceback.print_exc()
         err(f"kmsir: warning: no report: {exc} (retry with: kmsir report {result.bundle})")
     if result.status != "succeeded":
         raise typer.Exit(1)

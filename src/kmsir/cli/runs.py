@@ -322,8 +322,11 @@ def _complete_derived(bundle: Path, entries: list[dict[str, Any]]) -> None:
     if current == evidence.build_manifest(entries) and all(p.exists() for p in reports):
         return
     writer.write_manifest(bundle)
-    report.write(bundle, fmt="md")
-    report.write(bundle, fmt="html")
+    try:
+        report.write(bundle, fmt="md")
+        report.write(bundle, fmt="html")
+    except Exception as exc:  # derived: the evidence is complete without it
+        err(f"kmsir: warning: no report: {exc} (retry with: kmsir report {bundle})")
     err(f"{bundle}: wrote the manifest and report the interrupted finish did not")
 
 

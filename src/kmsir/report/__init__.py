@@ -20,27 +20,46 @@ from kmsir import evidence, resources
 from kmsir.errors import UsageError
 from kmsir.report.context import build_context
 
-__all__ = ["FORMATS", "build_context", "md_code", "md_inline", "render", "write"]
+__all__ = ["FORMATS", "build_context", "md_code", "md_code_text", "md_inline", "render", "write"]
 
 FORMATS = ("md", "html")
 
 #: Characters that could start Markdown markup inline: emphasis, code, links/images ([ ]),
-#: raw HTML and autolinks (<), table cells (|), strikethrough (~) and escapes themselves.
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>|~])")
+#: raw HTML and autolinks (<), table cells (|), strikethrough (~), entities (&), headings
+#: (#) and escapes themselves.
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>|~&#])")
+#: What GFM's autolink extension turns into links: ``scheme://``, ``www.``, ``mailto:``.
+_AUTOLINK = re.compile(r"(?i)(\b[a-z][a-z0-9+.-]{0,31})(:)(?=//)|\b(www|mailto|xmpp)([.:])")
+#: Line-start markers (a list, a block quote, a setext heading, a numbered list).
+_LINE_START = re.compile(r"^([-+=>]|\d{1,9}[.)])")
 
 
 def md_inline(value: Any) -> str:
-    """Text safe inside a Markdown paragraph or table cell: one line, markup escaped."""
+    """Text safe anywhere in a Markdown line or table cell: one line, no markup, no links."""
     text = "" if value is None or isinstance(value, Undefined) else str(value)
     text = " ".join(text.split())  # newlines and tabs would end a table row
-    return _MD_SPECIAL.sub(r"\\\1", text)
+    text = _MD_SPECIAL.sub(r"\\\1", text)
+    text = _AUTOLINK.sub(lambda m: f"{m[1]}\\:" if m[1] else f"{m[3]}\\{m[4]}", text)
+    text = text.replace("@", "@\u200b")  # an email autolink needs "@" right before a domain
+    return _LINE_START.sub(lambda m: m[0][:-1] + "\\" + m[0][-1], text)
 
 
 def md_code(value: Any) -> str:
-    """Text as inline code (ids, ARNs, hashes): backticks and pipes cannot escape it."""
+    """Text as inline code in a table cell (ids, ARNs, hashes): backticks and pipes cannot
+    escape it (GFM ends a cell at a pipe even inside code, so it is escaped)."""
+    return _code(value, cell=True)
+
+
+def md_code_text(value: Any) -> str:
+    """Text as inline code outside tables: pipes stay as they are."""
+    return _code(value, cell=False)
+
+
+def _code(value: Any, *, cell: bool) -> str:
     empty = value is None or isinstance(value, Undefined)
-    text = " ".join(("" if empty else str(value)).split())
-    text = text.replace("`", "'").replace("|", "\\|")
+    text = " ".join(("" if empty else str(value)).split()).replace("`", "'")
+    if cell:
+        text = text.replace("|", "\\|")
     return f"`{text}`" if text else ""
 
 
@@ -61,6 +80,7 @@ def _environment(template_dir: Path, *, html: bool) -> Any:
     )
     env.filters["md"] = md_inline
     env.filters["code"] = md_code
+    env.filters["codetext"] = md_code_text
     return env
 
 
@@ -80,7 +100,9 @@ def render(
     if template is not None:
         if not template.is_file():
             raise UsageError(f"--template {template}: no such file")
-        html = fmt == "html" or ".htm" in template.name
+        # escaped unless the template says it makes Markdown or text: a page named mine.j2
+        # must not carry attacker text raw
+        html = fmt == "html" or not any(k in template.name for k in (".md", ".txt"))
         env, name = _environment(template.parent, html=html), template.name
     else:
         env = _environment(resources.templates_dir(), html=fmt == "html")

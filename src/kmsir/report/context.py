@@ -103,7 +103,12 @@ def _steps(entries: list[dict[str, Any]]) -> list[StepView]:
                 reason=decision["data"].get("reason") if decision else None,
                 inverse=data.get("inverse"),
                 inverse_until=data.get("inverse_until"),
-                before=data.get("before"),
+                # a step that failed or was cut off after changing something has no outcome
+                # "before": the state it recorded before its first change stands in
+                before=data.get("before")
+                or next(
+                    (e["data"].get("before") for e in items if e["type"] == "before-change"), None
+                ),
                 after=data.get("after"),
                 outputs=data.get("outputs") or {},
                 api_calls=[e["data"] for e in items if e["type"] == "api-call"],
@@ -111,6 +116,12 @@ def _steps(entries: list[dict[str, Any]]) -> list[StepView]:
             )
         )
     return views
+
+
+def _recorded_before(items: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The state a step recorded before its first change (``before-change``), if any."""
+    found = next((e["data"].get("before") for e in items if e["type"] == "before-change"), None)
+    return found if isinstance(found, dict) else None
 
 
 def _snapshots(steps: Iterable[StepView]) -> list[StepView]:
@@ -183,7 +194,9 @@ def _event_view(event: dict[str, Any]) -> dict[str, Any]:
     request = event.get("requestParameters")
     identity = event.get("userIdentity")
     identity = identity if isinstance(identity, dict) else {}
-    session = ((identity.get("sessionContext") or {}).get("sessionIssuer") or {}).get("userName")
+    context = identity.get("sessionContext")
+    issuer = context.get("sessionIssuer") if isinstance(context, dict) else None
+    session = issuer.get("userName") if isinstance(issuer, dict) else None
     return {
         "id": str(event.get("eventID") or ""),
         "time": _iso(event.get("eventTime")),
@@ -219,7 +232,12 @@ def _findings(bundle: evidence.Bundle, step: StepView | None) -> list[dict[str, 
     except (OSError, ValueError):
         return []
     rank = {s: n for n, s in enumerate(SEVERITY_ORDER)}
-    found = [f for f in found if isinstance(f, dict)]
+    found = [f for f in found if isinstance(f, dict)] if isinstance(found, list) else []
+    for f in found:
+        ids = f.get("event_ids")
+        f["event_ids"] = (
+            [str(i) for i in ids if isinstance(i, str)] if isinstance(ids, list) else []
+        )
     return sorted(
         found, key=lambda f: (rank.get(str(f.get("severity")), 9), str(f.get("event_time")))
     )
@@ -237,9 +255,11 @@ def _lessons(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _changes(steps: list[StepView], now: datetime) -> list[dict[str, Any]]:
-    changes = []
+    """Every step that changed, or may have changed, something: by its outcome, or by the
+    state-changing calls it sent (a step that failed or was cut off after sending counts)."""
+    changes: list[dict[str, Any]] = []
     for s in steps:
-        if s.before is None or s.action == "kms.snapshot":
+        if s.action == "kms.snapshot" or (s.before is None and not s.sent):
             continue
         until = _utc(s.inverse_until) if s.inverse_until else None
         # what was sent (a result may never have been journaled if the run was interrupted),
@@ -259,8 +279,24 @@ def _changes(steps: list[StepView], now: datetime) -> list[dict[str, Any]]:
                 "inverse_available": s.inverse is not None
                 and s.inverse != "irreversible"
                 and (until is None or until > now),
+                "undone_by": None,
+                "when": s.finished or s.started,
             }
         )
+    for n, change in enumerate(changes):  # an inverse that a later step ran is used up
+        key = (change.get("outputs") or {}).get("key_id")
+        later = next(
+            (
+                c
+                for c in changes[n + 1 :]
+                if c["action"] == change["inverse"]
+                and (c.get("outputs") or {}).get("key_id") == key
+                and c["status"] in ("succeeded", "already")
+            ),
+            None,
+        )
+        if later is not None:
+            change["undone_by"], change["inverse_available"] = later["id"], False
     return changes
 
 
@@ -278,7 +314,7 @@ def _deadlines(
             )
 
     for c in changes:
-        if c.get("inverse_until"):
+        if c.get("inverse_until") and not c.get("undone_by"):
             add(f"{c['inverse']} possible until", c["inverse_until"], f"step {c['id']}")
     if key_after:
         add("key deletion", key_after.get("deletion_date"), "last snapshot")
@@ -304,8 +340,7 @@ def build_context(bundle: evidence.Bundle, *, now: datetime | None = None) -> di
     events_path = _artifact(bundle, collect, "events.jsonl.gz")
     trail = TrailView()
     if events_path is not None:
-        with events_path.open("rb") as stream:
-            trail = read_events(stream, wanted)
+        trail = read_events(events_path, wanted)
     for f in top:
         f["events"] = [
             _event_view(trail.interesting[i])
@@ -324,7 +359,7 @@ def build_context(bundle: evidence.Bundle, *, now: datetime | None = None) -> di
         and not (e["type"] == "step-succeeded" and e["data"].get("action") in ("note", "ask"))
     ]
     timeline = _timeline(runner, trail, window)
-    marks = [(c["finished"], c["id"]) for c in changes if c.get("finished")]
+    marks = [(c["when"], c["id"]) for c in changes if c.get("when")]
     window_pair = (window["since"], window["until"]) if window else None
     key_after = snapshots[-1].outputs if len(snapshots) > 1 else None
     return {
@@ -344,6 +379,8 @@ def build_context(bundle: evidence.Bundle, *, now: datetime | None = None) -> di
             "last": trail.last,
             "by_category": dict(trail.by_category),
             "unreadable": trail.unreadable,
+            "untimed": trail.untimed,
+            "damaged": trail.damaged,
         },
         "chart": _chart_dict(chart(trail, marks, window_pair)),
         "window": window,

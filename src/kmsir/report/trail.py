@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import gzip
 import io
+import re
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import IO, Any
+from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -73,36 +76,60 @@ class TrailView:
     by_bucket: dict[str, Counter[str]] = field(default_factory=dict)
     by_category: Counter[str] = field(default_factory=Counter)
     interesting: dict[str, dict[str, Any]] = field(default_factory=dict)
-    unreadable: int = 0
+    unreadable: int = 0  # lines that are not JSON events
+    untimed: int = 0  # events without a time the chart can place
+    damaged: str | None = None  # why reading stopped early (a cut-off or corrupt file)
 
 
-def read_events(
-    data: bytes | IO[bytes], wanted: Iterable[str] = (), *, keep: int = 500
-) -> TrailView:
-    """Stream ``events.jsonl.gz`` (bytes or a file): counts, and the ``wanted`` event ids in
-    full (at most ``keep`` of them)."""
+#: CloudTrail's own time format, the one that needs no parsing: ``2026-11-28T09:30:00Z``.
+_PLAIN_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+
+
+def _hour(when: str) -> str | None:
+    """The UTC hour (``YYYY-MM-DDTHH``) of an event time, or None when it is no time."""
+    if _PLAIN_TIME.fullmatch(when):
+        return when[:13]
+    moment = _parse(when)
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H") if moment else None
+
+
+def read_events(source: Path | bytes, wanted: Iterable[str] = (), *, keep: int = 500) -> TrailView:
+    """Stream ``events.jsonl.gz`` (a path or its bytes): counts, and the ``wanted`` event ids
+    in full (at most ``keep`` of them). A damaged file gives what could be read, and says so."""
     want = set(wanted)
     view = TrailView()
     counts: Counter[tuple[str, str]] = Counter()  # (hour "YYYY-MM-DDTHH", category)
     first = last = None
-    stream = gzip.GzipFile(fileobj=io.BytesIO(data) if isinstance(data, bytes) else data)
-    for line in _lines(stream):
-        try:
-            event = _decode_light.decode(line)
-        except msgspec.DecodeError:
-            view.unreadable += 1
-            continue
-        when = str(event.eventTime)
-        if first is None or when < first:
-            first = when
-        if last is None or when > last:
-            last = when
-        counts[(when[:13], category(str(event.eventName), event.errorCode))] += 1
-        if want and event.eventID in want and len(view.interesting) < keep:
-            view.interesting[str(event.eventID)] = msgspec.json.decode(line)
+    try:
+        with (
+            open(source, "rb") if isinstance(source, Path) else io.BytesIO(source) as raw,
+            gzip.GzipFile(fileobj=raw) as stream,
+        ):
+            for line in _lines(stream):
+                try:
+                    event = _decode_light.decode(line)
+                except msgspec.DecodeError:
+                    view.unreadable += 1
+                    continue
+                when = str(event.eventTime)
+                hour = _hour(when)
+                view.count += 1
+                if hour is None:
+                    view.untimed += 1
+                    continue
+                if first is None or when < first:
+                    first = when
+                if last is None or when > last:
+                    last = when
+                counts[(hour, category(str(event.eventName), event.errorCode))] += 1
+                event_id = event.eventID
+                wanted_here = want and isinstance(event_id, str) and event_id in want
+                if wanted_here and len(view.interesting) < keep:
+                    view.interesting[event_id] = msgspec.json.decode(line)
+    except (OSError, EOFError, zlib.error) as exc:
+        view.damaged = f"{type(exc).__name__}: {exc}"[:200]
     view.first, view.last = first, last
     for (hour, kind), n in counts.items():
-        view.count += n
         view.by_bucket.setdefault(hour, Counter())[kind] += n
         view.by_category[kind] += n
     return view
@@ -153,6 +180,20 @@ def chart(
     actions as vertical marks (``(time, label)``) and the incident window shaded."""
     if not view.by_bucket:
         return None
+    try:
+        return _chart(view, marks, window, width=width, height=height)
+    except (OverflowError, ValueError):  # times at the ends of the calendar: no chart
+        return None
+
+
+def _chart(
+    view: TrailView,
+    marks: list[tuple[str, str]],
+    window: tuple[str, str] | None,
+    *,
+    width: int,
+    height: int,
+) -> Chart | None:
     start = _parse(f"{min(view.by_bucket)}:00:00Z")
     end = _parse(f"{max(view.by_bucket)}:00:00Z")
     times = [t for t in (_parse(m[0]) for m in marks) if t is not None]
