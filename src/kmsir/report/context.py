@@ -350,6 +350,7 @@ def build_context(bundle: evidence.Bundle, *, now: datetime | None = None) -> di
     window = (finding_step.outputs.get("window") if finding_step else None) or (
         collect.outputs.get("window") if collect else None
     )
+    window = window if isinstance(window, dict) and {"since", "until"} <= set(window) else None
     changes = _changes(steps, now)
     runner = [
         e
