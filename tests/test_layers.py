@@ -51,6 +51,7 @@ LAYERS = {
     "kmsir.sandbox": 6,
     "kmsir.engine": 7,
     "kmsir.resume": 7,
+    "kmsir.plan": 7,
     "kmsir.cli": 8,
     "kmsir.cli.common": 8,
     "kmsir.cli.runs": 8,

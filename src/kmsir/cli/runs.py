@@ -377,3 +377,50 @@ def scenarios() -> None:
     for name in scenario.available():
         world = scenario.load(name)
         print(f"{name:<24} {world.story}")
+
+
+@app.command()
+@handled
+def plan(
+    playbook_ref: Annotated[str, typer.Argument(metavar="PLAYBOOK", help="File or built-in name.")],
+    inputs: Annotated[
+        list[str] | None, typer.Option("-i", "--input", metavar="NAME=VALUE", help="An input.")
+    ] = None,
+) -> None:
+    """Show what a playbook would do: steps, API calls, IAM permissions, undo. No AWS call."""
+    from kmsir import actions
+    from kmsir import plan as planning
+    from kmsir.playbook import coerce_input
+
+    loaded = load_playbook(playbook_ref)
+    book = loaded.playbook
+    given = parse_inputs(inputs or [])
+    unknown = sorted(set(given) - set(book.inputs))
+    if unknown:
+        raise UsageError(f"playbook '{book.id}' has no input {unknown[0]!r}")
+    values: dict[str, Any] = {}
+    for name, spec in book.inputs.items():
+        if name in given:
+            values[name] = coerce_input(name, spec, given[name])
+        elif spec.default is not None:
+            values[name] = coerce_input(name, spec, spec.default)
+    steps = planning.plan(book, actions.registry(), values)
+    print(f"Plan: {book.id}{f' v{book.version}' if book.version else ''}: {book.title}")
+    print("Inputs: " + (", ".join(f"{k}={v}" for k, v in values.items()) or "none"))
+    missing = [n for n, s in book.inputs.items() if s.required and n not in values]
+    if missing:
+        print(f"  (not given, shown as templates: {', '.join(missing)})")
+    for step in steps:
+        phase = f" [{step.phase}]" if step.phase else ""
+        print(f"\n{step.number:2d}. {step.id}{phase}: {step.title}")
+        print(f"    action: {step.action} ({planning.describe_inverse(step)})")
+        if step.when:
+            print(f"    when: {step.when}")
+        for call in step.calls:
+            print(f"    calls: {call}")
+        if step.permissions:
+            print(f"    IAM: {', '.join(step.permissions)}")
+    needed = planning.permissions(steps)
+    changing = [s.id for s in steps if s.mutating]
+    print(f"\nChanges AWS state: {', '.join(changing) or 'nothing'}")
+    print(f"IAM permissions for the whole playbook ({len(needed)}): {', '.join(needed)}")
