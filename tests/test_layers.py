@@ -57,6 +57,7 @@ LAYERS = {
     "kmsir.cli.runs": 8,
     "kmsir.cli.bundles": 8,
     "kmsir.cli.trail": 8,
+    "kmsir.cli.sandbox": 8,
     "kmsir.__main__": 9,
 }
 

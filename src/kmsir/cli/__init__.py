@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 
-from kmsir.cli import bundles, runs, trail
+from kmsir.cli import bundles, runs, sandbox, trail
 from kmsir.cli.common import app
 
-__all__ = ["app", "bundles", "main", "runs", "trail"]
+__all__ = ["app", "bundles", "main", "runs", "sandbox", "trail"]
 
 
 def main() -> None:

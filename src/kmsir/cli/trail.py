@@ -6,14 +6,9 @@ import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
-
-from kmsir.errors import UsageError
-
-if TYPE_CHECKING:
-    pass
 
 from kmsir.cli.common import (
     app,
@@ -21,6 +16,7 @@ from kmsir.cli.common import (
     live_clients,
     write_out,
 )
+from kmsir.errors import UsageError
 
 cloudtrail_app = typer.Typer(
     help="CloudTrail evidence without a playbook.", no_args_is_help=True, rich_markup_mode=None

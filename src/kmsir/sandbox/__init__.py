@@ -120,6 +120,35 @@ class Sandbox:
         """Clients for this sandbox; a request moto does not answer is refused."""
         return ClientFactory(session_factory=self.session, region=self.region, guard_send=True)
 
+    # -- serving other clients ------------------------------------------------------------
+
+    def serve(self, port: int = 0) -> tuple[Any, str]:
+        """This world as a moto server on 127.0.0.1 (never another address), for any other
+        AWS client; the fidelity shim and LookupEvents apply to it too. Returns the server
+        (``stop()`` it) and its endpoint URL."""
+        import logging
+        import socket
+
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log per request
+        if port == 0:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                port = probe.getsockname()[1]
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()
+        return server, f"http://127.0.0.1:{port}"
+
+    def client_environment(self, endpoint: str) -> dict[str, str]:
+        """The variables that point any AWS client at this world served at ``endpoint``."""
+        return {
+            "AWS_ENDPOINT_URL": endpoint,
+            **DUMMY_CREDENTIALS,
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_REGION": self.region,
+        }
+
     # -- surviving a crash ----------------------------------------------------------------
 
     def record(self) -> dict[str, Any]:
