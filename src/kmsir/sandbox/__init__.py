@@ -222,6 +222,10 @@ class Sandbox:
                 kms.enable_key_rotation(KeyId=key_id)
             if not spec.enabled:
                 kms.disable_key(KeyId=key_id)
+            if spec.pending_deletion_days:
+                kms.schedule_key_deletion(
+                    KeyId=key_id, PendingWindowInDays=spec.pending_deletion_days
+                )
         for name, grant in self.scenario.grants.items():
             key = self.keys[grant.key]
             created = kms.create_grant(

@@ -30,6 +30,8 @@ class KeySpec(_Model):
     tags: dict[str, str] = Field(default_factory=dict)
     rotation: bool = False
     enabled: bool = True
+    #: Scheduled for deletion when the scenario starts, with this waiting period (7-30 days).
+    pending_deletion_days: int | None = Field(default=None, ge=7, le=30)
 
 
 class GrantSpec(_Model):

@@ -1,0 +1,66 @@
+"""Each built-in scenario, run through its playbook with its scripted answers: the final AWS
+state and the findings a facilitator expects."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from kmsir.sandbox import Sandbox
+from kmsir.sandbox import scenario as scenarios
+
+from .conftest import PLAYBOOKS, load_playbook, run_playbook
+
+
+@contextlib.contextmanager
+def play(name: str, tmp_path: Path) -> Iterator[tuple[Sandbox, Path]]:
+    """The scenario's playbook run in its sandbox, which stays up for the test to inspect."""
+    world = scenarios.load(name)
+    with Sandbox(world) as sandbox:
+        result = run_playbook(
+            load_playbook(PLAYBOOKS / f"{world.playbook}.yaml"),
+            sandbox.client_factory(),
+            tmp_path,
+            inputs=world.inputs,
+            answers=world.answers,
+            scenario=world.id,
+        )
+        assert result.status == "succeeded", result.error
+        yield sandbox, result.bundle
+
+
+def findings(bundle: Path) -> list[dict[str, object]]:
+    (path,) = bundle.glob("artifacts/*-findings/findings.json")
+    return list(json.loads(path.read_text()))
+
+
+def test_every_scenario_names_an_existing_playbook() -> None:
+    for name in scenarios.available():
+        world = scenarios.load(name)
+        assert (PLAYBOOKS / f"{world.playbook}.yaml").is_file(), name
+
+
+def test_ransom_deletion_is_cancelled_and_the_key_kept_disabled(tmp_path: Path) -> None:
+    with play("ransom-deletion", tmp_path) as (sandbox, bundle):
+        kms = sandbox.session().client("kms")
+        metadata = kms.describe_key(KeyId="alias/orders-db")["KeyMetadata"]
+        assert metadata["KeyState"] == "Disabled" and "DeletionDate" not in metadata
+    titles = {(f["severity"], f["title"]) for f in findings(bundle)}
+    assert ("critical", "Key scheduled for deletion") in titles
+    attacker = "arn:aws:sts::123456789012:assumed-role/ops-automation/maint-2291"
+    assert any(f["principal"] == attacker for f in findings(bundle))
+
+
+def test_rogue_grant_is_revoked_and_the_key_disabled(tmp_path: Path) -> None:
+    with play("rogue-grant", tmp_path) as (sandbox, bundle):
+        kms = sandbox.session().client("kms")
+        metadata = kms.describe_key(KeyId="alias/payments-prod")["KeyMetadata"]
+        grants = kms.list_grants(KeyId=metadata["KeyId"])["Grants"]
+        assert metadata["KeyState"] == "Disabled"
+        assert {g["GranteePrincipal"] for g in grants} == {
+            "arn:aws:iam::123456789012:role/payments-app"
+        }
+    titles = {(f["severity"], f["title"]) for f in findings(bundle)}
+    assert ("high", "Grant created for an outside account") in titles
