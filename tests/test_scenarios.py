@@ -64,3 +64,13 @@ def test_rogue_grant_is_revoked_and_the_key_disabled(tmp_path: Path) -> None:
         }
     titles = {(f["severity"], f["title"]) for f in findings(bundle)}
     assert ("high", "Grant created for an outside account") in titles
+
+
+def test_disabled_key_outage_is_found_and_the_key_enabled(tmp_path: Path) -> None:
+    with play("disabled-key-outage", tmp_path) as (sandbox, bundle):
+        kms = sandbox.session().client("kms")
+        assert kms.describe_key(KeyId="alias/billing-data")["KeyMetadata"]["KeyState"] == "Enabled"
+    found = findings(bundle)
+    disabled = next(f for f in found if f["title"] == "Key disabled")
+    assert disabled["severity"] == "high"
+    assert disabled["principal"] == "arn:aws:iam::123456789012:user/j.doe"
