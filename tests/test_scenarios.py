@@ -74,3 +74,19 @@ def test_disabled_key_outage_is_found_and_the_key_enabled(tmp_path: Path) -> Non
     disabled = next(f for f in found if f["title"] == "Key disabled")
     assert disabled["severity"] == "high"
     assert disabled["principal"] == "arn:aws:iam::123456789012:user/j.doe"
+
+
+def test_policy_tampering_is_found_and_the_key_quarantined(tmp_path: Path) -> None:
+    with play("policy-tampering", tmp_path) as (sandbox, bundle):
+        from moto.kms.models import kms_backends
+
+        key = sandbox.keys["hr"]["id"]
+        stored = kms_backends[sandbox.account][sandbox.region].keys[key].policy
+        statements = json.loads(stored)["Statement"]
+    deny = next(s for s in statements if s["Effect"] == "Deny")
+    assert deny["Action"] == "kms:*" and deny["Principal"] == {"AWS": "*"}
+    assert deny["Condition"]  # everyone but break-glass (the operator)
+    found = findings(bundle)
+    changed = next(f for f in found if f["title"] == "Key policy changed")
+    assert changed["severity"] == "high"
+    assert changed["principal"].endswith("assumed-role/platform-admin/stolen-4f2a")

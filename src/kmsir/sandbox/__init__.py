@@ -8,6 +8,7 @@ same key and grant ids), installs LookupEvents, seeds the scenario's world, and 
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import uuid
@@ -222,6 +223,9 @@ class Sandbox:
                 kms.enable_key_rotation(KeyId=key_id)
             if not spec.enabled:
                 kms.disable_key(KeyId=key_id)
+            if spec.policy is not None:
+                policy = self._render(spec.policy)
+                kms.put_key_policy(KeyId=key_id, PolicyName="default", Policy=json.dumps(policy))
             if spec.pending_deletion_days:
                 kms.schedule_key_deletion(
                     KeyId=key_id, PendingWindowInDays=spec.pending_deletion_days

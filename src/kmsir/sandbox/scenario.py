@@ -32,6 +32,9 @@ class KeySpec(_Model):
     enabled: bool = True
     #: Scheduled for deletion when the scenario starts, with this waiting period (7-30 days).
     pending_deletion_days: int | None = Field(default=None, ge=7, le=30)
+    #: The key policy at the start (a template over the world, like the history); default:
+    #: AWS's default policy.
+    policy: dict[str, Any] | None = None
 
 
 class GrantSpec(_Model):
