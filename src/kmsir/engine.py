@@ -181,7 +181,7 @@ class Engine:
             write_manifest(state.root)  # the finished part stays anchored by its manifest
         for temporary in integrity.derived_temporaries(state.root):
             temporary.unlink()  # a derived file's temporary: never evidence
-        explained, _ = integrity.leftovers(state.root, read_journal(state.root / JOURNAL).entries)
+        explained, _ = integrity.leftovers(state.root, state.entries)  # the torn line is no entry
         if explained:
             repaired["leftovers"] = [vars(item) for item in explained]
         if repaired:

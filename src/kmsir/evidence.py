@@ -290,6 +290,25 @@ _MANIFEST_FIELDS = (
 )
 
 
+def sent_intents(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ``api-intent`` entries of state-changing calls that AWS did not refuse: those with
+    a 2xx result, and those whose result was never journaled (the run stopped in between)."""
+    intents: dict[tuple[int, Any], dict[str, Any]] = {}
+    refused: set[int] = set()
+    segment = 0  # call numbers restart in each process: pair intents and results within one
+    for entry in entries:
+        data = entry.get("data") or {}
+        if entry.get("type") == "run-resumed":
+            segment += 1
+        elif entry.get("type") == "api-intent":
+            intents[(segment, data.get("call"))] = entry
+        elif entry.get("type") == "api-call" and (segment, data.get("call")) in intents:
+            status = data.get("http_status") or 0
+            if data.get("error_code") or not 200 <= status < 300:
+                refused.add(id(intents[(segment, data.get("call"))]))
+    return [e for e in intents.values() if id(e) not in refused]
+
+
 def finished_entry(entries: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The run-finished entry that ends the run, or None while it is unfinished.
 

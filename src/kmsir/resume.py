@@ -127,12 +127,9 @@ def load(root: Path) -> RunState:
 def step_states(entries: list[dict[str, Any]]) -> dict[str, StepState]:
     """Each step's state after the journal ``entries``."""
     steps: dict[str, StepState] = {}
-    pending: dict[tuple[int, Any], tuple[StepState, dict[str, Any]]] = {}
-    segment = 0  # call numbers restart in each process: pair intents and results within one
+    sent = {id(e) for e in evidence.sent_intents(entries)}  # AWS refused the others
     for entry in entries:
         type_, data, step_id = entry["type"], entry["data"], entry.get("step")
-        if type_ == "run-resumed":
-            segment += 1
         if step_id is None:
             continue
         state = steps.setdefault(step_id, StepState(step_id))
@@ -148,14 +145,8 @@ def step_states(entries: list[dict[str, Any]]) -> dict[str, StepState]:
             state.on_error = str(data.get("answer"))
         elif type_ in ("decision", "note"):
             state.recorded.append((type_, data))
-        elif type_ == "api-intent":
+        elif type_ == "api-intent" and id(entry) in sent:
             state.sent.append(data)
-            pending[(segment, data.get("call"))] = (state, data)
-        elif type_ == "api-call" and (segment, data.get("call")) in pending:
-            owner, intent = pending.pop((segment, data.get("call")))
-            status = data.get("http_status") or 0
-            if data.get("error_code") or not 200 <= status < 300:  # refused: nothing changed
-                owner.sent = [c for c in owner.sent if c is not intent]
         elif type_ == "before-change" and state.before is None:
             state.before = data.get("before")
         elif type_ == "artifact-intent":

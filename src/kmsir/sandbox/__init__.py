@@ -18,7 +18,7 @@ from typing import Any
 
 from kmsir import templating
 from kmsir.actions.aws import ClientFactory, refuse_transport
-from kmsir.evidence import canonical, sha256_hex, timestamp
+from kmsir.evidence import canonical, sent_intents, sha256_hex, timestamp
 from kmsir.sandbox import lookup, shim
 from kmsir.sandbox.scenario import EventSpec, IdentitySpec, Scenario
 from kmsir.values import duration_seconds
@@ -175,25 +175,10 @@ class Sandbox:
         from botocore import xform_name
         from botocore.exceptions import ClientError
 
-        results: dict[tuple[int, Any], dict[str, Any]] = {}
-        intents: list[tuple[int, dict[str, Any]]] = []
-        segment = 0  # call numbers restart in each process: pair them within one
-        for entry in entries:
-            data = entry["data"]
-            if entry["type"] == "run-resumed":
-                segment += 1
-            elif entry["type"] == "api-intent":
-                intents.append((segment, data))
-            elif entry["type"] == "api-call" and data.get("call") is not None:
-                results[(segment, data["call"])] = data
         session = self.session()
         replayed, refused = 0, []
-        for segment, intent in intents:
-            result = results.get((segment, intent.get("call")))
-            if result is not None and (
-                result.get("error_code") or result.get("http_status") != 200
-            ):
-                continue
+        for entry in sent_intents(entries):
+            intent = entry["data"]
             client = session.client(intent["service"], region_name=intent["region"])
             refuse_transport(client)
             try:
