@@ -344,8 +344,13 @@ def coerce_input(name: str, spec: InputSpec, value: Any) -> Any:
     return text
 
 
-def resolve_inputs(playbook: Playbook, given: Mapping[str, Any]) -> dict[str, Any]:
-    """Inputs for a run: given values checked, defaults filled, unknown or missing refused."""
+def resolve_inputs(
+    playbook: Playbook, given: Mapping[str, Any], *, partial: bool = False
+) -> dict[str, Any]:
+    """Inputs for a run: given values checked, defaults filled, unknown or missing refused.
+
+    ``partial`` (for ``plan``): an input neither given nor defaulted is left out, not refused.
+    """
     unknown = sorted(set(given) - set(playbook.inputs))
     if unknown:
         hint = _did_you_mean(unknown[0], list(playbook.inputs))
@@ -358,6 +363,8 @@ def resolve_inputs(playbook: Playbook, given: Mapping[str, Any]) -> dict[str, An
             values[name] = coerce_input(name, spec, given[name])
         elif spec.default is not None:
             values[name] = coerce_input(name, spec, spec.default)
+        elif partial:
+            continue
         elif spec.required:
             raise UsageError(f"input '{name}' is required: pass -i {name}=VALUE")
         else:

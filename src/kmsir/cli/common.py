@@ -199,6 +199,10 @@ EvidenceDir = Annotated[
     Path,
     typer.Option("--evidence-dir", help="Where bundles are written.", callback=_evidence_dir),
 ]
+PlaybookRef = Annotated[str, typer.Argument(metavar="PLAYBOOK", help="File or built-in name.")]
+InputPairs = Annotated[
+    list[str] | None, typer.Option("-i", "--input", metavar="NAME=VALUE", help="An input.")
+]
 
 
 # -- commands -------------------------------------------------------------------------------

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 from kmsir.cli.common import (
     ConsoleReporter,
     EvidenceDir,
+    InputPairs,
+    PlaybookRef,
     app,
     default_incident,
     err,
@@ -105,10 +107,8 @@ def _execute(
 @app.command()
 @handled
 def run(
-    playbook_ref: Annotated[str, typer.Argument(metavar="PLAYBOOK", help="File or built-in name.")],
-    inputs: Annotated[
-        list[str] | None, typer.Option("-i", "--input", metavar="NAME=VALUE", help="An input.")
-    ] = None,
+    playbook_ref: PlaybookRef,
+    inputs: InputPairs = None,
     incident: Annotated[str | None, typer.Option("--incident", help="Incident id.")] = None,
     evidence_dir: EvidenceDir = Path("evidence"),
     profile: Annotated[str | None, typer.Option("--profile", help="AWS profile.")] = None,
@@ -382,28 +382,17 @@ def scenarios() -> None:
 @app.command()
 @handled
 def plan(
-    playbook_ref: Annotated[str, typer.Argument(metavar="PLAYBOOK", help="File or built-in name.")],
-    inputs: Annotated[
-        list[str] | None, typer.Option("-i", "--input", metavar="NAME=VALUE", help="An input.")
-    ] = None,
+    playbook_ref: PlaybookRef,
+    inputs: InputPairs = None,
 ) -> None:
     """Show what a playbook would do: steps, API calls, IAM permissions, undo. No AWS call."""
     from kmsir import actions
     from kmsir import plan as planning
-    from kmsir.playbook import coerce_input
+    from kmsir.playbook import resolve_inputs
 
     loaded = load_playbook(playbook_ref)
     book = loaded.playbook
-    given = parse_inputs(inputs or [])
-    unknown = sorted(set(given) - set(book.inputs))
-    if unknown:
-        raise UsageError(f"playbook '{book.id}' has no input {unknown[0]!r}")
-    values: dict[str, Any] = {}
-    for name, spec in book.inputs.items():
-        if name in given:
-            values[name] = coerce_input(name, spec, given[name])
-        elif spec.default is not None:
-            values[name] = coerce_input(name, spec, spec.default)
+    values = resolve_inputs(book, parse_inputs(inputs or []), partial=True)
     steps = planning.plan(book, actions.registry(), values)
     print(f"Plan: {book.id}{f' v{book.version}' if book.version else ''}: {book.title}")
     print("Inputs: " + (", ".join(f"{k}={v}" for k, v in values.items()) or "none"))
