@@ -169,20 +169,29 @@ class ConsoleReporter:
 def finish(result: RunResult) -> None:
     """Say where the bundle is, render its reports (the Markdown path goes to stdout, the
     HTML page's to stderr), and exit 0 only if the run succeeded."""
-    from kmsir import report
-
     err(f"bundle: {result.bundle}")
     if result.error:
         err(f"kmsir: run {result.status}: {result.error}")
-    try:
-        print(report.write(result.bundle, fmt="md"))
-        err(f"report (HTML): {report.write(result.bundle, fmt='html')}")
-    except Exception as exc:  # the evidence is safe; only a derived report is missing
-        if _state["debug"]:
-            traceback.print_exc()
-        err(f"kmsir: warning: no report: {exc} (retry with: kmsir report {result.bundle})")
+    written = write_reports(result.bundle)
+    if written:
+        print(written[0])
+        err(f"report (HTML): {written[1]}")
     if result.status != "succeeded":
         raise typer.Exit(1)
+
+
+def write_reports(bundle: Path) -> list[Path]:
+    """Render a bundle's Markdown and HTML reports into it; on failure say so and go on (the
+    evidence is complete without these derived files): an empty list then."""
+    from kmsir import report
+
+    try:
+        return [report.write(bundle, fmt="md"), report.write(bundle, fmt="html")]
+    except Exception as exc:
+        if _state["debug"]:
+            traceback.print_exc()
+        err(f"kmsir: warning: no report: {exc} (retry with: kmsir report {bundle})")
+        return []
 
 
 def default_incident() -> str:

@@ -30,6 +30,7 @@ from kmsir.cli.common import (
     load_playbook,
     parse_inputs,
     prompter_for,
+    write_reports,
 )
 
 
@@ -310,7 +311,7 @@ def _complete_derived(bundle: Path, entries: list[dict[str, Any]]) -> None:
     from the journal and remove the derived files' temporaries."""
     import json
 
-    from kmsir import evidence, integrity, report, writer
+    from kmsir import evidence, integrity, writer
 
     try:
         current = json.loads((bundle / evidence.MANIFEST).read_bytes())
@@ -322,11 +323,7 @@ def _complete_derived(bundle: Path, entries: list[dict[str, Any]]) -> None:
     if current == evidence.build_manifest(entries) and all(p.exists() for p in reports):
         return
     writer.write_manifest(bundle)
-    try:
-        report.write(bundle, fmt="md")
-        report.write(bundle, fmt="html")
-    except Exception as exc:  # derived: the evidence is complete without it
-        err(f"kmsir: warning: no report: {exc} (retry with: kmsir report {bundle})")
+    write_reports(bundle)
     err(f"{bundle}: wrote the manifest and report the interrupted finish did not")
 
 
