@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -96,14 +97,10 @@ def run_playbook(
     return engine.run(loaded, values, options)
 
 
-def scenario_bundle(scenario: str, evidence_dir: Path) -> Path:
-    """A finished run of a scenario's playbook in its sandbox (as `kmsir demo` does it), with
-    both reports written. The session's dummy credentials are put back after the sandbox."""
-    import os
-
-    from kmsir import report
-
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+@contextlib.contextmanager
+def played(scenario: str, evidence_dir: Path) -> Iterator[tuple[Sandbox, RunResult]]:
+    """A scenario's playbook run in its sandbox with its scripted answers (as `kmsir demo`
+    does it); the sandbox stays up inside the block for the caller to inspect."""
     world = scenarios.load(scenario)
     with Sandbox(world) as sandbox:
         result = run_playbook(
@@ -114,10 +111,23 @@ def scenario_bundle(scenario: str, evidence_dir: Path) -> Path:
             answers=world.answers,
             scenario=world.id,
         )
+        assert result.status == "succeeded", result.error
+        yield sandbox, result
+
+
+def scenario_bundle(scenario: str, evidence_dir: Path) -> Path:
+    """A finished scenario run's bundle with both reports written. The session's dummy
+    credentials are put back after the sandbox."""
+    import os
+
+    from kmsir import report
+
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    with played(scenario, evidence_dir) as (_, result):
+        pass
     for key, value in saved.items():
         if value is not None:
             os.environ[key] = value
-    assert result.status == "succeeded", result.error
     report.write(result.bundle, fmt="md")
     report.write(result.bundle, fmt="html")
     return result.bundle

@@ -11,23 +11,13 @@ from pathlib import Path
 from kmsir.sandbox import Sandbox
 from kmsir.sandbox import scenario as scenarios
 
-from .conftest import PLAYBOOKS, load_playbook, run_playbook
+from .conftest import PLAYBOOKS, played
 
 
 @contextlib.contextmanager
 def play(name: str, tmp_path: Path) -> Iterator[tuple[Sandbox, Path]]:
     """The scenario's playbook run in its sandbox, which stays up for the test to inspect."""
-    world = scenarios.load(name)
-    with Sandbox(world) as sandbox:
-        result = run_playbook(
-            load_playbook(PLAYBOOKS / f"{world.playbook}.yaml"),
-            sandbox.client_factory(),
-            tmp_path,
-            inputs=world.inputs,
-            answers=world.answers,
-            scenario=world.id,
-        )
-        assert result.status == "succeeded", result.error
+    with played(name, tmp_path) as (sandbox, result):
         yield sandbox, result.bundle
 
 
