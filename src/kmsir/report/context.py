@@ -18,7 +18,7 @@ from typing import Any
 from kmsir import evidence
 from kmsir.actions.aws import is_read_only
 from kmsir.errors import EvidenceError
-from kmsir.report.trail import Chart, TrailView, chart, read_events
+from kmsir.report.trail import Chart, TrailView, chart, parse_utc, read_events
 
 #: Journal entries too fine-grained for the timeline (they are counted or indexed instead).
 _NOT_IN_TIMELINE = frozenset(
@@ -128,17 +128,9 @@ def _snapshots(steps: Iterable[StepView]) -> list[StepView]:
     return [s for s in steps if s.action == "kms.snapshot" and s.status == "succeeded"]
 
 
-def _utc(text: Any) -> datetime | None:
-    try:
-        moment = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-
-
 def _iso(text: Any) -> str:
     """Any time the journal or AWS gave, as ``YYYY-MM-DDTHH:MM:SSZ`` (UTC) for sorting."""
-    moment = _utc(text)
+    moment = parse_utc(text)
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if moment else str(text)
 
 
@@ -261,7 +253,7 @@ def _changes(steps: list[StepView], now: datetime) -> list[dict[str, Any]]:
     for s in steps:
         if s.action == "kms.snapshot" or (s.before is None and not s.sent):
             continue
-        until = _utc(s.inverse_until) if s.inverse_until else None
+        until = parse_utc(s.inverse_until) if s.inverse_until else None
         # what was sent (a result may never have been journaled if the run was interrupted),
         # and what AWS refused; bundles from before intents were journaled: the results
         refused = {c.get("call"): c.get("error_code") for c in s.api_calls if c.get("error_code")}
@@ -306,7 +298,7 @@ def _deadlines(
     found: dict[tuple[str, str], dict[str, Any]] = {}
 
     def add(what: str, when: Any, source: str) -> None:
-        moment = _utc(when) if when else None
+        moment = parse_utc(when) if when else None
         if moment is not None:
             found.setdefault(
                 (what, _iso(when)),

@@ -89,7 +89,7 @@ def _hour(when: str) -> str | None:
     """The UTC hour (``YYYY-MM-DDTHH``) of an event time, or None when it is no time."""
     if _PLAIN_TIME.fullmatch(when):
         return when[:13]
-    moment = _parse(when)
+    moment = parse_utc(when)
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H") if moment else None
 
 
@@ -146,9 +146,10 @@ def _lines(stream: gzip.GzipFile) -> Iterator[bytes]:
         yield rest
 
 
-def _parse(text: str) -> datetime | None:
+def parse_utc(text: object) -> datetime | None:
+    """An ISO 8601 time (UTC when it has no zone), or None when ``text`` is no such time."""
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
     except ValueError:
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
@@ -194,9 +195,9 @@ def _chart(
     width: int,
     height: int,
 ) -> Chart | None:
-    start = _parse(f"{min(view.by_bucket)}:00:00Z")
-    end = _parse(f"{max(view.by_bucket)}:00:00Z")
-    times = [t for t in (_parse(m[0]) for m in marks) if t is not None]
+    start = parse_utc(f"{min(view.by_bucket)}:00:00Z")
+    end = parse_utc(f"{max(view.by_bucket)}:00:00Z")
+    times = [t for t in (parse_utc(m[0]) for m in marks) if t is not None]
     if start is None or end is None:
         return None
     end = max([end, *times])
@@ -208,7 +209,7 @@ def _chart(
     slots = int((end - start) / step) + 1
     buckets: Counter[tuple[int, str]] = Counter()
     for key, counts in view.by_bucket.items():
-        moment = _parse(f"{key}:00:00Z")
+        moment = parse_utc(f"{key}:00:00Z")
         if moment is None:
             continue
         slot = int((moment - start) / step)
@@ -245,7 +246,7 @@ def _chart(
                 }
             )
     drawn_marks = []
-    for (text, label), t in zip(marks, (_parse(m[0]) for m in marks), strict=True):
+    for (text, label), t in zip(marks, (parse_utc(m[0]) for m in marks), strict=True):
         if t is None or not start <= t <= end + step:
             continue
         x = x_of(t)
@@ -261,7 +262,7 @@ def _chart(
         )
     shaded = None
     if window is not None:
-        since, until = _parse(window[0]), _parse(window[1])
+        since, until = parse_utc(window[0]), parse_utc(window[1])
         if since is not None and until is not None:
             a, b = max(since, start), min(until, end + step)
             if a < b:
