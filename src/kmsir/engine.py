@@ -12,7 +12,7 @@ import platform
 import socket
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -49,6 +49,9 @@ from kmsir.resume import RunState, StepState, step_states
 from kmsir.writer import BundleWriter, write_manifest
 
 Mode = Literal["live", "check", "sandbox"]
+#: Called after each step ends with its id; returns what happened in the world because of it
+#: (a sandbox scenario's injects), each a JSON-able record with a ``say`` line for the person.
+AfterStep = Callable[[str], Sequence[Mapping[str, Any]]]
 RunStatus = Literal["succeeded", "failed", "aborted", "interrupted"]
 #: AWS error codes worth retrying (``retries:``) after botocore's own retries gave up.
 RETRYABLE = frozenset(
@@ -138,8 +141,10 @@ class Engine:
         reporter: Reporter | None = None,
         clock: Clock = utc_now,
         sleep: Callable[[float], None] = time.sleep,
+        after_step: AfterStep | None = None,
     ) -> None:
         self.actions = actions
+        self.after_step = after_step
         self.clients = clients
         self.prompter = prompter
         self.reporter = reporter or NullReporter()
@@ -260,6 +265,7 @@ class Engine:
                     record = self._run_step(bundle, index, step, context, info, options, prior)
                 result.steps.append(record)
                 self.reporter.step(record.step_id, record.title, record.status, record.summary)
+                self._after_step(bundle, step.id)
                 if record.status == "failed":
                     result.status = "failed"
                     result.error = record.summary
@@ -508,6 +514,14 @@ class Engine:
                 attempt += 1
                 self._bundle_append("step-retry", {"attempt": attempt, "error": str(exc)}, step.id)
                 self.sleep(min(2.0**attempt, 30.0))
+
+    def _after_step(self, bundle: BundleWriter, step_id: str) -> None:
+        """What the world did after this step (a scenario's injects): journaled, then shown."""
+        if self.after_step is None:
+            return
+        for record in self.after_step(step_id):
+            bundle.append("inject", dict(record), step=step_id)
+            self.reporter.notice(str(record.get("say") or f"inject after step {step_id}"))
 
     # -- journal helpers ------------------------------------------------------------------
 

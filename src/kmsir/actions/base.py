@@ -65,6 +65,10 @@ class Reporter(Protocol):
         """A step ended with ``status``."""
         ...
 
+    def notice(self, text: str) -> None:
+        """Something the person running the playbook should see (a scenario inject)."""
+        ...
+
 
 class NullReporter:
     """A reporter that shows nothing."""
@@ -74,6 +78,9 @@ class NullReporter:
 
     def step(self, step_id: str, title: str, status: str, summary: str) -> None:
         """Ignore step outcomes."""
+
+    def notice(self, text: str) -> None:
+        """Ignore notices."""
 
 
 @dataclass(frozen=True)

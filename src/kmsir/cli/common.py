@@ -165,6 +165,11 @@ class ConsoleReporter:
         line.append(summary if len(summary) < 300 else summary[:297] + "...")
         self.console.print(line)
 
+    def notice(self, text: str) -> None:
+        from rich.text import Text
+
+        self.console.print(Text(f"    INJECT {text}", style="bold magenta"))
+
 
 def finish(result: RunResult) -> None:
     """Say where the bundle is, render its reports (the Markdown path goes to stdout, the
