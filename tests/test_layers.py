@@ -44,6 +44,7 @@ LAYERS = {
     "kmsir.actions.trail_s3": 5,
     "kmsir.actions.trail_query": 5,
     "kmsir.actions.human": 5,
+    "kmsir.actions.iam": 5,
     "kmsir.actions": 6,
     "kmsir.sandbox.scenario": 6,
     "kmsir.sandbox.lookup": 6,

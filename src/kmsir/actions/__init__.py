@@ -10,6 +10,7 @@ from typing import Any
 from kmsir.actions.base import Action
 from kmsir.actions.cloudtrail import Collect, Findings
 from kmsir.actions.human import Ask, Confirm, Note, Wait
+from kmsir.actions.iam import DeactivateAccessKey, ReactivateAccessKey
 from kmsir.actions.kms_grants import RevokeGrants
 from kmsir.actions.kms_lifecycle import (
     CancelDeletion,
@@ -40,6 +41,8 @@ def registry() -> Registry:
         TagKey(),
         EnableRotation(),
         RotateNow(),
+        DeactivateAccessKey(),
+        ReactivateAccessKey(),
         Collect(),
         Findings(),
         Ask(),
