@@ -55,6 +55,7 @@ LAYERS = {
     "kmsir.plan": 7,
     "kmsir.cli": 8,
     "kmsir.cli.common": 8,
+    "kmsir.cli.console": 8,
     "kmsir.cli.runs": 8,
     "kmsir.cli.bundles": 8,
     "kmsir.cli.trail": 8,

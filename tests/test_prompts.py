@@ -64,4 +64,4 @@ def test_end_of_input_at_a_prompt_aborts() -> None:
             raise EOFError
 
     with pytest.raises(Aborted, match="end of file"):
-        InteractivePrompter._answer(ClosedStdin())
+        InteractivePrompter(show=print)._answer(ClosedStdin())

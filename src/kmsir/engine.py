@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import json
 import platform
 import socket
 import sys
@@ -29,6 +30,7 @@ from kmsir.actions.base import (
     EarlierAttempt,
     NullReporter,
     Outcome,
+    Preview,
     Reporter,
     RunInfo,
 )
@@ -43,8 +45,8 @@ from kmsir.errors import (
 )
 from kmsir.evidence import JOURNAL, MANIFEST, Clock, read_journal, read_outside, timestamp, utc_now
 from kmsir.keypolicy import principal_arn
-from kmsir.playbook import LoadedPlaybook, Step
-from kmsir.prompts import Prompter
+from kmsir.playbook import InputSpec, LoadedPlaybook, Step, coerce_input
+from kmsir.prompts import Answer, Prompter, StepPreview
 from kmsir.resume import RunState, StepState, step_states
 from kmsir.writer import BundleWriter, write_manifest
 
@@ -153,6 +155,8 @@ class Engine:
         self._current_step: str | None = None
         self._bundle: BundleWriter | None = None
         self._operator_arn: str | None = None
+        self._total = 0
+        self._inputs: Mapping[str, InputSpec] = {}
 
     # -- run ------------------------------------------------------------------------------
 
@@ -218,6 +222,9 @@ class Engine:
             simulated=options.scenario is not None,
         )
         inputs = dict(state.meta.get("inputs") or {})
+        for entry in state.entries:  # values the responder corrected after a failure
+            if entry["type"] == "input-changed":
+                inputs[entry["data"]["name"]] = entry["data"]["to"]
         return self._drive(bundle, loaded, inputs, state.context_steps(), info, options, state)
 
     def _drive(
@@ -231,6 +238,8 @@ class Engine:
         state: RunState | None,
     ) -> RunResult:
         self._bundle = bundle
+        self._total = len(loaded.playbook.steps)
+        self._inputs = loaded.playbook.inputs
         self.clients.recorder = self._record_call
         self.clients.intent_recorder = self._record_intent
         self.clients.check_mode = options.mode == "check"
@@ -332,11 +341,10 @@ class Engine:
         while True:
             try:
                 params = self._params(action, step, context)
-                if action.mutating:
-                    skipped = self._confirm(bundle, step, action, ctx, params, options, prior)
-                    prior = None  # after a failure, a retry is confirmed afresh
-                    if skipped is not None:
-                        return skipped
+                skipped = self._before(bundle, index, step, action, ctx, params, options, prior)
+                prior = None  # after a failure, a retry is confirmed afresh
+                if skipped is not None:
+                    return skipped
                 bundle.append(
                     "step-started",
                     {
@@ -356,28 +364,18 @@ class Engine:
             except KmsirError as exc:
                 message = f"step '{step.id}' ({step.action}): {exc}"
                 record = self._fail(bundle, step, message)
-                if step.on_error != "ask":
+                if step.on_error == "continue" or (
+                    step.on_error == "stop" and not self.prompter.interactive
+                ):
                     return record
-                choice = self.prompter.ask(
-                    f"{step.id}.on-error", f"{message}\nWhat now?", ["retry", "skip", "abort"]
-                )
-                bundle.append(
-                    "decision",
-                    {
-                        "question": "on error",
-                        "answer": choice.value,
-                        "by": choice.source,
-                        "reason": choice.reason,
-                    },
-                    step=step.id,
-                )
-                if choice.value == "retry":
+                choice = self._after_failure(bundle, step, message, context)
+                if choice == "retry":
                     # what the failed attempt changed or was told carries over to the retry
                     entries = read_journal(bundle.root / JOURNAL).entries
                     ctx.earlier_attempt = _earlier_attempt(step_states(entries).get(step.id))
                     continue
-                if choice.value == "skip":
-                    return self._skip(bundle, step, f"skipped after failure ({choice.source})")
+                if choice == "skip":
+                    return self._skip(bundle, step, "skipped after failure")
                 raise Aborted(f"aborted after step '{step.id}' failed") from None
             break
         context["steps"][step.id] = {**outcome.outputs, "status": outcome.status}
@@ -410,61 +408,56 @@ class Engine:
             where = ".".join(str(p) for p in first["loc"]) or "with"
             raise ActionError(f"parameter {where}: {first['msg']}") from None
 
-    def _confirm(
+    def _before(
         self,
         bundle: BundleWriter,
+        index: int,
         step: Step,
         action: Action[Any],
         ctx: ActionContext,
         params: Any,
         options: RunOptions,
-        prior: StepState | None = None,
+        prior: StepState | None,
     ) -> StepRecord | None:
-        """Show the exact calls and current state; ``None`` means go ahead."""
-        preview = action.preview(ctx, params)
-        if prior is not None and prior.in_flight:
-            # The run stopped inside this step: the preview above re-read the live state,
-            # which the action also does before sending anything again.
-            bundle.append(
-                "recheck",
-                {
-                    "reason": "the step was in flight when the run stopped",
-                    "sent_before": [f"{c['service']}:{c['operation']}" for c in prior.sent],
-                    "state": preview.state,
-                    "would_call": list(preview.calls),
-                },
-                step=step.id,
-            )
-        inverse = action.inverse or "none needed"
-        if inverse == IRREVERSIBLE:
-            inverse = "IRREVERSIBLE"
-        details = [
-            f"Step {step.id}: {step.title} ({step.action})",
-            f"  target: {preview.target}",
-            f"  current: {preview.state}",
-            *[f"  will call: {call}" for call in preview.calls],
-            *[f"  {note}" for note in preview.notes],
-            f"  undo: {inverse}",
-        ]
-        if options.mode == "check":
-            bundle.append(
-                "check-mode",
-                {
-                    "would_call": list(preview.calls),
-                    "target": preview.target,
-                    "state": preview.state,
-                },
-                step=step.id,
-            )
-            return self._skip(
-                bundle,
-                step,
-                "check mode: would call " + "; ".join(preview.calls),
-                status="would-run",
-            )
-        ctx.approved = preview
-        if not preview.calls:
-            return None  # nothing would be sent; run() records "already in desired state"
+        """Show what the step will do (for a change: the exact calls, the live state, the
+        undo) and ask whether to run it; ``None`` means go ahead."""
+        if action.asks:
+            return None  # the step is itself a question to the person
+        preview: Preview | None = None
+        if action.mutating:
+            preview = action.preview(ctx, params)
+            if prior is not None and prior.in_flight:
+                # The run stopped inside this step: the preview above re-read the live state,
+                # which the action also does before sending anything again.
+                bundle.append(
+                    "recheck",
+                    {
+                        "reason": "the step was in flight when the run stopped",
+                        "sent_before": [f"{c['service']}:{c['operation']}" for c in prior.sent],
+                        "state": preview.state,
+                        "would_call": list(preview.calls),
+                    },
+                    step=step.id,
+                )
+            if options.mode == "check":
+                bundle.append(
+                    "check-mode",
+                    {
+                        "would_call": list(preview.calls),
+                        "target": preview.target,
+                        "state": preview.state,
+                    },
+                    step=step.id,
+                )
+                return self._skip(
+                    bundle,
+                    step,
+                    "check mode: would call " + "; ".join(preview.calls),
+                    status="would-run",
+                )
+            ctx.approved = preview
+            if not preview.calls:
+                return None  # nothing would be sent; run() records "already in desired state"
         earlier = prior.decision if prior is not None else None
         if earlier is not None:
             data = earlier["data"]
@@ -472,33 +465,88 @@ class Engine:
                 return self._skip(
                     bundle, step, f"not approved (decision at journal line {earlier['seq']})"
                 )
-            if set(preview.calls) <= set(data.get("calls") or []):
+            if preview is None or set(preview.calls) <= set(data.get("calls") or []):
                 return None  # approved before the interruption: not asked again
+        shown = _step_preview(step, action, params, preview, f"{index}/{self._total}")
+        answer: Answer | None
         if options.yes:
-            answer_value, source, reason = True, "auto-approved", None
+            answer = Answer("run", "auto-approved") if action.mutating else None
         else:
-            answer = self.prompter.confirm(
-                step.id, f"Run {step.title}?", details, typed=preview.typed
-            )
-            answer_value, source, reason = bool(answer.value), answer.source, answer.reason
+
+            def note(text: str) -> None:
+                bundle.append("note", {"text": text, "by": "responder"}, step=step.id)
+
+            answer = self.prompter.before_step(shown, note)
+        if answer is None:
+            return None  # nobody to ask, and the step changes nothing
+        verdict = {"run": "approved", "skip": "skipped"}.get(str(answer.value), "aborted")
         bundle.append(
             "decision",
             {
                 "question": f"run {step.action}",
-                "answer": "approved" if answer_value else "skipped",
-                "by": source,
-                "reason": reason,
-                "calls": list(preview.calls),
-                "state": preview.state,
+                "answer": verdict,
+                "by": answer.source,
+                "reason": answer.reason,
+                "calls": list(shown.calls),
+                "state": shown.state,
                 "inverse": action.inverse,
             },
             step=step.id,
         )
-        if not answer_value:
-            return self._skip(
-                bundle, step, f"not approved ({source})" + (f": {reason}" if reason else "")
-            )
+        if verdict == "aborted":
+            raise Aborted(f"aborted before step '{step.id}' ({answer.source})")
+        if verdict == "skipped":
+            reason = f": {answer.reason}" if answer.reason else ""
+            return self._skip(bundle, step, f"not approved ({answer.source}){reason}")
         return None
+
+    def _after_failure(
+        self, bundle: BundleWriter, step: Step, message: str, context: dict[str, Any]
+    ) -> str:
+        """Ask what to do about a failed step: retry, skip, abort, or edit an input and retry."""
+        choices = ["retry", "skip", "abort"] + (["edit-input"] if self._inputs else [])
+        choice = self.prompter.ask(f"{step.id}.on-error", f"{message}\nWhat now?", choices)
+        bundle.append(
+            "decision",
+            {
+                "question": "on error",
+                "answer": choice.value,
+                "by": choice.source,
+                "reason": choice.reason,
+            },
+            step=step.id,
+        )
+        if choice.value != "edit-input":
+            return str(choice.value)
+        names = list(self._inputs)
+        name = (
+            names[0]
+            if len(names) == 1
+            else str(self.prompter.ask(f"{step.id}.input", "Which input?", names).value)
+        )
+        spec = self._inputs[name]
+        current = context["inputs"].get(name)
+
+        def validate(value: str) -> str | None:
+            try:
+                coerce_input(name, spec, value)
+            except UsageError as exc:
+                return str(exc)
+            return None
+
+        question = f"New value for {name} ({spec.type}; now {current!r}):"
+        if spec.type == "choice" and spec.choices:
+            given = self.prompter.ask(f"{step.id}.{name}", question, list(spec.choices))
+        else:
+            given = self.prompter.text(f"{step.id}.{name}", question, validate)
+        value = coerce_input(name, spec, given.value)
+        context["inputs"][name] = value
+        bundle.append(
+            "input-changed",
+            {"name": name, "from": current, "to": value, "by": given.source},
+            step=step.id,
+        )
+        return "retry"
 
     def _with_retries(
         self, step: Step, action: Action[Any], ctx: ActionContext, sink: _StepSink, params: Any
@@ -644,6 +692,38 @@ class Engine:
             "host": socket.gethostname(),
             "location": str(options.evidence_dir.resolve()),
         }
+
+
+def _step_preview(
+    step: Step, action: Action[Any], params: Any, preview: Preview | None, position: str
+) -> StepPreview:
+    """What the person sees before ``step`` runs."""
+    inverse = action.inverse or "none needed"
+    rendered = params.model_dump(mode="json", exclude_defaults=True)
+    details = [
+        "  parameters (rendered):",
+        *[f"    {name}: {json.dumps(value)[:300]}" for name, value in rendered.items()],
+        f"  IAM permissions: {', '.join(action.permissions) or 'none'}",
+        f"  on error: {step.on_error}" + (f", {step.retries} retries" if step.retries else ""),
+    ]
+    if step.when:
+        details.append(f"  when: {step.when}")
+    return StepPreview(
+        step_id=step.id,
+        title=step.title,
+        action=step.action,
+        phase=step.phase,
+        position=position,
+        does=((action.__doc__ or "").strip().splitlines() or [step.action])[0],
+        mutating=action.mutating,
+        calls=preview.calls if preview is not None else tuple(action.api_calls(params)),
+        target=preview.target if preview is not None else None,
+        state=preview.state if preview is not None else None,
+        inverse="IRREVERSIBLE" if inverse == IRREVERSIBLE else inverse,
+        notes=preview.notes if preview is not None else (),
+        typed=preview.typed if preview is not None else (),
+        details=tuple(details),
+    )
 
 
 def _earlier_attempt(prior: StepState | None) -> EarlierAttempt | None:

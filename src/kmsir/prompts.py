@@ -1,6 +1,7 @@
 """How the runner asks a person: the ``Prompter`` protocol and its implementations.
 
-- ``InteractivePrompter``: questionary at a terminal.
+- ``InteractivePrompter``: questionary at a terminal; before each step it shows what the
+  step will do and offers run, skip (with a reason), note, details and abort.
 - ``ScriptedPrompter``: answers from a mapping (an answers file, a scenario's script);
   anything unanswered goes to a fallback prompter, or fails naming the missing answer.
 - ``AutoApprovePrompter``: ``--yes``; approves every confirmation, but never invents an
@@ -30,8 +31,65 @@ class Answer:
     reason: str | None = None
 
 
+@dataclass(frozen=True)
+class StepPreview:
+    """What the person sees before a step runs."""
+
+    step_id: str
+    title: str
+    action: str
+    phase: str | None
+    #: "3/9": where the step is in the playbook.
+    position: str
+    #: One line: what the action does.
+    does: str
+    mutating: bool
+    #: The exact API calls, rendered (for a read-only step: the operations it uses).
+    calls: tuple[str, ...]
+    target: str | None = None
+    #: The live state of the target, read just now (mutating steps).
+    state: str | None = None
+    #: What undoes the step: an action, "IRREVERSIBLE" or "none needed".
+    inverse: str | None = None
+    notes: tuple[str, ...] = ()
+    #: For irreversible steps: the key id and aliases, one of which must be typed to run it.
+    typed: tuple[str, ...] = ()
+    #: More on request: the rendered parameters, the IAM permissions.
+    details: tuple[str, ...] = ()
+
+    def lines(self) -> list[str]:
+        """The preview as plain lines (what a confirmation shows)."""
+        phase = f" [{self.phase}]" if self.phase else ""
+        found = [f"Step {self.position} {self.step_id}{phase}: {self.title} ({self.action})"]
+        found.append(f"  does: {self.does}")
+        if self.target:
+            found.append(f"  target: {self.target}")
+        if self.state:
+            found.append(f"  current: {self.state}")
+        verb = "will call" if self.mutating else "reads with"
+        found += [f"  {verb}: {call}" for call in self.calls]
+        found += [f"  {note}" for note in self.notes]
+        if self.mutating:
+            found.append(f"  undo: {self.inverse or 'none needed'}")
+        return found
+
+
 class Prompter(Protocol):
     """What the engine and human actions need from a person."""
+
+    @property
+    def interactive(self) -> bool:
+        """True when a person at a terminal answers what nothing else answered."""
+        ...
+
+    def before_step(self, preview: StepPreview, note: Callable[[str], None]) -> Answer | None:
+        """Run (``"run"``), skip (``"skip"``, with a reason) or abort (``"abort"``) a step.
+
+        ``note`` journals a note the person adds meanwhile. ``None``: there is nobody to ask
+        and the step changes nothing, so it runs. A step that changes something with no one
+        to approve it raises ``MissingAnswer``.
+        """
+        ...
 
     def ask(self, key: str, question: str, choices: Sequence[str]) -> Answer:
         """Pick one of ``choices``."""
@@ -59,12 +117,25 @@ class InteractivePrompter:
     """
 
     source = "interactive"
+    interactive = True
 
-    def __init__(self, show: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        show: Callable[[str], None],
+        show_preview: Callable[[StepPreview], None] | None = None,
+        before_prompt: Callable[[], None] | None = None,
+    ) -> None:
         self._show = show
+        self._show_preview = show_preview or self._preview_lines
+        self._before_prompt = before_prompt
 
-    @staticmethod
-    def _answer(question: Any) -> Any:
+    def _preview_lines(self, preview: StepPreview) -> None:
+        for line in preview.lines():
+            self._show(line)
+
+    def _answer(self, question: Any) -> Any:
+        if self._before_prompt is not None:
+            self._before_prompt()  # a progress display would garble the prompt
         try:
             return question.unsafe_ask()
         except EOFError:
@@ -75,6 +146,56 @@ class InteractivePrompter:
 
         value = self._answer(questionary.select(question, choices=list(choices)))
         return Answer(value, self.source)
+
+    def before_step(self, preview: StepPreview, note: Callable[[str], None]) -> Answer | None:
+        import questionary
+        from questionary import Choice
+
+        self._show_preview(preview)
+        run = "Run it" + (" (you will type the key id to confirm)" if preview.typed else "")
+        menu = [
+            Choice(run, value="run"),
+            Choice("Skip it (give a reason)", value="skip"),
+            Choice("Add a note to the record", value="note"),
+            Choice("Show details", value="details"),
+            Choice("Abort the run (the evidence is kept)", value="abort"),
+        ]
+        while True:
+            choice = self._answer(questionary.select(f"Step {preview.step_id}:", choices=menu))
+            if choice == "run" and (not preview.typed or self._typed(preview.typed)):
+                return Answer("run", self.source)
+            if choice == "skip":
+                reason = self._answer(
+                    questionary.text(
+                        "Why skip it?", validate=lambda v: bool(v.strip()) or "a reason, please"
+                    )
+                )
+                return Answer("skip", self.source, reason.strip())
+            if choice == "note":
+                text = self._answer(questionary.text("Note:")).strip()
+                if text:
+                    note(text)
+                    self._show("  noted.")
+            if choice == "details":
+                for line in preview.details or ("  (nothing more to show)",):
+                    self._show(line)
+            if choice == "abort":
+                return Answer("abort", self.source)
+
+    def _typed(self, typed: Sequence[str]) -> bool:
+        """Ask for one of ``typed`` until it comes; an empty entry goes back to the menu."""
+        import questionary
+
+        wanted = " or ".join(repr(t) for t in typed)
+        while True:
+            value = self._answer(
+                questionary.text(f"This cannot be undone. Type {wanted} (empty: back):")
+            ).strip()
+            if not value:
+                return False
+            if value in typed:
+                return True
+            self._show(f"  {value[:80]!r} is not {wanted}; try again.")
 
     def confirm(
         self, key: str, message: str, details: Sequence[str], *, typed: Sequence[str] = ()
@@ -115,6 +236,7 @@ class NoPrompter:
     """No one to ask (no TTY, or a scripted run): every question is a clear error."""
 
     source = "none"
+    interactive = False
 
     def _missing(self, key: str, what: str) -> MissingAnswer:
         return MissingAnswer(
@@ -124,6 +246,11 @@ class NoPrompter:
 
     def ask(self, key: str, question: str, choices: Sequence[str]) -> Answer:
         raise self._missing(key, f"question {question[:60]!r}")
+
+    def before_step(self, preview: StepPreview, note: Callable[[str], None]) -> Answer | None:
+        if not preview.mutating:
+            return None
+        raise self._missing(preview.step_id, "approval of a step that changes state")
 
     def confirm(
         self, key: str, message: str, details: Sequence[str], *, typed: Sequence[str] = ()
@@ -143,6 +270,31 @@ class ScriptedPrompter:
         self.answers = dict(answers)
         self.source = source
         self.fallback: Prompter = fallback or NoPrompter()
+
+    @property
+    def interactive(self) -> bool:
+        return self.fallback.interactive
+
+    def before_step(self, preview: StepPreview, note: Callable[[str], None]) -> Answer | None:
+        key = preview.step_id
+        if key not in self.answers:
+            return self.fallback.before_step(preview, note)
+        value = self.answers[key]
+        if isinstance(value, Mapping):  # {decision: skip, reason: ..., note: ...}
+            if value.get("note"):
+                note(str(value["note"]))
+            reason = value.get("reason")
+            value = value.get("decision", "run")
+        else:
+            reason = None
+        text = str(value).strip().lower() if not isinstance(value, bool) else str(value).lower()
+        if text in APPROVE or str(value).strip() in preview.typed:
+            return Answer("run", self.source)
+        if text in DECLINE:
+            return Answer("skip", self.source, str(reason or f"declined by the {self.source}"))
+        if text == "abort":
+            return Answer("abort", self.source, str(reason) if reason else None)
+        raise UsageError(f"answer for {key!r} is {str(value)[:60]!r}: use run, skip or abort")
 
     def ask(self, key: str, question: str, choices: Sequence[str]) -> Answer:
         if key not in self.answers:
@@ -183,9 +335,14 @@ class AutoApprovePrompter:
     """``--yes``: approves every confirmation; questions go to the fallback."""
 
     source = "auto-approved"
+    #: ``--yes`` runs without asking: a failed step is not offered for retry either.
+    interactive = False
 
     def __init__(self, fallback: Prompter) -> None:
         self.fallback = fallback
+
+    def before_step(self, preview: StepPreview, note: Callable[[str], None]) -> Answer | None:
+        return Answer("run", self.source) if preview.mutating else None
 
     def ask(self, key: str, question: str, choices: Sequence[str]) -> Answer:
         return self.fallback.ask(key, question, choices)

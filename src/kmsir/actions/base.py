@@ -205,6 +205,8 @@ class Action(Generic[P]):
     mutating: ClassVar[bool] = False
     #: The action that undoes this one, ``IRREVERSIBLE``, or ``None`` (nothing to undo).
     inverse: ClassVar[str | None] = None
+    #: The step is itself a question to the person (ask, confirm, note): no "run it?" first.
+    asks: ClassVar[bool] = False
 
     def api_calls(self, params: P) -> list[str]:
         """The API calls this step makes, for ``plan`` and confirmations (no AWS call)."""

@@ -33,6 +33,7 @@ class Ask(Action[AskParams]):
     """
 
     name = "ask"
+    asks = True
     params = AskParams
 
     def api_calls(self, params: AskParams) -> list[str]:
@@ -78,6 +79,7 @@ class Confirm(Action[ConfirmParams]):
     """
 
     name = "confirm"
+    asks = True
     params = ConfirmParams
 
     def api_calls(self, params: ConfirmParams) -> list[str]:
@@ -121,6 +123,7 @@ class Note(Action[NoteParams]):
     """
 
     name = "note"
+    asks = True
     params = NoteParams
 
     def api_calls(self, params: NoteParams) -> list[str]:

@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -136,44 +136,12 @@ def load_answers(path: Path | None) -> dict[str, Any]:
     return {str(k): v for k, v in data.items()}
 
 
-class ConsoleReporter:
-    """Draws step outcomes and progress on stderr with rich."""
-
-    _STYLE: ClassVar[dict[str, str]] = {
-        "succeeded": "green",
-        "already": "green",
-        "failed": "bold red",
-        "skipped": "yellow",
-        "would-run": "cyan",
-    }
-
-    def __init__(self) -> None:
-        from rich.console import Console
-
-        self.console = Console(stderr=True, highlight=False)
-
-    def progress(self, what: str, done: int, total: int | None = None) -> None:
-        if self.console.is_terminal:
-            of = f"/{total}" if total else ""
-            self.console.print(f"  {what}: {done}{of}", end="\r", markup=False)
-
-    def step(self, step_id: str, title: str, status: str, summary: str) -> None:
-        from rich.text import Text
-
-        line = Text(f"{status:>10} ", style=self._STYLE.get(status, ""))
-        line.append(f"{step_id}: ", style="bold")
-        line.append(summary if len(summary) < 300 else summary[:297] + "...")
-        self.console.print(line)
-
-    def notice(self, text: str) -> None:
-        from rich.text import Text
-
-        self.console.print(Text(f"    INJECT {text}", style="bold magenta"))
-
-
 def finish(result: RunResult) -> None:
     """Say where the bundle is, render its reports (the Markdown path goes to stdout, the
     HTML page's to stderr), and exit 0 only if the run succeeded."""
+    from kmsir.cli.console import summary_table
+
+    summary_table(result)
     err(f"bundle: {result.bundle}")
     if result.error:
         err(f"kmsir: run {result.status}: {result.error}")
@@ -239,10 +207,15 @@ def live_clients(profile: str | None, region: str | None) -> ClientFactory:
 
 def prompter_for(scripted: dict[str, Any], source: str, *, yes: bool) -> Any:
     """Scripted answers first, then the terminal (or a refusal without one)."""
+    from kmsir.cli.console import pause_progress, show_preview
     from kmsir.prompts import AutoApprovePrompter, InteractivePrompter, NoPrompter, ScriptedPrompter
 
     interactive = sys.stdin.isatty() and sys.stderr.isatty()
-    base: Any = InteractivePrompter(show=err) if interactive else NoPrompter()
+    base: Any = (
+        InteractivePrompter(show=err, show_preview=show_preview, before_prompt=pause_progress)
+        if interactive
+        else NoPrompter()
+    )
     prompter: Any = ScriptedPrompter(scripted, source=source, fallback=base)
     return AutoApprovePrompter(prompter) if yes else prompter
 

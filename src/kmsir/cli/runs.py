@@ -16,7 +16,6 @@ if TYPE_CHECKING:
     from kmsir.playbook import LoadedPlaybook
 
 from kmsir.cli.common import (
-    ConsoleReporter,
     EvidenceDir,
     InputPairs,
     PlaybookRef,
@@ -32,6 +31,7 @@ from kmsir.cli.common import (
     prompter_for,
     write_reports,
 )
+from kmsir.cli.console import ConsoleReporter
 
 
 @app.command()
@@ -47,7 +47,6 @@ def demo(
     world = scenarios.load(scenario)
     loaded = load_playbook(world.playbook)
     prompter = ScriptedPrompter(world.answers, source="scenario script")
-    err(f"kmsir demo: scenario {world.id} (SIMULATED, no AWS account): {world.story}")
     from kmsir.engine import RunOptions
 
     options = RunOptions(
@@ -85,7 +84,10 @@ def _execute(
     inputs = playbook.resolve_inputs(loaded.playbook, given)
     with contextlib.ExitStack() as stack:
         if world is not None:
+            from kmsir.cli.console import banner
             from kmsir.sandbox import Sandbox
+
+            banner(f"SIMULATED · sandbox scenario {world.id}, no AWS account: {world.story}")
 
             sandbox = stack.enter_context(Sandbox(world))
             clients = sandbox.client_factory()
@@ -163,6 +165,10 @@ def run(
     )
     if start_at is not None and not force_start_at:
         _refuse_start_at_over_unfinished(evidence_dir / incident_id, loaded, start_at)
+    if check:
+        from kmsir.cli.console import banner
+
+        banner("CHECK MODE · nothing is changed; each changing step says what it would do")
     source = None
     if sandbox:
         source = str(Path(sandbox).resolve()) if Path(sandbox).suffix else sandbox

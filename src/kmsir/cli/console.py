@@ -1,0 +1,170 @@
+"""What the runner draws on the terminal with rich: step outcomes, progress bars, the preview
+before each step, the summary table at the end.
+
+Everything goes to stderr (stdout carries only the report path). Text from AWS or playbooks
+is never read as rich markup.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from kmsir.engine import RunResult
+    from kmsir.prompts import StepPreview
+
+STATUS_STYLE = {
+    "succeeded": "green",
+    "already": "green",
+    "failed": "bold red",
+    "skipped": "yellow",
+    "would-run": "cyan",
+}
+_console: list[Console] = []
+
+
+def console() -> Console:
+    """The one stderr console every part of the CLI draws on."""
+    if not _console:
+        from rich.console import Console
+
+        _console.append(Console(stderr=True, highlight=False))
+    return _console[0]
+
+
+class ConsoleReporter:
+    """Draws step outcomes, notices and progress bars (long work: CloudTrail pages, keys)."""
+
+    #: The progress display running now, shared so a prompt can stop it first.
+    _live: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self) -> None:
+        self.console = console()
+
+    def progress(self, what: str, done: int, total: int | None = None) -> None:
+        if not self.console.is_terminal:
+            return
+        live = ConsoleReporter._live
+        if "progress" not in live:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                SpinnerColumn,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
+            bar = Progress(
+                SpinnerColumn(),
+                TextColumn("  {task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=self.console,
+                transient=True,
+            )
+            bar.start()
+            live["progress"], live["tasks"] = bar, {}
+        bar, tasks = live["progress"], live["tasks"]
+        if what not in tasks:
+            tasks[what] = bar.add_task(what, total=total)
+        bar.update(tasks[what], completed=done, total=total)
+
+    def step(self, step_id: str, title: str, status: str, summary: str) -> None:
+        from rich.text import Text
+
+        pause_progress()
+        line = Text(f"{status:>10} ", style=STATUS_STYLE.get(status, ""))
+        line.append(f"{step_id}: ", style="bold")
+        line.append(summary if len(summary) < 300 else summary[:297] + "...")
+        self.console.print(line)
+
+    def notice(self, text: str) -> None:
+        from rich.text import Text
+
+        pause_progress()
+        self.console.print(Text(f"    INJECT {text}", style="bold magenta"))
+
+
+def pause_progress() -> None:
+    """Stop the progress display (before a prompt or a line of output)."""
+    live = ConsoleReporter._live
+    bar: Progress | None = live.pop("progress", None)
+    live.pop("tasks", None)
+    if bar is not None:
+        bar.stop()
+
+
+def banner(text: str) -> None:
+    """A line that must not be missed (SIMULATED, CHECK MODE)."""
+    from rich.text import Text
+
+    console().print(Text(text, style="bold reverse"))
+
+
+def show_preview(preview: StepPreview) -> None:
+    """The panel shown before a step: what it does; for a change, the exact calls, the live
+    state and the undo."""
+    from rich.panel import Panel
+    from rich.text import Text
+
+    pause_progress()
+    body = Text()
+    body.append(f"{preview.title}\n", style="bold")
+    body.append(f"{preview.action}: {preview.does.replace('``', '')}\n", style="dim")
+    if preview.target:
+        body.append("target   ", style="bold").append(f"{preview.target}\n")
+    if preview.state:
+        body.append("current  ", style="bold").append(f"{preview.state}\n", style="yellow")
+    if preview.mutating:
+        for call in preview.calls:
+            body.append("will call ", style="bold").append(f"{call}\n", style="bold cyan")
+    elif preview.calls:
+        body.append("reads    ", style="bold").append(", ".join(preview.calls) + "\n")
+    for note in preview.notes:
+        body.append(f"note     {note}\n", style="italic")
+    if preview.mutating:
+        irreversible = preview.inverse == "IRREVERSIBLE"
+        body.append("undo     ", style="bold")
+        body.append(f"{preview.inverse}\n", style="bold red" if irreversible else "green")
+    phase = f" · {preview.phase}" if preview.phase else ""
+    kind = "CHANGES AWS STATE" if preview.mutating else "read-only"
+    border = (
+        ("red" if preview.inverse == "IRREVERSIBLE" else "yellow") if preview.mutating else "blue"
+    )
+    body.rstrip()
+    console().print(
+        Panel(
+            body,
+            title=Text(f"Step {preview.position} {preview.step_id}{phase} · {kind}"),
+            title_align="left",
+            border_style=border,
+        )
+    )
+
+
+def summary_table(result: RunResult) -> None:
+    """Every step's outcome, as a table, at the end of a run."""
+    from rich.table import Table
+    from rich.text import Text
+
+    if not result.steps:
+        return
+    table = Table(title=f"Run {result.status}", title_justify="left", expand=False)
+    table.add_column("#", justify="right", style="dim")
+    table.add_column("step", style="bold")
+    table.add_column("status")
+    table.add_column("summary", overflow="fold")
+    for number, record in enumerate(result.steps, start=1):
+        summary = record.summary if len(record.summary) < 160 else record.summary[:157] + "..."
+        table.add_row(
+            str(number),
+            Text(record.step_id),
+            Text(record.status, style=STATUS_STYLE.get(record.status, "")),
+            Text(summary),
+        )
+    console().print(table)
