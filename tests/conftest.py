@@ -201,3 +201,39 @@ def moto_server() -> Iterator[LoopbackServer]:
         yield server
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def served(scenario: str, workdir: Path) -> Iterator[dict[str, str]]:
+    """``kmsir sandbox serve --scenario`` in a child process; yields the variables it
+    exported (endpoint on 127.0.0.1, dummy credentials, Region). Ctrl-C stops it on exit,
+    and it must stop cleanly (exit 0, "stopped")."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    server = subprocess.Popen(
+        [sys.executable, "-m", "kmsir", "sandbox", "serve", "--scenario", scenario],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=workdir,
+    )
+    try:
+        assert server.stdout is not None
+        exported: dict[str, str] = {}
+        deadline = time.monotonic() + 60
+        while len(exported) < 6 and time.monotonic() < deadline:
+            line = server.stdout.readline()
+            if not line:
+                break
+            name, _, value = line.strip().removeprefix("export ").partition("=")
+            exported[name] = value
+        assert exported.get("AWS_ENDPOINT_URL", "").startswith("http://127.0.0.1:"), exported
+        yield exported
+    finally:
+        server.send_signal(signal.SIGINT)
+        _, stderr = server.communicate(timeout=30)
+    assert server.returncode == 0, stderr
+    assert "stopped" in stderr

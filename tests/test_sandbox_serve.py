@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from .conftest import served
 
 AWS = shutil.which("aws", path=str(Path(sys.executable).parent)) or shutil.which("aws")
 
@@ -21,23 +21,7 @@ AWS = shutil.which("aws", path=str(Path(sys.executable).parent)) or shutil.which
 )
 def test_the_aws_cli_works_against_a_served_scenario(tmp_path: Path) -> None:
     assert AWS is not None
-    server = subprocess.Popen(
-        [sys.executable, "-m", "kmsir", "sandbox", "serve", "--scenario", "rogue-grant"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=tmp_path,
-    )
-    try:
-        assert server.stdout is not None
-        exported: dict[str, str] = {}
-        deadline = time.monotonic() + 60
-        while len(exported) < 6 and time.monotonic() < deadline:
-            line = server.stdout.readline()
-            if not line:
-                break
-            name, _, value = line.strip().removeprefix("export ").partition("=")
-            exported[name] = value
+    with served("rogue-grant", tmp_path) as exported:
         assert exported["AWS_ENDPOINT_URL"].startswith("http://127.0.0.1:")  # never 0.0.0.0
         env = {
             **os.environ,
@@ -80,8 +64,3 @@ def test_the_aws_cli_works_against_a_served_scenario(tmp_path: Path) -> None:
             text=True,
         )
         assert refused.returncode != 0 and "ValidationException" in refused.stderr
-    finally:
-        server.send_signal(signal.SIGINT)
-        _, stderr = server.communicate(timeout=30)
-    assert server.returncode == 0, stderr
-    assert "stopped" in stderr

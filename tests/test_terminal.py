@@ -1,0 +1,184 @@
+"""A responder at a real terminal: interactive runs driven under tmux (send-keys, then read
+the screen), checked against what the screen showed and the AWS state they leave."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from kmsir import integrity
+from kmsir.evidence import JOURNAL, read_journal
+
+from .conftest import served
+from .termkit import TMUX, Terminal
+
+pytestmark = pytest.mark.skipif(
+    TMUX is None and not os.environ.get("CI"),
+    reason="needs tmux (apt-get install tmux); .ci/run installs it",
+)
+
+
+def _environment(workdir: Path, **extra: str) -> dict[str, str]:
+    """All the program sees: no AWS profile, config or credentials of the machine."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(workdir),
+        "LANG": "C.UTF-8",
+        "TERM": "xterm-256color",
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "AWS_EC2_METADATA_DISABLED": "true",
+        **extra,
+    }
+
+
+def _bundle(screen: str) -> Path:
+    found = re.search(r"^bundle: (\S+)$", screen, re.MULTILINE)
+    assert found, screen
+    return Path(found[1])
+
+
+def _entries(bundle: Path) -> list[dict]:  # type: ignore[type-arg]
+    return read_journal(bundle / JOURNAL).entries
+
+
+def test_a_responder_cancels_a_ransom_deletion_at_the_terminal(tmp_path: Path) -> None:
+    """ransom-deletion served on 127.0.0.1; the responder runs the deletion-response playbook
+    against it, reads the preview, asks for details, approves the cancellation, keeps the key
+    disabled. Afterwards the key, asked independently, is Disabled and no longer pending."""
+    import boto3
+
+    with served("ransom-deletion", tmp_path) as exported:
+        term = Terminal(
+            tmp_path,
+            [
+                sys.executable, "-m", "kmsir", "run", "kms-key-deletion-response",
+                "-i", "key=alias/orders-db", "--incident", "INC-TMUX-1",
+                "--evidence-dir", str(tmp_path / "evidence"),
+            ],
+            _environment(tmp_path, **exported),
+        )  # fmt: skip
+        try:
+            for step in ("snapshot", "collect", "findings"):
+                term.wait_for(f"? Step {step}:")
+                term.keys("Enter")  # Run it
+            preview = term.wait_for("? Step cancel:")
+            term.keys("Down", "Down", "Down", "Enter")  # Show details
+            details = term.wait_for("IAM permissions: kms:DescribeKey, kms:CancelKeyDeletion")
+            term.keys("Enter")  # the menu again; Run it
+            term.wait_for("succeeded cancel:")
+            term.wait_for("Applications using it")  # the decision after the cancellation
+            term.keys("Enter")  # keep-disabled
+            term.wait_for("? Step after:")
+            term.keys("Enter")
+            status = term.exit_status()
+            screen = term.screen()
+        finally:
+            term.close()
+        kms = boto3.client(
+            "kms",
+            endpoint_url=exported["AWS_ENDPOINT_URL"],
+            region_name=exported["AWS_DEFAULT_REGION"],
+            aws_access_key_id=exported["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=exported["AWS_SECRET_ACCESS_KEY"],
+            aws_session_token=exported["AWS_SESSION_TOKEN"],
+        )
+        key = kms.describe_key(KeyId="alias/orders-db")["KeyMetadata"]
+
+    assert status == 0, screen
+    assert key["KeyState"] == "Disabled" and "DeletionDate" not in key
+    # what the responder was shown before approving: the exact call, the live state, the undo
+    cancel_panel = preview[preview.index("Step 5/10 cancel") :]
+    assert "CHANGES AWS STATE" in cancel_panel
+    assert f"will call kms:CancelKeyDeletion KeyId={key['KeyId']}" in cancel_panel
+    assert "current  key state PendingDeletion, deletion on" in cancel_panel
+    assert "undo     none needed" in cancel_panel
+    assert "when: steps.snapshot.deletion_date" in details
+    # the end: the summary table and where the evidence is
+    assert re.search(r"│\s+5 │ cancel\s+│ succeeded │ .*PendingDeletion -> Disabled", screen)
+    assert re.search(r"│\s+7 │ enable\s+│ skipped", screen)
+    bundle = _bundle(screen)
+    assert integrity.verify(bundle) == []
+    decisions = [e for e in _entries(bundle) if e["type"] == "decision"]
+    cancel = next(e["data"] for e in decisions if e["step"] == "cancel")
+    assert (cancel["answer"], cancel["by"]) == ("approved", "interactive")
+    assert cancel["state"].startswith("key state PendingDeletion")
+    decide = next(e["data"] for e in decisions if e["step"] == "decide")
+    assert (decide["answer"], decide["by"]) == ("keep-disabled", "interactive")
+
+
+def test_an_irreversible_step_wants_the_key_typed_and_a_skip_wants_a_reason(
+    tmp_path: Path,
+) -> None:
+    """rogue-grant in the sandbox, the containment choice scripted: revoking the grants asks
+    for the key's alias and asks again after a wrong one; skipping the disable asks why. A
+    note typed at a preview goes on the record."""
+    answers = tmp_path / "answers.yaml"
+    answers.write_text("decide: revoke-grants-and-disable\n")
+    term = Terminal(
+        tmp_path,
+        [
+            sys.executable, "-m", "kmsir", "run", "kms-key-compromise",
+            "--sandbox", "rogue-grant", "--answers", str(answers), "--incident", "INC-TMUX-2",
+            "--evidence-dir", str(tmp_path / "evidence"),
+        ],
+        _environment(tmp_path),
+    )  # fmt: skip
+    try:
+        term.wait_for("SIMULATED · sandbox scenario rogue-grant")
+        for step in ("snapshot", "collect", "findings"):
+            term.wait_for(f"? Step {step}:")
+            term.keys("Enter")
+        revoke = term.wait_for("? Step revoke:")
+        term.keys("Down", "Down", "Enter")  # Add a note to the record
+        term.wait_for("? Note:")
+        term.type("Grant backup-sync was never approved (CHG-1881)")
+        term.keys("Enter")
+        term.wait_for("noted.")
+        term.keys("Enter")  # Run it: the key must be typed
+        term.wait_for("This cannot be undone. Type")
+        term.type("alias/payments-staging")
+        term.keys("Enter")
+        term.wait_for("is not")
+        term.type("alias/payments-prod")
+        term.keys("Enter")
+        term.wait_for("succeeded revoke:")
+        term.wait_for("? Step disable:")
+        term.keys("Down", "Enter")  # Skip it
+        term.wait_for("Why skip it?")
+        term.keys("Enter")  # an empty reason is not taken
+        term.wait_for("a reason, please")
+        term.type("forensics image of the payments hosts first")
+        term.keys("Enter")
+        term.wait_for("? Step after:")
+        term.keys("Enter")
+        status = term.exit_status()
+        screen = term.screen()
+    finally:
+        term.close()
+
+    assert status == 0, screen
+    panel = revoke[revoke.index("Step 6/10 revoke") :]
+    assert "undo     IRREVERSIBLE" in panel
+    assert "arn:aws:iam::444455556666:role/backup-sync" in panel
+    assert "'alias/payments-staging' is not" in screen
+    bundle = _bundle(screen)
+    entries = _entries(bundle)
+    after = next(
+        e["data"] for e in entries if e["type"] == "step-succeeded" and e["step"] == "after"
+    )
+    assert after["outputs"]["external_grant_ids"] == []  # the rogue grant is gone
+    skipped = next(
+        e["data"] for e in entries if e["type"] == "step-skipped" and e["step"] == "disable"
+    )
+    assert "forensics image of the payments hosts first" in skipped["reason"]
+    notes = [e["data"] for e in entries if e["type"] == "note" and e["step"] == "revoke"]
+    assert notes == [{"text": "Grant backup-sync was never approved (CHG-1881)", "by": "responder"}]
+    report = (bundle / "report.md").read_text()
+    assert "CHG-1881" in report and "forensics image of the payments hosts first" in report
+    assert json.loads((bundle / "manifest.json").read_text())["simulated"] is True
