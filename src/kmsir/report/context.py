@@ -172,6 +172,8 @@ def _detail(entry: dict[str, Any]) -> str:
         return "would call: " + "; ".join(d.get("would_call") or [])
     if kind == "step-retry":
         return f"retry {d.get('attempt')}: {d.get('error')}"
+    if kind == "input-changed":
+        return f"input {d.get('name')} changed from {d.get('from')!r} to {d.get('to')!r}"
     return ""
 
 

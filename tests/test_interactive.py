@@ -1,0 +1,199 @@
+"""The choices before and after each step, answered from an answers file: run, skip with a
+reason, a note, abort; after a failure, an input corrected and the step retried."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kmsir import actions, integrity, report
+from kmsir import resume as resuming
+from kmsir.engine import Engine, RunOptions
+from kmsir.evidence import JOURNAL, read_journal
+from kmsir.prompts import Answer, NoPrompter, ScriptedPrompter, StepPreview
+from kmsir.sandbox import Sandbox
+from kmsir.sandbox import scenario as scenarios
+
+from .conftest import PLAYBOOKS, load_playbook, run_playbook
+
+DELETION = PLAYBOOKS / "kms-key-deletion-response.yaml"
+
+
+class Attended(NoPrompter):
+    """A person is at the terminal but answers nothing here: only the answers file does.
+    A failed step is then offered for retry, as at a real terminal."""
+
+    interactive = True
+
+
+def _entries(bundle: Path) -> list[dict[str, Any]]:
+    return read_journal(bundle / JOURNAL).entries
+
+
+def _key_state(sandbox: Sandbox) -> str:
+    kms = sandbox.session().client("kms")
+    return str(kms.describe_key(KeyId="alias/orders-db")["KeyMetadata"]["KeyState"])
+
+
+def test_a_read_only_step_is_skipped_with_its_reason_and_a_note_goes_on_record(
+    tmp_path: Path,
+) -> None:
+    world = scenarios.load("ransom-deletion")
+    answers = {
+        **world.answers,
+        "collect": {"decision": "skip", "reason": "trail already exported to the SIEM"},
+        "cancel": {"decision": "approve", "note": "CAB emergency approval 7731"},
+    }
+    with Sandbox(world) as sandbox:
+        result = run_playbook(
+            load_playbook(DELETION),
+            sandbox.client_factory(),
+            tmp_path,
+            inputs=world.inputs,
+            answers=answers,
+            scenario=world.id,
+        )
+        state = _key_state(sandbox)
+    assert result.status == "succeeded", result.error
+    assert state == "Disabled"
+    statuses = {r.step_id: r.status for r in result.steps}
+    assert statuses["collect"] == "skipped" and statuses["findings"] == "skipped"
+    entries = _entries(result.bundle)
+    skipped = next(e for e in entries if e["type"] == "step-skipped" and e["step"] == "collect")
+    assert "trail already exported to the SIEM" in skipped["data"]["reason"]
+    decision = next(e for e in entries if e["type"] == "decision" and e["step"] == "collect")
+    assert decision["data"]["answer"] == "skipped"
+    notes = [e["data"] for e in entries if e["type"] == "note" and e["step"] == "cancel"]
+    assert notes == [{"text": "CAB emergency approval 7731", "by": "responder"}]
+    text = report.render(result.bundle, fmt="md")
+    assert "CAB emergency approval 7731" in text
+    assert "trail already exported to the SIEM" in text
+    assert integrity.verify(result.bundle) == []
+
+
+def test_abort_before_a_change_ends_the_run_and_changes_nothing(tmp_path: Path) -> None:
+    world = scenarios.load("ransom-deletion")
+    with Sandbox(world) as sandbox:
+        result = run_playbook(
+            load_playbook(DELETION),
+            sandbox.client_factory(),
+            tmp_path,
+            inputs=world.inputs,
+            answers={"cancel": "abort"},
+            scenario=world.id,
+        )
+        state = _key_state(sandbox)
+    assert result.status == "aborted"
+    assert state == "PendingDeletion"  # nothing was sent
+    entries = _entries(result.bundle)
+    assert not [e for e in entries if e["type"] == "api-intent"]
+    decision = next(e for e in entries if e["type"] == "decision" and e["step"] == "cancel")
+    assert decision["data"]["answer"] == "aborted"
+    assert integrity.verify(result.bundle) == []
+
+
+def test_a_failed_step_is_retried_with_a_corrected_input(tmp_path: Path) -> None:
+    world = scenarios.load("ransom-deletion")
+    answers = {
+        **world.answers,
+        "snapshot.on-error": "edit-input",
+        "snapshot.input": "key",
+        "snapshot.key": "alias/orders-db",
+    }
+    with Sandbox(world) as sandbox:
+        result = run_playbook(
+            load_playbook(DELETION),
+            sandbox.client_factory(),
+            tmp_path,
+            inputs={**world.inputs, "key": "alias/orders-bd"},  # a typo
+            prompter=ScriptedPrompter(answers, source="answers file", fallback=Attended()),
+            scenario=world.id,
+        )
+        state = _key_state(sandbox)
+    assert result.status == "succeeded", result.error
+    assert state == "Disabled"
+    entries = _entries(result.bundle)
+    outcomes = [e["type"] for e in entries if e["step"] == "snapshot" and "step-" in e["type"]]
+    assert outcomes == ["step-started", "step-failed", "step-started", "step-succeeded"]
+    changed = [e["data"] for e in entries if e["type"] == "input-changed"]
+    assert changed == [
+        {"name": "key", "from": "alias/orders-bd", "to": "alias/orders-db", "by": "answers file"}
+    ]
+    shown = report.render(result.bundle, fmt="md")
+    assert "input key changed from 'alias/orders-bd' to 'alias/orders-db'" in shown
+    assert integrity.verify(result.bundle) == []
+
+
+def test_without_anyone_at_a_terminal_a_failed_step_stops_the_run(tmp_path: Path) -> None:
+    world = scenarios.load("ransom-deletion")
+    with Sandbox(world) as sandbox:
+        result = run_playbook(
+            load_playbook(DELETION),
+            sandbox.client_factory(),
+            tmp_path,
+            inputs={**world.inputs, "key": "alias/orders-bd"},
+            answers={**world.answers, "snapshot.on-error": "retry"},
+            scenario=world.id,
+        )
+        state = _key_state(sandbox)
+    assert result.status == "failed" and "alias/orders-bd" in str(result.error)
+    assert state == "PendingDeletion"
+    assert not [e for e in _entries(result.bundle) if e["type"] == "decision"]
+
+
+class InterruptAt(Attended):
+    """Ctrl-C at the preview of one step."""
+
+    def __init__(self, step_id: str) -> None:
+        self.step_id = step_id
+
+    def before_step(self, preview: StepPreview, note: Any) -> Answer | None:
+        if preview.step_id == self.step_id:
+            raise KeyboardInterrupt
+        return super().before_step(preview, note)
+
+
+def test_resume_keeps_an_input_corrected_before_the_interruption(tmp_path: Path) -> None:
+    book = tmp_path / "twice.yaml"
+    book.write_text(
+        "id: twice\ntitle: Snapshot twice\n"
+        "inputs: {key: {type: kms-key, required: true}, lookback: {type: duration, default: 1d}}\n"
+        "steps:\n"
+        "  - {id: first, action: kms.snapshot, with: {key: '{{ inputs.key }}'}}\n"
+        "  - {id: second, action: kms.snapshot, with: {key: '{{ inputs.key }}'}}\n"
+    )
+    loaded = load_playbook(book)
+    answers = {"first.on-error": "edit-input", "first.input": "key", "first.key": "alias/orders-db"}
+    world = scenarios.load("ransom-deletion")
+    with Sandbox(world) as sandbox:
+        with pytest.raises(KeyboardInterrupt):
+            run_playbook(
+                loaded,
+                sandbox.client_factory(),
+                tmp_path / "ev",
+                inputs={"key": "alias/orders-bd"},
+                prompter=ScriptedPrompter(
+                    answers, source="answers file", fallback=InterruptAt("second")
+                ),
+                scenario=world.id,
+            )
+        (bundle,) = (tmp_path / "ev" / "INC-test").iterdir()
+        engine = Engine(
+            actions=actions.registry(),
+            clients=sandbox.client_factory(),
+            prompter=ScriptedPrompter({}, source="answers file"),
+        )
+        options = RunOptions(
+            incident_id="INC-test", evidence_dir=tmp_path / "ev", mode="sandbox", scenario=world.id
+        )
+        result = engine.resume(loaded, resuming.load(bundle), options)
+    assert result.status == "succeeded", result.error
+    second = next(
+        e["data"]
+        for e in _entries(bundle)
+        if e["type"] == "step-succeeded" and e["step"] == "second"
+    )
+    assert second["outputs"]["aliases"] == ["alias/orders-db"]
+    assert integrity.verify(bundle) == []
