@@ -231,7 +231,10 @@ def _ask_missing_inputs(
             return None
 
         question = f"{name} ({spec.type}): {spec.description}".rstrip(": ")
-        given[name] = prompter.text(name, question, validate).value
+        if spec.type == "choice" and spec.choices:
+            given[name] = prompter.ask(name, question, list(spec.choices)).value
+        else:
+            given[name] = prompter.text(name, question, validate).value
     return given
 
 
