@@ -51,6 +51,7 @@ LAYERS = {
     "kmsir.sandbox.shim": 6,
     "kmsir.sandbox": 6,
     "kmsir.engine": 7,
+    "kmsir.steps": 7,
     "kmsir.resume": 7,
     "kmsir.plan": 7,
     "kmsir.cli": 8,
