@@ -182,3 +182,57 @@ def test_an_irreversible_step_wants_the_key_typed_and_a_skip_wants_a_reason(
     report = (bundle / "report.md").read_text()
     assert "CHG-1881" in report and "forensics image of the payments hosts first" in report
     assert json.loads((bundle / "manifest.json").read_text())["simulated"] is True
+
+
+def test_ctrl_c_at_a_prompt_leaves_a_bundle_that_resumes(tmp_path: Path) -> None:
+    """Ctrl-C at the cancellation's preview: exit 130, nothing sent, and `kmsir resume`
+    (scripted this time) finishes the run from that step."""
+    import subprocess
+
+    evidence = tmp_path / "evidence"
+    term = Terminal(
+        tmp_path,
+        [
+            sys.executable, "-m", "kmsir", "run", "kms-key-deletion-response",
+            "--sandbox", "ransom-deletion", "--incident", "INC-TMUX-3",
+            "--evidence-dir", str(evidence),
+        ],
+        _environment(tmp_path),
+    )  # fmt: skip
+    try:
+        for step in ("snapshot", "collect", "findings"):
+            term.wait_for(f"? Step {step}:")
+            term.keys("Enter")
+        term.wait_for("? Step cancel:")
+        term.keys("C-c")
+        status = term.exit_status()
+        screen = term.screen()
+    finally:
+        term.close()
+    assert status == 130, screen
+    assert "kmsir: interrupted" in screen
+    (bundle,) = (evidence / "INC-TMUX-3").iterdir()
+    assert integrity.verify(bundle) == []
+    entries = _entries(bundle)
+    assert entries[-1]["type"] == "run-interrupted"
+    assert not [e for e in entries if e["type"] == "api-intent"]  # nothing was sent
+
+    answers = tmp_path / "answers.yaml"
+    answers.write_text("cancel: approve\ndecide: keep-disabled\n")
+    resumed = subprocess.run(
+        [sys.executable, "-m", "kmsir", "resume", str(bundle), "--answers", str(answers)],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        env=_environment(tmp_path),
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    entries = _entries(bundle)
+    after = next(
+        e["data"] for e in entries if e["type"] == "step-succeeded" and e["step"] == "after"
+    )
+    assert after["outputs"]["state"] == "Disabled"
+    ran = [e["step"] for e in entries if e["type"] == "step-started"]
+    assert ran.count("snapshot") == 1 and ran.count("collect") == 1  # not run again
+    assert integrity.verify(bundle) == []
