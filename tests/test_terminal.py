@@ -49,8 +49,9 @@ def _entries(bundle: Path) -> list[dict]:  # type: ignore[type-arg]
 
 def test_a_responder_cancels_a_ransom_deletion_at_the_terminal(tmp_path: Path) -> None:
     """ransom-deletion served on 127.0.0.1; the responder runs the deletion-response playbook
-    against it, reads the preview, asks for details, approves the cancellation, keeps the key
-    disabled. Afterwards the key, asked independently, is Disabled and no longer pending."""
+    against it, gives the key when asked (a wrong form first), reads the preview, asks for
+    details, approves the cancellation, keeps the key disabled. Afterwards the key, asked
+    independently, is Disabled and no longer pending."""
     import boto3
 
     with served("ransom-deletion", tmp_path) as exported:
@@ -58,12 +59,20 @@ def test_a_responder_cancels_a_ransom_deletion_at_the_terminal(tmp_path: Path) -
             tmp_path,
             [
                 sys.executable, "-m", "kmsir", "run", "kms-key-deletion-response",
-                "-i", "key=alias/orders-db", "--incident", "INC-TMUX-1",
+                "--incident", "INC-TMUX-1",
                 "--evidence-dir", str(tmp_path / "evidence"),
             ],
             _environment(tmp_path, **exported),
         )  # fmt: skip
         try:
+            # the required input not given on the command line is asked, and checked
+            term.wait_for("? key (kms-key)")
+            term.type("orders-db")
+            term.keys("Enter")
+            term.wait_for("is not a KMS key id")
+            term.keys(*["BSpace"] * len("orders-db"))
+            term.type("alias/orders-db")
+            term.keys("Enter")
             for step in ("snapshot", "collect", "findings"):
                 term.wait_for(f"? Step {step}:")
                 term.keys("Enter")  # Run it
