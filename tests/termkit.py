@@ -77,6 +77,12 @@ class Terminal:
             self._tmux("send-keys", "-t", "main", key)
             time.sleep(0.15)  # let the prompt redraw between keys
 
+    def run_steps(self, *step_ids: str) -> None:
+        """Answer "Run it" (the first choice) at each of these steps' previews, in order."""
+        for step_id in step_ids:
+            self.wait_for(f"? Step {step_id}:")
+            self.keys("Enter")
+
     def type(self, text: str) -> None:
         """Type ``text`` literally (no Enter)."""
         self._tmux("send-keys", "-t", "main", "-l", text)

@@ -10,7 +10,7 @@ import pytest
 
 from kmsir import actions, integrity, report
 from kmsir import resume as resuming
-from kmsir.engine import Engine, RunOptions
+from kmsir.engine import Engine, RunOptions, RunResult
 from kmsir.evidence import JOURNAL, read_journal
 from kmsir.prompts import Answer, NoPrompter, ScriptedPrompter, StepPreview
 from kmsir.sandbox import Sandbox
@@ -19,6 +19,7 @@ from kmsir.sandbox import scenario as scenarios
 from .conftest import PLAYBOOKS, load_playbook, run_playbook
 
 DELETION = PLAYBOOKS / "kms-key-deletion-response.yaml"
+ANSWERS = scenarios.load("ransom-deletion").answers
 
 
 class Attended(NoPrompter):
@@ -32,30 +33,36 @@ def _entries(bundle: Path) -> list[dict[str, Any]]:
     return read_journal(bundle / JOURNAL).entries
 
 
-def _key_state(sandbox: Sandbox) -> str:
-    kms = sandbox.session().client("kms")
-    return str(kms.describe_key(KeyId="alias/orders-db")["KeyMetadata"]["KeyState"])
+def _deletion_run(
+    evidence_dir: Path, answers: dict[str, Any], *, key: str | None = None, attended: bool = False
+) -> tuple[RunResult, str]:
+    """ransom-deletion's playbook in its sandbox with ``answers`` (a person "at the terminal"
+    when ``attended``); the result and the key's state afterwards."""
+    world = scenarios.load("ransom-deletion")
+    fallback = Attended() if attended else None
+    with Sandbox(world) as sandbox:
+        result = run_playbook(
+            load_playbook(DELETION),
+            sandbox.client_factory(),
+            evidence_dir,
+            inputs={**world.inputs, **({"key": key} if key else {})},
+            prompter=ScriptedPrompter(answers, source="answers file", fallback=fallback),
+            scenario=world.id,
+        )
+        kms = sandbox.session().client("kms")
+        state = str(kms.describe_key(KeyId="alias/orders-db")["KeyMetadata"]["KeyState"])
+    return result, state
 
 
 def test_a_read_only_step_is_skipped_with_its_reason_and_a_note_goes_on_record(
     tmp_path: Path,
 ) -> None:
-    world = scenarios.load("ransom-deletion")
     answers = {
-        **world.answers,
+        **ANSWERS,
         "collect": {"decision": "skip", "reason": "trail already exported to the SIEM"},
         "cancel": {"decision": "approve", "note": "CAB emergency approval 7731"},
     }
-    with Sandbox(world) as sandbox:
-        result = run_playbook(
-            load_playbook(DELETION),
-            sandbox.client_factory(),
-            tmp_path,
-            inputs=world.inputs,
-            answers=answers,
-            scenario=world.id,
-        )
-        state = _key_state(sandbox)
+    result, state = _deletion_run(tmp_path, answers)
     assert result.status == "succeeded", result.error
     assert state == "Disabled"
     statuses = {r.step_id: r.status for r in result.steps}
@@ -74,17 +81,7 @@ def test_a_read_only_step_is_skipped_with_its_reason_and_a_note_goes_on_record(
 
 
 def test_abort_before_a_change_ends_the_run_and_changes_nothing(tmp_path: Path) -> None:
-    world = scenarios.load("ransom-deletion")
-    with Sandbox(world) as sandbox:
-        result = run_playbook(
-            load_playbook(DELETION),
-            sandbox.client_factory(),
-            tmp_path,
-            inputs=world.inputs,
-            answers={"cancel": "abort"},
-            scenario=world.id,
-        )
-        state = _key_state(sandbox)
+    result, state = _deletion_run(tmp_path, {"cancel": "abort"})
     assert result.status == "aborted"
     assert state == "PendingDeletion"  # nothing was sent
     entries = _entries(result.bundle)
@@ -95,23 +92,13 @@ def test_abort_before_a_change_ends_the_run_and_changes_nothing(tmp_path: Path) 
 
 
 def test_a_failed_step_is_retried_with_a_corrected_input(tmp_path: Path) -> None:
-    world = scenarios.load("ransom-deletion")
     answers = {
-        **world.answers,
+        **ANSWERS,
         "snapshot.on-error": "edit-input",
         "snapshot.input": "key",
         "snapshot.key": "alias/orders-db",
     }
-    with Sandbox(world) as sandbox:
-        result = run_playbook(
-            load_playbook(DELETION),
-            sandbox.client_factory(),
-            tmp_path,
-            inputs={**world.inputs, "key": "alias/orders-bd"},  # a typo
-            prompter=ScriptedPrompter(answers, source="answers file", fallback=Attended()),
-            scenario=world.id,
-        )
-        state = _key_state(sandbox)
+    result, state = _deletion_run(tmp_path, answers, key="alias/orders-bd", attended=True)
     assert result.status == "succeeded", result.error
     assert state == "Disabled"
     entries = _entries(result.bundle)
@@ -127,17 +114,9 @@ def test_a_failed_step_is_retried_with_a_corrected_input(tmp_path: Path) -> None
 
 
 def test_without_anyone_at_a_terminal_a_failed_step_stops_the_run(tmp_path: Path) -> None:
-    world = scenarios.load("ransom-deletion")
-    with Sandbox(world) as sandbox:
-        result = run_playbook(
-            load_playbook(DELETION),
-            sandbox.client_factory(),
-            tmp_path,
-            inputs={**world.inputs, "key": "alias/orders-bd"},
-            answers={**world.answers, "snapshot.on-error": "retry"},
-            scenario=world.id,
-        )
-        state = _key_state(sandbox)
+    result, state = _deletion_run(
+        tmp_path, {**ANSWERS, "snapshot.on-error": "retry"}, key="alias/orders-bd"
+    )
     assert result.status == "failed" and "alias/orders-bd" in str(result.error)
     assert state == "PendingDeletion"
     assert not [e for e in _entries(result.bundle) if e["type"] == "decision"]

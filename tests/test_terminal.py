@@ -73,9 +73,7 @@ def test_a_responder_cancels_a_ransom_deletion_at_the_terminal(tmp_path: Path) -
             term.keys(*["BSpace"] * len("orders-db"))
             term.type("alias/orders-db")
             term.keys("Enter")
-            for step in ("snapshot", "collect", "findings"):
-                term.wait_for(f"? Step {step}:")
-                term.keys("Enter")  # Run it
+            term.run_steps("snapshot", "collect", "findings")
             preview = term.wait_for("? Step cancel:")
             term.keys("Down", "Down", "Down", "Enter")  # Show details
             details = term.wait_for("IAM permissions: kms:DescribeKey, kms:CancelKeyDeletion")
@@ -83,8 +81,7 @@ def test_a_responder_cancels_a_ransom_deletion_at_the_terminal(tmp_path: Path) -
             term.wait_for("succeeded cancel:")
             term.wait_for("Applications using it")  # the decision after the cancellation
             term.keys("Enter")  # keep-disabled
-            term.wait_for("? Step after:")
-            term.keys("Enter")
+            term.run_steps("after")
             status = term.exit_status()
             screen = term.screen()
         finally:
@@ -140,9 +137,7 @@ def test_an_irreversible_step_wants_the_key_typed_and_a_skip_wants_a_reason(
     )  # fmt: skip
     try:
         term.wait_for("SIMULATED · sandbox scenario rogue-grant")
-        for step in ("snapshot", "collect", "findings"):
-            term.wait_for(f"? Step {step}:")
-            term.keys("Enter")
+        term.run_steps("snapshot", "collect", "findings")
         revoke = term.wait_for("? Step revoke:")
         term.keys("Down", "Down", "Enter")  # Add a note to the record
         term.wait_for("? Note:")
@@ -164,8 +159,7 @@ def test_an_irreversible_step_wants_the_key_typed_and_a_skip_wants_a_reason(
         term.wait_for("a reason, please")
         term.type("forensics image of the payments hosts first")
         term.keys("Enter")
-        term.wait_for("? Step after:")
-        term.keys("Enter")
+        term.run_steps("after")
         status = term.exit_status()
         screen = term.screen()
     finally:
@@ -209,9 +203,7 @@ def test_ctrl_c_at_a_prompt_leaves_a_bundle_that_resumes(tmp_path: Path) -> None
         _environment(tmp_path),
     )  # fmt: skip
     try:
-        for step in ("snapshot", "collect", "findings"):
-            term.wait_for(f"? Step {step}:")
-            term.keys("Enter")
+        term.run_steps("snapshot", "collect", "findings")
         term.wait_for("? Step cancel:")
         term.keys("C-c")
         status = term.exit_status()
