@@ -80,3 +80,56 @@ def test_policy_tampering_is_found_and_the_key_quarantined(tmp_path: Path) -> No
     changed = next(f for f in found if f["title"] == "Key policy changed")
     assert changed["severity"] == "high"
     assert changed["principal"].endswith("assumed-role/platform-admin/stolen-4f2a")
+
+
+def test_leaked_credentials_spike_is_found_and_the_access_key_deactivated(
+    tmp_path: Path,
+) -> None:
+    with play("leaked-credentials-decrypt-spike", tmp_path) as (sandbox, bundle):
+        leaked = sandbox.users["reports"]["access_key_id"]
+        iam = sandbox.session().client("iam")
+        keys = iam.list_access_keys(UserName="svc-reports")["AccessKeyMetadata"]
+        assert [(k["AccessKeyId"], k["Status"]) for k in keys] == [(leaked, "Inactive")]
+        kms = sandbox.session().client("kms")
+        assert kms.describe_key(KeyId="alias/analytics-exports")["KeyMetadata"]["KeyState"] == (
+            "Enabled"
+        )
+    user = "arn:aws:iam::123456789012:user/svc-reports"
+    found = findings(bundle)
+    spike = next(f for f in found if f["title"] == "Spike in data calls")
+    assert spike["principal"] == user and spike["details"]["factor"] >= 10
+    new_ip = next(f for f in found if f["title"] == "New source IP")
+    assert new_ip["principal"] == user and "203.0.113.66" in str(new_ip["why"])
+    journal = [json.loads(line) for line in (bundle / "journal.jsonl").read_text().splitlines()]
+    outputs = next(
+        e["data"]["outputs"]
+        for e in journal
+        if e["type"] == "step-succeeded" and e["step"] == "findings"
+    )
+    (actor,) = outputs["actors"]  # the ETL role decrypting as usual is behind no finding
+    assert (actor["user"], actor["access_keys"]) == ("svc-reports", [leaked])
+    deactivated = next(
+        e for e in journal if e["type"] == "step-succeeded" and e["step"] == "deactivate"
+    )
+    assert deactivated["data"]["before"]["status"] == "Active"
+    assert deactivated["data"]["inverse"] == "iam.reactivate-access-key"
+
+
+def test_the_leaked_access_key_id_is_the_same_in_every_world() -> None:
+    """moto's generator is seeded: the key the history names is the key IAM holds, and both
+    are the same in every run (resume and scripted exercises rely on it)."""
+    world = scenarios.load("leaked-credentials-decrypt-spike")
+    seen = []
+    for _ in range(2):
+        with Sandbox(world) as sandbox:
+            leaked = sandbox.users["reports"]["access_key_id"]
+            events = (
+                sandbox.session()
+                .client("cloudtrail")
+                .lookup_events(
+                    LookupAttributes=[{"AttributeKey": "Username", "AttributeValue": "svc-reports"}]
+                )["Events"]
+            )
+            assert events and {e["AccessKeyId"] for e in events} == {leaked}
+            seen.append(leaked)
+    assert seen[0] == seen[1] and seen[0].startswith("AKIA")

@@ -285,3 +285,45 @@ def test_grants_aws_services_make_for_themselves_are_not_flagged() -> None:
     )
     service["userIdentity"]["invokedBy"] = "ec2.amazonaws.com"
     assert "grant-created" not in rules([service])
+
+
+def test_actors_behind_findings_name_users_roles_and_their_access_keys() -> None:
+    from kmsir.trail.actors import actors
+
+    def user(**kwargs: Any) -> dict[str, Any]:
+        event = ev("Decrypt", at=timedelta(days=5, hours=2), **kwargs)
+        event["userIdentity"] = {
+            "type": "IAMUser",
+            "arn": f"arn:aws:iam::{ACCOUNT}:user/svc",
+            "accountId": ACCOUNT,
+            "userName": "svc",
+            "accessKeyId": "AKIAEXAMPLEKEY000001",
+        }
+        return event
+
+    def role_session(session: str) -> dict[str, Any]:
+        event = ev("ScheduleKeyDeletion", at=timedelta(days=5, hours=3))
+        event["userIdentity"] = {
+            "type": "AssumedRole",
+            "arn": f"arn:aws:sts::{ACCOUNT}:assumed-role/ci/{session}",
+            "accountId": ACCOUNT,
+            "accessKeyId": f"ASIA{session.upper():0>16}",
+            "sessionContext": {"sessionIssuer": {"arn": f"arn:aws:iam::{ACCOUNT}:role/ci"}},
+        }
+        return event
+
+    events = [
+        ev("Decrypt", at=timedelta(days=1), ip="10.0.0.9"),
+        *(user(ip="203.0.113.7") for _ in range(3)),
+        role_session("a"),
+        role_session("b"),
+    ]
+    found = findings(events, WINDOW)
+    by_principal = {a["principal"]: a for a in actors(found, events)}
+    role = by_principal[f"arn:aws:iam::{ACCOUNT}:role/ci"]  # one actor for both sessions
+    assert (role["type"], role["role"], role["user"]) == ("AssumedRole", "ci", None)
+    assert role["access_keys"] == ["ASIA000000000000000A", "ASIA000000000000000B"]
+    assert role["severity"] == "critical" and role["findings"] == 3  # 2 deletions, a new IP
+    svc = by_principal[f"arn:aws:iam::{ACCOUNT}:user/svc"]
+    assert (svc["user"], svc["access_keys"]) == ("svc", ["AKIAEXAMPLEKEY000001"])
+    assert next(iter(by_principal)) == role["principal"]  # the most severe first

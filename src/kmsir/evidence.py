@@ -309,6 +309,20 @@ def sent_intents(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [e for e in intents.values() if id(e) not in refused]
 
 
+def inject_records(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """The scenario inject records a journal entry holds: an ``inject`` entry's data, or the
+    injects a resumed sandbox run fired while rebuilding its world (``run-resumed`` entry,
+    ``sandbox_replay.injects``)."""
+    data = entry.get("data")
+    if not isinstance(data, dict):
+        return []
+    if entry.get("type") == "inject":
+        return [data]
+    replay = data.get("sandbox_replay") if entry.get("type") == "run-resumed" else None
+    late = replay.get("injects") if isinstance(replay, dict) else None
+    return [r for r in late if isinstance(r, dict)] if isinstance(late, list) else []
+
+
 def finished_entry(entries: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The run-finished entry that ends the run, or None while it is unfinished.
 

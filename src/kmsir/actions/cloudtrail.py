@@ -42,6 +42,7 @@ from kmsir.actions.trail_query import (
 from kmsir.actions.trail_s3 import scan_bucket
 from kmsir.errors import ActionError, AwsError
 from kmsir.trail import files
+from kmsir.trail.actors import actors
 from kmsir.trail.events import dedupe_sorted, summarize
 from kmsir.trail.findings import context_for, findings
 from kmsir.trail.match import KeyMatcher
@@ -51,6 +52,8 @@ from kmsir.values import duration_seconds, is_region, parse_time, time_parameter
 LOOKUP_RATE_PER_SECOND = 2.0
 #: Attempts at a throttled LookupEvents page before giving up.
 THROTTLE_ATTEMPTS = 6
+#: Actors behind the findings that the findings step lists in its outputs.
+MAX_ACTORS = 20
 
 
 class RateLimiter:
@@ -348,7 +351,9 @@ class Findings(Action[FindingsParams]):
     ```
     The last ``window`` of the events is the incident window; the ``baseline_days`` before it
     are what "new principal", "new source" and "volume spike" compare against.
-    Outputs: ``count``, ``by_severity``, ``top`` (the first ten), ``artifact``.
+    Outputs: ``count``, ``by_severity``, ``top`` (the first ten), ``actors`` (who is behind
+    the findings, most severe first: ``principal``, ``type``, ``account``, ``user`` or
+    ``role``, ``access_keys``, ``severity``, ``findings``: how many), ``artifact``.
     """
 
     name = "cloudtrail.findings"
@@ -383,6 +388,7 @@ class Findings(Action[FindingsParams]):
                 "count": len(found),
                 "by_severity": dict(by_severity),
                 "top": top,
+                "actors": actors(found, kept)[:MAX_ACTORS],
                 "artifact": path,
                 "window": {"since": _iso(window_start), "until": _iso(now)},
             },

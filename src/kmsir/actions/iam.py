@@ -67,6 +67,11 @@ class AccessKey:
         """The state the journal records before and after a change."""
         return {"user": self.user, "access_key_id": self.access_key_id, "status": self.status}
 
+    @property
+    def outputs(self) -> dict[str, Any]:
+        """The step's outputs (``status`` there would be the step's own status)."""
+        return {"user": self.user, "access_key_id": self.access_key_id, "key_status": self.status}
+
     def describe(self) -> str:
         """One line for the confirmation prompt."""
         used = self.last_used
@@ -146,7 +151,7 @@ class _SetStatus(Action[AccessKeyParams]):
 
     def run(self, ctx: ActionContext, params: AccessKeyParams) -> Outcome:
         key = self._target(ctx, params)
-        outputs = key.summary
+        outputs = key.outputs
         if key.status == self.desired:
             earlier = ctx.changed_by_earlier_attempt()
             if earlier is None:
@@ -173,7 +178,7 @@ class _SetStatus(Action[AccessKeyParams]):
             )
         after = access_key(ctx, params)  # what IAM reports now, not what we asked for
         return Outcome(
-            outputs=after.summary,
+            outputs=after.outputs,
             summary=f"access key {key.access_key_id} of {key.user}: {key.status} -> {after.status}",
             before=key.summary,
             after=after.summary,
@@ -190,7 +195,7 @@ class DeactivateAccessKey(_SetStatus):
     ```
     ``user`` is a user name or a user ARN (as findings name principals). Refused for the
     access key this run itself uses. Reversible with ``iam.reactivate-access-key``; the key
-    is not deleted. Outputs: ``user``, ``access_key_id``, ``status``.
+    is not deleted. Outputs: ``user``, ``access_key_id``, ``key_status`` (``Inactive``).
     """
 
     name = "iam.deactivate-access-key"
@@ -214,15 +219,14 @@ class DeactivateAccessKey(_SetStatus):
 
 
 class ReactivateAccessKey(_SetStatus):
-    """Reactivate an access key deactivated earlier (the inverse of
-    ``iam.deactivate-access-key``).
+    """Reactivate an access key (the inverse of ``iam.deactivate-access-key``).
 
     ```yaml
     - id: reactivate
       action: iam.reactivate-access-key
       with: {user: svc-reports, access_key_id: AKIAEXAMPLEKEY123456}
     ```
-    Outputs: ``user``, ``access_key_id``, ``status``.
+    Outputs: ``user``, ``access_key_id``, ``key_status`` (``Active``).
     """
 
     name = "iam.reactivate-access-key"

@@ -2,8 +2,9 @@
 
 ``Sandbox`` forces dummy credentials (and hides every profile and credentials file), starts
 moto's in-process mock with its random generator seeded (the same scenario always gets the
-same key and grant ids), installs LookupEvents, seeds the scenario's world, and hands out a
-``ClientFactory`` whose transport refuses anything moto did not answer.
+same key, grant and access key ids), installs LookupEvents, seeds the scenario's world, and
+hands out a ``ClientFactory`` whose transport refuses anything moto did not answer. After
+each step of a run, ``after_step`` fires the scenario's injects for that step.
 """
 
 from __future__ import annotations
@@ -11,16 +12,17 @@ from __future__ import annotations
 import json
 import os
 import random
-import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from types import TracebackType
 from typing import Any
 
 from kmsir import templating
 from kmsir.actions.aws import ClientFactory, refuse_transport
-from kmsir.evidence import canonical, sent_intents, sha256_hex, timestamp
-from kmsir.sandbox import lookup, shim
-from kmsir.sandbox.scenario import EventSpec, IdentitySpec, Scenario
+from kmsir.evidence import canonical, inject_records, sent_intents, sha256_hex, timestamp
+from kmsir.sandbox import history, lookup, shim
+from kmsir.sandbox.injects import Injects
+from kmsir.sandbox.scenario import Scenario
 from kmsir.values import duration_seconds
 
 #: moto's default account: the dummy credentials below see this account.
@@ -48,13 +50,23 @@ _HIDDEN = (
 class Sandbox:
     """A seeded moto world for one scenario; use as a context manager."""
 
-    def __init__(self, scenario: Scenario, *, now: datetime | None = None) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        *,
+        now: datetime | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
         self.scenario = scenario
         self.region = scenario.region
         self.account = ACCOUNT
         self.now = now or datetime.now(timezone.utc)
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.keys: dict[str, dict[str, str]] = {}
         self.grants: dict[str, dict[str, str]] = {}
+        self.users: dict[str, dict[str, Any]] = {}
+        self.injects = Injects(self)
+        self._factories: list[ClientFactory] = []
         self._saved_env: dict[str, str | None] = {}
         self._mock: Any = None
 
@@ -119,7 +131,22 @@ class Sandbox:
 
     def client_factory(self) -> ClientFactory:
         """Clients for this sandbox; a request moto does not answer is refused."""
-        return ClientFactory(session_factory=self.session, region=self.region, guard_send=True)
+        factory = ClientFactory(session_factory=self.session, region=self.region, guard_send=True)
+        self._factories.append(factory)
+        return factory
+
+    # -- injects --------------------------------------------------------------------------
+
+    def after_step(self, step_id: str) -> list[dict[str, Any]]:
+        """Fire the scenario's injects waiting for step ``step_id`` (each at most once);
+        records of what each did (``say``, ``calls``, ``events``) for the engine to journal.
+
+        Nothing fires while the run is in check mode: the responder changes nothing then,
+        so the world has nothing to react to.
+        """
+        if any(factory.check_mode for factory in self._factories):
+            return []
+        return self.injects.after(step_id, self.clock())
 
     # -- serving other clients ------------------------------------------------------------
 
@@ -166,18 +193,25 @@ class Sandbox:
         return sha256_hex(canonical(self.scenario.model_dump(mode="json")))
 
     def replay(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
-        """Re-apply the state-changing calls a journal records, in order, to this re-seeded
-        world, so a resumed run continues where the interrupted one left the sandbox.
+        """Re-apply the state-changing calls and the injects a journal records, in journal
+        order, to this re-seeded world, so a resumed run continues where the interrupted one
+        left the sandbox.
 
         A call whose intent was journaled but whose result was not (the process died in
-        between) is re-applied as if it reached AWS; one that AWS refused is not.
+        between) is re-applied as if it reached AWS; one that AWS refused is not. An inject
+        whose step ended but that was never journaled fires now, before the run goes on, and
+        is listed under ``injects`` (the engine journals this result in ``run-resumed``).
         """
         from botocore import xform_name
         from botocore.exceptions import ClientError
 
         session = self.session()
-        replayed, refused = 0, []
-        for entry in sent_intents(entries):
+        replayed, refused, injects = 0, [], 0
+        sent = {id(entry) for entry in sent_intents(entries)}
+        for entry in entries:
+            if id(entry) not in sent:
+                injects += sum(self.injects.refire(r) for r in inject_records(entry))
+                continue
             intent = entry["data"]
             client = session.client(intent["service"], region_name=intent["region"])
             refuse_transport(client)
@@ -189,11 +223,20 @@ class Sandbox:
                 refused.append(f"{intent['operation']}: {type(exc).__name__}")
             else:
                 replayed += 1
-        return {"replayed": replayed, "refused": refused}
+        result: dict[str, Any] = {"replayed": replayed, "refused": refused}
+        if injects:
+            result["injects_replayed"] = injects
+        started = next((e for e in entries if e.get("type") == "run-started"), None)
+        if started is not None and (started.get("data") or {}).get("mode") != "check":
+            late = [self.injects.fire(n, self.clock()) for n in self.injects.owed(entries)]
+            if late:
+                result["injects"] = late
+        return result
 
     # -- seeding --------------------------------------------------------------------------
 
     def _seed(self) -> None:
+        self._seed_users()  # first: key policies and grants may name the users
         kms = self.session().client("kms")
         for name, spec in self.scenario.keys.items():
             metadata = kms.create_key(
@@ -209,7 +252,7 @@ class Sandbox:
             if not spec.enabled:
                 kms.disable_key(KeyId=key_id)
             if spec.policy is not None:
-                policy = self._render(spec.policy)
+                policy = self.render(spec.policy)
                 kms.put_key_policy(KeyId=key_id, PolicyName="default", Policy=json.dumps(policy))
             if spec.pending_deletion_days:
                 kms.schedule_key_deletion(
@@ -219,46 +262,41 @@ class Sandbox:
             key = self.keys[grant.key]
             created = kms.create_grant(
                 KeyId=key["id"],
-                GranteePrincipal=self._render(grant.grantee),
+                GranteePrincipal=self.render(grant.grantee),
                 Operations=grant.operations,
                 Name=grant.name,
             )
             self.grants[name] = {"id": created["GrantId"], "key": key["id"], "name": grant.name}
             if grant.created:
                 self._backdate_grant(key["id"], created["GrantId"], grant.created)
-        history = list(self._history())
-        lookup.add_events(self.account, self.region, history)
-        self._write_trail_files(history)
+        rng = random.Random(self.scenario.seed)  # noqa: S311 - event ids, not secrets
+        history_events = list(history.events(self, self.scenario.history, self.now, rng))
+        lookup.add_events(self.account, self.region, history_events)
+        s3 = self.session().client("s3")
+        history.create_trail_bucket(s3, self.trail_bucket, self.region)
+        history.write_trail_files(s3, self.trail_bucket, self.account, self.region, history_events)
+
+    def _seed_users(self) -> None:
+        """The scenario's IAM users and their access keys (moto's seeded ids: stable)."""
+        iam = self.session().client("iam")
+        for name, spec in self.scenario.users.items():
+            tags = [{"Key": k, "Value": v} for k, v in spec.tags.items()]
+            user = iam.create_user(UserName=spec.name, **({"Tags": tags} if tags else {}))["User"]
+            keys = [
+                iam.create_access_key(UserName=spec.name)["AccessKey"]["AccessKeyId"]
+                for _ in range(spec.access_keys)
+            ]
+            self.users[name] = {
+                "name": spec.name,
+                "arn": user["Arn"],
+                "access_key_ids": keys,
+                "access_key_id": keys[0] if keys else None,
+            }
 
     @property
     def trail_bucket(self) -> str:
         """The moto S3 bucket holding the history as CloudTrail log files."""
         return f"kmsir-sandbox-trail-{self.account}"
-
-    def _write_trail_files(self, events: list[dict[str, Any]]) -> None:
-        """The history as CloudTrail writes it: one gzipped file a day, AWSLogs layout."""
-        import gzip
-        import json
-        from collections import defaultdict
-
-        s3 = self.session().client("s3")
-        config = (
-            {}
-            if self.region == "us-east-1"
-            else {"CreateBucketConfiguration": {"LocationConstraint": self.region}}
-        )
-        s3.create_bucket(Bucket=self.trail_bucket, **config)
-        by_day: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for event in events:
-            by_day[event["eventTime"][:10]].append(event)
-        for day, records in sorted(by_day.items()):
-            year, month, date = day.split("-")
-            key = (
-                f"AWSLogs/{self.account}/CloudTrail/{self.region}/{year}/{month}/{date}/"
-                f"{self.account}_CloudTrail_{self.region}_{year}{month}{date}T0000Z_sim.json.gz"
-            )
-            body = json.dumps({"Records": records}, separators=(",", ":")).encode()
-            s3.put_object(Bucket=self.trail_bucket, Key=key, Body=gzip.compress(body, mtime=0))
 
     def _backdate_grant(self, key_id: str, grant_id: str, ago: str) -> None:
         """Give a seeded grant the creation time its story says (ListGrants reports it)."""
@@ -275,97 +313,10 @@ class Sandbox:
             "region": self.region,
             "keys": self.keys,
             "grants": self.grants,
+            "users": self.users,
             "trail_bucket": self.trail_bucket,
         }
 
-    def _render(self, value: Any) -> Any:
+    def render(self, value: Any) -> Any:
+        """A scenario value with its templates rendered over the seeded world."""
         return templating.render_value(value, self.template_context())
-
-    def _history(self) -> Any:
-        rng = random.Random(self.scenario.seed)  # noqa: S311 - ids, not secrets
-        for spec in self.scenario.history:
-            first = self.now - timedelta(seconds=duration_seconds(spec.at.removeprefix("-")))
-            step = timedelta(seconds=duration_seconds(spec.every))
-            for n in range(spec.count):
-                yield self._event(spec, first + n * step, rng)
-
-    def _identity(self, spec: IdentitySpec) -> dict[str, Any]:
-        account = spec.account or self.account
-        access_key = spec.access_key_id or "ASIA" + "".join(
-            random.Random(spec.name).choices("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", k=16)  # noqa: S311
-        )
-        principal = (
-            "AROA" + uuid.UUID(int=random.Random(spec.name).getrandbits(128)).hex[:17].upper()  # noqa: S311
-        )
-        if spec.type == "AssumedRole":
-            session = spec.session or "session"
-            return {
-                "type": "AssumedRole",
-                "principalId": f"{principal}:{session}",
-                "arn": f"arn:aws:sts::{account}:assumed-role/{spec.name}/{session}",
-                "accountId": account,
-                "accessKeyId": access_key,
-                "sessionContext": {
-                    "sessionIssuer": {
-                        "type": "Role",
-                        "principalId": principal,
-                        "arn": f"arn:aws:iam::{account}:role/{spec.name}",
-                        "accountId": account,
-                        "userName": spec.name,
-                    },
-                    "attributes": {"mfaAuthenticated": "false"},
-                },
-            }
-        if spec.type == "IAMUser":
-            return {
-                "type": "IAMUser",
-                "principalId": principal.replace("AROA", "AIDA"),
-                "arn": f"arn:aws:iam::{account}:user/{spec.name}",
-                "accountId": account,
-                "accessKeyId": spec.access_key_id or access_key.replace("ASIA", "AKIA"),
-                "userName": spec.name,
-            }
-        if spec.type == "Root":
-            return {
-                "type": "Root",
-                "principalId": account,
-                "arn": f"arn:aws:iam::{account}:root",
-                "accountId": account,
-            }
-        return {"type": "AWSService", "invokedBy": spec.name}
-
-    def _event(self, spec: EventSpec, moment: datetime, rng: random.Random) -> dict[str, Any]:
-        identity = self._identity(self.scenario.identities[spec.identity])
-        read_only = spec.read_only
-        if read_only is None:
-            read_only = spec.event.startswith(("Describe", "Get", "List"))
-        event: dict[str, Any] = {
-            "eventVersion": "1.10",
-            "userIdentity": identity,
-            "eventTime": moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "eventSource": "kms.amazonaws.com",
-            "eventName": spec.event,
-            "awsRegion": self.region,
-            "sourceIPAddress": self._render(spec.source_ip),
-            "userAgent": self._render(spec.user_agent),
-            "requestParameters": self._render(spec.request) or None,
-            "responseElements": self._render(spec.response) if spec.response is not None else None,
-            "requestID": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-            "eventID": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-            "readOnly": read_only,
-            "eventType": "AwsApiCall",
-            "managementEvent": True,
-            "recipientAccountId": self.account,
-            "eventCategory": "Management",
-        }
-        if spec.key is not None:
-            key = self.keys[spec.key]
-            event["resources"] = [
-                {"accountId": self.account, "type": "AWS::KMS::Key", "ARN": key["arn"]}
-            ]
-        if identity.get("accountId") not in (None, self.account):
-            event["sharedEventID"] = str(uuid.UUID(int=rng.getrandbits(128), version=4))
-        if spec.error_code:
-            event["errorCode"] = spec.error_code
-            event["errorMessage"] = self._render(spec.error_message or spec.error_code)
-        return event

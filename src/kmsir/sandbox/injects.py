@@ -1,0 +1,155 @@
+"""Scenario injects: what the world does after a step of the playbook ends.
+
+An inject (``injects:`` in a scenario) fires once, right after the step it names: the line it
+says is shown to the people in the exercise, the attacker's calls are made in the sandbox
+(through moto's request handling, so the fidelity shim applies), and the CloudTrail events
+it describes are added to LookupEvents and to the trail bucket. The engine journals each
+record ``fire`` returns as an ``inject`` entry.
+
+A resumed run rebuilds the world from the journal: injects already journaled are fired again
+in journal order (with the moment they first fired, so their events are the same), never a
+second time in the run; an inject whose step ended before the run stopped but which was not
+journaled (the process died in between) fires while the world is rebuilt, before the run
+continues, and is recorded in the ``run-resumed`` entry (``sandbox_replay.injects``).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+from kmsir.actions.aws import refuse_transport
+from kmsir.evidence import timestamp
+from kmsir.sandbox import history, lookup
+from kmsir.sandbox.scenario import (
+    CallSpec,
+    CreateGrantCall,
+    PutKeyPolicyCall,
+    ScheduleDeletionCall,
+)
+from kmsir.values import parse_time
+
+_OUTCOMES = frozenset({"step-succeeded", "step-skipped", "step-failed"})
+
+
+class InjectWorld(history.World, Protocol):
+    """What firing an inject needs of a seeded sandbox."""
+
+    @property
+    def trail_bucket(self) -> str:
+        """The moto bucket the trail delivers to."""
+        ...
+
+    def session(self) -> Any:
+        """A boto3 session on the sandbox."""
+        ...
+
+
+class Injects:
+    """The injects of one sandbox world, each fired at most once."""
+
+    def __init__(self, world: InjectWorld) -> None:
+        self.world = world
+        self.fired: set[int] = set()
+
+    def after(self, step_id: str, moment: datetime) -> list[dict[str, Any]]:
+        """Fire the injects that wait for ``step_id`` (in scenario order)."""
+        return [
+            self.fire(n, moment)
+            for n, inject in enumerate(self.world.scenario.injects)
+            if inject.after == step_id and n not in self.fired
+        ]
+
+    def fire(self, index: int, moment: datetime) -> dict[str, Any]:
+        """Make inject ``index`` happen at ``moment``; the record says what was done."""
+        world = self.world
+        inject = world.scenario.injects[index]
+        self.fired.add(index)
+        calls = [self._call(spec) for spec in inject.calls]
+        rng = random.Random(f"{world.scenario.seed}:inject:{index}")  # noqa: S311 - ids only
+        events = list(history.events(world, inject.history, moment, rng))
+        if events:
+            lookup.add_events(world.account, world.region, events)
+            history.write_trail_files(
+                world.session().client("s3"),
+                world.trail_bucket,
+                world.account,
+                world.region,
+                events,
+                name=f"inject{index:02d}",
+            )
+        return {
+            "inject": index,
+            "after": inject.after,
+            "say": str(world.render(inject.say)),
+            "at": timestamp(moment),
+            "calls": calls,
+            "events": [str(e["eventName"]) for e in events],
+        }
+
+    def refire(self, record: dict[str, Any]) -> bool:
+        """Replay a journaled inject record in a rebuilt world (``False``: not one of this
+        scenario's injects, or already replayed)."""
+        index = record.get("inject")
+        injects = self.world.scenario.injects
+        if not isinstance(index, int) or not 0 <= index < len(injects) or index in self.fired:
+            return False
+        if injects[index].after != record.get("after"):
+            return False
+        moment = parse_time(str(record.get("at")), datetime.now(timezone.utc))
+        self.fire(index, moment)
+        return True
+
+    def owed(self, entries: list[dict[str, Any]]) -> list[int]:
+        """Injects whose step ended in ``entries`` but that were never journaled."""
+        ended: dict[str, bool] = {}
+        for entry in entries:
+            step = entry.get("step")
+            if step is None:
+                continue
+            if entry.get("type") in _OUTCOMES:
+                ended[step] = True
+            elif entry.get("type") == "step-started":
+                ended[step] = False
+        return [
+            n
+            for n, inject in enumerate(self.world.scenario.injects)
+            if n not in self.fired and ended.get(inject.after)
+        ]
+
+    def _call(self, spec: CallSpec) -> dict[str, Any]:
+        """One attacker call, made in the sandbox; what AWS (moto and the shim) answered."""
+        from botocore import xform_name
+        from botocore.exceptions import ClientError
+
+        operation, params = call_parameters(self.world, spec)
+        client = self.world.session().client("kms", region_name=self.world.region)
+        refuse_transport(client)
+        error = None
+        try:
+            getattr(client, xform_name(operation))(**params)
+        except ClientError as exc:
+            error = str(exc.response.get("Error", {}).get("Code", "Unknown"))
+        return {"service": "kms", "operation": operation, "params": params, "error_code": error}
+
+
+def call_parameters(world: history.World, spec: CallSpec) -> tuple[str, dict[str, Any]]:
+    """The AWS operation and parameters of a call spec, on the seeded world's ids."""
+    key_id = world.keys[spec.key]["id"]
+    if isinstance(spec, ScheduleDeletionCall):
+        return spec.call, {"KeyId": key_id, "PendingWindowInDays": spec.pending_window_days}
+    if isinstance(spec, CreateGrantCall):
+        params: dict[str, Any] = {
+            "KeyId": key_id,
+            "GranteePrincipal": world.render(spec.grantee),
+            "Operations": list(spec.operations),
+        }
+        if spec.name:
+            params["Name"] = spec.name
+        return spec.call, params
+    if isinstance(spec, PutKeyPolicyCall):
+        policy = json.dumps(world.render(spec.policy), sort_keys=True)
+        return spec.call, {"KeyId": key_id, "PolicyName": "default", "Policy": policy}
+    return spec.call, {"KeyId": key_id}
