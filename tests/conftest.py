@@ -11,7 +11,7 @@ import pytest
 
 from kmsir import actions, playbook
 from kmsir.actions.aws import ClientFactory
-from kmsir.engine import Engine, RunOptions, RunResult
+from kmsir.engine import AfterStep, Engine, RunOptions, RunResult
 from kmsir.prompts import Prompter, ScriptedPrompter
 from kmsir.sandbox import Sandbox
 from kmsir.sandbox import scenario as scenarios
@@ -79,12 +79,14 @@ def run_playbook(
     yes: bool = False,
     registry: actions.Registry | None = None,
     scenario: str | None = None,
+    after_step: AfterStep | None = None,
 ) -> RunResult:
     engine = Engine(
         actions=registry or actions.registry(),
         clients=clients,
         prompter=prompter or ScriptedPrompter(answers or {}, source="test answers"),
         sleep=lambda _: None,
+        after_step=after_step,
     )
     values = playbook.resolve_inputs(loaded.playbook, inputs or {})
     options = RunOptions(
@@ -110,6 +112,7 @@ def played(scenario: str, evidence_dir: Path) -> Iterator[tuple[Sandbox, RunResu
             inputs=world.inputs,
             answers=world.answers,
             scenario=world.id,
+            after_step=sandbox.after_step,
         )
         assert result.status == "succeeded", result.error
         yield sandbox, result
@@ -151,6 +154,7 @@ def rogue_grant_result(rogue_grant: Sandbox, tmp_path: Path) -> tuple[dict[str, 
         inputs=world.inputs,
         answers=world.answers,
         scenario=world.id,
+        after_step=rogue_grant.after_step,
     )
     kms = rogue_grant.session().client("kms")
     key_id = rogue_grant.keys["payments"]["id"]

@@ -142,7 +142,8 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
 
 def test_run_in_sandbox_with_answers_file(tmp_path: Path) -> None:
     answers = tmp_path / "answers.yaml"
-    answers.write_text("decide: revoke-grants\nrevoke: approve\n")
+    # the scenario's attacker schedules deletion after the (skipped) disable step: cancel it
+    answers.write_text("decide: revoke-grants\nrevoke: approve\ncancel: approve\n")
     result = kmsir(
         "run",
         "kms-key-compromise",

@@ -25,9 +25,9 @@ from typer.testing import CliRunner
 from kmsir import cli
 
 CRASHKIT = Path(__file__).with_name("crashkit.py")
-# spread over the whole run (the demo journals about 97 entries), plus the risky moments
+# spread over the whole run (the demo journals about 131 entries), plus the risky moments
 POINTS = [
-    *(f"entry:{n}" for n in range(2, 98, 5)),
+    *(f"entry:{n}" for n in range(2, 132, 5)),
     "torn:31",
     "torn:64",
     "call:1",

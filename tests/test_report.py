@@ -61,7 +61,8 @@ def test_report_names_the_key_the_findings_and_what_was_done(demo_bundle: Path) 
     html = report.render(demo_bundle, fmt="html")
     assert key in html and "SIMULATED" in html
     assert [f["severity"] for f in context["findings"]][:2] == ["high", "high"]
-    assert {c["id"] for c in context["changes"]} == {"revoke", "disable"}
+    # the attacker scheduled the key's deletion after it was disabled (the scenario's inject)
+    assert {c["id"] for c in context["changes"]} == {"revoke", "disable", "cancel"}
     disable = next(c for c in context["changes"] if c["id"] == "disable")
     assert disable["calls"] == [f"kms:DisableKey KeyId={key}"]
     assert disable["inverse"] == "kms.enable-key" and disable["inverse_available"]

@@ -103,6 +103,7 @@ def _execute(
             clients=clients,
             prompter=prompter,
             reporter=ConsoleReporter(),
+            after_step=sandbox.after_step if world is not None else None,
         )
         return engine.run(loaded, inputs, options)
 
@@ -310,6 +311,7 @@ def resume(
             clients=clients,
             prompter=prompter,
             reporter=ConsoleReporter(),
+            after_step=sandbox.after_step if options.scenario else None,
         )
         result = engine.resume(loaded, state, options)
     finish(result)

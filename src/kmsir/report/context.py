@@ -170,11 +170,40 @@ def _detail(entry: dict[str, Any]) -> str:
         return f"in flight when the run stopped; sent before: {sent}; live state: {d.get('state')}"
     if kind == "check-mode":
         return "would call: " + "; ".join(d.get("would_call") or [])
+    if kind == "inject":
+        return _inject_detail(d)
     if kind == "step-retry":
         return f"retry {d.get('attempt')}: {d.get('error')}"
     if kind == "input-changed":
         return f"input {d.get('name')} changed from {d.get('from')!r} to {d.get('to')!r}"
     return ""
+
+
+def _inject_detail(record: dict[str, Any]) -> str:
+    """What a scenario inject said and did (its calls, the CloudTrail events it added)."""
+    done = []
+    for call in record.get("calls") or []:
+        if isinstance(call, dict):
+            error = call.get("error_code")
+            done.append(f"{call.get('operation')}" + (f" refused: {error}" if error else ""))
+    events = [str(e) for e in record.get("events") or []]
+    if events:
+        done.append(f"CloudTrail +{len(events)}: {', '.join(sorted(set(events)))}")
+    return str(record.get("say") or "") + (f" (sandbox: {'; '.join(done)})" if done else "")
+
+
+def _injects_on_resume(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The journal with each inject a resumed run fired while rebuilding its sandbox (kept in
+    its ``run-resumed`` entry) shown as an ``inject`` entry of its own, right after it."""
+    shown: list[dict[str, Any]] = []
+    for entry in entries:
+        shown.append(entry)
+        if entry["type"] == "run-resumed":
+            shown += [
+                {**entry, "type": "inject", "step": record.get("after"), "data": record}
+                for record in evidence.inject_records(entry)
+            ]
+    return shown
 
 
 def _principal(event: dict[str, Any]) -> str:
@@ -348,7 +377,7 @@ def build_context(bundle: evidence.Bundle, *, now: datetime | None = None) -> di
     changes = _changes(steps, now)
     runner = [
         e
-        for e in entries
+        for e in _injects_on_resume(entries)
         if e["type"] not in _NOT_IN_TIMELINE
         # a note's or question's outcome repeats the note or decision entry just before it
         and not (e["type"] == "step-succeeded" and e["data"].get("action") in ("note", "ask"))
