@@ -123,7 +123,8 @@ def test_an_irreversible_step_wants_the_key_typed_and_a_skip_wants_a_reason(
 ) -> None:
     """rogue-grant in the sandbox, the containment choice scripted: revoking the grants asks
     for the key's alias and asks again after a wrong one; skipping the disable asks why. A
-    note typed at a preview goes on the record."""
+    note typed at a preview goes on the record. The scenario's inject (the attacker schedules
+    deletion) shows on screen, and the responder cancels it."""
     answers = tmp_path / "answers.yaml"
     answers.write_text("decide: revoke-grants-and-disable\n")
     term = Terminal(
@@ -159,14 +160,16 @@ def test_an_irreversible_step_wants_the_key_typed_and_a_skip_wants_a_reason(
         term.wait_for("a reason, please")
         term.type("forensics image of the payments hosts first")
         term.keys("Enter")
-        term.run_steps("after")
+        # the scenario's inject: the attacker schedules deletion once the disable is done
+        term.wait_for("INJECT The attacker's Decrypt calls fail now")
+        term.run_steps("recheck", "cancel", "after")
         status = term.exit_status()
         screen = term.screen()
     finally:
         term.close()
 
     assert status == 0, screen
-    panel = revoke[revoke.index("Step 6/10 revoke") :]
+    panel = revoke[revoke.index("Step 6/12 revoke") :]
     assert "undo     IRREVERSIBLE" in panel
     assert "arn:aws:iam::444455556666:role/backup-sync" in panel
     assert "'alias/payments-staging' is not" in screen
@@ -176,6 +179,8 @@ def test_an_irreversible_step_wants_the_key_typed_and_a_skip_wants_a_reason(
         e["data"] for e in entries if e["type"] == "step-succeeded" and e["step"] == "after"
     )
     assert after["outputs"]["external_grant_ids"] == []  # the rogue grant is gone
+    assert after["outputs"]["state"] == "Disabled"  # the injected deletion was cancelled
+    assert [e["step"] for e in entries if e["type"] == "inject"] == ["disable"]
     skipped = next(
         e["data"] for e in entries if e["type"] == "step-skipped" and e["step"] == "disable"
     )
