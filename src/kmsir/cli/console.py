@@ -155,12 +155,18 @@ def summary_table(result: RunResult) -> None:
     if not result.steps:
         return
     table = Table(title=f"Run {result.status}", title_justify="left", expand=False)
-    table.add_column("#", justify="right", style="dim")
-    table.add_column("step", style="bold")
-    table.add_column("status")
-    table.add_column("summary", overflow="fold")
+    widest_id = max(len(r.step_id) for r in result.steps)
+    widest_status = max(len(r.status) for r in result.steps)
+    table.add_column("#", justify="right", style="dim", no_wrap=True, min_width=2)
+    table.add_column("step", style="bold", no_wrap=True, min_width=min(widest_id, 30))
+    table.add_column("status", no_wrap=True, min_width=widest_status)
+    # one line a step: the full summaries were printed as each step ended
+    table.add_column("summary", no_wrap=True)
+    # the borders and padding of four columns take 13 characters
+    room = max(20, console().width - 13 - 2 - min(widest_id, 30) - widest_status)
     for number, record in enumerate(result.steps, start=1):
-        summary = record.summary if len(record.summary) < 160 else record.summary[:157] + "..."
+        summary = " ".join(record.summary.split())
+        summary = summary if len(summary) <= room else summary[: room - 1] + "…"
         table.add_row(
             str(number),
             Text(record.step_id),
