@@ -32,7 +32,7 @@ from kmsir.writer import BundleWriter, write_manifest
 
 __all__ = ["RETRYABLE", "AfterStep", "Engine", "Mode", "RunOptions", "RunResult", "StepRecord"]
 
-#: Called after each step ends with its id; returns what happened in the world because of it
+#: Called with a step's id after it succeeded; returns what happened in the world because of it
 #: (a sandbox scenario's injects), each a JSON-able record with a ``say`` line for the person.
 AfterStep = Callable[[str], Sequence[Mapping[str, Any]]]
 RunStatus = Literal["succeeded", "failed", "aborted", "interrupted"]
@@ -199,7 +199,8 @@ class Engine:
                     record = runner.run(index, step, context, prior)
                 result.steps.append(record)
                 self.reporter.step(record.step_id, record.title, record.status, record.summary)
-                self._after_step(bundle, step.id)
+                if record.status in ("succeeded", "already"):
+                    self._after_step(bundle, step.id)  # the world reacts to what was done
                 if record.status == "failed":
                     result.status = "failed"
                     result.error = record.summary
