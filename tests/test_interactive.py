@@ -3,6 +3,7 @@ reason, a note, abort; after a failure, an input corrected and the step retried.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +74,7 @@ def test_a_read_only_step_is_skipped_with_its_reason_and_a_note_goes_on_record(
     decision = next(e for e in entries if e["type"] == "decision" and e["step"] == "collect")
     assert decision["data"]["answer"] == "skipped"
     notes = [e["data"] for e in entries if e["type"] == "note" and e["step"] == "cancel"]
-    assert notes == [{"text": "CAB emergency approval 7731", "by": "responder"}]
+    assert notes == [{"text": "CAB emergency approval 7731", "by": "answers file"}]
     text = report.render(result.bundle, fmt="md")
     assert "CAB emergency approval 7731" in text
     assert "trail already exported to the SIEM" in text
@@ -94,6 +95,7 @@ def test_abort_before_a_change_ends_the_run_and_changes_nothing(tmp_path: Path) 
 def test_a_failed_step_is_retried_with_a_corrected_input(tmp_path: Path) -> None:
     answers = {
         **ANSWERS,
+        "snapshot": {"decision": "run", "note": "key reference from the pager alert"},
         "snapshot.on-error": "edit-input",
         "snapshot.input": "key",
         "snapshot.key": "alias/orders-db",
@@ -104,13 +106,63 @@ def test_a_failed_step_is_retried_with_a_corrected_input(tmp_path: Path) -> None
     entries = _entries(result.bundle)
     outcomes = [e["type"] for e in entries if e["step"] == "snapshot" and "step-" in e["type"]]
     assert outcomes == ["step-started", "step-failed", "step-started", "step-succeeded"]
+    notes = [e for e in entries if e["type"] == "note" and e["step"] == "snapshot"]
+    assert len(notes) == 1  # the step was asked twice; the scripted note is kept once
     changed = [e["data"] for e in entries if e["type"] == "input-changed"]
     assert changed == [
         {"name": "key", "from": "alias/orders-bd", "to": "alias/orders-db", "by": "answers file"}
     ]
     shown = report.render(result.bundle, fmt="md")
     assert "input key changed from 'alias/orders-bd' to 'alias/orders-db'" in shown
+    assert "| key | `alias/orders-db` |" in shown  # what the steps used
+    assert "it was `alias/orders-bd`" in shown
+    manifest = json.loads((result.bundle / "manifest.json").read_text())
+    assert manifest["inputs"]["key"] == "alias/orders-db"
+    assert manifest["input_changes"][0]["from"] == "alias/orders-bd"
     assert integrity.verify(result.bundle) == []
+
+
+def test_a_scripted_retry_gives_up_instead_of_looping(tmp_path: Path) -> None:
+    answers = {**ANSWERS, "snapshot.on-error": "retry"}
+    result, state = _deletion_run(tmp_path, answers, key="alias/orders-bd", attended=True)
+    assert result.status == "aborted"
+    assert "still fails after 3 retries answered by the answers file" in str(result.error)
+    failed = [e for e in _entries(result.bundle) if e["type"] == "step-failed"]
+    assert len(failed) == 4 and state == "PendingDeletion"
+
+
+def test_resume_after_an_abort_asks_again_and_runs_the_step(tmp_path: Path) -> None:
+    world = scenarios.load("ransom-deletion")
+    loaded = load_playbook(DELETION)
+    with Sandbox(world) as sandbox:
+        aborted = run_playbook(
+            loaded,
+            sandbox.client_factory(),
+            tmp_path,
+            inputs=world.inputs,
+            answers={"cancel": "abort"},
+            scenario=world.id,
+        )
+        assert aborted.status == "aborted"
+        engine = Engine(
+            actions=actions.registry(),
+            clients=sandbox.client_factory(),
+            prompter=ScriptedPrompter(ANSWERS, source="answers file"),
+        )
+        options = RunOptions(
+            incident_id="INC-test", evidence_dir=tmp_path, mode="sandbox", scenario=world.id
+        )
+        result = engine.resume(loaded, resuming.load(aborted.bundle), options)
+        kms = sandbox.session().client("kms")
+        state = kms.describe_key(KeyId="alias/orders-db")["KeyMetadata"]["KeyState"]
+    assert result.status == "succeeded", result.error
+    assert state == "Disabled"  # the cancellation ran after all
+    decisions = [
+        e["data"]["answer"]
+        for e in _entries(result.bundle)
+        if e["type"] == "decision" and e["step"] == "cancel"
+    ]
+    assert decisions == ["aborted", "approved"]
 
 
 def test_without_anyone_at_a_terminal_a_failed_step_stops_the_run(tmp_path: Path) -> None:

@@ -65,3 +65,35 @@ def test_end_of_input_at_a_prompt_aborts() -> None:
 
     with pytest.raises(Aborted, match="end of file"):
         InteractivePrompter(show=print)._answer(ClosedStdin())
+
+
+@pytest.mark.parametrize(
+    ("answer", "problem"),
+    [
+        ({"decison": "skip", "reason": "legal hold"}, "unknown key 'decison'"),
+        ({"reason": "not yet"}, "no 'decision'"),
+        ({"note": "seen"}, "no 'decision'"),
+        ({"decision": "maybe"}, "use run, skip or abort"),
+    ],
+)
+def test_a_mistyped_step_answer_is_refused_not_taken_as_run(
+    answer: dict[str, str], problem: str
+) -> None:
+    from kmsir.prompts import StepPreview
+
+    preview = StepPreview(
+        step_id="revoke",
+        title="Revoke",
+        action="kms.revoke-grants",
+        phase=None,
+        position="6/12",
+        does="Revoke grants",
+        mutating=True,
+        calls=("kms:RevokeGrant",),
+    )
+    notes: list[tuple[str, str]] = []
+    with pytest.raises(UsageError, match=problem):
+        ScriptedPrompter({"revoke": answer}, source="answers file").before_step(
+            preview, lambda text, by: notes.append((text, by))
+        )
+    assert notes == []

@@ -186,7 +186,9 @@ def test_an_irreversible_step_wants_the_key_typed_and_a_skip_wants_a_reason(
     )
     assert "forensics image of the payments hosts first" in skipped["reason"]
     notes = [e["data"] for e in entries if e["type"] == "note" and e["step"] == "revoke"]
-    assert notes == [{"text": "Grant backup-sync was never approved (CHG-1881)", "by": "responder"}]
+    assert notes == [
+        {"text": "Grant backup-sync was never approved (CHG-1881)", "by": "interactive"}
+    ]
     report = (bundle / "report.md").read_text()
     assert "CHG-1881" in report and "forensics image of the payments hosts first" in report
     assert json.loads((bundle / "manifest.json").read_text())["simulated"] is True

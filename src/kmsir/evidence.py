@@ -344,9 +344,20 @@ def build_manifest(entries: list[dict[str, Any]]) -> dict[str, Any]:
         raise EvidenceError(f"{JOURNAL}: no run-started entry")
     finished = finished_entry(entries)
     meta = started["data"]
+    # inputs as the steps last used them: the responder may correct one after a failure
+    changes = [
+        {**e["data"], "step": e.get("step"), "ts": e["ts"]}
+        for e in entries
+        if e["type"] == "input-changed"
+    ]
+    inputs = dict(meta.get("inputs") or {})
+    for change in changes:
+        inputs[change.get("name")] = change.get("to")
     return {
         "format": FORMAT,
         **{k: meta.get(k) for k in _MANIFEST_FIELDS},
+        "inputs": inputs,
+        **({"input_changes": changes} if changes else {}),
         "started": started["ts"],
         "finished": finished["ts"] if finished else None,
         "status": finished["data"].get("status") if finished else "incomplete",

@@ -74,6 +74,10 @@ class StepPreview:
         return found
 
 
+#: Journals a note added at a step's preview: ``(text, who)``.
+NoteTaker = Callable[[str, str], None]
+
+
 class Prompter(Protocol):
     """What the engine and human actions need from a person."""
 
@@ -82,12 +86,12 @@ class Prompter(Protocol):
         """True when a person at a terminal answers what nothing else answered."""
         ...
 
-    def before_step(self, preview: StepPreview, note: Callable[[str], None]) -> Answer | None:
+    def before_step(self, preview: StepPreview, note: NoteTaker) -> Answer | None:
         """Run (``"run"``), skip (``"skip"``, with a reason) or abort (``"abort"``) a step.
 
-        ``note`` journals a note the person adds meanwhile. ``None``: there is nobody to ask
-        and the step changes nothing, so it runs. A step that changes something with no one
-        to approve it raises ``MissingAnswer``.
+        ``note(text, source)`` journals a note added meanwhile, saying who added it.
+        ``None``: there is nobody to ask and the step changes nothing, so it runs. A step
+        that changes something with no one to approve it raises ``MissingAnswer``.
         """
         ...
 
@@ -147,7 +151,7 @@ class InteractivePrompter:
         value = self._answer(questionary.select(question, choices=list(choices)))
         return Answer(value, self.source)
 
-    def before_step(self, preview: StepPreview, note: Callable[[str], None]) -> Answer | None:
+    def before_step(self, preview: StepPreview, note: NoteTaker) -> Answer | None:
         import questionary
         from questionary import Choice
 
@@ -174,7 +178,7 @@ class InteractivePrompter:
             if choice == "note":
                 text = self._answer(questionary.text("Note:")).strip()
                 if text:
-                    note(text)
+                    note(text, self.source)
                     self._show("  noted.")
             if choice == "details":
                 for line in preview.details or ("  (nothing more to show)",):
@@ -247,7 +251,7 @@ class NoPrompter:
     def ask(self, key: str, question: str, choices: Sequence[str]) -> Answer:
         raise self._missing(key, f"question {question[:60]!r}")
 
-    def before_step(self, preview: StepPreview, note: Callable[[str], None]) -> Answer | None:
+    def before_step(self, preview: StepPreview, note: NoteTaker) -> Answer | None:
         if not preview.mutating:
             return None
         raise self._missing(preview.step_id, "approval of a step that changes state")
@@ -270,23 +274,31 @@ class ScriptedPrompter:
         self.answers = dict(answers)
         self.source = source
         self.fallback: Prompter = fallback or NoPrompter()
+        self._noted: set[str] = set()
 
     @property
     def interactive(self) -> bool:
         return self.fallback.interactive
 
-    def before_step(self, preview: StepPreview, note: Callable[[str], None]) -> Answer | None:
+    def before_step(self, preview: StepPreview, note: NoteTaker) -> Answer | None:
         key = preview.step_id
         if key not in self.answers:
             return self.fallback.before_step(preview, note)
         value = self.answers[key]
+        reason = None
         if isinstance(value, Mapping):  # {decision: skip, reason: ..., note: ...}
-            if value.get("note"):
-                note(str(value["note"]))
+            unknown = sorted(str(k) for k in value if k not in ("decision", "reason", "note"))
+            if unknown or "decision" not in value:
+                raise UsageError(
+                    f"answer for {key!r}: "
+                    + (f"unknown key {unknown[0]!r}; " if unknown else "no 'decision'; ")
+                    + "write {decision: run|skip|abort, reason: ..., note: ...}"
+                )
+            if value.get("note") and key not in self._noted:
+                self._noted.add(key)  # once, however often the step is asked
+                note(str(value["note"]), self.source)
             reason = value.get("reason")
-            value = value.get("decision", "run")
-        else:
-            reason = None
+            value = value["decision"]
         text = str(value).strip().lower() if not isinstance(value, bool) else str(value).lower()
         if text in APPROVE or str(value).strip() in preview.typed:
             return Answer("run", self.source)
@@ -341,7 +353,7 @@ class AutoApprovePrompter:
     def __init__(self, fallback: Prompter) -> None:
         self.fallback = fallback
 
-    def before_step(self, preview: StepPreview, note: Callable[[str], None]) -> Answer | None:
+    def before_step(self, preview: StepPreview, note: NoteTaker) -> Answer | None:
         return Answer("run", self.source) if preview.mutating else None
 
     def ask(self, key: str, question: str, choices: Sequence[str]) -> Answer:

@@ -140,7 +140,8 @@ def step_states(entries: list[dict[str, Any]]) -> dict[str, StepState]:
         elif type_ == "step-started":
             state.started = True
         elif type_ == "decision" and str(data.get("question", "")).startswith("run "):
-            state.decision = entry
+            # an abort stopped the run before the step: on resume it is asked afresh
+            state.decision = entry if data.get("answer") != "aborted" else None
         elif type_ == "decision" and data.get("question") == "on error":
             state.on_error = str(data.get("answer"))
         elif type_ in ("decision", "note"):

@@ -36,6 +36,8 @@ from kmsir.resume import StepState, step_states
 from kmsir.writer import BundleWriter
 
 Mode = Literal["live", "check", "sandbox"]
+#: How often an answers file's "retry" (or "edit-input") is followed for one step.
+SCRIPTED_RETRIES = 3
 #: AWS error codes worth retrying (``retries:``) after botocore's own retries gave up.
 RETRYABLE = frozenset(
     {
@@ -122,6 +124,7 @@ class StepRunner:
         self._total, self._inputs = total, inputs
         #: The step running now: API calls are journaled under it.
         self.current_step: str | None = None
+        self._scripted_retries: dict[str, int] = {}
 
     def run(
         self,
@@ -286,8 +289,8 @@ class StepRunner:
             answer = Answer("run", "auto-approved") if action.mutating else None
         else:
 
-            def note(text: str) -> None:
-                self.bundle.append("note", {"text": text, "by": "responder"}, step=step.id)
+            def note(text: str, by: str) -> None:
+                self.bundle.append("note", {"text": text, "by": by}, step=step.id)
 
             answer = self.prompter.before_step(shown, note)
         if answer is None:
@@ -327,6 +330,14 @@ class StepRunner:
             },
             step=step.id,
         )
+        if choice.value in ("retry", "edit-input") and choice.source != "interactive":
+            # a scripted answer is the same every time: it must not retry for ever
+            self._scripted_retries[step.id] = tries = self._scripted_retries.get(step.id, 0) + 1
+            if tries > SCRIPTED_RETRIES:
+                raise Aborted(
+                    f"step '{step.id}' still fails after {SCRIPTED_RETRIES} retries answered "
+                    f"by the {choice.source}"
+                )
         if choice.value != "edit-input":
             return str(choice.value)
         names = list(self._inputs)
