@@ -122,9 +122,10 @@ def test_an_irreversible_step_wants_the_key_typed_and_a_skip_wants_a_reason(
     tmp_path: Path,
 ) -> None:
     """rogue-grant in the sandbox, the containment choice scripted: revoking the grants asks
-    for the key's alias and asks again after a wrong one; skipping the disable asks why. A
-    note typed at a preview goes on the record. The scenario's inject (the attacker schedules
-    deletion) shows on screen, and the responder cancels it."""
+    for the key's alias and asks again after a wrong one. A note typed at a preview goes on
+    the record. The scenario's inject (the attacker schedules deletion once the key is
+    disabled) shows on screen, and the responder cancels it; skipping the last snapshot asks
+    why, and the note that needed it fails and is skipped from the failure menu."""
     answers = tmp_path / "answers.yaml"
     answers.write_text("decide: revoke-grants-and-disable\n")
     term = Terminal(
@@ -153,16 +154,21 @@ def test_an_irreversible_step_wants_the_key_typed_and_a_skip_wants_a_reason(
         term.type("alias/payments-prod")
         term.keys("Enter")
         term.wait_for("succeeded revoke:")
-        term.wait_for("? Step disable:")
+        term.run_steps("disable")
+        # the scenario's inject: the attacker schedules deletion once the key is disabled
+        term.wait_for("INJECT The attacker's Decrypt calls fail now")
+        term.run_steps("recheck", "cancel")
+        term.wait_for("? Step after:")
         term.keys("Down", "Enter")  # Skip it
         term.wait_for("Why skip it?")
         term.keys("Enter")  # an empty reason is not taken
         term.wait_for("a reason, please")
         term.type("forensics image of the payments hosts first")
         term.keys("Enter")
-        # the scenario's inject: the attacker schedules deletion once the disable is done
-        term.wait_for("INJECT The attacker's Decrypt calls fail now")
-        term.run_steps("recheck", "cancel", "after")
+        # the recovery note reads the skipped snapshot, so it fails: the failure menu
+        term.wait_for("step 'recovery' (note): template")
+        term.wait_for("What now?")
+        term.keys("Down", "Enter")  # skip
         status = term.exit_status()
         screen = term.screen()
     finally:
@@ -175,16 +181,18 @@ def test_an_irreversible_step_wants_the_key_typed_and_a_skip_wants_a_reason(
     assert "'alias/payments-staging' is not" in screen
     bundle = _bundle(screen)
     entries = _entries(bundle)
-    after = next(
-        e["data"] for e in entries if e["type"] == "step-succeeded" and e["step"] == "after"
-    )
-    assert after["outputs"]["external_grant_ids"] == []  # the rogue grant is gone
-    assert after["outputs"]["state"] == "Disabled"  # the injected deletion was cancelled
+    done = {e["step"]: e["data"] for e in entries if e["type"] == "step-succeeded"}
+    assert done["recheck"]["outputs"]["external_grant_ids"] == []  # the rogue grant is gone
+    assert done["cancel"]["after"]["state"] == "Disabled"  # the injected deletion, cancelled
     assert [e["step"] for e in entries if e["type"] == "inject"] == ["disable"]
     skipped = next(
-        e["data"] for e in entries if e["type"] == "step-skipped" and e["step"] == "disable"
+        e["data"] for e in entries if e["type"] == "step-skipped" and e["step"] == "after"
     )
     assert "forensics image of the payments hosts first" in skipped["reason"]
+    on_error = next(
+        e["data"] for e in entries if e["type"] == "decision" and e["step"] == "recovery"
+    )
+    assert (on_error["question"], on_error["answer"]) == ("on error", "skip")
     notes = [e["data"] for e in entries if e["type"] == "note" and e["step"] == "revoke"]
     assert notes == [
         {"text": "Grant backup-sync was never approved (CHG-1881)", "by": "interactive"}

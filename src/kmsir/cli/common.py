@@ -43,7 +43,17 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def err(message: str) -> None:
-    print(message, file=sys.stderr)
+    from kmsir.cli.console import printable
+
+    print(printable(message), file=sys.stderr)
+
+
+def _end_display() -> None:
+    """Stop a progress display left running (Ctrl-C or an error during long work), so the
+    terminal gets its cursor back."""
+    console = sys.modules.get("kmsir.cli.console")
+    if console is not None:
+        console.pause_progress()
 
 
 def handled(func: F) -> F:
@@ -56,18 +66,22 @@ def handled(func: F) -> F:
         except typer.Exit:
             raise
         except PlaybookError as exc:
+            _end_display()
             for problem in exc.problems:
                 err(problem)
             raise typer.Exit(exc.exit_code) from None
         except KmsirError as exc:
+            _end_display()
             if _state["debug"]:
                 traceback.print_exc()
             err(f"kmsir: error: {exc}")
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
+            _end_display()
             err("kmsir: interrupted")
             raise typer.Exit(EXIT_INTERRUPTED) from None
         except Exception as exc:
+            _end_display()
             if _state["debug"]:
                 traceback.print_exc()
             err(

@@ -7,6 +7,7 @@ is never read as rich markup.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
@@ -24,6 +25,14 @@ STATUS_STYLE = {
     "would-run": "cyan",
 }
 _console: list[Console] = []
+#: Terminal control characters (ESC sequences could move the cursor or retitle the window)
+#: shown as "?" when text from AWS or a playbook is printed.
+_CONTROLS = {c: "?" for c in (*range(32), *range(127, 160)) if chr(c) not in "\n\t"}
+
+
+def printable(text: str) -> str:
+    """``text`` without terminal control characters."""
+    return text.translate(_CONTROLS)
 
 
 def console() -> Console:
@@ -79,15 +88,15 @@ class ConsoleReporter:
 
         pause_progress()
         line = Text(f"{status:>10} ", style=STATUS_STYLE.get(status, ""))
-        line.append(f"{step_id}: ", style="bold")
-        line.append(summary if len(summary) < 300 else summary[:297] + "...")
+        line.append(f"{printable(step_id)}: ", style="bold")
+        line.append(printable(summary if len(summary) < 300 else summary[:297] + "..."))
         self.console.print(line)
 
     def notice(self, text: str) -> None:
         from rich.text import Text
 
         pause_progress()
-        self.console.print(Text(f"    INJECT {text}", style="bold magenta"))
+        self.console.print(Text(f"    INJECT {printable(text)}", style="bold magenta"))
 
 
 def pause_progress() -> None:
@@ -103,7 +112,22 @@ def banner(text: str) -> None:
     """A line that must not be missed (SIMULATED, CHECK MODE)."""
     from rich.text import Text
 
-    console().print(Text(text, style="bold reverse"))
+    console().print(Text(printable(text), style="bold reverse"))
+
+
+def _printable_preview(preview: StepPreview) -> StepPreview:
+    def one(text: str | None) -> str | None:
+        return None if text is None else printable(text)
+
+    return dataclasses.replace(
+        preview,
+        title=printable(preview.title),
+        does=printable(preview.does),
+        target=one(preview.target),
+        state=one(preview.state),
+        calls=tuple(printable(c) for c in preview.calls),
+        notes=tuple(printable(n) for n in preview.notes),
+    )
 
 
 def show_preview(preview: StepPreview) -> None:
@@ -113,6 +137,7 @@ def show_preview(preview: StepPreview) -> None:
     from rich.text import Text
 
     pause_progress()
+    preview = _printable_preview(preview)
     body = Text()
     body.append(f"{preview.title}\n", style="bold")
     body.append(f"{preview.action}: {preview.does.replace('``', '')}\n", style="dim")
@@ -169,8 +194,8 @@ def summary_table(result: RunResult) -> None:
         summary = summary if len(summary) <= room else summary[: room - 1] + "…"
         table.add_row(
             str(number),
-            Text(record.step_id),
+            Text(printable(record.step_id)),
             Text(record.status, style=STATUS_STYLE.get(record.status, "")),
-            Text(summary),
+            Text(printable(summary)),
         )
     console().print(table)

@@ -56,7 +56,12 @@ def demo(
         scenario=world.id,
         extra={"answers": {"source": "scenario script", "values": world.answers}},
     )
-    finish(_execute(loaded, {}, prompter, options, world=world, source=world.id))
+    finish(_execute(loaded, {}, prompter, options, world=world, source=_scenario_source(scenario)))
+
+
+def _scenario_source(reference: str) -> str:
+    """How resume finds the scenario again: a built-in name, or a file's absolute path."""
+    return str(Path(reference).resolve()) if Path(reference).suffix else reference
 
 
 def _execute(
@@ -170,9 +175,7 @@ def run(
         from kmsir.cli.console import banner
 
         banner("CHECK MODE · nothing is changed; each changing step says what it would do")
-    source = None
-    if sandbox:
-        source = str(Path(sandbox).resolve()) if Path(sandbox).suffix else sandbox
+    source = _scenario_source(sandbox) if sandbox else None
     finish(
         _execute(
             loaded,
@@ -301,6 +304,9 @@ def resume(
                 )
             stack.enter_context(sandbox)
             replayed = sandbox.replay(state.entries)
+            from kmsir.cli.console import banner
+
+            banner(f"SIMULATED · sandbox scenario {world.id}, no AWS account: {world.story}")
             err(f"sandbox: rebuilt scenario {world.id}, replayed {replayed['replayed']} call(s)")
             clients = sandbox.client_factory()
             options = dataclasses.replace(options, extra={"sandbox_replay": replayed})
