@@ -142,8 +142,9 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
 
 def test_run_in_sandbox_with_answers_file(tmp_path: Path) -> None:
     answers = tmp_path / "answers.yaml"
-    # the scenario's attacker schedules deletion after the (skipped) disable step: cancel it
-    answers.write_text("decide: revoke-grants\nrevoke: approve\ncancel: approve\n")
+    # revoke the grants, keep the key enabled: disable is skipped (by its `when`), so the
+    # scenario's attacker, who strikes once the key is disabled, never does
+    answers.write_text("decide: revoke-grants\nrevoke: approve\n")
     result = kmsir(
         "run",
         "kms-key-compromise",
@@ -159,13 +160,13 @@ def test_run_in_sandbox_with_answers_file(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     bundle = Path(result.stdout.strip()).parent
     assert integrity.verify(bundle) == []
-    steps = {
-        e["step"]: e
-        for e in map(json.loads, (bundle / "journal.jsonl").read_text().splitlines())
-        if e["type"] in ("step-succeeded", "step-skipped")
-    }
+    entries = [json.loads(line) for line in (bundle / "journal.jsonl").read_text().splitlines()]
+    steps = {e["step"]: e for e in entries if e["type"] in ("step-succeeded", "step-skipped")}
     assert steps["revoke"]["type"] == "step-succeeded"
     assert steps["disable"]["type"] == "step-skipped"
+    assert not [e for e in entries if e["type"] == "inject"]
+    assert steps["recheck"]["data"]["outputs"]["state"] == "Enabled"
+    assert steps["cancel"]["type"] == "step-skipped"  # nothing was scheduled to cancel
 
 
 def test_run_without_answer_or_terminal_names_the_missing_answer(tmp_path: Path) -> None:

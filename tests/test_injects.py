@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from kmsir.errors import PlaybookError
+from kmsir.errors import PlaybookError, TemplateError
 from kmsir.sandbox import Sandbox
 from kmsir.sandbox import scenario as scenarios
 
-from .conftest import played
+from .conftest import PLAYBOOKS, load_playbook, played, run_playbook
 from .test_crash import kmsir, normalised, only_bundle, verify
 
 
@@ -103,7 +103,7 @@ def test_replay_refires_journaled_injects_and_fires_owed_ones(tmp_path: Path) ->
         assert result == {"replayed": 0, "refused": [], "injects_replayed": 1}
         assert key_state(again) == "PendingDeletion"
         assert again.after_step("disable") == []
-    with Sandbox(world, now=now) as again:  # its step ended, the inject never journaled
+    with Sandbox(world, now=now) as again:  # its step was done, the inject never journaled
         result = again.replay([started, disabled])
         assert [r["after"] for r in result["injects"]] == ["disable"]
         assert key_state(again) == "PendingDeletion"
@@ -112,6 +112,92 @@ def test_replay_refires_journaled_injects_and_fires_owed_ones(tmp_path: Path) ->
         result = again.replay([started, {"type": "step-started", "step": "disable", "data": {}}])
         assert "injects" not in result and key_state(again) == "Enabled"
         assert len(again.after_step("disable")) == 1
+
+
+@pytest.mark.parametrize(
+    ("ends", "owed"),
+    [
+        ([{"type": "step-succeeded", "data": {"status": "succeeded"}}], True),
+        ([{"type": "step-succeeded", "data": {"status": "already"}}], True),
+        ([{"type": "step-skipped", "data": {"status": "skipped"}}], False),
+        ([{"type": "step-failed", "data": {"error": "no answer for 'disable'"}}], False),
+        ([{"type": "step-succeeded", "data": {}}, {"type": "step-started", "data": {}}], False),
+        ([{"type": "step-failed", "data": {}}, {"type": "step-succeeded", "data": {}}], True),
+    ],
+    ids=["succeeded", "already", "skipped", "failed", "started-again", "failed-then-done"],
+)
+def test_only_a_step_that_was_done_owes_its_injects(ends: list[dict[str, Any]], owed: bool) -> None:
+    """An inject is owed on resume only if its step's last entry is ``step-succeeded``."""
+    started = {"type": "run-started", "data": {"mode": "sandbox"}}
+    steps = [{"type": "step-started", "step": "disable", "data": {}}]
+    steps += [{**entry, "step": "disable"} for entry in ends]
+    with Sandbox(scenarios.load("rogue-grant")) as world:
+        result = world.replay([started, *steps])
+        assert ("injects" in result) is owed
+        assert key_state(world) == ("PendingDeletion" if owed else "Enabled")
+
+
+def _answers(tmp_path: Path, name: str, text: str) -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_a_run_stopped_at_the_steps_preview_fires_its_inject_once_the_step_is_done(
+    tmp_path: Path,
+) -> None:
+    """Stopped at ``disable`` for want of an answer (journaled ``step-failed``), then resumed
+    with the answer: the world is rebuilt without the inject, which fires once, right after
+    ``disable`` succeeds in the resumed run."""
+    run = ["run", "kms-key-compromise", "--sandbox", "rogue-grant", "--incident", "INC-7"]
+    run += ["--evidence-dir", "ev"]
+    partial = _answers(tmp_path, "partial.yaml", "decide: revoke-grants-and-disable\nrevoke: y\n")
+    stopped = kmsir([*run, "--answers", partial], tmp_path)
+    assert stopped.returncode == 1 and "no answer for 'disable'" in stopped.stderr
+    (bundle,) = (tmp_path / "ev" / "INC-7").iterdir()
+    before = journal(bundle)
+    assert [e["type"] for e in before if e.get("step") == "disable"][-1] == "step-failed"
+    assert not [e for e in before if e["type"] == "inject"]
+
+    full = _answers(tmp_path, "full.yaml", "disable: approve\ncancel: approve\n")
+    resumed = kmsir(["resume", str(bundle), "--answers", full], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert verify(bundle)[0] == 0
+    entries = journal(bundle)
+    (again,) = [e for e in entries if e["type"] == "run-resumed"]
+    assert "injects" not in again["data"]["sandbox_replay"]  # nothing fired at the rebuild
+    (inject,) = [e for e in entries if e["type"] == "inject"]
+    at = entries.index(inject)
+    done = entries[at - 1]
+    assert (done["type"], done["step"]) == ("step-succeeded", "disable")
+    assert entries.index(again) < at - 1
+    assert done["data"]["before"]["state"] == "Enabled"  # disabled before the attacker struck
+    steps = {e["step"]: e for e in entries if e["type"] in ("step-succeeded", "step-skipped")}
+    assert steps["recheck"]["data"]["outputs"]["state"] == "PendingDeletion"
+    assert steps["cancel"]["type"] == "step-succeeded"
+
+
+def test_a_skipped_step_fires_no_inject(tmp_path: Path) -> None:
+    world = scenarios.load("rogue-grant")
+    answers = {**world.answers, "disable": "skip"}
+    with Sandbox(world) as sandbox:
+        result = run_playbook(
+            load_playbook(PLAYBOOKS / f"{world.playbook}.yaml"),
+            sandbox.client_factory(),
+            tmp_path,
+            inputs=world.inputs,
+            answers=answers,
+            scenario=world.id,
+            after_step=sandbox.after_step,
+        )
+        assert result.status == "succeeded", result.error
+        assert key_state(sandbox) == "Enabled"
+    entries = journal(result.bundle)
+    assert not [e for e in entries if e["type"] == "inject"]
+    steps = {e["step"]: e for e in entries if e["type"] in ("step-succeeded", "step-skipped")}
+    assert steps["disable"]["type"] == "step-skipped"
+    assert steps["recheck"]["data"]["outputs"]["state"] == "Enabled"
+    assert steps["cancel"]["type"] == "step-skipped"
 
 
 @pytest.fixture(scope="module")
@@ -201,6 +287,147 @@ def test_a_bad_inject_is_one_line_naming_file_and_line(
     line = len(path.read_text().splitlines())  # the inject is the file's last entry
     assert problem.startswith(f"{path}:") and message in problem, problem
     assert int(problem.split(":")[1]) in range(line - 1, line + 1), problem
+
+
+@pytest.mark.parametrize(
+    ("inject", "message"),
+    [
+        (
+            '  - {after: revoke, say: "Gone: {{ keys.nope.id }}"}\n',
+            "injects.0.say: template 'Gone: {{ keys.nope.id }}': 'dict object' has no attribute "
+            "'nope'",
+        ),
+        (
+            '  - {after: revoke, say: "{{ keys.payments.id | shout }}"}\n',
+            "No filter named 'shout'",
+        ),
+        (
+            "  - {after: revoke, say: hi, calls: [{call: PutKeyPolicy, key: payments, policy:"
+            ' {Statement: [{Effect: Allow, Principal: {AWS: "{{ nope }}"}}]}}]}\n',
+            "injects.0.calls.0.policy.Statement.0.Principal.AWS: template ' nope ': 'nope' is "
+            "undefined",
+        ),
+        (
+            "  - {after: revoke, say: hi, calls: [{call: CreateGrant, key: payments, grantee:"
+            ' "{{ grants.rogue.arn }}", operations: [Decrypt]}]}\n',
+            "injects.0.calls.0.grantee: template ' grants.rogue.arn ': 'dict object' has no "
+            "attribute 'arn'",
+        ),
+        (
+            "  - {after: revoke, say: hi, calls: [{call: CreateGrant, key: payments, grantee:"
+            ' "{{ keys.payments }}", operations: [Decrypt]}]}\n',
+            "injects.0.calls.0.grantee: renders to dict, not a string",
+        ),
+        (
+            "  - {after: revoke, say: hi, history: [{event: Decrypt, identity: ci,"
+            ' request: {keyId: "{{ keys.payments.key_id }}"}}]}\n',
+            "injects.0.history.0.request.keyId: template ' keys.payments.key_id '",
+        ),
+        (
+            "  - {after: revoke, say: hi, history: [{event: Decrypt, identity: ci,"
+            ' error_code: AccessDenied, error_message: "{{ users.ci.arn }} denied"}]}\n',
+            "injects.0.history.0.error_message: template '{{ users.ci.arn }} denied'",
+        ),
+    ],
+    ids=[
+        "say",
+        "say-filter",
+        "call-policy",
+        "call-grantee",
+        "grantee-not-text",
+        "history",
+        "error",
+    ],
+)
+def test_a_template_mistake_in_an_inject_is_refused_when_the_scenario_loads(
+    tmp_path: Path, inject: str, message: str
+) -> None:
+    path = _scenario(tmp_path, inject)
+    with pytest.raises(PlaybookError) as raised:
+        scenarios.load(str(path))
+    (problem,) = raised.value.problems
+    line = len(path.read_text().splitlines())  # the inject is the file's last line
+    assert problem.startswith(f"{path}:{line}:") and message in problem, problem
+
+
+@pytest.mark.parametrize(
+    ("good", "bad", "message"),
+    [
+        (
+            'response: {grantId: "{{ grants.rogue.id }}"',
+            'response: {grantId: "{{ grants.rouge.id }}"',
+            "history.2.response.grantId: template ' grants.rouge.id ': 'dict object' has no "
+            "attribute 'rouge'",
+        ),
+        (
+            'grantee: "arn:aws:iam::{{ account }}:role/payments-app"',
+            'grantee: "arn:aws:iam::{{ acount }}:role/payments-app"',
+            "grants.app.grantee: template 'arn:aws:iam::{{ acount }}:role/payments-app': "
+            "'acount' is undefined",
+        ),
+        (
+            "    rotation: true\n",
+            '    rotation: true\n    policy: {Statement: [{Resource: "{{ grants.app.id }}"}]}\n',
+            # seeding puts a key's policy before any grant exists
+            "keys.payments.policy.Statement.0.Resource: template ' grants.app.id ': 'dict "
+            "object' has no attribute 'app'",
+        ),
+    ],
+    ids=["history", "grantee", "key-policy"],
+)
+def test_a_template_mistake_in_the_world_is_refused_when_the_scenario_loads(
+    tmp_path: Path, good: str, bad: str, message: str
+) -> None:
+    text = (scenarios.scenario_dir() / "rogue-grant.yaml").read_text()
+    assert text.count(good) == 1
+    path = tmp_path / "bad.yaml"
+    path.write_text(text.replace(good, bad))
+    changed = next(
+        n for n, line in enumerate(path.read_text().splitlines(), 1) if bad.rstrip()[-12:] in line
+    )
+    with pytest.raises(PlaybookError) as raised:
+        scenarios.load(str(path))
+    (problem,) = raised.value.problems
+    assert problem.startswith(f"{path}:{changed}:") and message in problem, problem
+
+
+def test_the_cli_refuses_a_template_mistake_before_the_run(tmp_path: Path) -> None:
+    path = _scenario(tmp_path, '  - {after: disable, say: "{{ keys.nope.alias }} is gone"}\n')
+    result = kmsir(["demo", "--scenario", str(path), "--evidence-dir", "ev"], tmp_path)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"{path}:") and "injects.0.say: template" in line
+    assert not (tmp_path / "ev").exists()  # refused before anything ran
+
+
+@pytest.mark.parametrize("name", sorted(scenarios.available()))
+def test_the_stand_in_world_has_the_sandboxs_names_and_shapes(name: str) -> None:
+    """Templates are checked at load against a stand-in of ``Sandbox.template_context``:
+    the same names, and values of the same types and lengths."""
+
+    def shape(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: shape(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [shape(v) for v in value]
+        return (type(value).__name__, len(value) if isinstance(value, str) else None)
+
+    world = scenarios.load(name)
+    with Sandbox(world) as sandbox:
+        real = sandbox.template_context()
+    assert shape(scenarios.stand_in_world(world)) == shape(real)
+
+
+def test_an_inject_that_fails_to_render_changes_nothing(rogue_grant: Sandbox) -> None:
+    """Past the load-time check (a scenario built in code): the line is rendered before the
+    attacker's calls, so a failure leaves the world as it was, and the inject unfired."""
+    (inject,) = rogue_grant.scenario.injects
+    broken = inject.model_copy(update={"say": "{{ nope }}"})
+    rogue_grant.scenario = rogue_grant.scenario.model_copy(update={"injects": [broken]})
+    with pytest.raises(TemplateError):
+        rogue_grant.after_step("disable")
+    assert key_state(rogue_grant) == "Enabled"
+    assert rogue_grant.injects.fired == set()
 
 
 def test_the_cli_refuses_a_bad_scenario_in_one_line(tmp_path: Path) -> None:

@@ -22,11 +22,9 @@ from kmsir.actions.aws import ClientFactory, refuse_transport
 from kmsir.evidence import canonical, inject_records, sent_intents, sha256_hex, timestamp
 from kmsir.sandbox import history, lookup, shim
 from kmsir.sandbox.injects import Injects
-from kmsir.sandbox.scenario import Scenario
+from kmsir.sandbox.scenario import ACCOUNT, Scenario, trail_bucket
 from kmsir.values import duration_seconds
 
-#: moto's default account: the dummy credentials below see this account.
-ACCOUNT = "123456789012"
 DUMMY_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "AKIAIOSFODNN7SANDBOX",
     "AWS_SECRET_ACCESS_KEY": "kmsir-sandbox-dummy-secret",
@@ -140,6 +138,7 @@ class Sandbox:
     def after_step(self, step_id: str) -> list[dict[str, Any]]:
         """Fire the scenario's injects waiting for step ``step_id`` (each at most once);
         records of what each did (``say``, ``calls``, ``events``) for the engine to journal.
+        The engine calls this only after a step that was done (succeeded, or already so).
 
         Nothing fires while the run is in check mode: the responder changes nothing then,
         so the world has nothing to react to.
@@ -199,7 +198,7 @@ class Sandbox:
 
         A call whose intent was journaled but whose result was not (the process died in
         between) is re-applied as if it reached AWS; one that AWS refused is not. An inject
-        whose step ended but that was never journaled fires now, before the run goes on, and
+        whose step succeeded but that was never journaled fires now, before the run goes on, and
         is listed under ``injects`` (the engine journals this result in ``run-resumed``).
         """
         from botocore import xform_name
@@ -296,7 +295,7 @@ class Sandbox:
     @property
     def trail_bucket(self) -> str:
         """The moto S3 bucket holding the history as CloudTrail log files."""
-        return f"kmsir-sandbox-trail-{self.account}"
+        return trail_bucket(self.account)
 
     def _backdate_grant(self, key_id: str, grant_id: str, ago: str) -> None:
         """Give a seeded grant the creation time its story says (ListGrants reports it)."""
@@ -307,7 +306,8 @@ class Sandbox:
         setattr(grant, "kmsir_created", moment.timestamp())  # noqa: B010 - read by the shim
 
     def template_context(self) -> dict[str, Any]:
-        """What scenario strings may refer to."""
+        """What scenario strings may refer to (``scenario.stand_in_world`` mirrors it, to
+        check a scenario's templates when it loads: keep the two alike)."""
         return {
             "account": self.account,
             "region": self.region,

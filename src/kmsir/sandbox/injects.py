@@ -6,11 +6,19 @@ says is shown to the people in the exercise, the attacker's calls are made in th
 it describes are added to LookupEvents and to the trail bucket. The engine journals each
 record ``fire`` returns as an ``inject`` entry.
 
+Only a step that was done (it succeeded, or found things already so) sets its injects off;
+one that was skipped (by ``when``, by the responder, by ``--start-at``) or failed does not.
+
 A resumed run rebuilds the world from the journal: injects already journaled are fired again
 in journal order (with the moment they first fired, so their events are the same), never a
-second time in the run; an inject whose step ended before the run stopped but which was not
-journaled (the process died in between) fires while the world is rebuilt, before the run
-continues, and is recorded in the ``run-resumed`` entry (``sandbox_replay.injects``).
+second time in the run; an inject whose step succeeded before the run stopped but which was
+not journaled (the process died in between) fires while the world is rebuilt, before the run
+continues, and is recorded in the ``run-resumed`` entry (``sandbox_replay.injects``). A step
+that stopped at its preview (aborted, or no scripted answer) journaled ``step-failed``: its
+injects wait for the resumed run to do it.
+
+Everything an inject renders (its line, its calls' parameters, its events) is rendered before
+anything is changed in the sandbox, so a template that fails leaves the world as it was.
 """
 
 from __future__ import annotations
@@ -31,7 +39,8 @@ from kmsir.sandbox.scenario import (
 )
 from kmsir.values import parse_time
 
-_OUTCOMES = frozenset({"step-succeeded", "step-skipped", "step-failed"})
+#: Journal entries that start or end a step: the last one says whether the step was done.
+_STEP_ENTRIES = frozenset({"step-started", "step-succeeded", "step-skipped", "step-failed"})
 
 
 class InjectWorld(history.World, Protocol):
@@ -63,13 +72,18 @@ class Injects:
         ]
 
     def fire(self, index: int, moment: datetime) -> dict[str, Any]:
-        """Make inject ``index`` happen at ``moment``; the record says what was done."""
+        """Make inject ``index`` happen at ``moment``; the record says what was done.
+
+        Every template is rendered first: one that fails raises with the world unchanged.
+        """
         world = self.world
         inject = world.scenario.injects[index]
-        self.fired.add(index)
-        calls = [self._call(spec) for spec in inject.calls]
+        say = str(world.render(inject.say))
+        prepared = [call_parameters(world, spec) for spec in inject.calls]
         rng = random.Random(f"{world.scenario.seed}:inject:{index}")  # noqa: S311 - ids only
         events = list(history.events(world, inject.history, moment, rng))
+        self.fired.add(index)
+        calls = [self._call(operation, params) for operation, params in prepared]
         if events:
             lookup.add_events(world.account, world.region, events)
             history.write_trail_files(
@@ -83,7 +97,7 @@ class Injects:
         return {
             "inject": index,
             "after": inject.after,
-            "say": str(world.render(inject.say)),
+            "say": say,
             "at": timestamp(moment),
             "calls": calls,
             "events": [str(e["eventName"]) for e in events],
@@ -103,28 +117,28 @@ class Injects:
         return True
 
     def owed(self, entries: list[dict[str, Any]]) -> list[int]:
-        """Injects whose step ended in ``entries`` but that were never journaled."""
-        ended: dict[str, bool] = {}
+        """Injects whose step was done in ``entries`` but that were never journaled.
+
+        A step was done if its last entry is ``step-succeeded`` (succeeded, or already so):
+        not skipped, not failed (a run stopped at the step's preview journals that), and
+        not started again since (it is re-run, and its injects follow that run).
+        """
+        last: dict[str, str] = {}
         for entry in entries:
             step = entry.get("step")
-            if step is None:
-                continue
-            if entry.get("type") in _OUTCOMES:
-                ended[step] = True
-            elif entry.get("type") == "step-started":
-                ended[step] = False
+            if step is not None and entry.get("type") in _STEP_ENTRIES:
+                last[str(step)] = str(entry["type"])
         return [
             n
             for n, inject in enumerate(self.world.scenario.injects)
-            if n not in self.fired and ended.get(inject.after)
+            if n not in self.fired and last.get(inject.after) == "step-succeeded"
         ]
 
-    def _call(self, spec: CallSpec) -> dict[str, Any]:
+    def _call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
         """One attacker call, made in the sandbox; what AWS (moto and the shim) answered."""
         from botocore import xform_name
         from botocore.exceptions import ClientError
 
-        operation, params = call_parameters(self.world, spec)
         client = self.world.session().client("kms", region_name=self.world.region)
         refuse_transport(client)
         error = None

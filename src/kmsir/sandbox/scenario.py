@@ -5,12 +5,16 @@ keys, identities, a CloudTrail history with times relative to now, the playbook 
 its inputs, the scripted answers of its demo, and injects: what the attacker does in the
 sandbox after a given step of the playbook. Strings in the history are templates over the
 seeded world (``{{ keys.payments.arn }}``, ``{{ grants.rogue.id }}``,
-``{{ users.reports.access_key_id }}``, ``{{ account }}``).
+``{{ users.reports.access_key_id }}``, ``{{ account }}``), and so are key policies, grantees
+and an inject's line and calls. A template that does not render is refused when the scenario
+loads (against a stand-in of the seeded world: same names, made-up ids), not mid-run.
 """
 
 from __future__ import annotations
 
 import difflib
+import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -26,6 +30,9 @@ from pydantic import (
 from kmsir import resources, yamlsafe
 from kmsir.errors import PlaybookError, UsageError
 from kmsir.values import duration_seconds
+
+#: moto's default account: the sandbox's dummy credentials see this account.
+ACCOUNT = "123456789012"
 
 
 class _Model(BaseModel):
@@ -171,8 +178,9 @@ CallSpec = Annotated[
 
 
 class InjectSpec(_Model):
-    """What happens in the sandbox once the step ``after`` has ended: a line for the people
-    in the exercise, the attacker's calls, and the CloudTrail events they leave."""
+    """What happens in the sandbox once the step ``after`` was done (succeeded, or found
+    already so): a line for the people in the exercise, the attacker's calls, and the
+    CloudTrail events they leave."""
 
     after: str
     say: str = Field(min_length=1, max_length=500)
@@ -238,6 +246,47 @@ def load(name_or_path: str) -> Scenario:
     return scenario
 
 
+def trail_bucket(account: str) -> str:
+    """The moto S3 bucket the sandbox's trail delivers to."""
+    return f"kmsir-sandbox-trail-{account}"
+
+
+def stand_in_world(scenario: Scenario) -> dict[str, Any]:
+    """What ``Sandbox.template_context`` holds once ``scenario`` is seeded, with made-up ids of
+    the same shapes (the real ones exist only once moto has seeded the world): the names the
+    scenario's templates may use, for checking them when it loads."""
+    keys: dict[str, dict[str, str]] = {}
+    for n, (name, key) in enumerate(scenario.keys.items(), 1):
+        key_id = str(uuid.UUID(int=n, version=4))
+        arn = f"arn:aws:kms:{scenario.region}:{ACCOUNT}:key/{key_id}"
+        keys[name] = {"id": key_id, "arn": arn, "alias": key.alias or ""}
+    grants = {
+        name: {
+            "id": f"{n:08x}",  # moto's grant ids are 8 hex digits
+            "key": keys[grant.key]["id"] if grant.key in keys else "",
+            "name": grant.name,
+        }
+        for n, (name, grant) in enumerate(scenario.grants.items(), 1)
+    }
+    users: dict[str, dict[str, Any]] = {}
+    for n, (name, user) in enumerate(scenario.users.items(), 1):
+        access_keys = [f"AKIA{n:08d}{k:08d}" for k in range(1, user.access_keys + 1)]
+        users[name] = {
+            "name": user.name,
+            "arn": f"arn:aws:iam::{ACCOUNT}:user/{user.name}",
+            "access_key_ids": access_keys,
+            "access_key_id": access_keys[0] if access_keys else None,
+        }
+    return {
+        "account": ACCOUNT,
+        "region": scenario.region,
+        "keys": keys,
+        "grants": grants,
+        "users": users,
+        "trail_bucket": trail_bucket(ACCOUNT),
+    }
+
+
 def _check_references(scenario: Scenario, document: yamlsafe.Document, path: Path) -> None:
     problems = []
 
@@ -275,8 +324,83 @@ def _check_references(scenario: Scenario, document: yamlsafe.Document, path: Pat
                     f"{document.where(('injects', n, 'after'))}: playbook {scenario.playbook} "
                     f"has no step {inject.after!r}{hint}"
                 )
+    problems += _check_templates(scenario, document)
     if problems:
         raise PlaybookError(problems)
+
+
+def _check_templates(scenario: Scenario, document: yamlsafe.Document) -> list[str]:
+    """Render every template of the scenario against a stand-in of its seeded world, as the
+    sandbox renders it (the same names at the same moment of seeding); what does not render
+    is a problem naming its file and line."""
+    from kmsir import templating
+    from kmsir.errors import TemplateError
+
+    world = stand_in_world(scenario)
+    problems: list[str] = []
+
+    _failed = object()
+
+    def check(at: tuple[Any, ...], value: Any, context: Mapping[str, Any]) -> Any:
+        """Render ``value`` (recursively) at ``at``: the result, or ``_failed``."""
+        if isinstance(value, Mapping):
+            return {k: check((*at, k), v, context) for k, v in value.items()}
+        if isinstance(value, list):
+            return [check((*at, n), v, context) for n, v in enumerate(value)]
+        try:
+            return templating.render_value(value, context)
+        except TemplateError as exc:
+            problems.append(f"{document.where(at)}: {'.'.join(map(str, at))}: {exc}")
+            return _failed
+
+    def text(at: tuple[Any, ...], value: str, context: Mapping[str, Any]) -> None:
+        """Render ``value``, which must come out a string (a principal AWS is sent)."""
+        rendered = check(at, value, context)
+        if rendered is not _failed and not isinstance(rendered, str):
+            problems.append(
+                f"{document.where(at)}: {'.'.join(map(str, at))}: renders to "
+                f"{type(rendered).__name__}, not a string"
+            )
+
+    # seeding renders each key's policy once that key exists, before any grant
+    for n, (name, key) in enumerate(scenario.keys.items()):
+        if key.policy is not None:
+            seeded = dict(list(world["keys"].items())[: n + 1])
+            check(("keys", name, "policy"), key.policy, {**world, "keys": seeded, "grants": {}})
+    for n, (name, grant) in enumerate(scenario.grants.items()):
+        seeded = dict(list(world["grants"].items())[:n])
+        text(("grants", name, "grantee"), grant.grantee, {**world, "grants": seeded})
+    histories: list[tuple[tuple[Any, ...], list[Any]]] = [(("history",), scenario.history)]
+    histories += [(("injects", n, "history"), i.history) for n, i in enumerate(scenario.injects)]
+    for prefix, events in histories:
+        for index, event in enumerate(events):
+            for field, value in _event_templates(event):
+                check((*prefix, index, field), value, world)
+    for n, inject in enumerate(scenario.injects):
+        check(("injects", n, "say"), inject.say, world)
+        for c, call in enumerate(inject.calls):
+            if isinstance(call, CreateGrantCall):
+                text(("injects", n, "calls", c, "grantee"), call.grantee, world)
+            elif isinstance(call, PutKeyPolicyCall):
+                check(("injects", n, "calls", c, "policy"), call.policy, world)
+    return problems
+
+
+def _event_templates(event: EventSpec) -> list[tuple[str, Any]]:
+    """The fields of an event the sandbox renders (``history._event``), by name."""
+    fields: list[tuple[str, Any]] = [
+        ("source_ip", event.source_ip),
+        ("user_agent", event.user_agent),
+        ("request", event.request),
+    ]
+    if event.response is not None:
+        fields.append(("response", event.response))
+    if event.error_code:
+        if event.error_message:
+            fields.append(("error_message", event.error_message))
+        else:
+            fields.append(("error_code", event.error_code))
+    return fields
 
 
 def _playbook_steps(
