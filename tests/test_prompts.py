@@ -5,7 +5,26 @@ from __future__ import annotations
 import pytest
 
 from kmsir.errors import Aborted, MissingAnswer, UsageError
-from kmsir.prompts import AutoApprovePrompter, NoPrompter, ScriptedPrompter
+from kmsir.prompts import AutoApprovePrompter, NoPrompter, ScriptedPrompter, StepPreview
+
+
+def _preview(*, mutating: bool = True, typed: tuple[str, ...] = ()) -> StepPreview:
+    return StepPreview(
+        step_id="revoke",
+        title="Revoke the outside grants",
+        action="kms.revoke-grants",
+        phase="containment",
+        position="6/12",
+        does="Revoke grants",
+        mutating=mutating,
+        calls=("kms:RevokeGrant",),
+        inverse="IRREVERSIBLE",
+        typed=typed,
+    )
+
+
+def _no_notes(text: str, by: str) -> None:
+    raise AssertionError("no note expected")
 
 
 def test_scripted_choice_must_be_one_of_the_choices() -> None:
@@ -29,29 +48,32 @@ def test_scripted_choice_must_be_one_of_the_choices() -> None:
     ],
 )
 def test_scripted_confirmations(value: object, approved: bool) -> None:
-    prompter = ScriptedPrompter({"step": value}, source="answers file")
-    typed = ("1234", "alias/payments")
-    assert prompter.confirm("step", "Run?", [], typed=typed).value is approved
+    prompter = ScriptedPrompter({"revoke": value}, source="answers file")
+    answer = prompter.before_step(_preview(typed=("1234", "alias/payments")), _no_notes)
+    assert answer is not None and answer.value == ("run" if approved else "skip")
 
 
 def test_scripted_abort_and_nonsense() -> None:
     with pytest.raises(Aborted):
-        ScriptedPrompter({"s": "abort"}, source="x").confirm("s", "Run?", [])
+        ScriptedPrompter({"s": "abort"}, source="x").confirm("s", "Run?")
     with pytest.raises(UsageError, match="use approve, skip or abort"):
-        ScriptedPrompter({"s": "maybe"}, source="x").confirm("s", "Run?", [])
+        ScriptedPrompter({"s": "maybe"}, source="x").confirm("s", "Run?")
 
 
 def test_missing_answers_are_named() -> None:
     prompter = ScriptedPrompter({}, source="answers file", fallback=NoPrompter())
     with pytest.raises(MissingAnswer, match="no answer for 'revoke'"):
-        prompter.confirm("revoke", "Run?", [])
+        prompter.before_step(_preview(), _no_notes)
+    assert prompter.before_step(_preview(mutating=False), _no_notes) is None  # read-only: runs
     with pytest.raises(MissingAnswer, match=r"add 'decide: \.\.\.' to the answers file"):
         prompter.ask("decide", "How?", ["a", "b"])
 
 
 def test_yes_approves_but_does_not_answer_questions() -> None:
     prompter = AutoApprovePrompter(NoPrompter())
-    assert prompter.confirm("revoke", "Run?", [], typed=("k",)).source == "auto-approved"
+    answer = prompter.before_step(_preview(typed=("k",)), _no_notes)
+    assert answer is not None and (answer.value, answer.source) == ("run", "auto-approved")
+    assert prompter.before_step(_preview(mutating=False), _no_notes) is None
     with pytest.raises(MissingAnswer):
         prompter.ask("decide", "How?", ["a", "b"])
 
@@ -79,18 +101,7 @@ def test_end_of_input_at_a_prompt_aborts() -> None:
 def test_a_mistyped_step_answer_is_refused_not_taken_as_run(
     answer: dict[str, str], problem: str
 ) -> None:
-    from kmsir.prompts import StepPreview
-
-    preview = StepPreview(
-        step_id="revoke",
-        title="Revoke",
-        action="kms.revoke-grants",
-        phase=None,
-        position="6/12",
-        does="Revoke grants",
-        mutating=True,
-        calls=("kms:RevokeGrant",),
-    )
+    preview = _preview()
     notes: list[tuple[str, str]] = []
     with pytest.raises(UsageError, match=problem):
         ScriptedPrompter({"revoke": answer}, source="answers file").before_step(

@@ -99,14 +99,8 @@ class Prompter(Protocol):
         """Pick one of ``choices``."""
         ...
 
-    def confirm(
-        self, key: str, message: str, details: Sequence[str], *, typed: Sequence[str] = ()
-    ) -> Answer:
-        """Approve (True) or decline (False) a step.
-
-        ``typed``: for irreversible steps, the texts (key id, aliases) one of which the person
-        must type to approve.
-        """
+    def confirm(self, key: str, message: str) -> Answer:
+        """Confirm (True) or decline (False) ``message`` (a ``confirm`` step)."""
         ...
 
     def text(self, key: str, question: str, validate: Callable[[str], str | None]) -> Answer:
@@ -166,7 +160,7 @@ class InteractivePrompter:
         ]
         while True:
             choice = self._answer(questionary.select(f"Step {preview.step_id}:", choices=menu))
-            if choice == "run" and (not preview.typed or self._typed(preview.typed)):
+            if choice == "run" and (not preview.typed or self._typed(preview)):
                 return Answer("run", self.source)
             if choice == "skip":
                 reason = self._answer(
@@ -186,40 +180,29 @@ class InteractivePrompter:
             if choice == "abort":
                 return Answer("abort", self.source)
 
-    def _typed(self, typed: Sequence[str]) -> bool:
-        """Ask for one of ``typed`` until it comes; an empty entry goes back to the menu."""
+    def _typed(self, preview: StepPreview) -> bool:
+        """Ask for one of ``preview.typed`` until it comes; an empty entry goes back to the
+        menu."""
         import questionary
 
+        typed = preview.typed
         wanted = " or ".join(repr(t) for t in typed)
+        stakes = (
+            "This cannot be undone."
+            if preview.inverse == "IRREVERSIBLE"
+            else f"High impact (undo: {preview.inverse})."
+        )
         while True:
-            value = self._answer(
-                questionary.text(f"This cannot be undone. Type {wanted} (empty: back):")
-            ).strip()
+            value = self._answer(questionary.text(f"{stakes} Type {wanted} (empty: back):")).strip()
             if not value:
                 return False
             if value in typed:
                 return True
             self._show(f"  {value[:80]!r} is not {wanted}; try again.")
 
-    def confirm(
-        self, key: str, message: str, details: Sequence[str], *, typed: Sequence[str] = ()
-    ) -> Answer:
+    def confirm(self, key: str, message: str) -> Answer:
         import questionary
 
-        for line in details:
-            self._show(line)
-        if typed:
-            wanted = " or ".join(repr(t) for t in typed)
-            while True:
-                value = self._answer(
-                    questionary.text(f"{message}\n  Type {wanted} to approve, or 'skip':")
-                )
-                if value.strip() in typed:
-                    return Answer(True, self.source)
-                if value.strip().lower() in DECLINE:
-                    reason = self._answer(questionary.text("Reason for skipping:"))
-                    return Answer(False, self.source, reason or None)
-                self._show(f"  That is not {wanted}; try again.")
         approved = bool(self._answer(questionary.confirm(message, default=False)))
         reason = None
         if not approved:
@@ -256,9 +239,7 @@ class NoPrompter:
             return None
         raise self._missing(preview.step_id, "approval of a step that changes state")
 
-    def confirm(
-        self, key: str, message: str, details: Sequence[str], *, typed: Sequence[str] = ()
-    ) -> Answer:
+    def confirm(self, key: str, message: str) -> Answer:
         raise self._missing(key, "confirmation of a step that changes state")
 
     def text(self, key: str, question: str, validate: Callable[[str], str | None]) -> Answer:
@@ -318,14 +299,12 @@ class ScriptedPrompter:
             )
         return Answer(value, self.source)
 
-    def confirm(
-        self, key: str, message: str, details: Sequence[str], *, typed: Sequence[str] = ()
-    ) -> Answer:
+    def confirm(self, key: str, message: str) -> Answer:
         if key not in self.answers:
-            return self.fallback.confirm(key, message, details, typed=typed)
+            return self.fallback.confirm(key, message)
         value = self.answers[key]
         text = str(value).strip().lower() if not isinstance(value, bool) else str(value).lower()
-        if text in APPROVE or str(value).strip() in typed:
+        if text in APPROVE:
             return Answer(True, self.source)
         if text in DECLINE:
             return Answer(False, self.source, f"declined by the {self.source}")
@@ -359,9 +338,7 @@ class AutoApprovePrompter:
     def ask(self, key: str, question: str, choices: Sequence[str]) -> Answer:
         return self.fallback.ask(key, question, choices)
 
-    def confirm(
-        self, key: str, message: str, details: Sequence[str], *, typed: Sequence[str] = ()
-    ) -> Answer:
+    def confirm(self, key: str, message: str) -> Answer:
         return Answer(True, self.source)
 
     def text(self, key: str, question: str, validate: Callable[[str], str | None]) -> Answer:

@@ -91,7 +91,7 @@ class Confirm(Action[ConfirmParams]):
             if earlier.get("answer") != "confirmed":
                 raise Aborted(f"not confirmed: {params.message[:80]}")
             return Outcome(outputs={"confirmed": True}, summary=f"confirmed: {params.message}")
-        answer = ctx.prompter.confirm(ctx.step_id, params.message, ())
+        answer = ctx.prompter.confirm(ctx.step_id, params.message)
         ctx.artifacts.journal(
             "decision",
             {
