@@ -8,6 +8,9 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
+from kmsir.errors import PlaybookError
 from kmsir.sandbox import Sandbox
 from kmsir.sandbox import scenario as scenarios
 
@@ -82,6 +85,50 @@ def test_policy_tampering_is_found_and_the_key_quarantined(tmp_path: Path) -> No
     assert changed["principal"].endswith("assumed-role/platform-admin/stolen-4f2a")
 
 
+def test_policy_tampering_key_has_a_replica_the_snapshot_preserves(tmp_path: Path) -> None:
+    """The HR key is a multi-Region primary with a replica in us-east-1 (same key id, its
+    own ARN, policy and state); the playbook's snapshot reads it there, and the quarantine
+    (this Region's) leaves it to the responder."""
+    with play("policy-tampering", tmp_path) as (sandbox, bundle):
+        hr = sandbox.keys["hr"]
+        replica_arn = hr["arn"].replace(":eu-west-1:", ":us-east-1:")
+        assert hr["id"].startswith("mrk-") and hr["replicas"] == [replica_arn]
+        east = sandbox.session().client("kms", region_name="us-east-1")
+        replica = east.describe_key(KeyId=hr["id"])["KeyMetadata"]
+        config = replica["MultiRegionConfiguration"]
+        assert (replica["Arn"], replica["KeyState"]) == (replica_arn, "Enabled")
+        assert config["MultiRegionKeyType"] == "REPLICA"
+        assert config["PrimaryKey"] == {"Arn": hr["arn"], "Region": "eu-west-1"}
+        assert config["ReplicaKeys"] == [{"Arn": replica_arn, "Region": "us-east-1"}]
+        primary = sandbox.session().client("kms").describe_key(KeyId=hr["id"])["KeyMetadata"]
+        assert primary["MultiRegionConfiguration"]["MultiRegionKeyType"] == "PRIMARY"
+        assert east.list_aliases(KeyId=hr["id"])["Aliases"] == []  # aliases are per Region
+        replica_policy = json.loads(
+            east.get_key_policy(KeyId=hr["id"], PolicyName="default")["Policy"]
+        )
+    assert all(s["Effect"] == "Allow" for s in replica_policy["Statement"])
+    assert "backup-access" not in {s.get("Sid") for s in replica_policy["Statement"]}
+    journal = [json.loads(line) for line in (bundle / "journal.jsonl").read_text().splitlines()]
+    outputs = next(
+        e["data"]["outputs"]
+        for e in journal
+        if e["type"] == "step-succeeded" and e["step"] == "snapshot"
+    )
+    assert outputs["multi_region"] == "PRIMARY"
+    (seen,) = outputs["replicas"]
+    assert (seen["arn"], seen["region"], seen["role"], seen["state"]) == (
+        replica_arn,
+        "us-east-1",
+        "REPLICA",
+        "Enabled",
+    )
+    (folder,) = bundle.glob("artifacts/*-snapshot")
+    saved = json.loads((folder / "replica-us-east-1-key.json").read_text())
+    assert saved["KeyMetadata"]["Arn"] == replica_arn
+    assert (folder / "replica-us-east-1-policy-default.json").is_file()
+    assert (folder / "replica-us-east-1-grants.json").is_file()
+
+
 def test_leaked_credentials_spike_is_found_and_the_access_key_deactivated(
     tmp_path: Path,
 ) -> None:
@@ -133,3 +180,49 @@ def test_the_leaked_access_key_id_is_the_same_in_every_world() -> None:
             assert events and {e["AccessKeyId"] for e in events} == {leaked}
             seen.append(leaked)
     assert seen[0] == seen[1] and seen[0].startswith("AKIA")
+
+
+def test_a_replica_is_seeded_the_same_in_every_world() -> None:
+    """moto's generator is seeded: the multi-Region key and its replica have the same ids in
+    every run, and templates name the replica (``keys.NAME.replicas``)."""
+    world = scenarios.load("policy-tampering")
+    seen = []
+    for _ in range(2):
+        with Sandbox(world) as sandbox:
+            seen.append(dict(sandbox.keys))
+            assert sandbox.render("{{ keys.hr.replicas[0] }}") == sandbox.keys["hr"]["replicas"][0]
+    assert seen[0] == seen[1] and seen[0]["hr"]["replicas"][0].startswith("arn:aws:kms:us-east-1:")
+
+
+@pytest.mark.parametrize(
+    ("good", "bad", "message"),
+    [
+        ("    multi_region: true\n", "", "keys.hr.replicas: replicas need multi_region: true"),
+        ("[us-east-1]", "[mars-1]", "keys.hr.replicas.0: Value error, 'mars-1' is not an AWS"),
+        ("[us-east-1]", "[eu-west-1]", "keys.hr.replicas.0: eu-west-1 is the scenario's Region"),
+        (
+            "[us-east-1]",
+            "[us-east-1, us-east-1]",
+            "replicas.1: us-east-1 is named twice (one replica per Region)",
+        ),
+        (
+            "[us-east-1]",
+            "[eu-west-9]",
+            "eu-west-9 is not a Region with KMS in the partition of the scenario's Region, "
+            "eu-west-1 (did you mean 'eu-west-3'?)",
+        ),
+        ("[us-east-1]", "[cn-north-1]", "cn-north-1 is not a Region with KMS"),
+    ],
+)
+def test_a_bad_replica_is_refused_naming_its_line(
+    tmp_path: Path, good: str, bad: str, message: str
+) -> None:
+    text = (scenarios.scenario_dir() / "policy-tampering.yaml").read_text()
+    assert text.count(good) == 1
+    path = tmp_path / "bad.yaml"
+    path.write_text(text.replace(good, bad))
+    line = next(n for n, t in enumerate(path.read_text().splitlines(), 1) if "replicas:" in t)
+    with pytest.raises(PlaybookError) as raised:
+        scenarios.load(str(path))
+    (problem,) = raised.value.problems
+    assert problem.startswith(f"{path}:{line}:") and message in problem, problem

@@ -160,3 +160,62 @@ def test_primary_and_replica_know_their_roles(rogue_grant: Sandbox) -> None:
 
 def test_aws_managed_aliases_point_to_aws_managed_keys(kms: Any) -> None:
     assert kms.describe_key(KeyId="alias/aws/s3")["KeyMetadata"]["KeyManager"] == "AWS"
+
+
+def test_a_replica_has_its_own_grants_aliases_policy_and_state(rogue_grant: Sandbox) -> None:
+    """AWS shares key id, material and rotation between a primary and its replicas; policy,
+    grants, aliases, tags and state are each Region's (moto copies the primary's)."""
+    kms = rogue_grant.session().client("kms")
+    east = rogue_grant.session().client("kms", region_name="us-east-1")
+    primary = kms.create_key(MultiRegion=True)["KeyMetadata"]["KeyId"]
+    kms.create_alias(AliasName="alias/global", TargetKeyId=primary)
+    kms.create_grant(
+        KeyId=primary, GranteePrincipal="arn:aws:iam::123456789012:role/a", Operations=["Decrypt"]
+    )
+    blob = kms.encrypt(KeyId=primary, Plaintext=b"hr")["CiphertextBlob"]
+    assert kms.decrypt(CiphertextBlob=blob, KeyId=primary)["Plaintext"] == b"hr"
+    kms.put_key_policy(KeyId=primary, PolicyName="default", Policy='{"Statement": []}')
+    kms.disable_key(KeyId=primary)
+    replica = kms.replicate_key(KeyId=primary, ReplicaRegion="us-east-1")["ReplicaKeyMetadata"]
+    assert (replica["KeyId"], replica["KeyState"]) == (primary, "Enabled")
+    assert east.list_grants(KeyId=primary)["Grants"] == []
+    assert east.list_aliases(KeyId=primary)["Aliases"] == []
+    assert (
+        "Enable IAM User Permissions"
+        in east.get_key_policy(KeyId=primary, PolicyName="default")["Policy"]
+    )
+    east.create_grant(
+        KeyId=primary, GranteePrincipal="arn:aws:iam::123456789012:role/b", Operations=["Decrypt"]
+    )
+    assert len(kms.list_grants(KeyId=primary)["Grants"]) == 1
+    assert state(kms, primary) == "Disabled"
+    decrypted = east.decrypt(CiphertextBlob=blob)  # the same key material
+    assert (decrypted["Plaintext"], decrypted["KeyId"]) == (b"hr", replica["Arn"])
+
+
+def test_replicate_key_refuses_what_aws_refuses(rogue_grant: Sandbox, kms: Any) -> None:
+    single = kms.create_key()["KeyMetadata"]["KeyId"]
+    primary = kms.create_key(MultiRegion=True)["KeyMetadata"]["KeyId"]
+    kms.replicate_key(KeyId=primary, ReplicaRegion="us-east-1")
+    east = rogue_grant.session().client("kms", region_name="us-east-1")
+    replicate = kms.replicate_key
+    assert error_code(lambda: replicate(KeyId=single, ReplicaRegion="us-east-1")) == (
+        "UnsupportedOperationException"
+    )
+    assert error_code(lambda: east.replicate_key(KeyId=primary, ReplicaRegion="us-west-2")) == (
+        "UnsupportedOperationException"  # a replica is not replicated
+    )
+    assert error_code(lambda: replicate(KeyId=primary, ReplicaRegion="us-east-1")) == (
+        "AlreadyExistsException"
+    )
+    assert error_code(lambda: replicate(KeyId=primary, ReplicaRegion="eu-west-1")) == (
+        "AlreadyExistsException"  # the primary's own Region
+    )
+    assert error_code(lambda: replicate(KeyId=primary, ReplicaRegion="mars-1")) == (
+        "ValidationException"
+    )
+    pending = kms.create_key(MultiRegion=True)["KeyMetadata"]["KeyId"]
+    kms.schedule_key_deletion(KeyId=pending, PendingWindowInDays=7)
+    assert error_code(lambda: replicate(KeyId=pending, ReplicaRegion="us-east-1")) == (
+        "KMSInvalidStateException"
+    )

@@ -60,7 +60,7 @@ class Sandbox:
         self.account = ACCOUNT
         self.now = now or datetime.now(timezone.utc)
         self.clock = clock or (lambda: datetime.now(timezone.utc))
-        self.keys: dict[str, dict[str, str]] = {}
+        self.keys: dict[str, dict[str, Any]] = {}
         self.grants: dict[str, dict[str, str]] = {}
         self.users: dict[str, dict[str, Any]] = {}
         self.injects = Injects(self)
@@ -241,13 +241,25 @@ class Sandbox:
             metadata = kms.create_key(
                 Description=spec.description,
                 Tags=[{"TagKey": k, "TagValue": v} for k, v in spec.tags.items()],
+                **({"MultiRegion": True} if spec.multi_region else {}),
             )["KeyMetadata"]
             key_id = metadata["KeyId"]
-            self.keys[name] = {"id": key_id, "arn": metadata["Arn"], "alias": spec.alias or ""}
             if spec.alias:
                 kms.create_alias(AliasName=spec.alias, TargetKeyId=key_id)
             if spec.rotation:
                 kms.enable_key_rotation(KeyId=key_id)
+            # after rotation (shared by primary and replicas), before the state and policy
+            # (each replica's own: Enabled, the default policy)
+            replicas = [
+                kms.replicate_key(KeyId=key_id, ReplicaRegion=region)["ReplicaKeyMetadata"]["Arn"]
+                for region in spec.replicas
+            ]
+            self.keys[name] = {
+                "id": key_id,
+                "arn": metadata["Arn"],
+                "alias": spec.alias or "",
+                "replicas": replicas,
+            }
             if not spec.enabled:
                 kms.disable_key(KeyId=key_id)
             if spec.policy is not None:

@@ -5,9 +5,10 @@ keys, identities, a CloudTrail history with times relative to now, the playbook 
 its inputs, the scripted answers of its demo, and injects: what the attacker does in the
 sandbox after a given step of the playbook. Strings in the history are templates over the
 seeded world (``{{ keys.payments.arn }}``, ``{{ grants.rogue.id }}``,
-``{{ users.reports.access_key_id }}``, ``{{ account }}``), and so are key policies, grantees
-and an inject's line and calls. A template that does not render is refused when the scenario
-loads (against a stand-in of the seeded world: same names, made-up ids), not mid-run.
+``{{ users.reports.access_key_id }}``, ``{{ keys.hr.replicas }}``, ``{{ account }}``), and so
+are key policies, grantees and an inject's line and calls. A template that does not render is
+refused when the scenario loads (against a stand-in of the seeded world: same names, made-up
+ids), not mid-run.
 """
 
 from __future__ import annotations
@@ -19,17 +20,20 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
 from kmsir import resources, yamlsafe
 from kmsir.errors import PlaybookError, UsageError
-from kmsir.values import duration_seconds
+from kmsir.values import duration_seconds, is_region
 
 #: moto's default account: the sandbox's dummy credentials see this account.
 ACCOUNT = "123456789012"
@@ -37,6 +41,12 @@ ACCOUNT = "123456789012"
 
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _region_name(value: str) -> str:
+    if not is_region(value):
+        raise ValueError(f"{yamlsafe.shorten(value)} is not an AWS Region name like us-east-1")
+    return value
 
 
 class KeySpec(_Model):
@@ -52,6 +62,23 @@ class KeySpec(_Model):
     #: The key policy at the start (a template over the world, like the history); default:
     #: AWS's default policy.
     policy: dict[str, Any] | None = None
+    #: A multi-Region primary key (CreateKey with MultiRegion; its id starts ``mrk-``).
+    multi_region: bool = False
+    #: Regions to replicate the multi-Region key into (ReplicateKey, once the key exists, its
+    #: alias and rotation set): each replica has the same key id, its own ARN, the default key
+    #: policy, no alias, no grant, and is Enabled.
+    replicas: list[Annotated[str, AfterValidator(_region_name)]] = Field(
+        default_factory=list, max_length=30
+    )
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Without the multi-Region fields when unused: the fingerprint of a scenario that has
+        none stays what it was before they existed (a recorded sandbox run still resumes)."""
+        data: dict[str, Any] = handler(self)
+        if not self.multi_region and not self.replicas:
+            del data["multi_region"], data["replicas"]
+        return data
 
 
 class GrantSpec(_Model):
@@ -255,11 +282,12 @@ def stand_in_world(scenario: Scenario) -> dict[str, Any]:
     """What ``Sandbox.template_context`` holds once ``scenario`` is seeded, with made-up ids of
     the same shapes (the real ones exist only once moto has seeded the world): the names the
     scenario's templates may use, for checking them when it loads."""
-    keys: dict[str, dict[str, str]] = {}
+    keys: dict[str, dict[str, Any]] = {}
     for n, (name, key) in enumerate(scenario.keys.items(), 1):
-        key_id = str(uuid.UUID(int=n, version=4))
+        key_id = ("mrk-" if key.multi_region else "") + str(uuid.UUID(int=n, version=4))
         arn = f"arn:aws:kms:{scenario.region}:{ACCOUNT}:key/{key_id}"
-        keys[name] = {"id": key_id, "arn": arn, "alias": key.alias or ""}
+        replicas = [f"arn:aws:kms:{r}:{ACCOUNT}:key/{key_id}" for r in key.replicas]
+        keys[name] = {"id": key_id, "arn": arn, "alias": key.alias or "", "replicas": replicas}
     grants = {
         name: {
             "id": f"{n:08x}",  # moto's grant ids are 8 hex digits
@@ -295,6 +323,8 @@ def _check_references(scenario: Scenario, document: yamlsafe.Document, path: Pat
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         problems.append(f"{document.where(where)}: unknown {what} {name!r}{hint}")
 
+    for name, key in scenario.keys.items():
+        problems += _check_replicas(scenario, name, key, document)
     for name, grant in scenario.grants.items():
         if grant.key not in scenario.keys:
             unknown(("grants", name, "key"), "key", grant.key, scenario.keys)
@@ -327,6 +357,53 @@ def _check_references(scenario: Scenario, document: yamlsafe.Document, path: Pat
     problems += _check_templates(scenario, document)
     if problems:
         raise PlaybookError(problems)
+
+
+def _check_replicas(
+    scenario: Scenario, name: str, key: KeySpec, document: yamlsafe.Document
+) -> list[str]:
+    """A key's replicas: only of a multi-Region key, each in a Region where KMS is offered
+    (in the scenario Region's partition), other than the scenario's, and once."""
+    if not key.replicas:
+        return []
+    if not key.multi_region:
+        at = ("keys", name, "replicas")
+        return [f"{document.where(at)}: keys.{name}.replicas: replicas need multi_region: true"]
+    problems = []
+    offered = _kms_regions(scenario.region)
+    for index, region in enumerate(key.replicas):
+        where = f"{document.where(('keys', name, 'replicas', index))}: "
+        where += f"keys.{name}.replicas.{index}: "
+        if region == scenario.region:
+            problems.append(
+                f"{where}{region} is the scenario's Region: a replica is in another Region"
+            )
+        elif region in key.replicas[:index]:
+            problems.append(f"{where}{region} is named twice (one replica per Region)")
+        elif region not in offered:
+            close = difflib.get_close_matches(region, offered, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(
+                f"{where}{region} is not a Region with KMS in the partition of the "
+                f"scenario's Region, {scenario.region}{hint}"
+            )
+    return problems
+
+
+def _kms_regions(region: str) -> list[str]:
+    """The Regions where KMS is offered, as botocore (and so moto) knows them: those of
+    ``region``'s partition, or of every partition if ``region`` is in none. Read from
+    botocore's endpoint data, without a session (which a missing profile would break)."""
+    from botocore.loaders import create_loader
+    from botocore.regions import EndpointResolver
+
+    resolver = EndpointResolver(create_loader().load_data("endpoints"))
+    partitions = [
+        list(resolver.get_available_endpoints("kms", partition))
+        for partition in resolver.get_available_partitions()
+    ]
+    same = next((regions for regions in partitions if region in regions), None)
+    return same if same is not None else [r for regions in partitions for r in regions]
 
 
 def _check_templates(scenario: Scenario, document: yamlsafe.Document) -> list[str]:

@@ -13,6 +13,12 @@ backend and response classes (so every client of the sandbox sees it, the AWS CL
   CancelKeyDeletion on a key that is not (``KMSInvalidStateException``);
 - puts a multi-Region primary that still has replicas into ``PendingReplicaDeletion``, and
   keeps primary and replicas' MultiRegionConfiguration apart (moto shares one dict);
+- gives a new replica its own grants and aliases (none; moto shares the primary's), the
+  default key policy and the Enabled state (moto copies the primary's), and refuses
+  ReplicateKey of a key that is not a multi-Region primary, of one pending deletion, into an
+  unknown Region or one where the key already is (moto crashes or overwrites);
+- encrypts and decrypts under multi-Region keys, in any of their Regions (moto's ciphertext
+  has room for 36 characters of key id, and cuts moto's 40-character ``mrk-`` ids);
 - marks the keys behind ``alias/aws/*`` as AWS-managed (``KeyManager: AWS``);
 - pages ListGrants with ``Limit``/``Marker`` (1-100, default 50) and reports each grant's
   ``CreationDate``;
@@ -209,23 +215,45 @@ def _create_grant(original: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _replicate_key(original: Callable[..., Any]) -> Callable[..., Any]:
-    """Give the primary and each replica their own MultiRegionConfiguration.
+    """Refuse what AWS refuses; give the replica what is its own, and the primary and each
+    replica their own MultiRegionConfiguration.
 
-    moto shares one dict between them, and DescribeKey of a replica then marks the primary
-    a REPLICA too.
+    moto copies the primary shallowly: the replica would share its grants and aliases (AWS
+    keeps both per Region), keep its policy and state, and share one MultiRegionConfiguration
+    dict, with which DescribeKey of a replica marks the primary a REPLICA too. (moto ignores
+    ReplicateKey's Policy, Description and Tags.)
     """
 
     @functools.wraps(original)
     def wrapper(self: Any, key_id: str, replica_region: str) -> Any:
         from moto.kms.models import kms_backends
 
-        replica = original(self, key_id, replica_region)
-        primary = self.keys[self.get_key_id(key_id)]
+        primary = _key(self, key_id, aliases=False)
+        config = getattr(primary, "multi_region_configuration", None) or {}
+        if not primary.multi_region or config.get("MultiRegionKeyType") != "PRIMARY":
+            raise _error(
+                "UnsupportedOperationException", f"{primary.arn} is not a multi-Region primary key."
+            )
+        _not_pending(primary, "ReplicateKey")
+        regions = kms_backends[primary.account_id]
+        if replica_region not in regions.regions:
+            raise _error(
+                "ValidationException", f"{replica_region!r} is not a Region where KMS is offered."
+            )
+        if regions[replica_region].keys.get(primary.id) is not None:
+            raise _error(
+                "AlreadyExistsException", f"Key {primary.id} already exists in {replica_region}."
+            )
+        replica = original(self, primary.id, replica_region)
+        replica.grants = {}
+        replica.aliases = {}
+        replica.policy = replica.generate_default_policy()
+        replica.key_state, replica.enabled = "Enabled", True
+        replica.deletion_date = None
         shared = primary.multi_region_configuration
         replicas = [dict(r) for r in shared.get("ReplicaKeys", [])]
         keys = [(primary, "PRIMARY")] + [
-            (kms_backends[primary.account_id][r["Region"]].keys[primary.id], "REPLICA")
-            for r in replicas
+            (regions[r["Region"]].keys[primary.id], "REPLICA") for r in replicas
         ]
         for key, role in keys:
             key.multi_region_configuration = {
@@ -234,6 +262,46 @@ def _replicate_key(original: Callable[..., Any]) -> Callable[..., Any]:
                 "ReplicaKeys": [dict(r) for r in replicas],
             }
         return replica
+
+    return wrapper
+
+
+def _compact(key_id: str) -> str:
+    """A multi-Region key id as AWS writes it, ``mrk-`` and 32 hex digits: it fits moto's
+    36-byte ciphertext header (moto's own ``mrk-`` ids keep the UUID's dashes)."""
+    return "mrk-" + key_id[4:].replace("-", "") if key_id.startswith("mrk-") else key_id
+
+
+def _ciphertext_encrypt(original: Callable[..., Any]) -> Callable[..., Any]:
+    """moto's module-level ``encrypt``: a multi-Region key's ciphertext names its compact id."""
+    signature = inspect.signature(original)
+
+    @functools.wraps(original)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        keys, key_id = bound.arguments["master_keys"], bound.arguments["key_id"]
+        if key_id.startswith("mrk-") and key_id in keys:
+            bound.arguments["master_keys"] = {**keys, _compact(key_id): keys[key_id]}
+            bound.arguments["key_id"] = _compact(key_id)
+        return original(*bound.args, **bound.kwargs)
+
+    return wrapper
+
+
+def _ciphertext_decrypt(original: Callable[..., Any]) -> Callable[..., Any]:
+    """moto's module-level ``decrypt``: a compact id in the ciphertext is the key's (in any
+    Region holding it: a replica decrypts what its primary encrypted)."""
+    signature = inspect.signature(original)
+
+    @functools.wraps(original)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        keys = bound.arguments["master_keys"]
+        compact = {_compact(k): k for k in keys if k.startswith("mrk-")}
+        if compact:
+            bound.arguments["master_keys"] = {**keys, **{c: keys[k] for c, k in compact.items()}}
+        plaintext, key_id = original(*bound.args, **bound.kwargs)
+        return plaintext, compact.get(key_id, key_id)
 
     return wrapper
 
@@ -446,8 +514,22 @@ _RESPONSE_PATCHES: dict[str, Callable[[Callable[..., Any]], Callable[..., Any]]]
 
 def install() -> None:
     """Patch moto's KMS backend and responses (idempotent); fail loudly if moto moved."""
+    from moto.kms import models
     from moto.kms.models import KmsBackend
     from moto.kms.responses import KmsResponse
+
+    if not getattr(models, _INSTALLED, False):
+        # KmsBackend calls these by their names in its module
+        functions = {"encrypt": _ciphertext_encrypt, "decrypt": _ciphertext_decrypt}
+        missing = [name for name in functions if not callable(getattr(models, name, None))]
+        if missing:
+            raise RuntimeError(
+                f"moto.kms.models no longer has {', '.join(missing)}: the sandbox's KMS "
+                "fidelity shim (kmsir.sandbox.shim) must be reviewed for this moto version"
+            )
+        for name, wrap_function in functions.items():
+            setattr(models, name, wrap_function(getattr(models, name)))
+        setattr(models, _INSTALLED, True)
 
     if not getattr(KmsResponse, _INSTALLED, False):
         # call_action is inherited from moto's BaseResponse: wrap it for KMS only
