@@ -88,7 +88,7 @@ def test_policy_tampering_is_found_and_the_key_quarantined(tmp_path: Path) -> No
 def test_policy_tampering_key_has_a_replica_the_snapshot_preserves(tmp_path: Path) -> None:
     """The HR key is a multi-Region primary with a replica in us-east-1 (same key id, its
     own ARN, policy and state); the playbook's snapshot reads it there, and the quarantine
-    (this Region's) leaves it to the responder."""
+    (this Region's) leaves it to the responder, whose hand-over note names it."""
     with play("policy-tampering", tmp_path) as (sandbox, bundle):
         hr = sandbox.keys["hr"]
         replica_arn = hr["arn"].replace(":eu-west-1:", ":us-east-1:")
@@ -127,6 +127,10 @@ def test_policy_tampering_key_has_a_replica_the_snapshot_preserves(tmp_path: Pat
     assert saved["KeyMetadata"]["Arn"] == replica_arn
     assert (folder / "replica-us-east-1-policy-default.json").is_file()
     assert (folder / "replica-us-east-1-grants.json").is_file()
+    recovery = next(
+        e["data"]["text"] for e in journal if e["type"] == "note" and e["step"] == "recovery"
+    )
+    assert "The quarantine covered this Region only" in recovery and replica_arn in recovery
 
 
 def test_leaked_credentials_spike_is_found_and_the_access_key_deactivated(
