@@ -1,4 +1,6 @@
-"""Runs a validated playbook: templating, ``when``, confirmation, retries, ``on_error``, journal.
+"""Runs a validated playbook into an evidence bundle: starts or resumes the run, hands each
+step to ``steps.StepRunner`` (preview, question, action, retries, ``on_error``), lets the
+world react (a scenario's injects) and finishes the journal whatever happens.
 
 The engine knows nothing of terminals or files: it asks through a ``Prompter``, writes through
 the bundle writer from ``evidence`` and reports through a ``Reporter`` that ``cli`` draws.
