@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kmsir import templating, yamlsafe
 from kmsir.errors import PlaybookError, UsageError
+from kmsir.prompts import Answer, Prompter
 from kmsir.values import duration_seconds, is_kms_key_reference, is_region
 
 Phase = Literal[
@@ -295,6 +296,22 @@ def _lint(playbook: Playbook, document: yamlsafe.Document) -> Iterator[str]:
 
 
 # --- inputs -----------------------------------------------------------------------------
+
+
+def ask_input(prompter: Prompter, key: str, name: str, spec: InputSpec, question: str) -> Answer:
+    """Ask a person for input ``name``: a pick list for a choice, else text checked against
+    the input's type (``key`` names the answer in an answers file)."""
+    if spec.type == "choice" and spec.choices:
+        return prompter.ask(key, question, list(spec.choices))
+
+    def validate(value: str) -> str | None:
+        try:
+            coerce_input(name, spec, value)
+        except UsageError as exc:
+            return str(exc)
+        return None
+
+    return prompter.text(key, question, validate)
 
 
 def coerce_input(name: str, spec: InputSpec, value: Any) -> Any:

@@ -28,9 +28,9 @@ from kmsir.actions.base import (
     Reporter,
     RunInfo,
 )
-from kmsir.errors import Aborted, ActionError, AwsError, KmsirError, MissingAnswer, UsageError
+from kmsir.errors import Aborted, ActionError, AwsError, KmsirError, MissingAnswer
 from kmsir.evidence import JOURNAL, Clock, read_journal, read_outside, timestamp
-from kmsir.playbook import InputSpec, Step, coerce_input
+from kmsir.playbook import InputSpec, Step, ask_input, coerce_input
 from kmsir.prompts import Answer, Prompter, StepPreview
 from kmsir.resume import StepState, step_states
 from kmsir.writer import BundleWriter
@@ -349,18 +349,8 @@ class StepRunner:
         spec = self._inputs[name]
         current = context["inputs"].get(name)
 
-        def validate(value: str) -> str | None:
-            try:
-                coerce_input(name, spec, value)
-            except UsageError as exc:
-                return str(exc)
-            return None
-
         question = f"New value for {name} ({spec.type}; now {current!r}):"
-        if spec.type == "choice" and spec.choices:
-            given = self.prompter.ask(f"{step.id}.{name}", question, list(spec.choices))
-        else:
-            given = self.prompter.text(f"{step.id}.{name}", question, validate)
+        given = ask_input(self.prompter, f"{step.id}.{name}", name, spec, question)
         value = coerce_input(name, spec, given.value)
         context["inputs"][name] = value
         self.bundle.append(

@@ -221,24 +221,13 @@ def _refuse_start_at_over_unfinished(
 def _ask_missing_inputs(
     loaded: LoadedPlaybook, given: dict[str, Any], prompter: Any
 ) -> dict[str, Any]:
-    from kmsir.playbook import coerce_input
+    from kmsir.playbook import ask_input
 
     for name, spec in loaded.playbook.inputs.items():
         if name in given or not spec.required or spec.default is not None:
             continue
-
-        def validate(value: str, _name: str = name, _spec: Any = spec) -> str | None:
-            try:
-                coerce_input(_name, _spec, value)
-            except UsageError as exc:
-                return str(exc)
-            return None
-
         question = f"{name} ({spec.type}): {spec.description}".rstrip(": ")
-        if spec.type == "choice" and spec.choices:
-            given[name] = prompter.ask(name, question, list(spec.choices)).value
-        else:
-            given[name] = prompter.text(name, question, validate).value
+        given[name] = ask_input(prompter, name, name, spec, question).value
     return given
 
 
