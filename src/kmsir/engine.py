@@ -24,7 +24,7 @@ from kmsir.actions import Registry
 from kmsir.actions.aws import ApiCall, ClientFactory, aws_errors
 from kmsir.actions.base import NullReporter, Reporter, RunInfo
 from kmsir.errors import Aborted, EvidenceError, MissingAnswer, UsageError
-from kmsir.evidence import MANIFEST, Clock, utc_now
+from kmsir.evidence import MANIFEST, Clock, inputs_in_effect, utc_now
 from kmsir.keypolicy import principal_arn
 from kmsir.playbook import LoadedPlaybook, Step
 from kmsir.prompts import Prompter
@@ -137,10 +137,7 @@ class Engine:
             options.mode,
             simulated=options.scenario is not None,
         )
-        inputs = dict(state.meta.get("inputs") or {})
-        for entry in state.entries:  # values the responder corrected after a failure
-            if entry["type"] == "input-changed":
-                inputs[entry["data"]["name"]] = entry["data"]["to"]
+        inputs = inputs_in_effect(state.entries)
         return self._drive(bundle, loaded, inputs, state.context_steps(), info, options, state)
 
     def _drive(

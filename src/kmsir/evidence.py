@@ -290,6 +290,17 @@ _MANIFEST_FIELDS = (
 )
 
 
+def inputs_in_effect(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run's inputs as its steps last used them: those it started with, and each value
+    the responder corrected after a failure (``input-changed``)."""
+    started = next((e for e in entries if e["type"] == "run-started"), None)
+    inputs = dict((started["data"].get("inputs") if started else None) or {})
+    for entry in entries:
+        if entry["type"] == "input-changed":
+            inputs[entry["data"]["name"]] = entry["data"]["to"]
+    return inputs
+
+
 def sent_intents(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The ``api-intent`` entries of state-changing calls that AWS did not refuse: those with
     a 2xx result, and those whose result was never journaled (the run stopped in between)."""
@@ -344,19 +355,15 @@ def build_manifest(entries: list[dict[str, Any]]) -> dict[str, Any]:
         raise EvidenceError(f"{JOURNAL}: no run-started entry")
     finished = finished_entry(entries)
     meta = started["data"]
-    # inputs as the steps last used them: the responder may correct one after a failure
     changes = [
         {**e["data"], "step": e.get("step"), "ts": e["ts"]}
         for e in entries
         if e["type"] == "input-changed"
     ]
-    inputs = dict(meta.get("inputs") or {})
-    for change in changes:
-        inputs[change.get("name")] = change.get("to")
     return {
         "format": FORMAT,
         **{k: meta.get(k) for k in _MANIFEST_FIELDS},
-        "inputs": inputs,
+        "inputs": inputs_in_effect(entries),
         **({"input_changes": changes} if changes else {}),
         "started": started["ts"],
         "finished": finished["ts"] if finished else None,
