@@ -86,7 +86,7 @@ def test_end_of_input_at_a_prompt_aborts() -> None:
             raise EOFError
 
     with pytest.raises(Aborted, match="end of file"):
-        InteractivePrompter(show=print)._answer(ClosedStdin())
+        InteractivePrompter(show=print, show_preview=print)._answer(ClosedStdin())
 
 
 @pytest.mark.parametrize(

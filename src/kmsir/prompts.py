@@ -57,22 +57,6 @@ class StepPreview:
     #: More on request: the rendered parameters, the IAM permissions.
     details: tuple[str, ...] = ()
 
-    def lines(self) -> list[str]:
-        """The preview as plain lines (what a confirmation shows)."""
-        phase = f" [{self.phase}]" if self.phase else ""
-        found = [f"Step {self.position} {self.step_id}{phase}: {self.title} ({self.action})"]
-        found.append(f"  does: {self.does}")
-        if self.target:
-            found.append(f"  target: {self.target}")
-        if self.state:
-            found.append(f"  current: {self.state}")
-        verb = "will call" if self.mutating else "reads with"
-        found += [f"  {verb}: {call}" for call in self.calls]
-        found += [f"  {note}" for note in self.notes]
-        if self.mutating:
-            found.append(f"  undo: {self.inverse or 'none needed'}")
-        return found
-
 
 #: Journals a note added at a step's preview: ``(text, who)``.
 NoteTaker = Callable[[str, str], None]
@@ -111,7 +95,7 @@ class Prompter(Protocol):
 class InteractivePrompter:
     """questionary prompts at a terminal. Ctrl-C at a prompt raises ``KeyboardInterrupt``.
 
-    ``show`` displays the details of a confirmation (the CLI draws them).
+    ``show_preview`` draws the panel before a step and ``show`` a line (the CLI draws both).
     """
 
     source = "interactive"
@@ -120,16 +104,12 @@ class InteractivePrompter:
     def __init__(
         self,
         show: Callable[[str], None],
-        show_preview: Callable[[StepPreview], None] | None = None,
+        show_preview: Callable[[StepPreview], None],
         before_prompt: Callable[[], None] | None = None,
     ) -> None:
         self._show = show
-        self._show_preview = show_preview or self._preview_lines
+        self._show_preview = show_preview
         self._before_prompt = before_prompt
-
-    def _preview_lines(self, preview: StepPreview) -> None:
-        for line in preview.lines():
-            self._show(line)
 
     def _answer(self, question: Any) -> Any:
         if self._before_prompt is not None:
