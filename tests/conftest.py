@@ -100,9 +100,12 @@ def run_playbook(
 
 
 @contextlib.contextmanager
-def played(scenario: str, evidence_dir: Path) -> Iterator[tuple[Sandbox, RunResult]]:
+def played(
+    scenario: str, evidence_dir: Path, *, answers: dict[str, Any] | None = None
+) -> Iterator[tuple[Sandbox, RunResult]]:
     """A scenario's playbook run in its sandbox with its scripted answers (as `kmsir demo`
-    does it); the sandbox stays up inside the block for the caller to inspect."""
+    does it; ``answers`` replace some of them); the sandbox stays up inside the block for
+    the caller to inspect."""
     world = scenarios.load(scenario)
     with Sandbox(world) as sandbox:
         result = run_playbook(
@@ -110,7 +113,7 @@ def played(scenario: str, evidence_dir: Path) -> Iterator[tuple[Sandbox, RunResu
             sandbox.client_factory(),
             evidence_dir,
             inputs=world.inputs,
-            answers=world.answers,
+            answers={**world.answers, **(answers or {})},
             scenario=world.id,
             after_step=sandbox.after_step,
         )

@@ -17,7 +17,7 @@ from kmsir.errors import PlaybookError, TemplateError
 from kmsir.sandbox import Sandbox
 from kmsir.sandbox import scenario as scenarios
 
-from .conftest import PLAYBOOKS, load_playbook, played, run_playbook
+from .conftest import played
 from .test_crash import kmsir, normalised, only_bundle, verify
 
 
@@ -178,19 +178,7 @@ def test_a_run_stopped_at_the_steps_preview_fires_its_inject_once_the_step_is_do
 
 
 def test_a_skipped_step_fires_no_inject(tmp_path: Path) -> None:
-    world = scenarios.load("rogue-grant")
-    answers = {**world.answers, "disable": "skip"}
-    with Sandbox(world) as sandbox:
-        result = run_playbook(
-            load_playbook(PLAYBOOKS / f"{world.playbook}.yaml"),
-            sandbox.client_factory(),
-            tmp_path,
-            inputs=world.inputs,
-            answers=answers,
-            scenario=world.id,
-            after_step=sandbox.after_step,
-        )
-        assert result.status == "succeeded", result.error
+    with played("rogue-grant", tmp_path, answers={"disable": "skip"}) as (sandbox, result):
         assert key_state(sandbox) == "Enabled"
     entries = journal(result.bundle)
     assert not [e for e in entries if e["type"] == "inject"]
