@@ -244,3 +244,18 @@ def served(scenario: str, workdir: Path) -> Iterator[dict[str, str]]:
         _, stderr = server.communicate(timeout=30)
     assert server.returncode == 0, stderr
     assert "stopped" in stderr
+
+
+def refused_scenario(tmp_path: Path, name: str, good: str, bad: str) -> tuple[Path, str]:
+    """Built-in scenario ``name`` with ``good`` (found once) replaced by ``bad``, written
+    under ``tmp_path`` and loaded: the file and the one problem its loading names."""
+    from kmsir.errors import PlaybookError
+
+    text = (scenarios.scenario_dir() / f"{name}.yaml").read_text()
+    assert text.count(good) == 1
+    path = tmp_path / "bad.yaml"
+    path.write_text(text.replace(good, bad))
+    with pytest.raises(PlaybookError) as raised:
+        scenarios.load(str(path))
+    (problem,) = raised.value.problems
+    return path, problem

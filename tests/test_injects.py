@@ -17,7 +17,7 @@ from kmsir.errors import PlaybookError, TemplateError
 from kmsir.sandbox import Sandbox
 from kmsir.sandbox import scenario as scenarios
 
-from .conftest import played
+from .conftest import played, refused_scenario
 from .test_crash import kmsir, normalised, only_bundle, verify
 
 
@@ -366,16 +366,10 @@ def test_a_template_mistake_in_an_inject_is_refused_when_the_scenario_loads(
 def test_a_template_mistake_in_the_world_is_refused_when_the_scenario_loads(
     tmp_path: Path, good: str, bad: str, message: str
 ) -> None:
-    text = (scenarios.scenario_dir() / "rogue-grant.yaml").read_text()
-    assert text.count(good) == 1
-    path = tmp_path / "bad.yaml"
-    path.write_text(text.replace(good, bad))
+    path, problem = refused_scenario(tmp_path, "rogue-grant", good, bad)
     changed = next(
         n for n, line in enumerate(path.read_text().splitlines(), 1) if bad.rstrip()[-12:] in line
     )
-    with pytest.raises(PlaybookError) as raised:
-        scenarios.load(str(path))
-    (problem,) = raised.value.problems
     assert problem.startswith(f"{path}:{changed}:") and message in problem, problem
 
 
@@ -427,11 +421,11 @@ def test_the_cli_refuses_a_bad_scenario_in_one_line(tmp_path: Path) -> None:
 
 
 def test_an_identity_naming_an_unknown_user_is_refused(tmp_path: Path) -> None:
-    text = (scenarios.scenario_dir() / "leaked-credentials-decrypt-spike.yaml").read_text()
-    path = tmp_path / "typo.yaml"
-    path.write_text(text.replace("{type: IAMUser, user: reports}", "{type: IAMUser, user: report}"))
-    with pytest.raises(PlaybookError) as raised:
-        scenarios.load(str(path))
-    (problem,) = raised.value.problems
+    path, problem = refused_scenario(
+        tmp_path,
+        "leaked-credentials-decrypt-spike",
+        "{type: IAMUser, user: reports}",
+        "{type: IAMUser, user: report}",
+    )
     assert problem.startswith(f"{path}:") and "unknown user 'report'" in problem
     assert "did you mean 'reports'?" in problem

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from kmsir.errors import PlaybookError
 from kmsir.sandbox import Sandbox
 from kmsir.sandbox import scenario as scenarios
 
-from .conftest import PLAYBOOKS, played
+from .conftest import PLAYBOOKS, played, refused_scenario
 
 
 @contextlib.contextmanager
@@ -221,12 +220,6 @@ def test_a_replica_is_seeded_the_same_in_every_world() -> None:
 def test_a_bad_replica_is_refused_naming_its_line(
     tmp_path: Path, good: str, bad: str, message: str
 ) -> None:
-    text = (scenarios.scenario_dir() / "policy-tampering.yaml").read_text()
-    assert text.count(good) == 1
-    path = tmp_path / "bad.yaml"
-    path.write_text(text.replace(good, bad))
+    path, problem = refused_scenario(tmp_path, "policy-tampering", good, bad)
     line = next(n for n, t in enumerate(path.read_text().splitlines(), 1) if "replicas:" in t)
-    with pytest.raises(PlaybookError) as raised:
-        scenarios.load(str(path))
-    (problem,) = raised.value.problems
     assert problem.startswith(f"{path}:{line}:") and message in problem, problem
