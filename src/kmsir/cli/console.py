@@ -8,7 +8,7 @@ is never read as rich markup.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -25,6 +25,8 @@ STATUS_STYLE = {
     "would-run": "cyan",
 }
 _console: list[Console] = []
+#: The progress display running now, if any: module-wide, so a prompt can stop it first.
+_progress: list[Progress] = []
 #: Terminal control characters (ESC sequences could move the cursor or retitle the window)
 #: shown as "?" when text from AWS or a playbook is printed.
 _CONTROLS = {c: "?" for c in (*range(32), *range(127, 160)) if chr(c) not in "\n\t"}
@@ -47,17 +49,13 @@ def console() -> Console:
 class ConsoleReporter:
     """Draws step outcomes, notices and progress bars (long work: CloudTrail pages, keys)."""
 
-    #: The progress display running now, shared so a prompt can stop it first.
-    _live: ClassVar[dict[str, Any]] = {}
-
     def __init__(self) -> None:
         self.console = console()
 
     def progress(self, what: str, done: int, total: int | None = None) -> None:
         if not self.console.is_terminal:
             return
-        live = ConsoleReporter._live
-        if "progress" not in live:
+        if not _progress:
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
@@ -77,11 +75,12 @@ class ConsoleReporter:
                 transient=True,
             )
             bar.start()
-            live["progress"], live["tasks"] = bar, {}
-        bar, tasks = live["progress"], live["tasks"]
-        if what not in tasks:
-            tasks[what] = bar.add_task(what, total=total)
-        bar.update(tasks[what], completed=done, total=total)
+            _progress.append(bar)
+        bar = _progress[0]
+        task = next((t.id for t in bar.tasks if t.description == what), None)
+        if task is None:
+            task = bar.add_task(what, total=total)
+        bar.update(task, completed=done, total=total)
 
     def step(self, step_id: str, title: str, status: str, summary: str) -> None:
         from rich.text import Text
@@ -101,11 +100,8 @@ class ConsoleReporter:
 
 def pause_progress() -> None:
     """Stop the progress display (before a prompt or a line of output)."""
-    live = ConsoleReporter._live
-    bar: Progress | None = live.pop("progress", None)
-    live.pop("tasks", None)
-    if bar is not None:
-        bar.stop()
+    if _progress:
+        _progress.pop().stop()
 
 
 def banner(text: str) -> None:
