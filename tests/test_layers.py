@@ -13,6 +13,7 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "kmsir"
 LAYERS = {
     "kmsir.errors": 0,
     "kmsir": 0,
+    "kmsir.inert": 0,
     "kmsir.values": 1,
     "kmsir.yamlsafe": 1,
     "kmsir.templating": 1,
