@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
+from typer.core import TyperGroup
 
 from kmsir import __version__
 from kmsir.errors import KmsirError, PlaybookError, UsageError
@@ -29,7 +30,36 @@ if TYPE_CHECKING:
 EXIT_INTERNAL = 3
 EXIT_INTERRUPTED = 130
 
+
+
+class _OneLineErrors(TyperGroup):
+    """The command group: Click's usage errors (a missing argument, an invalid option value)
+    become the same one ``kmsir: error: ...`` line as every other error, exit 2."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        # the Click that typer uses (its own copy in recent versions), by a public name
+        click = sys.modules[typer.BadParameter.__module__]
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click.NoArgsIsHelpError as exc:
+            exc.show()  # the help itself, as asked
+            code = exc.exit_code
+        except click.ClickException as exc:
+            context = getattr(exc, "ctx", None)
+            command = context.command_path if context is not None else "kmsir"
+            message = " ".join(exc.format_message().split())
+            err(f"kmsir: error: {message} (see {command} --help)")
+            code = exc.exit_code
+        except click.Abort:
+            err("kmsir: aborted")
+            code = 1
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     name="kmsir",
     help="Incident-response playbooks for AWS KMS, with a tamper-evident evidence bundle.",
     no_args_is_help=True,
