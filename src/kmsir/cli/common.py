@@ -40,7 +40,7 @@ class _OneLineErrors(TyperGroup):
         # the Click that typer uses (its own copy in recent versions), by a public name
         click = sys.modules[typer.BadParameter.__module__]
         try:
-            code = super().main(*args, standalone_mode=False, **kwargs)
+            code = super().main(*args, **{**kwargs, "standalone_mode": False})
         except click.NoArgsIsHelpError as exc:
             exc.show()  # the help itself, as asked
             code = exc.exit_code
