@@ -262,7 +262,7 @@ def test_template_failure_is_a_clear_step_error(
     result = run_playbook(playbook, moto_clients, tmp_path, registry=registry, mode="live")
     assert result.status == "failed"
     assert result.error is not None
-    assert result.error.startswith("step 'b' (test.record): template")
+    assert result.error.startswith("step 'b' (test.record): with: template")
     assert "nothing" in result.error
 
 

@@ -165,10 +165,10 @@ def test_resume_after_an_abort_asks_again_and_runs_the_step(tmp_path: Path) -> N
     assert decisions == ["aborted", "approved"]
 
 
-def test_without_anyone_at_a_terminal_a_failed_step_stops_the_run(tmp_path: Path) -> None:
-    result, state = _deletion_run(
-        tmp_path, {**ANSWERS, "snapshot.on-error": "retry"}, key="alias/orders-bd"
-    )
+def test_without_anyone_at_a_terminal_or_an_answer_a_failed_step_stops_the_run(
+    tmp_path: Path,
+) -> None:
+    result, state = _deletion_run(tmp_path, ANSWERS, key="alias/orders-bd")
     assert result.status == "failed" and "alias/orders-bd" in str(result.error)
     assert state == "PendingDeletion"
     assert not [e for e in _entries(result.bundle) if e["type"] == "decision"]

@@ -70,6 +70,10 @@ class Prompter(Protocol):
         """True when a person at a terminal answers what nothing else answered."""
         ...
 
+    def has_answer(self, key: str) -> bool:
+        """True when ``key`` is answered without asking anyone (an answers file)."""
+        ...
+
     def before_step(self, preview: StepPreview, note: NoteTaker) -> Answer | None:
         """Run (``"run"``), skip (``"skip"``, with a reason) or abort (``"abort"``) a step.
 
@@ -118,6 +122,9 @@ class InteractivePrompter:
             return question.unsafe_ask()
         except EOFError:
             raise Aborted("no more input (end of file at a prompt)") from None
+
+    def has_answer(self, key: str) -> bool:
+        return False
 
     def ask(self, key: str, question: str, choices: Sequence[str]) -> Answer:
         import questionary
@@ -211,6 +218,9 @@ class NoPrompter:
             f"add '{key}: ...' to the answers file"
         )
 
+    def has_answer(self, key: str) -> bool:
+        return False
+
     def ask(self, key: str, question: str, choices: Sequence[str]) -> Answer:
         raise self._missing(key, f"question {question[:60]!r}")
 
@@ -240,6 +250,9 @@ class ScriptedPrompter:
     @property
     def interactive(self) -> bool:
         return self.fallback.interactive
+
+    def has_answer(self, key: str) -> bool:
+        return key in self.answers or self.fallback.has_answer(key)
 
     def before_step(self, preview: StepPreview, note: NoteTaker) -> Answer | None:
         key = preview.step_id
@@ -311,6 +324,9 @@ class AutoApprovePrompter:
 
     def __init__(self, fallback: Prompter) -> None:
         self.fallback = fallback
+
+    def has_answer(self, key: str) -> bool:
+        return self.fallback.has_answer(key)
 
     def before_step(self, preview: StepPreview, note: NoteTaker) -> Answer | None:
         return Answer("run", self.source) if preview.mutating else None

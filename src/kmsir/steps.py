@@ -30,7 +30,7 @@ from kmsir.actions.base import (
 )
 from kmsir.errors import Aborted, ActionError, AwsError, KmsirError, MissingAnswer
 from kmsir.evidence import JOURNAL, Clock, read_journal, read_outside, timestamp
-from kmsir.playbook import InputSpec, Step, ask_input, coerce_input
+from kmsir.playbook import _STEP_REFERENCE, InputSpec, Step, ask_input, coerce_input
 from kmsir.prompts import Answer, Prompter, StepPreview
 from kmsir.resume import StepState, step_states
 from kmsir.writer import BundleWriter
@@ -139,13 +139,6 @@ class StepRunner:
         rechecked = prior is not None and prior.in_flight
         action = self.actions[step.action]
         context["now"] = timestamp(self.clock())
-        if step.when is not None:
-            try:
-                go = bool(templating.evaluate(step.when, context))
-            except KmsirError as exc:
-                return self.fail(step, f"when: {exc}")
-            if not go:
-                return self.skip(step, f"when: {step.when} is false")
         sink = _StepSink(self.bundle, index, step.id)
         if prior is not None:  # a resumed step writes to a fresh attempt folder
             sink.attempt = prior.attempts
@@ -161,6 +154,10 @@ class StepRunner:
         )
         while True:
             try:
+                # a when: or with: that cannot be rendered (it reads a step that was skipped)
+                # is a failure like any other: the person may skip it, retry, or fix an input
+                if step.when is not None and not self._when(step, context):
+                    return self.skip(step, f"when: {step.when} is false")
                 params = self._params(action, step, context)
                 skipped = self._before(index, step, action, ctx, params, prior)
                 prior = None  # after a failure, a retry is confirmed afresh
@@ -186,7 +183,9 @@ class StepRunner:
                 message = f"step '{step.id}' ({step.action}): {exc}"
                 record = self.fail(step, message)
                 if step.on_error == "continue" or (
-                    step.on_error == "stop" and not self.prompter.interactive
+                    step.on_error == "stop"
+                    and not self.prompter.interactive
+                    and not self.prompter.has_answer(f"{step.id}.on-error")
                 ):
                     return record
                 choice = self._after_failure(step, message, context)
@@ -220,8 +219,20 @@ class StepRunner:
         )
         return StepRecord(step.id, step.title, outcome.status, outcome.summary)
 
+    def _when(self, step: Step, context: dict[str, Any]) -> bool:
+        """Whether the step's ``when:`` holds; ``ActionError`` when it cannot be evaluated."""
+        assert step.when is not None
+        try:
+            return bool(templating.evaluate(step.when, context))
+        except KmsirError as exc:
+            raise ActionError(f"when: {exc}{_missing_steps(step.when, context)}") from None
+
     def _params(self, action: Action[Any], step: Step, context: dict[str, Any]) -> Any:
-        rendered = templating.render_value(step.with_, context)
+        try:
+            rendered = templating.render_value(step.with_, context)
+        except KmsirError as exc:
+            sources = json.dumps(step.with_, default=str)
+            raise ActionError(f"with: {exc}{_missing_steps(sources, context)}") from None
         try:
             return action.params.model_validate(rendered)
         except ValidationError as exc:
@@ -434,6 +445,17 @@ def _step_preview(
         typed=preview.typed if preview is not None else (),
         details=tuple(details),
     )
+
+
+def _missing_steps(source: str, context: dict[str, Any]) -> str:
+    """Why a template that reads other steps' outputs could not be rendered: the steps it
+    reads that did not succeed (skipped, failed or not run), so have no outputs."""
+    found = (m.group(1) or m.group(2) for m in _STEP_REFERENCE.finditer(source))
+    missing = list(dict.fromkeys(ref for ref in found if ref not in context["steps"]))
+    if not missing:
+        return ""
+    named = ", ".join(f"'{ref}'" for ref in missing)
+    return f" (step {named} did not succeed: skipped, failed or not run, so no outputs)"
 
 
 def _earlier_attempt(prior: StepState | None) -> EarlierAttempt | None:
