@@ -37,7 +37,8 @@ def test_control_characters_from_aws_never_reach_the_terminal(
     summary_table(RunResult(Path("b"), "succeeded", [StepRecord("revoke", "t", "failed", EVIL)]))
     shown = capsys.readouterr().err
     assert "\x1b" not in shown and "\x07" not in shown
-    assert "backup-sync?]0;owned??[2J[bold red]x[/]" in shown  # shown, inert, markup literal
+    # shown, inert (each control character as its escape), the markup literal
+    assert "backup-sync\\x1b]0;owned\\x07\\x1b[2J[bold red]x[/]" in shown
 
 
 def test_the_summary_table_has_one_line_a_step_within_the_width(

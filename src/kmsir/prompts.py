@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from kmsir.errors import Aborted, MissingAnswer, UsageError
+from kmsir.inert import visible
 
 APPROVE = ("approve", "approved", "yes", "y", "run", "true")
 DECLINE = ("skip", "no", "n", "decline", "declined", "false")
@@ -128,8 +129,11 @@ class InteractivePrompter:
 
     def ask(self, key: str, question: str, choices: Sequence[str]) -> Answer:
         import questionary
+        from questionary import Choice
 
-        value = self._answer(questionary.select(question, choices=list(choices)))
+        # a question or choice may carry text from AWS: shown inert, answered with the raw value
+        menu = [Choice(visible(str(c)), value=c) for c in choices]
+        value = self._answer(questionary.select(visible(question), choices=menu))
         return Answer(value, self.source)
 
     def before_step(self, preview: StepPreview, note: NoteTaker) -> Answer | None:
@@ -173,7 +177,7 @@ class InteractivePrompter:
         import questionary
 
         typed = preview.typed
-        wanted = " or ".join(repr(t) for t in typed)
+        wanted = visible(" or ".join(repr(t) for t in typed))
         stakes = (
             "This cannot be undone."
             if preview.inverse == "IRREVERSIBLE"
@@ -190,7 +194,7 @@ class InteractivePrompter:
     def confirm(self, key: str, message: str) -> Answer:
         import questionary
 
-        approved = bool(self._answer(questionary.confirm(message, default=False)))
+        approved = bool(self._answer(questionary.confirm(visible(message), default=False)))
         reason = None
         if not approved:
             reason = self._answer(questionary.text("Reason for skipping (optional):")) or None
@@ -201,9 +205,11 @@ class InteractivePrompter:
 
         def check(value: str) -> bool | str:
             problem = validate(value)
-            return True if problem is None else problem
+            return True if problem is None else visible(problem)
 
-        return Answer(self._answer(questionary.text(question, validate=check)), self.source)
+        return Answer(
+            self._answer(questionary.text(visible(question), validate=check)), self.source
+        )
 
 
 class NoPrompter:

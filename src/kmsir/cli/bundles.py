@@ -16,6 +16,7 @@ from kmsir.cli.common import (
     app,
     handled,
     live_clients,
+    say,
     write_out,
 )
 
@@ -37,18 +38,18 @@ def verify(
     checked = integrity.check(bundle)
     if checked.problems:
         for problem in checked.problems:
-            print(f"TAMPERED: {problem}")
+            say(f"TAMPERED: {problem}")
         raise typer.Exit(1)
     opened = evidence.Bundle.open(bundle)
-    print(
+    say(
         f"intact: {len(opened.entries)} journal entries, "
         f"{len(opened.manifest.get('artifacts', []))} artifacts, "
         f"head {opened.entries[-1]['hash'] if opened.entries else '-'}"
     )
     for note in checked.notes:
-        print(f"note: {note}")
+        say(f"note: {note}")
     if not checked.finished:
-        print(
+        say(
             "note: the run did not finish (kmsir resume continues it), so no manifest anchors "
             "the journal's last entry: lines removed from its end would not show"
         )
@@ -76,7 +77,7 @@ def _verify_archive(archive: Path) -> None:
         if problem:
             problems.append(f"{signed.name}: {problem}")
         else:
-            print(f"signature: valid ({json.loads(signed.read_text())['key_arn']})")
+            say(f"signature: valid ({json.loads(signed.read_text())['key_arn']})")
     entries: list[Any] = []
     with tempfile.TemporaryDirectory(prefix="kmsir-verify-") as tmp:
         try:
@@ -92,9 +93,9 @@ def _verify_archive(archive: Path) -> None:
             entries = evidence.Bundle.open(roots[0]).entries
     if problems:
         for problem in problems:
-            print(f"TAMPERED: {problem}")
+            say(f"TAMPERED: {problem}")
         raise typer.Exit(1)
-    print(f"intact: {archive.name} (sha256 {digest}), {len(entries)} journal entries")
+    say(f"intact: {archive.name} (sha256 {digest}), {len(entries)} journal entries")
 
 
 @app.command()
@@ -110,7 +111,7 @@ def report(
     """Re-render a bundle's report from the bundle alone (no AWS access)."""
     from kmsir import report as reports
 
-    print(reports.write(bundle, fmt=fmt, template=template, out=out))
+    say(str(reports.write(bundle, fmt=fmt, template=template, out=out)))
 
 
 @app.command()
@@ -136,9 +137,9 @@ def export(
         path, digest = exporting.export(bundle, out)
     except TamperedError as exc:
         for problem in exc.problems:
-            print(f"TAMPERED: {problem}")
+            say(f"TAMPERED: {problem}")
         raise typer.Exit(1) from None
-    print(f"{digest}  {path}")
+    say(f"{digest}  {path}")
     if sign_key:
         kms = live_clients(profile, region).client("kms")
         with aws_errors(f"DescribeKey on {sign_key}"):
@@ -157,4 +158,4 @@ def export(
         record = exporting.signature_record(metadata["Arn"], algorithm, digest, signature, public)
         signed = path.with_name(path.name + ".sig.json")
         write_out(signed, json.dumps(record, indent=2) + "\n")
-        print(f"signed with {metadata['Arn']}: {signed}")
+        say(f"signed with {metadata['Arn']}: {signed}")

@@ -21,6 +21,7 @@ from typer.core import TyperGroup
 
 from kmsir import __version__
 from kmsir.errors import KmsirError, PlaybookError, UsageError
+from kmsir.inert import visible
 
 if TYPE_CHECKING:
     from kmsir.actions.aws import ClientFactory
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
 
 EXIT_INTERNAL = 3
 EXIT_INTERRUPTED = 130
-
 
 
 class _OneLineErrors(TyperGroup):
@@ -73,9 +73,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def err(message: str) -> None:
-    from kmsir.cli.console import printable
+    """One message on stderr, its control characters shown as escapes (it may quote input)."""
+    print(visible(message), file=sys.stderr)
 
-    print(printable(message), file=sys.stderr)
+
+def say(message: str) -> None:
+    """One message on stdout, its control characters shown as escapes (it may quote input)."""
+    print(visible(message))
 
 
 def _end_display() -> None:
@@ -191,7 +195,7 @@ def finish(result: RunResult) -> None:
         err(f"kmsir: run {result.status}: {result.error}")
     written = write_reports(result.bundle)
     if written:
-        print(written[0])
+        say(str(written[0]))
         err(f"report (HTML): {written[1]}")
     if result.status != "succeeded":
         raise typer.Exit(1)

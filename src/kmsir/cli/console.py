@@ -2,13 +2,15 @@
 before each step, the summary table at the end.
 
 Everything goes to stderr (stdout carries only the report path). Text from AWS or playbooks
-is never read as rich markup.
+is never read as rich markup, and its control characters are shown as escapes (``\\x1b``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from typing import TYPE_CHECKING
+
+from kmsir.inert import visible
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -27,14 +29,6 @@ STATUS_STYLE = {
 _console: list[Console] = []
 #: The progress display running now, if any: module-wide, so a prompt can stop it first.
 _progress: list[Progress] = []
-#: Terminal control characters (ESC sequences could move the cursor or retitle the window)
-#: shown as "?" when text from AWS or a playbook is printed.
-_CONTROLS = {c: "?" for c in (*range(32), *range(127, 160)) if chr(c) not in "\n\t"}
-
-
-def printable(text: str) -> str:
-    """``text`` without terminal control characters."""
-    return text.translate(_CONTROLS)
 
 
 def console() -> Console:
@@ -87,15 +81,15 @@ class ConsoleReporter:
 
         pause_progress()
         line = Text(f"{status:>10} ", style=STATUS_STYLE.get(status, ""))
-        line.append(f"{printable(step_id)}: ", style="bold")
-        line.append(printable(summary if len(summary) < 300 else summary[:297] + "..."))
+        line.append(f"{visible(step_id)}: ", style="bold")
+        line.append(visible(summary if len(summary) < 300 else summary[:297] + "..."))
         self.console.print(line)
 
     def notice(self, text: str) -> None:
         from rich.text import Text
 
         pause_progress()
-        self.console.print(Text(f"    INJECT {printable(text)}", style="bold magenta"))
+        self.console.print(Text(f"    INJECT {visible(text)}", style="bold magenta"))
 
 
 def pause_progress() -> None:
@@ -108,21 +102,21 @@ def banner(text: str) -> None:
     """A line that must not be missed (SIMULATED, CHECK MODE)."""
     from rich.text import Text
 
-    console().print(Text(printable(text), style="bold reverse"))
+    console().print(Text(visible(text), style="bold reverse"))
 
 
-def _printable_preview(preview: StepPreview) -> StepPreview:
+def _visible_preview(preview: StepPreview) -> StepPreview:
     def one(text: str | None) -> str | None:
-        return None if text is None else printable(text)
+        return None if text is None else visible(text)
 
     return dataclasses.replace(
         preview,
-        title=printable(preview.title),
-        does=printable(preview.does),
+        title=visible(preview.title),
+        does=visible(preview.does),
         target=one(preview.target),
         state=one(preview.state),
-        calls=tuple(printable(c) for c in preview.calls),
-        notes=tuple(printable(n) for n in preview.notes),
+        calls=tuple(visible(c) for c in preview.calls),
+        notes=tuple(visible(n) for n in preview.notes),
     )
 
 
@@ -133,7 +127,7 @@ def show_preview(preview: StepPreview) -> None:
     from rich.text import Text
 
     pause_progress()
-    preview = _printable_preview(preview)
+    preview = _visible_preview(preview)
     body = Text()
     body.append(f"{preview.title}\n", style="bold")
     body.append(f"{preview.action}: {preview.does.replace('``', '')}\n", style="dim")
@@ -190,8 +184,8 @@ def summary_table(result: RunResult) -> None:
         summary = summary if len(summary) <= room else summary[: room - 1] + "…"
         table.add_row(
             str(number),
-            Text(printable(record.step_id)),
+            Text(visible(record.step_id)),
             Text(record.status, style=STATUS_STYLE.get(record.status, "")),
-            Text(printable(summary)),
+            Text(visible(summary)),
         )
     console().print(table)

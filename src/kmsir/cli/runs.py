@@ -29,6 +29,7 @@ from kmsir.cli.common import (
     load_playbook,
     parse_inputs,
     prompter_for,
+    say,
     write_reports,
 )
 from kmsir.cli.console import ConsoleReporter
@@ -256,7 +257,7 @@ def resume(
         state = resuming.load(bundle)
     except TamperedError as exc:
         for problem in exc.problems:
-            print(f"TAMPERED: {problem}")
+            say(f"TAMPERED: {problem}")
         raise typer.Exit(1) from None
     if state.succeeded:
         _complete_derived(bundle, state.entries)
@@ -353,7 +354,7 @@ def validate(
             continue
         for warning in loaded.warnings:
             err(warning)
-        print(f"{path}: valid ({len(loaded.playbook.steps)} steps)")
+        say(f"{path}: valid ({len(loaded.playbook.steps)} steps)")
     if invalid:
         raise typer.Exit(2)
 
@@ -368,7 +369,7 @@ def list_actions() -> None:
         kind = "mutating" if action.mutating else "read-only"
         undo = f", undo: {action.inverse}" if action.inverse else ""
         doc = (action.__doc__ or "").strip().splitlines()[0]
-        print(f"{name:<22} {kind}{undo}\n    {doc}")
+        say(f"{name:<22} {kind}{undo}\n    {doc}")
 
 
 @app.command()
@@ -379,7 +380,7 @@ def scenarios() -> None:
 
     for name in scenario.available():
         world = scenario.load(name)
-        print(f"{name:<24} {world.story}")
+        say(f"{name:<24} {world.story}")
 
 
 @app.command()
@@ -397,22 +398,22 @@ def plan(
     book = loaded.playbook
     values = resolve_inputs(book, parse_inputs(inputs or []), partial=True)
     steps = planning.plan(book, actions.registry(), values)
-    print(f"Plan: {book.id}{f' v{book.version}' if book.version else ''}: {book.title}")
-    print("Inputs: " + (", ".join(f"{k}={v}" for k, v in values.items()) or "none"))
+    say(f"Plan: {book.id}{f' v{book.version}' if book.version else ''}: {book.title}")
+    say("Inputs: " + (", ".join(f"{k}={v}" for k, v in values.items()) or "none"))
     missing = [n for n, s in book.inputs.items() if s.required and n not in values]
     if missing:
-        print(f"  (not given, shown as templates: {', '.join(missing)})")
+        say(f"  (not given, shown as templates: {', '.join(missing)})")
     for step in steps:
         phase = f" [{step.phase}]" if step.phase else ""
-        print(f"\n{step.number:2d}. {step.id}{phase}: {step.title}")
-        print(f"    action: {step.action} ({planning.describe_inverse(step)})")
+        say(f"\n{step.number:2d}. {step.id}{phase}: {step.title}")
+        say(f"    action: {step.action} ({planning.describe_inverse(step)})")
         if step.when:
-            print(f"    when: {step.when}")
+            say(f"    when: {step.when}")
         for call in step.calls:
-            print(f"    calls: {call}")
+            say(f"    calls: {call}")
         if step.permissions:
-            print(f"    IAM: {', '.join(step.permissions)}")
+            say(f"    IAM: {', '.join(step.permissions)}")
     needed = planning.permissions(steps)
     changing = [s.id for s in steps if s.mutating]
-    print(f"\nChanges AWS state: {', '.join(changing) or 'nothing'}")
-    print(f"IAM permissions for the whole playbook ({len(needed)}): {', '.join(needed)}")
+    say(f"\nChanges AWS state: {', '.join(changing) or 'nothing'}")
+    say(f"IAM permissions for the whole playbook ({len(needed)}): {', '.join(needed)}")
