@@ -63,6 +63,11 @@ def moto_clients() -> Iterator[ClientFactory]:
         )
 
 
+def bundles(incident_dir: Path) -> list[Path]:
+    """The run bundles of an incident (not its lock file)."""
+    return sorted(p for p in incident_dir.iterdir() if p.is_dir())
+
+
 def load_playbook(path: Path) -> playbook.LoadedPlaybook:
     return playbook.load(path, actions.catalog())
 

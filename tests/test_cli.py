@@ -199,7 +199,7 @@ def test_run_without_answer_or_terminal_names_the_missing_answer(tmp_path: Path)
             "input 'key': 'payments' is not a KMS key id",
         ),
         (["demo", "--scenario", "nope"], "no scenario 'nope'"),
-        (["verify", "/nonexistent/bundle"], "no such bundle directory"),
+        (["verify", "/nonexistent/bundle"], "/nonexistent/bundle: no such file or directory"),
     ],
 )
 def test_bad_usage_exits_2_with_one_line(tmp_path: Path, args: list[str], message: str) -> None:

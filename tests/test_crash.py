@@ -24,6 +24,8 @@ from typer.testing import CliRunner
 
 from kmsir import cli
 
+from .conftest import bundles
+
 CRASHKIT = Path(__file__).with_name("crashkit.py")
 # spread over the whole run (the demo journals about 131 entries), plus the risky moments
 POINTS = [
@@ -84,7 +86,7 @@ def normalised(report: str, evidence: Path) -> str:
 
 
 def only_bundle(evidence: Path) -> Path:
-    (bundle,) = (evidence / "demo-rogue-grant").iterdir()
+    (bundle,) = bundles(evidence / "demo-rogue-grant")
     return bundle
 
 

@@ -7,11 +7,15 @@ import shutil
 import stat
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from kmsir import evidence, integrity
-from kmsir.errors import EvidenceError, UsageError
+import kmsir
+import kmsir.resources
+from kmsir import evidence, export, integrity, report
+from kmsir.errors import EvidenceError, TamperedError, UsageError
+from kmsir.evidence import read_journal
 from kmsir.writer import BundleWriter
 
 
@@ -61,7 +65,12 @@ def test_every_journal_line_is_canonical_and_chained(demo_bundle: Path) -> None:
         assert entry["ts"].endswith("Z")
         prev = entry["hash"]
     types = [json.loads(line)["type"] for line in lines]
-    assert types[0] == "run-started" and types[-1] == "run-finished"
+    # the run, then the record of each report written (Markdown, HTML)
+    assert types[0] == "run-started" and types[-3:] == [
+        "run-finished",
+        "report-written",
+        "report-written",
+    ]
     assert "api-call" in types and "decision" in types and "artifact" in types
 
 
@@ -121,9 +130,13 @@ def test_torn_tail_is_reported(demo_bundle: Path, tmp_path: Path) -> None:
     lines = data.splitlines(keepends=True)
     journal.write_bytes(b"".join(lines[:-1]) + lines[-1][:40])
     problems = integrity.verify(bundle)
-    assert problems == [
+    assert problems[0] == (
         f"journal.jsonl line {len(lines)}: torn tail (incomplete last line, "
         "the run was interrupted while writing it)"
+    )
+    # the torn line was the record of report.html: that report is not proven any more
+    assert problems[1:] == [
+        "report.html: not recorded in the journal (added or replaced after the run)"
     ]
 
 
@@ -151,10 +164,56 @@ def test_manifest_edits_are_caught(demo_bundle: Path, tmp_path: Path) -> None:
     ]
 
 
-def test_report_is_derived_and_may_be_rerendered(demo_bundle: Path, tmp_path: Path) -> None:
+def test_a_report_rendered_again_is_recorded_and_verifies(
+    demo_bundle: Path, tmp_path: Path
+) -> None:
     bundle = copy_bundle(demo_bundle, tmp_path)
-    (bundle / "report.md").write_text("re-rendered")
-    assert integrity.verify(bundle) == []
+    before = (bundle / "report.md").read_bytes()
+    report.write(bundle, fmt="md")
+    assert (bundle / "report.md").read_bytes() == before  # the same report, months later
+    assert integrity.check(bundle).intact
+    records = [e for e in read_journal(bundle / "journal.jsonl").entries if e["step"] is None]
+    last = records[-1]
+    assert last["type"] == "report-written"
+    assert last["data"]["path"] == "report.md"
+    assert last["data"]["sha256"] == evidence.sha256_hex(before)
+    assert last["data"]["kmsir"] == kmsir.__version__
+    template = kmsir.resources.templates_dir() / "report.md.j2"
+    assert last["data"]["template_sha256"] == evidence.sha256_hex(template.read_bytes())
+
+
+@pytest.mark.parametrize(
+    ("name", "change"),
+    [
+        ("report.md", lambda data: data + b"\nNothing happened after all.\n"),
+        ("report.html", lambda data: b"<h1>nothing happened</h1>"),
+        ("report.md", None),
+    ],
+    ids=["appended to", "replaced", "deleted"],
+)
+def test_an_altered_report_is_tampering(
+    demo_bundle: Path, tmp_path: Path, name: str, change: Any
+) -> None:
+    bundle = copy_bundle(demo_bundle, tmp_path)
+    path = bundle / name
+    if change is None:
+        path.unlink()
+    else:
+        path.write_bytes(change(path.read_bytes()))
+    (problem,) = integrity.verify(bundle)
+    assert problem.startswith(f"{name}: ")
+    assert ("missing" if change is None else "content differs from the report recorded") in problem
+    with pytest.raises(TamperedError):  # and no export archives it under a valid checksum
+        export.archive_bytes(bundle)
+
+
+def test_a_report_kmsir_report_out_writes_elsewhere_is_not_recorded(
+    demo_bundle: Path, tmp_path: Path
+) -> None:
+    bundle = copy_bundle(demo_bundle, tmp_path / "b")
+    before = (bundle / "journal.jsonl").read_bytes()
+    report.write(bundle, fmt="html", out=tmp_path / "elsewhere.html")
+    assert (bundle / "journal.jsonl").read_bytes() == before
 
 
 @pytest.mark.parametrize("incident", ["../../etc", "a/b", "..", ".hidden", "", "x" * 65, "a b"])

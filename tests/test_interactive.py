@@ -17,7 +17,7 @@ from kmsir.prompts import Answer, NoPrompter, ScriptedPrompter, StepPreview
 from kmsir.sandbox import Sandbox
 from kmsir.sandbox import scenario as scenarios
 
-from .conftest import PLAYBOOKS, load_playbook, run_playbook
+from .conftest import PLAYBOOKS, bundles, load_playbook, run_playbook
 
 DELETION = PLAYBOOKS / "kms-key-deletion-response.yaml"
 ANSWERS = scenarios.load("ransom-deletion").answers
@@ -210,7 +210,7 @@ def test_resume_keeps_an_input_corrected_before_the_interruption(tmp_path: Path)
                 ),
                 scenario=world.id,
             )
-        (bundle,) = (tmp_path / "ev" / "INC-test").iterdir()
+        (bundle,) = bundles(tmp_path / "ev" / "INC-test")
         engine = Engine(
             actions=actions.registry(),
             clients=sandbox.client_factory(),

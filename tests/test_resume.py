@@ -27,7 +27,7 @@ from kmsir.sandbox import Sandbox
 from kmsir.sandbox import scenario as scenarios
 from kmsir.writer import BundleWriter
 
-from .conftest import PLAYBOOKS, load_playbook, run_playbook
+from .conftest import PLAYBOOKS, bundles, load_playbook, run_playbook
 
 CONTAIN = """\
 id: contain
@@ -86,7 +86,7 @@ def interrupted(
             answers={"disable": "approve"},
         )
     monkeypatch.setattr(DisableKey, "run", original)
-    (bundle,) = (tmp_path / "ev" / "INC-test").iterdir()
+    (bundle,) = bundles(tmp_path / "ev" / "INC-test")
     return bundle, rogue_grant
 
 
@@ -217,7 +217,7 @@ def test_start_at_is_refused_while_a_run_of_the_playbook_is_unfinished(tmp_path:
     # it ran from "tag"; the last step needs the skipped step's output and says so
     assert forced.exit_code == 1, forced.output
     assert "tagged {'kmsir-incident': 'INC-test'}" in " ".join(forced.output.split())
-    (started,) = [r for r in (tmp_path / "ev" / "INC-test").iterdir() if r != bundle]
+    (started,) = [r for r in bundles(tmp_path / "ev" / "INC-test") if r != bundle]
     skipped = next(e for e in journal(started) if e["step"] == "disable")
     assert skipped["type"] == "step-skipped" and skipped["data"]["reason"] == "before --start-at"
 
@@ -301,9 +301,13 @@ def test_ctrl_c_exits_130_and_the_run_resumes(tmp_path: Path) -> None:
     assert run.returncode == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
     bundle = journal_path.parent
+    # how to go on, said as the run stops: where the evidence is, the exact command
+    assert f"continue with: kmsir resume {bundle.resolve()}" in stderr
     assert journal(bundle)[-1]["type"] == "run-interrupted"
     verified = subprocess.run([*command, "verify", str(bundle)], capture_output=True, text=True)
-    assert verified.returncode == 0, verified.stdout
+    # consistent, but nothing anchors the end of an unfinished run: never called intact
+    assert verified.returncode == 4, verified.stdout
+    assert verified.stdout.startswith(f"unproven: consistent up to entry {len(journal(bundle))}")
     resumed = subprocess.run(
         [*command, "resume", str(bundle)], capture_output=True, text=True, cwd=tmp_path
     )
@@ -342,7 +346,7 @@ def test_partly_revoked_grants_are_never_revoked_twice(tmp_path: Path) -> None:
         check=False,
     )
     assert killed.returncode == -9
-    (bundle,) = (tmp_path / "evidence" / "INC-2").iterdir()
+    (bundle,) = bundles(tmp_path / "evidence" / "INC-2")
     resumed = subprocess.run(
         [*args, "resume", str(bundle)],
         cwd=tmp_path,

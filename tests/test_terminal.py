@@ -14,7 +14,7 @@ import pytest
 from kmsir import integrity
 from kmsir.evidence import JOURNAL, read_journal
 
-from .conftest import served
+from .conftest import bundles, served
 from .termkit import TMUX, Terminal
 
 pytestmark = pytest.mark.skipif(
@@ -227,7 +227,7 @@ def test_ctrl_c_at_a_prompt_leaves_a_bundle_that_resumes(tmp_path: Path) -> None
         term.close()
     assert status == 130, screen
     assert "kmsir: interrupted" in screen
-    (bundle,) = (evidence / "INC-TMUX-3").iterdir()
+    (bundle,) = bundles(evidence / "INC-TMUX-3")
     assert integrity.verify(bundle) == []
     entries = _entries(bundle)
     assert entries[-1]["type"] == "run-interrupted"

@@ -1,3 +1,3 @@
 """kmsir: incident-response playbook runner for AWS KMS."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

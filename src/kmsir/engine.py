@@ -8,8 +8,10 @@ the bundle writer from ``evidence`` and reports through a ``Reporter`` that ``cl
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import getpass
+import os
 import platform
 import socket
 import sys
@@ -23,12 +25,15 @@ from kmsir import __version__, integrity
 from kmsir.actions import Registry
 from kmsir.actions.aws import ApiCall, ClientFactory, aws_errors
 from kmsir.actions.base import NullReporter, Reporter, RunInfo
-from kmsir.errors import Aborted, EvidenceError, MissingAnswer, UsageError
-from kmsir.evidence import MANIFEST, Clock, inputs_in_effect, utc_now
+from kmsir.errors import Aborted, EvidenceError, KmsirError, MissingAnswer, UsageError
+from kmsir.evidence import MANIFEST, Clock, inputs_in_effect, timestamp, utc_now
 from kmsir.keypolicy import principal_arn
+from kmsir.locks import RunLocks
 from kmsir.playbook import LoadedPlaybook, Step
 from kmsir.prompts import Prompter
 from kmsir.resume import RunState
+from kmsir.signatures import ANCHOR_FORMAT, anchor_digest
+from kmsir.signer import KmsSigner
 from kmsir.steps import RETRYABLE, Mode, RunOptions, StepRecord, StepRunner
 from kmsir.writer import BundleWriter, write_manifest
 
@@ -63,9 +68,18 @@ class Engine:
         clock: Clock = utc_now,
         sleep: Callable[[float], None] = time.sleep,
         after_step: AfterStep | None = None,
+        anchor: KmsSigner | None = None,
+        on_bundle: Callable[[Path], None] | None = None,
+        warn: Callable[[str], None] | None = None,
     ) -> None:
         self.actions = actions
         self.after_step = after_step
+        #: Signs the journal's chain head after every step (``run --anchor-key``).
+        self.anchor = anchor
+        #: Told where the bundle is as soon as it exists (the CLI prints it).
+        self.on_bundle = on_bundle or (lambda _: None)
+        #: A line the person must see that is no step's outcome (a signature that failed).
+        self.warn = warn or (lambda _: None)
         self.clients = clients
         self.prompter = prompter
         self.reporter = reporter or NullReporter()
@@ -86,21 +100,46 @@ class Engine:
                 f"--start-at: playbook '{playbook.id}' has no step '{options.start_at}'"
             )
         operator = self._operator()
-        bundle = BundleWriter.create(
-            options.evidence_dir, options.incident_id, playbook_raw=loaded.raw, clock=self.clock
-        )
+        anchor_key = self.anchor.describe() if self.anchor is not None else None
+        locks = self._locks(options)
+        try:
+            locks.incident(options.incident_id)
+            bundle = BundleWriter.create(
+                options.evidence_dir,
+                options.incident_id,
+                playbook_raw=loaded.raw,
+                clock=self.clock,
+            )
+        except BaseException:
+            locks.release()
+            raise
+        locks.describe(run_id=bundle.run_id, bundle=str(bundle.root))
+        self.on_bundle(bundle.root)
         info = RunInfo(
             options.incident_id, bundle.run_id, options.mode, simulated=options.scenario is not None
         )
         bundle.append("run-started", self._metadata(loaded, inputs, options, info, operator))
-        return self._drive(bundle, loaded, dict(inputs), {}, info, options, None)
+        self._record_locks(bundle, locks)
+        if anchor_key is not None:
+            bundle.append("anchor-key", anchor_key)
+        return self._drive(bundle, loaded, dict(inputs), {}, info, options, None, locks)
 
     def resume(self, loaded: LoadedPlaybook, state: RunState, options: RunOptions) -> RunResult:
         """Continue an interrupted or failed run in its own bundle, from its first unfinished
         step. A torn last journal line and files an interrupted write left are first recorded
         in a ``repair`` entry; nothing that already ran is run or asked again."""
         operator = self._operator()
-        bundle, repaired = BundleWriter.reopen(state.root, clock=self.clock)
+        anchor_key = self.anchor.describe() if self.anchor is not None else None
+        locks = self._locks(options)
+        try:
+            locks.incident(options.incident_id)
+            bundle, repaired = BundleWriter.reopen(state.root, clock=self.clock)
+        except BaseException:
+            locks.release()
+            raise
+        run_id = str(state.meta.get("run_id") or bundle.run_id)
+        locks.describe(run_id=run_id, bundle=str(bundle.root))
+        self.on_bundle(bundle.root)
         previous = state.finished
         if previous is not None and not (state.root / MANIFEST).exists():
             write_manifest(state.root)  # the finished part stays anchored by its manifest
@@ -131,14 +170,19 @@ class Engine:
                 **dict(options.extra),
             },
         )
+        self._record_locks(bundle, locks)
+        if anchor_key is not None:
+            bundle.append("anchor-key", anchor_key)
         info = RunInfo(
             options.incident_id,
-            bundle.run_id,
+            run_id,
             options.mode,
             simulated=options.scenario is not None,
         )
         inputs = inputs_in_effect(state.entries)
-        return self._drive(bundle, loaded, inputs, state.context_steps(), info, options, state)
+        return self._drive(
+            bundle, loaded, inputs, state.context_steps(), info, options, state, locks
+        )
 
     def _drive(
         self,
@@ -149,6 +193,23 @@ class Engine:
         info: RunInfo,
         options: RunOptions,
         state: RunState | None,
+        locks: RunLocks,
+    ) -> RunResult:
+        try:
+            return self._steps(bundle, loaded, inputs, steps, info, options, state, locks)
+        finally:
+            locks.release()
+
+    def _steps(
+        self,
+        bundle: BundleWriter,
+        loaded: LoadedPlaybook,
+        inputs: dict[str, Any],
+        steps: dict[str, Any],
+        info: RunInfo,
+        options: RunOptions,
+        state: RunState | None,
+        locks: RunLocks,
     ) -> RunResult:
         runner = StepRunner(
             actions=self.actions,
@@ -162,6 +223,7 @@ class Engine:
             options=options,
             total=len(loaded.playbook.steps),
             inputs=loaded.playbook.inputs,
+            locks=locks,
         )
         self._runner = runner
         self.clients.recorder = self._record_call
@@ -200,6 +262,7 @@ class Engine:
                 self.reporter.step(record.step_id, record.title, record.status, record.summary)
                 if record.status in ("succeeded", "already"):
                     self._after_step(bundle, step.id)  # the world reacts to what was done
+                self._anchor(bundle, info)
                 if record.status == "failed":
                     result.status = "failed"
                     result.error = record.summary
@@ -226,8 +289,63 @@ class Engine:
             self._runner = None
             self.clients.recorder = None
             self.clients.intent_recorder = None
-        bundle.finish(result.status, {"error": result.error} if result.error else None)
+        bundle.finish(
+            result.status,
+            {"error": result.error} if result.error else None,
+            seal=lambda: self._anchor(bundle, info),
+        )
         return result
+
+    # -- locks and the anchor -----------------------------------------------------------------
+
+    def _locks(self, options: RunOptions) -> RunLocks:
+        return RunLocks(
+            options.evidence_dir,
+            {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "since": timestamp(self.clock()),
+                "incident": options.incident_id,
+            },
+            world=options.world,
+            force=options.force,
+        )
+
+    @staticmethod
+    def _record_locks(bundle: BundleWriter, locks: RunLocks) -> None:
+        """Journal the locks of other runs that ``--force`` went past."""
+        for overridden in locks.overridden:
+            bundle.append("lock-overridden", overridden)
+
+    def _anchor(self, bundle: BundleWriter, info: RunInfo) -> None:
+        """Sign the journal's chain head (``--anchor-key``): an ``anchor`` entry, which KMS
+        signs, its signature kept in ``anchor.json``. A failed signature is journaled and
+        shown, and the run goes on: the last good one still proves the journal up to it."""
+        if self.anchor is None:
+            return
+        key = self.anchor.describe()
+        entry = bundle.append("anchor", {"key_arn": key["key_arn"]})
+        digest = anchor_digest(info.run_id, entry["seq"], entry["hash"])
+        try:
+            signature = self.anchor.sign(digest)
+        except KmsirError as exc:
+            bundle.append("anchor-failed", {"error": str(exc)[:500]})
+            self.warn(
+                f"kmsir: warning: the journal was not signed after entry {entry['seq']}: {exc}"
+            )
+            return
+        bundle.write_anchor(
+            {
+                "format": ANCHOR_FORMAT,
+                "run_id": info.run_id,
+                "seq": entry["seq"],
+                "head": entry["hash"],
+                "key_arn": key["key_arn"],
+                "algorithm": key["algorithm"],
+                "sha256": digest,
+                "signature": base64.b64encode(signature).decode(),
+            }
+        )
 
     def _after_step(self, bundle: BundleWriter, step_id: str) -> None:
         """What the world did after this step (a scenario's injects): journaled, then shown."""

@@ -42,8 +42,12 @@ MANIFEST = "manifest.json"
 PLAYBOOK_COPY = "playbook.yaml"
 ARTIFACTS = "artifacts"
 QUARANTINE = "quarantine"
-#: Files that are derived from the journal and may be rewritten or re-rendered.
-DERIVED = frozenset({MANIFEST, "report.md", "report.html"})
+ANCHOR = "anchor.json"
+#: The reports a bundle may hold; each one written is recorded in the journal (its sha256).
+REPORTS = ("report.md", "report.html")
+#: Files that are derived from the journal and may be rewritten or re-rendered: the manifest,
+#: the reports, and the latest signature over the chain head (``run --anchor-key``).
+DERIVED = frozenset({MANIFEST, ANCHOR, *REPORTS})
 
 _INCIDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 NAME_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -143,17 +147,27 @@ def write_new(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
-def replace_derived(path: Path, data: bytes) -> None:
-    """Atomically (re)write a derived file (manifest, report): temp + fsync + rename."""
+def derived_temporary(path: Path, data: bytes) -> Path:
+    """A derived file's new content in a private temporary beside it, fsync'd; ``os.replace``
+    puts it in place. A crash in between leaves a temporary that ``verify`` explains."""
     if path.name not in DERIVED:
         raise EvidenceError(f"{path.name} is evidence, not a derived file; it is never rewritten")
     temp = path.parent / f".tmp-{path.name}-{secrets.token_hex(4)}"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        temp.unlink(missing_ok=True)  # a full disk must not leave half a file behind
+        raise
+    return temp
+
+
+def replace_derived(path: Path, data: bytes) -> None:
+    """Atomically (re)write a derived file (manifest, report): temp + fsync + rename."""
+    os.replace(derived_temporary(path, data), path)
     fsync_dir(path.parent)
 
 
@@ -237,6 +251,7 @@ def read_journal(path: Path) -> JournalRead:
     lines = raw.split(b"\n")
     tail = lines.pop()  # b"" when the file ends with a newline
     prev: str | None = None
+    last_seq = 0
     for number, line in enumerate(lines, start=1):
         where = f"{JOURNAL} line {number}"
         try:
@@ -250,19 +265,23 @@ def read_journal(path: Path) -> JournalRead:
                 f"{where}: not a journal entry (fields missing or of the wrong type)"
             )
             prev = entry.get("hash") if isinstance(entry, dict) else None
+            if isinstance(entry, dict) and isinstance(entry.get("seq"), int):
+                last_seq = entry["seq"]
             continue
         if canonical(entry) != line:
             result.problems.append(f"{where}: not in canonical form (line altered)")
-        if entry.get("hash") != entry_hash(entry):
+        if entry["hash"] != entry_hash(entry):
             result.problems.append(f"{where}: hash does not match its content (line altered)")
-        if entry.get("prev") != prev and not (number > 1 and prev is None):
+        chained = entry["prev"] == prev or (number > 1 and prev is None)
+        order = _order_problem(entry["seq"], last_seq)
+        if order is not None or not chained:
+            # one problem per break, not one per line after it: later lines are compared with
+            # the entry before them, not with their line number
             result.problems.append(
-                f"{where}: chain broken (prev does not match line {number - 1}: "
-                "a line was deleted, inserted or reordered)"
+                f"{where}: chain broken: {order or 'prev does not match the line before'}; "
+                "a line was deleted, inserted or reordered"
             )
-        if entry.get("seq") != number:
-            result.problems.append(f"{where}: seq {entry.get('seq')!r}, expected {number}")
-        prev = entry.get("hash")
+        prev, last_seq = entry["hash"], entry["seq"]
         result.entries.append(entry)
     if tail:
         result.torn_tail = (
@@ -271,6 +290,16 @@ def read_journal(path: Path) -> JournalRead:
         )
         result.problems.append(result.torn_tail)
     return result
+
+
+def _order_problem(seq: int, last_seq: int) -> str | None:
+    """What is wrong with an entry's ``seq`` after one numbered ``last_seq``, if anything."""
+    if seq == last_seq + 1:
+        return None
+    if seq > last_seq + 1:
+        missing = seq - last_seq - 1
+        return f"seq {seq} follows seq {last_seq} ({missing} missing)"
+    return f"seq {seq} follows seq {last_seq}"
 
 
 #: Run metadata copied from the run-started entry into the manifest.

@@ -17,36 +17,55 @@ from typing import Any
 
 from kmsir.errors import EvidenceError, UsageError
 from kmsir.evidence import (
+    ANCHOR,
     ARTIFACTS,
     DERIVED,
     JOURNAL,
     MANIFEST,
     PLAYBOOK_COPY,
     QUARANTINE,
+    REPORTS,
     build_manifest,
     canonical,
     finished_entry,
     read_journal,
     sha256_hex,
 )
+from kmsir.signatures import anchor_digest, check_signature
 
+#: kmsir records every report it writes into a bundle since this version (major, minor).
+REPORTS_RECORDED_SINCE = (0, 2)
 #: ``write_new``/``replace_derived`` temporary names: ``.tmp-<final name>-<8 hex>``.
 _TEMP = re.compile(r"^\.tmp-(?P<name>.+)-[0-9a-f]{8}$")
 
 
 @dataclass
 class Verification:
-    """What ``check`` found: problems mean altered, notes explain an interrupted run."""
+    """What ``check`` found: problems mean altered, notes explain an interrupted run.
+
+    Without problems the journal is consistent; its end is proven only up to ``proven``
+    entries: those the manifest anchors (a finished run), or those a KMS signature over the
+    chain head covers (``signed_by``, an anchored run). Lines cut from the end of an
+    unproven journal would not show, so such a bundle is never called intact.
+    """
 
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     entries: list[dict[str, Any]] = field(default_factory=list)
     torn_tail: str | None = None  # the problem naming a torn last journal line
+    proven: int = 0
+    signed: int = 0  # entries covered by the anchor signature
+    signed_by: str | None = None  # the anchor key's ARN
 
     @property
     def finished(self) -> bool:
         """True when the journal ends with the run finished (after any resume)."""
         return finished_entry(self.entries) is not None
+
+    @property
+    def intact(self) -> bool:
+        """No problem, and the journal's end is proven."""
+        return not self.problems and bool(self.entries) and self.proven >= len(self.entries)
 
 
 @dataclass(frozen=True)
@@ -77,9 +96,15 @@ def check(root: Path) -> Verification:
         if journal.entries or not journal.torn_tail:  # else: died writing the first line
             result.problems.append(f"{JOURNAL}: no run-started entry")
         return result
+    entries = journal.entries
     result.problems += _verify_playbook(root, started)
-    result.problems += _verify_artifacts(root, journal.entries, result.notes)
-    result.problems += _verify_manifest(root, journal.entries, result.notes)
+    result.problems += _verify_artifacts(root, entries, result.notes)
+    result.problems += _verify_reports(root, entries, result.notes)
+    consistent = not journal.problems  # a broken chain already explains a manifest mismatch
+    problems, anchored = _verify_manifest(root, entries, result.notes, consistent=consistent)
+    result.problems += problems
+    result.signed, result.signed_by = _verify_anchor(root, entries, result.problems, result.notes)
+    result.proven = max(anchored, result.signed)
     return result
 
 
@@ -230,44 +255,70 @@ def _verify_artifacts(root: Path, entries: list[dict[str, Any]], notes: list[str
         yield f"{relative}: extra file, not recorded in the journal"
 
 
-def _verify_manifest(root: Path, entries: list[dict[str, Any]], notes: list[str]) -> Iterator[str]:
+def _verify_manifest(
+    root: Path, entries: list[dict[str, Any]], notes: list[str], *, consistent: bool
+) -> tuple[list[str], int]:
+    """Problems with the manifest, and how many journal entries it anchors (0: none)."""
     finished = finished_entry(entries) is not None
     try:
         manifest = json.loads((root / MANIFEST).read_bytes())
     except FileNotFoundError:
         if _resumed_after_finishing(entries):
             # resume makes sure a finished run's manifest exists before continuing it
-            yield f"{MANIFEST}: missing (the run finished once, so it was written)"
-        elif finished:
-            # the process died between journaling run-finished and writing the manifest;
-            # the manifest is derived, so nothing is lost, but nothing anchors the head yet
+            return [f"{MANIFEST}: missing (the run finished once, so it was written)"], 0
+        if finished:
+            # the process died between journaling run-finished and writing the manifest (or
+            # it was deleted); it is derived, so nothing is lost, but nothing anchors the end
             notes.append(f"{MANIFEST}: missing though the run finished; kmsir resume writes it")
-        return
+        return [], 0
     except ValueError:
-        yield f"{MANIFEST}: not valid JSON"
-        return
+        return [f"{MANIFEST}: not valid JSON"], 0
     if not isinstance(manifest, dict):
-        yield f"{MANIFEST}: not a JSON object"
-        return
-    try:
-        expected = build_manifest(entries)
-    except (EvidenceError, KeyError, TypeError):
-        return  # the journal problems already explain why
+        return [f"{MANIFEST}: not a JSON object"], 0
+    if not consistent:
+        return [], 0  # the journal's own problems say what changed
     anchor = manifest.get("journal")
     anchored = anchor.get("entries") if isinstance(anchor, dict) else None
     head = anchor.get("head") if isinstance(anchor, dict) else None
     if isinstance(anchored, int) and anchored > len(entries):
-        yield (
+        return [
             f"{JOURNAL}: truncated: the manifest anchors {anchored} entries, {len(entries)} remain"
-        )
-        return
+        ], 0
+    problems = []
     if (
-        isinstance(anchored, int)
-        and 0 < anchored < len(entries)
-        and _earlier_version(entries, anchored, head)
+        not isinstance(anchored, int)
+        or anchored < 1
+        or entries[anchored - 1].get("hash") != head
+        or (anchored < len(entries) and not _continued(entries, anchored, notes, finished))
     ):
-        # written at an earlier finish; the run was resumed since and is rewritten at the end
+        problems.append(
+            f"{MANIFEST}: journal anchor (entries {anchored!r}, head "
+            f"{str(head)[:12]}...) does not match the journal"
+        )
+        anchored = len(entries)  # its other fields are still compared with the journal
+    try:
         expected = build_manifest(entries[:anchored])
+    except (EvidenceError, KeyError, TypeError):
+        return problems, 0  # the journal problems already explain why
+    problems += [
+        f"{MANIFEST}: field '{key}' differs from what the journal records"
+        for key in sorted(set(expected) | set(manifest))
+        # canonical bytes, so that true and 1, or 1 and 1.0, are told apart
+        if key != "journal" and canonical(manifest.get(key)) != canonical(expected.get(key))
+    ]
+    return problems, 0 if problems else anchored
+
+
+def _continued(
+    entries: list[dict[str, Any]], anchored: int, notes: list[str], finished: bool
+) -> bool:
+    """True when the manifest legitimately anchors only a prefix: it was written when the run
+    finished (or a report was recorded), and the journal went on with a resume or with more
+    report records since (its rewrite was interrupted). Says so in a note."""
+    if finished_entry(entries[:anchored]) is None:
+        return False
+    after = entries[anchored:]
+    if after[0].get("type") == "run-resumed":
         notes.append(
             f"{MANIFEST}: from before the resume at line {anchored + 1}; "
             + (
@@ -276,26 +327,138 @@ def _verify_manifest(root: Path, entries: list[dict[str, Any]], notes: list[str]
                 else "rewritten when the run finishes"
             )
         )
-    elif canonical(anchor) != canonical(expected["journal"]):
-        yield (
-            f"{MANIFEST}: journal anchor (entries {anchored!r}, head "
-            f"{str(head)[:12]}...) does not match the journal"
+        return True
+    if all(e.get("type") == "report-written" for e in after):
+        notes.append(
+            f"{MANIFEST}: from before the report record(s) from line {anchored + 1}; "
+            "kmsir report BUNDLE rewrites it"
         )
-    for key in sorted(set(expected) | set(manifest)):
-        if key == "journal":
+        return True
+    return False
+
+
+def _verify_reports(root: Path, entries: list[dict[str, Any]], notes: list[str]) -> Iterator[str]:
+    """Each report file against the last record of it in the journal (never re-rendered:
+    templates change between versions)."""
+    started = next(e for e in entries if e.get("type") == "run-started")
+    for name in REPORTS:
+        path = root / name
+        records = [
+            e
+            for e in entries
+            if e.get("type") == "report-written"
+            and isinstance(e.get("data"), dict)
+            and e["data"].get("path") == name
+        ]
+        content = path.read_bytes() if path.is_file() else None
+        if not records:
+            if content is None:
+                continue
+            if _predates_report_records(started):
+                notes.append(
+                    f"{name}: written by a kmsir from before reports were recorded in the "
+                    "journal; its content is not proven (kmsir report BUNDLE records a new one)"
+                )
+            else:
+                yield f"{name}: not recorded in the journal (added or replaced after the run)"
             continue
-        # canonical bytes, so that true and 1, or 1 and 1.0, are told apart
-        if canonical(manifest.get(key)) != canonical(expected.get(key)):
-            yield f"{MANIFEST}: field '{key}' differs from what the journal records"
+        last = records[-1]
+        wanted = last["data"].get("sha256")
+        if content is not None and sha256_hex(content) == wanted:
+            continue
+        left = [
+            p
+            for p in derived_temporaries(root)
+            if p.name.startswith(f".tmp-{name}-") and sha256_hex(p.read_bytes()) == wanted
+        ]
+        if left:
+            notes.append(
+                f"{name}: the report recorded at line {last['seq']} was left in {left[0].name} "
+                "when kmsir stopped; kmsir report BUNDLE writes it again"
+            )
+        elif content is None:
+            yield f"{name}: missing (recorded at line {last['seq']})"
+        else:
+            yield (
+                f"{name}: content differs from the report recorded at line {last['seq']} "
+                f"(sha256 {sha256_hex(content)[:12]}..., recorded {str(wanted)[:12]}...)"
+            )
 
 
-def _earlier_version(entries: list[dict[str, Any]], anchored: int, head: Any) -> bool:
-    """True when the manifest anchors a finished prefix that a resume continued."""
-    return (
-        entries[anchored - 1].get("hash") == head
-        and entries[anchored - 1].get("type") == "run-finished"
-        and entries[anchored].get("type") == "run-resumed"
+def _predates_report_records(started: dict[str, Any]) -> bool:
+    tool = (started.get("data") or {}).get("tool")
+    version = str(tool.get("version") if isinstance(tool, dict) else "0")
+    parts = [int(p) if p.isdigit() else 0 for p in version.split(".")[:2]]
+    return tuple(parts) < REPORTS_RECORDED_SINCE
+
+
+def _verify_anchor(
+    root: Path, entries: list[dict[str, Any]], problems: list[str], notes: list[str]
+) -> tuple[int, str | None]:
+    """The journal anchor of a ``run --anchor-key`` bundle: ``anchor.json`` signs the chain
+    head at an ``anchor`` entry with the key the journal recorded (``anchor-key``; a replaced
+    file cannot bring its own key). Returns how many entries the signature covers (0: none)
+    and the key's ARN; adds problems and notes."""
+    keys = [e for e in entries if e.get("type") == "anchor-key"]
+    anchors = [e for e in entries if e.get("type") == "anchor"]
+    path = root / ANCHOR
+    if not keys:
+        if anchors:
+            problems.append(f"{JOURNAL}: anchor entries without the anchor-key entry they need")
+        elif path.exists():
+            problems.append(f"{ANCHOR}: extra file, the run was not anchored")
+        return 0, None
+    last = anchors[-1] if anchors else None
+    try:
+        record = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        if last is None:
+            notes.append(f"{ANCHOR}: none yet (the run stopped before its first signature)")
+        elif last is entries[-1]:
+            notes.append(
+                f"{ANCHOR}: not written when the run stopped (its signature over line "
+                f"{last['seq']}); kmsir resume signs the journal again"
+            )
+        else:
+            problems.append(f"{ANCHOR}: missing (the run signed its journal at line {last['seq']})")
+        return 0, None
+    except ValueError:
+        problems.append(f"{ANCHOR}: not valid JSON")
+        return 0, None
+    seq = record.get("seq") if isinstance(record, dict) else None
+    head = record.get("head") if isinstance(record, dict) else None
+    signed = entries[seq - 1] if isinstance(seq, int) and 1 <= seq <= len(entries) else None
+    if signed is None or signed.get("hash") != head or signed.get("type") != "anchor":
+        problems.append(
+            f"{ANCHOR}: signs line {seq!r} with a head the journal does not have there "
+            "(lines were removed or altered)"
+        )
+        return 0, None
+    key = next((e["data"] for e in reversed(keys) if e["seq"] < signed["seq"]), None)
+    if key is None:
+        problems.append(f"{ANCHOR}: no anchor-key entry before the signed line {seq}")
+        return 0, None
+    digest = anchor_digest(str(entries[0]["data"].get("run_id")), signed["seq"], str(head))
+    problem = check_signature(
+        {"sha256": record.get("sha256"), "signature": record.get("signature")},
+        digest,
+        public_key_pem=str(key.get("public_key_pem")),
     )
+    if problem is not None:
+        problems.append(f"{ANCHOR}: the signature over line {seq} does not verify")
+        return 0, None
+    if last is not None and last["seq"] > signed["seq"]:
+        if last is not entries[-1]:
+            problems.append(
+                f"{ANCHOR}: signs line {seq}, but the journal records a later signature at line "
+                f"{last['seq']} (replaced with an earlier copy?)"
+            )
+            return 0, None
+        notes.append(
+            f"{ANCHOR}: its signature over line {last['seq']} was not written when the run "
+            "stopped; kmsir resume signs the journal again"
+        )
+    return signed["seq"], str(key.get("key_arn"))
 
 
 def _resumed_after_finishing(entries: list[dict[str, Any]]) -> bool:

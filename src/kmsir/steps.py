@@ -7,6 +7,7 @@ The engine drives a run and hands each step to a ``StepRunner``.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -30,12 +31,15 @@ from kmsir.actions.base import (
 )
 from kmsir.errors import Aborted, ActionError, AwsError, KmsirError, MissingAnswer
 from kmsir.evidence import JOURNAL, Clock, read_journal, read_outside, timestamp
+from kmsir.locks import RunLocks
 from kmsir.playbook import _STEP_REFERENCE, InputSpec, Step, ask_input, coerce_input
 from kmsir.prompts import Answer, Prompter, StepPreview
 from kmsir.resume import StepState, step_states
 from kmsir.writer import BundleWriter
 
 Mode = Literal["live", "check", "sandbox"]
+#: A KMS key ARN, as a changing step's preview names its target.
+_KEY_ARN = re.compile(r"arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]+")
 #: How often an answers file's "retry" (or "edit-input") is followed for one step.
 SCRIPTED_RETRIES = 3
 #: AWS error codes worth retrying (``retries:``) after botocore's own retries gave up.
@@ -63,6 +67,11 @@ class RunOptions:
     scenario: str | None = None
     #: More run metadata for the run-started entry (the sandbox's clock, recorded answers).
     extra: Mapping[str, Any] = field(default_factory=dict)
+    #: Run although another run holds the incident's (or a key's) lock; journaled.
+    force: bool = False
+    #: Where the keys live, for key locks: "aws", or a sandbox server's endpoint; None: an
+    #: in-process sandbox, a world of its own (no key locks).
+    world: str | None = None
 
 
 @dataclass(frozen=True)
@@ -117,11 +126,13 @@ class StepRunner:
         options: RunOptions,
         total: int,
         inputs: Mapping[str, InputSpec],
+        locks: RunLocks | None = None,
     ) -> None:
         self.actions, self.clients, self.prompter = actions, clients, prompter
         self.reporter, self.clock, self.sleep = reporter, clock, sleep
         self.bundle, self.info, self.options = bundle, info, options
         self._total, self._inputs = total, inputs
+        self._locks = locks
         #: The step running now: API calls are journaled under it.
         self.current_step: str | None = None
         self._scripted_retries: dict[str, int] = {}
@@ -163,6 +174,8 @@ class StepRunner:
                 prior = None  # after a failure, a retry is confirmed afresh
                 if skipped is not None:
                     return skipped
+                if ctx.approved is not None:
+                    self._lock_keys(step, ctx.approved)
                 self.bundle.append(
                     "step-started",
                     {
@@ -218,6 +231,17 @@ class StepRunner:
             step=step.id,
         )
         return StepRecord(step.id, step.title, outcome.status, outcome.summary)
+
+    def _lock_keys(self, step: Step, preview: Preview) -> None:
+        """Hold the lock of each key the step is about to change (the key ARNs its preview
+        names), so that no other run changes it meanwhile; ``LockedError`` (a failure the
+        person may retry) while another run holds one, unless forced (then journaled)."""
+        if self._locks is None:
+            return
+        for arn in dict.fromkeys(_KEY_ARN.findall(preview.target)):
+            overridden = self._locks.key(arn)
+            if overridden is not None:
+                self.bundle.append("lock-overridden", overridden, step=step.id)
 
     def _when(self, step: Step, context: dict[str, Any]) -> bool:
         """Whether the step's ``when:`` holds; ``ActionError`` when it cannot be evaluated."""

@@ -4,28 +4,34 @@ their journaled intent, the manifest at finish, and reopening an interrupted run
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import secrets
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kmsir.errors import EvidenceError
 from kmsir.evidence import (
+    ANCHOR,
     ARTIFACTS,
     JOURNAL,
     MANIFEST,
     NAME_PART,
     PLAYBOOK_COPY,
     QUARANTINE,
+    REPORTS,
     Clock,
     build_manifest,
     canonical,
     check_incident_id,
+    derived_temporary,
     entry_hash,
+    finished_entry,
     fsync_dir,
     jsonable,
     make_private_dirs,
@@ -140,13 +146,21 @@ class BundleWriter:
             }
             entry["hash"] = entry_hash(entry)
             line = canonical(entry) + b"\n"
+            end = os.lseek(self._fd, 0, os.SEEK_END)
             try:
                 view = memoryview(line)
                 while view:  # a short write (full disk, signal) must not leave half a line
                     view = view[os.write(self._fd, view) :]
                 os.fsync(self._fd)
             except OSError as exc:
-                raise EvidenceError(f"cannot write the journal: {exc}") from None
+                # cut what reached the file: the journal ends at its last complete entry
+                # (truncating needs no free space) and the run can be resumed from there
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, end)
+                raise EvidenceError(
+                    f"cannot write the journal ({exc.strerror or exc}); it ends at entry "
+                    f"{self._seq}, complete"
+                ) from None
             self._seq += 1
             self._head = entry["hash"]
             return entry
@@ -209,11 +223,28 @@ class BundleWriter:
             raise EvidenceError(f"{found[-1].path} changed since it was written")
         return data
 
-    def finish(self, status: str, summary: dict[str, Any] | None = None) -> Path:
-        """Journal the end of the run and write the manifest derived from the journal."""
+    def finish(
+        self,
+        status: str,
+        summary: dict[str, Any] | None = None,
+        *,
+        seal: Callable[[], None] | None = None,
+    ) -> Path:
+        """Journal the end of the run and write the manifest derived from the journal
+        (``seal``: what to journal last, after the end: the anchor's signature)."""
         self.append("run-finished", {"status": status, **(summary or {})})
+        if seal is not None:
+            seal()
         self.close()
         return write_manifest(self.root)
+
+    def write_anchor(self, record: dict[str, Any]) -> None:
+        """Keep the latest signature over the chain head (``anchor.json``, derived)."""
+        data = json.dumps(record, indent=2, sort_keys=True).encode() + b"\n"
+        try:
+            replace_derived(self.root / ANCHOR, data)
+        except OSError as exc:
+            raise EvidenceError(f"cannot write {ANCHOR}: {exc.strerror or exc}") from None
 
     def close(self) -> None:
         """Close the journal file."""
@@ -268,18 +299,25 @@ class BundleWriter:
         }
 
     @classmethod
-    def reopen(cls, root: Path, *, clock: Clock = utc_now) -> tuple[BundleWriter, dict[str, Any]]:
-        """Open an unfinished (or failed) run's bundle for appending, for ``resume``.
-
-        A torn last line (the run died while writing it) is first saved under
-        ``quarantine/``, then cut from the journal. Returns the writer and what was repaired,
-        which the caller journals as a ``repair`` entry (with the crash leftovers it found).
-        """
+    def _open_existing(
+        cls, root: Path, clock: Clock, *, repair: bool
+    ) -> tuple[BundleWriter, dict[str, Any]]:
         path = root / JOURNAL
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        except OSError as exc:
+            raise EvidenceError(f"{root}: cannot open the journal: {exc.strerror or exc}") from None
         try:
             _lock(fd, root)  # before reading: a live writer's half-written line is not torn
-            repaired = cls._repair_tail(root, fd)
+            if repair:
+                repaired = cls._repair_tail(root, fd)
+            elif read_journal(path).torn_tail:
+                raise EvidenceError(
+                    f"{root}: the journal's last line is torn (the run stopped while writing "
+                    "it); kmsir resume repairs it first"
+                )
+            else:
+                repaired = {}
         except BaseException:
             os.close(fd)
             raise
@@ -294,6 +332,57 @@ class BundleWriter:
             if e["type"] == "artifact"
         ]
         return writer, repaired
+
+    @classmethod
+    def reopen(cls, root: Path, *, clock: Clock = utc_now) -> tuple[BundleWriter, dict[str, Any]]:
+        """Open an unfinished (or failed) run's bundle for appending, for ``resume``.
+
+        A torn last line (the run died while writing it) is first saved under
+        ``quarantine/``, then cut from the journal. Returns the writer and what was repaired,
+        which the caller journals as a ``repair`` entry (with the crash leftovers it found).
+        """
+        return cls._open_existing(root, clock, repair=True)
+
+    @classmethod
+    def attach(cls, root: Path, *, clock: Clock = utc_now) -> BundleWriter:
+        """Open a bundle's journal to add a record to it (a report written), not to continue
+        its run: refused while another process writes the bundle or when its last line is
+        torn."""
+        return cls._open_existing(root, clock, repair=False)[0]
+
+
+def record_report(root: Path, name: str, data: bytes, details: dict[str, Any]) -> Path:
+    """Write report ``name`` into the bundle and journal it (sha256, size, ``details``: the
+    kmsir version and template), so that ``verify`` can tell it from an altered one.
+
+    The bytes go to a temporary first, then the entry, then the file into place; a finished
+    run's manifest is rewritten to anchor the new head."""
+    if name not in REPORTS:
+        raise EvidenceError(f"{name} is not a report of a bundle")
+    target = root / name
+    try:
+        writer = BundleWriter.attach(root)
+    except EvidenceError as exc:
+        raise EvidenceError(f"{exc} (or write the report elsewhere with --out FILE)") from None
+    try:
+        temp = derived_temporary(target, data)
+        try:
+            writer.append(
+                "report-written",
+                {"path": name, "sha256": sha256_hex(data), "bytes": len(data), **details},
+            )
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        os.replace(temp, target)
+        fsync_dir(root)
+    except OSError as exc:
+        raise EvidenceError(f"cannot write {target}: {exc.strerror or exc}") from None
+    finally:
+        writer.close()
+    if finished_entry(read_journal(root / JOURNAL).entries) is not None:
+        write_manifest(root)
+    return target
 
 
 def _lock(fd: int, root: Path) -> None:

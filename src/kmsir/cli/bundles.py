@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
-from kmsir.errors import UsageError
-
-if TYPE_CHECKING:
-    pass
-
 from kmsir.cli.common import (
+    EXIT_UNPROVEN,
     app,
     handled,
     live_clients,
     say,
     write_out,
 )
+from kmsir.errors import UsageError
 
 
 @app.command()
@@ -26,76 +23,103 @@ from kmsir.cli.common import (
 def verify(
     bundle: Annotated[Path, typer.Argument(metavar="BUNDLE", help="Bundle directory.")],
 ) -> None:
-    """Check every hash, the journal chain and the manifest (exit 0 intact, 1 tampered).
+    """Check every hash, the journal chain, the manifest, the reports and the anchor
+    signature (exit 0 intact, 1 tampered, 4 consistent but its end not proven).
 
     BUNDLE may also be an exported FILE.tar.gz: its .sha256 and .sig.json beside it are
     checked, then the bundle inside."""
-    from kmsir import evidence, integrity
+    from kmsir import integrity
 
-    if bundle.is_file() and bundle.name.endswith(".tar.gz"):
+    if not bundle.exists():
+        raise UsageError(f"{bundle}: no such file or directory")
+    if bundle.is_file():
+        if not bundle.name.endswith(".tar.gz"):
+            raise UsageError(f"{bundle}: neither a bundle directory nor an exported .tar.gz")
         _verify_archive(bundle)
         return
-    checked = integrity.check(bundle)
+    _report_check(integrity.check(bundle), label=None)
+
+
+def _report_check(checked: Any, *, label: str | None) -> None:
+    """Say what ``integrity.check`` found and exit accordingly: tampered (1), intact (0), or
+    consistent with its end not proven (4)."""
+    entries = checked.entries
     if checked.problems:
         for problem in checked.problems:
             say(f"TAMPERED: {problem}")
         raise typer.Exit(1)
-    opened = evidence.Bundle.open(bundle)
-    say(
-        f"intact: {len(opened.entries)} journal entries, "
-        f"{len(opened.manifest.get('artifacts', []))} artifacts, "
-        f"head {opened.entries[-1]['hash'] if opened.entries else '-'}"
-    )
+    what = f"{label}, " if label else ""
+    head = entries[-1]["hash"] if entries else "-"
+    artifacts = sum(1 for e in entries if e["type"] == "artifact")
+    if checked.signed_by:
+        say(f"signed: {checked.signed_by} signed the journal through entry {checked.signed}")
+    if checked.intact:
+        say(f"intact: {what}{len(entries)} journal entries, {artifacts} artifacts, head {head}")
     for note in checked.notes:
         say(f"note: {note}")
-    if not checked.finished:
-        say(
-            "note: the run did not finish (kmsir resume continues it), so no manifest anchors "
-            "the journal's last entry: lines removed from its end would not show"
-        )
+    if checked.intact:
+        return
+    said = f"consistent up to entry {len(entries)} (head {head}), {artifacts} artifacts"
+    if checked.finished:
+        why = "the run finished but no manifest anchors its end (kmsir resume rewrites it)"
+    else:
+        why = "the end of an unfinished run cannot be proven (kmsir resume continues it)"
+    unsigned = len(entries) - checked.signed
+    if checked.signed_by and unsigned:
+        why += f"; the {unsigned} entries after the last signature cannot be proven"
+    elif not checked.signed_by:
+        why += "; run with --anchor-key to sign the journal after every step"
+    say(f"unproven: {what}{said}: {why}")
+    raise typer.Exit(EXIT_UNPROVEN)
 
 
 def _verify_archive(archive: Path) -> None:
+    import gzip
     import json
     import tarfile
     import tempfile
+    import zlib
 
     from kmsir import evidence, integrity
-    from kmsir import export as exporting
+    from kmsir.signatures import check_signature
 
-    digest = evidence.sha256_hex(archive.read_bytes())
+    try:
+        digest = evidence.sha256_hex(archive.read_bytes())
+    except OSError as exc:
+        raise UsageError(f"{archive}: cannot read: {exc.strerror or exc}") from None
     problems = []
     sidecar = archive.with_name(archive.name + ".sha256")
-    if sidecar.is_file() and sidecar.read_text().split()[:1] != [digest]:
+    if not sidecar.is_file():
+        say(f"note: no {sidecar.name} beside it: the archive's checksum was not checked")
+    elif sidecar.read_text(errors="replace").split()[:1] != [digest]:
         problems.append(f"{archive.name}: sha256 differs from {sidecar.name}")
     signed = archive.with_name(archive.name + ".sig.json")
     if signed.is_file():
         try:
-            problem = exporting.check_signature(json.loads(signed.read_text()), digest)
+            record = json.loads(signed.read_text())
+            problem = check_signature(record, digest) if isinstance(record, dict) else "not JSON"
         except ValueError:
-            problem = "not valid JSON"
+            record, problem = {}, "not valid JSON"
         if problem:
             problems.append(f"{signed.name}: {problem}")
         else:
-            say(f"signature: valid ({json.loads(signed.read_text())['key_arn']})")
-    entries: list[Any] = []
+            say(f"signature: valid ({record.get('key_arn')})")
     with tempfile.TemporaryDirectory(prefix="kmsir-verify-") as tmp:
         try:
-            with tarfile.open(archive) as tar:
+            with tarfile.open(archive, "r:gz") as tar:
                 tar.extractall(tmp, filter="data")
-        except (tarfile.TarError, OSError, EOFError) as exc:
-            problems.append(f"{archive.name}: cannot be read as an archive ({exc})")
-        else:
-            roots = [p for p in Path(tmp).iterdir() if p.is_dir()]
-            if len(roots) != 1:
-                raise UsageError(f"{archive}: not a kmsir export (expected one bundle folder)")
-            problems += integrity.verify(roots[0])
-            entries = evidence.Bundle.open(roots[0]).entries
-    if problems:
-        for problem in problems:
-            say(f"TAMPERED: {problem}")
-        raise typer.Exit(1)
-    say(f"intact: {archive.name} (sha256 {digest}), {len(entries)} journal entries")
+        except (tarfile.TarError, gzip.BadGzipFile, zlib.error, EOFError) as exc:
+            problems.append(f"{archive.name}: archive corrupt ({exc})")
+        except OSError as exc:
+            raise UsageError(f"{archive}: cannot unpack: {exc.strerror or exc}") from None
+        if problems:
+            for problem in problems:
+                say(f"TAMPERED: {problem}")
+            raise typer.Exit(1)
+        roots = [p for p in Path(tmp).iterdir() if p.is_dir()]
+        if len(roots) != 1:
+            raise UsageError(f"{archive}: not a kmsir export (expected one bundle folder)")
+        _report_check(integrity.check(roots[0]), label=f"{archive.name} (sha256 {digest})")
 
 
 @app.command()
@@ -130,8 +154,9 @@ def export(
     import json
 
     from kmsir import export as exporting
-    from kmsir.actions.aws import aws_errors
     from kmsir.errors import TamperedError
+    from kmsir.signatures import signature_record
+    from kmsir.signer import KmsSigner
 
     try:
         path, digest = exporting.export(bundle, out)
@@ -141,21 +166,12 @@ def export(
         raise typer.Exit(1) from None
     say(f"{digest}  {path}")
     if sign_key:
-        kms = live_clients(profile, region).client("kms")
-        with aws_errors(f"DescribeKey on {sign_key}"):
-            metadata = kms.describe_key(KeyId=sign_key)["KeyMetadata"]
-        algorithm = exporting.SIGNING_ALGORITHMS.get(str(metadata.get("KeySpec")))
-        if metadata.get("KeyUsage") != "SIGN_VERIFY" or algorithm is None:
-            raise UsageError(f"--sign-key {sign_key}: not an RSA or ECC key for SIGN_VERIFY")
-        with aws_errors(f"Sign with {sign_key}"):
-            signature = kms.sign(
-                KeyId=metadata["KeyId"],
-                Message=bytes.fromhex(digest),
-                MessageType="RAW",
-                SigningAlgorithm=algorithm,
-            )["Signature"]
-            public = kms.get_public_key(KeyId=metadata["KeyId"])["PublicKey"]
-        record = exporting.signature_record(metadata["Arn"], algorithm, digest, signature, public)
+        signer = KmsSigner(live_clients(profile, region), sign_key)
+        signature = signer.sign(digest)
+        key = signer.describe()
+        record = signature_record(
+            key["key_arn"], key["algorithm"], digest, signature, key["public_key_pem"]
+        )
         signed = path.with_name(path.name + ".sig.json")
         write_out(signed, json.dumps(record, indent=2) + "\n")
-        say(f"signed with {metadata['Arn']}: {signed}")
+        say(f"signed with {key['key_arn']}: {signed}")

@@ -2,13 +2,15 @@
 and answers, the console reporter, AWS clients for live runs.
 
 Exit codes: 0 done; 1 a step failed, the responder aborted, or a bundle is tampered; 2 bad
-usage or invalid input; 3 internal error; 130 interrupted. Errors are one line on stderr;
+usage or invalid input; 3 internal error; 4 ``verify``: consistent, but its end cannot be
+proven; 130 interrupted. Errors are one line on stderr;
 ``--debug`` shows tracebacks.
 """
 
 from __future__ import annotations
 
 import functools
+import shlex
 import sys
 import traceback
 from collections.abc import Callable
@@ -29,6 +31,8 @@ if TYPE_CHECKING:
     from kmsir.playbook import LoadedPlaybook
 
 EXIT_INTERNAL = 3
+#: ``verify``: consistent, but the end of an unfinished, unanchored run cannot be proven.
+EXIT_UNPROVEN = 4
 EXIT_INTERRUPTED = 130
 
 
@@ -67,7 +71,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-_state = {"debug": False}
+#: This invocation's: --debug, and the running bundle with how to resume it (once it exists).
+_state: dict[str, Any] = {"debug": False, "bundle": None, "resume": None}
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -109,23 +114,52 @@ def handled(func: F) -> F:
             if _state["debug"]:
                 traceback.print_exc()
             err(f"kmsir: error: {exc}")
+            how_to_continue()
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             _end_display()
             err("kmsir: interrupted")
+            how_to_continue()
             raise typer.Exit(EXIT_INTERRUPTED) from None
         except Exception as exc:
             _end_display()
             if _state["debug"]:
                 traceback.print_exc()
             err(
-                f"kmsir: internal error: {type(exc).__name__}: {exc}\n"
-                "This is a bug in kmsir: please report it with the output of the same command "
-                "run with --debug."
+                f"kmsir: internal error: {type(exc).__name__}: {exc} (a bug in kmsir: please "
+                "report it with the output of the same command run with --debug)"
             )
+            how_to_continue()
             raise typer.Exit(EXIT_INTERNAL) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def started(bundle: Path, resume: str) -> None:
+    """A run's bundle exists: say where, and remember how to continue the run should it stop
+    (Ctrl-C, an error, a failed step, an abort)."""
+    _state["bundle"], _state["resume"] = bundle, resume
+    err(f"bundle: {bundle}")
+
+
+def how_to_continue() -> None:
+    """After a run stopped: where its evidence is and the exact command that continues it."""
+    if _state["bundle"] is not None:
+        err(f"kmsir: the evidence is kept in {_state['bundle']}; continue with: {_state['resume']}")
+
+
+def resume_command(
+    bundle: Path, *, profile: str | None = None, answers: Path | None = None, yes: bool = False
+) -> str:
+    """``kmsir resume BUNDLE`` with what the run needs to go on as it was started."""
+    parts = ["kmsir", "resume", str(bundle.resolve())]
+    if profile:
+        parts += ["--profile", profile]
+    if answers is not None:
+        parts += ["--answers", str(answers.resolve())]
+    if yes:
+        parts.append("--yes")
+    return shlex.join(parts)
 
 
 def _version(value: bool) -> None:
@@ -141,7 +175,7 @@ def _main(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
     ] = False,
 ) -> None:
-    _state["debug"] = debug
+    _state.update(debug=debug, bundle=None, resume=None)
 
 
 # -- shared helpers -------------------------------------------------------------------------
@@ -198,6 +232,7 @@ def finish(result: RunResult) -> None:
         say(str(written[0]))
         err(f"report (HTML): {written[1]}")
     if result.status != "succeeded":
+        how_to_continue()
         raise typer.Exit(1)
 
 

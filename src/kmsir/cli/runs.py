@@ -29,7 +29,9 @@ from kmsir.cli.common import (
     load_playbook,
     parse_inputs,
     prompter_for,
+    resume_command,
     say,
+    started,
     write_reports,
 )
 from kmsir.cli.console import ConsoleReporter
@@ -57,12 +59,35 @@ def demo(
         scenario=world.id,
         extra={"answers": {"source": "scenario script", "values": world.answers}},
     )
-    finish(_execute(loaded, {}, prompter, options, world=world, source=_scenario_source(scenario)))
+    finish(
+        _execute(
+            loaded,
+            {},
+            prompter,
+            options,
+            world=world,
+            source=_scenario_source(scenario),
+            resume=Resume(),
+        )
+    )
 
 
 def _scenario_source(reference: str) -> str:
     """How resume finds the scenario again: a built-in name, or a file's absolute path."""
     return str(Path(reference).resolve()) if Path(reference).suffix else reference
+
+
+@dataclasses.dataclass(frozen=True)
+class Resume:
+    """What ``kmsir resume`` needs besides the bundle to go on as the run was started."""
+
+    profile: str | None = None
+    answers: Path | None = None
+    yes: bool = False
+
+    def command(self, bundle: Path) -> str:
+        """The command that continues the run in ``bundle``."""
+        return resume_command(bundle, profile=self.profile, answers=self.answers, yes=self.yes)
 
 
 def _execute(
@@ -75,13 +100,17 @@ def _execute(
     source: str | None = None,
     profile: str | None = None,
     region: str | None = None,
+    anchor_key: str | None = None,
+    resume: Resume,
 ) -> RunResult:
     """Run against the scenario's sandbox when there is one, else against AWS.
 
     ``source`` is where the scenario came from (a built-in name or an absolute path), kept in
-    the journal so that resume can rebuild the same world."""
+    the journal so that resume can rebuild the same world. ``anchor_key``: sign the journal's
+    chain head with this KMS key after every step."""
     from kmsir import actions, playbook
     from kmsir.engine import Engine
+    from kmsir.signer import KmsSigner
 
     if world is not None:  # the scenario's inputs are defaults for its playbook
         defaults = {k: v for k, v in world.inputs.items() if k in loaded.playbook.inputs}
@@ -97,6 +126,7 @@ def _execute(
 
             sandbox = stack.enter_context(Sandbox(world))
             clients = sandbox.client_factory()
+            signing = sandbox.client_factory()
             # the clock and scenario, so that resume can rebuild this same world
             options = dataclasses.replace(
                 options,
@@ -104,14 +134,28 @@ def _execute(
             )
         else:
             clients = live_clients(profile, region)
+            # its own clients: the signatures are not steps' calls (journaled as anchors)
+            signing = live_clients(profile, region)
+            options = dataclasses.replace(options, world=key_world())
         engine = Engine(
             actions=actions.registry(),
             clients=clients,
             prompter=prompter,
             reporter=ConsoleReporter(),
             after_step=sandbox.after_step if world is not None else None,
+            anchor=KmsSigner(signing, anchor_key) if anchor_key else None,
+            on_bundle=lambda root: started(root, resume.command(root)),
+            warn=err,
         )
         return engine.run(loaded, inputs, options)
+
+
+def key_world() -> str:
+    """Where a live run's keys are, for key locks: AWS, or the endpoint it is pointed at (a
+    sandbox server: its scenario keys have the same ids as every other sandbox's)."""
+    import os
+
+    return os.environ.get("AWS_ENDPOINT_URL_KMS") or os.environ.get("AWS_ENDPOINT_URL") or "aws"
 
 
 @app.command()
@@ -143,6 +187,18 @@ def run(
             help="Allow --start-at although an unfinished run of this playbook exists.",
         ),
     ] = False,
+    anchor_key: Annotated[
+        str | None,
+        typer.Option(
+            "--anchor-key",
+            metavar="KEY",
+            help="Sign the journal after every step with this KMS asymmetric key.",
+        ),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Run although another run holds the incident's lock."),
+    ] = False,
 ) -> None:
     """Run a playbook step by step, asking before anything changes."""
     from kmsir import evidence
@@ -169,6 +225,7 @@ def run(
         start_at=start_at,
         scenario=world.id if world else None,
         extra={"answers": {"source": "answers file", "values": scripted}} if scripted else {},
+        force=force,
     )
     if start_at is not None and not force_start_at:
         _refuse_start_at_over_unfinished(evidence_dir / incident_id, loaded, start_at)
@@ -187,6 +244,9 @@ def run(
             source=source,
             profile=profile,
             region=region,
+            anchor_key=anchor_key,
+            # a sandbox run reuses its recorded answers; a live one is given the file again
+            resume=Resume(profile, answers if answers and not world else None, yes),
         )
     )
 
@@ -242,6 +302,10 @@ def resume(
     ] = None,
     yes: Annotated[bool, typer.Option("--yes", help="Approve every step without asking.")] = False,
     profile: Annotated[str | None, typer.Option("--profile", help="AWS profile.")] = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Resume although another run holds the incident's lock."),
+    ] = False,
 ) -> None:
     """Continue an interrupted or failed run in its own bundle, from its first unfinished
     step. A step that was changing something when the run stopped is re-checked against live
@@ -251,6 +315,7 @@ def resume(
     from kmsir.engine import Engine, RunOptions
     from kmsir.errors import TamperedError
     from kmsir.evidence import utc_now
+    from kmsir.signer import KmsSigner
     from kmsir.values import parse_time
 
     try:
@@ -276,6 +341,15 @@ def resume(
         mode=meta.get("mode") or "live",
         yes=yes,
         scenario=meta.get("scenario"),
+        force=force,
+    )
+    anchor_key = next(
+        (
+            str(e["data"].get("key_arn"))
+            for e in reversed(state.entries)
+            if e["type"] == "anchor-key"
+        ),
+        None,
     )
     err(f"kmsir resume: {bundle} ({len(state.entries)} journal entries)")
     with contextlib.ExitStack() as stack:
@@ -299,15 +373,23 @@ def resume(
             banner(f"SIMULATED · sandbox scenario {world.id}, no AWS account: {world.story}")
             err(f"sandbox: rebuilt scenario {world.id}, replayed {replayed['replayed']} call(s)")
             clients = sandbox.client_factory()
+            signing = sandbox.client_factory()
             options = dataclasses.replace(options, extra={"sandbox_replay": replayed})
         else:
             clients = live_clients(profile, meta.get("region"))
+            signing = live_clients(profile, meta.get("region"))
+            options = dataclasses.replace(options, world=key_world())
+        again = Resume(profile, answers, yes)
         engine = Engine(
             actions=actions.registry(),
             clients=clients,
             prompter=prompter,
             reporter=ConsoleReporter(),
             after_step=sandbox.after_step if options.scenario else None,
+            # an anchored run stays anchored, with the key it started with
+            anchor=KmsSigner(signing, anchor_key) if anchor_key else None,
+            on_bundle=lambda root: started(root, again.command(root)),
+            warn=err,
         )
         result = engine.resume(loaded, state, options)
     finish(result)

@@ -1,0 +1,89 @@
+"""Signatures kmsir checks offline, months later, with no AWS access: a detached signature
+over an exported archive, and the journal anchor (``run --anchor-key``), a signature over the
+journal's chain head written after every step.
+
+Both are made by KMS ``Sign`` over a SHA-256 digest (sent as the raw 32-byte message, so KMS
+hashes it once more), with the key's public half kept to check them. Stdlib and
+``cryptography`` only, imported when a check runs.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from kmsir.evidence import sha256_hex
+
+#: Signing algorithms by KMS key spec (the message signed is a sha256 digest).
+SIGNING_ALGORITHMS = {
+    "RSA_2048": "RSASSA_PSS_SHA_256",
+    "RSA_3072": "RSASSA_PSS_SHA_256",
+    "RSA_4096": "RSASSA_PSS_SHA_256",
+    "ECC_NIST_P256": "ECDSA_SHA_256",
+    "ECC_NIST_P384": "ECDSA_SHA_256",
+    "ECC_NIST_P521": "ECDSA_SHA_256",
+}
+#: The journal anchor file at a bundle's top, rewritten after every step of an anchored run.
+ANCHOR_FORMAT = "kmsir-anchor/1"
+
+
+def public_key_pem(public_key_der: bytes) -> str:
+    """A public key as KMS ``GetPublicKey`` returns it (DER), in PEM."""
+    from cryptography.hazmat.primitives import serialization
+
+    public = serialization.load_der_public_key(public_key_der)
+    return public.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+
+
+def signature_record(
+    key_arn: str, algorithm: str, digest: str, signature: bytes, public_key_pem: str
+) -> dict[str, str]:
+    """What ``<archive>.sig.json`` holds: enough to check the signature offline, months later."""
+    return {
+        "key_arn": key_arn,
+        "algorithm": algorithm,
+        "sha256": digest,
+        "signature": base64.b64encode(signature).decode(),
+        "public_key_pem": public_key_pem,
+    }
+
+
+def anchor_digest(run_id: str, seq: int, head: str) -> str:
+    """The digest an anchor signs: this run's journal, ``seq`` entries long, ending in ``head``."""
+    return sha256_hex(f"{ANCHOR_FORMAT}\n{run_id}\n{seq}\n{head}\n".encode())
+
+
+def check_signature(
+    record: dict[str, Any], digest: str, public_key_pem: str | None = None
+) -> str | None:
+    """A problem with a signature over ``digest``, or ``None`` when it verifies (no AWS needed).
+
+    ``public_key_pem``: the key to check with, when it is known from elsewhere than the record
+    (an anchor's key is recorded in the journal, so a replaced file cannot bring its own)."""
+    from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+    if record.get("sha256") != digest:
+        return "the signature is for another archive (sha256 differs)"
+    try:
+        pem = public_key_pem or str(record["public_key_pem"])
+        public = serialization.load_pem_public_key(pem.encode())
+        signature = base64.b64decode(str(record["signature"]), validate=True)
+        message = bytes.fromhex(digest)
+        if isinstance(public, rsa.RSAPublicKey):
+            public.verify(
+                signature,
+                message,
+                padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.AUTO),
+                hashes.SHA256(),
+            )
+        elif isinstance(public, ec.EllipticCurvePublicKey):
+            public.verify(signature, message, ec.ECDSA(hashes.SHA256()))
+        else:
+            return "unsupported public key type"
+    except (InvalidSignature, KeyError, ValueError, TypeError, UnsupportedAlgorithm):
+        return "the signature does not verify"
+    return None
