@@ -17,7 +17,7 @@ from kmsir.errors import PlaybookError, TemplateError
 from kmsir.sandbox import Sandbox
 from kmsir.sandbox import scenario as scenarios
 
-from .conftest import played, refused_scenario
+from .conftest import bundles, played, refused_scenario
 from .test_crash import kmsir, normalised, only_bundle, verify
 
 
@@ -154,7 +154,7 @@ def test_a_run_stopped_at_the_steps_preview_fires_its_inject_once_the_step_is_do
     partial = _answers(tmp_path, "partial.yaml", "decide: revoke-grants-and-disable\nrevoke: y\n")
     stopped = kmsir([*run, "--answers", partial], tmp_path)
     assert stopped.returncode == 1 and "no answer for 'disable'" in stopped.stderr
-    (bundle,) = (tmp_path / "ev" / "INC-7").iterdir()
+    (bundle,) = bundles(tmp_path / "ev" / "INC-7")
     before = journal(bundle)
     assert [e["type"] for e in before if e.get("step") == "disable"][-1] == "step-failed"
     assert not [e for e in before if e["type"] == "inject"]
