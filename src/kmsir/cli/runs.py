@@ -325,7 +325,7 @@ def resume(
             say(f"TAMPERED: {problem}")
         raise typer.Exit(1) from None
     if state.succeeded:
-        _complete_derived(bundle, state.entries)
+        _complete_derived(bundle)
         err(f"{bundle}: the run already finished (succeeded); nothing to resume")
         return
     meta = state.meta
@@ -395,25 +395,26 @@ def resume(
     finish(result)
 
 
-def _complete_derived(bundle: Path, entries: list[dict[str, Any]]) -> None:
-    """A finished run that stopped before its manifest or report was (re)written: write them
-    from the journal and remove the derived files' temporaries."""
-    import json
+def _complete_derived(bundle: Path) -> None:
+    """A finished run that stopped before its manifest or reports were (re)written and
+    recorded: write them from the journal and remove the derived files' temporaries."""
+    from kmsir import integrity, writer
 
-    from kmsir import evidence, integrity, writer
-
-    try:
-        current = json.loads((bundle / evidence.MANIFEST).read_bytes())
-    except (OSError, ValueError):
-        current = None
+    checked = integrity.check(bundle)
+    if checked.torn_tail:  # it died writing a report's record: keep the line, then go on
+        repairing, repaired = writer.BundleWriter.reopen(bundle)
+        try:
+            repairing.append("repair", repaired)
+        finally:
+            repairing.close()
     for temporary in integrity.derived_temporaries(bundle):
         temporary.unlink()
-    reports = [bundle / "report.md", bundle / "report.html"]
-    if current == evidence.build_manifest(entries) and all(p.exists() for p in reports):
+    reports_recorded = all((bundle / name).exists() for name in ("report.md", "report.html"))
+    if checked.intact and not checked.notes and reports_recorded:
         return
     writer.write_manifest(bundle)
     write_reports(bundle)
-    err(f"{bundle}: wrote the manifest and report the interrupted finish did not")
+    err(f"{bundle}: wrote the manifest and reports the interrupted finish did not")
 
 
 @app.command()
