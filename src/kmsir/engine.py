@@ -284,6 +284,7 @@ class Engine:
             # run stopped and leave a finished, verifiable bundle, then let the CLI report it.
             with contextlib.suppress(Exception):
                 bundle.finish("failed", {"error": f"{type(exc).__name__}: {exc}"[:2000]})
+            bundle.close()  # a full disk may have failed the finish: let the journal go
             raise
         finally:
             self._runner = None

@@ -136,15 +136,24 @@ def write_new(path: Path, data: bytes) -> None:
     temp = path.parent / f".tmp-{path.name}-{secrets.token_hex(4)}"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            write_all(fd, data)
+        finally:
+            os.close(fd)
         os.link(temp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
     fsync_dir(path.parent)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd`` and fsync it (a short write is continued; a full disk
+    raises ``OSError``)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    os.fsync(fd)
 
 
 def derived_temporary(path: Path, data: bytes) -> Path:
@@ -155,13 +164,12 @@ def derived_temporary(path: Path, data: bytes) -> Path:
     temp = path.parent / f".tmp-{path.name}-{secrets.token_hex(4)}"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        write_all(fd, data)
     except BaseException:
         temp.unlink(missing_ok=True)  # a full disk must not leave half a file behind
         raise
+    finally:
+        os.close(fd)
     return temp
 
 

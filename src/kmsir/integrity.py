@@ -400,7 +400,12 @@ def _verify_anchor(
     file cannot bring its own key). Returns how many entries the signature covers (0: none)
     and the key's ARN; adds problems and notes."""
     keys = [e for e in entries if e.get("type") == "anchor-key"]
-    anchors = [e for e in entries if e.get("type") == "anchor"]
+    # each signature made: an anchor entry not followed by the failure of its signature
+    anchors = [
+        e
+        for e, after in zip(entries, [*entries[1:], None], strict=True)
+        if e.get("type") == "anchor" and (after is None or after.get("type") != "anchor-failed")
+    ]
     path = root / ANCHOR
     if not keys:
         if anchors:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kmsir.errors import KmsirError
+from kmsir.errors import EvidenceError, KmsirError
 from kmsir.evidence import check_incident_id, make_private_dirs
 
 #: Incident locks: ``<evidence-dir>/<incident>/INCIDENT_LOCK``.
@@ -68,8 +68,11 @@ def _take(
     path: Path, holder: dict[str, Any], about: dict[str, Any] | None = None
 ) -> Lock | dict[str, Any]:
     """The lock at ``path``, or what its holder wrote about itself when it is taken."""
-    make_private_dirs(path.parent)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        make_private_dirs(path.parent)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise EvidenceError(f"cannot take the lock {path}: {exc.strerror or exc}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -86,7 +89,9 @@ def _take(
         os.close(fd)
         raise
     lock = Lock(path, fd, about or {})
-    lock.describe({**holder, **lock.about})
+    # on a full disk the lock holds all the same: it just cannot say who holds it
+    with contextlib.suppress(OSError):
+        lock.describe({**holder, **lock.about})
     return lock
 
 

@@ -40,6 +40,7 @@ from kmsir.evidence import (
     sha256_hex,
     timestamp,
     utc_now,
+    write_all,
     write_new,
 )
 
@@ -58,9 +59,15 @@ class Artifact:
 def write_manifest(root: Path) -> Path:
     """(Re)write ``manifest.json`` from the journal: at finish, or when a crash prevented it."""
     manifest = build_manifest(read_journal(root / JOURNAL).entries)
-    replace_derived(
-        root / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n"
-    )
+    try:
+        replace_derived(
+            root / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n"
+        )
+    except OSError as exc:
+        raise EvidenceError(
+            f"cannot write {MANIFEST} ({exc.strerror or exc}); the journal is complete, and "
+            "kmsir resume writes it"
+        ) from None
     return root / MANIFEST
 
 
@@ -96,10 +103,12 @@ class BundleWriter:
             fsync_dir(root.parent)
             (root / ARTIFACTS).mkdir(mode=0o700)
             write_new(root / PLAYBOOK_COPY, playbook_raw)
+            writer = cls(root, clock=clock)
+            writer._open_journal()
         except OSError as exc:
-            raise EvidenceError(f"cannot create the evidence bundle in {root}: {exc}") from None
-        writer = cls(root, clock=clock)
-        writer._open_journal()
+            raise EvidenceError(
+                f"cannot create the evidence bundle in {root}: {exc.strerror or exc}"
+            ) from None
         return writer
 
     @property
@@ -148,10 +157,7 @@ class BundleWriter:
             line = canonical(entry) + b"\n"
             end = os.lseek(self._fd, 0, os.SEEK_END)
             try:
-                view = memoryview(line)
-                while view:  # a short write (full disk, signal) must not leave half a line
-                    view = view[os.write(self._fd, view) :]
-                os.fsync(self._fd)
+                write_all(self._fd, line)
             except OSError as exc:
                 # cut what reached the file: the journal ends at its last complete entry
                 # (truncating needs no free space) and the run can be resumed from there
@@ -310,7 +316,12 @@ class BundleWriter:
         try:
             _lock(fd, root)  # before reading: a live writer's half-written line is not torn
             if repair:
-                repaired = cls._repair_tail(root, fd)
+                try:
+                    repaired = cls._repair_tail(root, fd)
+                except OSError as exc:
+                    raise EvidenceError(
+                        f"{root}: cannot repair the journal's torn last line: {exc.strerror or exc}"
+                    ) from None
             elif read_journal(path).torn_tail:
                 raise EvidenceError(
                     f"{root}: the journal's last line is torn (the run stopped while writing "

@@ -106,6 +106,9 @@ def _verify_archive(archive: Path) -> None:
             say(f"signature: valid ({record.get('key_arn')})")
     with tempfile.TemporaryDirectory(prefix="kmsir-verify-") as tmp:
         try:
+            with gzip.open(archive) as whole:  # to its end: gzip's own CRC and length checks
+                while whole.read(1 << 20):
+                    pass
             with tarfile.open(archive, "r:gz") as tar:
                 tar.extractall(tmp, filter="data")
         except (tarfile.TarError, gzip.BadGzipFile, zlib.error, EOFError) as exc:

@@ -113,13 +113,11 @@ def handled(func: F) -> F:
             _end_display()
             if _state["debug"]:
                 traceback.print_exc()
-            err(f"kmsir: error: {exc}")
-            how_to_continue()
+            err(f"kmsir: error: {exc}{how_to_continue()}")
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             _end_display()
-            err("kmsir: interrupted")
-            how_to_continue()
+            err(f"kmsir: interrupted{how_to_continue()}")
             raise typer.Exit(EXIT_INTERRUPTED) from None
         except Exception as exc:
             _end_display()
@@ -127,9 +125,9 @@ def handled(func: F) -> F:
                 traceback.print_exc()
             err(
                 f"kmsir: internal error: {type(exc).__name__}: {exc} (a bug in kmsir: please "
-                "report it with the output of the same command run with --debug)"
+                f"report it with the output of the same command run with --debug)"
+                f"{how_to_continue()}"
             )
-            how_to_continue()
             raise typer.Exit(EXIT_INTERNAL) from None
 
     return wrapper  # type: ignore[return-value]
@@ -142,10 +140,12 @@ def started(bundle: Path, resume: str) -> None:
     err(f"bundle: {bundle}")
 
 
-def how_to_continue() -> None:
-    """After a run stopped: where its evidence is and the exact command that continues it."""
-    if _state["bundle"] is not None:
-        err(f"kmsir: the evidence is kept in {_state['bundle']}; continue with: {_state['resume']}")
+def how_to_continue() -> str:
+    """After a run stopped, to end its one line: where its evidence is and the exact command
+    that continues it (empty when no bundle was made)."""
+    if _state["bundle"] is None:
+        return ""
+    return f"; the evidence is kept in {_state['bundle']}; continue with: {_state['resume']}"
 
 
 def resume_command(
@@ -225,14 +225,12 @@ def finish(result: RunResult) -> None:
 
     summary_table(result)
     err(f"bundle: {result.bundle}")
-    if result.error:
-        err(f"kmsir: run {result.status}: {result.error}")
     written = write_reports(result.bundle)
     if written:
         say(str(written[0]))
         err(f"report (HTML): {written[1]}")
     if result.status != "succeeded":
-        how_to_continue()
+        err(f"kmsir: run {result.status}: {result.error}{how_to_continue()}")
         raise typer.Exit(1)
 
 
