@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
+import tracemalloc
 from pathlib import Path
 
 import pytest
 
-from kmsir import actions, playbook
+from kmsir import actions, playbook, yamlsafe
 from kmsir.errors import PlaybookError, UsageError
 
 from .conftest import PLAYBOOKS
@@ -118,14 +118,25 @@ def test_python_tags_are_refused(tmp_path: Path) -> None:
     assert "unsupported YAML value" in problems[0]
 
 
-def test_billion_laughs_is_refused_fast(tmp_path: Path) -> None:
+def peak_of_problems(tmp_path: Path, text: str) -> tuple[list[str], int]:
+    """The problems loading ``text`` finds, and the most memory it had allocated at once."""
+    tracemalloc.start()
+    try:
+        problems = problems_for(tmp_path, text)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return problems, peak
+
+
+def test_billion_laughs_is_refused_after_a_bounded_number_of_nodes(tmp_path: Path) -> None:
     lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
     for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
         lines.append(f"{name}: &{name} [{','.join(['*' + prev] * 9)}]")
-    started = time.perf_counter()
-    problems = problems_for(tmp_path, "\n".join(lines) + "\n")
-    assert time.perf_counter() - started < 1
-    assert "alias bomb" in problems[0]
+    # 9**9 (387 million) values once expanded; the loader's node limit stops it at 100,001
+    problems, peak = peak_of_problems(tmp_path, "\n".join(lines) + "\n")
+    assert f"more than {yamlsafe.MAX_NODES:,} values (alias bomb?)" in problems[0]
+    assert peak < 48 * 1024 * 1024  # 100,000 nodes' worth; all of them: tens of GB
 
 
 def test_huge_values_are_not_echoed(tmp_path: Path) -> None:
@@ -171,10 +182,16 @@ def test_missing_step_id_is_one_message(tmp_path: Path) -> None:
     assert problems == [f"{tmp_path / 'p.yaml'}:4:5: step #1: missing required field 'id'"]
 
 
-def test_deep_nesting_and_wide_aliases_are_refused_fast(tmp_path: Path) -> None:
-    started = time.perf_counter()
-    deep = problems_for(tmp_path, "steps: " + "[" * 20000 + "]" * 20000 + "\n")
-    assert deep == [f"{tmp_path / 'p.yaml'}:1:1: nesting too deep (more than 64 levels)"]
+def test_deep_nesting_and_wide_aliases_are_refused_with_bounded_work(tmp_path: Path) -> None:
+    too_deep = [f"{tmp_path / 'p.yaml'}:1:1: nesting too deep (more than 64 levels)"]
+    # deeper than Python's stack: the parser gives up at its recursion limit
+    assert problems_for(tmp_path, "steps: " + "[" * 20000 + "]" * 20000 + "\n") == too_deep
+    deep, peak = peak_of_problems(tmp_path, "steps: " + "[" * 200 + "]" * 200 + "\n")
+    assert deep[0].endswith("nesting too deep (more than 64 levels)")
+    assert peak < 4 * 1024 * 1024
+    # 19,000 aliases of a 100,000-character string: 1.9 billion characters once expanded
     wide = 'big: &b "' + "x" * 100_000 + '"\nchoices: [' + ",".join(["*b"] * 19_000) + "]\n"
-    assert "alias bomb" in problems_for(tmp_path, wide)[0]
-    assert time.perf_counter() - started < 10
+    problems, peak = peak_of_problems(tmp_path, wide)
+    limit = yamlsafe.MAX_EXPANDED_CHARS
+    assert f"more than {limit:,} characters (alias bomb?)" in problems[0]
+    assert peak < 4 * 1024 * 1024  # one 100,000-character string, shared

@@ -2,9 +2,11 @@
 
 ``context.build_context`` turns the journal, manifest and artifacts into a plain template
 context (documented in the README); ``render`` feeds it to a Jinja2 template from
-``templates/`` or the user's own. Everything that came from AWS or CloudTrail is
-attacker-controlled: HTML templates autoescape it, and the Markdown filters neutralise it
-(no raw HTML, no links, no table breaking).
+``templates/`` or the user's own, in the bounded sandbox of ``kmsir.templating`` (a time
+budget, size limits, no Python internals, a curated set of filters). Everything that came
+from AWS or CloudTrail is attacker-controlled: HTML templates autoescape it, the Markdown
+filters neutralise it (no raw HTML, no links, no table breaking), and in both every value
+output shows terminal controls and bidi overrides as escapes (``inert.visible``).
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from typing import Any
 
 from jinja2 import Undefined
 
-from kmsir import evidence, resources
-from kmsir.errors import UsageError
+from kmsir import __version__, evidence, resources, writer
+from kmsir.errors import TemplateError, UsageError
 from kmsir.report.context import build_context
 
 __all__ = ["FORMATS", "build_context", "md_code", "md_code_text", "md_inline", "render", "write"]
@@ -63,25 +65,8 @@ def _code(value: Any, *, cell: bool) -> str:
     return f"`{text}`" if text else ""
 
 
-def _environment(template_dir: Path, *, html: bool) -> Any:
-    from jinja2 import ChainableUndefined, Environment, FileSystemLoader
-
-    env = Environment(
-        loader=FileSystemLoader(str(template_dir)),
-        # HTML: every value is escaped unless a template marks it safe (none does). Markdown:
-        # the md and code filters neutralise attacker text.
-        autoescape=html,  # noqa: S701 - off only for Markdown, see above
-        # A bundle may come from an older kmsir or a failed run: a missing field renders
-        # empty rather than failing the whole report.
-        undefined=ChainableUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-    env.filters["md"] = md_inline
-    env.filters["code"] = md_code
-    env.filters["codetext"] = md_code_text
-    return env
+#: The Markdown filters report templates may use, besides the sandbox's own.
+FILTERS = {"md": md_inline, "code": md_code, "codetext": md_code_text}
 
 
 def render(
@@ -91,39 +76,63 @@ def render(
     template: Path | None = None,
     now: datetime | None = None,
 ) -> str:
-    """Render the report of the bundle at ``bundle_root`` (``now``: when inverses expire)."""
-    from jinja2 import TemplateError
+    """Render the report of the bundle at ``bundle_root`` (``now``: when inverses expire)
+    with a built-in template or ``template``, in the bounded sandbox."""
+    from kmsir import templating  # jinja2, imported when a report is rendered
 
     if fmt not in FORMATS:
         raise UsageError(f"unknown report format {fmt!r}; known: {', '.join(FORMATS)}")
     bundle = evidence.Bundle.open(bundle_root)
     if template is not None:
-        if not template.is_file():
-            raise UsageError(f"--template {template}: no such file")
         # escaped unless the template says it makes Markdown or text: a page named mine.j2
         # must not carry attacker text raw
         html = fmt == "html" or not any(k in template.name for k in (".md", ".txt"))
-        env, name = _environment(template.parent, html=html), template.name
+        path, name = template, template.name
     else:
-        env = _environment(resources.templates_dir(), html=fmt == "html")
-        name = f"report.{fmt}.j2"
+        html, name = fmt == "html", f"report.{fmt}.j2"
+        path = resources.templates_dir() / name
+    source = _read_template(path, templating.REPORT_MAX_SOURCE)
     try:
-        return str(env.get_template(name).render(build_context(bundle, now=now)))
+        return templating.render_report(
+            source, build_context(bundle, now=now), name=name, html=html, filters=FILTERS
+        )
     except TemplateError as exc:
-        lineno = getattr(exc, "lineno", None)
-        where = f" (line {lineno})" if lineno else ""
-        raise UsageError(f"report template {name}{where}: {exc}") from None
+        raise UsageError(str(exc)) from None
+
+
+def _read_template(path: Path, limit: int) -> str:
+    """The text of a template file, refused past ``limit`` bytes before reading it all."""
+    try:
+        with path.open("rb") as file:
+            raw = file.read(limit + 1)
+    except FileNotFoundError:
+        raise UsageError(f"--template {path}: no such file") from None
+    except OSError as exc:
+        raise UsageError(f"--template {path}: cannot read: {exc.strerror or exc}") from None
+    if len(raw) > limit:
+        raise UsageError(f"--template {path}: larger than {limit:,} bytes")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"--template {path}: not UTF-8 text (byte {exc.start})") from None
 
 
 def write(
     bundle_root: Path, *, fmt: str = "md", template: Path | None = None, out: Path | None = None
 ) -> Path:
-    """Render and write the report: into the bundle (a derived file) or to ``out``."""
+    """Render and write the report: into the bundle, recorded in its journal (the sha256, the
+    kmsir version and the template's sha256, for ``verify``), or to ``out`` (recorded nowhere).
+    """
     text = render(bundle_root, fmt=fmt, template=template).encode()
     if out is None:
-        target = bundle_root / f"report.{fmt}"
-        evidence.replace_derived(target, text)
-        return target
+        source = template or resources.templates_dir() / f"report.{fmt}.j2"
+        details = {
+            "format": fmt,
+            "kmsir": __version__,
+            "template": template.name if template else f"report.{fmt}.j2 (built in)",
+            "template_sha256": evidence.sha256_hex(source.read_bytes()),
+        }
+        return writer.record_report(bundle_root, f"report.{fmt}", text, details)
     try:
         out.write_bytes(text)
     except OSError as exc:
