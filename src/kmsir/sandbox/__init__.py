@@ -1,10 +1,12 @@
 """The embedded sandbox: moto in process, seeded from a scenario, unable to reach AWS.
 
-``Sandbox`` forces dummy credentials (and hides every profile and credentials file), starts
-moto's in-process mock with its random generator seeded (the same scenario always gets the
-same key, grant and access key ids), installs LookupEvents, seeds the scenario's world, and
-hands out a ``ClientFactory`` whose transport refuses anything moto did not answer. After
-each step of a run, ``after_step`` fires the scenario's injects for that step.
+``Sandbox`` forces dummy credentials (and hides every profile, credentials file and other
+``AWS_*`` setting of the shell), starts moto's in-process mock with its random generator
+seeded (the same scenario always gets the same key, grant and access key ids), installs
+LookupEvents, seeds the scenario's world, and hands out a ``ClientFactory``. Every client made
+from the sandbox's session, its own seeding and injects included, refuses anything moto did
+not answer, so nothing goes on the wire. After each step of a run, ``after_step`` fires the
+scenario's injects for that step.
 """
 
 from __future__ import annotations
@@ -30,19 +32,12 @@ DUMMY_CREDENTIALS = {
     "AWS_SECRET_ACCESS_KEY": "kmsir-sandbox-dummy-secret",
     "AWS_SESSION_TOKEN": "kmsir-sandbox-dummy-token",
 }
-#: Environment variables that could point a client at real credentials or endpoints.
-_HIDDEN = (
-    "AWS_PROFILE",
-    "AWS_DEFAULT_PROFILE",
-    "AWS_ENDPOINT_URL",
-    "AWS_ENDPOINT_URL_KMS",
-    "AWS_ENDPOINT_URL_CLOUDTRAIL",
-    "AWS_ENDPOINT_URL_STS",
-    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-    "AWS_WEB_IDENTITY_TOKEN_FILE",
-    "AWS_ROLE_ARN",
-)
+#: Every environment variable with this prefix is hidden while a sandbox is up (except those
+#: it sets itself): besides profiles, credentials and ``AWS_ENDPOINT_URL``, the SDKs read
+#: ``AWS_ENDPOINT_URL_<SERVICE>`` for any service, ``AWS_USE_DUALSTACK_ENDPOINT`` and
+#: ``AWS_USE_FIPS_ENDPOINT`` (hosts moto does not answer: the request would go to AWS),
+#: ``AWS_DATA_PATH`` (endpoint data of one's own)... and new ones with each release.
+_HIDDEN_PREFIX = "AWS_"
 
 
 class Sandbox:
@@ -110,22 +105,26 @@ class Sandbox:
             "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
             "AWS_EC2_METADATA_DISABLED": "true",
         }
-        for name in (*forced, *_HIDDEN):
+        hidden = [name for name in os.environ if name.startswith(_HIDDEN_PREFIX)]
+        for name in (*forced, *hidden):
             self._saved_env.setdefault(name, os.environ.get(name))
-        for name in _HIDDEN:
+        for name in hidden:
             os.environ.pop(name, None)
         os.environ.update(forced)
 
     def session(self) -> Any:
-        """A boto3 session with the sandbox's dummy credentials."""
+        """A boto3 session with the sandbox's dummy credentials; every client made from it
+        refuses to send what moto did not answer."""
         import boto3
 
-        return boto3.Session(
+        session = boto3.Session(
             aws_access_key_id=DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
             aws_session_token=DUMMY_CREDENTIALS["AWS_SESSION_TOKEN"],
             region_name=self.region,
         )
+        session.events.register("creating-client-class", _ground_client_class)
+        return session
 
     def client_factory(self) -> ClientFactory:
         """Clients for this sandbox; a request moto does not answer is refused."""
@@ -213,7 +212,6 @@ class Sandbox:
                 continue
             intent = entry["data"]
             client = session.client(intent["service"], region_name=intent["region"])
-            refuse_transport(client)
             try:
                 getattr(client, xform_name(intent["operation"]))(**intent["params"])
             except ClientError as exc:
@@ -332,3 +330,16 @@ class Sandbox:
     def render(self, value: Any) -> Any:
         """A scenario value with its templates rendered over the seeded world."""
         return templating.render_value(value, self.template_context())
+
+
+class _Grounded:
+    """Mixed into every client class of a sandbox session: the client's transport refuses."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        refuse_transport(self)
+
+
+def _ground_client_class(base_classes: list[type], **_: Any) -> None:
+    """botocore's hook for the bases of a client class about to be made."""
+    base_classes.insert(0, _Grounded)
