@@ -182,7 +182,7 @@ def test_run_without_answer_or_terminal_names_the_missing_answer(tmp_path: Path)
     assert result.returncode == 1
     assert "no answer for 'decide'" in result.stderr
     assert_no_traceback(result)
-    bundle = next((tmp_path / "ev").glob("*/*"))
+    (bundle,) = [p.parent for p in (tmp_path / "ev").glob("*/*/journal.jsonl")]
     assert integrity.verify(bundle) == []
 
 

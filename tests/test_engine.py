@@ -16,7 +16,7 @@ from kmsir.playbook import LoadedPlaybook, from_document
 from kmsir.prompts import ScriptedPrompter
 from kmsir.yamlsafe import load_bytes
 
-from .conftest import run_playbook
+from .conftest import bundles, run_playbook
 
 
 class ValueParams(Params):
@@ -307,7 +307,7 @@ def test_a_bug_still_leaves_a_finished_verifiable_bundle(
     playbook = book(registry, "  - {id: c, action: test.crash, with: {value: 1}}\n")
     with pytest.raises(RuntimeError):
         run_playbook(playbook, moto_clients, tmp_path, registry=registry, mode="live")
-    bundle = next(tmp_path.glob("INC-test/*"))
+    (bundle,) = bundles(tmp_path / "INC-test")
     assert integrity.verify(bundle) == []
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["status"] == "failed"
