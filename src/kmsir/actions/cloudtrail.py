@@ -11,7 +11,9 @@
   only the day prefixes inside the window (``trail_s3``).
 
 Every event goes through the one matching function (``trail.match``), is de-duplicated by
-event id, sorted by time and kept unchanged in ``events.jsonl.gz``.
+event id, sorted by time and kept unchanged in ``events.jsonl.gz``. Whatever the source, a
+record that is not a usable event (not JSON, not an object, not UTF-8, nested too deeply) is
+counted in ``skipped`` by reason and journaled with examples, never fatal and never silent.
 """
 
 from __future__ import annotations
@@ -43,8 +45,8 @@ from kmsir.actions.trail_s3 import scan_bucket
 from kmsir.errors import ActionError, AwsError
 from kmsir.trail import files
 from kmsir.trail.actors import actors
-from kmsir.trail.events import dedupe_sorted, summarize
-from kmsir.trail.findings import context_for, findings
+from kmsir.trail.events import decode_event, decode_text, dedupe_sorted, one_line, summarize
+from kmsir.trail.findings import context_for, event_time, findings
 from kmsir.trail.match import KeyMatcher
 from kmsir.values import duration_seconds, is_region, parse_time, time_parameter
 
@@ -54,6 +56,8 @@ LOOKUP_RATE_PER_SECOND = 2.0
 THROTTLE_ATTEMPTS = 6
 #: Actors behind the findings that the findings step lists in its outputs.
 MAX_ACTORS = 20
+#: Skipped records named in the journal (the rest are counted).
+MAX_EXAMPLES = 20
 
 
 class RateLimiter:
@@ -146,8 +150,9 @@ class Collect(Action[CollectParams]):
         since: 7d
     ```
     Outputs: ``count``, ``first``, ``last``, ``event_names`` (name -> count), ``principals``,
-    ``source_ips``, ``errors`` (failed calls), ``skipped`` (unreadable input, by reason),
-    ``window``, ``artifact``.
+    ``source_ips`` (each the 50 most frequent), ``errors`` (failed calls), ``skipped``
+    (unreadable input, by reason), ``noted`` (kept but odd: a different event under an event
+    id already seen), ``window``, ``artifact``.
     """
 
     name = "cloudtrail.collect"
@@ -182,13 +187,15 @@ class Collect(Action[CollectParams]):
             raise ActionError(f"since ({params.since}) is not before until ({params.until})")
         skipped: Counter[str] = Counter()
         problems: list[str] = []
+        noted: Counter[str] = Counter()
         if params.source in ("files", "s3", "athena", "lake"):
             key_arn: str | None = params.key if params.key.startswith("arn:") else None
             if params.key.startswith("alias/") or ":alias/" in params.key:
                 key_arn = describe(ctx, params.key).arn  # logs name keys by id, not alias
             matcher = KeyMatcher.for_key(key_arn or params.key, [*params.aliases, params.key])
             if params.source in ("athena", "lake"):
-                found = [e for e in _query(ctx, params, matcher, start, end) if matcher.matches(e)]
+                rows = _query(ctx, params, matcher, start, end, _Skips(skipped, problems))
+                found = [e for e in rows if matcher.matches(e)]
             else:
                 if params.source == "files":
                     raw, stats = files.scan(params.paths(), matcher, since=start, until=end)
@@ -203,22 +210,26 @@ class Collect(Action[CollectParams]):
                         start,
                         end,
                     )
-                found = [json.loads(r) for r in raw]
+                found = [json.loads(r) for r in raw]  # checked by the scan: safe to decode
                 skipped.update(stats.skipped)
+                noted.update(stats.noted)
                 problems = stats.problems
         else:
             info = describe(ctx, params.key)
             matcher = KeyMatcher.for_key(info.arn, params.aliases)
             regions = params.regions or [info.region]
-            found = _lookup_regions(ctx, info.arn, info.key_id, regions, start, end, matcher)
+            skips = _Skips(skipped, problems)
+            found = _lookup_regions(ctx, info.arn, info.key_id, regions, start, end, matcher, skips)
             key_arn = info.arn
-        events = dedupe_sorted(found)
+        events = dedupe_sorted(found, noted)
         lines = b"".join(
             json.dumps(e, sort_keys=True, separators=(",", ":")).encode() + b"\n" for e in events
         )
         path = ctx.artifacts.write("events.jsonl.gz", gzip.compress(lines, mtime=0))
         if problems:
-            ctx.artifacts.journal("input-skipped", {"counts": dict(skipped), "examples": problems})
+            ctx.artifacts.journal(
+                "input-skipped", {"counts": dict(skipped), "examples": problems[:MAX_EXAMPLES]}
+            )
         outputs = summarize(events)
         outputs.update(
             {
@@ -226,6 +237,7 @@ class Collect(Action[CollectParams]):
                 "key_arn": key_arn,
                 "window": {"since": _iso(start), "until": _iso(end)},
                 "skipped": dict(skipped),
+                "noted": dict(noted),
             }
         )
         summary = f"{len(events)} event(s) for {params.key} from {_iso(start)} to {_iso(end)}"
@@ -234,8 +246,29 @@ class Collect(Action[CollectParams]):
         return Outcome(outputs=outputs, summary=summary)
 
 
+class _Skips:
+    """Records a source handed over that are no usable event: counted by reason, the first
+    ``MAX_EXAMPLES`` named (thread-safe: Regions are read in parallel)."""
+
+    def __init__(self, counts: Counter[str], examples: list[str]) -> None:
+        self.counts = counts
+        self.examples = examples
+        self._lock = threading.Lock()
+
+    def __call__(self, reason: str, where: str) -> None:
+        with self._lock:
+            self.counts[reason] += 1
+            if len(self.examples) < MAX_EXAMPLES:
+                self.examples.append(f"{where}: {reason}")
+
+
 def _query(
-    ctx: ActionContext, params: CollectParams, matcher: KeyMatcher, start: datetime, end: datetime
+    ctx: ActionContext,
+    params: CollectParams,
+    matcher: KeyMatcher,
+    start: datetime,
+    end: datetime,
+    skip: Callable[[str, str], None],
 ) -> Iterator[dict[str, Any]]:
     names = sorted(matcher.names)
     if params.source == "athena":
@@ -248,9 +281,11 @@ def _query(
             database=str(params.database),
             workgroup=params.workgroup,
             output=params.output,
+            skip=skip,
         )
     store = str(params.event_data_store)
-    return lake_events(ctx, lake_sql(store.rsplit("/", 1)[-1], names, start, end), store=store)
+    sql = lake_sql(store.rsplit("/", 1)[-1], names, start, end)
+    return lake_events(ctx, sql, store=store, skip=skip)
 
 
 def _lookup_regions(
@@ -261,17 +296,24 @@ def _lookup_regions(
     start: datetime,
     end: datetime,
     matcher: KeyMatcher,
+    skip: Callable[[str, str], None],
 ) -> list[dict[str, Any]]:
-    """LookupEvents in every Region at once (the rate limit is per Region)."""
+    """LookupEvents in every Region at once (the rate limit is per Region). The pass by key
+    id finds the events of the pass by ARN again: ``dedupe_sorted`` keeps each once."""
 
     def one(region: str) -> list[dict[str, Any]]:
         limiter = RateLimiter(LOOKUP_RATE_PER_SECOND)
-        events: dict[str, dict[str, Any]] = {}
+        events: list[dict[str, Any]] = []
+        unusable: set[str] = set()  # each pass finds them again: counted once
         for name in (arn, key_id):
-            for event in _lookup(ctx, limiter, name, start, end, region):
-                if matcher.matches(event):
-                    events.setdefault(str(event.get("eventID")), event)
-        return list(events.values())
+            for event_id, event in _lookup(ctx, limiter, name, start, end, region):
+                if isinstance(event, str):
+                    if event_id not in unusable:
+                        unusable.add(event_id)
+                        skip(event, f"LookupEvents {region} event {event_id}")
+                elif matcher.matches(event):
+                    events.append(event)
+        return events
 
     with ThreadPoolExecutor(max_workers=len(regions)) as pool:
         return [e for batch in pool.map(one, regions) for e in batch]
@@ -284,7 +326,8 @@ def _lookup(
     start: datetime,
     end: datetime,
     region: str,
-) -> Iterator[dict[str, Any]]:
+) -> Iterator[tuple[str, dict[str, Any] | str]]:
+    """Each event LookupEvents returns, by its ``EventId``: the event, or why it is none."""
     client = ctx.clients.client("cloudtrail", region)
     token: str | None = None
     pages = 0
@@ -300,11 +343,13 @@ def _lookup(
         page = _throttled(limiter, client.lookup_events, request, resource_name)
         pages += 1
         ctx.reporter.progress(f"CloudTrail pages ({region})", pages)
-        for item in page.get("Events", []):
-            try:
-                yield json.loads(item["CloudTrailEvent"])
-            except (KeyError, ValueError):
-                continue  # an event without its JSON body carries nothing to keep
+        for n, item in enumerate(page.get("Events", [])):
+            event_id = one_line(str(item.get("EventId") or f"#{pages}.{n}"))[:100]
+            body = item.get("CloudTrailEvent")
+            if isinstance(body, str):
+                yield event_id, decode_text(body)
+            else:
+                yield event_id, "event without its CloudTrail record"
         token = page.get("NextToken")
         if not token:
             return
@@ -366,11 +411,19 @@ class Findings(Action[FindingsParams]):
         data = ctx.artifacts.earlier(params.events, "events.jsonl.gz")
         if data is None:
             raise ActionError(f"step {params.events!r} collected no events.jsonl.gz")
-        events = [json.loads(line) for line in gzip.decompress(data).splitlines() if line]
+        events: list[dict[str, Any]] = []
+        skipped: Counter[str] = Counter()
+        for line in gzip.decompress(data).splitlines():
+            event = decode_event(line) if line.strip() else None
+            if isinstance(event, str):  # collect wrote it; an edited bundle may not have
+                skipped[event] += 1
+            elif event is not None:
+                events.append(event)
         now = ctx.now()
         window_start = now - _delta(params.window)
         oldest = window_start - _delta(f"{params.baseline_days}d")
-        kept = [e for e in events if str(e.get("eventTime", "")) >= _iso(oldest)]
+        # an event without a valid time cannot be shown to be too old: the rules see it
+        kept = [e for e in events if (event_time(e) or now) >= oldest]
         found = findings(kept, context_for(kept, params.key, window_start))
         path = ctx.write_json("findings.json", [f.to_json() for f in found])
         by_severity = Counter(f.severity for f in found)
@@ -391,6 +444,7 @@ class Findings(Action[FindingsParams]):
                 "actors": actors(found, kept)[:MAX_ACTORS],
                 "artifact": path,
                 "window": {"since": _iso(window_start), "until": _iso(now)},
+                "skipped": dict(skipped),
             },
             summary=summary,
         )

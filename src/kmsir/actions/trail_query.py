@@ -3,20 +3,26 @@
 Both build SQL that narrows the search to the key's names (KMS events, the time window, the
 key id or aliases in resources, request or response), run it where the logs are (terabytes
 never cross the network), page through the results, and hand every row back as an event that
-the one matching function then checks exactly.
+the one matching function then checks exactly. A row that is no usable event (its JSON not
+JSON, not an object, nested too deeply, lone surrogates) is handed to ``skip`` with the reason,
+and the rest are read on.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from kmsir.actions.aws import aws_errors
 from kmsir.actions.base import ActionContext
 from kmsir.errors import ActionError
+from kmsir.trail.events import decode_text, event_problem, one_line
+
+#: Told about each row that is no usable event: the reason, and where it was.
+Skip = Callable[[str, str], None]
 
 #: Seconds between status polls of a running query (doubling up to this cap).
 POLL_CAP = 5.0
@@ -153,6 +159,10 @@ def _cloudtrail_case(value: Any, names: tuple[str, ...]) -> Any:
     return value
 
 
+class _TooDeep(Exception):
+    """A column's JSON nests past what any parser follows."""
+
+
 def _json_or_text(value: str | None) -> Any:
     if value is None:
         return None
@@ -160,6 +170,8 @@ def _json_or_text(value: str | None) -> Any:
         return json.loads(value)
     except ValueError:
         return value
+    except RecursionError:
+        raise _TooDeep from None
 
 
 def athena_events(
@@ -169,6 +181,7 @@ def athena_events(
     database: str,
     workgroup: str,
     output: str | None,
+    skip: Skip,
     sleep: Any = time.sleep,
 ) -> Iterator[dict[str, Any]]:
     """Run ``sql`` in Athena and yield each result row as a CloudTrail event."""
@@ -185,6 +198,7 @@ def athena_events(
     ctx.artifacts.journal("query", {"service": "athena", "id": query_id, "sql": sql})
     _wait(lambda: _athena_state(athena, query_id), sleep, f"Athena query {query_id}")
     header: list[str] | None = None
+    rows = 0
     with aws_errors(f"Athena GetQueryResults {query_id}", service="athena"):
         for page in athena.get_paginator("get_query_results").paginate(QueryExecutionId=query_id):
             for row in page["ResultSet"]["Rows"]:
@@ -192,23 +206,35 @@ def athena_events(
                 if header is None:
                     header = [str(v) for v in values]
                     continue
-                event: dict[str, Any] = {}
-                for column, value in zip(header, values, strict=False):
-                    field = _FIELD.get(column, column)
-                    event[field] = (
-                        _json_or_text(value)
-                        if column
-                        in ("requestparameters", "responseelements", *_ATHENA_JSON_COLUMNS)
-                        else value
-                    )
-                event["userIdentity"] = _cloudtrail_case(event.get("userIdentity"), _USER_IDENTITY)
-                if isinstance(event.get("resources"), list):
-                    event["resources"] = [
-                        _cloudtrail_case(r, _RESOURCE) for r in event["resources"]
-                    ]
-                if isinstance(event.get("readOnly"), str):
-                    event["readOnly"] = event["readOnly"] == "true"
+                rows += 1
+                try:
+                    event = _athena_event(header, values)
+                except _TooDeep:
+                    skip("record is nested too deeply", f"Athena query {query_id} row {rows}")
+                    continue
+                problem = event_problem(event)
+                if problem is not None:
+                    skip(problem, f"Athena query {query_id} row {rows}")
+                    continue
                 yield event
+
+
+def _athena_event(header: list[str], values: list[Any]) -> dict[str, Any]:
+    """One result row as a CloudTrail event (CloudTrail's field names, JSON columns decoded)."""
+    event: dict[str, Any] = {}
+    for column, value in zip(header, values, strict=False):
+        field = _FIELD.get(column, column)
+        event[field] = (
+            _json_or_text(value)
+            if column in ("requestparameters", "responseelements", *_ATHENA_JSON_COLUMNS)
+            else value
+        )
+    event["userIdentity"] = _cloudtrail_case(event.get("userIdentity"), _USER_IDENTITY)
+    if isinstance(event.get("resources"), list):
+        event["resources"] = [_cloudtrail_case(r, _RESOURCE) for r in event["resources"]]
+    if isinstance(event.get("readOnly"), str):
+        event["readOnly"] = event["readOnly"] == "true"
+    return event
 
 
 def _athena_state(athena: Any, query_id: str) -> tuple[str, str]:
@@ -225,7 +251,8 @@ def _wait(state: Any, sleep: Any, what: str) -> None:
         if current in ("SUCCEEDED", "FINISHED"):
             return
         if current in ("FAILED", "CANCELLED", "TIMED_OUT"):
-            raise ActionError(f"{what} {current.lower()}: {reason[:300]}")
+            # the service's reason may quote the data (a bad row's text): one visible line
+            raise ActionError(f"{what} {current.lower()}: {one_line(reason[:300])}")
         if waited > QUERY_TIMEOUT:
             raise ActionError(f"{what} still {current} after {QUERY_TIMEOUT // 60} minutes")
         sleep(delay)
@@ -246,7 +273,7 @@ def lake_sql(store: str, names: list[str], start: datetime, end: datetime) -> st
 
 
 def lake_events(
-    ctx: ActionContext, sql: str, *, store: str, sleep: Any = time.sleep
+    ctx: ActionContext, sql: str, *, store: str, skip: Skip, sleep: Any = time.sleep
 ) -> Iterator[dict[str, Any]]:
     """Run ``sql`` in CloudTrail Lake and yield each row's event."""
     trail = ctx.clients.client("cloudtrail")
@@ -261,6 +288,7 @@ def lake_events(
 
     _wait(state, sleep, f"CloudTrail Lake query {query_id}")
     token: str | None = None
+    rows = 0
     while True:
         request: dict[str, Any] = {"EventDataStore": store, "QueryId": query_id}
         if token:
@@ -268,12 +296,16 @@ def lake_events(
         with aws_errors(f"CloudTrail Lake GetQueryResults {query_id}", service="cloudtrail"):
             page = trail.get_query_results(**request)
         for row in page.get("QueryResultRows", []):
+            rows += 1
             for cell in row:
                 raw = cell.get("eventJson")
-                if isinstance(raw, str):
-                    event = _json_or_text(raw)
-                    if isinstance(event, dict):
-                        yield event
+                if not isinstance(raw, str):
+                    continue
+                event = decode_text(raw)
+                if isinstance(event, str):
+                    skip(event, f"CloudTrail Lake query {query_id} row {rows}")
+                else:
+                    yield event
         token = page.get("NextToken")
         if not token:
             return

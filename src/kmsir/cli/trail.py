@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -52,7 +53,7 @@ def cloudtrail_scan(
     from datetime import timedelta
 
     from kmsir.trail import files
-    from kmsir.trail.events import order_raw, slim
+    from kmsir.trail.events import one_line, order_raw, slim
     from kmsir.trail.findings import context_for, event_time, findings
     from kmsir.trail.match import KeyMatcher
     from kmsir.values import duration_seconds, is_kms_key_reference, parse_time
@@ -63,7 +64,7 @@ def cloudtrail_scan(
     local = [Path(p) for p in paths if not p.startswith("s3://")]
     missing = [str(p) for p in local if not p.exists()]
     if missing:
-        raise UsageError(f"no such file or folder: {missing[0]}")
+        raise UsageError(f"no such file or folder: {one_line(missing[0])}")
     now = datetime.now(timezone.utc)
     try:
         start = parse_time(since, now) if since else None
@@ -94,7 +95,8 @@ def cloudtrail_scan(
         )
         raw.extend(from_bucket)
         stats.add(more)
-    ordered = order_raw(raw)  # raw bytes out, unchanged; only the findings fields decoded
+    # raw bytes out, unchanged; only the findings fields decoded
+    ordered = order_raw(raw, stats.noted)
     del raw
     _write_lines(out, ordered)
     events = [slim(r) for r in ordered]
@@ -109,14 +111,18 @@ def cloudtrail_scan(
 
 
 def _write_lines(out: Path | None, records: list[bytes]) -> None:
-    """Matched events, one a line, to ``out`` or stdout, without building one big string."""
+    """Matched events, one a line, to ``out`` or stdout, without building one big string.
+    The bytes are the trail's own, except on a terminal (see ``_for_terminal``)."""
+    from kmsir.trail.events import one_line
+
     try:
         handle = sys.stdout.buffer if out is None else out.open("wb")
     except OSError as exc:
-        raise UsageError(f"{out}: cannot write: {exc.strerror or exc}") from None
+        raise UsageError(f"{one_line(str(out))}: cannot write: {exc.strerror or exc}") from None
+    terminal = out is None and sys.stdout.isatty()
     try:
         for record in records:
-            handle.write(record)
+            handle.write(_for_terminal(record) if terminal else record)
             handle.write(b"\n")
         handle.flush()
     except BrokenPipeError:  # `| head`: the reader had enough; findings are still written
@@ -127,11 +133,30 @@ def _write_lines(out: Path | None, records: list[bytes]) -> None:
             handle.close()
 
 
+#: Bytes JSON lets through raw that a terminal may obey: DEL, and every non-ASCII character
+#: (C1 controls such as U+009B, a one-character CSI, and bidi overrides are among them).
+_RAW_FOR_TERMINALS = re.compile(rb"[\x7f-\xff]")
+
+
+def _for_terminal(record: bytes) -> bytes:
+    """A record for a terminal: the same JSON with every non-ASCII character and DEL written
+    as a ``\\u`` escape (JSON already escapes C0 controls), so nothing in it is obeyed."""
+    if not _RAW_FOR_TERMINALS.search(record):
+        return record
+    import json
+
+    text = json.dumps(json.loads(record), ensure_ascii=True, separators=(",", ":"))
+    return text.replace("\x7f", "\\u007f").encode()
+
+
 def _scan_summary(stats: Any, matched: int, found: list[Any]) -> None:
     from collections import Counter
 
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
+
+    from kmsir.trail.events import one_line
 
     table = Table(title="kmsir cloudtrail scan", show_header=False)
     table.add_row("files", f"{stats.files:,}")
@@ -141,11 +166,14 @@ def _scan_summary(stats: Any, matched: int, found: list[Any]) -> None:
     )
     table.add_row("records", f"{stats.records:,}")
     table.add_row("matching events", f"{matched:,}")
+    # reasons may quote a parser's message about the input: text, never rich markup
     for reason, count in sorted(stats.skipped.items()):
-        table.add_row("skipped", f"{count:,}: {reason}")
+        table.add_row("skipped", Text(f"{count:,}: {one_line(reason)}"))
+    for note, count in sorted(stats.noted.items()):
+        table.add_row("noted", Text(f"{count:,}: {one_line(note)}"))
     severities = Counter(f.severity for f in found)
     table.add_row("findings", ", ".join(f"{n} {s}" for s, n in severities.most_common()) or "none")
     console = Console(stderr=True, highlight=False)
     console.print(table)
     for problem in stats.problems[:5]:
-        console.print(f"  skipped: {problem}", markup=False)
+        console.print(Text(f"  skipped: {one_line(problem)}"), soft_wrap=True)

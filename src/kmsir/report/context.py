@@ -4,6 +4,12 @@ Steps and their outcomes, the changes with their API calls, approvals and invers
 deadlines, CloudTrail findings with the events behind them, one merged timeline (CloudTrail
 events of interest, the runner's actions, decisions and notes), the events chart, lessons
 learned (the best practices findings cite) and the chain of custody.
+
+CloudTrail text (events, the findings drawn from them, collect's counts) is attacker-controlled:
+it reaches the templates cut to a bounded length and with every control and bidi character
+written as a visible escape (``inert.visible``), so that neither a terminal showing the
+Markdown nor a browser showing the HTML obeys it; the templates escape the rest. Input that
+could not be read is counted in ``trail.skipped`` by reason.
 """
 
 from __future__ import annotations
@@ -18,11 +24,24 @@ from typing import Any
 from kmsir import evidence
 from kmsir.actions.aws import is_read_only
 from kmsir.errors import EvidenceError
-from kmsir.report.trail import Chart, TrailView, chart, parse_utc, read_events
+from kmsir.inert import visible
+from kmsir.report.trail import Chart, TrailView, chart, parse_utc, read_events, trimmed
+from kmsir.trail.events import clip
 
 #: Journal entries too fine-grained for the timeline (they are counted or indexed instead).
 _NOT_IN_TIMELINE = frozenset(
-    {"api-call", "api-intent", "artifact", "artifact-intent", "before-change", "step-started"}
+    {
+        "api-call",
+        "api-intent",
+        "artifact",
+        "artifact-intent",
+        "before-change",
+        "step-started",
+        # records about the evidence, not the response: the anchor's signatures, the reports
+        "anchor",
+        "anchor-key",
+        "report-written",
+    }
 )
 #: The report lists this many findings (most severe first) and events behind each.
 TOP_FINDINGS = 50
@@ -176,6 +195,11 @@ def _detail(entry: dict[str, Any]) -> str:
         return f"retry {d.get('attempt')}: {d.get('error')}"
     if kind == "input-changed":
         return f"input {d.get('name')} changed from {d.get('from')!r} to {d.get('to')!r}"
+    if kind == "lock-overridden":
+        holder = d.get("holder") if isinstance(d.get("holder"), dict) else {}
+        return f"--force: went past the {d.get('lock')} lock held by run {holder.get('run_id')}"
+    if kind == "anchor-failed":
+        return f"the journal was not signed: {d.get('error')}"
     return ""
 
 
@@ -206,31 +230,49 @@ def _injects_on_resume(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return shown
 
 
+def shown(value: Any, limit: int = 300) -> str:
+    """Attacker-controlled text as a report shows it: at most ``limit`` characters, controls
+    and bidi overrides visible (``\\x1b``, ``\\u202e``)."""
+    return visible(clip("" if value is None else str(value), limit))
+
+
 def _principal(event: dict[str, Any]) -> str:
     identity = event.get("userIdentity")
     identity = identity if isinstance(identity, dict) else {}
-    return str(identity.get("arn") or identity.get("invokedBy") or identity.get("type") or "?")
+    return shown(identity.get("arn") or identity.get("invokedBy") or identity.get("type") or "?")
+
+
+def _request_text(request: Any) -> str:
+    """Request parameters as compact JSON, at most 500 characters."""
+    try:
+        text = json.dumps(trimmed(request), sort_keys=True, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):
+        text = str(request)
+    return shown(text, 500)
 
 
 def _event_view(event: dict[str, Any]) -> dict[str, Any]:
-    """An event as the report shows it (every field attacker-controlled: templates escape)."""
+    """An event as the report shows it: every field attacker-controlled, so each is cut and
+    its controls made visible here, and escaped by the templates."""
     request = event.get("requestParameters")
     identity = event.get("userIdentity")
     identity = identity if isinstance(identity, dict) else {}
     context = identity.get("sessionContext")
     issuer = context.get("sessionIssuer") if isinstance(context, dict) else None
     session = issuer.get("userName") if isinstance(issuer, dict) else None
+    principal_id = identity.get("principalId")
+    principal_id = principal_id if isinstance(principal_id, str) else ""
     return {
-        "id": str(event.get("eventID") or ""),
-        "time": _iso(event.get("eventTime")),
-        "name": str(event.get("eventName") or ""),
+        "id": shown(event.get("eventID") or "", 100),
+        "time": shown(_iso(event.get("eventTime")), 64),
+        "name": shown(event.get("eventName") or "", 100),
         "principal": _principal(event),
-        "session": str(identity.get("principalId") or "").partition(":")[2] or session or "",
-        "account": str(identity.get("accountId") or ""),
-        "source_ip": str(event.get("sourceIPAddress") or ""),
-        "user_agent": str(event.get("userAgent") or "")[:300],
-        "error": str(event.get("errorCode") or ""),
-        "request": json.dumps(request, sort_keys=True)[:500] if request else "",
+        "session": shown(principal_id.partition(":")[2] or session or "", 200),
+        "account": shown(identity.get("accountId") or "", 64),
+        "source_ip": shown(event.get("sourceIPAddress") or "", 200),
+        "user_agent": shown(event.get("userAgent") or ""),
+        "error": shown(event.get("errorCode") or "", 200),
+        "request": _request_text(request) if request else "",
     }
 
 
@@ -261,9 +303,65 @@ def _findings(bundle: evidence.Bundle, step: StepView | None) -> list[dict[str, 
         f["event_ids"] = (
             [str(i) for i in ids if isinstance(i, str)] if isinstance(ids, list) else []
         )
+        # the rules quote the events (principals, aliases, grantees, user agents)
+        for name, limit in _FINDING_TEXT.items():
+            if f.get(name) is not None:
+                f[name] = shown(f[name], limit)
+        if f.get("severity") not in SEVERITY_ORDER:  # a class name in the HTML report
+            f["severity"] = "info"
     return sorted(
         found, key=lambda f: (rank.get(str(f.get("severity")), 9), str(f.get("event_time")))
     )
+
+
+#: The text fields of a finding and how much of each a report shows.
+_FINDING_TEXT = {
+    "id": 100,
+    "title": 200,
+    "why": 2_000,
+    "event_name": 100,
+    "event_time": 64,
+    "principal": 300,
+    "practice": 200,
+}
+
+
+def _collected(outputs: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Collect's outputs as the report shows them: names, principals and addresses come
+    from events (journaled cut by newer kmsir, maybe not by older ones)."""
+    if outputs is None:
+        return None
+    view = dict(outputs)
+    for name in ("event_names", "principals", "source_ips"):
+        counts = outputs.get(name)
+        counts = counts if isinstance(counts, dict) else {}
+        top = sorted(((k, v) for k, v in counts.items() if isinstance(v, int)), key=lambda i: -i[1])
+        view[name] = {shown(k, 200): v for k, v in top[:50]}
+    for name in ("first", "last"):
+        if outputs.get(name) is not None:
+            view[name] = shown(outputs[name], 64)
+    return view
+
+
+def _unread(collected: dict[str, Any] | None, trail: TrailView) -> dict[str, int]:
+    """Input the report's counts leave out, by reason: what collect skipped, what the report
+    could not read back from the bundle."""
+    skipped: dict[str, int] = {}
+    reasons = (collected or {}).get("skipped")
+    for reason, n in (reasons if isinstance(reasons, dict) else {}).items():
+        if isinstance(n, int) and n > 0:
+            skipped[shown(reason, 200)] = n
+    if trail.unreadable:
+        skipped["lines of the events file that are not events"] = trail.unreadable
+    if trail.untimed:
+        skipped["events without a valid time (counted, not charted)"] = trail.untimed
+    return skipped
+
+
+def _noted(collected: dict[str, Any] | None) -> dict[str, int]:
+    noted = (collected or {}).get("noted")
+    noted = noted if isinstance(noted, dict) else {}
+    return {shown(k, 200): n for k, n in noted.items() if isinstance(n, int) and n > 0}
 
 
 def _lessons(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -349,6 +447,7 @@ def build_context(bundle: evidence.Bundle, *, now: datetime | None = None) -> di
     """The template context: everything a report template may use (see README)."""
     now = now or datetime.now(timezone.utc)
     entries = bundle.entries
+    run_entries = [e for e in entries if e["type"] != "report-written"]
     manifest = bundle.manifest
     steps = _steps(entries)
     snapshots = _snapshots(steps)
@@ -396,7 +495,7 @@ def build_context(bundle: evidence.Bundle, *, now: datetime | None = None) -> di
         "key_before": snapshots[0].outputs if snapshots else None,
         "key_after": key_after,
         "keys": list({s.outputs.get("key_id"): s.outputs for s in snapshots}.values()),
-        "cloudtrail": collect.outputs if collect else None,
+        "cloudtrail": _collected(collect.outputs if collect else None),
         "trail": {
             "count": trail.count,
             "first": trail.first,
@@ -405,6 +504,8 @@ def build_context(bundle: evidence.Bundle, *, now: datetime | None = None) -> di
             "unreadable": trail.unreadable,
             "untimed": trail.untimed,
             "damaged": trail.damaged,
+            "skipped": _unread(collect.outputs if collect else None, trail),
+            "noted": _noted(collect.outputs if collect else None),
         },
         "chart": _chart_dict(chart(trail, marks, window_pair)),
         "window": window,
@@ -423,8 +524,12 @@ def build_context(bundle: evidence.Bundle, *, now: datetime | None = None) -> di
         "custody": manifest.get("custody") or [],
         "artifacts": manifest.get("artifacts", []),
         "api_calls": sum(1 for e in entries if e["type"] == "api-call"),
-        "journal": manifest.get("journal")
-        or {"entries": len(entries), "head": entries[-1]["hash"] if entries else None},
+        # the run's journal, without the records of reports written since (this one among
+        # them): a report rendered again months later says the same
+        "journal": {
+            "entries": len(run_entries),
+            "head": run_entries[-1]["hash"] if run_entries else None,
+        },
     }
 
 

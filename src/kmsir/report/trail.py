@@ -2,8 +2,9 @@
 
 A bundle may hold millions of events. They are read once, line by line, decoding only the
 few fields the report counts (time, name, error); the full event is parsed only for the
-events a finding points to, up to a cap. What comes out is small whatever the input: counts
-per hour (or per day over long windows) and category, and the events of interest.
+events a finding points to, up to a cap, and kept ``trimmed`` (a megabyte of user agent in a
+thousand events is a few hundred kilobytes here). What comes out is small whatever the input:
+counts per hour (or per day over long windows) and category, and the events of interest.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,10 @@ _DATA = frozenset(
 )
 #: Past this many hours the chart counts per day.
 _HOURLY_UP_TO = 24 * 31
+#: What an event of interest keeps of each text, list or object, and how deep.
+KEEP_TEXT = 1_000
+KEEP_ITEMS = 50
+KEEP_DEPTH = 20
 
 
 class _Light(msgspec.Struct):
@@ -108,7 +114,7 @@ def read_events(source: Path | bytes, wanted: Iterable[str] = (), *, keep: int =
             for line in _lines(stream):
                 try:
                     event = _decode_light.decode(line)
-                except msgspec.DecodeError:
+                except (msgspec.DecodeError, RecursionError):
                     view.unreadable += 1
                     continue
                 when = str(event.eventTime)
@@ -125,7 +131,7 @@ def read_events(source: Path | bytes, wanted: Iterable[str] = (), *, keep: int =
                 event_id = event.eventID
                 wanted_here = want and isinstance(event_id, str) and event_id in want
                 if wanted_here and len(view.interesting) < keep:
-                    view.interesting[event_id] = msgspec.json.decode(line)
+                    view.interesting[event_id] = trimmed(msgspec.json.decode(line))
     except (OSError, EOFError, zlib.error) as exc:
         view.damaged = f"{type(exc).__name__}: {exc}"[:200]
     view.first, view.last = first, last
@@ -133,6 +139,22 @@ def read_events(source: Path | bytes, wanted: Iterable[str] = (), *, keep: int =
         view.by_bucket.setdefault(hour, Counter())[kind] += n
         view.by_category[kind] += n
     return view
+
+
+def trimmed(value: Any, depth: int = 0) -> Any:
+    """``value`` with every text cut to ``KEEP_TEXT`` characters, every list and object to
+    ``KEEP_ITEMS`` entries and nothing deeper than ``KEEP_DEPTH`` (cuts marked with "…")."""
+    if isinstance(value, str):
+        return value if len(value) <= KEEP_TEXT else value[:KEEP_TEXT] + "\u2026"
+    if isinstance(value, dict | list) and depth >= KEEP_DEPTH:
+        return "\u2026"
+    if isinstance(value, dict):
+        items = islice(value.items(), KEEP_ITEMS)
+        return {trimmed(k): trimmed(v, depth + 1) for k, v in items}
+    if isinstance(value, list):
+        more = [f"\u2026 {len(value) - KEEP_ITEMS} more"] if len(value) > KEEP_ITEMS else []
+        return [trimmed(v, depth + 1) for v in value[:KEEP_ITEMS]] + more
+    return value
 
 
 def _lines(stream: gzip.GzipFile) -> Iterator[bytes]:

@@ -6,7 +6,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from kmsir.trail.events import clip
 from kmsir.trail.findings import Finding, Severity, account_of, actor_of
+
+#: Access keys listed per actor (a forged trail may name any number).
+MAX_KEYS = 20
 
 
 def actors(found: list[Finding], events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -24,12 +28,14 @@ def actors(found: list[Finding], events: Iterable[dict[str, Any]]) -> list[dict[
                 continue
             identity = event.get("userIdentity")
             identity = identity if isinstance(identity, dict) else {}
-            actor = table.setdefault(actor_of(event), _actor(event, identity, finding.severity))
+            who = actor_of(event)
+            actor = table.setdefault(who, _actor(event, identity, finding.severity))
             key = identity.get("accessKeyId")
-            if isinstance(key, str) and key and key not in actor["access_keys"]:
-                actor["access_keys"].append(key)
-            if actor["principal"] not in behind:
-                behind.add(actor["principal"])
+            keys = actor["access_keys"]
+            if isinstance(key, str) and key and key not in keys and len(keys) < MAX_KEYS:
+                keys.append(clip(key, 128))
+            if who not in behind:
+                behind.add(who)
                 actor["findings"] += 1
     return list(table.values())
 
@@ -43,12 +49,13 @@ def _actor(event: dict[str, Any], identity: dict[str, Any], severity: Severity) 
     name = arn.rsplit("/", 1)[-1] if "/" in arn else None  # user/NAME, role/NAME
     user = identity.get("userName") or name if kind == "IAMUser" else None
     role = (issuer or {}).get("userName") or name if kind == "AssumedRole" else None
-    return {
-        "principal": arn,
-        "type": kind,
-        "account": account_of(event),
-        "user": str(user) if user else None,
-        "role": str(role) if role else None,
+    account = account_of(event)
+    return {  # outputs are journaled: text from the event is cut
+        "principal": clip(arn),
+        "type": clip(kind, 64),
+        "account": clip(account, 64) if account else None,
+        "user": clip(str(user)) if user else None,
+        "role": clip(str(role)) if role else None,
         "severity": severity,
         "access_keys": [],
         "findings": 0,

@@ -1,44 +1,176 @@
-"""Lists of CloudTrail events: de-duplicated and sorted, and the counts a responder reads first."""
+"""Lists of CloudTrail events: decoded safely, de-duplicated and sorted, and the counts a
+responder reads first.
+
+Every record is attacker-controlled. ``decode_event`` is the one way a record's JSON becomes an
+event: an object, valid UTF-8 without lone surrogates, at most ``MAX_DEPTH`` levels deep (a
+JSON parser's recursion limit is not a safe bound: msgspec and json raise ``RecursionError``
+near 1,000 levels, earlier when the stack is already deep). A record that is none of these is
+named by the reason it was skipped, never fatal.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
+from datetime import datetime, timezone
 from typing import Any
 
 import msgspec
 
+from kmsir.inert import visible
 
-def dedupe_sorted(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Events unique by event id, sorted by event time."""
-    unique: dict[str, dict[str, Any]] = {}
+#: Deepest nesting kept (CloudTrail's KMS events are under ten levels deep).
+MAX_DEPTH = 100
+#: Longest name, principal or address kept in a summary (outputs are journaled).
+MAX_LABEL = 200
+#: Distinct names, principals and addresses a summary lists (the most frequent).
+MAX_LABELS = 50
+
+_object_decoder = msgspec.json.Decoder(dict[str, Any])
+
+
+def depth(value: Any) -> int:
+    """How deeply lists and objects nest in ``value`` (a scalar is 0), counted without
+    recursion; counting stops just past ``MAX_DEPTH``."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack and deepest <= MAX_DEPTH:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            item = item.values()
+        elif not isinstance(item, list):
+            continue
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in item if isinstance(child, dict | list))
+    return deepest
+
+
+def decode_event(raw: bytes) -> dict[str, Any] | str:
+    """One record's JSON as an event, or why it is none (``record is not valid JSON``...)."""
+    try:
+        event = _object_decoder.decode(raw)
+    except RecursionError:
+        return "record is nested too deeply"
+    except msgspec.ValidationError:
+        return "record is not a JSON object"
+    except msgspec.DecodeError:
+        try:
+            raw.decode()
+        except UnicodeDecodeError:
+            return "record is not valid UTF-8"
+        return "record is not valid JSON"
+    # a record can only nest as deeply as it has brackets: most are checked by two counts
+    if raw.count(b"{") + raw.count(b"[") > MAX_DEPTH and depth(event) > MAX_DEPTH:
+        return "record is nested too deeply"
+    return event
+
+
+def decode_text(text: str) -> dict[str, Any] | str:
+    """``decode_event`` for JSON a service returned as a string (it may hold lone surrogates,
+    which no UTF-8 file, journal or report can store)."""
+    try:
+        raw = text.encode()
+    except UnicodeEncodeError:
+        return "record is not valid Unicode"
+    return decode_event(raw)
+
+
+def event_problem(event: Any) -> str | None:
+    """Why an event assembled from a query's columns cannot be kept, or ``None``."""
+    if not isinstance(event, dict):
+        return "record is not a JSON object"
+    if depth(event) > MAX_DEPTH:
+        return "record is nested too deeply"
+    try:
+        msgspec.json.encode(event)
+    except UnicodeEncodeError:
+        return "record is not valid Unicode"
+    return None
+
+
+def dedupe_sorted(
+    events: list[dict[str, Any]], conflicts: Counter[str] | None = None
+) -> list[dict[str, Any]]:
+    """Events unique by event id, sorted by event time. The same event read twice (two
+    sources, two copies of a file) is kept once; a *different* event under an id already
+    seen is kept too, and counted in ``conflicts``: a forged record must not hide another."""
+    unique: dict[str, list[dict[str, Any]]] = {}
     for event in events:
-        unique.setdefault(str(event.get("eventID") or id(event)), event)
-    return sorted(unique.values(), key=lambda e: str(e.get("eventTime", "")))
+        same_id = unique.setdefault(_id_of(event, id(event)), [])
+        if event not in same_id:
+            if same_id and conflicts is not None:
+                conflicts[DUPLICATE_ID] += 1
+            same_id.append(event)
+    kept = [e for same_id in unique.values() for e in same_id]
+    return sorted(kept, key=lambda e: str(e.get("eventTime", "")))
+
+
+#: How a different event under an event id already seen is counted.
+DUPLICATE_ID = "duplicate eventID with different content (both kept)"
+
+
+def _id_of(event: dict[str, Any], fallback: object) -> str:
+    event_id = event.get("eventID")
+    return event_id if isinstance(event_id, str) and event_id else f"#{fallback}"
+
+
+def one_line(text: str) -> str:
+    """Text from input (a file name, an S3 key, an event id) for one line a person reads:
+    controls, bidi overrides and line breaks shown as escapes, never obeyed."""
+    return visible(text).replace("\n", "\\n").replace("\t", "\\t")
+
+
+def clip(text: str, limit: int = MAX_LABEL) -> str:
+    """``text`` cut to ``limit`` characters, the cut marked."""
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def _top(counts: Counter[str]) -> dict[str, int]:
+    return dict(counts.most_common(MAX_LABELS))
+
+
+def _times(events: list[dict[str, Any]]) -> list[datetime]:
+    found = []
+    for event in events:
+        value = event.get("eventTime")
+        if isinstance(value, str) and len(value) < 64:
+            try:
+                moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                continue
+            found.append(moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc))
+    return found
 
 
 def summarize(events: list[dict[str, Any]]) -> dict[str, Any]:
-    """Counts a responder reads first: names, principals, source IPs, failures."""
+    """Counts a responder reads first: names, principals, source IPs (the ``MAX_LABELS`` most
+    frequent, each cut to ``MAX_LABEL`` characters), failures, first and last event times
+    (events without a valid time count, but cannot be first or last)."""
     names: Counter[str] = Counter()
     principals: Counter[str] = Counter()
     ips: Counter[str] = Counter()
     errors = 0
     for event in events:
-        names[str(event.get("eventName"))] += 1
+        names[clip(str(event.get("eventName")))] += 1
         identity = event.get("userIdentity")
         identity = identity if isinstance(identity, dict) else {}
-        principals[str(identity.get("arn") or identity.get("invokedBy") or "unknown")] += 1
-        ips[str(event.get("sourceIPAddress", "unknown"))] += 1
+        principals[clip(str(identity.get("arn") or identity.get("invokedBy") or "unknown"))] += 1
+        ips[clip(str(event.get("sourceIPAddress", "unknown")))] += 1
         if event.get("errorCode"):
             errors += 1
+    times = _times(events)
     return {
         "count": len(events),
-        "first": str(events[0].get("eventTime")) if events else None,
-        "last": str(events[-1].get("eventTime")) if events else None,
-        "event_names": dict(names.most_common()),
-        "principals": dict(principals.most_common()),
-        "source_ips": dict(ips.most_common()),
+        "first": _iso(min(times)) if times else None,
+        "last": _iso(max(times)) if times else None,
+        "event_names": _top(names),
+        "principals": _top(principals),
+        "source_ips": _top(ips),
         "errors": errors,
     }
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class _Order(msgspec.Struct):
@@ -79,14 +211,20 @@ class _Slim(msgspec.Struct):
 _slim_decoder = msgspec.json.Decoder(_Slim)
 
 
-def order_raw(records: list[bytes]) -> list[bytes]:
-    """Raw events unique by event id and sorted by time, decoding only those two fields."""
-    keyed: dict[str, tuple[str, bytes]] = {}
+def order_raw(records: list[bytes], conflicts: Counter[str] | None = None) -> list[bytes]:
+    """Raw events unique by event id and sorted by time, decoding only those two fields; a
+    different record under an id already seen is kept and counted (see ``dedupe_sorted``)."""
+    keyed: dict[str, list[tuple[str, bytes]]] = {}
     for n, raw in enumerate(records):
         order = _order_decoder.decode(raw)
         event_id = order.eventID if isinstance(order.eventID, str) and order.eventID else f"#{n}"
-        keyed.setdefault(event_id, (str(order.eventTime), raw))
-    return [raw for _, raw in sorted(keyed.values(), key=lambda item: item[0])]
+        same_id = keyed.setdefault(event_id, [])
+        if all(raw != seen for _, seen in same_id):
+            if same_id and conflicts is not None:
+                conflicts[DUPLICATE_ID] += 1
+            same_id.append((str(order.eventTime), raw))
+    ordered = sorted((item for same_id in keyed.values() for item in same_id), key=lambda i: i[0])
+    return [raw for _, raw in ordered]
 
 
 def slim(raw: bytes) -> dict[str, Any]:

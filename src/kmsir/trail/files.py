@@ -5,12 +5,15 @@ are often one event per line (JSON Lines). Every file is decompressed whole (a t
 few MB; memory stays flat in the total input), split into raw records without decoding them,
 and only records that contain one of the key's names as bytes are decoded and matched. Files
 are spread over one process per core. Malformed input (a truncated .gz, a line that is not
-JSON, a record without ``eventTime``) is counted and reported, never fatal, never silent.
+JSON, a record without ``eventTime``, a record that is not an object, is not UTF-8 or nests
+deeper than any parser can follow) is counted and reported, never fatal, never silent, and
+costs only itself: a document that cannot be decoded whole is split record by record.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -21,6 +24,7 @@ from typing import Any
 
 import msgspec
 
+from kmsir.trail.events import decode_event
 from kmsir.trail.match import KeyMatcher
 
 #: File name endings read when a folder is given.
@@ -34,7 +38,6 @@ class _Records(msgspec.Struct):
 
 
 _records_decoder = msgspec.json.Decoder(_Records)
-_event_decoder = msgspec.json.Decoder(dict[str, Any])
 
 
 @dataclass
@@ -47,6 +50,8 @@ class ScanStats:
     records: int = 0
     matched: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
+    #: Kept, but worth a look (a different record under an event id already seen).
+    noted: Counter[str] = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
 
     def add(self, other: ScanStats) -> None:
@@ -57,6 +62,7 @@ class ScanStats:
         self.records += other.records
         self.matched += other.matched
         self.skipped.update(other.skipped)
+        self.noted.update(other.noted)
         room = MAX_PROBLEMS - len(self.problems)
         self.problems.extend(other.problems[: max(room, 0)])
 
@@ -85,13 +91,22 @@ def _decompress(data: bytes) -> bytes:
 
 
 def raw_records(data: bytes, where: str, stats: ScanStats) -> Iterator[bytes]:
-    """The records of one file's JSON, still encoded."""
+    """The records of one file's JSON, still encoded. A line of JSON Lines that is not a whole
+    object comes back as ``b"\\x00"`` and its line number (the caller counts it)."""
     head = data.lstrip()[:20]
     if head.startswith(b"{") and b'"Records"' in data[:4096]:
         try:
             yield from (bytes(r) for r in _records_decoder.decode(data).Records)
             return
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, RecursionError) as exc:
+            # one bad record (invalid escapes, nesting past the parser's limit, a cut) must
+            # not cost the others: cut the array apart without decoding it
+            records, whole = split_records(data)
+            if records is not None:
+                yield from records
+                if not whole:
+                    stats.skip("file ends inside a record (cut short)", where)
+                return
             if data.count(b"\n") <= 1:  # one document that is not valid JSON
                 stats.skip(f"not valid JSON ({str(exc)[:80]})", where)
                 return
@@ -100,6 +115,48 @@ def raw_records(data: bytes, where: str, stats: ScanStats) -> Iterator[bytes]:
         if line:
             whole = line.startswith(b"{") and line.endswith(b"}")
             yield line if whole else b"\x00" + str(number).encode()
+
+
+#: JSON's structure without decoding it: whole strings (escapes included), then brackets,
+#: colons and commas; numbers, literals and white space fall between the matches.
+_TOKENS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}:,]')
+
+
+def split_records(data: bytes) -> tuple[list[bytes] | None, bool]:
+    """The elements of the ``Records`` array of a ``{"Records": [...]}`` document, cut apart
+    by its structure alone (no depth limit, no UTF-8 check), and whether the document was
+    complete. ``None`` when it is no such document (JSON Lines that happen to start alike)."""
+    records: list[bytes] = []
+    level, key, after_key, inside, start, ended = 0, b"", False, False, 0, None
+    found = False
+    for match in _TOKENS.finditer(data):
+        token = match.group()
+        if token[:1] == b'"':
+            key, after_key = (token, False) if level == 1 else (key, after_key)
+        elif token in (b"[", b"{"):
+            level += 1
+            if level == 2 and after_key and token == b"[" and key == b'"Records"':
+                inside, found, start = True, True, match.end()
+            after_key = False
+        elif token in (b"]", b"}"):
+            if inside and level == 2:
+                if data[start : match.start()].strip():
+                    records.append(data[start : match.start()].strip())
+                inside = False
+            level -= 1
+            if level == 0:
+                ended = match.end()
+                break
+        elif token == b",":
+            after_key = False
+            if inside and level == 2:
+                records.append(data[start : match.start()].strip())
+                start = match.end()
+        else:  # ":"
+            after_key = level == 1
+    if not found or (ended is not None and data[ended:].strip()):
+        return None, False
+    return records, ended is not None  # cut short: the records read so far, not the one cut
 
 
 _RECORD_START = b'{"eventVersion"'
@@ -154,21 +211,29 @@ def scan_bytes(
             stats.skip("line is not a whole JSON object", f"{where} line {raw[1:].decode()}")
             continue
         stats.records += 1
+        if not raw.startswith(b"{"):  # a string, number, list or null where a record belongs
+            stats.skip("record is not a JSON object", where)
+            continue
         if not any(needle in raw for needle in needles):
             continue
-        try:
-            candidates.append((raw, _event_decoder.decode(raw)))
-        except msgspec.DecodeError:
-            stats.skip("record is not valid JSON", where)
+        event = decode_event(raw)
+        if isinstance(event, str):
+            stats.skip(event, where)
+        else:
+            candidates.append((raw, event))
     return _keep(candidates, where, matcher, since, until, stats)
 
 
 def _decode_all(records: list[bytes]) -> list[tuple[bytes, dict[str, Any]]] | None:
-    """Decode records cut by the shortcut; ``None`` if any was cut wrongly."""
-    try:
-        return [(raw, _event_decoder.decode(raw)) for raw in records]
-    except msgspec.DecodeError:
-        return None
+    """Decode records cut by the shortcut; ``None`` if any was cut wrongly or is odd (the
+    caller then splits the file properly, and counts what is odd)."""
+    decoded = []
+    for raw in records:
+        event = decode_event(raw)
+        if isinstance(event, str):
+            return None
+        decoded.append((raw, event))
+    return decoded
 
 
 def _keep(

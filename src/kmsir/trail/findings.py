@@ -4,6 +4,9 @@ Rules are small functions over the events sorted by time, registered in ``RULES`
 incident window is the last part of the events (``window_start`` onwards); everything before
 it is the baseline that "new principal", "new IP" and "volume spike" compare against. A failed
 call (``errorCode``) never raises a finding above medium on its own.
+
+Events are attacker-controlled: any field may be missing or of any type, and text from them is
+cut (``clip``) before it goes into a finding, so a megabyte of user agent stays in the event.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
+
+from kmsir.trail.events import clip
 
 Severity = Literal["info", "low", "medium", "high", "critical"]
 SEVERITIES: tuple[Severity, ...] = ("info", "low", "medium", "high", "critical")
@@ -39,6 +44,8 @@ BURST_COUNT = 5
 #: A principal's window rate this many times its baseline rate is a spike.
 SPIKE_FACTOR = 10.0
 SPIKE_MIN_EVENTS = 20
+#: Names (operations, risky statements) a finding lists before saying how many more.
+MAX_LISTED = 20
 
 
 @dataclass(frozen=True)
@@ -72,6 +79,12 @@ class Context:
 
 
 Rule = Callable[[list[dict[str, Any]], Context], Iterator[Finding]]
+
+
+def name_of(event: dict[str, Any]) -> str:
+    """The event name, or ``""`` when it is missing or not text."""
+    name = event.get("eventName")
+    return name if isinstance(name, str) else ""
 
 
 def principal_of(event: dict[str, Any]) -> str:
@@ -114,9 +127,12 @@ def account_of(event: dict[str, Any]) -> str | None:
 
 def event_time(event: dict[str, Any]) -> datetime | None:
     """The event's time (UTC when it names no zone), or ``None`` when it has none."""
+    value = event.get("eventTime")
+    if not isinstance(value, str):
+        return None
     try:
-        moment = datetime.fromisoformat(str(event["eventTime"]).replace("Z", "+00:00"))
-    except (KeyError, ValueError):
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
@@ -127,7 +143,7 @@ def key_account(events: Iterable[dict[str, Any]], key_arn: str | None) -> str | 
         return key_arn.split(":")[4]
     counts: Counter[str] = Counter()
     for event in events:
-        for resource in event.get("resources") or ():
+        for resource in _resources(event):
             if isinstance(resource, dict) and resource.get("type") == "AWS::KMS::Key":
                 arn = str(resource.get("ARN", ""))
                 if arn.count(":") >= 5:
@@ -141,11 +157,16 @@ def key_ids_in(events: Iterable[dict[str, Any]], key_arn: str | None) -> frozens
         return frozenset({key_arn.rsplit(":key/", 1)[1]})
     counts: Counter[str] = Counter()
     for event in events:
-        for resource in event.get("resources") or ():
+        for resource in _resources(event):
             arn = str(resource.get("ARN", "")) if isinstance(resource, dict) else ""
             if ":key/" in arn:
                 counts[arn.rsplit(":key/", 1)[1]] += 1
     return frozenset({counts.most_common(1)[0][0]}) if counts else frozenset()
+
+
+def _resources(event: dict[str, Any]) -> list[Any]:
+    resources = event.get("resources")
+    return resources if isinstance(resources, list) else []
 
 
 def context_for(
@@ -180,9 +201,9 @@ def _finding(
         severity=severity,
         title=title,
         event_ids=ids,
-        event_name=str(first.get("eventName", "")),
-        event_time=str(first.get("eventTime", "")),
-        principal=principal_of(first),
+        event_name=clip(str(first.get("eventName", ""))),
+        event_time=clip(str(first.get("eventTime", ""))),
+        principal=clip(principal_of(first)),
         why=why,
         practice=practice,
         details=details,
@@ -190,7 +211,7 @@ def _finding(
 
 
 def _named(names: set[str]) -> Callable[[dict[str, Any]], bool]:
-    return lambda e: e.get("eventName") in names
+    return lambda e: name_of(e) in names
 
 
 # -- rules ---------------------------------------------------------------------------------
@@ -221,12 +242,12 @@ def deletion_and_disable(events: list[dict[str, Any]], ctx: Context) -> Iterator
         ),
     }
     for event in events:
-        name = str(event.get("eventName"))
+        name = name_of(event)
         if name in table:
             severity, title, why = table[name]
             window = params_of(event).get("pendingWindowInDays")
             if window is not None:
-                why += f" Waiting period: {window} days."
+                why += f" Waiting period: {clip(str(window), 20)} days."
             yield _finding(
                 "key-state",
                 severity,
@@ -241,7 +262,7 @@ def _risky_statements(policy: Any, key_account: str | None) -> list[str]:
     if isinstance(policy, str):
         try:
             policy = json.loads(policy)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past the parser's limit
             return []
     if not isinstance(policy, dict):
         return []
@@ -253,7 +274,7 @@ def _risky_statements(policy: Any, key_account: str | None) -> list[str]:
         principal = statement.get("Principal")
         aws = principal.get("AWS") if isinstance(principal, dict) else principal
         values = aws if isinstance(aws, list) else [aws]
-        sid = statement.get("Sid", "(no Sid)")
+        sid = clip(str(statement.get("Sid", "(no Sid)")), 80)
         if "*" in values and not statement.get("Condition"):
             risky.append(f"{sid}: Principal * without conditions")
         for value in values:
@@ -262,8 +283,8 @@ def _risky_statements(policy: Any, key_account: str | None) -> list[str]:
                 text if text.isdigit() else (text.split(":")[4] if text.count(":") >= 5 else None)
             )
             if account and key_account and account != key_account:
-                risky.append(f"{sid}: outside account {account}")
-    return risky
+                risky.append(f"{sid}: outside account {clip(account, 40)}")
+    return risky[:MAX_LISTED]
 
 
 def policy_changed(events: list[dict[str, Any]], ctx: Context) -> Iterator[Finding]:
@@ -289,9 +310,9 @@ def grant_created(events: list[dict[str, Any]], ctx: Context) -> Iterator[Findin
     """A grant for an outside account, or with broad operations."""
     for event in filter(_named({"CreateGrant"}), events):
         request = params_of(event)
-        grantee = str(request.get("granteePrincipal", ""))
+        grantee = clip(str(request.get("granteePrincipal", "")))
         parts = grantee.split(":")
-        account = parts[4] if len(parts) > 4 else None
+        account = clip(parts[4], 40) if len(parts) > 4 else None
         listed = request.get("operations")
         operations = {str(o) for o in listed} if isinstance(listed, list) else set()
         outside = bool(account and ctx.key_account and account != ctx.key_account)
@@ -306,7 +327,7 @@ def grant_created(events: list[dict[str, Any]], ctx: Context) -> Iterator[Findin
         if not (outside or broad):
             continue
         reasons = ([f"grantee {grantee} is in outside account {account}"] if outside else []) + (
-            [f"broad operations {', '.join(sorted(operations))}"] if broad else []
+            [f"broad operations {_listed(sorted(operations))}"] if broad else []
         )
         yield _finding(
             "grant-created",
@@ -338,8 +359,8 @@ def alias_changed(events: list[dict[str, Any]], ctx: Context) -> Iterator[Findin
     """An alias of the key repointed elsewhere or deleted."""
     for event in filter(_named({"UpdateAlias", "DeleteAlias"}), events):
         request = params_of(event)
-        alias = request.get("aliasName", "an alias")
-        target = str(request.get("targetKeyId") or "")
+        alias = clip(str(request.get("aliasName", "an alias")))
+        target = clip(str(request.get("targetKeyId") or ""))
         if event.get("eventName") == "DeleteAlias":
             why = f"{alias} was deleted: applications that use it stop working."
         elif target.rsplit("/", 1)[-1] in ctx.key_ids:
@@ -377,7 +398,7 @@ def access_denied_bursts(events: list[dict[str, Any]], ctx: Context) -> Iterator
     by_principal: dict[str, list[tuple[datetime, dict[str, Any]]]] = defaultdict(list)
     for event in events:
         moment = event_time(event)
-        if event.get("errorCode") in ACCESS_DENIED and moment is not None:
+        if _text(event.get("errorCode")) in ACCESS_DENIED and moment is not None:
             by_principal[principal_of(event)].append((moment, event))
     for principal, items in by_principal.items():
         items.sort(key=lambda item: item[0])
@@ -393,7 +414,7 @@ def access_denied_bursts(events: list[dict[str, Any]], ctx: Context) -> Iterator
                     "medium",
                     "Bursts of AccessDenied",
                     burst,
-                    f"{principal} was refused {len(burst)} times within "
+                    f"{clip(principal)} was refused {len(burst)} times within "
                     f"{int(BURST_SPAN.total_seconds() // 60)} minutes: someone may be "
                     "probing the key.",
                     "Least-privilege key policies",
@@ -419,28 +440,29 @@ def new_data_principals(events: list[dict[str, Any]], ctx: Context) -> Iterator[
     baseline, window = _split(events, ctx)
     if not baseline:
         return
-    seen = {actor_of(e) for e in baseline if e.get("eventName") in DATA_OPERATIONS}
-    seen_accounts = {account_of(e) for e in baseline if e.get("eventName") in DATA_OPERATIONS}
+    seen = {actor_of(e) for e in baseline if name_of(e) in DATA_OPERATIONS}
+    seen_accounts = {account_of(e) for e in baseline if name_of(e) in DATA_OPERATIONS}
     fresh: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for event in window:
-        if event.get("eventName") in DATA_OPERATIONS and actor_of(event) not in seen:
+        if name_of(event) in DATA_OPERATIONS and actor_of(event) not in seen:
             fresh[actor_of(event)].append(event)
     for principal, items in fresh.items():
         account = account_of(items[0])
         new_account = account not in seen_accounts
         outside = bool(account and ctx.key_account and account != ctx.key_account)
         severity: Severity = "high" if (new_account or outside) else "medium"
+        shown = clip(str(account), 40)
         where = (
-            f"from outside account {account}"
+            f"from outside account {shown}"
             if outside
-            else (f"from account {account}, not seen before" if new_account else "not seen before")
+            else (f"from account {shown}, not seen before" if new_account else "not seen before")
         )
         yield _finding(
             "new-data-principal",
             severity,
             "Data key use by a new principal",
             items,
-            f"{principal} ({where}) made {len(items)} data call(s) on the key during "
+            f"{clip(principal)} ({where}) made {len(items)} data call(s) on the key during "
             "the incident window.",
             "Least-privilege key policies",
         )
@@ -454,10 +476,10 @@ def volume_spikes(events: list[dict[str, Any]], ctx: Context) -> Iterator[Findin
         return
     base_span = max((ctx.window_start - min(times)).total_seconds(), 3600.0)
     window_span = max((max(times) - ctx.window_start).total_seconds(), 3600.0)
-    base = Counter(actor_of(e) for e in baseline if e.get("eventName") in DATA_OPERATIONS)
+    base = Counter(actor_of(e) for e in baseline if name_of(e) in DATA_OPERATIONS)
     recent: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for event in window:
-        if event.get("eventName") in DATA_OPERATIONS:
+        if name_of(event) in DATA_OPERATIONS:
             recent[actor_of(event)].append(event)
     for principal, items in recent.items():
         if principal not in base or len(items) < SPIKE_MIN_EVENTS:
@@ -469,7 +491,7 @@ def volume_spikes(events: list[dict[str, Any]], ctx: Context) -> Iterator[Findin
                 "medium",
                 "Spike in data calls",
                 items,
-                f"{principal} made {len(items)} data calls in the window, "
+                f"{clip(principal)} made {len(items)} data calls in the window, "
                 f"{factor:.0f}x its baseline rate.",
                 None,
                 factor=round(factor, 1),
@@ -485,12 +507,13 @@ def new_sources(events: list[dict[str, Any]], ctx: Context) -> Iterator[Finding]
         ("sourceIPAddress", "New source IP"),
         ("userAgent", "New user agent"),
     ):
-        seen = {e.get(field_name) for e in baseline}
+        # compared as text: a forged address or user agent may be an object or a list
+        seen = {_text(e.get(field_name)) for e in baseline}
         fresh: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for event in window:
-            value = event.get(field_name)
+            value = _text(event.get(field_name))
             if value and value not in seen:
-                fresh[str(value)].append(event)
+                fresh[value].append(event)
         for value, items in fresh.items():
             yield _finding(
                 "new-source",
@@ -500,6 +523,22 @@ def new_sources(events: list[dict[str, Any]], ctx: Context) -> Iterator[Finding]
                 f"{len(items)} call(s) came from {field_name} {value[:120]!r}, "
                 "not seen before the incident window.",
             )
+
+
+def _text(value: Any) -> str:
+    """A field compared or shown as text: ``""`` for none, JSON for an object or a list."""
+    if value is None or isinstance(value, str):
+        return value or ""
+    try:
+        return json.dumps(value, sort_keys=True)
+    except (TypeError, ValueError, RecursionError):
+        return str(value)
+
+
+def _listed(items: list[str]) -> str:
+    """Names for a sentence: the first ``MAX_LISTED``, each cut, then how many more."""
+    shown = ", ".join(clip(i, 60) for i in items[:MAX_LISTED])
+    return shown + (f" and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else "")
 
 
 RULES: dict[str, Rule] = {
