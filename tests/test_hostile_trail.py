@@ -743,6 +743,9 @@ def test_report_counts_what_it_could_not_read(reports: dict[str, str]) -> None:
     skipped = context_["trail"]["skipped"]
     assert sum(skipped.values()) >= 5, skipped  # not objects, too deep, bad UTF-8...
     assert any("nested" in reason for reason in skipped)
+    for fmt in ("md", "html"):  # and both reports say so: nothing dropped silently
+        assert "Not among these events (could not be read): " in reports[fmt]
+        assert "nested" in reports[fmt].split("Not among these events", 1)[1][:2000]
 
 
 @pytest.mark.parametrize("fmt", ["md", "html"])

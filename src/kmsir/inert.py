@@ -31,3 +31,11 @@ def visible(text: str) -> str:
 def has_hidden(text: str) -> bool:
     """True when ``visible`` would change ``text``."""
     return any(ord(c) in _ESCAPES for c in text)
+
+
+def one_line(text: str, limit: int | None = None) -> str:
+    """``text`` as one inert line: ``visible``, with line breaks and tabs written as escapes
+    too; at most ``limit`` characters when given (the cut marked with ``...``)."""
+    head = text if limit is None else text[: limit + 1]
+    flat = visible(head).replace("\n", "\\n").replace("\t", "\\t")
+    return flat if limit is None or len(flat) <= limit else flat[: limit - 3] + "..."

@@ -43,9 +43,10 @@ from kmsir.actions.trail_query import (
 )
 from kmsir.actions.trail_s3 import scan_bucket
 from kmsir.errors import ActionError, AwsError
+from kmsir.inert import one_line
 from kmsir.trail import files
 from kmsir.trail.actors import actors
-from kmsir.trail.events import decode_event, decode_text, dedupe_sorted, one_line, summarize
+from kmsir.trail.events import decode_event, decode_text, dedupe_sorted, summarize
 from kmsir.trail.findings import context_for, event_time, findings
 from kmsir.trail.match import KeyMatcher
 from kmsir.values import duration_seconds, is_region, parse_time, time_parameter

@@ -19,7 +19,8 @@ from typing import Any, Literal
 from kmsir.actions.aws import aws_errors
 from kmsir.actions.base import ActionContext
 from kmsir.errors import ActionError
-from kmsir.trail.events import decode_text, event_problem, one_line
+from kmsir.inert import one_line
+from kmsir.trail.events import decode_text, event_problem
 
 #: Told about each row that is no usable event: the reason, and where it was.
 Skip = Callable[[str, str], None]

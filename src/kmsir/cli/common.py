@@ -23,7 +23,7 @@ from typer.core import TyperGroup
 
 from kmsir import __version__
 from kmsir.errors import KmsirError, PlaybookError, UsageError
-from kmsir.inert import visible
+from kmsir.inert import one_line, visible
 
 if TYPE_CHECKING:
     from kmsir.actions.aws import ClientFactory
@@ -78,8 +78,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def err(message: str) -> None:
-    """One message on stderr, its control characters shown as escapes (it may quote input)."""
-    print(visible(message), file=sys.stderr)
+    """One line on stderr, its control characters and line breaks shown as escapes (it may
+    quote input)."""
+    print(one_line(message), file=sys.stderr)
 
 
 def say(message: str) -> None:
@@ -302,6 +303,7 @@ def prompter_for(scripted: dict[str, Any], source: str, *, yes: bool) -> Any:
 
 
 def write_out(path: Path, text: str) -> None:
+    """Write ``text`` to a file the user named; one line naming it when that fails."""
     try:
         path.write_text(text)
     except OSError as exc:

@@ -52,8 +52,9 @@ def cloudtrail_scan(
     import json
     from datetime import timedelta
 
+    from kmsir.inert import one_line
     from kmsir.trail import files
-    from kmsir.trail.events import one_line, order_raw, slim
+    from kmsir.trail.events import order_raw, slim
     from kmsir.trail.findings import context_for, event_time, findings
     from kmsir.trail.match import KeyMatcher
     from kmsir.values import duration_seconds, is_kms_key_reference, parse_time
@@ -113,7 +114,7 @@ def cloudtrail_scan(
 def _write_lines(out: Path | None, records: list[bytes]) -> None:
     """Matched events, one a line, to ``out`` or stdout, without building one big string.
     The bytes are the trail's own, except on a terminal (see ``_for_terminal``)."""
-    from kmsir.trail.events import one_line
+    from kmsir.inert import one_line
 
     try:
         handle = sys.stdout.buffer if out is None else out.open("wb")
@@ -156,7 +157,7 @@ def _scan_summary(stats: Any, matched: int, found: list[Any]) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from kmsir.trail.events import one_line
+    from kmsir.inert import one_line
 
     table = Table(title="kmsir cloudtrail scan", show_header=False)
     table.add_row("files", f"{stats.files:,}")

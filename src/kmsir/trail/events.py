@@ -16,8 +16,6 @@ from typing import Any
 
 import msgspec
 
-from kmsir.inert import visible
-
 #: Deepest nesting kept (CloudTrail's KMS events are under ten levels deep).
 MAX_DEPTH = 100
 #: Longest name, principal or address kept in a summary (outputs are journaled).
@@ -111,12 +109,6 @@ DUPLICATE_ID = "duplicate eventID with different content (both kept)"
 def _id_of(event: dict[str, Any], fallback: object) -> str:
     event_id = event.get("eventID")
     return event_id if isinstance(event_id, str) and event_id else f"#{fallback}"
-
-
-def one_line(text: str) -> str:
-    """Text from input (a file name, an S3 key, an event id) for one line a person reads:
-    controls, bidi overrides and line breaks shown as escapes, never obeyed."""
-    return visible(text).replace("\n", "\\n").replace("\t", "\\t")
 
 
 def clip(text: str, limit: int = MAX_LABEL) -> str:
