@@ -20,12 +20,25 @@ from kmsir.errors import AwsError, CheckModeRefusal, UsageError
 if TYPE_CHECKING:
     import boto3
 
+#: Attempts botocore makes at one call (the first and its retries), with standard-mode backoff.
+MAX_ATTEMPTS = 5
 #: HTTP connections per client: enough for the concurrent snapshot of many keys.
 MAX_POOL_CONNECTIONS = 32
 #: Operations that only read, by botocore operation name prefix; everything else mutates.
 READ_ONLY_PREFIXES = ("Describe", "Get", "List", "Lookup")
 #: Operations that look read-only by name but change state or hand out material.
 NOT_READ_ONLY = frozenset({"GetParametersForImport"})
+
+
+#: Operations that must not be sent again blindly: a second one that reaches AWS changes state
+#: again (a second on-demand rotation). After an attempt whose response was lost, botocore does
+#: not retry them; the action reads AWS's state to learn whether the first one took effect.
+NOT_IDEMPOTENT = frozenset({"RotateKeyOnDemand"})
+#: ``AwsError`` codes of a call whose request may have been carried out although no response
+#: came back (read timeout, connection closed while waiting for the answer).
+RESPONSE_LOST = frozenset({"ReadTimeoutError", "ConnectionClosedError"})
+#: Error codes of expired temporary credentials: the run can go on with fresh ones.
+EXPIRED_CREDENTIALS = frozenset({"ExpiredToken", "ExpiredTokenException"})
 
 
 def is_read_only(operation: str) -> bool:
@@ -97,7 +110,9 @@ class ClientFactory:
             from botocore.config import Config
 
             config = Config(
-                retries={"mode": "standard", "max_attempts": 5},
+                # botocore reads "max_attempts" as retries after the first attempt (6 in
+                # all): "total_max_attempts" is the number of attempts, first one included.
+                retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
                 user_agent_extra=f"kmsir/{__version__}",
                 connect_timeout=10,
                 read_timeout=60,
@@ -174,12 +189,31 @@ class ClientFactory:
                 )
             )
 
+        def no_blind_resend(
+            operation: Any, caught_exception: Exception | None = None, **_: Any
+        ) -> bool | None:
+            # False stops botocore's retry (its own handler, registered after this one, would
+            # answer with a delay); None leaves the decision to it.
+            if operation.name in NOT_IDEMPOTENT and _response_lost(caught_exception):
+                return False
+            return None
+
         events.register("provide-client-params", keep_params)
+        events.register_first(
+            f"needs-retry.{client.meta.service_model.service_id.hyphenize()}", no_blind_resend
+        )
         events.register("before-call", check_mode_guard)
         events.register("before-call", intent)
         events.register("after-call", record)
         if self.guard_send:
             refuse_transport(client)
+
+
+def _response_lost(exc: Exception | None) -> bool:
+    """True for a failed attempt that may have reached AWS and been carried out."""
+    from botocore.exceptions import ConnectionClosedError, ReadTimeoutError
+
+    return isinstance(exc, ConnectionClosedError | ReadTimeoutError)
 
 
 def refuse_transport(client: Any) -> None:
@@ -206,12 +240,22 @@ class _RefusingHttpSession:
         """Nothing to close."""
 
 
+@dataclass
+class Sent:
+    """What ``aws_errors`` learnt of the call in its block, for an action that handles the
+    error itself."""
+
+    #: AWS's answer came to a retry: an earlier attempt of the same call may have been
+    #: carried out before its response was lost (a refusal then may mean "already done").
+    retried: bool = False
+
+
 @contextlib.contextmanager
-def aws_errors(what: str, *, service: str = "kms") -> Iterator[None]:
+def aws_errors(what: str, *, service: str = "kms") -> Iterator[Sent]:
     """Translate botocore errors raised inside the block into one-line ``AwsError``s.
 
     ``what`` names the operation and resource (``DisableKey on key 1234...``). An
-    AccessDenied names the IAM action that was missing.
+    AccessDenied names the IAM action that was missing; expired credentials say how to go on.
     """
     from botocore.exceptions import (
         BotoCoreError,
@@ -220,9 +264,11 @@ def aws_errors(what: str, *, service: str = "kms") -> Iterator[None]:
         NoRegionError,
     )
 
+    sent = Sent()
     try:
-        yield
+        yield sent
     except ClientError as exc:
+        sent.retried = bool(exc.response.get("ResponseMetadata", {}).get("RetryAttempts"))
         error = exc.response.get("Error", {})
         code = str(error.get("Code", "Unknown"))
         message = str(error.get("Message", "")).strip().splitlines()[0:1]
@@ -230,7 +276,12 @@ def aws_errors(what: str, *, service: str = "kms") -> Iterator[None]:
         detail = f"{what}: AWS {code}"
         if message:
             detail += f": {message[0][:300]}"
-        if code in ("AccessDeniedException", "AccessDenied", "UnauthorizedOperation"):
+        if code in EXPIRED_CREDENTIALS:
+            detail += (
+                " (the AWS credentials expired: refresh them, then continue the run with "
+                "kmsir resume)"
+            )
+        elif code in ("AccessDeniedException", "AccessDenied", "UnauthorizedOperation"):
             if "explicit deny" in detail.lower():
                 detail += " (an explicit Deny applies to you: see the key policy)"
             else:

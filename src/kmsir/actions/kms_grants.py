@@ -18,7 +18,7 @@ from kmsir.actions.kmskeys import (
     target,
     typed_confirmation,
 )
-from kmsir.errors import ActionError
+from kmsir.errors import AwsError
 from kmsir.values import parse_time, time_parameter
 
 
@@ -190,13 +190,16 @@ class RevokeGrants(Action[RevokeGrantsParams]):
         for grant in chosen:
             grant_id = grant["GrantId"]
             try:
-                with aws_errors(f"RevokeGrant {grant_id} on {info.key_id}"):
+                with aws_errors(f"RevokeGrant {grant_id} on {info.key_id}") as call:
                     kms.revoke_grant(KeyId=info.key_id, GrantId=grant_id)
-            except ActionError as exc:
-                if getattr(exc, "code", "") != "NotFoundException":
+            except AwsError as exc:
+                if exc.code != "NotFoundException":
                     raise
-                gone.append(grant_id)  # revoked by someone else in the meantime
-                continue
+                if not call.retried:
+                    gone.append(grant_id)  # revoked by someone else in the meantime
+                    continue
+                # the answer to botocore's retry: the first attempt revoked the grant and
+                # only its response was lost
             revoked.append(grant_id)
         remaining = [g["GrantId"] for g in list_all_grants(ctx, info.key_id, region=info.region)]
         # Grant changes are eventually consistent: one still listed is reported, not an error.

@@ -8,6 +8,8 @@ AWS reports, not the one we hoped for.
 from __future__ import annotations
 
 import dataclasses
+import functools
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
@@ -24,7 +26,7 @@ from kmsir.actions.kmskeys import (
     target,
     typed_confirmation,
 )
-from kmsir.errors import ActionError
+from kmsir.errors import ActionError, AwsError
 
 PENDING = ("PendingDeletion", "PendingReplicaDeletion")
 
@@ -198,10 +200,14 @@ class ScheduleDeletion(Action[ScheduleDeletionParams]):
         if info.multi_region_role == "PRIMARY" and info.replica_arns:
             scheduled += [a for a in self._replicas(ctx, info, params) if a not in scheduled]
         kms = ctx.clients.client("kms", info.region)
-        with aws_errors(f"ScheduleKeyDeletion on {info.key_id}"):
-            kms.schedule_key_deletion(
+        _send(
+            ctx,
+            f"ScheduleKeyDeletion on {info.key_id}",
+            lambda: kms.schedule_key_deletion(
                 KeyId=info.key_id, PendingWindowInDays=params.pending_window_days
-            )
+            ),
+            lambda: describe(ctx, info.arn).state in PENDING,
+        )
         return self._scheduled(_changed(ctx, info, extra={"replicas_scheduled": scheduled}))
 
     @staticmethod
@@ -257,10 +263,17 @@ class ScheduleDeletion(Action[ScheduleDeletionParams]):
             replica = describe(ctx, arn, region=region)
             if replica.state in PENDING:
                 continue
-            with aws_errors(f"ScheduleKeyDeletion on replica {arn}"):
-                ctx.clients.client("kms", region).schedule_key_deletion(
-                    KeyId=arn, PendingWindowInDays=params.pending_window_days
-                )
+            kms = ctx.clients.client("kms", region)
+            _send(
+                ctx,
+                f"ScheduleKeyDeletion on replica {arn}",
+                functools.partial(
+                    kms.schedule_key_deletion,
+                    KeyId=arn,
+                    PendingWindowInDays=params.pending_window_days,
+                ),
+                functools.partial(_pending, ctx, arn, region),
+            )
             scheduled.append(arn)
         return scheduled
 
@@ -301,8 +314,12 @@ class CancelDeletion(Action[KeyParams]):
                 ctx, info, f"{info.key_id} is not pending deletion ({info.state}): nothing sent"
             )
         ctx.changing(info.summary)
-        with aws_errors(f"CancelKeyDeletion on {info.key_id}"):
-            ctx.clients.client("kms", info.region).cancel_key_deletion(KeyId=info.key_id)
+        _send(
+            ctx,
+            f"CancelKeyDeletion on {info.key_id}",
+            lambda: ctx.clients.client("kms", info.region).cancel_key_deletion(KeyId=info.key_id),
+            lambda: describe(ctx, info.arn).state not in PENDING,
+        )
         return _changed(ctx, info)
 
 
@@ -384,6 +401,28 @@ class TagKey(Action[TagParams]):
 
 
 # -- helpers -------------------------------------------------------------------------------
+
+
+def _send(
+    ctx: ActionContext, what: str, call: Callable[[], Any], took_effect: Callable[[], bool]
+) -> None:
+    """Send a state change that AWS refuses to repeat (KMSInvalidStateException: the key is
+    no longer in a state that allows it).
+
+    When that refusal answers botocore's retry of the call, and the key is now as the call
+    wanted, the earlier attempt was carried out and only its response was lost: the change
+    is made, not failed.
+    """
+    try:
+        with aws_errors(what) as sent:
+            call()
+    except AwsError as exc:
+        if not (sent.retried and exc.code == "KMSInvalidStateException" and took_effect()):
+            raise
+
+
+def _pending(ctx: ActionContext, arn: str, region: str) -> bool:
+    return describe(ctx, arn, region=region).state in PENDING
 
 
 def _already(info: KeyInfo, summary: str, *, until: str | None = None) -> Outcome:

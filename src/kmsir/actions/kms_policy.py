@@ -224,11 +224,16 @@ class _PolicyChange(Action[Any]):
             "policy-after.json",
             {"PolicyName": "default", "Policy": json.dumps(stored), "ReadBack": read_back},
         )
+        unread = (
+            ""
+            if read_back
+            else "; reading it back was refused (AccessDenied): the policy kept is the one sent"
+        )
         return Outcome(
             outputs=outputs,
             summary=f"{plan.info.key_id}: policy changed ({len(before['statements'])} -> "
             f"{len(statements(stored))} statements); can still manage it: "
-            f"{', '.join(plan.check.able)}",
+            f"{', '.join(plan.check.able)}{unread}",
             before=before,
             after={"key_id": plan.info.key_id, "statements": _sids(stored)},
         )

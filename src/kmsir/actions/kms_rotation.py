@@ -10,10 +10,10 @@ from typing import Any
 
 from pydantic import Field
 
-from kmsir.actions.aws import aws_errors
+from kmsir.actions.aws import RESPONSE_LOST, aws_errors
 from kmsir.actions.base import Action, ActionContext, Outcome, Preview
 from kmsir.actions.kmskeys import KeyInfo, KeyParams, list_all, target
-from kmsir.errors import ActionError
+from kmsir.errors import ActionError, AwsError
 
 
 class RotationParams(KeyParams):
@@ -134,8 +134,14 @@ class RotateNow(Action[KeyParams]):
             before = counted
         else:
             ctx.changing({"key_id": info.key_id, "rotations": before})
-            with aws_errors(f"RotateKeyOnDemand on {info.key_id}"):
-                ctx.clients.client("kms", info.region).rotate_key_on_demand(KeyId=info.key_id)
+            try:
+                with aws_errors(f"RotateKeyOnDemand on {info.key_id}"):
+                    ctx.clients.client("kms", info.region).rotate_key_on_demand(KeyId=info.key_id)
+            except AwsError as exc:
+                # botocore does not re-send it after a lost response (a second one would
+                # rotate again): AWS's state tells whether this one was carried out
+                if exc.code not in RESPONSE_LOST or not _rotated_since(ctx, info, before):
+                    raise
         rotations = list_all(ctx, "ListKeyRotations", "Rotations", info.key_id, region=info.region)
         ctx.write_json("rotations-after.json", {"Rotations": rotations})
         return Outcome(
@@ -162,6 +168,12 @@ def _rotatable(ctx: ActionContext, key: str, action: str) -> KeyInfo:
             f"rotate in AWS KMS (this one is {info.key_spec}, origin {info.origin})"
         )
     return info
+
+
+def _rotated_since(ctx: ActionContext, info: KeyInfo, count: int) -> bool:
+    """True when the key rotated on demand since it had ``count`` rotations, or is rotating."""
+    rotations = list_all(ctx, "ListKeyRotations", "Rotations", info.key_id, region=info.region)
+    return len(rotations) > count or _rotating(ctx, info)
 
 
 def _rotating(ctx: ActionContext, info: KeyInfo) -> bool:
