@@ -347,3 +347,19 @@ def test_a_finished_run_without_its_manifest_is_a_note(tmp_path: Path) -> None:
     assert checked.notes == [
         "manifest.json: missing though the run finished; kmsir resume writes it"
     ]
+
+
+def test_a_change_answered_with_a_server_error_may_have_been_made() -> None:
+    """Resume re-checks a change AWS answered with a 5xx (it may have been carried out), and
+    trusts a 4xx (refused: nothing was done)."""
+
+    def call(n: int, status: int | None) -> list[dict[str, Any]]:
+        intent = {"type": "api-intent", "data": {"call": n, "operation": "DisableKey"}}
+        if status is None:
+            return [intent]  # no answer came (a reset, a timeout, a crash)
+        code = None if status < 300 else "X"
+        result = {"call": n, "http_status": status, "error_code": code}
+        return [intent, {"type": "api-call", "data": result}]
+
+    entries = [*call(1, 200), *call(2, 400), *call(3, 503), *call(4, None), *call(5, 500)]
+    assert [e["data"]["call"] for e in evidence.sent_intents(entries)] == [1, 3, 4, 5]

@@ -236,12 +236,7 @@ CALL_OUTCOMES: dict[tuple[str, str, str], str] = {
 }
 #: Known defects outside the files these tests cover: (action, operation, fault) -> why.
 #: Strict: once fixed, the case passes and the mark must go.
-KNOWN: dict[tuple[str, str, str], str] = {
-    ("cloudtrail.collect", "LookupEvents", "throttle"): (
-        "cloudtrail._throttled retries throttling on top of botocore (6 x 5 attempts a page, "
-        "with real sleeps): one retry layer is botocore's"
-    ),
-}
+KNOWN: dict[tuple[str, str, str], str] = {}
 
 
 def outcome(action: str, operation: str, call: int, variant: str) -> str:
@@ -708,11 +703,6 @@ def test_on_error_continue_goes_on_to_the_next_step(
     assert integrity.verify(outcome_.bundle) == []
 
 
-@pytest.mark.xfail(
-    reason="steps.py _with_retries re-runs the action with the ctx.earlier_attempt of before "
-    "the step started: the retry does not know the failed attempt already sent DisableKey",
-    strict=True,
-)
 def test_a_step_retry_after_the_change_was_made_reports_the_change(
     moto: Moto, layer: FaultLayer
 ) -> None:

@@ -547,11 +547,6 @@ def test_a_failing_run_writes_no_secret(
     assert net.refused == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="kmsir.actions.aws writes request parameters and botocore's validation message "
-    "verbatim: sensitive members (Plaintext...) and quoted values must be redacted there",
-)
 @pytest.mark.parametrize("carry", ["plaintext-as-text", "malformed-context"])
 def test_a_request_carrying_the_plaintext_writes_no_secret(
     carry: str, probes: Seen, tmp_path: Path

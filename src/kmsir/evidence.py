@@ -340,7 +340,9 @@ def inputs_in_effect(entries: list[dict[str, Any]]) -> dict[str, Any]:
 
 def sent_intents(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The ``api-intent`` entries of state-changing calls that AWS did not refuse: those with
-    a 2xx result, and those whose result was never journaled (the run stopped in between)."""
+    a 2xx result, those whose result was never journaled (the run stopped in between, or no
+    answer came), and those AWS answered with a server error (5xx), after which it may or may
+    not have made the change. Only a 4xx answer says nothing was done."""
     intents: dict[tuple[int, Any], dict[str, Any]] = {}
     refused: set[int] = set()
     segment = 0  # call numbers restart in each process: pair intents and results within one
@@ -352,7 +354,7 @@ def sent_intents(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
             intents[(segment, data.get("call"))] = entry
         elif entry.get("type") == "api-call" and (segment, data.get("call")) in intents:
             status = data.get("http_status") or 0
-            if data.get("error_code") or not 200 <= status < 300:
+            if 400 <= status < 500:
                 refused.add(id(intents[(segment, data.get("call"))]))
     return [e for e in intents.values() if id(e) not in refused]
 

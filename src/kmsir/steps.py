@@ -46,11 +46,18 @@ SCRIPTED_RETRIES = 3
 RETRYABLE = frozenset(
     {
         "ThrottlingException",
+        "Throttling",  # IAM and STS
         "KMSInternalException",
         "DependencyTimeoutException",
         "ServiceUnavailable",
+        "ServiceFailure",  # IAM
         "InternalFailure",
         "RequestLimitExceeded",
+        # a bare HTTP error with no AWS error code (a load balancer's page)
+        "500",
+        "502",
+        "503",
+        "504",
     }
 )
 
@@ -204,8 +211,7 @@ class StepRunner:
                 choice = self._after_failure(step, message, context)
                 if choice == "retry":
                     # what the failed attempt changed or was told carries over to the retry
-                    entries = read_journal(self.bundle.root / JOURNAL).entries
-                    ctx.earlier_attempt = _earlier_attempt(step_states(entries).get(step.id))
+                    ctx.earlier_attempt = self._earlier(step)
                     continue
                 if choice == "skip":
                     return self.skip(step, "skipped after failure")
@@ -231,6 +237,11 @@ class StepRunner:
             step=step.id,
         )
         return StepRecord(step.id, step.title, outcome.status, outcome.summary)
+
+    def _earlier(self, step: Step) -> EarlierAttempt | None:
+        """What this step's attempts so far did, read back from the journal."""
+        entries = read_journal(self.bundle.root / JOURNAL).entries
+        return _earlier_attempt(step_states(entries).get(step.id))
 
     def _lock_keys(self, step: Step, preview: Preview) -> None:
         """Hold the lock of each key the step is about to change (the key ARNs its preview
@@ -410,6 +421,9 @@ class StepRunner:
                 self.bundle.append(
                     "step-retry", {"attempt": attempt, "error": str(exc)}, step=step.id
                 )
+                # what the failed attempt changed carries over: a retry must not take a change
+                # it made itself for "already so"
+                ctx.earlier_attempt = self._earlier(step)
                 self.sleep(min(2.0**attempt, 30.0))
 
     def skip(self, step: Step, reason: str, *, status: str = "skipped") -> StepRecord:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -141,8 +142,11 @@ class ClientFactory:
         service = client.meta.service_model.service_name
         region = client.meta.region_name
 
-        def keep_params(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
-            context["kmsir_params"] = dict(params)
+        def keep_params(
+            params: dict[str, Any], model: Any, context: dict[str, Any], **_: Any
+        ) -> None:
+            # what the journal records of the request: never a secret it carries
+            context["kmsir_params"] = redacted(params, model.input_shape)
 
         def check_mode_guard(model: Any, **_: Any) -> None:
             if self.check_mode and not is_read_only(model.name):
@@ -216,6 +220,23 @@ def _response_lost(exc: Exception | None) -> bool:
     return isinstance(exc, ConnectionClosedError | ReadTimeoutError)
 
 
+def redacted(value: Any, shape: Any) -> Any:
+    """``value`` (request parameters) as the journal may keep it: every member botocore's model
+    marks sensitive (a Plaintext, a secret key) replaced by its size, at any depth."""
+    if shape is None:
+        return value
+    if shape.metadata.get("sensitive"):
+        size = len(value) if isinstance(value, str | bytes | bytearray) else None
+        return "<sensitive>" if size is None else f"<sensitive, {size} bytes>"
+    if shape.type_name == "structure" and isinstance(value, dict):
+        return {k: redacted(v, shape.members.get(k)) for k, v in value.items()}
+    if shape.type_name == "list" and isinstance(value, list):
+        return [redacted(v, shape.member) for v in value]
+    if shape.type_name == "map" and isinstance(value, dict):
+        return {k: redacted(v, shape.value) for k, v in value.items()}
+    return value
+
+
 def refuse_transport(client: Any) -> None:
     """Make ``client`` refuse anything that would go on the wire (the sandbox's guard).
 
@@ -262,6 +283,7 @@ def aws_errors(what: str, *, service: str = "kms") -> Iterator[Sent]:
         ClientError,
         NoCredentialsError,
         NoRegionError,
+        ParamValidationError,
     )
 
     sent = Sent()
@@ -293,6 +315,14 @@ def aws_errors(what: str, *, service: str = "kms") -> Iterator[Sent]:
         raise UsageError(
             "no AWS credentials found: set AWS_PROFILE or use --profile "
             "(or try it with --sandbox, which needs no account)"
+        ) from None
+    except ParamValidationError as exc:
+        # botocore's message quotes the values, which may be secrets: name the parameters
+        names = sorted(set(re.findall(r"parameter ([\w.\[\]]+)", str(exc)))) or ["?"]
+        raise AwsError(
+            f"{what}: refused before sending: invalid parameter {', '.join(names)}",
+            code="ParamValidationError",
+            operation="",
         ) from None
     except BotoCoreError as exc:
         raise AwsError(f"{what}: {exc}", code=type(exc).__name__, operation="") from None

@@ -42,7 +42,7 @@ from kmsir.actions.trail_query import (
     lake_sql,
 )
 from kmsir.actions.trail_s3 import scan_bucket
-from kmsir.errors import ActionError, AwsError
+from kmsir.errors import ActionError
 from kmsir.inert import one_line
 from kmsir.trail import files
 from kmsir.trail.actors import actors
@@ -53,8 +53,6 @@ from kmsir.values import duration_seconds, is_region, parse_time, time_parameter
 
 #: LookupEvents is limited to 2 requests per second per account per Region.
 LOOKUP_RATE_PER_SECOND = 2.0
-#: Attempts at a throttled LookupEvents page before giving up.
-THROTTLE_ATTEMPTS = 6
 #: Actors behind the findings that the findings step lists in its outputs.
 MAX_ACTORS = 20
 #: Skipped records named in the journal (the rest are counted).
@@ -341,7 +339,7 @@ def _lookup(
         }
         if token:
             request["NextToken"] = token
-        page = _throttled(limiter, client.lookup_events, request, resource_name)
+        page = _paced(limiter, client.lookup_events, request, resource_name)
         pages += 1
         ctx.reporter.progress(f"CloudTrail pages ({region})", pages)
         for n, item in enumerate(page.get("Events", [])):
@@ -356,20 +354,14 @@ def _lookup(
             return
 
 
-def _throttled(
+def _paced(
     limiter: RateLimiter, call: Callable[..., Any], request: dict[str, Any], what: str
 ) -> Any:
-    """One LookupEvents call, paced by the limiter, retrying throttling with backoff."""
-    for attempt in range(THROTTLE_ATTEMPTS):
-        limiter.wait()
-        try:
-            with aws_errors(f"LookupEvents for {what}", service="cloudtrail"):
-                return call(**request)
-        except AwsError as exc:
-            if exc.code != "ThrottlingException" or attempt == THROTTLE_ATTEMPTS - 1:
-                raise
-            time.sleep(min(2.0**attempt, 20.0))
-    raise AssertionError("unreachable")
+    """One LookupEvents call, paced by the limiter (2 a second per Region, client-side);
+    throttling that still happens is retried by botocore, the one retry layer."""
+    limiter.wait()
+    with aws_errors(f"LookupEvents for {what}", service="cloudtrail"):
+        return call(**request)
 
 
 class FindingsParams(Params):
