@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import itertools
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -36,6 +37,9 @@ InputType = Literal[
 ]
 KebabId = Annotated[str, Field(pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$", max_length=64)]
 StepId = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*(-[a-z0-9_]+)*$", max_length=48)]
+
+#: Most problems (or warnings) reported for one playbook; the rest are summed up in one line.
+MAX_PROBLEMS = 50
 
 #: Action catalog the validator needs: action name -> its parameters model.
 ActionCatalog = Mapping[str, type[BaseModel]]
@@ -125,11 +129,26 @@ def from_document(
     try:
         playbook = Playbook.model_validate(document.data)
     except ValidationError as exc:
-        raise PlaybookError(list(_pydantic_problems(exc, document))) from None
-    problems = list(_check_semantics(playbook, document, catalog))
+        raise PlaybookError(_at_most(_pydantic_problems(exc, document), document)) from None
+    problems = _at_most(_check_semantics(playbook, document, catalog), document)
     if problems:
         raise PlaybookError(problems)
-    return LoadedPlaybook(playbook, path, document.raw, tuple(_lint(playbook, document)))
+    warnings = _at_most(_lint(playbook, document), document, kind="warnings")
+    return LoadedPlaybook(playbook, path, document.raw, tuple(warnings))
+
+
+def _at_most(
+    found: Iterator[str], document: yamlsafe.Document, kind: str = "problems"
+) -> list[str]:
+    """The first ``MAX_PROBLEMS`` lines of ``found``, and one line saying there are more: a
+    generated file with thousands of broken steps must not flood the terminal, and the
+    first problems are the ones to fix first."""
+    lines = list(itertools.islice(found, MAX_PROBLEMS + 1))
+    if len(lines) > MAX_PROBLEMS:
+        lines[MAX_PROBLEMS:] = [
+            f"{document.where(())}: more {kind} not shown (only the first {MAX_PROBLEMS} are)"
+        ]
+    return lines
 
 
 def _step_prefix(document: yamlsafe.Document, loc: tuple[str | int, ...]) -> str:
@@ -164,7 +183,7 @@ def _pydantic_problems(
         elif kind == "string_pattern_mismatch" and last == "id":
             message = f"{field}: use lowercase letters, digits, '-' or '_', starting with a letter"
         else:
-            message = f"{field}: {error['msg']}"
+            message = f"{field}: {yamlsafe.one_line(error['msg'])}"
         yield f"{document.where(loc)}: {_step_prefix(document, loc)}{message}"
 
 
@@ -221,12 +240,12 @@ def _check_semantics(
                     yield f"{at('with')}: {prefix}action '{step.action}' needs parameter '{name}'"
             yield from _check_literal_params(step, params_model, document, base, prefix)
         if step.when is not None:
-            problem = templating.check_expression(step.when)
+            problem = _template_problem(templating.check_expression, step.when)
             if problem:
                 yield f"{at('when')}: {prefix}when: {problem}"
             yield from _references(step.when, seen, at("when"), prefix)
         for path, text in _templates_in(step.with_, ("with",)):
-            problem = templating.check_template(text)
+            problem = _template_problem(templating.check_template, text)
             if problem:
                 yield f"{at(*path)}: {prefix}{problem}"
             yield from _references(text, seen, at(*path), prefix)
@@ -234,12 +253,23 @@ def _check_semantics(
     for name, spec in playbook.inputs.items():
         where = document.where(("inputs", name))
         if spec.type == "choice" and not spec.choices:
-            yield f"{where}: input '{yamlsafe.shorten(name, 40)}': type choice needs choices"
+            yield f"{where}: input {yamlsafe.shorten(name, 40)}: type choice needs choices"
         elif spec.default is not None:
             try:
                 coerce_input(name, spec, spec.default)
             except UsageError as exc:
-                yield f"{document.where(('inputs', name, 'default'))}: default of {exc}"
+                where = document.where(("inputs", name, "default"))
+                yield f"{where}: default of {yamlsafe.one_line(str(exc))}"
+
+
+def _template_problem(check: Callable[[str], str | None], text: str) -> str | None:
+    """``check(text)`` as one short line; Jinja2's parser recurses once per nesting level, so
+    ``((((...))))`` thousands deep exhausts Python's stack before any syntax error."""
+    try:
+        problem = check(text)
+    except RecursionError:
+        return "template syntax error: nested too deeply"
+    return None if problem is None else yamlsafe.one_line(problem)
 
 
 def _has_template(value: Any) -> bool:
@@ -268,18 +298,23 @@ def _check_literal_params(
                 continue  # templated: checked once rendered; missing/unknown: reported above
             if not loc:  # a rule across parameters; it may hold once templates are rendered
                 if not templated & names:
-                    yield f"{document.where((*base, 'with'))}: {prefix}{error['msg']}"
+                    problem = yamlsafe.one_line(error["msg"])
+                    yield f"{document.where((*base, 'with'))}: {prefix}{problem}"
                 continue
             where = document.where((*base, "with", *loc))
             name = ".".join(yamlsafe.shorten(p, 40).strip("'") for p in loc)
-            yield f"{where}: {prefix}parameter {name}: {error['msg']}"
+            # an action's own validator may quote the value: keep it one short line
+            yield f"{where}: {prefix}parameter {name}: {yamlsafe.one_line(error['msg'])}"
 
 
 def _references(text: str, earlier: set[str], where: str, prefix: str) -> Iterator[str]:
     for match in _STEP_REFERENCE.finditer(text):
         ref = match.group(1) or match.group(2)
         if ref not in earlier:
-            yield f"{where}: {prefix}refers to steps.{ref}, which is not an earlier step"
+            # a bracketed name may hold anything (newlines, megabytes): quoted and cut then
+            plain = match.group(1) and len(ref) <= 50
+            shown = f"steps.{ref}" if plain else f"steps[{yamlsafe.shorten(ref, 50)}]"
+            yield f"{where}: {prefix}refers to {shown}, which is not an earlier step"
 
 
 def _lint(playbook: Playbook, document: yamlsafe.Document) -> Iterator[str]:
@@ -357,8 +392,14 @@ def coerce_input(name: str, spec: InputSpec, value: Any) -> Any:
     if kind == "region" and not is_region(text):
         raise bad(f"{yamlsafe.shorten(text)} is not an AWS Region name like eu-west-1")
     if kind == "choice" and spec.choices and text not in spec.choices:
-        raise bad(f"{yamlsafe.shorten(text)} is not one of {', '.join(spec.choices)}")
+        raise bad(f"{yamlsafe.shorten(text)} is not one of {_listed(spec.choices)}")
     return text
+
+
+def _listed(choices: tuple[str, ...], most: int = 10) -> str:
+    """Choices for a message: the first ``most``, each shortened, then how many more."""
+    shown = ", ".join(yamlsafe.shorten(c, 40).strip("'\"") for c in choices[:most])
+    return shown + (f" (and {len(choices) - most} more)" if len(choices) > most else "")
 
 
 def resolve_inputs(

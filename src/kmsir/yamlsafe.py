@@ -1,13 +1,17 @@
 """Safe YAML loading with source positions, for playbooks, scenarios and answers files.
 
 Stricter than ``yaml.safe_load``: duplicate keys are errors, only core-schema tags are
-accepted, merge keys are refused, and alias expansion is bounded (a "billion laughs"
-document is refused after ``MAX_NODES`` nodes, in milliseconds). Every value's position is
-kept so that validation errors can name ``file:line:col``.
+accepted (plus timestamps, which ``since:``-style parameters rely on), merge keys are refused,
+integers are bounded, and alias expansion is bounded (a "billion laughs" document is refused
+after ``MAX_NODES`` nodes, in milliseconds). Every value's position is kept so that
+validation errors can name ``file:line:col``; every problem is one line of that form, however
+broken the input (invalid UTF-8, control characters, a value the YAML library cannot
+construct), and never quotes more than a few dozen characters of it.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +29,18 @@ MAX_BYTES = 2 * 1024 * 1024
 MAX_EXPANDED_CHARS = 8 * 1024 * 1024
 #: Deepest nesting accepted.
 MAX_DEPTH = 64
+#: Largest integer accepted, in bits: more than any count, size or epoch a playbook needs,
+#: and far below Python's limit on converting an integer to text (4,300 digits), which
+#: ``repr`` in an error message or JSON in the journal would otherwise hit.
+MAX_INT_BITS = 64
 
 Path_ = tuple[str | int, ...]
 _COLLECTIONS = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"})
+_CORE = "tag:yaml.org,2002:"
+_INT = _CORE + "int"
+#: Scalar tags beyond the core schema that are still refused: nothing a playbook, scenario or
+#: answers file holds is raw bytes.
+_REFUSED_SCALARS = frozenset({_CORE + "binary"})
 
 
 @dataclass(frozen=True)
@@ -62,9 +75,38 @@ class Document:
 
 
 def shorten(value: object, limit: int = 60) -> str:
-    """``repr`` of ``value`` cut to ``limit`` characters, so messages never echo huge inputs."""
+    """``repr`` of ``value`` cut to ``limit`` characters, so messages never echo huge inputs.
+
+    ``repr`` writes newlines, control and bidi characters as escapes, so the result is always
+    one inert line. Huge values are cut before ``repr`` (which would copy them whole, and
+    which refuses integers of more than 4,300 digits).
+    """
+    if isinstance(value, str | bytes) and len(value) > limit:
+        value = value[:limit]
+    elif isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 256:
+        return f"<integer of {value.bit_length():,} bits>"
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def one_line(text: str, limit: int = 160) -> str:
+    """``text`` (a library's message) as one inert line of at most ``limit`` characters:
+    newlines, control and bidi characters written as escapes, the rest cut."""
+    head = text[: limit + 1]
+    flat = "".join(c if c.isprintable() else repr(c)[1:-1] for c in head)
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def _position(text: str, index: int) -> Mark:
+    """The 1-based line and column of ``text[index]``, counting line breaks as PyYAML does
+    (so they agree with every other position reported)."""
+    head = text[:index]
+    line = 1
+    start = 0
+    for found in re.finditer("\r\n|[\r\n\x85\u2028\u2029]", head):
+        line += 1
+        start = found.end()
+    return Mark(line, index - start + 1)
 
 
 def load_file(path: Path, *, source: str | None = None) -> Document:
@@ -87,7 +129,12 @@ def load_bytes(raw: bytes, source: str) -> Document:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise PlaybookError([f"{source}: not UTF-8 text (byte {exc.start})"]) from None
+        # the text before the bad byte is valid UTF-8 by definition: count lines in it
+        bad = _position(raw[: exc.start].decode("utf-8"), exc.start)
+        at = f"{source}:{bad.line}:{bad.column}"
+        raise PlaybookError(
+            [f"{at}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})"]
+        ) from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except RecursionError:
@@ -96,11 +143,22 @@ def load_bytes(raw: bytes, source: str) -> Document:
         ) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        problem = exc.problem or exc.context or "invalid YAML"
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else f"{source}:1:1"
+        problem = one_line(exc.problem or exc.context or "invalid YAML")
         raise PlaybookError([f"{where}: YAML syntax error: {problem}"]) from None
+    except yaml.reader.ReaderError as exc:
+        # not a MarkedYAMLError: a character YAML does not allow anywhere (NUL, other
+        # controls, U+FFFE...), found before parsing starts; its position is an index
+        found = _position(text, exc.position)
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        raise PlaybookError(
+            [
+                f"{source}:{found.line}:{found.column}: character U+{code:04X} is not allowed "
+                'in YAML (write it as an escape in a "double-quoted" string)'
+            ]
+        ) from None
     except yaml.YAMLError as exc:
-        raise PlaybookError([f"{source}: YAML error: {exc}"]) from None
+        raise PlaybookError([f"{source}:1:1: YAML error: {one_line(str(exc))}"]) from None
     document = Document(source=source, data=None, raw=raw)
     if node is None:
         document.data = None
@@ -153,10 +211,25 @@ class _Builder:
                 node,
                 f"document expands to more than {MAX_EXPANDED_CHARS:,} characters (alias bomb?)",
             )
+        if node.tag in _REFUSED_SCALARS:
+            raise self.fail(node, f"unsupported YAML tag {shorten(node.tag)}")
+        if node.tag == _INT and len(node.value) > 3 * MAX_INT_BITS:
+            # before constructing: int() refuses more than 4,300 digits with a ValueError
+            raise self.fail(node, f"integer too large (more than {MAX_INT_BITS} bits)")
         try:
-            return self.constructor.construct_object(node, deep=True)
+            value = self.constructor.construct_object(node, deep=True)
         except yaml.constructor.ConstructorError as exc:
-            raise self.fail(node, f"unsupported YAML value: {exc.problem}") from None
+            problem = one_line(exc.problem or "cannot construct it")
+            raise self.fail(node, f"unsupported YAML value: {problem}") from None
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
+            # PyYAML's constructors only expect text their own resolver matched: an explicit
+            # tag on other text (``!!int x``, ``!!timestamp x``) or an impossible date
+            # (2001-13-45) fails inside them
+            kind = one_line(node.tag.removeprefix(_CORE), 40)
+            raise self.fail(node, f"{shorten(node.value)} is not a valid YAML {kind}") from None
+        if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:
+            raise self.fail(node, f"integer too large (more than {MAX_INT_BITS} bits)")
+        return value
 
     def _mapping(self, node: yaml.MappingNode, path: Path_) -> Iterator[tuple[Any, Any]]:
         seen: set[Any] = set()
