@@ -8,7 +8,6 @@ file, and again on resume; and the shipped playbooks guard every such reference.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -142,8 +141,6 @@ def test_a_with_reading_a_skipped_step_is_a_failure_an_answers_file_can_skip(
 
 # -- the shipped playbooks guard every reference to an earlier step -----------------------
 
-_REFERENCE = re.compile(r"\bsteps\.([A-Za-z_]\w*)")
-
 
 def _templates(value: Any) -> list[str]:
     if isinstance(value, str):
@@ -181,7 +178,7 @@ def test_every_shipped_reference_to_an_earlier_step_is_guarded(name: str, tmp_pa
     unguarded = []
     for step in book.steps:
         sources = [step.when or "", *_templates(step.with_)]
-        for missing in sorted({m for s in sources for m in _REFERENCE.findall(s)}):
+        for missing in sorted({m for s in sources for m in playbook.referenced_steps(s)}):
             context = {**full, "steps": {k: v for k, v in full["steps"].items() if k != missing}}
             try:
                 # with: is rendered only when the step runs

@@ -34,8 +34,10 @@ def has_hidden(text: str) -> bool:
 
 
 def one_line(text: str, limit: int | None = None) -> str:
-    """``text`` as one inert line: ``visible``, with line breaks and tabs written as escapes
-    too; at most ``limit`` characters when given (the cut marked with ``...``)."""
+    """``text`` as one inert line, for a message that may quote input: every character that is
+    not printable (controls, bidi and other format characters, line and paragraph breaks,
+    tabs) written as its escape; at most ``limit`` characters when given (the cut marked with
+    ``...``)."""
     head = text if limit is None else text[: limit + 1]
-    flat = visible(head).replace("\n", "\\n").replace("\t", "\\t")
+    flat = "".join(c if c.isprintable() else repr(c)[1:-1] for c in head)
     return flat if limit is None or len(flat) <= limit else flat[: limit - 3] + "..."

@@ -263,12 +263,8 @@ def _check_semantics(
 
 
 def _template_problem(check: Callable[[str], str | None], text: str) -> str | None:
-    """``check(text)`` as one short line; Jinja2's parser recurses once per nesting level, so
-    ``((((...))))`` thousands deep exhausts Python's stack before any syntax error."""
-    try:
-        problem = check(text)
-    except RecursionError:
-        return "template syntax error: nested too deeply"
+    """``check(text)`` as one short line."""
+    problem = check(text)
     return None if problem is None else yamlsafe.one_line(problem)
 
 
@@ -305,6 +301,11 @@ def _check_literal_params(
             name = ".".join(yamlsafe.shorten(p, 40).strip("'") for p in loc)
             # an action's own validator may quote the value: keep it one short line
             yield f"{where}: {prefix}parameter {name}: {yamlsafe.one_line(error['msg'])}"
+
+
+def referenced_steps(text: str) -> list[str]:
+    """The ids of the steps a template reads (``steps.x``, ``steps['x']``), each once."""
+    return list(dict.fromkeys(m.group(1) or m.group(2) for m in _STEP_REFERENCE.finditer(text)))
 
 
 def _references(text: str, earlier: set[str], where: str, prefix: str) -> Iterator[str]:

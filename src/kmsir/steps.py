@@ -32,7 +32,7 @@ from kmsir.actions.base import (
 from kmsir.errors import Aborted, ActionError, AwsError, KmsirError, MissingAnswer
 from kmsir.evidence import JOURNAL, Clock, read_journal, read_outside, timestamp
 from kmsir.locks import RunLocks
-from kmsir.playbook import _STEP_REFERENCE, InputSpec, Step, ask_input, coerce_input
+from kmsir.playbook import InputSpec, Step, ask_input, coerce_input, referenced_steps
 from kmsir.prompts import Answer, Prompter, StepPreview
 from kmsir.resume import StepState, step_states
 from kmsir.writer import BundleWriter
@@ -488,8 +488,7 @@ def _step_preview(
 def _missing_steps(source: str, context: dict[str, Any]) -> str:
     """Why a template that reads other steps' outputs could not be rendered: the steps it
     reads that did not succeed (skipped, failed or not run), so have no outputs."""
-    found = (m.group(1) or m.group(2) for m in _STEP_REFERENCE.finditer(source))
-    missing = list(dict.fromkeys(ref for ref in found if ref not in context["steps"]))
+    missing = [ref for ref in referenced_steps(source) if ref not in context["steps"]]
     if not missing:
         return ""
     named = ", ".join(f"'{ref}'" for ref in missing)

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from kmsir import inert
 from kmsir.errors import PlaybookError
 
 #: Most nodes (after alias expansion) one document may hold.
@@ -90,11 +91,8 @@ def shorten(value: object, limit: int = 60) -> str:
 
 
 def one_line(text: str, limit: int = 160) -> str:
-    """``text`` (a library's message) as one inert line of at most ``limit`` characters:
-    newlines, control and bidi characters written as escapes, the rest cut."""
-    head = text[: limit + 1]
-    flat = "".join(c if c.isprintable() else repr(c)[1:-1] for c in head)
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+    """``text`` (a library's message) as one inert line of at most ``limit`` characters."""
+    return inert.one_line(text, limit)
 
 
 def _position(text: str, index: int) -> Mark:

@@ -17,6 +17,7 @@ from kmsir.actions.aws import aws_errors
 from kmsir.actions.base import ActionContext, Params
 from kmsir.errors import ActionError
 from kmsir.values import is_kms_key_reference
+from kmsir.yamlsafe import shorten
 
 
 def check_key_reference(value: str) -> str:
@@ -24,7 +25,7 @@ def check_key_reference(value: str) -> str:
     value = value.strip()
     if not is_kms_key_reference(value):
         raise ValueError(
-            f"{value[:80]!r} is not a KMS key id, key ARN, alias name (alias/...) or alias ARN"
+            f"{shorten(value)} is not a KMS key id, key ARN, alias name (alias/...) or alias ARN"
         )
     return value
 

@@ -103,6 +103,10 @@ def _check(source: str, *, expression: bool) -> str | None:
         tree = environment().parse(text)
     except TemplateSyntaxError as exc:
         return f"{kind}: {exc.message}"
+    except RecursionError:
+        # Jinja2's parser recurses once per nesting level: ((((...)))) thousands deep
+        # exhausts Python's stack before any syntax error
+        return f"{kind}: nested too deeply"
     return _static_problem(tree)
 
 
