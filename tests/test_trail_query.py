@@ -173,7 +173,9 @@ def test_query_sources_need_their_settings(source: str, message: str) -> None:
         CollectParams(key=ARN, source=source)  # type: ignore[arg-type]
 
 
-def test_lookup_retries_throttling_and_pages(moto_clients: ClientFactory) -> None:
+def test_lookup_follows_pages_and_keeps_each_event_once(moto_clients: ClientFactory) -> None:
+    """(Throttling is botocore's to retry: tests/test_faults.py throttles every LookupEvents
+    call, through botocore's retry layer, which a Stubber bypasses.)"""
     kms = moto_clients.client("kms")
     key = kms.create_key()["KeyMetadata"]
     ctx, _ = context(moto_clients)
@@ -186,7 +188,6 @@ def test_lookup_retries_throttling_and_pages(moto_clients: ClientFactory) -> Non
     }
     item = {"EventId": "t1", "CloudTrailEvent": json.dumps(event)}
     with Stubber(trail) as stub:
-        stub.add_client_error("lookup_events", "ThrottlingException", "Rate exceeded")
         stub.add_response("lookup_events", {"Events": [item], "NextToken": "next-page"})
         stub.add_response("lookup_events", {"Events": []})
         stub.add_response("lookup_events", {"Events": [item]})  # the pass by key id
