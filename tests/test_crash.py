@@ -29,7 +29,7 @@ from .conftest import bundles
 CRASHKIT = Path(__file__).with_name("crashkit.py")
 # spread over the whole run (the demo journals about 131 entries), plus the risky moments
 POINTS = [
-    *(f"entry:{n}" for n in range(2, 132, 5)),
+    *(f"entry:{n}" for n in range(2, 132, 8)),
     "torn:31",
     "torn:64",
     "call:1",

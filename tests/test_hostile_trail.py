@@ -35,6 +35,15 @@ from .clikit import Ran, cli
 from .conftest import REPO, load_playbook, run_playbook
 from .fakes import context
 
+
+@pytest.fixture(autouse=True)
+def _unpaced_lookup(monkeypatch: pytest.MonkeyPatch) -> None:
+    """LookupEvents pacing (2 calls a second, tested in test_sandbox.py) is not what these
+    tests look at: without it, forty collects do not wait twenty seconds."""
+    from kmsir.actions import cloudtrail
+
+    monkeypatch.setattr(cloudtrail, "LOOKUP_RATE_PER_SECOND", 1e9)
+
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
 ACCOUNT = "111122223333"
 OUTSIDE = "444455556666"
