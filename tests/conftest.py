@@ -251,6 +251,20 @@ def served(scenario: str, workdir: Path) -> Iterator[dict[str, str]]:
     assert "stopped" in stderr
 
 
+def served_client(exported: dict[str, str], service: str) -> Any:
+    """A boto3 client made only from the variables ``kmsir sandbox serve`` printed."""
+    import boto3
+
+    return boto3.client(
+        service,
+        endpoint_url=exported["AWS_ENDPOINT_URL"],
+        region_name=exported["AWS_DEFAULT_REGION"],
+        aws_access_key_id=exported["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=exported["AWS_SECRET_ACCESS_KEY"],
+        aws_session_token=exported["AWS_SESSION_TOKEN"],
+    )
+
+
 def refused_scenario(tmp_path: Path, name: str, good: str, bad: str) -> tuple[Path, str]:
     """Built-in scenario ``name`` with ``good`` (found once) replaced by ``bad``, written
     under ``tmp_path`` and loaded: the file and the one problem its loading names."""

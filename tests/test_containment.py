@@ -20,6 +20,7 @@ from kmsir.sandbox import DUMMY_CREDENTIALS, Sandbox
 from kmsir.sandbox import scenario as scenarios
 
 from .clikit import Ran, cli
+from .conftest import served_client
 from .netguard import NetGuard, guarded
 
 REAL_KEY_ID = "AKIAZZREALKEY0000001"
@@ -206,8 +207,6 @@ def test_sandbox_serve_listens_on_loopback_with_dummy_credentials_only(
 ) -> None:
     import builtins
 
-    import boto3
-
     from kmsir.cli import sandbox as serving
 
     answered: list[int] = []
@@ -215,14 +214,7 @@ def test_sandbox_serve_listens_on_loopback_with_dummy_credentials_only(
     def use_then_stop(seconds: float) -> None:
         """While serving: a client with the printed variables, then Ctrl-C."""
         exported = dict(net_exports)
-        kms = boto3.client(
-            "kms",
-            endpoint_url=exported["AWS_ENDPOINT_URL"],
-            region_name=exported["AWS_DEFAULT_REGION"],
-            aws_access_key_id=exported["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=exported["AWS_SECRET_ACCESS_KEY"],
-            aws_session_token=exported["AWS_SESSION_TOKEN"],
-        )
+        kms = served_client(exported, "kms")
         answered.append(len(kms.list_keys()["Keys"]))
         raise KeyboardInterrupt
 

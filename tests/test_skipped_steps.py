@@ -15,7 +15,7 @@ import pytest
 
 from kmsir import actions, integrity, playbook, templating
 from kmsir import resume as resuming
-from kmsir.engine import Engine, RunOptions
+from kmsir.engine import Engine, RunOptions, RunResult
 from kmsir.errors import KmsirError
 from kmsir.evidence import JOURNAL, read_journal
 from kmsir.prompts import ScriptedPrompter
@@ -55,16 +55,22 @@ def _unguarded(tmp_path: Path) -> playbook.LoadedPlaybook:
     return load_playbook(path)
 
 
-def test_a_when_reading_a_skipped_step_goes_through_the_failure_menu(tmp_path: Path) -> None:
-    answers = {"recheck": "skip", "cancel.on-error": "skip"}
+def _in_rogue_grant(
+    loaded: playbook.LoadedPlaybook, evidence: Path, answers: dict[str, Any]
+) -> RunResult:
     with Sandbox(scenarios.load("rogue-grant")) as sandbox:
-        result = run_playbook(
-            _unguarded(tmp_path),
+        return run_playbook(
+            loaded,
             sandbox.client_factory(),
-            tmp_path / "ev",
+            evidence,
             inputs={"key": "alias/payments-prod"},
             answers=answers,
         )
+
+
+def test_a_when_reading_a_skipped_step_goes_through_the_failure_menu(tmp_path: Path) -> None:
+    answers = {"recheck": "skip", "cancel.on-error": "skip"}
+    result = _in_rogue_grant(_unguarded(tmp_path), tmp_path / "ev", answers)
     assert result.status == "succeeded", result.error
     assert [r.status for r in result.steps] == ["skipped", "skipped", "succeeded"]
     entries = _entries(result.bundle)
@@ -121,14 +127,8 @@ def test_a_with_reading_a_skipped_step_is_a_failure_an_answers_file_can_skip(
             'with: {key: "{{ steps.recheck.key_id }}"}\n  - id: after',
         )
     )
-    with Sandbox(scenarios.load("rogue-grant")) as sandbox:
-        result = run_playbook(
-            load_playbook(path),
-            sandbox.client_factory(),
-            tmp_path / "ev",
-            inputs={"key": "alias/payments-prod"},
-            answers={"recheck": "skip", "cancel.on-error": "skip"},
-        )
+    answers = {"recheck": "skip", "cancel.on-error": "skip"}
+    result = _in_rogue_grant(load_playbook(path), tmp_path / "ev", answers)
     assert result.status == "succeeded", result.error
     assert [(r.step_id, r.status) for r in result.steps] == [
         ("recheck", "skipped"),

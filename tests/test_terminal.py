@@ -14,7 +14,7 @@ import pytest
 from kmsir import integrity
 from kmsir.evidence import JOURNAL, read_journal
 
-from .conftest import bundles, served
+from .conftest import bundles, served, served_client
 from .termkit import TMUX, Terminal
 
 pytestmark = pytest.mark.skipif(
@@ -52,7 +52,6 @@ def test_a_responder_cancels_a_ransom_deletion_at_the_terminal(tmp_path: Path) -
     against it, gives the key when asked (a wrong form first), reads the preview, asks for
     details, approves the cancellation, keeps the key disabled. Afterwards the key, asked
     independently, is Disabled and no longer pending."""
-    import boto3
 
     with served("ransom-deletion", tmp_path) as exported:
         term = Terminal(
@@ -86,14 +85,7 @@ def test_a_responder_cancels_a_ransom_deletion_at_the_terminal(tmp_path: Path) -
             screen = term.screen()
         finally:
             term.close()
-        kms = boto3.client(
-            "kms",
-            endpoint_url=exported["AWS_ENDPOINT_URL"],
-            region_name=exported["AWS_DEFAULT_REGION"],
-            aws_access_key_id=exported["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=exported["AWS_SECRET_ACCESS_KEY"],
-            aws_session_token=exported["AWS_SESSION_TOKEN"],
-        )
+        kms = served_client(exported, "kms")
         key = kms.describe_key(KeyId="alias/orders-db")["KeyMetadata"]
 
     assert status == 0, screen

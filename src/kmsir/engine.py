@@ -101,8 +101,7 @@ class Engine:
             )
         operator = self._operator()
         anchor_key = self.anchor.describe() if self.anchor is not None else None
-        locks = self._locks(options)
-        try:
+        with self._locks(options) as locks:  # held until the run ends, however it ends
             locks.incident(options.incident_id)
             bundle = BundleWriter.create(
                 options.evidence_dir,
@@ -110,19 +109,19 @@ class Engine:
                 playbook_raw=loaded.raw,
                 clock=self.clock,
             )
-        except BaseException:
-            locks.release()
-            raise
-        locks.describe(run_id=bundle.run_id, bundle=str(bundle.root))
-        self.on_bundle(bundle.root)
-        info = RunInfo(
-            options.incident_id, bundle.run_id, options.mode, simulated=options.scenario is not None
-        )
-        bundle.append("run-started", self._metadata(loaded, inputs, options, info, operator))
-        self._record_locks(bundle, locks)
-        if anchor_key is not None:
-            bundle.append("anchor-key", anchor_key)
-        return self._drive(bundle, loaded, dict(inputs), {}, info, options, None, locks)
+            locks.describe(run_id=bundle.run_id, bundle=str(bundle.root))
+            self.on_bundle(bundle.root)
+            info = RunInfo(
+                options.incident_id,
+                bundle.run_id,
+                options.mode,
+                simulated=options.scenario is not None,
+            )
+            bundle.append("run-started", self._metadata(loaded, inputs, options, info, operator))
+            self._record_locks(bundle, locks)
+            if anchor_key is not None:
+                bundle.append("anchor-key", anchor_key)
+            return self._drive(bundle, loaded, dict(inputs), {}, info, options, None, locks)
 
     def resume(self, loaded: LoadedPlaybook, state: RunState, options: RunOptions) -> RunResult:
         """Continue an interrupted or failed run in its own bundle, from its first unfinished
@@ -130,77 +129,59 @@ class Engine:
         in a ``repair`` entry; nothing that already ran is run or asked again."""
         operator = self._operator()
         anchor_key = self.anchor.describe() if self.anchor is not None else None
-        locks = self._locks(options)
-        try:
+        with self._locks(options) as locks:  # held until the run ends, however it ends
             locks.incident(options.incident_id)
             bundle, repaired = BundleWriter.reopen(state.root, clock=self.clock)
-        except BaseException:
-            locks.release()
-            raise
-        run_id = str(state.meta.get("run_id") or bundle.run_id)
-        locks.describe(run_id=run_id, bundle=str(bundle.root))
-        self.on_bundle(bundle.root)
-        previous = state.finished
-        if previous is not None and not (state.root / MANIFEST).exists():
-            write_manifest(state.root)  # the finished part stays anchored by its manifest
-        for temporary in integrity.derived_temporaries(state.root):
-            temporary.unlink()  # a derived file's temporary: never evidence
-        explained, _ = integrity.leftovers(state.root, state.entries)  # the torn line is no entry
-        if explained:
-            repaired["leftovers"] = [vars(item) for item in explained]
-        if repaired:
-            bundle.append("repair", repaired)
-        bundle.append(
-            "run-resumed",
-            {
-                **self._custody(operator, options),
-                "previous": {
-                    "status": previous["data"].get("status") if previous else "interrupted",
-                    "entries": len(state.entries),
-                    "head": state.entries[-1]["hash"] if state.entries else None,
-                },
-                "resume_at": next(
-                    (
-                        s.id
-                        for s in loaded.playbook.steps
-                        if s.id not in state.steps or not state.steps[s.id].done(s.on_error)
+            run_id = str(state.meta.get("run_id") or bundle.run_id)
+            locks.describe(run_id=run_id, bundle=str(bundle.root))
+            self.on_bundle(bundle.root)
+            previous = state.finished
+            if previous is not None and not (state.root / MANIFEST).exists():
+                write_manifest(state.root)  # the finished part stays anchored by its manifest
+            for temporary in integrity.derived_temporaries(state.root):
+                temporary.unlink()  # a derived file's temporary: never evidence
+            explained, _ = integrity.leftovers(
+                state.root, state.entries
+            )  # the torn line is no entry
+            if explained:
+                repaired["leftovers"] = [vars(item) for item in explained]
+            if repaired:
+                bundle.append("repair", repaired)
+            bundle.append(
+                "run-resumed",
+                {
+                    **self._custody(operator, options),
+                    "previous": {
+                        "status": previous["data"].get("status") if previous else "interrupted",
+                        "entries": len(state.entries),
+                        "head": state.entries[-1]["hash"] if state.entries else None,
+                    },
+                    "resume_at": next(
+                        (
+                            s.id
+                            for s in loaded.playbook.steps
+                            if s.id not in state.steps or not state.steps[s.id].done(s.on_error)
+                        ),
+                        None,
                     ),
-                    None,
-                ),
-                **dict(options.extra),
-            },
-        )
-        self._record_locks(bundle, locks)
-        if anchor_key is not None:
-            bundle.append("anchor-key", anchor_key)
-        info = RunInfo(
-            options.incident_id,
-            run_id,
-            options.mode,
-            simulated=options.scenario is not None,
-        )
-        inputs = inputs_in_effect(state.entries)
-        return self._drive(
-            bundle, loaded, inputs, state.context_steps(), info, options, state, locks
-        )
+                    **dict(options.extra),
+                },
+            )
+            self._record_locks(bundle, locks)
+            if anchor_key is not None:
+                bundle.append("anchor-key", anchor_key)
+            info = RunInfo(
+                options.incident_id,
+                run_id,
+                options.mode,
+                simulated=options.scenario is not None,
+            )
+            inputs = inputs_in_effect(state.entries)
+            return self._drive(
+                bundle, loaded, inputs, state.context_steps(), info, options, state, locks
+            )
 
     def _drive(
-        self,
-        bundle: BundleWriter,
-        loaded: LoadedPlaybook,
-        inputs: dict[str, Any],
-        steps: dict[str, Any],
-        info: RunInfo,
-        options: RunOptions,
-        state: RunState | None,
-        locks: RunLocks,
-    ) -> RunResult:
-        try:
-            return self._steps(bundle, loaded, inputs, steps, info, options, state, locks)
-        finally:
-            locks.release()
-
-    def _steps(
         self,
         bundle: BundleWriter,
         loaded: LoadedPlaybook,

@@ -176,3 +176,9 @@ class RunLocks:
         for lock in self.held.values():
             lock.release()
         self.held.clear()
+
+    def __enter__(self) -> RunLocks:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.release()
