@@ -44,6 +44,7 @@ def _unpaced_lookup(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(cloudtrail, "LOOKUP_RATE_PER_SECOND", 1e9)
 
+
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
 ACCOUNT = "111122223333"
 OUTSIDE = "444455556666"
@@ -857,3 +858,30 @@ def test_a_megabyte_user_agent_in_a_thousand_events_keeps_the_report_small(
         tracemalloc.stop()
     assert peak < 64 * 2**20, f"{peak / 2**20:.0f} MiB to render 1 GB of user agents"
     assert "PWNED" in page and len(page) < 1_000_000
+
+
+def test_an_unterminated_string_is_one_token_so_splitting_stays_linear() -> None:
+    """An open string full of escaped quotes once made the splitter retry from every quote
+    (a 160 KB file took a minute): it now runs to the end of the input as one token."""
+    from kmsir.trail.files import _TOKENS, scan_blob
+
+    tokens = [t.group() for t in _TOKENS.finditer(b'{"a":"x\\"y\\"z')]
+    assert tokens == [b"{", b'"a"', b":", b'"x\\"y\\"z']
+    newline_escape = [t.group() for t in _TOKENS.finditer(b'["a\\\nb", 1]')]
+    assert newline_escape == [b"[", b'"a\\\nb"', b",", b"]"]
+    hostile = b'{"Records":[{"eventVersion":"1","x":"' + b'\\"' * 200_000
+    records, stats = scan_blob(hostile, "cut.json", KeyMatcher.for_key(ARN, []), None, None)
+    assert records == [] and stats.skipped == {"file ends inside a record (cut short)": 1}
+
+
+def test_a_record_repeating_the_key_is_matched_once() -> None:
+    from kmsir.trail.files import _fast_matches
+
+    key = KEY.encode()
+    record = (
+        b'{"eventVersion":"1.08","eventTime":"2026-11-27T01:00:00Z","eventName":"Decrypt",'
+        b'"userAgent":"' + key * 20_000 + b'","resources":[{"ARN":"' + ARN.encode() + b'"}]}'
+    )
+    other = b'{"eventVersion":"1.08","eventName":"Encrypt"}'
+    data = b'{"Records":[' + record + b"," + other + b"]}"
+    assert _fast_matches(data, (key,)) == [record]

@@ -10,6 +10,8 @@ named by the reason it was skipped, never fatal.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import Counter
 from datetime import datetime, timezone
 from typing import Any
@@ -91,14 +93,16 @@ def dedupe_sorted(
     """Events unique by event id, sorted by event time. The same event read twice (two
     sources, two copies of a file) is kept once; a *different* event under an id already
     seen is kept too, and counted in ``conflicts``: a forged record must not hide another."""
-    unique: dict[str, list[dict[str, Any]]] = {}
+    seen: dict[str, set[bytes]] = {}  # by event id, the digests of the contents kept
+    kept = []
     for event in events:
-        same_id = unique.setdefault(_id_of(event, id(event)), [])
-        if event not in same_id:
-            if same_id and conflicts is not None:
+        contents = seen.setdefault(_id_of(event, id(event)), set())
+        digest = hashlib.sha256(json.dumps(event, sort_keys=True, default=str).encode()).digest()
+        if digest not in contents:
+            if contents and conflicts is not None:
                 conflicts[DUPLICATE_ID] += 1
-            same_id.append(event)
-    kept = [e for same_id in unique.values() for e in same_id]
+            contents.add(digest)
+            kept.append(event)
     return sorted(kept, key=lambda e: str(e.get("eventTime", "")))
 
 
@@ -206,17 +210,19 @@ _slim_decoder = msgspec.json.Decoder(_Slim)
 def order_raw(records: list[bytes], conflicts: Counter[str] | None = None) -> list[bytes]:
     """Raw events unique by event id and sorted by time, decoding only those two fields; a
     different record under an id already seen is kept and counted (see ``dedupe_sorted``)."""
-    keyed: dict[str, list[tuple[str, bytes]]] = {}
+    seen: dict[str, set[bytes]] = {}  # by event id, the digests of the records kept
+    kept: list[tuple[str, bytes]] = []
     for n, raw in enumerate(records):
         order = _order_decoder.decode(raw)
         event_id = order.eventID if isinstance(order.eventID, str) and order.eventID else f"#{n}"
-        same_id = keyed.setdefault(event_id, [])
-        if all(raw != seen for _, seen in same_id):
-            if same_id and conflicts is not None:
+        contents = seen.setdefault(event_id, set())
+        digest = hashlib.sha256(raw).digest()
+        if digest not in contents:
+            if contents and conflicts is not None:
                 conflicts[DUPLICATE_ID] += 1
-            same_id.append((str(order.eventTime), raw))
-    ordered = sorted((item for same_id in keyed.values() for item in same_id), key=lambda i: i[0])
-    return [raw for _, raw in ordered]
+            contents.add(digest)
+            kept.append((str(order.eventTime), raw))
+    return [raw for _, raw in sorted(kept, key=lambda item: item[0])]
 
 
 def slim(raw: bytes) -> dict[str, Any]:

@@ -118,8 +118,10 @@ def raw_records(data: bytes, where: str, stats: ScanStats) -> Iterator[bytes]:
 
 
 #: JSON's structure without decoding it: whole strings (escapes included), then brackets,
-#: colons and commas; numbers, literals and white space fall between the matches.
-_TOKENS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}:,]')
+#: colons and commas; numbers, literals and white space fall between the matches. A string
+#: left open runs to the end of the input: matching it cannot fail part-way, so hostile input
+#: (an unterminated string full of escaped quotes) never makes the scan quadratic.
+_TOKENS = re.compile(rb'(?s)"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)|[\[\]{}:,]')
 
 
 def split_records(data: bytes) -> tuple[list[bytes] | None, bool]:
@@ -170,23 +172,22 @@ def _fast_matches(data: bytes, needles: tuple[bytes, ...]) -> list[bytes] | None
     forwards for the next one. Anything that does not look exactly like that returns ``None``
     and the caller splits the file properly.
     """
-    starts: set[int] = set()
+    spans: dict[int, int] = {}
     for needle in needles:
         position = data.find(needle)
         while position != -1:
             start = data.rfind(_RECORD_START, 0, position)
             if start == -1:
                 return None
-            starts.add(start)
-            position = data.find(needle, position + len(needle))
-    records = []
-    for start in sorted(starts):
-        end = data.find(b"," + _RECORD_START, start + 1)
-        end = data.rfind(b"]", start, len(data)) if end == -1 else end
-        if end == -1:
-            return None
-        records.append(data[start:end])
-    return records
+            end = data.find(b"," + _RECORD_START, position)
+            end = data.rfind(b"]", start, len(data)) if end == -1 else end
+            if end == -1:
+                return None
+            spans[start] = end
+            # the rest of this record is found already: search on after it, so a record
+            # repeating the needle a million times costs one pass, not a million
+            position = data.find(needle, max(end, position + len(needle)))
+    return [data[start : spans[start]] for start in sorted(spans)]
 
 
 def scan_bytes(
