@@ -179,21 +179,33 @@ def test_the_journal_cannot_be_written_and_the_run_stops_cleanly(
     assert cli("verify", bundle).exit_code == 0
 
 
-def test_an_artifact_that_cannot_be_written_fails_its_step_and_resume_finishes(
-    tmp_path: Path, full_disk: Any, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("name", "step"),
+    [("grants.json", "snapshot"), ("events.jsonl.gz", "collect")],
+    ids=["on_error stop", "on_error continue"],
+)
+def test_an_artifact_that_cannot_be_written_stops_the_run_and_resume_finishes(
+    tmp_path: Path, full_disk: Any, monkeypatch: pytest.MonkeyPatch, name: str, step: str
 ) -> None:
-    failing = full_disk("grants.json", after=0)
+    """Whatever the step's on_error says (collect's is continue), nothing more runs without
+    its evidence; resume runs the step again once there is space."""
+    failing = full_disk(name, after=0)
     done = cli("demo", "--evidence-dir", tmp_path / "ev")
     monkeypatch.undo()
     assert failing.failed
     assert done.exit_code == 1
     (bundle,) = bundles(tmp_path / "ev" / "demo-rogue-grant")
-    line = _one_line(done.stderr, "kmsir: run failed: ")
-    assert "cannot write artifact artifacts/01-snapshot/" in line and "No space left" in line
+    line = _one_line(done.stderr, "kmsir: error: ")
+    assert f"step '{step}'" in line and "cannot write artifact artifacts/" in line
+    assert "No space left" in line and line.endswith(f"kmsir resume {bundle.resolve()}")
+    entries = _entries(bundle)
+    assert not [e for e in entries if e["type"] == "step-started" and e["step"] == "revoke"]
     assert not list(bundle.rglob(".tmp-*"))  # nothing half-written is left behind
     assert integrity.check(bundle).intact
     resumed = cli("resume", bundle)
     assert resumed.exit_code == 0, resumed.stderr
+    again = [e for e in _entries(bundle) if e["type"] == "step-succeeded" and e["step"] == step]
+    assert len(again) == 1  # run again, and done
     assert cli("verify", bundle).exit_code == 0
 
 

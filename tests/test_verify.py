@@ -195,7 +195,8 @@ def test_the_anchor_proves_the_end_without_a_manifest(
     (bundle / "manifest.json").unlink()
     done = cli("verify", bundle)
     assert done.exit_code == 0, done.output
-    assert f"signed: {anchored[1]} signed the journal through entry" in done.stdout
+    assert f"signed: {anchored[1]} (public key sha256:" in done.stdout
+    assert "signed the journal through entry" in done.stdout
     assert "intact: " in done.stdout
 
 
@@ -252,3 +253,139 @@ def test_a_signature_failure_is_journaled_and_the_run_goes_on(tmp_path: Path) ->
     assert warnings and "the journal was not signed after entry" in warnings[0]
     checked = integrity.check(result.bundle)
     assert checked.signed == 0 and not checked.problems
+
+
+def _public_key(bundle: Path) -> str:
+    key = next(e for e in _entries(bundle) if e["type"] == "anchor-key")
+    return str(key["data"]["public_key_pem"])
+
+
+def test_the_key_to_trust_can_be_given_and_another_is_caught(
+    anchored: tuple[Path, str], tmp_path: Path
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    bundle = anchored[0]
+    trusted = tmp_path / "key.pem"
+    trusted.write_text(_public_key(bundle))
+    assert cli("verify", bundle, "--key", trusted).exit_code == 0
+    other = ec.generate_private_key(ec.SECP256R1()).public_key()
+    stranger = tmp_path / "other.der"
+    stranger.write_bytes(
+        other.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    done = cli("verify", bundle, "--key", stranger)
+    assert done.exit_code == 1
+    assert "TAMPERED: journal.jsonl: the journal is anchored with key sha256:" in done.stdout
+
+
+def test_a_journal_re_anchored_with_another_key_is_caught(
+    anchored: tuple[Path, str], tmp_path: Path
+) -> None:
+    """Someone who can write the bundle cuts the journal, adds an anchor-key entry with a key
+    of their own and signs the new head: one run has one key, so it shows."""
+    import base64
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from kmsir.evidence import canonical, entry_hash
+    from kmsir.signatures import anchor_digest
+
+    bundle = _copy(anchored[0], tmp_path)
+    _cut(bundle, 20)
+    (bundle / "manifest.json").unlink()
+    entries = _entries(bundle)
+    mine = ec.generate_private_key(ec.SECP256R1())
+    pem = (
+        mine.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    lines = []
+    for kind, data in (
+        ("anchor-key", {"key_arn": anchored[1], "public_key_pem": pem}),
+        ("anchor", {}),
+    ):
+        last = entries[-1]
+        entry = {
+            "seq": last["seq"] + 1,
+            "ts": last["ts"],
+            "type": kind,
+            "step": None,
+            "data": data,
+            "prev": last["hash"],
+        }
+        entry["hash"] = entry_hash(entry)
+        entries.append(entry)
+        lines.append(canonical(entry) + b"\n")
+    with (bundle / JOURNAL).open("ab") as journal:
+        journal.write(b"".join(lines))
+    run_id = entries[0]["data"]["run_id"]
+    digest = anchor_digest(run_id, entries[-1]["seq"], entries[-1]["hash"])
+    signature = mine.sign(bytes.fromhex(digest), ec.ECDSA(hashes.SHA256()))
+    record = {"seq": entries[-1]["seq"], "head": entries[-1]["hash"], "sha256": digest}
+    record["signature"] = base64.b64encode(signature).decode()
+    (bundle / "anchor.json").write_text(json.dumps(record))
+    for name in ("report.md", "report.html"):
+        (bundle / name).unlink(missing_ok=True)
+    problems = integrity.verify(bundle)
+    assert "journal.jsonl: anchor-key entries name different keys (one run, one key)" in problems
+
+
+def test_ctrl_c_while_kms_signs_leaves_a_bundle_that_resumes(tmp_path: Path) -> None:
+    world = scenarios.load("ransom-deletion")
+    with Sandbox(world) as sandbox:
+        kms = sandbox.session().client("kms")
+        arn = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["Arn"]
+
+        class Interrupting(KmsSigner):
+            signed = 0
+
+            def sign(self, digest: str) -> bytes:
+                Interrupting.signed += 1
+                if Interrupting.signed == 3:
+                    raise KeyboardInterrupt
+                return super().sign(digest)
+
+        from kmsir import playbook
+        from kmsir import resume as resuming
+
+        loaded = load_playbook(PLAYBOOKS / f"{world.playbook}.yaml")
+        options = RunOptions(
+            incident_id="INC-x", evidence_dir=tmp_path, mode="sandbox", scenario=world.id
+        )
+        inputs = playbook.resolve_inputs(loaded.playbook, world.inputs)
+
+        def engine(signer: KmsSigner) -> Engine:
+            return Engine(
+                actions=actions.registry(),
+                clients=sandbox.client_factory(),
+                prompter=ScriptedPrompter(world.answers, source="scenario script"),
+                sleep=lambda _: None,
+                anchor=signer,
+            )
+
+        with pytest.raises(KeyboardInterrupt):
+            engine(Interrupting(sandbox.client_factory(), arn)).run(loaded, inputs, options)
+        (bundle,) = [p for p in (tmp_path / "INC-x").iterdir() if p.is_dir()]
+        checked = integrity.check(bundle)
+        assert checked.problems == [] and not checked.intact
+        assert [e["type"] for e in _entries(bundle)][-2:] == ["anchor-failed", "run-interrupted"]
+        # the same moment under SIGKILL: the journal ends with the anchor no signature holds
+        killed = _copy(bundle, tmp_path, "killed")
+        _cut(killed, 2)
+        unsigned = _entries(killed)[-1]
+        assert unsigned["type"] == "anchor"
+        assert integrity.check(killed).problems == []
+        for stopped in (killed, bundle):
+            resumed = engine(KmsSigner(sandbox.client_factory(), arn)).resume(
+                loaded, resuming.load(stopped), options
+            )
+            assert resumed.status == "succeeded", resumed.error
+            assert integrity.check(stopped).intact
+    repair = next(e for e in _entries(killed) if e["type"] == "repair")
+    assert repair["data"]["unsigned_anchor"] == unsigned["seq"]

@@ -27,6 +27,7 @@ from kmsir.actions.aws import ApiCall, ClientFactory, aws_errors
 from kmsir.actions.base import NullReporter, Reporter, RunInfo
 from kmsir.errors import Aborted, EvidenceError, KmsirError, MissingAnswer, UsageError
 from kmsir.evidence import MANIFEST, Clock, inputs_in_effect, timestamp, utc_now
+from kmsir.integrity import unsigned_anchor
 from kmsir.keypolicy import principal_arn
 from kmsir.locks import RunLocks
 from kmsir.playbook import LoadedPlaybook, Step
@@ -145,6 +146,9 @@ class Engine:
             )  # the torn line is no entry
             if explained:
                 repaired["leftovers"] = [vars(item) for item in explained]
+            if unsigned_anchor(state.root, state.entries):
+                # the run died while KMS signed its last entry: no signature came
+                repaired["unsigned_anchor"] = state.entries[-1]["seq"]
             if repaired:
                 bundle.append("repair", repaired)
             bundle.append(
@@ -310,24 +314,29 @@ class Engine:
         digest = anchor_digest(info.run_id, entry["seq"], entry["hash"])
         try:
             signature = self.anchor.sign(digest)
+            bundle.write_anchor(
+                {
+                    "format": ANCHOR_FORMAT,
+                    "run_id": info.run_id,
+                    "seq": entry["seq"],
+                    "head": entry["hash"],
+                    "key_arn": key["key_arn"],
+                    "algorithm": key["algorithm"],
+                    "sha256": digest,
+                    "signature": base64.b64encode(signature).decode(),
+                }
+            )
         except KmsirError as exc:
             bundle.append("anchor-failed", {"error": str(exc)[:500]})
             self.warn(
                 f"kmsir: warning: the journal was not signed after entry {entry['seq']}: {exc}"
             )
-            return
-        bundle.write_anchor(
-            {
-                "format": ANCHOR_FORMAT,
-                "run_id": info.run_id,
-                "seq": entry["seq"],
-                "head": entry["hash"],
-                "key_arn": key["key_arn"],
-                "algorithm": key["algorithm"],
-                "sha256": digest,
-                "signature": base64.b64encode(signature).decode(),
-            }
-        )
+        except BaseException:
+            # Ctrl-C while KMS signs: say the signature never came, before anything else is
+            # journaled (the entry would otherwise stand for a signature anchor.json lacks)
+            with contextlib.suppress(EvidenceError):
+                bundle.append("anchor-failed", {"error": "interrupted before it was signed"})
+            raise
 
     def _after_step(self, bundle: BundleWriter, step_id: str) -> None:
         """What the world did after this step (a scenario's injects): journaled, then shown."""

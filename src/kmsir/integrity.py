@@ -31,7 +31,7 @@ from kmsir.evidence import (
     read_journal,
     sha256_hex,
 )
-from kmsir.signatures import anchor_digest, check_signature
+from kmsir.signatures import anchor_digest, check_signature, fingerprint
 
 #: kmsir records every report it writes into a bundle since this version (major, minor).
 REPORTS_RECORDED_SINCE = (0, 2)
@@ -56,6 +56,9 @@ class Verification:
     proven: int = 0
     signed: int = 0  # entries covered by the anchor signature
     signed_by: str | None = None  # the anchor key's ARN
+    #: The anchor key's fingerprint: the journal records the key, so a signature proves
+    #: the journal only against a key the reader trusts (compared, or given to ``check``).
+    signed_key: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -83,8 +86,9 @@ def verify(root: Path) -> list[str]:
     return check(root).problems
 
 
-def check(root: Path) -> Verification:
-    """Check the bundle at ``root``; see ``Verification``."""
+def check(root: Path, *, trusted_key: str | None = None) -> Verification:
+    """Check the bundle at ``root``; see ``Verification``. ``trusted_key`` (PEM): the public
+    key the journal anchor must have been signed with."""
     if not root.is_dir():
         raise UsageError(f"{root}: no such bundle directory")
     if not (root / JOURNAL).exists():
@@ -103,7 +107,9 @@ def check(root: Path) -> Verification:
     consistent = not journal.problems  # a broken chain already explains a manifest mismatch
     problems, anchored = _verify_manifest(root, entries, result.notes, consistent=consistent)
     result.problems += problems
-    result.signed, result.signed_by = _verify_anchor(root, entries, result.problems, result.notes)
+    key = _verify_anchor(root, entries, result.problems, result.notes, trusted_key)
+    if key is not None:
+        result.signed, result.signed_by, result.signed_key = key
     result.proven = max(anchored, result.signed)
     return result
 
@@ -393,26 +399,42 @@ def _predates_report_records(started: dict[str, Any]) -> bool:
 
 
 def _verify_anchor(
-    root: Path, entries: list[dict[str, Any]], problems: list[str], notes: list[str]
-) -> tuple[int, str | None]:
+    root: Path,
+    entries: list[dict[str, Any]],
+    problems: list[str],
+    notes: list[str],
+    trusted_key: str | None,
+) -> tuple[int, str, str] | None:
     """The journal anchor of a ``run --anchor-key`` bundle: ``anchor.json`` signs the chain
     head at an ``anchor`` entry with the key the journal recorded (``anchor-key``; a replaced
-    file cannot bring its own key). Returns how many entries the signature covers (0: none)
-    and the key's ARN; adds problems and notes."""
+    file cannot bring its own key, and a journal holds one key only). Anyone who can write
+    the bundle can write a key into the journal too: the signature proves the journal against
+    ``trusted_key`` when given, else its fingerprint is for the reader to compare. Returns how
+    many entries the signature covers, the key's ARN and fingerprint (None: no signature);
+    adds problems and notes."""
     keys = [e for e in entries if e.get("type") == "anchor-key"]
-    # each signature made: an anchor entry not followed by the failure of its signature
-    anchors = [
-        e
-        for e, after in zip(entries, [*entries[1:], None], strict=True)
-        if e.get("type") == "anchor" and (after is None or after.get("type") != "anchor-failed")
-    ]
+    if len({str(e["data"].get("public_key_pem")) for e in keys}) > 1:
+        problems.append(f"{JOURNAL}: anchor-key entries name different keys (one run, one key)")
+        return None
+    if keys and trusted_key is not None:
+        given, recorded = (
+            fingerprint(trusted_key),
+            fingerprint(str(keys[0]["data"].get("public_key_pem"))),
+        )
+        if given != recorded:
+            problems.append(
+                f"{JOURNAL}: the journal is anchored with key {recorded}, not the key given "
+                f"({given})"
+            )
+            return None
+    anchors = _signatures(entries)
     path = root / ANCHOR
     if not keys:
         if anchors:
             problems.append(f"{JOURNAL}: anchor entries without the anchor-key entry they need")
         elif path.exists():
             problems.append(f"{ANCHOR}: extra file, the run was not anchored")
-        return 0, None
+        return None
     last = anchors[-1] if anchors else None
     try:
         record = json.loads(path.read_bytes())
@@ -426,10 +448,10 @@ def _verify_anchor(
             )
         else:
             problems.append(f"{ANCHOR}: missing (the run signed its journal at line {last['seq']})")
-        return 0, None
+        return None
     except ValueError:
         problems.append(f"{ANCHOR}: not valid JSON")
-        return 0, None
+        return None
     seq = record.get("seq") if isinstance(record, dict) else None
     head = record.get("head") if isinstance(record, dict) else None
     signed = entries[seq - 1] if isinstance(seq, int) and 1 <= seq <= len(entries) else None
@@ -438,11 +460,11 @@ def _verify_anchor(
             f"{ANCHOR}: signs line {seq!r} with a head the journal does not have there "
             "(lines were removed or altered)"
         )
-        return 0, None
+        return None
     key = next((e["data"] for e in reversed(keys) if e["seq"] < signed["seq"]), None)
     if key is None:
         problems.append(f"{ANCHOR}: no anchor-key entry before the signed line {seq}")
-        return 0, None
+        return None
     digest = anchor_digest(str(entries[0]["data"].get("run_id")), signed["seq"], str(head))
     problem = check_signature(
         {"sha256": record.get("sha256"), "signature": record.get("signature")},
@@ -451,19 +473,50 @@ def _verify_anchor(
     )
     if problem is not None:
         problems.append(f"{ANCHOR}: the signature over line {seq} does not verify")
-        return 0, None
+        return None
     if last is not None and last["seq"] > signed["seq"]:
         if last is not entries[-1]:
             problems.append(
                 f"{ANCHOR}: signs line {seq}, but the journal records a later signature at line "
                 f"{last['seq']} (replaced with an earlier copy?)"
             )
-            return 0, None
+            return None
         notes.append(
             f"{ANCHOR}: its signature over line {last['seq']} was not written when the run "
             "stopped; kmsir resume signs the journal again"
         )
-    return signed["seq"], str(key.get("key_arn"))
+    return signed["seq"], str(key.get("key_arn")), fingerprint(str(key.get("public_key_pem")))
+
+
+def _signatures(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each signature made: an ``anchor`` entry not followed by the failure of its signature
+    (``anchor-failed``), nor by the repair that says the run died while it was made."""
+    unsigned = {
+        int(e["data"]["unsigned_anchor"])
+        for e in entries
+        if e.get("type") == "repair"
+        and isinstance(e.get("data"), dict)
+        and isinstance(e["data"].get("unsigned_anchor"), int)
+    }
+    return [
+        e
+        for e, after in zip(entries, [*entries[1:], None], strict=True)
+        if e.get("type") == "anchor"
+        and (after is None or after.get("type") != "anchor-failed")
+        and e.get("seq") not in unsigned
+    ]
+
+
+def unsigned_anchor(root: Path, entries: list[dict[str, Any]]) -> bool:
+    """True when the journal ends with an anchor entry whose signature ``anchor.json`` does
+    not hold: the run stopped while KMS signed it (resume records so in its repair)."""
+    if not entries or entries[-1].get("type") != "anchor":
+        return False
+    try:
+        record = json.loads((root / ANCHOR).read_bytes())
+    except (OSError, ValueError):
+        return True
+    return not isinstance(record, dict) or record.get("seq") != entries[-1].get("seq")
 
 
 def _resumed_after_finishing(entries: list[dict[str, Any]]) -> bool:

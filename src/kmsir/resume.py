@@ -45,6 +45,8 @@ class StepState:
         if self.started or self.outcome is None:
             return False
         if self.outcome["type"] == "step-failed":
+            if self.outcome["data"].get("stopped_run"):
+                return False  # its evidence could not be kept: it runs again
             return on_error == "continue" or self.skip_pending
         return True
 

@@ -10,6 +10,7 @@ hashes it once more), with the key's public half kept to check them. Stdlib and
 from __future__ import annotations
 
 import base64
+import contextlib
 from typing import Any
 
 from kmsir.evidence import sha256_hex
@@ -35,6 +36,43 @@ def public_key_pem(public_key_der: bytes) -> str:
     return public.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     ).decode()
+
+
+def fingerprint(public_key_pem: str) -> str:
+    """``sha256:<hex>`` of a public key's DER form: what to compare with the key KMS holds
+    (``aws kms get-public-key`` returns the same DER)."""
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        public = serialization.load_pem_public_key(public_key_pem.encode())
+    except (ValueError, TypeError):
+        return "sha256:(not a public key)"
+    der = public.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return f"sha256:{sha256_hex(der)}"
+
+
+def trusted_key(data: bytes) -> str:
+    """A public key given by the person checking (PEM; DER; or base64 DER, as the AWS CLI's
+    ``get-public-key --output text`` prints it), in PEM; ``ValueError`` when it is none."""
+    from cryptography.hazmat.primitives import serialization
+
+    text = data.strip()
+    candidates = [text]
+    if not text.startswith(b"-----"):
+        with contextlib.suppress(ValueError):
+            candidates.append(base64.b64decode(text, validate=True))
+    for candidate in candidates:
+        for load in (serialization.load_pem_public_key, serialization.load_der_public_key):
+            try:
+                public = load(candidate)
+            except (ValueError, TypeError):
+                continue
+            return public.public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            ).decode()
+    raise ValueError("not a public key (PEM, DER or base64 DER)")
 
 
 def signature_record(

@@ -29,7 +29,14 @@ from kmsir.actions.base import (
     Reporter,
     RunInfo,
 )
-from kmsir.errors import Aborted, ActionError, AwsError, KmsirError, MissingAnswer
+from kmsir.errors import (
+    Aborted,
+    ActionError,
+    AwsError,
+    EvidenceError,
+    KmsirError,
+    MissingAnswer,
+)
 from kmsir.evidence import JOURNAL, Clock, read_journal, read_outside, timestamp
 from kmsir.locks import RunLocks
 from kmsir.playbook import InputSpec, Step, ask_input, coerce_input, referenced_steps
@@ -199,6 +206,12 @@ class StepRunner:
             except (Aborted, MissingAnswer) as exc:
                 self.fail(step, f"step '{step.id}' ({step.action}): {exc}")
                 raise
+            except EvidenceError as exc:
+                # the evidence cannot be kept (a full or read-only disk): whatever on_error
+                # says, nothing more may run without it; resume runs this step again
+                message = f"step '{step.id}' ({step.action}): {exc}"
+                self.fail(step, message, stopped_run=True)
+                raise EvidenceError(message) from None
             except KmsirError as exc:
                 message = f"step '{step.id}' ({step.action}): {exc}"
                 record = self.fail(step, message)
@@ -441,12 +454,12 @@ class StepRunner:
         )
         return StepRecord(step.id, step.title, status, reason)
 
-    def fail(self, step: Step, message: str) -> StepRecord:
-        """Journal that ``step`` failed."""
+    def fail(self, step: Step, message: str, *, stopped_run: bool = False) -> StepRecord:
+        """Journal that ``step`` failed (``stopped_run``: and stopped the run, whatever its
+        ``on_error``; resume runs it again)."""
+        data = {"error": message, "action": step.action, "name": step.title, "phase": step.phase}
         self.bundle.append(
-            "step-failed",
-            {"error": message, "action": step.action, "name": step.title, "phase": step.phase},
-            step=step.id,
+            "step-failed", {**data, **({"stopped_run": True} if stopped_run else {})}, step=step.id
         )
         return StepRecord(step.id, step.title, "failed", message)
 
