@@ -14,7 +14,7 @@ import json
 import re
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -92,6 +92,8 @@ class FaultLayer:
 
     rules: list[Rule] = field(default_factory=list)
     armed: bool = False
+    #: Called with each fault as it is injected: what someone else does meanwhile.
+    meanwhile: Callable[[str], None] | None = None
     attempts: list[Attempt] = field(default_factory=list)
     injected: Counter[str] = field(default_factory=Counter)
     _calls: dict[str, int] = field(default_factory=dict)
@@ -119,13 +121,15 @@ class FaultLayer:
                 if fault is None:
                     return response
             self.injected[fault] += 1
+            if self.meanwhile is not None:
+                self.meanwhile(fault)
             return _fault(fault, service, operation, request)
         finally:
             self.attempts.append(Attempt(operation, call, attempt, fault, status))
 
     def reset(self) -> None:
         """Forget everything: no rules, nothing seen, disarmed."""
-        self.rules, self.armed = [], False
+        self.rules, self.armed, self.meanwhile = [], False, None
         self.attempts, self.injected = [], Counter()
         self._calls, self._per_operation = {}, Counter()
 

@@ -78,7 +78,7 @@ def test_signed_export_verifies_offline_and_catches_changes(
     moto_server.stop()
     verified = kmsir("verify", str(archive))  # offline: the server is gone
     assert verified.returncode == 0, verified.stdout + verified.stderr
-    assert f"signature: valid ({key['Arn']})" in verified.stdout
+    assert f"signature: valid ({key['Arn']}, public key sha256:" in verified.stdout
     data = bytearray(archive.read_bytes())
     data[-10] ^= 1
     archive.write_bytes(bytes(data))

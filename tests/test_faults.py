@@ -723,3 +723,20 @@ def test_a_step_retry_after_the_change_was_made_reports_the_change(
     (succeeded,) = outcome_.entries("step-succeeded")
     assert succeeded["data"]["status"] == "succeeded"  # not "already Disabled: nothing sent"
     assert succeeded["data"]["inverse"] == "kms.enable-key"  # what rollback undoes
+
+
+def test_a_grant_someone_else_revoked_while_throttled_is_not_claimed(
+    moto: Moto, layer: FaultLayer
+) -> None:
+    """RevokeGrant is throttled, someone else revokes the grant meanwhile, the retry is told
+    NotFound: the grant is recorded as gone by another hand, not as revoked by this run (a
+    throttled attempt did nothing; only a lost response or a 5xx may have)."""
+    world = moto.world("kms.revoke-grants")
+    kms = moto.client("kms")
+    layer.rules = [Rule("throttle", "RevokeGrant", 1, times=1)]
+    layer.meanwhile = lambda _: kms.revoke_grant(KeyId=world.key_id, GrantId=world.grant_id)
+    outcome_ = run(moto, "kms.revoke-grants", world)
+    assert outcome_.result.status == "succeeded", outcome_.result.error
+    (succeeded,) = outcome_.entries("step-succeeded", "act")
+    assert succeeded["data"]["outputs"]["revoked"] == []
+    assert succeeded["data"]["outputs"]["already_gone"] == [world.grant_id]

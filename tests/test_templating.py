@@ -243,3 +243,37 @@ def test_sum_still_sums() -> None:
     assert templating.render_value("{{ [[1], [2, 3]] | sum(start=[0]) }}", CONTEXT) == [0, 1, 2, 3]
     assert templating.render_value("{{ [(1,), (2,)] | sum(start=()) }}", CONTEXT) == (1, 2)
     assert templating.render_value("{{ [{'n': 2}, {'n': 3}] | sum(attribute='n') }}", CONTEXT) == 5
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ ('a'.encode() * 200000000) | length }}",
+        "{{ ('\\t' * 1000).encode().expandtabs(100000) }}",
+        "{{ ('x' * 10000).encode().join([''.encode()] * 20000) }}",
+    ],
+)
+def test_bytes_are_out_of_reach(source: str) -> None:
+    """The size checks are written for text and lists: bytes, which nothing needs, are refused
+    before any is built."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(TemplateError, match="'encode' of 'str' object is unsafe"):
+            templating.render_value(source, CONTEXT)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 2**20
+
+
+def test_a_with_value_shares_one_budget_across_its_templates() -> None:
+    """Four hundred templates of a million characters each in one list: refused once the
+    value as a whole has built past the budget, not kept four hundred times."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(TemplateError, match="built more than"):
+            templating.render_value({"grant_ids": ["{{ 'a' * 1000000 }}"] * 400}, CONTEXT)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 2**20

@@ -389,3 +389,44 @@ def test_ctrl_c_while_kms_signs_leaves_a_bundle_that_resumes(tmp_path: Path) -> 
             assert integrity.check(stopped).intact
     repair = next(e for e in _entries(killed) if e["type"] == "repair")
     assert repair["data"]["unsigned_anchor"] == unsigned["seq"]
+
+
+@pytest.mark.parametrize("where", ["artifact", "extra", "report.md", "manifest.json"])
+def test_a_fifo_planted_in_a_bundle_is_named_not_read(
+    demo_bundle: Path, tmp_path: Path, where: str
+) -> None:
+    """Reading a FIFO blocks for ever: verify names it instead."""
+    import os
+
+    bundle = _copy(demo_bundle, tmp_path)
+    if where == "artifact":
+        target = next((bundle / "artifacts").rglob("grants.json"))
+    elif where == "extra":
+        target = bundle / "artifacts" / "planted"
+    else:
+        target = bundle / where
+    target.unlink(missing_ok=True)
+    os.mkfifo(target)
+    problems = integrity.verify(bundle)
+    relative = target.relative_to(bundle).as_posix()
+    assert any(p.startswith(f"{relative}: ") for p in problems), problems
+
+
+def test_resume_of_a_folder_that_is_no_bundle_is_one_line(tmp_path: Path) -> None:
+    done = cli("resume", tmp_path)
+    assert done.exit_code == 2
+    assert (
+        done.stderr.strip()
+        == f"kmsir: error: {tmp_path}: not an evidence bundle (no journal.jsonl)"
+    )
+
+
+def test_an_unfinished_bundle_is_not_exported(demo_bundle: Path, tmp_path: Path) -> None:
+    bundle = _copy(demo_bundle, tmp_path)
+    _cut(bundle, 3)  # run-finished and the two report records: as if it died finishing
+    for name in ("manifest.json", "report.md", "report.html"):
+        (bundle / name).unlink()
+    done = cli("export", bundle, "--out", tmp_path / "u.tar.gz")
+    assert done.exit_code == 1
+    assert "not exported:" in done.stderr and "cannot be proven" in done.stderr
+    assert not (tmp_path / "u.tar.gz").exists()

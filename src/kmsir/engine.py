@@ -36,7 +36,7 @@ from kmsir.resume import RunState
 from kmsir.signatures import ANCHOR_FORMAT, anchor_digest
 from kmsir.signer import KmsSigner
 from kmsir.steps import RETRYABLE, Mode, RunOptions, StepRecord, StepRunner
-from kmsir.writer import BundleWriter, write_manifest
+from kmsir.writer import BundleWriter, settle_derived, write_manifest
 
 __all__ = ["RETRYABLE", "AfterStep", "Engine", "Mode", "RunOptions", "RunResult", "StepRecord"]
 
@@ -139,8 +139,7 @@ class Engine:
             previous = state.finished
             if previous is not None and not (state.root / MANIFEST).exists():
                 write_manifest(state.root)  # the finished part stays anchored by its manifest
-            for temporary in integrity.derived_temporaries(state.root):
-                temporary.unlink()  # a derived file's temporary: never evidence
+            settle_derived(state.root, state.entries)  # derived files' temporaries
             explained, _ = integrity.leftovers(
                 state.root, state.entries
             )  # the torn line is no entry

@@ -14,8 +14,8 @@ import tarfile
 from datetime import datetime
 from pathlib import Path
 
-from kmsir import evidence, integrity
-from kmsir.errors import TamperedError, UsageError
+from kmsir import evidence, integrity, writer
+from kmsir.errors import EvidenceError, TamperedError, UsageError
 
 
 def _mtime(bundle: evidence.Bundle) -> int:
@@ -27,10 +27,20 @@ def _mtime(bundle: evidence.Bundle) -> int:
 
 
 def archive_bytes(root: Path) -> bytes:
-    """The deterministic ``.tar.gz`` of the intact bundle at ``root``."""
-    problems = integrity.verify(root)
-    if problems:
-        raise TamperedError([f"not exported: {p}" for p in problems])
+    """The deterministic ``.tar.gz`` of the intact bundle at ``root``: altered evidence, a run
+    still going, or a journal whose end cannot be proven is never archived under a checksum
+    (or a signature) that would vouch for it."""
+    if not (root / evidence.JOURNAL).is_file():
+        raise UsageError(f"{root}: not an evidence bundle (no {evidence.JOURNAL})")
+    writer.ensure_idle(root)
+    checked = integrity.check(root)
+    if checked.problems:
+        raise TamperedError([f"not exported: {p}" for p in checked.problems])
+    if not checked.intact:
+        raise EvidenceError(
+            f"not exported: {root}: the end of its journal cannot be proven (an unfinished "
+            "run, or a finished one without its manifest); kmsir resume finishes it first"
+        )
     bundle = evidence.Bundle.open(root)
     mtime = _mtime(bundle)
     buffer = io.BytesIO()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +82,18 @@ class Leftover:
     reason: str
 
 
+class NotRegular(OSError):
+    """A path in a bundle that is not a plain file (a FIFO, a device, a link): never read."""
+
+
+def _read(path: Path) -> bytes:
+    """A bundle file's bytes; ``NotRegular`` for anything but a plain file (reading a FIFO
+    planted in a bundle would hang ``verify``), ``FileNotFoundError`` when it is missing."""
+    if not stat.S_ISREG(path.lstat().st_mode):
+        raise NotRegular(f"{path.name}: not a regular file")
+    return path.read_bytes()
+
+
 def verify(root: Path) -> list[str]:
     """Every problem that shows the bundle at ``root`` was altered; empty when intact."""
     return check(root).problems
@@ -93,6 +106,8 @@ def check(root: Path, *, trusted_key: str | None = None) -> Verification:
         raise UsageError(f"{root}: no such bundle directory")
     if not (root / JOURNAL).exists():
         raise UsageError(f"{root}: not an evidence bundle (no {JOURNAL})")
+    if not stat.S_ISREG((root / JOURNAL).lstat().st_mode):
+        return Verification([f"{JOURNAL}: not a regular file"])
     journal = read_journal(root / JOURNAL)
     result = Verification(list(journal.problems), [], journal.entries, journal.torn_tail)
     started = next((e for e in journal.entries if e.get("type") == "run-started"), None)
@@ -117,9 +132,12 @@ def check(root: Path, *, trusted_key: str | None = None) -> Verification:
 def _verify_playbook(root: Path, started: dict[str, Any]) -> Iterator[str]:
     expected = (started.get("data", {}).get("playbook") or {}).get("sha256")
     try:
-        actual = sha256_hex((root / PLAYBOOK_COPY).read_bytes())
+        actual = sha256_hex(_read(root / PLAYBOOK_COPY))
     except FileNotFoundError:
         yield f"{PLAYBOOK_COPY}: missing"
+        return
+    except NotRegular:
+        yield f"{PLAYBOOK_COPY}: not a regular file"
         return
     if actual != expected:
         yield (
@@ -177,7 +195,11 @@ def leftovers(root: Path, entries: list[dict[str, Any]]) -> tuple[list[Leftover]
     for relative, path in _files(root):
         if relative in artifacts or relative in repaired:
             continue
-        content = path.read_bytes()
+        try:
+            content = _read(path)
+        except NotRegular:
+            unexplained.append(relative)
+            continue
         reason = _why_left(root, relative, content, intents, len(entries), unfinished)
         if reason is None:
             unexplained.append(relative)
@@ -217,7 +239,7 @@ def _why_left(
     final = f"{folder}/{temp['name']}" if temp is not None else relative
     if temp is not None and final in intents:
         written = root / final
-        complete = written.read_bytes() if written.is_file() else None
+        complete = _read(written) if written.is_file() else None
         if complete is not None and not complete.startswith(content):
             return None
         if len(content) > int(intents[final].get("bytes") or 0):
@@ -239,17 +261,23 @@ def _verify_artifacts(root: Path, entries: list[dict[str, Any]], notes: list[str
             yield f"{JOURNAL} line {entry.get('seq')}: artifact path {relative[:80]!r} is invalid"
             continue
         try:
-            content = (root / relative).read_bytes()
+            content = _read(root / relative)
         except FileNotFoundError:
             yield f"{relative}: missing"
+            continue
+        except NotRegular:
+            yield f"{relative}: not a regular file"
             continue
         if sha256_hex(content) != data.get("sha256") or len(content) != data.get("bytes"):
             yield f"{relative}: content changed (sha256 or size differs from the journal)"
     for relative, item in _repaired(entries).items():
         try:
-            content = (root / relative).read_bytes()
+            content = _read(root / relative)
         except FileNotFoundError:
             yield f"{relative}: missing (a resume recorded it)"
+            continue
+        except NotRegular:
+            yield f"{relative}: not a regular file"
             continue
         if sha256_hex(content) != item.get("sha256"):
             yield f"{relative}: content changed since a resume recorded it"
@@ -267,7 +295,7 @@ def _verify_manifest(
     """Problems with the manifest, and how many journal entries it anchors (0: none)."""
     finished = finished_entry(entries) is not None
     try:
-        manifest = json.loads((root / MANIFEST).read_bytes())
+        manifest = json.loads(_read(root / MANIFEST))
     except FileNotFoundError:
         if _resumed_after_finishing(entries):
             # resume makes sure a finished run's manifest exists before continuing it
@@ -277,6 +305,8 @@ def _verify_manifest(
             # it was deleted); it is derived, so nothing is lost, but nothing anchors the end
             notes.append(f"{MANIFEST}: missing though the run finished; kmsir resume writes it")
         return [], 0
+    except NotRegular:
+        return [f"{MANIFEST}: not a regular file"], 0
     except ValueError:
         return [f"{MANIFEST}: not valid JSON"], 0
     if not isinstance(manifest, dict):
@@ -356,7 +386,13 @@ def _verify_reports(root: Path, entries: list[dict[str, Any]], notes: list[str])
             and isinstance(e.get("data"), dict)
             and e["data"].get("path") == name
         ]
-        content = path.read_bytes() if path.is_file() else None
+        try:
+            content: bytes | None = _read(path)
+        except FileNotFoundError:
+            content = None
+        except NotRegular:
+            yield f"{name}: not a regular file"
+            continue
         if not records:
             if content is None:
                 continue
@@ -375,7 +411,9 @@ def _verify_reports(root: Path, entries: list[dict[str, Any]], notes: list[str])
         left = [
             p
             for p in derived_temporaries(root)
-            if p.name.startswith(f".tmp-{name}-") and sha256_hex(p.read_bytes()) == wanted
+            if p.name.startswith(f".tmp-{name}-")
+            and stat.S_ISREG(p.lstat().st_mode)
+            and sha256_hex(_read(p)) == wanted
         ]
         if left:
             notes.append(
@@ -437,7 +475,7 @@ def _verify_anchor(
         return None
     last = anchors[-1] if anchors else None
     try:
-        record = json.loads(path.read_bytes())
+        record = json.loads(_read(path))
     except FileNotFoundError:
         if last is None:
             notes.append(f"{ANCHOR}: none yet (the run stopped before its first signature)")
@@ -448,6 +486,9 @@ def _verify_anchor(
             )
         else:
             problems.append(f"{ANCHOR}: missing (the run signed its journal at line {last['seq']})")
+        return None
+    except NotRegular:
+        problems.append(f"{ANCHOR}: not a regular file")
         return None
     except ValueError:
         problems.append(f"{ANCHOR}: not valid JSON")
@@ -513,7 +554,7 @@ def unsigned_anchor(root: Path, entries: list[dict[str, Any]]) -> bool:
     if not entries or entries[-1].get("type") != "anchor":
         return False
     try:
-        record = json.loads((root / ANCHOR).read_bytes())
+        record = json.loads(_read(root / ANCHOR))
     except (OSError, ValueError):
         return True
     return not isinstance(record, dict) or record.get("seq") != entries[-1].get("seq")

@@ -109,6 +109,8 @@ def load(root: Path) -> RunState:
     Refuses (``TamperedError``) a bundle that fails verification for any reason other than
     what an interrupted run leaves behind: resume never builds on altered evidence.
     """
+    if not (root / evidence.JOURNAL).is_file():
+        raise UsageError(f"{root}: not an evidence bundle (no {evidence.JOURNAL})")
     writer.ensure_idle(root)
     checked = integrity.check(root)
     problems = [p for p in checked.problems if p != checked.torn_tail]

@@ -362,6 +362,33 @@ class BundleWriter:
         return cls._open_existing(root, clock, repair=False)[0]
 
 
+def settle_derived(root: Path, entries: list[dict[str, Any]]) -> None:
+    """Tidy what an interrupted write of a derived file left: a report recorded in the
+    journal whose bytes are still in their temporary is put in place (the temporary is its
+    only copy); every other temporary of a derived file is removed."""
+    from kmsir.integrity import derived_temporaries
+
+    recorded = {
+        e["data"].get("path"): e["data"].get("sha256")
+        for e in entries
+        if e["type"] == "report-written" and isinstance(e.get("data"), dict)
+    }
+    for temporary in derived_temporaries(root):
+        name = temporary.name.removeprefix(".tmp-").rsplit("-", 1)[0]
+        target = root / name
+        wanted = recorded.get(name)
+        current = sha256_hex(target.read_bytes()) if target.is_file() else None
+        if (
+            wanted is not None
+            and current != wanted
+            and sha256_hex(temporary.read_bytes()) == wanted
+        ):
+            os.replace(temporary, target)
+        else:
+            temporary.unlink()
+    fsync_dir(root)
+
+
 def record_report(root: Path, name: str, data: bytes, details: dict[str, Any]) -> Path:
     """Write report ``name`` into the bundle and journal it (sha256, size, ``details``: the
     kmsir version and template), so that ``verify`` can tell it from an altered one.

@@ -193,18 +193,25 @@ class ClientFactory:
                 )
             )
 
-        def no_blind_resend(
-            operation: Any, caught_exception: Exception | None = None, **_: Any
+        def before_retry(
+            operation: Any,
+            response: Any = None,
+            caught_exception: Exception | None = None,
+            **_: Any,
         ) -> bool | None:
+            # an attempt whose response was lost, or that AWS answered with a server error,
+            # may have been carried out: said to the action if the call ends refused
+            status = getattr(response[0], "status_code", 0) if response else 0
+            lost = _response_lost(caught_exception)
+            if lost or status >= 500:
+                _attempts.maybe_done = True
             # False stops botocore's retry (its own handler, registered after this one, would
             # answer with a delay); None leaves the decision to it.
-            if operation.name in NOT_IDEMPOTENT and _response_lost(caught_exception):
-                return False
-            return None
+            return False if lost and operation.name in NOT_IDEMPOTENT else None
 
         events.register("provide-client-params", keep_params)
         events.register_first(
-            f"needs-retry.{client.meta.service_model.service_id.hyphenize()}", no_blind_resend
+            f"needs-retry.{client.meta.service_model.service_id.hyphenize()}", before_retry
         )
         events.register("before-call", check_mode_guard)
         events.register("before-call", intent)
@@ -261,13 +268,19 @@ class _RefusingHttpSession:
         """Nothing to close."""
 
 
+#: Per thread (a client's calls in one thread follow one another): whether an attempt of
+#: the call in progress may have been carried out without kmsir hearing so.
+_attempts = threading.local()
+
+
 @dataclass
 class Sent:
     """What ``aws_errors`` learnt of the call in its block, for an action that handles the
     error itself."""
 
-    #: AWS's answer came to a retry: an earlier attempt of the same call may have been
-    #: carried out before its response was lost (a refusal then may mean "already done").
+    #: An earlier attempt of the call may have been carried out: its response was lost, or
+    #: AWS answered it with a server error, and botocore tried again. A refusal of the retry
+    #: may then mean "already done by this run" (not by someone else).
     retried: bool = False
 
 
@@ -287,10 +300,11 @@ def aws_errors(what: str, *, service: str = "kms") -> Iterator[Sent]:
     )
 
     sent = Sent()
+    _attempts.maybe_done = False
     try:
         yield sent
     except ClientError as exc:
-        sent.retried = bool(exc.response.get("ResponseMetadata", {}).get("RetryAttempts"))
+        sent.retried = bool(getattr(_attempts, "maybe_done", False))
         error = exc.response.get("Error", {})
         code = str(error.get("Code", "Unknown"))
         message = str(error.get("Message", "")).strip().splitlines()[0:1]

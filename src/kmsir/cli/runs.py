@@ -407,8 +407,7 @@ def _complete_derived(bundle: Path) -> None:
             repairing.append("repair", repaired)
         finally:
             repairing.close()
-    for temporary in integrity.derived_temporaries(bundle):
-        temporary.unlink()
+    writer.settle_derived(bundle, checked.entries)
     reports_recorded = all((bundle / name).exists() for name in ("report.md", "report.html"))
     if checked.intact and not checked.notes and reports_recorded:
         return

@@ -133,8 +133,15 @@ def render_value(value: Any, context: Mapping[str, Any]) -> Any:
     """Render a ``with:`` value: strings are templates, containers are rendered recursively.
 
     A string that is exactly one ``{{ expression }}`` yields the expression's native value
-    (a list of grant ids stays a list); any other string renders to a string.
+    (a list of grant ids stays a list); any other string renders to a string. The whole value
+    shares one budget (time, and everything built): a list of four hundred templates costs
+    what one would be allowed, not four hundred times that.
     """
+    with _time_budget(MAX_SECONDS, PLAYBOOK.max_built):
+        return _render_value(value, context)
+
+
+def _render_value(value: Any, context: Mapping[str, Any]) -> Any:
     if isinstance(value, str):
         if "{{" not in value and "{%" not in value:
             return value
@@ -143,9 +150,9 @@ def render_value(value: Any, context: Mapping[str, Any]) -> Any:
             return evaluate(match.group("expr"), context)
         return _guard(lambda: _render_bounded(_compile(value), context, PLAYBOOK.max_output), value)
     if isinstance(value, Mapping):
-        return {k: render_value(v, context) for k, v in value.items()}
+        return {k: _render_value(v, context) for k, v in value.items()}
     if isinstance(value, list):
-        return [render_value(v, context) for v in value]
+        return [_render_value(v, context) for v in value]
     return value
 
 

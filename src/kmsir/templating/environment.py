@@ -318,6 +318,13 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         wrapper.kmsir_format = True  # type: ignore[attr-defined]
         return functools.update_wrapper(wrapper, value)
 
+    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+        # no bytes: the size checks are written for text and lists, and nothing in a
+        # playbook or a report needs bytes (``'a'.encode() * 10**9`` must not be built)
+        if attr == "encode" and isinstance(obj, str):
+            return False
+        return bool(super().is_safe_attribute(obj, attr, value))
+
     def getattr(self, obj: Any, attribute: str) -> Any:
         templating._tick()
         return super().getattr(obj, attribute)
