@@ -25,6 +25,7 @@ LAYERS = {
     "kmsir.resources": 1,
     "kmsir.evidence": 2,
     "kmsir.integrity": 2,
+    "kmsir.anchoring": 2,
     "kmsir.writer": 2,
     "kmsir.locks": 2,
     "kmsir.signatures": 2,

@@ -25,9 +25,9 @@ from kmsir import __version__, integrity
 from kmsir.actions import Registry
 from kmsir.actions.aws import ApiCall, ClientFactory, aws_errors
 from kmsir.actions.base import NullReporter, Reporter, RunInfo
+from kmsir.anchoring import unsigned_anchor
 from kmsir.errors import Aborted, EvidenceError, KmsirError, MissingAnswer, UsageError
 from kmsir.evidence import MANIFEST, Clock, inputs_in_effect, timestamp, utc_now
-from kmsir.integrity import unsigned_anchor
 from kmsir.keypolicy import principal_arn
 from kmsir.locks import RunLocks
 from kmsir.playbook import LoadedPlaybook, Step

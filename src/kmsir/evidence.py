@@ -28,6 +28,7 @@ import json
 import os
 import re
 import secrets
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -218,6 +219,18 @@ def read_outside(path: Path) -> tuple[bytes, dict[str, Any]]:
             raise EvidenceError(f"{path}: altered since bundle {root.name} recorded it")
         provenance["bundle"] = str(root)
     return data, provenance
+
+
+class NotRegular(OSError):
+    """A path in a bundle that is not a plain file (a FIFO, a device, a link): never read."""
+
+
+def read_regular(path: Path) -> bytes:
+    """A bundle file's bytes; ``NotRegular`` for anything but a plain file (reading a FIFO
+    planted in a bundle would hang ``verify``), ``FileNotFoundError`` when it is missing."""
+    if not stat.S_ISREG(path.lstat().st_mode):
+        raise NotRegular(f"{path.name}: not a regular file")
+    return path.read_bytes()
 
 
 @dataclass

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kmsir.anchoring import verify_anchor
 from kmsir.errors import EvidenceError, UsageError
 from kmsir.evidence import (
-    ANCHOR,
     ARTIFACTS,
     DERIVED,
     JOURNAL,
@@ -26,13 +26,14 @@ from kmsir.evidence import (
     PLAYBOOK_COPY,
     QUARANTINE,
     REPORTS,
+    NotRegular,
     build_manifest,
     canonical,
     finished_entry,
     read_journal,
+    read_regular,
     sha256_hex,
 )
-from kmsir.signatures import anchor_digest, check_signature, fingerprint
 
 #: kmsir records every report it writes into a bundle since this version (major, minor).
 REPORTS_RECORDED_SINCE = (0, 2)
@@ -82,18 +83,6 @@ class Leftover:
     reason: str
 
 
-class NotRegular(OSError):
-    """A path in a bundle that is not a plain file (a FIFO, a device, a link): never read."""
-
-
-def _read(path: Path) -> bytes:
-    """A bundle file's bytes; ``NotRegular`` for anything but a plain file (reading a FIFO
-    planted in a bundle would hang ``verify``), ``FileNotFoundError`` when it is missing."""
-    if not stat.S_ISREG(path.lstat().st_mode):
-        raise NotRegular(f"{path.name}: not a regular file")
-    return path.read_bytes()
-
-
 def verify(root: Path) -> list[str]:
     """Every problem that shows the bundle at ``root`` was altered; empty when intact."""
     return check(root).problems
@@ -122,7 +111,7 @@ def check(root: Path, *, trusted_key: str | None = None) -> Verification:
     consistent = not journal.problems  # a broken chain already explains a manifest mismatch
     problems, anchored = _verify_manifest(root, entries, result.notes, consistent=consistent)
     result.problems += problems
-    key = _verify_anchor(root, entries, result.problems, result.notes, trusted_key)
+    key = verify_anchor(root, entries, result.problems, result.notes, trusted_key)
     if key is not None:
         result.signed, result.signed_by, result.signed_key = key
     result.proven = max(anchored, result.signed)
@@ -132,7 +121,7 @@ def check(root: Path, *, trusted_key: str | None = None) -> Verification:
 def _verify_playbook(root: Path, started: dict[str, Any]) -> Iterator[str]:
     expected = (started.get("data", {}).get("playbook") or {}).get("sha256")
     try:
-        actual = sha256_hex(_read(root / PLAYBOOK_COPY))
+        actual = sha256_hex(read_regular(root / PLAYBOOK_COPY))
     except FileNotFoundError:
         yield f"{PLAYBOOK_COPY}: missing"
         return
@@ -196,7 +185,7 @@ def leftovers(root: Path, entries: list[dict[str, Any]]) -> tuple[list[Leftover]
         if relative in artifacts or relative in repaired:
             continue
         try:
-            content = _read(path)
+            content = read_regular(path)
         except NotRegular:
             unexplained.append(relative)
             continue
@@ -239,7 +228,7 @@ def _why_left(
     final = f"{folder}/{temp['name']}" if temp is not None else relative
     if temp is not None and final in intents:
         written = root / final
-        complete = _read(written) if written.is_file() else None
+        complete = read_regular(written) if written.is_file() else None
         if complete is not None and not complete.startswith(content):
             return None
         if len(content) > int(intents[final].get("bytes") or 0):
@@ -261,7 +250,7 @@ def _verify_artifacts(root: Path, entries: list[dict[str, Any]], notes: list[str
             yield f"{JOURNAL} line {entry.get('seq')}: artifact path {relative[:80]!r} is invalid"
             continue
         try:
-            content = _read(root / relative)
+            content = read_regular(root / relative)
         except FileNotFoundError:
             yield f"{relative}: missing"
             continue
@@ -272,7 +261,7 @@ def _verify_artifacts(root: Path, entries: list[dict[str, Any]], notes: list[str
             yield f"{relative}: content changed (sha256 or size differs from the journal)"
     for relative, item in _repaired(entries).items():
         try:
-            content = _read(root / relative)
+            content = read_regular(root / relative)
         except FileNotFoundError:
             yield f"{relative}: missing (a resume recorded it)"
             continue
@@ -295,7 +284,7 @@ def _verify_manifest(
     """Problems with the manifest, and how many journal entries it anchors (0: none)."""
     finished = finished_entry(entries) is not None
     try:
-        manifest = json.loads(_read(root / MANIFEST))
+        manifest = json.loads(read_regular(root / MANIFEST))
     except FileNotFoundError:
         if _resumed_after_finishing(entries):
             # resume makes sure a finished run's manifest exists before continuing it
@@ -387,7 +376,7 @@ def _verify_reports(root: Path, entries: list[dict[str, Any]], notes: list[str])
             and e["data"].get("path") == name
         ]
         try:
-            content: bytes | None = _read(path)
+            content: bytes | None = read_regular(path)
         except FileNotFoundError:
             content = None
         except NotRegular:
@@ -413,7 +402,7 @@ def _verify_reports(root: Path, entries: list[dict[str, Any]], notes: list[str])
             for p in derived_temporaries(root)
             if p.name.startswith(f".tmp-{name}-")
             and stat.S_ISREG(p.lstat().st_mode)
-            and sha256_hex(_read(p)) == wanted
+            and sha256_hex(read_regular(p)) == wanted
         ]
         if left:
             notes.append(
@@ -434,130 +423,6 @@ def _predates_report_records(started: dict[str, Any]) -> bool:
     version = str(tool.get("version") if isinstance(tool, dict) else "0")
     parts = [int(p) if p.isdigit() else 0 for p in version.split(".")[:2]]
     return tuple(parts) < REPORTS_RECORDED_SINCE
-
-
-def _verify_anchor(
-    root: Path,
-    entries: list[dict[str, Any]],
-    problems: list[str],
-    notes: list[str],
-    trusted_key: str | None,
-) -> tuple[int, str, str] | None:
-    """The journal anchor of a ``run --anchor-key`` bundle: ``anchor.json`` signs the chain
-    head at an ``anchor`` entry with the key the journal recorded (``anchor-key``; a replaced
-    file cannot bring its own key, and a journal holds one key only). Anyone who can write
-    the bundle can write a key into the journal too: the signature proves the journal against
-    ``trusted_key`` when given, else its fingerprint is for the reader to compare. Returns how
-    many entries the signature covers, the key's ARN and fingerprint (None: no signature);
-    adds problems and notes."""
-    keys = [e for e in entries if e.get("type") == "anchor-key"]
-    if len({str(e["data"].get("public_key_pem")) for e in keys}) > 1:
-        problems.append(f"{JOURNAL}: anchor-key entries name different keys (one run, one key)")
-        return None
-    if keys and trusted_key is not None:
-        given, recorded = (
-            fingerprint(trusted_key),
-            fingerprint(str(keys[0]["data"].get("public_key_pem"))),
-        )
-        if given != recorded:
-            problems.append(
-                f"{JOURNAL}: the journal is anchored with key {recorded}, not the key given "
-                f"({given})"
-            )
-            return None
-    anchors = _signatures(entries)
-    path = root / ANCHOR
-    if not keys:
-        if anchors:
-            problems.append(f"{JOURNAL}: anchor entries without the anchor-key entry they need")
-        elif path.exists():
-            problems.append(f"{ANCHOR}: extra file, the run was not anchored")
-        return None
-    last = anchors[-1] if anchors else None
-    try:
-        record = json.loads(_read(path))
-    except FileNotFoundError:
-        if last is None:
-            notes.append(f"{ANCHOR}: none yet (the run stopped before its first signature)")
-        elif last is entries[-1]:
-            notes.append(
-                f"{ANCHOR}: not written when the run stopped (its signature over line "
-                f"{last['seq']}); kmsir resume signs the journal again"
-            )
-        else:
-            problems.append(f"{ANCHOR}: missing (the run signed its journal at line {last['seq']})")
-        return None
-    except NotRegular:
-        problems.append(f"{ANCHOR}: not a regular file")
-        return None
-    except ValueError:
-        problems.append(f"{ANCHOR}: not valid JSON")
-        return None
-    seq = record.get("seq") if isinstance(record, dict) else None
-    head = record.get("head") if isinstance(record, dict) else None
-    signed = entries[seq - 1] if isinstance(seq, int) and 1 <= seq <= len(entries) else None
-    if signed is None or signed.get("hash") != head or signed.get("type") != "anchor":
-        problems.append(
-            f"{ANCHOR}: signs line {seq!r} with a head the journal does not have there "
-            "(lines were removed or altered)"
-        )
-        return None
-    key = next((e["data"] for e in reversed(keys) if e["seq"] < signed["seq"]), None)
-    if key is None:
-        problems.append(f"{ANCHOR}: no anchor-key entry before the signed line {seq}")
-        return None
-    digest = anchor_digest(str(entries[0]["data"].get("run_id")), signed["seq"], str(head))
-    problem = check_signature(
-        {"sha256": record.get("sha256"), "signature": record.get("signature")},
-        digest,
-        public_key_pem=str(key.get("public_key_pem")),
-    )
-    if problem is not None:
-        problems.append(f"{ANCHOR}: the signature over line {seq} does not verify")
-        return None
-    if last is not None and last["seq"] > signed["seq"]:
-        if last is not entries[-1]:
-            problems.append(
-                f"{ANCHOR}: signs line {seq}, but the journal records a later signature at line "
-                f"{last['seq']} (replaced with an earlier copy?)"
-            )
-            return None
-        notes.append(
-            f"{ANCHOR}: its signature over line {last['seq']} was not written when the run "
-            "stopped; kmsir resume signs the journal again"
-        )
-    return signed["seq"], str(key.get("key_arn")), fingerprint(str(key.get("public_key_pem")))
-
-
-def _signatures(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each signature made: an ``anchor`` entry not followed by the failure of its signature
-    (``anchor-failed``), nor by the repair that says the run died while it was made."""
-    unsigned = {
-        int(e["data"]["unsigned_anchor"])
-        for e in entries
-        if e.get("type") == "repair"
-        and isinstance(e.get("data"), dict)
-        and isinstance(e["data"].get("unsigned_anchor"), int)
-    }
-    return [
-        e
-        for e, after in zip(entries, [*entries[1:], None], strict=True)
-        if e.get("type") == "anchor"
-        and (after is None or after.get("type") != "anchor-failed")
-        and e.get("seq") not in unsigned
-    ]
-
-
-def unsigned_anchor(root: Path, entries: list[dict[str, Any]]) -> bool:
-    """True when the journal ends with an anchor entry whose signature ``anchor.json`` does
-    not hold: the run stopped while KMS signed it (resume records so in its repair)."""
-    if not entries or entries[-1].get("type") != "anchor":
-        return False
-    try:
-        record = json.loads(_read(root / ANCHOR))
-    except (OSError, ValueError):
-        return True
-    return not isinstance(record, dict) or record.get("seq") != entries[-1].get("seq")
 
 
 def _resumed_after_finishing(entries: list[dict[str, Any]]) -> bool:

@@ -1,0 +1,140 @@
+"""The journal anchor of a ``run --anchor-key`` bundle, checked offline.
+
+After every step an anchored run journals an ``anchor`` entry, KMS signs the chain head there,
+and ``anchor.json`` keeps the latest signature; the public key is journaled once, at the
+start (``anchor-key``). ``verify_anchor`` tells how many entries a valid signature covers and
+with which key; ``unsigned_anchor`` tells resume that the run died while KMS signed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from kmsir.evidence import ANCHOR, JOURNAL, NotRegular, read_regular
+from kmsir.signatures import anchor_digest, check_signature, fingerprint
+
+
+def verify_anchor(
+    root: Path,
+    entries: list[dict[str, Any]],
+    problems: list[str],
+    notes: list[str],
+    trusted_key: str | None,
+) -> tuple[int, str, str] | None:
+    """The journal anchor of a ``run --anchor-key`` bundle: ``anchor.json`` signs the chain
+    head at an ``anchor`` entry with the key the journal recorded (``anchor-key``; a replaced
+    file cannot bring its own key, and a journal holds one key only). Anyone who can write
+    the bundle can write a key into the journal too: the signature proves the journal against
+    ``trusted_key`` when given, else its fingerprint is for the reader to compare. Returns how
+    many entries the signature covers, the key's ARN and fingerprint (None: no signature);
+    adds problems and notes."""
+    keys = [e for e in entries if e.get("type") == "anchor-key"]
+    if len({str(e["data"].get("public_key_pem")) for e in keys}) > 1:
+        problems.append(f"{JOURNAL}: anchor-key entries name different keys (one run, one key)")
+        return None
+    if keys and trusted_key is not None:
+        given, recorded = (
+            fingerprint(trusted_key),
+            fingerprint(str(keys[0]["data"].get("public_key_pem"))),
+        )
+        if given != recorded:
+            problems.append(
+                f"{JOURNAL}: the journal is anchored with key {recorded}, not the key given "
+                f"({given})"
+            )
+            return None
+    anchors = _signatures(entries)
+    path = root / ANCHOR
+    if not keys:
+        if anchors:
+            problems.append(f"{JOURNAL}: anchor entries without the anchor-key entry they need")
+        elif path.exists():
+            problems.append(f"{ANCHOR}: extra file, the run was not anchored")
+        return None
+    last = anchors[-1] if anchors else None
+    try:
+        record = json.loads(read_regular(path))
+    except FileNotFoundError:
+        if last is None:
+            notes.append(f"{ANCHOR}: none yet (the run stopped before its first signature)")
+        elif last is entries[-1]:
+            notes.append(
+                f"{ANCHOR}: not written when the run stopped (its signature over line "
+                f"{last['seq']}); kmsir resume signs the journal again"
+            )
+        else:
+            problems.append(f"{ANCHOR}: missing (the run signed its journal at line {last['seq']})")
+        return None
+    except NotRegular:
+        problems.append(f"{ANCHOR}: not a regular file")
+        return None
+    except ValueError:
+        problems.append(f"{ANCHOR}: not valid JSON")
+        return None
+    seq = record.get("seq") if isinstance(record, dict) else None
+    head = record.get("head") if isinstance(record, dict) else None
+    signed = entries[seq - 1] if isinstance(seq, int) and 1 <= seq <= len(entries) else None
+    if signed is None or signed.get("hash") != head or signed.get("type") != "anchor":
+        problems.append(
+            f"{ANCHOR}: signs line {seq!r} with a head the journal does not have there "
+            "(lines were removed or altered)"
+        )
+        return None
+    key = next((e["data"] for e in reversed(keys) if e["seq"] < signed["seq"]), None)
+    if key is None:
+        problems.append(f"{ANCHOR}: no anchor-key entry before the signed line {seq}")
+        return None
+    digest = anchor_digest(str(entries[0]["data"].get("run_id")), signed["seq"], str(head))
+    problem = check_signature(
+        {"sha256": record.get("sha256"), "signature": record.get("signature")},
+        digest,
+        public_key_pem=str(key.get("public_key_pem")),
+    )
+    if problem is not None:
+        problems.append(f"{ANCHOR}: the signature over line {seq} does not verify")
+        return None
+    if last is not None and last["seq"] > signed["seq"]:
+        if last is not entries[-1]:
+            problems.append(
+                f"{ANCHOR}: signs line {seq}, but the journal records a later signature at line "
+                f"{last['seq']} (replaced with an earlier copy?)"
+            )
+            return None
+        notes.append(
+            f"{ANCHOR}: its signature over line {last['seq']} was not written when the run "
+            "stopped; kmsir resume signs the journal again"
+        )
+    return signed["seq"], str(key.get("key_arn")), fingerprint(str(key.get("public_key_pem")))
+
+
+def _signatures(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each signature made: an ``anchor`` entry not followed by the failure of its signature
+    (``anchor-failed``), nor by the repair that says the run died while it was made."""
+    unsigned = {
+        int(e["data"]["unsigned_anchor"])
+        for e in entries
+        if e.get("type") == "repair"
+        and isinstance(e.get("data"), dict)
+        and isinstance(e["data"].get("unsigned_anchor"), int)
+    }
+    return [
+        e
+        for e, after in zip(entries, [*entries[1:], None], strict=True)
+        if e.get("type") == "anchor"
+        and (after is None or after.get("type") != "anchor-failed")
+        and e.get("seq") not in unsigned
+    ]
+
+
+def unsigned_anchor(root: Path, entries: list[dict[str, Any]]) -> bool:
+    """True when the journal ends with an anchor entry whose signature ``anchor.json`` does
+    not hold: the run stopped while KMS signed it (resume records so in its repair)."""
+    if not entries or entries[-1].get("type") != "anchor":
+        return False
+    try:
+        record = json.loads(read_regular(root / ANCHOR))
+    except (OSError, ValueError):
+        return True
+    return not isinstance(record, dict) or record.get("seq") != entries[-1].get("seq")
