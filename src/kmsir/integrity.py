@@ -197,13 +197,25 @@ def leftovers(root: Path, entries: list[dict[str, Any]]) -> tuple[list[Leftover]
     return explained, unexplained
 
 
-def derived_temporaries(root: Path) -> list[Path]:
-    """Temporary files of the manifest or a report that a crash left at the bundle's top."""
-    return [
-        p
+def derived_temporaries(root: Path) -> dict[Path, str]:
+    """Temporary files of the manifest or a report that a crash left at the bundle's top,
+    each with the name of the derived file it was written for."""
+    return {
+        p: temp["name"]
         for p in root.iterdir()
         if (temp := _TEMP.fullmatch(p.name)) is not None and temp["name"] in DERIVED
-    ]
+    }
+
+
+def last_reports(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The last ``report-written`` entry of each report, by the report's name."""
+    return {
+        e["data"]["path"]: e
+        for e in entries
+        if e.get("type") == "report-written"
+        and isinstance(e.get("data"), dict)
+        and isinstance(e["data"].get("path"), str)
+    }
 
 
 def _why_left(
@@ -366,15 +378,9 @@ def _verify_reports(root: Path, entries: list[dict[str, Any]], notes: list[str])
     """Each report file against the last record of it in the journal (never re-rendered:
     templates change between versions)."""
     started = next(e for e in entries if e.get("type") == "run-started")
+    recorded = last_reports(entries)
     for name in REPORTS:
         path = root / name
-        records = [
-            e
-            for e in entries
-            if e.get("type") == "report-written"
-            and isinstance(e.get("data"), dict)
-            and e["data"].get("path") == name
-        ]
         try:
             content: bytes | None = read_regular(path)
         except FileNotFoundError:
@@ -382,7 +388,8 @@ def _verify_reports(root: Path, entries: list[dict[str, Any]], notes: list[str])
         except NotRegular:
             yield f"{name}: not a regular file"
             continue
-        if not records:
+        last = recorded.get(name)
+        if last is None:
             if content is None:
                 continue
             if _predates_report_records(started):
@@ -393,14 +400,13 @@ def _verify_reports(root: Path, entries: list[dict[str, Any]], notes: list[str])
             else:
                 yield f"{name}: not recorded in the journal (added or replaced after the run)"
             continue
-        last = records[-1]
         wanted = last["data"].get("sha256")
         if content is not None and sha256_hex(content) == wanted:
             continue
         left = [
             p
-            for p in derived_temporaries(root)
-            if p.name.startswith(f".tmp-{name}-")
+            for p, target in derived_temporaries(root).items()
+            if target == name
             and stat.S_ISREG(p.lstat().st_mode)
             and sha256_hex(read_regular(p)) == wanted
         ]

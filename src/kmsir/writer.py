@@ -366,17 +366,12 @@ def settle_derived(root: Path, entries: list[dict[str, Any]]) -> None:
     """Tidy what an interrupted write of a derived file left: a report recorded in the
     journal whose bytes are still in their temporary is put in place (the temporary is its
     only copy); every other temporary of a derived file is removed."""
-    from kmsir.integrity import derived_temporaries
+    from kmsir.integrity import derived_temporaries, last_reports
 
-    recorded = {
-        e["data"].get("path"): e["data"].get("sha256")
-        for e in entries
-        if e["type"] == "report-written" and isinstance(e.get("data"), dict)
-    }
-    for temporary in derived_temporaries(root):
-        name = temporary.name.removeprefix(".tmp-").rsplit("-", 1)[0]
+    recorded = last_reports(entries)
+    for temporary, name in derived_temporaries(root).items():
         target = root / name
-        wanted = recorded.get(name)
+        wanted = recorded[name]["data"].get("sha256") if name in recorded else None
         current = sha256_hex(target.read_bytes()) if target.is_file() else None
         if (
             wanted is not None
