@@ -34,6 +34,7 @@ from kmsir.trail.match import KeyMatcher
 from .clikit import Ran, cli
 from .conftest import REPO, load_playbook, run_playbook
 from .fakes import context
+from .test_report import rendered_with_whole_tables
 
 
 @pytest.fixture(autouse=True)
@@ -797,20 +798,9 @@ def test_html_report_has_no_markup_of_the_attackers(reports: dict[str, str]) -> 
 
 
 def test_markdown_report_renders_no_markup_of_the_attackers(reports: dict[str, str]) -> None:
-    import cmarkgfm
-    from cmarkgfm.cmark import Options
-
     text = reports["md"]
     assert "PWNED" in text
-    columns = None
-    for line in text.splitlines():
-        if not line.startswith("|"):
-            columns = None
-            continue
-        cells = len(re.findall(r"(?<!\\)\|", line))
-        columns = columns or cells
-        assert cells == columns, f"table row broken: {line[:200]}"
-    page = cmarkgfm.github_flavored_markdown_to_html(text, options=Options.CMARK_OPT_UNSAFE)
+    page = rendered_with_whole_tables(text)
     for markup in ("<a ", "<script", "<img", "<svg", "<del>", "<ol"):
         assert markup not in page, markup
     assert page.count("<hr") == len(re.findall(r"^---$", text, flags=re.M))  # the template's
@@ -819,8 +809,6 @@ def test_markdown_report_renders_no_markup_of_the_attackers(reports: dict[str, s
         for inner in re.findall(rf"<{element}>(.*?)</{element}>", page, flags=re.S):
             outside_code = re.sub(r"<code>.*?</code>", "", inner, flags=re.S)
             assert "PWNED" not in outside_code, (element, inner[:200])
-    delimiter_rows = len(re.findall(r"^\|(?:---\|)+$", text, flags=re.M))
-    assert page.count("<table>") == delimiter_rows
 
 
 def test_a_megabyte_user_agent_in_a_thousand_events_keeps_the_report_small(
