@@ -63,6 +63,16 @@ def moto_clients() -> Iterator[ClientFactory]:
         )
 
 
+@pytest.fixture
+def net(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Every socket connect outside 127.0.0.1 refused and recorded (``netguard.NetGuard``):
+    nothing may reach out, sandbox or not."""
+    from .netguard import guarded
+
+    with guarded(monkeypatch) as guard:
+        yield guard
+
+
 def bundles(incident_dir: Path) -> list[Path]:
     """The run bundles of an incident (not its lock file)."""
     return sorted(p for p in incident_dir.iterdir() if p.is_dir())

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from kmsir.sandbox import scenario as scenarios
 
 from .clikit import Ran, cli
 from .conftest import served_client
-from .netguard import NetGuard, guarded
+from .netguard import NetGuard
 
 REAL_KEY_ID = "AKIAZZREALKEY0000001"
 REAL_SECRET = "RealSecretAccessKeyForProdDoNotUse000001"
@@ -115,12 +114,6 @@ def hostile_shell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("AWS_SHARED_CREDENTIALS_FILE", raising=False)  # ~/.aws/credentials
     monkeypatch.delenv("AWS_EC2_METADATA_DISABLED", raising=False)  # the metadata service too
     return ran
-
-
-@pytest.fixture
-def net(monkeypatch: pytest.MonkeyPatch) -> Iterator[NetGuard]:
-    with guarded(monkeypatch) as guard:
-        yield guard
 
 
 def assert_contained(ran: Ran, net: NetGuard, marker: Path) -> None:

@@ -34,7 +34,7 @@ from kmsir.sandbox import scenario as scenarios
 
 from .clikit import Ran, cli
 from .conftest import PLAYBOOKS
-from .netguard import NetGuard, guarded
+from .netguard import NetGuard
 
 RUN_KEY_ID = "AKIAKMSIRMARKER7Q2Z9"
 RUN_SECRET = "kmsirMarkerRunSecretAccessKey0123456789Z"
@@ -246,13 +246,6 @@ def probes(monkeypatch: pytest.MonkeyPatch) -> Seen:
     SEEN.credentials.clear()
     SEEN.user_secrets.clear()
     return SEEN
-
-
-@pytest.fixture
-def net(monkeypatch: pytest.MonkeyPatch) -> Iterator[NetGuard]:
-    """Live-style runs have no sandbox guard: nothing may reach out all the same."""
-    with guarded(monkeypatch) as guard:
-        yield guard
 
 
 # -- scenarios and playbooks -----------------------------------------------------------------
