@@ -115,10 +115,11 @@ def build(work: Path, total: int) -> Path:
     import boto3
     from moto import mock_aws
 
-    from kmsir import actions, playbook
-    from kmsir.actions.aws import ClientFactory
-    from kmsir.engine import Engine, RunOptions
+    from kmsir import actions
+    from kmsir.aws import ClientFactory
+    from kmsir.playbook import model as playbook
     from kmsir.prompts import NoPrompter
+    from kmsir.run.engine import Engine, RunOptions
 
     trail = work / "trail"
     if not trail.exists():

@@ -174,11 +174,12 @@ def in_process(endpoint: str, latency: float, workers: int, workdir: Path) -> fl
     """kmsir's snapshot of every key, in process, with ``latency`` added to each API call."""
     import boto3
 
-    from kmsir import actions, playbook
+    from kmsir import actions
     from kmsir.actions import kms_snapshot
-    from kmsir.actions.aws import ClientFactory
-    from kmsir.engine import Engine, RunOptions
+    from kmsir.aws import ClientFactory
+    from kmsir.playbook import model as playbook
     from kmsir.prompts import AutoApprovePrompter, NoPrompter
+    from kmsir.run.engine import Engine, RunOptions
 
     class SlowNetwork(ClientFactory):
         def _install_hooks(self, client: Any) -> None:

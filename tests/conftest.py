@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
-from kmsir import actions, playbook
-from kmsir.actions.aws import ClientFactory
-from kmsir.engine import AfterStep, Engine, RunOptions, RunResult
+from kmsir import actions
+from kmsir.aws import ClientFactory
+from kmsir.playbook import model as playbook
 from kmsir.prompts import Prompter, ScriptedPrompter
+from kmsir.run.engine import AfterStep, Engine, RunOptions, RunResult
 from kmsir.sandbox import Sandbox
 from kmsir.sandbox import scenario as scenarios
 

@@ -20,8 +20,9 @@ import signal
 import sys
 from typing import Any
 
-from kmsir import cli, writer
-from kmsir.actions import aws
+from kmsir import cli
+from kmsir import aws
+from kmsir.evidence import journal as writer
 
 KIND, _, AT = os.environ.get("CRASHKIT_KILL", "").partition(":")
 CALLS = os.environ.get("CRASHKIT_CALLS")

@@ -6,9 +6,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from kmsir.actions.aws import ApiCall, ClientFactory
 from kmsir.actions.base import ActionContext, RunInfo
-from kmsir.evidence import read_outside
+from kmsir.aws import ApiCall, ClientFactory
+from kmsir.evidence.bundle import read_outside
 from kmsir.prompts import NoPrompter
 
 

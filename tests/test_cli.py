@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kmsir import integrity
+from kmsir.evidence import integrity
 
 from .conftest import PLAYBOOKS
 

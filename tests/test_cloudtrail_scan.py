@@ -6,7 +6,7 @@ import gzip
 import json
 from pathlib import Path
 
-from kmsir import integrity
+from kmsir.evidence import integrity
 from kmsir.sandbox import Sandbox
 
 from .conftest import LoopbackServer, load_playbook, run_playbook

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from kmsir.cli.console import ConsoleReporter, console, show_preview, summary_table
-from kmsir.engine import RunResult, StepRecord
 from kmsir.prompts import StepPreview
+from kmsir.run.engine import RunResult, StepRecord
 
 #: An OSC title change, a bell and a clear-screen, as a hostile key description might carry.
 EVIL = "backup-sync\x1b]0;owned\x07\x1b[2J[bold red]x[/]"

@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from kmsir import cli, evidence
+from kmsir import cli
+from kmsir.evidence import bundle as evidence
 
 from .conftest import bundles
 

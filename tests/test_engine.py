@@ -8,13 +8,14 @@ from typing import Any, ClassVar
 
 import pytest
 
-from kmsir import actions, integrity
-from kmsir.actions.aws import ClientFactory
+from kmsir import actions
 from kmsir.actions.base import Action, ActionContext, Outcome, Params, Preview
+from kmsir.aws import ClientFactory
 from kmsir.errors import ActionError, AwsError
-from kmsir.playbook import LoadedPlaybook, from_document
+from kmsir.evidence import integrity
+from kmsir.playbook.model import LoadedPlaybook, from_document
+from kmsir.playbook.yamlsafe import load_bytes
 from kmsir.prompts import ScriptedPrompter
-from kmsir.yamlsafe import load_bytes
 
 from .conftest import bundles, run_playbook
 

@@ -13,10 +13,12 @@ import pytest
 
 import kmsir
 import kmsir.resources
-from kmsir import evidence, export, integrity, report
+from kmsir import report
 from kmsir.errors import EvidenceError, TamperedError, UsageError
-from kmsir.evidence import read_journal
-from kmsir.writer import BundleWriter
+from kmsir.evidence import bundle as evidence
+from kmsir.evidence import export, integrity
+from kmsir.evidence.bundle import read_journal
+from kmsir.evidence.journal import BundleWriter
 
 
 def copy_bundle(bundle: Path, tmp_path: Path) -> Path:

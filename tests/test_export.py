@@ -7,7 +7,7 @@ import shutil
 import tarfile
 from pathlib import Path
 
-from kmsir import integrity
+from kmsir.evidence import integrity
 
 from .conftest import LoopbackServer
 from .test_cli import assert_no_traceback, kmsir

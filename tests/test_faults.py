@@ -29,12 +29,13 @@ from typing import Any
 
 import pytest
 
-from kmsir import actions, integrity
-from kmsir import resume as resuming
-from kmsir.actions.aws import ClientFactory, is_read_only
-from kmsir.engine import RETRYABLE, Engine, RunOptions, RunResult
-from kmsir.playbook import LoadedPlaybook
+from kmsir import actions
+from kmsir.aws import ClientFactory, is_read_only
+from kmsir.evidence import integrity
+from kmsir.playbook.model import LoadedPlaybook
 from kmsir.prompts import NoPrompter, ScriptedPrompter
+from kmsir.run import resume as resuming
+from kmsir.run.engine import RETRYABLE, Engine, RunOptions, RunResult
 
 from .conftest import load_playbook
 from .faultkit import (

@@ -24,9 +24,10 @@ from typing import Any
 import pytest
 from botocore.stub import Stubber
 
-from kmsir import evidence, report
-from kmsir.actions.aws import ClientFactory
+from kmsir import report
 from kmsir.actions.cloudtrail import Collect, CollectParams, Findings, FindingsParams
+from kmsir.aws import ClientFactory
+from kmsir.evidence import bundle as evidence
 from kmsir.trail.files import scan
 from kmsir.trail.findings import Context, findings
 from kmsir.trail.match import KeyMatcher

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from kmsir.actions.aws import ClientFactory
 from kmsir.actions.base import EarlierAttempt
 from kmsir.actions.iam import AccessKeyParams, DeactivateAccessKey, ReactivateAccessKey
+from kmsir.aws import ClientFactory
 from kmsir.errors import ActionError
 
 from .fakes import context

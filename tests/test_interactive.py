@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 
-from kmsir import actions, integrity, report
-from kmsir import resume as resuming
-from kmsir.engine import Engine, RunOptions, RunResult
-from kmsir.evidence import JOURNAL, read_journal
+from kmsir import actions, report
+from kmsir.evidence import integrity
+from kmsir.evidence.bundle import JOURNAL, read_journal
 from kmsir.prompts import Answer, NoPrompter, ScriptedPrompter, StepPreview
+from kmsir.run import resume as resuming
+from kmsir.run.engine import Engine, RunOptions, RunResult
 from kmsir.sandbox import Sandbox
 from kmsir.sandbox import scenario as scenarios
 

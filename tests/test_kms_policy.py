@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from kmsir import integrity
 from kmsir.actions.kms_policy import (
     PutPolicy,
     PutPolicyParams,
@@ -19,6 +18,7 @@ from kmsir.actions.kms_policy import (
     RestorePolicyParams,
 )
 from kmsir.errors import ActionError, EvidenceError
+from kmsir.evidence import integrity
 from kmsir.sandbox import Sandbox
 
 from .conftest import PLAYBOOKS, load_playbook, run_playbook

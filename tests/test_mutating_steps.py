@@ -11,7 +11,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from kmsir.actions import registry
-from kmsir.actions.aws import aws_errors, is_read_only
+from kmsir.aws import aws_errors, is_read_only
 from kmsir.errors import AwsError, CheckModeRefusal
 from kmsir.sandbox import Sandbox
 

@@ -6,7 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kmsir import actions, plan
+from kmsir import actions
+from kmsir.run import plan
 
 from .clikit import cli
 from .conftest import PLAYBOOKS, load_playbook

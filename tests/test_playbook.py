@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from kmsir import actions, playbook, yamlsafe
+from kmsir import actions
 from kmsir.errors import PlaybookError, UsageError
+from kmsir.playbook import model as playbook
+from kmsir.playbook import yamlsafe
 
 from .conftest import PLAYBOOKS
 

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from kmsir import cli, evidence, report
+from kmsir import cli, report
+from kmsir.evidence import bundle as evidence
 from kmsir.report.trail import TrailView, chart
 from kmsir.sandbox import Sandbox
 

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from kmsir import evidence, inert, report, resources, templating
+from kmsir import inert, report, resources
+from kmsir.evidence import bundle as evidence
+from kmsir.playbook import templating
 from kmsir.sandbox import Sandbox
 from kmsir.sandbox import scenario as scenarios
 

@@ -17,15 +17,16 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from kmsir import actions, cli, integrity
-from kmsir import resume as resuming
+from kmsir import actions, cli
 from kmsir.actions.kms_lifecycle import DisableKey
-from kmsir.engine import Engine, RunOptions
-from kmsir.playbook import LoadedPlaybook
+from kmsir.evidence import integrity
+from kmsir.evidence.journal import BundleWriter
+from kmsir.playbook.model import LoadedPlaybook
 from kmsir.prompts import NoPrompter, ScriptedPrompter
+from kmsir.run import resume as resuming
+from kmsir.run.engine import Engine, RunOptions
 from kmsir.sandbox import Sandbox
 from kmsir.sandbox import scenario as scenarios
-from kmsir.writer import BundleWriter
 
 from .conftest import PLAYBOOKS, bundles, load_playbook, run_playbook
 

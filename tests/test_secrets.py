@@ -27,8 +27,8 @@ import pytest
 import yaml
 
 from kmsir import actions
-from kmsir.actions.aws import aws_errors
 from kmsir.actions.base import Action, ActionContext, Outcome, Params
+from kmsir.aws import aws_errors
 from kmsir.sandbox import DUMMY_CREDENTIALS, Sandbox
 from kmsir.sandbox import scenario as scenarios
 

@@ -13,12 +13,15 @@ from typing import Any
 
 import pytest
 
-from kmsir import actions, integrity, playbook, templating
-from kmsir import resume as resuming
-from kmsir.engine import Engine, RunOptions, RunResult
+from kmsir import actions
 from kmsir.errors import KmsirError
-from kmsir.evidence import JOURNAL, read_journal
+from kmsir.evidence import integrity
+from kmsir.evidence.bundle import JOURNAL, read_journal
+from kmsir.playbook import model as playbook
+from kmsir.playbook import templating
 from kmsir.prompts import ScriptedPrompter
+from kmsir.run import resume as resuming
+from kmsir.run.engine import Engine, RunOptions, RunResult
 from kmsir.sandbox import Sandbox
 from kmsir.sandbox import scenario as scenarios
 

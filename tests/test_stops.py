@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from kmsir import integrity
-from kmsir.evidence import JOURNAL, read_journal
+from kmsir.evidence import integrity
+from kmsir.evidence.bundle import JOURNAL, read_journal
 
 from .clikit import cli
 from .conftest import LoopbackServer, bundles

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from kmsir import templating
 from kmsir.errors import TemplateError
+from kmsir.playbook import templating
 
 from .clikit import cli
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from kmsir import templating
 from kmsir.errors import TemplateError
+from kmsir.playbook import templating
 
 CONTEXT = {"inputs": {"key": "alias/payments"}, "steps": {"snap": {"ids": ["a", "b"], "n": 2}}}
 #: Peak bytes a refused template may allocate: the bombs below ask for 100 MB to 20 GB.

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from kmsir import integrity
-from kmsir.evidence import JOURNAL, read_journal
+from kmsir.evidence import integrity
+from kmsir.evidence.bundle import JOURNAL, read_journal
 
 from .conftest import bundles, served, served_client
 from .termkit import TMUX, Terminal

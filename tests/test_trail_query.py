@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from botocore.stub import Stubber
 
-from kmsir.actions.aws import ClientFactory
 from kmsir.actions.cloudtrail import Collect, CollectParams
 from kmsir.actions.trail_query import athena_sql
+from kmsir.aws import ClientFactory
 
 from .fakes import context
 from .test_trail_files import ARN, KEY

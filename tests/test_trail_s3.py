@@ -10,8 +10,8 @@ from typing import Any
 import boto3
 import pytest
 
-from kmsir.actions.aws import ClientFactory
 from kmsir.actions.cloudtrail import Collect, CollectParams
+from kmsir.aws import ClientFactory
 
 from .fakes import context
 from .test_trail_files import ARN, event

@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 
-from kmsir import actions, integrity
-from kmsir.engine import Engine, RunOptions, RunResult
-from kmsir.evidence import JOURNAL, read_journal
+from kmsir import actions
+from kmsir.evidence import integrity
+from kmsir.evidence.bundle import JOURNAL, read_journal
 from kmsir.prompts import ScriptedPrompter
+from kmsir.run.engine import Engine, RunOptions, RunResult
 from kmsir.sandbox import Sandbox
 from kmsir.sandbox import scenario as scenarios
 from kmsir.signer import KmsSigner
@@ -148,7 +149,7 @@ def _anchored_run(tmp_path: Path, *, spec: str = "ECC_NIST_P256") -> tuple[RunRe
             anchor=KmsSigner(sandbox.client_factory(), arn),
         )
         loaded = load_playbook(PLAYBOOKS / f"{world.playbook}.yaml")
-        from kmsir import playbook
+        from kmsir.playbook import model as playbook
 
         options = RunOptions(
             incident_id="INC-anchor",
@@ -243,7 +244,7 @@ def test_a_signature_failure_is_journaled_and_the_run_goes_on(tmp_path: Path) ->
             warn=warnings.append,
         )
         loaded = load_playbook(PLAYBOOKS / f"{world.playbook}.yaml")
-        from kmsir import playbook
+        from kmsir.playbook import model as playbook
 
         options = RunOptions(incident_id="INC-x", evidence_dir=tmp_path, mode="sandbox")
         result = engine.run(loaded, playbook.resolve_inputs(loaded.playbook, world.inputs), options)
@@ -292,8 +293,8 @@ def test_a_journal_re_anchored_with_another_key_is_caught(
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from kmsir.evidence import canonical, entry_hash
-    from kmsir.signatures import anchor_digest
+    from kmsir.evidence.bundle import canonical, entry_hash
+    from kmsir.evidence.signatures import anchor_digest
 
     bundle = _copy(anchored[0], tmp_path)
     _cut(bundle, 20)
@@ -351,8 +352,8 @@ def test_ctrl_c_while_kms_signs_leaves_a_bundle_that_resumes(tmp_path: Path) -> 
                     raise KeyboardInterrupt
                 return super().sign(digest)
 
-        from kmsir import playbook
-        from kmsir import resume as resuming
+        from kmsir.playbook import model as playbook
+        from kmsir.run import resume as resuming
 
         loaded = load_playbook(PLAYBOOKS / f"{world.playbook}.yaml")
         options = RunOptions(

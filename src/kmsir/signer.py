@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from kmsir.actions.aws import ClientFactory, aws_errors
+from kmsir.aws import ClientFactory, aws_errors
 from kmsir.errors import UsageError
-from kmsir.signatures import SIGNING_ALGORITHMS, public_key_pem
+from kmsir.evidence.signatures import SIGNING_ALGORITHMS, public_key_pem
 
 
 @dataclass

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from kmsir.actions.aws import ClientFactory
+from kmsir.aws import ClientFactory
 from kmsir.prompts import Prompter
 
 #: The action cannot be undone.

@@ -31,7 +31,6 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from kmsir.actions.aws import aws_errors
 from kmsir.actions.base import Action, ActionContext, Outcome, Params
 from kmsir.actions.kmskeys import KeyParams, check_key_reference, describe
 from kmsir.actions.trail_query import (
@@ -42,14 +41,15 @@ from kmsir.actions.trail_query import (
     lake_sql,
 )
 from kmsir.actions.trail_s3 import scan_bucket
+from kmsir.aws import aws_errors
 from kmsir.errors import ActionError
 from kmsir.inert import one_line
+from kmsir.playbook.values import duration_seconds, is_region, parse_time, time_parameter
 from kmsir.trail import files
 from kmsir.trail.actors import actors
 from kmsir.trail.events import decode_event, decode_text, dedupe_sorted, summarize
 from kmsir.trail.findings import context_for, event_time, findings
 from kmsir.trail.match import KeyMatcher
-from kmsir.values import duration_seconds, is_region, parse_time, time_parameter
 
 #: LookupEvents is limited to 2 requests per second per account per Region.
 LOOKUP_RATE_PER_SECOND = 2.0

@@ -9,7 +9,7 @@ from pydantic import Field, field_validator, model_validator
 
 from kmsir.actions.base import Action, ActionContext, Outcome, Params
 from kmsir.errors import Aborted
-from kmsir.values import duration_seconds, parse_time, time_parameter
+from kmsir.playbook.values import duration_seconds, parse_time, time_parameter
 
 #: The longest a ``wait`` step may wait: a day (longer belongs in a follow-up, not a run).
 MAX_WAIT_SECONDS = 86_400

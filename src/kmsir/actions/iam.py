@@ -14,9 +14,9 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import field_validator
 
-from kmsir.actions.aws import aws_errors
 from kmsir.actions.base import Action, ActionContext, Outcome, Params, Preview
 from kmsir.actions.kmskeys import iso
+from kmsir.aws import aws_errors
 from kmsir.errors import ActionError
 
 _USER_NAME = re.compile(r"^[\w+=,.@-]{1,64}$")

@@ -8,7 +8,6 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from kmsir.actions.aws import aws_errors
 from kmsir.actions.base import IRREVERSIBLE, Action, ActionContext, Outcome, Params, Preview
 from kmsir.actions.kmskeys import (
     KeyInfo,
@@ -18,8 +17,9 @@ from kmsir.actions.kmskeys import (
     target,
     typed_confirmation,
 )
+from kmsir.aws import aws_errors
 from kmsir.errors import AwsError
-from kmsir.values import parse_time, time_parameter
+from kmsir.playbook.values import parse_time, time_parameter
 
 
 class GrantFilter(Params):

@@ -14,7 +14,6 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from kmsir.actions.aws import aws_errors
 from kmsir.actions.base import Action, ActionContext, Outcome, Preview
 from kmsir.actions.kmskeys import (
     KeyInfo,
@@ -26,6 +25,7 @@ from kmsir.actions.kmskeys import (
     target,
     typed_confirmation,
 )
+from kmsir.aws import aws_errors
 from kmsir.errors import ActionError, AwsError
 
 PENDING = ("PendingDeletion", "PendingReplicaDeletion")

@@ -17,9 +17,9 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from kmsir.actions.aws import aws_errors
 from kmsir.actions.base import Action, ActionContext, Outcome, Preview
 from kmsir.actions.kmskeys import KeyInfo, KeyParams, strip_metadata, target
+from kmsir.aws import aws_errors
 from kmsir.errors import ActionError, AwsError
 from kmsir.keypolicy import LockoutCheck, principal_arn, statements, who_can
 

@@ -10,9 +10,9 @@ from typing import Any
 
 from pydantic import Field
 
-from kmsir.actions.aws import RESPONSE_LOST, aws_errors
 from kmsir.actions.base import Action, ActionContext, Outcome, Preview
 from kmsir.actions.kmskeys import KeyInfo, KeyParams, list_all, target
+from kmsir.aws import RESPONSE_LOST, aws_errors
 from kmsir.errors import ActionError, AwsError
 
 

@@ -16,7 +16,6 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from kmsir.actions.aws import aws_errors
 from kmsir.actions.base import Action, ActionContext, Outcome, Params
 from kmsir.actions.kmskeys import (
     KeyInfo,
@@ -29,6 +28,7 @@ from kmsir.actions.kmskeys import (
     region_of,
     strip_metadata,
 )
+from kmsir.aws import aws_errors
 from kmsir.errors import ActionError, KmsirError
 
 #: Keys snapshotted at once; each makes about eight sequential calls.

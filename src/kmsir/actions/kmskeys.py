@@ -13,11 +13,11 @@ from typing import Any
 
 from pydantic import field_validator
 
-from kmsir.actions.aws import aws_errors
 from kmsir.actions.base import ActionContext, Params
+from kmsir.aws import aws_errors
 from kmsir.errors import ActionError
-from kmsir.values import is_kms_key_reference
-from kmsir.yamlsafe import shorten
+from kmsir.playbook.values import is_kms_key_reference
+from kmsir.playbook.yamlsafe import shorten
 
 
 def check_key_reference(value: str) -> str:

@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from kmsir.actions.aws import aws_errors
 from kmsir.actions.base import ActionContext
+from kmsir.aws import aws_errors
 from kmsir.errors import ActionError
 from kmsir.inert import one_line
 from kmsir.trail.events import decode_text, event_problem

@@ -13,9 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from kmsir.actions.aws import ClientFactory, aws_errors
 from kmsir.actions.base import Reporter
 from kmsir.actions.trail_query import DELIVERY_LAG
+from kmsir.aws import ClientFactory, aws_errors
 from kmsir.errors import AwsError
 from kmsir.trail.files import ScanStats, scan_blob
 from kmsir.trail.match import KeyMatcher

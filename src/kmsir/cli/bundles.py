@@ -39,8 +39,8 @@ def verify(
     checked, then the bundle inside. A signature proves what it covers against a key you
     trust: give it with --key (aws kms get-public-key prints it), or compare the fingerprint
     shown."""
-    from kmsir import integrity
-    from kmsir.signatures import trusted_key
+    from kmsir.evidence import integrity
+    from kmsir.evidence.signatures import trusted_key
 
     if not bundle.exists():
         raise UsageError(f"{bundle}: no such file or directory")
@@ -109,8 +109,9 @@ def _verify_archive(archive: Path, trusted: str | None) -> None:
     import tempfile
     import zlib
 
-    from kmsir import evidence, integrity
-    from kmsir.signatures import check_signature, fingerprint
+    from kmsir.evidence import bundle as evidence
+    from kmsir.evidence import integrity
+    from kmsir.evidence.signatures import check_signature, fingerprint
 
     try:
         packed = archive.read_bytes()
@@ -200,9 +201,9 @@ def export(
     detached KMS signature (.sig.json) that verify checks offline."""
     import json
 
-    from kmsir import export as exporting
     from kmsir.errors import TamperedError
-    from kmsir.signatures import signature_record
+    from kmsir.evidence import export as exporting
+    from kmsir.evidence.signatures import signature_record
     from kmsir.signer import KmsSigner
 
     try:

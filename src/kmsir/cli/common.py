@@ -26,9 +26,9 @@ from kmsir.errors import KmsirError, PlaybookError, UsageError
 from kmsir.inert import one_line, visible
 
 if TYPE_CHECKING:
-    from kmsir.actions.aws import ClientFactory
-    from kmsir.engine import RunResult
-    from kmsir.playbook import LoadedPlaybook
+    from kmsir.aws import ClientFactory
+    from kmsir.playbook.model import LoadedPlaybook
+    from kmsir.run.engine import RunResult
 
 EXIT_INTERNAL = 3
 #: ``verify``: consistent, but the end of an unfinished, unanchored run cannot be proven.
@@ -184,7 +184,8 @@ def _main(
 
 def load_playbook(reference: str) -> LoadedPlaybook:
     """A playbook by path, or a built-in one by name (``kms-key-compromise``)."""
-    from kmsir import actions, playbook, resources
+    from kmsir import actions, resources
+    from kmsir.playbook import model as playbook
 
     path = Path(reference)
     if not path.exists() and not path.suffix:
@@ -207,7 +208,7 @@ def parse_inputs(pairs: list[str]) -> dict[str, str]:
 
 
 def load_answers(path: Path | None) -> dict[str, Any]:
-    from kmsir import yamlsafe
+    from kmsir.playbook import yamlsafe
 
     if path is None:
         return {}
@@ -273,7 +274,7 @@ InputPairs = Annotated[
 
 
 def live_clients(profile: str | None, region: str | None) -> ClientFactory:
-    from kmsir.actions.aws import ClientFactory
+    from kmsir.aws import ClientFactory
 
     def session() -> Any:
         import boto3

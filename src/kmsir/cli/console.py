@@ -16,8 +16,8 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress
 
-    from kmsir.engine import RunResult
     from kmsir.prompts import StepPreview
+    from kmsir.run.engine import RunResult
 
 STATUS_STYLE = {
     "succeeded": "green",

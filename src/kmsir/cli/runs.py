@@ -12,8 +12,8 @@ import typer
 from kmsir.errors import PlaybookError, UsageError
 
 if TYPE_CHECKING:
-    from kmsir.engine import RunOptions, RunResult
-    from kmsir.playbook import LoadedPlaybook
+    from kmsir.playbook.model import LoadedPlaybook
+    from kmsir.run.engine import RunOptions, RunResult
 
 from kmsir.cli.common import (
     EvidenceDir,
@@ -50,7 +50,7 @@ def demo(
     world = scenarios.load(scenario)
     loaded = load_playbook(world.playbook)
     prompter = ScriptedPrompter(world.answers, source="scenario script")
-    from kmsir.engine import RunOptions
+    from kmsir.run.engine import RunOptions
 
     options = RunOptions(
         incident_id=f"demo-{world.id}",
@@ -108,8 +108,9 @@ def _execute(
     ``source`` is where the scenario came from (a built-in name or an absolute path), kept in
     the journal so that resume can rebuild the same world. ``anchor_key``: sign the journal's
     chain head with this KMS key after every step."""
-    from kmsir import actions, playbook
-    from kmsir.engine import Engine
+    from kmsir import actions
+    from kmsir.playbook import model as playbook
+    from kmsir.run.engine import Engine
     from kmsir.signer import KmsSigner
 
     if world is not None:  # the scenario's inputs are defaults for its playbook
@@ -201,8 +202,8 @@ def run(
     ] = False,
 ) -> None:
     """Run a playbook step by step, asking before anything changes."""
-    from kmsir import evidence
-    from kmsir.engine import RunOptions
+    from kmsir.evidence import bundle as evidence
+    from kmsir.run.engine import RunOptions
 
     loaded = load_playbook(playbook_ref)
     incident_id = evidence.check_incident_id(incident or default_incident())
@@ -256,7 +257,7 @@ def _refuse_start_at_over_unfinished(
 ) -> None:
     """--start-at skips steps: on an incident with an unfinished run of the same playbook,
     that run is to be resumed (its journal knows what ran), not restarted part-way."""
-    from kmsir import evidence
+    from kmsir.evidence import bundle as evidence
 
     if not incident_dir.is_dir():
         return
@@ -282,7 +283,7 @@ def _refuse_start_at_over_unfinished(
 def _ask_missing_inputs(
     loaded: LoadedPlaybook, given: dict[str, Any], prompter: Any
 ) -> dict[str, Any]:
-    from kmsir.playbook import ask_input
+    from kmsir.playbook.model import ask_input
 
     for name, spec in loaded.playbook.inputs.items():
         if name in given or not spec.required or spec.default is not None:
@@ -310,13 +311,15 @@ def resume(
     """Continue an interrupted or failed run in its own bundle, from its first unfinished
     step. A step that was changing something when the run stopped is re-checked against live
     state before anything is sent again; decisions already made are not asked again."""
-    from kmsir import actions, evidence, playbook
-    from kmsir import resume as resuming
-    from kmsir.engine import Engine, RunOptions
+    from kmsir import actions
     from kmsir.errors import TamperedError
-    from kmsir.evidence import utc_now
+    from kmsir.evidence import bundle as evidence
+    from kmsir.evidence.bundle import utc_now
+    from kmsir.playbook import model as playbook
+    from kmsir.playbook.values import parse_time
+    from kmsir.run import resume as resuming
+    from kmsir.run.engine import Engine, RunOptions
     from kmsir.signer import KmsSigner
-    from kmsir.values import parse_time
 
     try:
         state = resuming.load(bundle)
@@ -398,7 +401,8 @@ def resume(
 def _complete_derived(bundle: Path) -> None:
     """A finished run that stopped before its manifest or reports were (re)written and
     recorded: write them from the journal and remove the derived files' temporaries."""
-    from kmsir import integrity, writer
+    from kmsir.evidence import integrity
+    from kmsir.evidence import journal as writer
 
     checked = integrity.check(bundle)
     if checked.torn_tail:  # it died writing a report's record: keep the line, then go on
@@ -422,7 +426,8 @@ def validate(
     playbooks: Annotated[list[Path], typer.Argument(metavar="PLAYBOOK...", help="Files to check.")],
 ) -> None:
     """Validate playbooks without any AWS call (exit 0 valid, 2 invalid)."""
-    from kmsir import actions, playbook
+    from kmsir import actions
+    from kmsir.playbook import model as playbook
 
     catalog = actions.catalog()
     invalid = 0
@@ -473,8 +478,8 @@ def plan(
 ) -> None:
     """Show what a playbook would do: steps, API calls, IAM permissions, undo. No AWS call."""
     from kmsir import actions
-    from kmsir import plan as planning
-    from kmsir.playbook import resolve_inputs
+    from kmsir.playbook.model import resolve_inputs
+    from kmsir.run import plan as planning
 
     loaded = load_playbook(playbook_ref)
     book = loaded.playbook

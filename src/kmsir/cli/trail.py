@@ -53,11 +53,11 @@ def cloudtrail_scan(
     from datetime import timedelta
 
     from kmsir.inert import one_line
+    from kmsir.playbook.values import duration_seconds, is_kms_key_reference, parse_time
     from kmsir.trail import files
     from kmsir.trail.events import order_raw, slim
     from kmsir.trail.findings import context_for, event_time, findings
     from kmsir.trail.match import KeyMatcher
-    from kmsir.values import duration_seconds, is_kms_key_reference, parse_time
 
     if not is_kms_key_reference(key) or key.startswith("alias/") or ":alias/" in key:
         raise UsageError(f"--key {key[:80]!r}: give a key id or key ARN (aliases go in --alias)")

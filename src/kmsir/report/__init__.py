@@ -2,7 +2,7 @@
 
 ``context.build_context`` turns the journal, manifest and artifacts into a plain template
 context (documented in the README); ``render`` feeds it to a Jinja2 template from
-``templates/`` or the user's own, in the bounded sandbox of ``kmsir.templating`` (a time
+``templates/`` or the user's own, in the bounded sandbox of ``kmsir.playbook.templating`` (a time
 budget, size limits, no Python internals, a curated set of filters). Everything that came
 from AWS or CloudTrail is attacker-controlled: HTML templates autoescape it, the Markdown
 filters neutralise it (no raw HTML, no links, no table breaking), and in both every value
@@ -18,8 +18,10 @@ from typing import Any
 
 from jinja2 import Undefined
 
-from kmsir import __version__, evidence, resources, writer
+from kmsir import __version__, resources
 from kmsir.errors import TemplateError, UsageError
+from kmsir.evidence import bundle as evidence
+from kmsir.evidence import journal as writer
 from kmsir.report.context import build_context
 
 __all__ = ["FORMATS", "build_context", "md_code", "md_code_text", "md_inline", "render", "write"]
@@ -78,7 +80,7 @@ def render(
 ) -> str:
     """Render the report of the bundle at ``bundle_root`` (``now``: when inverses expire)
     with a built-in template or ``template``, in the bounded sandbox."""
-    from kmsir import templating  # jinja2, imported when a report is rendered
+    from kmsir.playbook import templating  # jinja2, imported when a report is rendered
 
     if fmt not in FORMATS:
         raise UsageError(f"unknown report format {fmt!r}; known: {', '.join(FORMATS)}")

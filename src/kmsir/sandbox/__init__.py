@@ -19,13 +19,13 @@ from datetime import datetime, timedelta, timezone
 from types import TracebackType
 from typing import Any
 
-from kmsir import templating
-from kmsir.actions.aws import ClientFactory, refuse_transport
-from kmsir.evidence import canonical, inject_records, sent_intents, sha256_hex, timestamp
+from kmsir.aws import ClientFactory, refuse_transport
+from kmsir.evidence.bundle import canonical, inject_records, sent_intents, sha256_hex, timestamp
+from kmsir.playbook import templating
+from kmsir.playbook.values import duration_seconds
 from kmsir.sandbox import history, lookup, shim
 from kmsir.sandbox.injects import Injects
 from kmsir.sandbox.scenario import ACCOUNT, Scenario, trail_bucket
-from kmsir.values import duration_seconds
 
 DUMMY_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "AKIAIOSFODNN7SANDBOX",

@@ -16,8 +16,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from kmsir.playbook.values import duration_seconds
 from kmsir.sandbox.scenario import EventSpec, IdentitySpec, Scenario
-from kmsir.values import duration_seconds
 
 
 class World(Protocol):

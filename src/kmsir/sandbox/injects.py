@@ -28,7 +28,8 @@ import random
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from kmsir.evidence import timestamp
+from kmsir.evidence.bundle import timestamp
+from kmsir.playbook.values import parse_time
 from kmsir.sandbox import history, lookup
 from kmsir.sandbox.scenario import (
     CallSpec,
@@ -36,7 +37,6 @@ from kmsir.sandbox.scenario import (
     PutKeyPolicyCall,
     ScheduleDeletionCall,
 )
-from kmsir.values import parse_time
 
 #: Journal entries that start or end a step: the last one says whether the step was done.
 _STEP_ENTRIES = frozenset({"step-started", "step-succeeded", "step-skipped", "step-failed"})

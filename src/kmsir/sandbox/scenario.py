@@ -31,9 +31,10 @@ from pydantic import (
     model_validator,
 )
 
-from kmsir import resources, yamlsafe
+from kmsir import resources
 from kmsir.errors import PlaybookError, UsageError
-from kmsir.values import duration_seconds, is_region
+from kmsir.playbook import yamlsafe
+from kmsir.playbook.values import duration_seconds, is_region
 
 #: moto's default account: the sandbox's dummy credentials see this account.
 ACCOUNT = "123456789012"
@@ -410,8 +411,8 @@ def _check_templates(scenario: Scenario, document: yamlsafe.Document) -> list[st
     """Render every template of the scenario against a stand-in of its seeded world, as the
     sandbox renders it (the same names at the same moment of seeding); what does not render
     is a problem naming its file and line."""
-    from kmsir import templating
     from kmsir.errors import TemplateError
+    from kmsir.playbook import templating
 
     world = stand_in_world(scenario)
     problems: list[str] = []

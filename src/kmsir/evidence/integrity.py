@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kmsir.anchoring import verify_anchor
 from kmsir.errors import EvidenceError, UsageError
-from kmsir.evidence import (
+from kmsir.evidence.anchoring import verify_anchor
+from kmsir.evidence.bundle import (
     ARTIFACTS,
     DERIVED,
     JOURNAL,

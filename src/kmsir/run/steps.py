@@ -16,9 +16,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from kmsir import templating
 from kmsir.actions import Registry
-from kmsir.actions.aws import ClientFactory
 from kmsir.actions.base import (
     IRREVERSIBLE,
     Action,
@@ -29,6 +27,7 @@ from kmsir.actions.base import (
     Reporter,
     RunInfo,
 )
+from kmsir.aws import ClientFactory
 from kmsir.errors import (
     Aborted,
     ActionError,
@@ -37,12 +36,13 @@ from kmsir.errors import (
     KmsirError,
     MissingAnswer,
 )
-from kmsir.evidence import JOURNAL, Clock, read_journal, read_outside, timestamp
-from kmsir.locks import RunLocks
-from kmsir.playbook import InputSpec, Step, ask_input, coerce_input, referenced_steps
+from kmsir.evidence.bundle import JOURNAL, Clock, read_journal, read_outside, timestamp
+from kmsir.evidence.journal import BundleWriter
+from kmsir.evidence.locks import RunLocks
+from kmsir.playbook import templating
+from kmsir.playbook.model import InputSpec, Step, ask_input, coerce_input, referenced_steps
 from kmsir.prompts import Answer, Prompter, StepPreview
-from kmsir.resume import StepState, step_states
-from kmsir.writer import BundleWriter
+from kmsir.run.resume import StepState, step_states
 
 Mode = Literal["live", "check", "sandbox"]
 #: A KMS key ARN, as a changing step's preview names its target.

@@ -14,8 +14,10 @@ import tarfile
 from datetime import datetime
 from pathlib import Path
 
-from kmsir import evidence, integrity, writer
 from kmsir.errors import EvidenceError, TamperedError, UsageError
+from kmsir.evidence import bundle as evidence
+from kmsir.evidence import integrity
+from kmsir.evidence import journal as writer
 
 
 def _mtime(bundle: evidence.Bundle) -> int:

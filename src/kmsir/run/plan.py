@@ -11,11 +11,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kmsir import templating
 from kmsir.actions import Registry
 from kmsir.actions.base import IRREVERSIBLE
 from kmsir.errors import KmsirError
-from kmsir.playbook import Playbook
+from kmsir.playbook import templating
+from kmsir.playbook.model import Playbook
 
 
 @dataclass(frozen=True)

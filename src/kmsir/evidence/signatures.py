@@ -13,7 +13,7 @@ import base64
 import contextlib
 from typing import Any
 
-from kmsir.evidence import sha256_hex
+from kmsir.evidence.bundle import sha256_hex
 
 #: Signing algorithms by KMS key spec (the message signed is a sha256 digest).
 SIGNING_ALGORITHMS = {

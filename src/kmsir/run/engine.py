@@ -21,22 +21,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from kmsir import __version__, integrity
+from kmsir import __version__
 from kmsir.actions import Registry
-from kmsir.actions.aws import ApiCall, ClientFactory, aws_errors
 from kmsir.actions.base import NullReporter, Reporter, RunInfo
-from kmsir.anchoring import unsigned_anchor
+from kmsir.aws import ApiCall, ClientFactory, aws_errors
 from kmsir.errors import Aborted, EvidenceError, KmsirError, MissingAnswer, UsageError
-from kmsir.evidence import MANIFEST, Clock, inputs_in_effect, timestamp, utc_now
+from kmsir.evidence import integrity
+from kmsir.evidence.anchoring import unsigned_anchor
+from kmsir.evidence.bundle import MANIFEST, Clock, inputs_in_effect, timestamp, utc_now
+from kmsir.evidence.journal import BundleWriter, settle_derived, write_manifest
+from kmsir.evidence.locks import RunLocks
+from kmsir.evidence.signatures import ANCHOR_FORMAT, anchor_digest
 from kmsir.keypolicy import principal_arn
-from kmsir.locks import RunLocks
-from kmsir.playbook import LoadedPlaybook, Step
+from kmsir.playbook.model import LoadedPlaybook, Step
 from kmsir.prompts import Prompter
-from kmsir.resume import RunState
-from kmsir.signatures import ANCHOR_FORMAT, anchor_digest
+from kmsir.run.resume import RunState
+from kmsir.run.steps import RETRYABLE, Mode, RunOptions, StepRecord, StepRunner
 from kmsir.signer import KmsSigner
-from kmsir.steps import RETRYABLE, Mode, RunOptions, StepRecord, StepRunner
-from kmsir.writer import BundleWriter, settle_derived, write_manifest
 
 __all__ = ["RETRYABLE", "AfterStep", "Engine", "Mode", "RunOptions", "RunResult", "StepRecord"]
 

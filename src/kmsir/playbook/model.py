@@ -19,10 +19,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from kmsir import templating, yamlsafe
 from kmsir.errors import PlaybookError, UsageError
+from kmsir.playbook import templating, yamlsafe
+from kmsir.playbook.values import duration_seconds, is_kms_key_reference, is_region
 from kmsir.prompts import Answer, Prompter
-from kmsir.values import duration_seconds, is_kms_key_reference, is_region
 
 Phase = Literal[
     "preparation",

@@ -34,10 +34,10 @@ from jinja2 import StrictUndefined, Template, TemplateSyntaxError, UndefinedErro
 from jinja2.exceptions import SecurityError
 
 from kmsir.errors import TemplateError
-from kmsir.templating.budget import _check_value, _time_budget
-from kmsir.templating.budget import _tick as _tick
-from kmsir.templating.environment import BoundedEnvironment, _bounded_filter
-from kmsir.templating.limits import (
+from kmsir.playbook.templating.budget import _check_value, _time_budget
+from kmsir.playbook.templating.budget import _tick as _tick
+from kmsir.playbook.templating.environment import BoundedEnvironment, _bounded_filter
+from kmsir.playbook.templating.limits import (
     MAX_BUILT,
     MAX_INT_ARG,
     MAX_INT_BITS,

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from kmsir.errors import EvidenceError, KmsirError
-from kmsir.evidence import check_incident_id, make_private_dirs
+from kmsir.evidence.bundle import check_incident_id, make_private_dirs
 
 #: Incident locks: ``<evidence-dir>/<incident>/INCIDENT_LOCK``.
 INCIDENT_LOCK = ".lock"

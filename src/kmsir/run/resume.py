@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kmsir import evidence, integrity, writer
 from kmsir.errors import TamperedError, UsageError
+from kmsir.evidence import bundle as evidence
+from kmsir.evidence import integrity
+from kmsir.evidence import journal as writer
 
 _OUTCOMES = ("step-succeeded", "step-skipped", "step-failed")
 _ATTEMPT = re.compile(r"^artifacts/\d+-[^/.]+(?:\.(\d+))?/")

@@ -18,13 +18,13 @@ from jinja2.sandbox import SandboxedFormatter
 from markupsafe import EscapeFormatter
 
 # the package, for ``_tick``: read there at call time, so patching
-# ``kmsir.templating._tick`` reaches every time check
-from kmsir import templating
-from kmsir.templating.budget import _check_int, _printed_size, _shown_number, _too_long
-from kmsir.templating.limits import MAX_INT_ARG
+# ``kmsir.playbook.templating._tick`` reaches every time check
+from kmsir.playbook import templating
+from kmsir.playbook.templating.budget import _check_int, _printed_size, _shown_number, _too_long
+from kmsir.playbook.templating.limits import MAX_INT_ARG
 
 if TYPE_CHECKING:
-    from kmsir.templating.environment import BoundedEnvironment
+    from kmsir.playbook.templating.environment import BoundedEnvironment
 
 _DIGITS = re.compile(r"\d+")
 

@@ -13,9 +13,9 @@ from typing import Any
 from jinja2.exceptions import SecurityError
 
 # the package, for ``_tick``: read there at call time, so patching
-# ``kmsir.templating._tick`` reaches every time check
-from kmsir import templating
-from kmsir.templating.budget import (
+# ``kmsir.playbook.templating._tick`` reaches every time check
+from kmsir.playbook import templating
+from kmsir.playbook.templating.budget import (
     _CONTAINERS,
     _children,
     _deep_size,
@@ -23,7 +23,7 @@ from kmsir.templating.budget import (
     _size,
     _too_long,
 )
-from kmsir.templating.formats import _check_percent
+from kmsir.playbook.templating.formats import _check_percent
 
 
 def _check_growth(

@@ -3,7 +3,7 @@
 Each kind of template has a ``Profile`` (``PLAYBOOK``, ``REPORT``): how long a value or the
 output may be, how much one render may build in all, and which statements it may use. The
 statements are checked on the parsed template, before anything runs (``_static_problem``).
-The time budgets are not here: ``kmsir.templating`` reads them at render time.
+The time budgets are not here: ``kmsir.playbook.templating`` reads them at render time.
 """
 
 from __future__ import annotations

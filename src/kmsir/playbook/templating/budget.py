@@ -23,7 +23,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.runtime import Undefined
 from jinja2.utils import Namespace
 
-from kmsir.templating.limits import MAX_INT_ARG, MAX_INT_BITS
+from kmsir.playbook.templating.limits import MAX_INT_ARG, MAX_INT_BITS
 
 
 @dataclass

@@ -33,11 +33,12 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment, safe_range
 from jinja2.utils import Cycler, Joiner, Namespace
 from markupsafe import Markup
 
-# the package, for ``_tick``: read there at call time, so patching
-# ``kmsir.templating._tick`` reaches every time check
-from kmsir import templating
 from kmsir.inert import visible
-from kmsir.templating.budget import (
+
+# the package, for ``_tick``: read there at call time, so patching
+# ``kmsir.playbook.templating._tick`` reaches every time check
+from kmsir.playbook import templating
+from kmsir.playbook.templating.budget import (
     _build,
     _check_args,
     _check_value,
@@ -46,9 +47,13 @@ from kmsir.templating.budget import (
     _result,
     _too_long,
 )
-from kmsir.templating.formats import _BoundedEscapeFormatter, _BoundedFormatter, _check_percent
-from kmsir.templating.growth import _bounded_items, _check_growth
-from kmsir.templating.limits import MAX_INT_BITS, PLAYBOOK, Profile
+from kmsir.playbook.templating.formats import (
+    _BoundedEscapeFormatter,
+    _BoundedFormatter,
+    _check_percent,
+)
+from kmsir.playbook.templating.growth import _bounded_items, _check_growth
+from kmsir.playbook.templating.limits import MAX_INT_BITS, PLAYBOOK, Profile
 
 # -- filters and globals ---------------------------------------------------------------
 

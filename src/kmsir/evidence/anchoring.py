@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from kmsir.evidence import ANCHOR, JOURNAL, NotRegular, read_regular
-from kmsir.signatures import anchor_digest, check_signature, fingerprint
+from kmsir.evidence.bundle import ANCHOR, JOURNAL, NotRegular, read_regular
+from kmsir.evidence.signatures import anchor_digest, check_signature, fingerprint
 
 
 def verify_anchor(

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kmsir.errors import EvidenceError
-from kmsir.evidence import (
+from kmsir.evidence.bundle import (
     ANCHOR,
     ARTIFACTS,
     JOURNAL,
@@ -366,7 +366,7 @@ def settle_derived(root: Path, entries: list[dict[str, Any]]) -> None:
     """Tidy what an interrupted write of a derived file left: a report recorded in the
     journal whose bytes are still in their temporary is put in place (the temporary is its
     only copy); every other temporary of a derived file is removed."""
-    from kmsir.integrity import derived_temporaries, last_reports
+    from kmsir.evidence.integrity import derived_temporaries, last_reports
 
     recorded = last_reports(entries)
     for temporary, name in derived_temporaries(root).items():
