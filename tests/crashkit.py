@@ -20,8 +20,7 @@ import signal
 import sys
 from typing import Any
 
-from kmsir import cli
-from kmsir import aws
+from kmsir import aws, cli
 from kmsir.evidence import journal as writer
 
 KIND, _, AT = os.environ.get("CRASHKIT_KILL", "").partition(":")

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from kmsir.actions.base import ActionContext, RunInfo
-from kmsir.aws import ApiCall, ClientFactory
+from kmsir.aws import ClientFactory
 from kmsir.evidence.bundle import read_outside
+from kmsir.evidence.calls import Call
 from kmsir.prompts import NoPrompter
 
 
@@ -36,9 +37,9 @@ class MemoryArtifacts:
         return data
 
 
-def context(clients: ClientFactory, step_id: str = "test") -> tuple[ActionContext, list[ApiCall]]:
+def context(clients: ClientFactory, step_id: str = "test") -> tuple[ActionContext, list[Call]]:
     """An ActionContext on ``clients`` whose API calls are collected in the returned list."""
-    calls: list[ApiCall] = []
+    calls: list[Call] = []
     clients.recorder = calls.append
     ctx = ActionContext(
         step_id=step_id,

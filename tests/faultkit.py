@@ -21,7 +21,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from kmsir.aws import is_read_only
+from kmsir.evidence.calls import is_read_only
 
 ACCOUNT = "123456789012"
 REGION = "eu-west-1"

@@ -30,8 +30,9 @@ from typing import Any
 import pytest
 
 from kmsir import actions
-from kmsir.aws import ClientFactory, is_read_only
+from kmsir.aws import ClientFactory
 from kmsir.evidence import integrity
+from kmsir.evidence.calls import is_read_only
 from kmsir.playbook.model import LoadedPlaybook
 from kmsir.prompts import NoPrompter, ScriptedPrompter
 from kmsir.run import resume as resuming

@@ -11,8 +11,9 @@ import pytest
 from botocore.exceptions import ClientError
 
 from kmsir.actions import registry
-from kmsir.aws import aws_errors, is_read_only
+from kmsir.aws import aws_errors
 from kmsir.errors import AwsError, CheckModeRefusal
+from kmsir.evidence.calls import is_read_only
 from kmsir.sandbox import Sandbox
 
 from .conftest import load_playbook, run_playbook

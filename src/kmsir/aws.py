@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from kmsir import __version__
 from kmsir.errors import AwsError, CheckModeRefusal, UsageError
+from kmsir.evidence.calls import Call, is_read_only
 
 if TYPE_CHECKING:
     import boto3
@@ -25,11 +26,6 @@ if TYPE_CHECKING:
 MAX_ATTEMPTS = 5
 #: HTTP connections per client: enough for the concurrent snapshot of many keys.
 MAX_POOL_CONNECTIONS = 32
-#: Operations that only read, by botocore operation name prefix; everything else mutates.
-READ_ONLY_PREFIXES = ("Describe", "Get", "List", "Lookup")
-#: Operations that look read-only by name but change state or hand out material.
-NOT_READ_ONLY = frozenset({"GetParametersForImport"})
-
 
 #: Operations that must not be sent again blindly: a second one that reaches AWS changes state
 #: again (a second on-demand rotation). After an attempt whose response was lost, botocore does
@@ -42,27 +38,7 @@ RESPONSE_LOST = frozenset({"ReadTimeoutError", "ConnectionClosedError"})
 EXPIRED_CREDENTIALS = frozenset({"ExpiredToken", "ExpiredTokenException"})
 
 
-def is_read_only(operation: str) -> bool:
-    """True when a botocore operation name only reads state."""
-    return operation.startswith(READ_ONLY_PREFIXES) and operation not in NOT_READ_ONLY
-
-
-@dataclass(frozen=True)
-class ApiCall:
-    """One AWS API call as the journal records it."""
-
-    service: str
-    operation: str
-    region: str
-    params: dict[str, Any]
-    http_status: int | None
-    request_id: str | None
-    error_code: str | None = None
-    #: Pairs a mutating call's intent (journaled before sending) with its result.
-    call_id: int | None = None
-
-
-CallRecorder = Callable[[ApiCall], None]
+CallRecorder = Callable[[Call], None]
 SessionFactory = Callable[[], "boto3.Session"]
 
 
@@ -154,13 +130,13 @@ class ClientFactory:
                     f"check mode: refused to send {service}:{model.name} (it changes state)"
                 )
 
-        def call(model: Any, context: dict[str, Any], **result: Any) -> ApiCall:
-            return ApiCall(
+        def call(model: Any, context: dict[str, Any], **result: Any) -> Call:
+            return Call(
                 service=service,
                 operation=model.name,
                 region=region,
                 params=context.get("kmsir_params", {}),
-                call_id=context.get("kmsir_call"),
+                call=context.get("kmsir_call"),
                 **result,
             )
 
@@ -170,7 +146,7 @@ class ClientFactory:
             with self._lock:
                 context["kmsir_call"] = next(self._calls)
             if self.intent_recorder is not None:
-                self.intent_recorder(call(model, context, http_status=None, request_id=None))
+                self.intent_recorder(call(model, context))
 
         def record(
             http_response: Any,

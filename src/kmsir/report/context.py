@@ -21,9 +21,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from kmsir.aws import is_read_only
 from kmsir.errors import EvidenceError
 from kmsir.evidence import bundle as evidence
+from kmsir.evidence.calls import is_read_only
 from kmsir.inert import visible
 from kmsir.report.trail import Chart, TrailView, chart, parse_utc, read_events, trimmed
 from kmsir.trail.events import clip

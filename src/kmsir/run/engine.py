@@ -24,11 +24,12 @@ from typing import Any, Literal
 from kmsir import __version__
 from kmsir.actions import Registry
 from kmsir.actions.base import NullReporter, Reporter, RunInfo
-from kmsir.aws import ApiCall, ClientFactory, aws_errors
+from kmsir.aws import ClientFactory, aws_errors
 from kmsir.errors import Aborted, EvidenceError, KmsirError, MissingAnswer, UsageError
 from kmsir.evidence import integrity
 from kmsir.evidence.anchoring import unsigned_anchor
 from kmsir.evidence.bundle import MANIFEST, Clock, inputs_in_effect, timestamp, utc_now
+from kmsir.evidence.calls import Call
 from kmsir.evidence.journal import BundleWriter, settle_derived, write_manifest
 from kmsir.evidence.locks import RunLocks
 from kmsir.evidence.signatures import ANCHOR_FORMAT, anchor_digest
@@ -354,7 +355,7 @@ class Engine:
         if runner is not None:
             runner.bundle.append(type_, data, step=runner.current_step)
 
-    def _record_call(self, call: ApiCall) -> None:
+    def _record_call(self, call: Call) -> None:
         self._journal(
             "api-call",
             {
@@ -365,11 +366,11 @@ class Engine:
                 "http_status": call.http_status,
                 "request_id": call.request_id,
                 "error_code": call.error_code,
-                "call": call.call_id,
+                "call": call.call,
             },
         )
 
-    def _record_intent(self, call: ApiCall) -> None:
+    def _record_intent(self, call: Call) -> None:
         """A state-changing call about to be sent: journaled first, so a crash before its
         result is journaled still shows it may have reached AWS."""
         self._journal(
@@ -379,7 +380,7 @@ class Engine:
                 "operation": call.operation,
                 "region": call.region,
                 "params": call.params,
-                "call": call.call_id,
+                "call": call.call,
             },
         )
 
