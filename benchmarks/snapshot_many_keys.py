@@ -114,7 +114,8 @@ def run_kmsir(endpoint: str, workdir: Path) -> tuple[float, Path]:
         text=True,
     )
     elapsed = time.perf_counter() - started
-    bundle = next((workdir / "evidence" / "BENCH").iterdir())
+    # the run's bundle, not the incident's lock file beside it
+    bundle = next(p for p in (workdir / "evidence" / "BENCH").iterdir() if p.is_dir())
     return elapsed, bundle
 
 

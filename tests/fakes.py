@@ -10,6 +10,7 @@ from kmsir.actions.base import ActionContext, RunInfo
 from kmsir.aws import ClientFactory
 from kmsir.evidence.bundle import read_outside
 from kmsir.evidence.calls import Call
+from kmsir.evidence.entries import Record, data_of
 from kmsir.prompts import NoPrompter
 
 
@@ -25,8 +26,8 @@ class MemoryArtifacts:
         self.files[name] = data
         return f"artifacts/01-test/{name}"
 
-    def journal(self, type_: str, data: dict[str, Any]) -> None:
-        self.events.append((type_, data))
+    def journal(self, record: Record) -> None:
+        self.events.append(data_of(record))  # (type, data), as the journal writes it
 
     def earlier(self, step_id: str, name: str) -> bytes | None:
         return self.files.get(name)

@@ -11,6 +11,7 @@ from kmsir.actions.kms_lifecycle import DisableKey, EnableKey
 from kmsir.actions.kms_snapshot import Snapshot, SnapshotParams
 from kmsir.actions.kmskeys import KeyParams
 from kmsir.errors import ActionError
+from kmsir.evidence.calls import Call, describe
 from kmsir.sandbox import Sandbox
 
 from .fakes import MemoryArtifacts, context
@@ -79,7 +80,10 @@ def test_revoke_grants_removes_only_the_rogue_grant(rogue_grant: Sandbox) -> Non
     params = RevokeGrantsParams(key="alias/payments-prod", grant_ids=[rogue])
 
     preview = RevokeGrants().preview(ctx, params)
-    assert preview.calls == (f"kms:RevokeGrant KeyId={key_id} GrantId={rogue}",)
+    assert preview.calls == (
+        Call(service="kms", operation="RevokeGrant", params={"KeyId": key_id, "GrantId": rogue}),
+    )
+    assert describe(preview.calls[0]) == f"kms:RevokeGrant KeyId={key_id} GrantId={rogue}"
     assert preview.typed == (key_id, "alias/payments-prod")
     assert any("444455556666:role/backup-sync" in n for n in preview.notes)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from kmsir.cli.console import ConsoleReporter, console, show_preview, summary_table
+from kmsir.evidence.calls import Call
 from kmsir.prompts import StepPreview
 from kmsir.run.engine import RunResult, StepRecord
 
@@ -26,7 +27,7 @@ def test_control_characters_from_aws_never_reach_the_terminal(
             position="6/12",
             does="Revoke grants",
             mutating=True,
-            calls=(f"kms:RevokeGrant GrantId={EVIL}",),
+            calls=(Call(service="kms", operation="RevokeGrant", params={"GrantId": EVIL}),),
             target=EVIL,
             state=EVIL,
             inverse="IRREVERSIBLE",

@@ -58,16 +58,17 @@ class Change(Action[ValueParams]):
 
 
 class Flaky(Action[ValueParams]):
-    """Throttled `value` times, then succeeds."""
+    """Fails `value` times (``code``, a transient KMS failure by default), then succeeds."""
 
     name = "test.flaky"
     params = ValueParams
     calls: ClassVar[list[int]] = []
+    code: ClassVar[str] = "KMSInternalException"
 
     def run(self, ctx: ActionContext, params: ValueParams) -> Outcome:
         self.calls.append(1)
         if len(self.calls) <= int(params.value):
-            raise AwsError("throttled", code="ThrottlingException", operation="X")
+            raise AwsError("failed", code=self.code, operation="X")
         return Outcome(outputs={"attempts": len(self.calls)}, summary="ok")
 
 
@@ -240,7 +241,7 @@ def test_on_error_ask_can_skip(
     assert [s.status for s in result.steps] == ["skipped", "succeeded"]
 
 
-def test_retries_on_throttling(
+def test_retries_re_run_the_action_after_a_transient_failure(
     registry: actions.Registry, moto_clients: ClientFactory, tmp_path: Path
 ) -> None:
     playbook = book(registry, "  - {id: f, action: test.flaky, retries: 2, with: {value: 2}}\n")
@@ -248,6 +249,22 @@ def test_retries_on_throttling(
     assert result.status == "succeeded"
     entries = journal(result.bundle)
     assert [e["data"]["attempt"] for e in entries if e["type"] == "step-retry"] == [1, 2]
+
+
+def test_throttling_is_not_retried_again_by_the_step(
+    registry: actions.Registry,
+    moto_clients: ClientFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Throttling is botocore's to retry (and the pacer's to avoid): once botocore gave up, a
+    step's ``retries:`` does not send the refused requests again."""
+    monkeypatch.setattr(Flaky, "code", "ThrottlingException")
+    playbook = book(registry, "  - {id: f, action: test.flaky, retries: 2, with: {value: 1}}\n")
+    result = run_playbook(playbook, moto_clients, tmp_path, registry=registry, mode="live")
+    assert result.status == "failed"
+    assert len(Flaky.calls) == 1
+    assert not [e for e in journal(result.bundle) if e["type"] == "step-retry"]
 
 
 def test_template_failure_is_a_clear_step_error(

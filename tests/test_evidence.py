@@ -17,8 +17,9 @@ from kmsir import report
 from kmsir.errors import EvidenceError, TamperedError, UsageError
 from kmsir.evidence import bundle as evidence
 from kmsir.evidence import export, integrity
-from kmsir.evidence.bundle import read_journal
+from kmsir.evidence.entries import ApiCall, ApiIntent, ArtifactIntent, Journaled, Repair, RunResumed
 from kmsir.evidence.journal import BundleWriter
+from tests.journalkit import RUN, journal_lines, run_started, view_of
 
 
 def copy_bundle(bundle: Path, tmp_path: Path) -> Path:
@@ -174,7 +175,7 @@ def test_a_report_rendered_again_is_recorded_and_verifies(
     report.write(bundle, fmt="md")
     assert (bundle / "report.md").read_bytes() == before  # the same report, months later
     assert integrity.check(bundle).intact
-    records = [e for e in read_journal(bundle / "journal.jsonl").entries if e["step"] is None]
+    records = [e for e in journal_lines(bundle / "journal.jsonl") if e["step"] is None]
     last = records[-1]
     assert last["type"] == "report-written"
     assert last["data"]["path"] == "report.md"
@@ -229,7 +230,7 @@ def test_artifacts_are_never_overwritten_and_names_are_checked(tmp_path: Path) -
     clock = lambda: datetime(2026, 11, 28, 9, 30, tzinfo=timezone.utc)  # noqa: E731
     writer = BundleWriter.create(tmp_path, "INC-1", playbook_raw=b"id: x\n", clock=clock)
     assert writer.run_id.startswith("20261128T093000Z-")
-    writer.append("run-started", {"playbook": {"sha256": evidence.sha256_hex(b"id: x\n")}})
+    writer.append(run_started(playbook={"sha256": evidence.sha256_hex(b"id: x\n")}))
     first = writer.write_artifact(1, "snap", "key.json", b'{"a": 1}')
     with pytest.raises(EvidenceError, match="never overwritten"):
         writer.write_artifact(1, "snap", "key.json", b'{"a": 2}')
@@ -269,7 +270,7 @@ def test_manifest_type_changes_are_caught(demo_bundle: Path, tmp_path: Path) -> 
 
 def test_retried_steps_write_to_their_own_folder(tmp_path: Path) -> None:
     writer = BundleWriter.create(tmp_path, "INC-1", playbook_raw=b"id: x\n")
-    writer.append("run-started", {"playbook": {"sha256": evidence.sha256_hex(b"id: x\n")}})
+    writer.append(run_started(playbook={"sha256": evidence.sha256_hex(b"id: x\n")}))
     first = writer.write_artifact(2, "snap", "key.json", b"1")
     second = writer.write_artifact(2, "snap", "key.json", b"2", attempt=2)
     assert (first.path, second.path) == (
@@ -282,7 +283,7 @@ def test_retried_steps_write_to_their_own_folder(tmp_path: Path) -> None:
 
 def unfinished_writer(tmp_path: Path) -> BundleWriter:
     writer = BundleWriter.create(tmp_path, "INC-1", playbook_raw=b"id: x\n")
-    writer.append("run-started", {"playbook": {"sha256": evidence.sha256_hex(b"id: x\n")}})
+    writer.append(run_started(playbook={"sha256": evidence.sha256_hex(b"id: x\n")}))
     writer.write_artifact(1, "snap", "key.json", b'{"a": 1}')
     return writer
 
@@ -292,9 +293,7 @@ def test_crash_leftovers_are_notes_and_planted_files_problems(tmp_path: Path) ->
     # the process died after the bytes landed and before their journal line
     intended = "artifacts/01-snap/grants.json"
     writer.append(
-        "artifact-intent",
-        {"path": intended, "sha256": evidence.sha256_hex(b"[]"), "bytes": 2},
-        step="snap",
+        ArtifactIntent(path=intended, sha256=evidence.sha256_hex(b"[]"), bytes=2), step="snap"
     )
     (writer.root / intended).write_bytes(b"[]")
     (writer.root / "artifacts/01-snap/.tmp-grants.json-0123abcd").write_bytes(b"[")
@@ -330,8 +329,12 @@ def test_reopen_quarantines_a_torn_tail_before_cutting_it(tmp_path: Path) -> Non
     saved = writer.root / repaired["torn_tail"]["saved_as"]
     assert saved.read_bytes() == torn
     assert journal.read_bytes().endswith(b"}\n")
-    reopened.append("repair", repaired)
-    reopened.append("run-resumed", {})
+    reopened.append(Repair(**repaired))
+    reopened.append(
+        RunResumed(
+            tool={}, versions={}, operator={}, host="vm", location="ev", previous={}, resume_at=None
+        )
+    )
     reopened.finish("succeeded")
     assert integrity.check(writer.root).problems == []
     saved.write_bytes(b"something else")
@@ -355,13 +358,20 @@ def test_a_change_answered_with_a_server_error_may_have_been_made() -> None:
     """Resume re-checks a change AWS answered with a 5xx (it may have been carried out), and
     trusts a 4xx (refused: nothing was done)."""
 
-    def call(n: int, status: int | None) -> list[dict[str, Any]]:
-        intent = {"type": "api-intent", "data": {"call": n, "operation": "DisableKey"}}
+    def call(n: int, status: int | None) -> list[tuple[str | None, Journaled]]:
+        intent = ApiIntent(service="kms", operation="DisableKey", call=n)
         if status is None:
-            return [intent]  # no answer came (a reset, a timeout, a crash)
+            return [("act", intent)]  # no answer came (a reset, a timeout, a crash)
         code = None if status < 300 else "X"
-        result = {"call": n, "http_status": status, "error_code": code}
-        return [intent, {"type": "api-call", "data": result}]
+        result = ApiCall(
+            service="kms", operation="DisableKey", call=n, http_status=status, error_code=code
+        )
+        return [("act", intent), ("act", result)]
 
-    entries = [*call(1, 200), *call(2, 400), *call(3, 503), *call(4, None), *call(5, 500)]
-    assert [e["data"]["call"] for e in evidence.sent_intents(entries)] == [1, 3, 4, 5]
+    view = view_of(
+        (None, RUN), *call(1, 200), *call(2, 400), *call(3, 503), *call(4, None), *call(5, 500)
+    )
+    assert [c.call for c in view.steps["act"].carried.sent] == [1, 3, 4, 5]
+    assert [c.record.call for c in view.world] == [1, 3, 4, 5]
+
+

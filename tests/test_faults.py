@@ -266,18 +266,17 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
 
 @pytest.fixture
 def layer(moto: Moto, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultLayer]:
-    """The fault layer, fresh for the test; botocore's backoff and CloudTrail's pacing
-    recorded instead of slept."""
+    """The fault layer, fresh for the test; botocore's backoff recorded instead of slept, and
+    no request paced (pacing is tested in test_aws.py)."""
     import time
 
     import botocore.endpoint
 
-    from kmsir.actions import cloudtrail
+    from kmsir import aws
 
     moto.layer.reset()
     monkeypatch.setattr(botocore.endpoint, "time", SleepRecorder(time))
-    monkeypatch.setattr(cloudtrail, "time", SleepRecorder(time))
-    monkeypatch.setattr(cloudtrail, "LOOKUP_RATE_PER_SECOND", 1e9)
+    monkeypatch.setattr(aws, "PACING", aws.Pacing({}))
     yield moto.layer
     moto.layer.reset()
 

@@ -29,7 +29,8 @@ from kmsir.actions.cloudtrail import Collect, CollectParams, Findings, FindingsP
 from kmsir.aws import ClientFactory
 from kmsir.evidence import bundle as evidence
 from kmsir.trail.files import scan
-from kmsir.trail.findings import Context, findings
+from kmsir.trail.finding import Context
+from kmsir.trail.findings import findings
 from kmsir.trail.match import KeyMatcher
 
 from .clikit import Ran, cli
@@ -40,11 +41,11 @@ from .test_report import rendered_with_whole_tables
 
 @pytest.fixture(autouse=True)
 def _unpaced_lookup(monkeypatch: pytest.MonkeyPatch) -> None:
-    """LookupEvents pacing (2 calls a second, tested in test_sandbox.py) is not what these
+    """LookupEvents pacing (2 calls a second, tested in test_aws.py) is not what these
     tests look at: without it, forty collects do not wait twenty seconds."""
-    from kmsir.actions import cloudtrail
+    from kmsir import aws
 
-    monkeypatch.setattr(cloudtrail, "LOOKUP_RATE_PER_SECOND", 1e9)
+    monkeypatch.setattr(aws, "PACING", aws.Pacing({}))
 
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)

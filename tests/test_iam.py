@@ -10,6 +10,7 @@ from kmsir.actions.base import EarlierAttempt
 from kmsir.actions.iam import AccessKeyParams, DeactivateAccessKey, ReactivateAccessKey
 from kmsir.aws import ClientFactory
 from kmsir.errors import ActionError
+from kmsir.evidence.calls import describe
 
 from .fakes import context
 
@@ -39,9 +40,9 @@ def test_deactivate_then_already_then_reactivate(
     ctx, calls = context(moto_clients)
     params = AccessKeyParams(user="svc-reports", access_key_id=leaked["key"])
     preview = DeactivateAccessKey().preview(ctx, params)
-    assert preview.calls == (
-        f"iam:UpdateAccessKey UserName=svc-reports AccessKeyId={leaked['key']} Status=Inactive",
-    )
+    assert [describe(c) for c in preview.calls] == [
+        f"iam:UpdateAccessKey UserName=svc-reports AccessKeyId={leaked['key']} Status=Inactive"
+    ]
     assert preview.target == f"access key {leaked['key']} of IAM user svc-reports"
     assert preview.state.startswith("access key Active")
 
@@ -58,7 +59,10 @@ def test_deactivate_then_already_then_reactivate(
     again = DeactivateAccessKey().run(ctx, params)
     assert again.status == "already" and "already Inactive" in again.summary
     assert DeactivateAccessKey().preview(ctx, params).calls == ()
-    assert sum(c.operation == "UpdateAccessKey" for c in calls) == 1
+    # sent once, exactly as previewed
+    assert [c.identity for c in calls if c.operation == "UpdateAccessKey"] == [
+        c.identity for c in preview.calls
+    ]
 
     back = ReactivateAccessKey().run(ctx, params)
     assert back.after is not None and back.after["status"] == "Active"

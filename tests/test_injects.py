@@ -11,13 +11,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from kmsir.errors import PlaybookError, TemplateError
+from kmsir.evidence import entries
 from kmsir.sandbox import Sandbox
 from kmsir.sandbox import scenario as scenarios
 
 from .conftest import bundles, played, refused_scenario
+from .journalkit import RUN, failed, skipped, started, succeeded, view_of
 from .test_crash import kmsir, normalised, only_bundle, verify
 
 
@@ -96,45 +99,118 @@ def test_replay_refires_journaled_injects_and_fires_owed_ones(tmp_path: Path) ->
     with Sandbox(world) as first:
         (record,) = first.after_step("disable")
         now = first.now
-    started = {"type": "run-started", "data": {"mode": "sandbox"}}
-    disabled = {"type": "step-succeeded", "step": "disable", "data": {}}
+    inject = ("disable", entries.Inject(record=record))
     with Sandbox(world, now=now) as again:  # the inject was journaled: fired again, once
-        result = again.replay([started, disabled, {"type": "inject", "data": record}])
+        result = again.replay(view_of((None, RUN), succeeded("disable"), inject))
         assert result == {"replayed": 0, "refused": [], "injects_replayed": 1}
         assert key_state(again) == "PendingDeletion"
         assert again.after_step("disable") == []
     with Sandbox(world, now=now) as again:  # its step was done, the inject never journaled
-        result = again.replay([started, disabled])
+        result = again.replay(view_of((None, RUN), succeeded("disable")))
         assert [r["after"] for r in result["injects"]] == ["disable"]
         assert key_state(again) == "PendingDeletion"
         assert again.after_step("disable") == []
     with Sandbox(world, now=now) as again:  # the step was in flight: it fires after its rerun
-        result = again.replay([started, {"type": "step-started", "step": "disable", "data": {}}])
+        result = again.replay(view_of((None, RUN), started("disable")))
         assert "injects" not in result and key_state(again) == "Enabled"
         assert len(again.after_step("disable")) == 1
+
+
+def test_replay_follows_the_journal_order_of_calls_and_injects() -> None:
+    """The attacker's deletion (an inject after ``disable``) came before the responder
+    cancelled it: replayed in that order, the cancellation applies and the key is Disabled."""
+    world = scenarios.load("rogue-grant")
+    with Sandbox(world) as first:
+        key = first.keys["payments"]["id"]
+        (record,) = first.after_step("disable")
+        now = first.now
+
+    def sent(step: str, operation: str, call: int) -> list[tuple[str, entries.Journaled]]:
+        shown = {"service": "kms", "operation": operation, "params": {"KeyId": key}}
+        return [
+            (step, entries.ApiIntent(**shown, region="eu-west-1", call=call)),
+            (step, entries.ApiCall(**shown, region="eu-west-1", http_status=200, call=call)),
+        ]
+
+    journal = [
+        (None, RUN),
+        started("disable"),
+        *sent("disable", "DisableKey", 1),
+        succeeded("disable"),
+        ("disable", entries.Inject(record=record)),
+        started("cancel"),
+        *sent("cancel", "CancelKeyDeletion", 2),
+        succeeded("cancel"),
+    ]
+    with Sandbox(world, now=now) as again:
+        result = again.replay(view_of(*journal))
+        assert result == {"replayed": 2, "refused": [], "injects_replayed": 1}
+        assert key_state(again) == "Disabled"
+
+
+def test_replay_rebuilds_the_world_without_refused_calls() -> None:
+    world = scenarios.load("rogue-grant")
+    with Sandbox(world) as first:
+        key = first.keys["payments"]["id"]
+        now = first.now
+    disable = {"service": "kms", "operation": "DisableKey", "params": {"KeyId": key}}
+    delete = {
+        "service": "kms",
+        "operation": "ScheduleKeyDeletion",
+        "params": {"KeyId": key, "PendingWindowInDays": 7},
+    }
+    journal: list[tuple[str | None, entries.Journaled]] = [
+        (None, RUN),
+        started("disable"),
+        ("disable", entries.ApiIntent(**disable, region="eu-west-1", call=1)),
+        ("disable", entries.ApiCall(**disable, region="eu-west-1", http_status=200, call=1)),
+        ("disable", entries.ApiIntent(**delete, region="eu-west-1", call=2)),
+        (
+            "disable",
+            entries.ApiCall(
+                **delete,
+                region="eu-west-1",
+                http_status=400,
+                error_code="AccessDeniedException",
+                call=2,
+            ),
+        ),
+    ]
+    with Sandbox(world, now=now) as again:
+        assert again.keys["payments"]["id"] == key  # the same seeded ids
+        assert again.replay(view_of(*journal)) == {"replayed": 1, "refused": []}
+        assert key_state(again) == "Disabled"
 
 
 @pytest.mark.parametrize(
     ("ends", "owed"),
     [
-        ([{"type": "step-succeeded", "data": {"status": "succeeded"}}], True),
-        ([{"type": "step-succeeded", "data": {"status": "already"}}], True),
-        ([{"type": "step-skipped", "data": {"status": "skipped"}}], False),
-        ([{"type": "step-failed", "data": {"error": "no answer for 'disable'"}}], False),
-        ([{"type": "step-succeeded", "data": {}}, {"type": "step-started", "data": {}}], False),
-        ([{"type": "step-failed", "data": {}}, {"type": "step-succeeded", "data": {}}], True),
+        ([succeeded("disable")], True),
+        ([succeeded("disable", status="already")], True),
+        ([skipped("disable")], False),
+        ([failed("disable")], False),
+        ([succeeded("disable"), started("disable")], False),
+        ([failed("disable"), succeeded("disable")], True),
     ],
     ids=["succeeded", "already", "skipped", "failed", "started-again", "failed-then-done"],
 )
-def test_only_a_step_that_was_done_owes_its_injects(ends: list[dict[str, Any]], owed: bool) -> None:
-    """An inject is owed on resume only if its step's last entry is ``step-succeeded``."""
-    started = {"type": "run-started", "data": {"mode": "sandbox"}}
-    steps = [{"type": "step-started", "step": "disable", "data": {}}]
-    steps += [{**entry, "step": "disable"} for entry in ends]
+def test_only_a_step_that_was_done_owes_its_injects(
+    ends: list[tuple[str, entries.Journaled]], owed: bool
+) -> None:
+    """An inject is owed on resume only if its step's last outcome is ``step-succeeded`` and
+    it was not started again since."""
     with Sandbox(scenarios.load("rogue-grant")) as world:
-        result = world.replay([started, *steps])
+        result = world.replay(view_of((None, RUN), started("disable"), *ends))
         assert ("injects" in result) is owed
         assert key_state(world) == ("PendingDeletion" if owed else "Enabled")
+
+
+def test_nothing_owed_fires_when_replaying_a_check_mode_run() -> None:
+    check = msgspec.structs.replace(RUN, mode="check")
+    with Sandbox(scenarios.load("rogue-grant")) as world:
+        result = world.replay(view_of((None, check), started("disable"), succeeded("disable")))
+        assert result == {"replayed": 0, "refused": []}
+        assert key_state(world) == "Enabled"
 
 
 def _answers(tmp_path: Path, name: str, text: str) -> str:

@@ -11,12 +11,13 @@ import pytest
 
 from kmsir import actions, report
 from kmsir.evidence import integrity
-from kmsir.evidence.bundle import JOURNAL, read_journal
+from kmsir.evidence.bundle import JOURNAL
 from kmsir.prompts import Answer, NoPrompter, ScriptedPrompter, StepPreview
 from kmsir.run import resume as resuming
 from kmsir.run.engine import Engine, RunOptions, RunResult
 from kmsir.sandbox import Sandbox
 from kmsir.sandbox import scenario as scenarios
+from tests.journalkit import journal_lines
 
 from .conftest import PLAYBOOKS, bundles, load_playbook, run_playbook
 
@@ -32,7 +33,7 @@ class Attended(NoPrompter):
 
 
 def _entries(bundle: Path) -> list[dict[str, Any]]:
-    return read_journal(bundle / JOURNAL).entries
+    return journal_lines(bundle / JOURNAL)
 
 
 def _deletion_run(

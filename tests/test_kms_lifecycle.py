@@ -21,6 +21,7 @@ from kmsir.actions.kms_policy import PutPolicy, PutPolicyParams, Quarantine, Qua
 from kmsir.actions.kms_rotation import EnableRotation, RotateNow, RotationParams
 from kmsir.actions.kmskeys import KeyParams
 from kmsir.errors import ActionError
+from kmsir.evidence.calls import Call, describe
 from kmsir.prompts import ScriptedPrompter
 from kmsir.sandbox import Sandbox
 
@@ -41,7 +42,8 @@ def test_schedule_then_cancel_deletion(rogue_grant: Sandbox, key_id: str) -> Non
     ctx, calls = context(rogue_grant.client_factory())
     params = ScheduleDeletionParams(key="alias/payments-prod", pending_window_days=7)
     preview = ScheduleDeletion().preview(ctx, params)
-    assert preview.calls == (f"kms:ScheduleKeyDeletion KeyId={key_id} PendingWindowInDays=7",)
+    (call,) = preview.calls
+    assert describe(call) == f"kms:ScheduleKeyDeletion KeyId={key_id} PendingWindowInDays=7"
     assert "alias/payments-prod" in preview.typed
     outcome = ScheduleDeletion().run(ctx, params)
     assert state(rogue_grant, key_id) == "PendingDeletion"
@@ -105,7 +107,9 @@ def test_revoke_grants_by_filter(rogue_grant: Sandbox, key_id: str) -> None:
     params = RevokeGrantsParams(key=key_id, filter=GrantFilter(allowed_accounts=["777788889999"]))
     preview = RevokeGrants().preview(ctx, params)
     rogue = rogue_grant.grants["rogue"]["id"]
-    assert preview.calls == (f"kms:RevokeGrant KeyId={key_id} GrantId={rogue}",)
+    assert preview.calls == (
+        Call(service="kms", operation="RevokeGrant", params={"KeyId": key_id, "GrantId": rogue}),
+    )
     assert any("444455556666:role/backup-sync" in n for n in preview.notes)
     RevokeGrants().run(ctx, params)
     remaining = {g["GrantId"] for g in kms.list_grants(KeyId=key_id)["Grants"]}
@@ -165,6 +169,29 @@ def test_rotation_period_and_rotate_now(rogue_grant: Sandbox, key_id: str) -> No
     assert rotated.outputs["rotations"] == 1
     with pytest.raises(ValueError, match="greater than or equal to 90"):
         RotationParams(key=key_id, period_days=30)
+
+
+SENT_AS_SHOWN: list[tuple[Action[Any], Any]] = [
+    (DisableKey(), KeyParams(key="alias/payments-prod")),
+    (ScheduleDeletion(), ScheduleDeletionParams(key="alias/payments-prod", pending_window_days=7)),
+    (TagKey(), TagParams(key="alias/payments-prod", tags={"incident": "INC-test"})),
+    (EnableRotation(), RotationParams(key="alias/payments-prod", period_days=180)),
+    (RotateNow(), KeyParams(key="alias/payments-prod")),
+]
+
+
+@pytest.mark.parametrize(
+    ("action", "params"), SENT_AS_SHOWN, ids=[a.name for a, _ in SENT_AS_SHOWN]
+)
+def test_the_calls_sent_are_the_calls_previewed(
+    rogue_grant: Sandbox, action: Action[Any], params: Any
+) -> None:
+    ctx, calls = context(rogue_grant.client_factory())
+    preview = action.preview(ctx, params)
+    assert preview.calls, "nothing previewed"
+    action.run(ctx, params)
+    # the key's id, not the alias the playbook named; the parameters as sent
+    assert [c.identity for c in calls if not c.read_only] == [c.identity for c in preview.calls]
 
 
 MUTATING: list[tuple[Action[Any], Any]] = [

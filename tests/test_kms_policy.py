@@ -57,6 +57,10 @@ def test_quarantine_adds_the_deny_and_keeps_break_glass(rogue_grant: Sandbox) ->
     assert [
         c.params["BypassPolicyLockoutSafetyCheck"] for c in calls if c.operation == "PutKeyPolicy"
     ] == [False]
+    # what the preview showed is what was sent (the policy, the lockout check's setting)
+    assert [c.identity for c in calls if c.operation == "PutKeyPolicy"] == [
+        c.identity for c in preview.calls
+    ]
     assert outcome.outputs["able_to_manage"] == [CALLER, GLASS]
     assert {"policy-before.json", "policy-after.json"} <= set(ctx.artifacts.files)  # type: ignore[attr-defined]
     assert Quarantine().run(context(rogue_grant.client_factory())[0], params).status == "already"

@@ -13,7 +13,8 @@ from botocore.exceptions import ClientError
 from kmsir.actions import registry
 from kmsir.aws import aws_errors
 from kmsir.errors import AwsError, CheckModeRefusal
-from kmsir.evidence.calls import is_read_only
+from kmsir.evidence.calls import Call, is_read_only
+from kmsir.evidence.entries import CheckMode, read
 from kmsir.sandbox import Sandbox
 
 from .conftest import load_playbook, run_playbook
@@ -88,14 +89,15 @@ def test_check_mode_sends_no_mutating_call(
     assert statuses.pop("snap") == "succeeded"
     assert set(statuses.values()) == {"would-run"}
     would = {
-        e["step"]: e["data"]["would_call"]
-        for e in journal(result.bundle)
-        if e["type"] == "check-mode"
+        e.step: e.data.would_call
+        for e in map(read, journal(result.bundle))
+        if isinstance(e.data, CheckMode)
     }
-    assert would["revoke"] == [
-        f"kms:RevokeGrant KeyId={rogue_grant.keys['payments']['id']} "
-        f"GrantId={rogue_grant.grants['rogue']['id']}"
-    ]
+    revoke = {
+        "KeyId": rogue_grant.keys["payments"]["id"],
+        "GrantId": rogue_grant.grants["rogue"]["id"],
+    }
+    assert would["revoke"] == [Call(service="kms", operation="RevokeGrant", params=revoke)]
 
 
 def test_the_guard_refuses_mutating_calls_in_check_mode(rogue_grant: Sandbox) -> None:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from kmsir import actions
+from kmsir.evidence.calls import Call, describe
 from kmsir.run import plan
 
 from .clikit import cli
@@ -45,13 +46,41 @@ def test_values_from_inputs_are_filled_in(tmp_path: Path) -> None:
         " with: {key: '{{ inputs.key }}', pending_window_days: 7}}\n"
     )
     planned = plan.plan(load_playbook(book).playbook, actions.registry(), {"key": "alias/x"})
-    assert planned[0].calls == ("kms:DisableKey KeyId=alias/x",)
-    assert planned[1].calls[0].startswith("kms:ScheduleKeyDeletion KeyId=alias/x")
+    assert planned[0].calls == (
+        Call(service="kms", operation="DisableKey", params={"KeyId": "alias/x"}),
+    )
+    assert (
+        describe(planned[1].calls[0])
+        == "kms:ScheduleKeyDeletion KeyId=alias/x PendingWindowInDays=7"
+    )
     assert [plan.describe_inverse(s) for s in planned] == [
         "undo: kms.enable-key",
         "undo: kms.cancel-deletion",
     ]
     assert "kms:ScheduleKeyDeletion" in plan.permissions(planned)
+
+
+def test_read_only_steps_show_what_they_read_and_how_often(tmp_path: Path) -> None:
+    book = tmp_path / "p.yaml"
+    book.write_text(
+        "id: p\ntitle: P\nsteps:\n"
+        "  - {id: s3, action: cloudtrail.collect,"
+        " with: {key: alias/x, source: s3, bucket: trail-logs}}\n"
+        "  - {id: lake, action: cloudtrail.collect,"
+        " with: {key: alias/x, source: lake, event_data_store: eds-1}}\n"
+        "  - {id: snap, action: kms.snapshot, with: {key: alias/x}}\n"
+    )
+    planned = plan.plan(load_playbook(book).playbook, actions.registry(), {})
+    shown = [[describe(c) for c in step.calls] for step in planned]
+    assert shown[0] == [
+        "s3:ListObjectsV2 Bucket=trail-logs (the window's day prefixes)",
+        "s3:GetObject Bucket=trail-logs (each trail file)",
+    ]
+    assert shown[1] == [
+        "cloudtrail:StartQuery EventDataStore=eds-1",
+        "cloudtrail:GetQueryResults (every page)",
+    ]
+    assert shown[2][:2] == ["kms:DescribeKey", "kms:ListKeyPolicies"]
 
 
 def test_an_unknown_input_is_one_clear_line(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kmsir.errors import Aborted, MissingAnswer, UsageError
+from kmsir.evidence.calls import Call
 from kmsir.prompts import AutoApprovePrompter, NoPrompter, ScriptedPrompter, StepPreview
 
 
@@ -17,7 +18,7 @@ def _preview(*, mutating: bool = True, typed: tuple[str, ...] = ()) -> StepPrevi
         position="6/12",
         does="Revoke grants",
         mutating=mutating,
-        calls=("kms:RevokeGrant",),
+        calls=(Call(service="kms", operation="RevokeGrant"),),
         inverse="IRREVERSIBLE",
         typed=typed,
     )
@@ -79,7 +80,7 @@ def test_yes_approves_but_does_not_answer_questions() -> None:
 
 
 def test_end_of_input_at_a_prompt_aborts() -> None:
-    from kmsir.prompts import InteractivePrompter
+    from kmsir.cli.interactive import InteractivePrompter
 
     class ClosedStdin:
         def unsafe_ask(self) -> str:
@@ -108,3 +109,28 @@ def test_a_mistyped_step_answer_is_refused_not_taken_as_run(
             preview, lambda text, by: notes.append((text, by))
         )
     assert notes == []
+
+
+def test_missing_required_inputs_are_asked_and_checked() -> None:
+    """Only a required input neither given nor defaulted is asked; a choice is picked from
+    its choices, anything else is text checked against the input's type."""
+    from kmsir.playbook.inputs import InputSpec
+    from kmsir.prompts import ask_missing_inputs
+
+    specs = {
+        "key": InputSpec(type="kms-key", required=True),
+        "given": InputSpec(required=True),
+        "defaulted": InputSpec(required=True, default="x"),
+        "optional": InputSpec(),
+        "how": InputSpec(type="choice", required=True, choices=("disable", "revoke")),
+    }
+    answers = {"key": "alias/payments", "how": "revoke", "defaulted": "never asked"}
+    prompter = ScriptedPrompter(answers, source="answers file")
+    asked = ask_missing_inputs(prompter, specs, {"given": "g"})
+    assert asked == {"given": "g", "key": "alias/payments", "how": "revoke"}
+    wrong = {"key": "nope", "how": "revoke"}
+    with pytest.raises(UsageError, match="answer for 'key': input 'key': 'nope' is not a KMS key"):
+        ask_missing_inputs(ScriptedPrompter(wrong, source="x"), specs, {"given": "g"})
+    wrong = {"key": "alias/payments", "how": "delete"}
+    with pytest.raises(UsageError, match="not one of: disable, revoke"):
+        ask_missing_inputs(ScriptedPrompter(wrong, source="x"), specs, {"given": "g"})

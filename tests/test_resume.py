@@ -26,9 +26,9 @@ from kmsir.prompts import NoPrompter, ScriptedPrompter
 from kmsir.run import resume as resuming
 from kmsir.run.engine import Engine, RunOptions
 from kmsir.sandbox import Sandbox
-from kmsir.sandbox import scenario as scenarios
 
 from .conftest import PLAYBOOKS, bundles, load_playbook, run_playbook
+from .journalkit import run_started
 
 CONTAIN = """\
 id: contain
@@ -61,7 +61,7 @@ def resume(bundle: Path, clients: Any, answers: dict[str, Any]) -> Any:
     )
     loaded = load_playbook(bundle / "playbook.yaml")
     options = RunOptions(
-        incident_id=state.meta["incident"], evidence_dir=bundle.parent.parent, mode="sandbox"
+        incident_id=state.meta.incident, evidence_dir=bundle.parent.parent, mode="sandbox"
     )
     return engine.resume(loaded, state, options)
 
@@ -115,7 +115,7 @@ def test_ctrl_c_leaves_a_verifiable_unfinished_bundle(interrupted: tuple[Path, S
     assert journal(bundle)[-1]["type"] == "run-interrupted"
     state = resuming.load(bundle)
     assert state.steps["disable"].in_flight
-    assert [c["operation"] for c in state.steps["disable"].sent] == ["DisableKey"]
+    assert [c.operation for c in state.steps["disable"].carried.sent] == ["DisableKey"]
 
 
 def test_in_flight_change_is_rechecked_and_its_decision_not_asked_again(
@@ -195,7 +195,7 @@ def test_resume_of_a_finished_run_says_so(demo_bundle: Path, tmp_path: Path) -> 
 def test_start_at_is_refused_while_a_run_of_the_playbook_is_unfinished(tmp_path: Path) -> None:
     loaded = write_playbook(tmp_path)
     unfinished = BundleWriter.create(tmp_path / "ev", "INC-test", playbook_raw=loaded.raw)
-    unfinished.append("run-started", {"playbook": {"id": "contain", "sha256": loaded.sha256}})
+    unfinished.append(run_started(playbook={"id": "contain", "sha256": loaded.sha256}))
     unfinished.close()
     bundle = unfinished.root
     args = [
@@ -221,53 +221,6 @@ def test_start_at_is_refused_while_a_run_of_the_playbook_is_unfinished(tmp_path:
     (started,) = [r for r in bundles(tmp_path / "ev" / "INC-test") if r != bundle]
     skipped = next(e for e in journal(started) if e["step"] == "disable")
     assert skipped["type"] == "step-skipped" and skipped["data"]["reason"] == "before --start-at"
-
-
-def test_sandbox_replay_rebuilds_the_world_without_refused_calls(tmp_path: Path) -> None:
-    world = scenarios.load("rogue-grant")
-    with Sandbox(world) as first:
-        key = first.keys["payments"]["id"]
-        now = first.now
-    intents = [
-        {
-            "type": "api-intent",
-            "data": {
-                "service": "kms",
-                "operation": "DisableKey",
-                "region": "eu-west-1",
-                "params": {"KeyId": key},
-                "call": 1,
-            },
-        },
-        {
-            "type": "api-call",
-            "data": {"operation": "DisableKey", "http_status": 200, "error_code": None, "call": 1},
-        },
-        {
-            "type": "api-intent",
-            "data": {
-                "service": "kms",
-                "operation": "ScheduleKeyDeletion",
-                "region": "eu-west-1",
-                "params": {"KeyId": key, "PendingWindowInDays": 7},
-                "call": 2,
-            },
-        },
-        {
-            "type": "api-call",
-            "data": {
-                "operation": "ScheduleKeyDeletion",
-                "http_status": 400,
-                "error_code": "AccessDeniedException",
-                "call": 2,
-            },
-        },
-    ]
-    with Sandbox(world, now=now) as again:
-        assert again.keys["payments"]["id"] == key  # the same seeded ids
-        assert again.replay(intents) == {"replayed": 1, "refused": []}
-        state = again.session().client("kms").describe_key(KeyId=key)["KeyMetadata"]["KeyState"]
-        assert state == "Disabled"
 
 
 def test_ctrl_c_exits_130_and_the_run_resumes(tmp_path: Path) -> None:
@@ -374,7 +327,7 @@ def test_partly_revoked_grants_are_never_revoked_twice(tmp_path: Path) -> None:
 def test_resume_refuses_while_another_process_writes_the_bundle(tmp_path: Path) -> None:
     loaded = write_playbook(tmp_path)
     running = BundleWriter.create(tmp_path / "ev", "INC-test", playbook_raw=loaded.raw)
-    running.append("run-started", {"playbook": {"id": "contain", "sha256": loaded.sha256}})
+    running.append(run_started(playbook={"id": "contain", "sha256": loaded.sha256}))
     result = CliRunner().invoke(cli.app, ["resume", str(running.root)])
     assert result.exit_code == 1
     assert "another kmsir process is still writing this bundle" in result.output

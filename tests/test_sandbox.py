@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from botocore.exceptions import ClientError
 
-from kmsir.actions.cloudtrail import Collect, CollectParams, RateLimiter
+from kmsir.actions.cloudtrail import Collect, CollectParams
 from kmsir.errors import AwsError
 from kmsir.sandbox import Sandbox
 from kmsir.sandbox import scenario as scenarios
@@ -124,20 +124,6 @@ def test_collect_window(rogue_grant: Sandbox) -> None:
     # the app's last 4 Decrypts (every 6h up to -6h) and the 3 denied calls at -1d
     assert outcome.outputs["event_names"] == {"Decrypt": 4 + 3}
     assert outcome.outputs["errors"] == 3
-
-
-def test_rate_limiter_spaces_calls() -> None:
-    now = [0.0]
-    slept: list[float] = []
-
-    def sleep(seconds: float) -> None:
-        slept.append(seconds)
-        now[0] += seconds
-
-    limiter = RateLimiter(2.0, clock=lambda: now[0], sleep=sleep)
-    for _ in range(5):
-        limiter.wait()
-    assert slept == [0.5, 0.5, 0.5, 0.5]
 
 
 def test_same_scenario_gets_the_same_ids() -> None:

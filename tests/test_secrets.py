@@ -31,6 +31,7 @@ from kmsir.actions.base import Action, ActionContext, Outcome, Params
 from kmsir.aws import aws_errors
 from kmsir.sandbox import DUMMY_CREDENTIALS, Sandbox
 from kmsir.sandbox import scenario as scenarios
+from kmsir.sandbox.scenario_model import Scenario
 
 from .clikit import Ran, cli
 from .conftest import PLAYBOOKS
@@ -356,7 +357,7 @@ def write_playbook(where: Path, steps: list[dict[str, Any]]) -> Path:
     return path
 
 
-def answers_for(where: Path, world: scenarios.Scenario, steps: list[dict[str, Any]]) -> Path:
+def answers_for(where: Path, world: Scenario, steps: list[dict[str, Any]]) -> Path:
     answers: dict[str, Any] = {"key": world.inputs["key"], "decide": "go"}
     answers.update({s["id"]: "approve" for s in steps if s["id"] not in answers})
     path = where / "answers.yaml"

@@ -16,7 +16,7 @@ import pytest
 from kmsir import actions
 from kmsir.errors import KmsirError
 from kmsir.evidence import integrity
-from kmsir.evidence.bundle import JOURNAL, read_journal
+from kmsir.evidence.bundle import JOURNAL
 from kmsir.playbook import model as playbook
 from kmsir.playbook import templating
 from kmsir.prompts import ScriptedPrompter
@@ -24,6 +24,7 @@ from kmsir.run import resume as resuming
 from kmsir.run.engine import Engine, RunOptions, RunResult
 from kmsir.sandbox import Sandbox
 from kmsir.sandbox import scenario as scenarios
+from tests.journalkit import journal_lines
 
 from .conftest import PLAYBOOKS, load_playbook, played, run_playbook
 
@@ -49,7 +50,7 @@ steps:
 
 
 def _entries(bundle: Path) -> list[dict[str, Any]]:
-    return read_journal(bundle / JOURNAL).entries
+    return journal_lines(bundle / JOURNAL)
 
 
 def _unguarded(tmp_path: Path) -> playbook.LoadedPlaybook:
@@ -168,7 +169,7 @@ def test_every_shipped_reference_to_an_earlier_step_is_guarded(name: str, tmp_pa
             **{k: v.default for k, v in book.inputs.items()},
             **world.inputs,
         },
-        "steps": state.context_steps(),
+        "steps": state.view.context_steps(),
         "incident": {"id": "INC-test"},
         "run": {
             "id": "r",

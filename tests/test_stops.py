@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from kmsir.evidence import integrity
-from kmsir.evidence.bundle import JOURNAL, read_journal
+from kmsir.evidence.bundle import JOURNAL
+from tests.journalkit import journal_lines
 
 from .clikit import cli
 from .conftest import LoopbackServer, bundles
@@ -43,7 +44,7 @@ steps:
 
 
 def _entries(bundle: Path) -> list[dict[str, Any]]:
-    return read_journal(bundle / JOURNAL).entries
+    return journal_lines(bundle / JOURNAL)
 
 
 def _one_line(stderr: str, start: str) -> str:

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from kmsir.evidence import integrity
-from kmsir.evidence.bundle import JOURNAL, read_journal
+from kmsir.evidence.bundle import JOURNAL
+from tests.journalkit import journal_lines
 
 from .conftest import bundles, served, served_client
 from .termkit import TMUX, Terminal
@@ -44,7 +45,7 @@ def _bundle(screen: str) -> Path:
 
 
 def _entries(bundle: Path) -> list[dict]:  # type: ignore[type-arg]
-    return read_journal(bundle / JOURNAL).entries
+    return journal_lines(bundle / JOURNAL)
 
 
 def test_a_responder_cancels_a_ransom_deletion_at_the_terminal(tmp_path: Path) -> None:

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from kmsir.trail.findings import Context, findings
+from kmsir.trail.finding import Context
+from kmsir.trail.findings import findings
 
 ACCOUNT = "111122223333"
 OUTSIDE = "444455556666"
@@ -207,7 +208,7 @@ def test_findings_are_sorted_by_severity() -> None:
 
 
 def test_the_keys_account_comes_from_its_arn_not_the_first_event() -> None:
-    from kmsir.trail.findings import context_for
+    from kmsir.trail.finding import context_for
 
     callers_copy = ev(
         "CreateGrant",

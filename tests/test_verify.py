@@ -13,12 +13,13 @@ import pytest
 
 from kmsir import actions
 from kmsir.evidence import integrity
-from kmsir.evidence.bundle import JOURNAL, read_journal
+from kmsir.evidence.bundle import JOURNAL
 from kmsir.prompts import ScriptedPrompter
 from kmsir.run.engine import Engine, RunOptions, RunResult
 from kmsir.sandbox import Sandbox
 from kmsir.sandbox import scenario as scenarios
 from kmsir.signer import KmsSigner
+from tests.journalkit import journal_lines
 
 from .clikit import cli
 from .conftest import PLAYBOOKS, load_playbook
@@ -54,7 +55,7 @@ def test_a_cut_tail_without_its_manifest_is_never_called_intact(
     (bundle / "report.html").unlink()
     done = cli("verify", bundle)
     assert done.exit_code == 4, done.output
-    remaining = len(read_journal(bundle / JOURNAL).entries)
+    remaining = len(journal_lines(bundle / JOURNAL))
     (line,) = [x for x in done.stdout.splitlines() if not x.startswith("note:")]
     assert line.startswith(f"unproven: consistent up to entry {remaining} (head ")
     assert "the end of an unfinished run cannot be proven" in line
@@ -169,7 +170,7 @@ def anchored(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 
 def _entries(bundle: Path) -> list[dict[str, Any]]:
-    return read_journal(bundle / JOURNAL).entries
+    return journal_lines(bundle / JOURNAL)
 
 
 def test_an_anchored_run_signs_after_every_step_and_at_the_end(

@@ -1,4 +1,10 @@
-"""The one place AWS clients are made: retry config, check-mode guard, call journal, errors.
+"""The one place AWS clients are made: retry config, pacing, check-mode guard, call journal,
+errors.
+
+botocore's standard retries, configured here once, are the one retry layer for throttling and
+transient errors; nothing above retries them again. A quota kmsir knows (``QUOTAS``) is kept
+by pacing every request of that operation, shared by every client of the process, so no caller
+paces by hand. Clients are typed (``ClientFactory.client("kms")`` is a ``KMSClient`` to mypy).
 
 Nothing here runs at import time and boto3 is imported lazily, so ``kmsir --help`` and
 ``kmsir validate`` stay fast. Tests and the sandbox pass in their own session factory.
@@ -11,9 +17,10 @@ import itertools
 import os
 import re
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from kmsir import __version__
 from kmsir.errors import AwsError, CheckModeRefusal, UsageError
@@ -21,6 +28,12 @@ from kmsir.evidence.calls import Call, is_read_only
 
 if TYPE_CHECKING:
     import boto3
+    from mypy_boto3_athena import AthenaClient
+    from mypy_boto3_cloudtrail import CloudTrailClient
+    from mypy_boto3_iam import IAMClient
+    from mypy_boto3_kms import KMSClient
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sts import STSClient
 
 #: Attempts botocore makes at one call (the first and its retries), with standard-mode backoff.
 MAX_ATTEMPTS = 5
@@ -36,6 +49,11 @@ NOT_IDEMPOTENT = frozenset({"RotateKeyOnDemand"})
 RESPONSE_LOST = frozenset({"ReadTimeoutError", "ConnectionClosedError"})
 #: Error codes of expired temporary credentials: the run can go on with fresh ones.
 EXPIRED_CREDENTIALS = frozenset({"ExpiredToken", "ExpiredTokenException"})
+#: Request quotas AWS documents, which kmsir sends at: requests per second per account and
+#: Region, by (service, operation). botocore's adaptive retry mode only slows down after a
+#: first throttle; a quota known in advance is kept from the first request on. CloudTrail's
+#: LookupEvents: 2 a second (CloudTrail quotas, "LookupEvents API").
+QUOTAS: dict[tuple[str, str], float] = {("cloudtrail", "LookupEvents"): 2.0}
 
 
 CallRecorder = Callable[[Call], None]
@@ -44,11 +62,11 @@ SessionFactory = Callable[[], "boto3.Session"]
 
 @dataclass
 class ClientFactory:
-    """Makes boto3 clients with kmsir's retry config, guards and call recording.
+    """Makes boto3 clients with kmsir's retry config, pacing, guards and call recording.
 
     ``check_mode`` refuses every non-read-only operation before it is sent.
-    ``guard_send`` (the sandbox sets it) refuses any request that reached the transport
-    layer, i.e. that the in-process moto did not answer: nothing can leak to a real account.
+    ``guard_send`` (the sandbox sets it) refuses any request that the in-process moto did not
+    answer, before it is sent (``refuse_unanswered``): nothing can leak to a real account.
     ``intent_recorder`` hears of every state-changing call just before it is sent, so a crash
     between sending and journaling the result still leaves the call in the journal.
     """
@@ -74,8 +92,25 @@ class ClientFactory:
                 self._session = self.session_factory()
             return self._session  # type: ignore[no-any-return]
 
+    @overload
+    def client(self, service: Literal["athena"], region: str | None = None) -> AthenaClient: ...
+    @overload
+    def client(
+        self, service: Literal["cloudtrail"], region: str | None = None
+    ) -> CloudTrailClient: ...
+    @overload
+    def client(self, service: Literal["iam"], region: str | None = None) -> IAMClient: ...
+    @overload
+    def client(self, service: Literal["kms"], region: str | None = None) -> KMSClient: ...
+    @overload
+    def client(self, service: Literal["s3"], region: str | None = None) -> S3Client: ...
+    @overload
+    def client(self, service: Literal["sts"], region: str | None = None) -> STSClient: ...
+
     def client(self, service: str, region: str | None = None) -> Any:
-        """A cached client for ``service`` in ``region`` (default: the factory's Region)."""
+        """A cached client for ``service`` in ``region`` (default: the factory's Region),
+        typed by the service's boto3-stubs class (a service kmsir does not use is a type
+        error: add its overload and its boto3-stubs extra)."""
         region = region or self.resolved_region
         key = (service, region)
         session = self.session()
@@ -116,6 +151,7 @@ class ClientFactory:
     def _install_hooks(self, client: Any) -> None:
         events = client.meta.events
         service = client.meta.service_model.service_name
+        service_id = client.meta.service_model.service_id.hyphenize()
         region = client.meta.region_name
 
         def keep_params(
@@ -185,15 +221,72 @@ class ClientFactory:
             # answer with a delay); None leaves the decision to it.
             return False if lost and operation.name in NOT_IDEMPOTENT else None
 
+        def pace(request: Any, event_name: str, **_: Any) -> None:
+            # every attempt counts against a quota, botocore's retries too; on the service's
+            # own event, so it runs before any handler on plain ``before-send`` answers
+            PACING.wait(service, event_name.rsplit(".", 1)[-1], _credential(request), region)
+
         events.register("provide-client-params", keep_params)
-        events.register_first(
-            f"needs-retry.{client.meta.service_model.service_id.hyphenize()}", before_retry
-        )
+        events.register_first(f"needs-retry.{service_id}", before_retry)
         events.register("before-call", check_mode_guard)
         events.register("before-call", intent)
         events.register("after-call", record)
+        events.register_first(f"before-send.{service_id}", pace)
         if self.guard_send:
-            refuse_transport(client)
+            refuse_unanswered(events)
+
+
+class Pacing:
+    """Sends the requests of an operation with a known quota at that quota, never faster: one
+    schedule per quota holder, shared by every client of the process and every thread.
+
+    A quota is per account and Region: every caller with the same credentials in the same
+    Region waits its turn on the same schedule, whichever factory made its client. The access
+    key id stands for the account (two keys of one account are paced apart, as two processes
+    would be).
+    """
+
+    def __init__(
+        self,
+        quotas: Mapping[tuple[str, str], float],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.quotas = quotas
+        self._clock = clock
+        self._sleep = sleep
+        #: When the next request may go, by (service, operation, access key id, Region).
+        self._next: dict[tuple[str, str, str, str], float] = {}
+        self._lock = threading.Lock()
+
+    def wait(self, service: str, operation: str, credential: str, region: str) -> None:
+        """Block until this request may go: at once for an operation without a known quota,
+        else at least ``1 / quota`` seconds after the previous one of the same holder."""
+        rate = self.quotas.get((service, operation))
+        if rate is None:
+            return
+        key = (service, operation, credential, region)
+        with self._lock:
+            now = self._clock()
+            due = self._next.get(key, now)
+            self._next[key] = max(now, due) + 1.0 / rate
+        if due > now:
+            self._sleep(due - now)
+
+
+#: The process's pacing (the ``before-send`` hook of every client looks it up when it runs).
+PACING = Pacing(QUOTAS)
+_CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/")
+
+
+def _credential(request: Any) -> str:
+    """The access key id a signed request was signed with (SigV4 ``Authorization`` header),
+    or ``""`` for an unsigned one."""
+    header = request.headers.get("Authorization") or b""
+    text = header.decode(errors="replace") if isinstance(header, bytes) else str(header)
+    found = _CREDENTIAL.search(text)
+    return found[1] if found else ""
 
 
 def _response_lost(exc: Exception | None) -> bool:
@@ -220,28 +313,36 @@ def redacted(value: Any, shape: Any) -> Any:
     return value
 
 
-def refuse_transport(client: Any) -> None:
-    """Make ``client`` refuse anything that would go on the wire (the sandbox's guard).
+def refuse_unanswered(events: Any) -> None:
+    """Make the clients of ``events`` (a session's or one client's event hooks) refuse every
+    request no ``before-send`` handler answered: the sandbox's guard, nothing goes on the wire.
 
-    moto answers in the before-send event; only a request it did not answer reaches the
-    endpoint's HTTP session, which is replaced by one that refuses.
+    moto answers in ``before-send``. botocore calls every handler of that event and uses the
+    first answer one gave; only when none did does it send the request itself. The handler
+    registered here, last, answers every request with a ``_Refusal``: the answer botocore uses
+    only when no handler before it answered, and which refuses the call when botocore reads it.
     """
-    client._endpoint.http_session = _RefusingHttpSession()
+    events.register_last("before-send", _refuse, unique_id="kmsir-refuse-unanswered")
 
 
-class _RefusingHttpSession:
-    """Stands in for botocore's HTTP session in the sandbox: nothing goes on the wire."""
+def _refuse(request: Any, **_: Any) -> _Refusal:
+    return _Refusal(str(request.url))
 
-    def send(self, request: Any) -> Any:
+
+class _Refusal:
+    """The answer of last resort to a request (see ``refuse_unanswered``): not a response,
+    any use of it raises the refusal."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+
+    def __getattr__(self, name: str) -> Any:
         raise AwsError(
-            f"sandbox: refused to send a request to {request.url} (not answered by the "
+            f"sandbox: refused to send a request to {self._url} (not answered by the "
             "sandbox; nothing may reach a real AWS account)",
             code="SandboxRefused",
             operation="send",
         )
-
-    def close(self) -> None:
-        """Nothing to close."""
 
 
 #: Per thread (a client's calls in one thread follow one another): whether an attempt of

@@ -1,23 +1,27 @@
-"""How the runner asks a person: the ``Prompter`` protocol and its implementations.
+"""How the runner asks a person: the ``Prompter`` protocol, the prompters that need no
+terminal, and asking for a playbook's inputs.
 
-- ``InteractivePrompter``: questionary at a terminal; before each step it shows what the
-  step will do and offers run, skip (with a reason), note, details and abort.
 - ``ScriptedPrompter``: answers from a mapping (an answers file, a scenario's script);
   anything unanswered goes to a fallback prompter, or fails naming the missing answer.
 - ``AutoApprovePrompter``: ``--yes``; approves every confirmation, but never invents an
   answer to a question.
+- ``NoPrompter``: nobody to ask; every question is an error naming the missing answer.
 
-Every answer says who gave it (``source``), so the journal records it.
+The terminal's own prompter (questionary) is the CLI's: ``kmsir.cli.interactive``. Every
+answer says who gave it (``source``), so the journal records it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from kmsir.errors import Aborted, MissingAnswer, UsageError
-from kmsir.inert import visible
+from kmsir.evidence.calls import Call
+
+if TYPE_CHECKING:
+    from kmsir.playbook.inputs import InputSpec
 
 APPROVE = ("approve", "approved", "yes", "y", "run", "true")
 DECLINE = ("skip", "no", "n", "decline", "declined", "false")
@@ -45,8 +49,9 @@ class StepPreview:
     #: One line: what the action does.
     does: str
     mutating: bool
-    #: The exact API calls, rendered (for a read-only step: the operations it uses).
-    calls: tuple[str, ...]
+    #: The exact API calls (for a read-only step: the operations it uses), each shown with
+    #: ``evidence.calls.describe``.
+    calls: tuple[Call, ...]
     target: str | None = None
     #: The live state of the target, read just now (mutating steps).
     state: str | None = None
@@ -95,121 +100,6 @@ class Prompter(Protocol):
     def text(self, key: str, question: str, validate: Callable[[str], str | None]) -> Answer:
         """Free text, checked by ``validate`` (returns a problem or ``None``)."""
         ...
-
-
-class InteractivePrompter:
-    """questionary prompts at a terminal. Ctrl-C at a prompt raises ``KeyboardInterrupt``.
-
-    ``show_preview`` draws the panel before a step and ``show`` a line (the CLI draws both).
-    """
-
-    source = "interactive"
-    interactive = True
-
-    def __init__(
-        self,
-        show: Callable[[str], None],
-        show_preview: Callable[[StepPreview], None],
-        before_prompt: Callable[[], None] | None = None,
-    ) -> None:
-        self._show = show
-        self._show_preview = show_preview
-        self._before_prompt = before_prompt
-
-    def _answer(self, question: Any) -> Any:
-        if self._before_prompt is not None:
-            self._before_prompt()  # a progress display would garble the prompt
-        try:
-            return question.unsafe_ask()
-        except EOFError:
-            raise Aborted("no more input (end of file at a prompt)") from None
-
-    def has_answer(self, key: str) -> bool:
-        return False
-
-    def ask(self, key: str, question: str, choices: Sequence[str]) -> Answer:
-        import questionary
-        from questionary import Choice
-
-        # a question or choice may carry text from AWS: shown inert, answered with the raw value
-        menu = [Choice(visible(str(c)), value=c) for c in choices]
-        value = self._answer(questionary.select(visible(question), choices=menu))
-        return Answer(value, self.source)
-
-    def before_step(self, preview: StepPreview, note: NoteTaker) -> Answer | None:
-        import questionary
-        from questionary import Choice
-
-        self._show_preview(preview)
-        run = "Run it" + (" (you will type the key id to confirm)" if preview.typed else "")
-        menu = [
-            Choice(run, value="run"),
-            Choice("Skip it (give a reason)", value="skip"),
-            Choice("Add a note to the record", value="note"),
-            Choice("Show details", value="details"),
-            Choice("Abort the run (the evidence is kept)", value="abort"),
-        ]
-        while True:
-            choice = self._answer(questionary.select(f"Step {preview.step_id}:", choices=menu))
-            if choice == "run" and (not preview.typed or self._typed(preview)):
-                return Answer("run", self.source)
-            if choice == "skip":
-                reason = self._answer(
-                    questionary.text(
-                        "Why skip it?", validate=lambda v: bool(v.strip()) or "a reason, please"
-                    )
-                )
-                return Answer("skip", self.source, reason.strip())
-            if choice == "note":
-                text = self._answer(questionary.text("Note:")).strip()
-                if text:
-                    note(text, self.source)
-                    self._show("  noted.")
-            if choice == "details":
-                for line in preview.details or ("  (nothing more to show)",):
-                    self._show(line)
-            if choice == "abort":
-                return Answer("abort", self.source)
-
-    def _typed(self, preview: StepPreview) -> bool:
-        """Ask for one of ``preview.typed`` until it comes; an empty entry goes back to the
-        menu."""
-        import questionary
-
-        typed = preview.typed
-        wanted = visible(" or ".join(repr(t) for t in typed))
-        stakes = (
-            "This cannot be undone."
-            if preview.inverse == "IRREVERSIBLE"
-            else f"High impact (undo: {preview.inverse})."
-        )
-        while True:
-            value = self._answer(questionary.text(f"{stakes} Type {wanted} (empty: back):")).strip()
-            if not value:
-                return False
-            if value in typed:
-                return True
-            self._show(f"  {value[:80]!r} is not {wanted}; try again.")
-
-    def confirm(self, key: str, message: str) -> Answer:
-        import questionary
-
-        approved = bool(self._answer(questionary.confirm(visible(message), default=False)))
-        reason = None
-        if not approved:
-            reason = self._answer(questionary.text("Reason for skipping (optional):")) or None
-        return Answer(approved, self.source, reason)
-
-    def text(self, key: str, question: str, validate: Callable[[str], str | None]) -> Answer:
-        import questionary
-
-        def check(value: str) -> bool | str:
-            problem = validate(value)
-            return True if problem is None else visible(problem)
-
-        return Answer(
-            self._answer(questionary.text(visible(question), validate=check)), self.source
-        )
 
 
 class NoPrompter:
@@ -345,3 +235,38 @@ class AutoApprovePrompter:
 
     def text(self, key: str, question: str, validate: Callable[[str], str | None]) -> Answer:
         return self.fallback.text(key, question, validate)
+
+
+# --- inputs -----------------------------------------------------------------------------
+
+
+def ask_input(prompter: Prompter, key: str, name: str, spec: InputSpec, question: str) -> Answer:
+    """Ask a person for input ``name``: a pick list for a choice, else text checked against
+    the input's type (``key`` names the answer in an answers file)."""
+    from kmsir.playbook.inputs import coerce_input
+
+    if spec.type == "choice" and spec.choices:
+        return prompter.ask(key, question, list(spec.choices))
+
+    def validate(value: str) -> str | None:
+        try:
+            coerce_input(name, spec, value)
+        except UsageError as exc:
+            return str(exc)
+        return None
+
+    return prompter.text(key, question, validate)
+
+
+def ask_missing_inputs(
+    prompter: Prompter, specs: Mapping[str, InputSpec], given: Mapping[str, Any]
+) -> dict[str, Any]:
+    """``given`` and an answer for each required input neither given nor defaulted (an answers
+    file, or a person), each checked against its type."""
+    values = dict(given)
+    for name, spec in specs.items():
+        if name in values or not spec.required or spec.default is not None:
+            continue
+        question = f"{name} ({spec.type}): {spec.description}".rstrip(": ")
+        values[name] = ask_input(prompter, name, name, spec, question).value
+    return values

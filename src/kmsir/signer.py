@@ -4,16 +4,20 @@ anchor of ``run --anchor-key``. What is signed is checked offline by ``signature
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 from kmsir.aws import ClientFactory, aws_errors
 from kmsir.errors import UsageError
 from kmsir.evidence.signatures import SIGNING_ALGORITHMS, public_key_pem
 
+if TYPE_CHECKING:
+    from mypy_boto3_kms.literals import SigningAlgorithmSpecType
+
 
 @dataclass
 class KmsSigner:
-    """Signs sha256 digests with one KMS key (``SIGN_VERIFY``, RSA or ECC)."""
+    """Signs sha256 digests with one KMS key (``SIGN_VERIFY``, RSA or ECC: the key specs of
+    ``SIGNING_ALGORITHMS``, each with the algorithm KMS allows for it)."""
 
     clients: ClientFactory
     key: str
@@ -24,10 +28,14 @@ class KmsSigner:
         if not self._described:
             kms = self.clients.client("kms")
             with aws_errors(f"DescribeKey on {self.key}"):
-                metadata: dict[str, Any] = kms.describe_key(KeyId=self.key)["KeyMetadata"]
-            algorithm = SIGNING_ALGORITHMS.get(str(metadata.get("KeySpec")))
-            if metadata.get("KeyUsage") != "SIGN_VERIFY" or algorithm is None:
-                raise UsageError(f"{self.key}: not an RSA or ECC key for SIGN_VERIFY")
+                metadata = kms.describe_key(KeyId=self.key)["KeyMetadata"]
+            spec, usage = metadata.get("KeySpec"), metadata.get("KeyUsage")
+            algorithm = SIGNING_ALGORITHMS.get(str(spec))
+            if usage != "SIGN_VERIFY" or algorithm is None:
+                raise UsageError(
+                    f"{self.key}: not a key kmsir signs with (it is {spec}, {usage}); use a "
+                    f"SIGN_VERIFY key of spec {', '.join(SIGNING_ALGORITHMS)}"
+                )
             with aws_errors(f"GetPublicKey on {self.key}"):
                 public = kms.get_public_key(KeyId=metadata["KeyId"])["PublicKey"]
             self._described.update(
@@ -45,6 +53,6 @@ class KmsSigner:
                 KeyId=described["key_arn"],
                 Message=bytes.fromhex(digest),
                 MessageType="RAW",
-                SigningAlgorithm=described["algorithm"],
+                SigningAlgorithm=cast("SigningAlgorithmSpecType", described["algorithm"]),
             )["Signature"]
         return signature

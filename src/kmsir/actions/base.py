@@ -7,7 +7,7 @@ to a person through the ``Prompter``, and to the bundle through ``ArtifactSink``
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
@@ -15,6 +15,8 @@ from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 from pydantic import BaseModel, ConfigDict
 
 from kmsir.aws import ClientFactory
+from kmsir.evidence.calls import Call
+from kmsir.evidence.entries import BeforeChange, Decision, Note, Record
 from kmsir.prompts import Prompter
 
 #: The action cannot be undone.
@@ -37,8 +39,8 @@ class ArtifactSink(Protocol):
         """Store ``data`` as artifact ``name``; return its bundle-relative path."""
         ...
 
-    def journal(self, type_: str, data: dict[str, Any]) -> None:
-        """Record an event of this step in the journal."""
+    def journal(self, record: Record) -> None:
+        """Record an event of this step in the journal (a record of ``evidence.entries``)."""
         ...
 
     def earlier(self, step_id: str, name: str) -> bytes | None:
@@ -97,7 +99,8 @@ class RunInfo:
 class Preview:
     """What a mutating step is about to do, shown before it is confirmed."""
 
-    calls: tuple[str, ...]
+    #: The exact calls ``run`` would send (shown with ``evidence.calls.describe``).
+    calls: tuple[Call, ...]
     target: str
     state: str
     #: For irreversible steps: the key id and aliases, one of which must be typed to approve.
@@ -114,10 +117,10 @@ class EarlierAttempt:
 
     #: What the step recorded with ``ActionContext.changing`` before its first change.
     before: dict[str, Any] | None
-    #: The state-changing calls journaled as sent (``api-intent`` data), less refused ones.
-    sent: tuple[dict[str, Any], ...]
-    #: Notes and decisions the attempts journaled, as ``(type, data)``: never asked twice.
-    recorded: tuple[tuple[str, dict[str, Any]], ...] = ()
+    #: The state-changing calls journaled as sent (their intents), less refused ones.
+    sent: tuple[Call, ...]
+    #: Notes and decisions the attempts journaled: never asked twice.
+    recorded: tuple[Decision | Note, ...] = ()
 
 
 @dataclass
@@ -142,7 +145,7 @@ class ActionContext:
         If the attempt does not finish, a later one compares the live state with this record
         instead of sending the call again.
         """
-        self.artifacts.journal("before-change", {"before": before})
+        self.artifacts.journal(BeforeChange(before=before))
 
     def changed_by_earlier_attempt(self) -> dict[str, Any] | None:
         """The state recorded before a change an earlier, unfinished attempt sent.
@@ -153,10 +156,16 @@ class ActionContext:
         found = self.earlier_attempt
         return found.before if found is not None and found.sent else None
 
-    def recorded_by_earlier_attempt(self, type_: str) -> dict[str, Any] | None:
-        """The last ``note`` or ``decision`` an earlier, unfinished attempt journaled."""
+    def earlier_decision(self) -> Decision | None:
+        """The last decision an earlier, unfinished attempt journaled."""
         found = self.earlier_attempt
-        records = [data for kind, data in (found.recorded if found else ()) if kind == type_]
+        records = [r for r in (found.recorded if found else ()) if isinstance(r, Decision)]
+        return records[-1] if records else None
+
+    def earlier_note(self) -> Note | None:
+        """The last note an earlier, unfinished attempt journaled."""
+        found = self.earlier_attempt
+        records = [r for r in (found.recorded if found else ()) if isinstance(r, Note)]
         return records[-1] if records else None
 
     def sent_by_earlier_attempt(self, operation: str) -> list[dict[str, Any]]:
@@ -164,12 +173,18 @@ class ActionContext:
         found = self.earlier_attempt
         if found is None:
             return []
-        return [dict(c.get("params") or {}) for c in found.sent if c.get("operation") == operation]
+        return [dict(c.params) for c in found.sent if c.operation == operation]
 
     def write_json(self, name: str, value: Any) -> str:
         """Store a JSON artifact (indented, sorted keys, dates as ISO strings)."""
         data = json.dumps(value, indent=2, sort_keys=True, default=_json_default).encode()
         return self.artifacts.write(name, data + b"\n")
+
+
+def permitted_calls(permissions: Iterable[str]) -> list[Call]:
+    """The operations IAM permissions name (``kms:DescribeKey``), as calls without parameters:
+    what a step that makes no more precise claim is shown to call."""
+    return [Call(service=s, operation=o) for s, _, o in (p.partition(":") for p in permissions)]
 
 
 def _json_default(value: Any) -> Any:
@@ -208,9 +223,9 @@ class Action(Generic[P]):
     #: The step is itself a question to the person (ask, confirm, note): no "run it?" first.
     asks: ClassVar[bool] = False
 
-    def api_calls(self, params: P) -> list[str]:
+    def api_calls(self, params: P) -> list[Call]:
         """The API calls this step makes, for ``plan`` and confirmations (no AWS call)."""
-        return [p.removeprefix("kms:").removeprefix("cloudtrail:") for p in self.permissions]
+        return permitted_calls(self.permissions)
 
     def preview(self, ctx: ActionContext, params: P) -> Preview:
         """Read the current state and describe exactly what ``run`` would send."""

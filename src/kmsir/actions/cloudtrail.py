@@ -3,8 +3,8 @@
 ``cloudtrail.collect`` sources:
 
 - ``lookup`` (the CloudTrail API): ``LookupEvents`` by ResourceName, one pass by key ARN and one
-  by key id, paginated, rate-limited client-side to the documented 2 requests per second per
-  account and Region, Regions in parallel, retrying throttling with backoff;
+  by key id, paginated, Regions in parallel (``aws`` paces LookupEvents at its quota, 2 requests
+  per second per account and Region, and botocore retries what is throttled all the same);
 - ``files``: local trail log files or folders (``*.json.gz``, ``*.json``, JSON Lines), read by
   ``trail.files`` one process per core;
 - ``s3``: a trail bucket (``bucket``, ``prefix``), standard or organisation layout, listing
@@ -21,7 +21,6 @@ from __future__ import annotations
 import gzip
 import json
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -43,46 +42,22 @@ from kmsir.actions.trail_query import (
 from kmsir.actions.trail_s3 import scan_bucket
 from kmsir.aws import aws_errors
 from kmsir.errors import ActionError
+from kmsir.evidence.calls import Call
+from kmsir.evidence.entries import InputSkipped
 from kmsir.inert import one_line
 from kmsir.playbook.values import duration_seconds, is_region, parse_time, time_parameter
 from kmsir.trail import files
 from kmsir.trail.actors import actors
 from kmsir.trail.events import decode_event, decode_text, dedupe_sorted, summarize
-from kmsir.trail.findings import context_for, event_time, findings
+from kmsir.trail.fields import event_time
+from kmsir.trail.finding import context_for
+from kmsir.trail.findings import findings
 from kmsir.trail.match import KeyMatcher
 
-#: LookupEvents is limited to 2 requests per second per account per Region.
-LOOKUP_RATE_PER_SECOND = 2.0
 #: Actors behind the findings that the findings step lists in its outputs.
 MAX_ACTORS = 20
 #: Skipped records named in the journal (the rest are counted).
 MAX_EXAMPLES = 20
-
-
-class RateLimiter:
-    """Spaces calls at least ``1/rate`` seconds apart (thread-safe)."""
-
-    def __init__(
-        self,
-        rate: float,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.interval = 1.0 / rate
-        self._clock = clock
-        self._sleep = sleep
-        self._next = 0.0
-        self._lock = threading.Lock()
-
-    def wait(self) -> None:
-        """Block until the next call is allowed."""
-        with self._lock:
-            now = self._clock()
-            delay = self._next - now
-            self._next = max(now, self._next) + self.interval
-        if delay > 0:
-            self._sleep(delay)
 
 
 class CollectParams(KeyParams):
@@ -158,25 +133,34 @@ class Collect(Action[CollectParams]):
     params = CollectParams
     permissions = ("kms:DescribeKey", "cloudtrail:LookupEvents", "s3:ListBucket", "s3:GetObject")
 
-    def api_calls(self, params: CollectParams) -> list[str]:
+    def api_calls(self, params: CollectParams) -> list[Call]:
         if params.source == "files":
             return []
         if params.source == "s3":
+            bucket = {"Bucket": params.bucket}
             return [
-                f"s3:ListObjectsV2 Bucket={params.bucket} (the window's day prefixes)",
-                f"s3:GetObject Bucket={params.bucket} (each trail file)",
+                Call(
+                    service="s3",
+                    operation="ListObjectsV2",
+                    params=bucket,
+                    note="the window's day prefixes",
+                ),
+                Call(service="s3", operation="GetObject", params=bucket, note="each trail file"),
             ]
         if params.source == "athena":
+            table = {"Database": params.database, "Table": params.table}
             return [
-                f"athena:StartQueryExecution Database={params.database} Table={params.table}",
-                "athena:GetQueryResults (every page)",
+                Call(service="athena", operation="StartQueryExecution", params=table),
+                Call(service="athena", operation="GetQueryResults", note="every page"),
             ]
         if params.source == "lake":
+            store = {"EventDataStore": params.event_data_store}
             return [
-                f"cloudtrail:StartQuery EventDataStore={params.event_data_store}",
-                "cloudtrail:GetQueryResults (every page)",
+                Call(service="cloudtrail", operation="StartQuery", params=store),
+                Call(service="cloudtrail", operation="GetQueryResults", note="every page"),
             ]
-        return [f"cloudtrail:LookupEvents ResourceName={params.key} StartTime={params.since}"]
+        window = {"ResourceName": params.key, "StartTime": params.since}
+        return [Call(service="cloudtrail", operation="LookupEvents", params=window)]
 
     def run(self, ctx: ActionContext, params: CollectParams) -> Outcome:
         now = ctx.now()
@@ -227,7 +211,7 @@ class Collect(Action[CollectParams]):
         path = ctx.artifacts.write("events.jsonl.gz", gzip.compress(lines, mtime=0))
         if problems:
             ctx.artifacts.journal(
-                "input-skipped", {"counts": dict(skipped), "examples": problems[:MAX_EXAMPLES]}
+                InputSkipped(counts=dict(skipped), examples=problems[:MAX_EXAMPLES])
             )
         outputs = summarize(events)
         outputs.update(
@@ -297,15 +281,14 @@ def _lookup_regions(
     matcher: KeyMatcher,
     skip: Callable[[str, str], None],
 ) -> list[dict[str, Any]]:
-    """LookupEvents in every Region at once (the rate limit is per Region). The pass by key
+    """LookupEvents in every Region at once (the quota is per Region). The pass by key
     id finds the events of the pass by ARN again: ``dedupe_sorted`` keeps each once."""
 
     def one(region: str) -> list[dict[str, Any]]:
-        limiter = RateLimiter(LOOKUP_RATE_PER_SECOND)
         events: list[dict[str, Any]] = []
         unusable: set[str] = set()  # each pass finds them again: counted once
         for name in (arn, key_id):
-            for event_id, event in _lookup(ctx, limiter, name, start, end, region):
+            for event_id, event in _lookup(ctx, name, start, end, region):
                 if isinstance(event, str):
                     if event_id not in unusable:
                         unusable.add(event_id)
@@ -320,7 +303,6 @@ def _lookup_regions(
 
 def _lookup(
     ctx: ActionContext,
-    limiter: RateLimiter,
     resource_name: str,
     start: datetime,
     end: datetime,
@@ -339,7 +321,8 @@ def _lookup(
         }
         if token:
             request["NextToken"] = token
-        page = _paced(limiter, client.lookup_events, request, resource_name)
+        with aws_errors(f"LookupEvents for {resource_name}", service="cloudtrail"):
+            page = client.lookup_events(**request)
         pages += 1
         ctx.reporter.progress(f"CloudTrail pages ({region})", pages)
         for n, item in enumerate(page.get("Events", [])):
@@ -352,16 +335,6 @@ def _lookup(
         token = page.get("NextToken")
         if not token:
             return
-
-
-def _paced(
-    limiter: RateLimiter, call: Callable[..., Any], request: dict[str, Any], what: str
-) -> Any:
-    """One LookupEvents call, paced by the limiter (2 a second per Region, client-side);
-    throttling that still happens is retried by botocore, the one retry layer."""
-    limiter.wait()
-    with aws_errors(f"LookupEvents for {what}", service="cloudtrail"):
-        return call(**request)
 
 
 class FindingsParams(Params):
@@ -397,7 +370,7 @@ class Findings(Action[FindingsParams]):
     name = "cloudtrail.findings"
     params = FindingsParams
 
-    def api_calls(self, params: FindingsParams) -> list[str]:
+    def api_calls(self, params: FindingsParams) -> list[Call]:
         return []
 
     def run(self, ctx: ActionContext, params: FindingsParams) -> Outcome:

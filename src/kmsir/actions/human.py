@@ -9,6 +9,9 @@ from pydantic import Field, field_validator, model_validator
 
 from kmsir.actions.base import Action, ActionContext, Outcome, Params
 from kmsir.errors import Aborted
+from kmsir.evidence.calls import Call
+from kmsir.evidence.entries import Decision
+from kmsir.evidence.entries import Note as NoteRecord
 from kmsir.playbook.values import duration_seconds, parse_time, time_parameter
 
 #: The longest a ``wait`` step may wait: a day (longer belongs in a follow-up, not a run).
@@ -36,25 +39,24 @@ class Ask(Action[AskParams]):
     asks = True
     params = AskParams
 
-    def api_calls(self, params: AskParams) -> list[str]:
+    def api_calls(self, params: AskParams) -> list[Call]:
         return []
 
     def run(self, ctx: ActionContext, params: AskParams) -> Outcome:
         # answered before the run stopped: the answer stands, it is not asked again
-        earlier = ctx.recorded_by_earlier_attempt("decision")
+        earlier = ctx.earlier_decision()
         if earlier is not None:
-            value, source = str(earlier.get("answer")), str(earlier.get("by"))
+            value, source = str(earlier.answer), earlier.by
         else:
             answer = ctx.prompter.ask(ctx.step_id, params.question, params.choices)
             value, source = answer.value, answer.source
             ctx.artifacts.journal(
-                "decision",
-                {
-                    "question": params.question,
-                    "answer": answer.value,
-                    "by": answer.source,
-                    "reason": answer.reason,
-                },
+                Decision(
+                    question=params.question,
+                    answer=answer.value,
+                    by=answer.source,
+                    reason=answer.reason,
+                )
             )
         return Outcome(
             outputs={"answer": value, "by": source},
@@ -82,24 +84,23 @@ class Confirm(Action[ConfirmParams]):
     asks = True
     params = ConfirmParams
 
-    def api_calls(self, params: ConfirmParams) -> list[str]:
+    def api_calls(self, params: ConfirmParams) -> list[Call]:
         return []
 
     def run(self, ctx: ActionContext, params: ConfirmParams) -> Outcome:
-        earlier = ctx.recorded_by_earlier_attempt("decision")
+        earlier = ctx.earlier_decision()
         if earlier is not None:  # answered before the run stopped: not asked again
-            if earlier.get("answer") != "confirmed":
+            if earlier.answer != "confirmed":
                 raise Aborted(f"not confirmed: {params.message[:80]}")
             return Outcome(outputs={"confirmed": True}, summary=f"confirmed: {params.message}")
         answer = ctx.prompter.confirm(ctx.step_id, params.message)
         ctx.artifacts.journal(
-            "decision",
-            {
-                "question": params.message,
-                "answer": "confirmed" if answer.value else "declined",
-                "by": answer.source,
-                "reason": answer.reason,
-            },
+            Decision(
+                question=params.message,
+                answer="confirmed" if answer.value else "declined",
+                by=answer.source,
+                reason=answer.reason,
+            )
         )
         if not answer.value:
             raise Aborted(f"not confirmed: {params.message[:80]}")
@@ -126,12 +127,12 @@ class Note(Action[NoteParams]):
     asks = True
     params = NoteParams
 
-    def api_calls(self, params: NoteParams) -> list[str]:
+    def api_calls(self, params: NoteParams) -> list[Call]:
         return []
 
     def run(self, ctx: ActionContext, params: NoteParams) -> Outcome:
-        if ctx.recorded_by_earlier_attempt("note") is None:  # not twice after a resume
-            ctx.artifacts.journal("note", {"text": params.text})
+        if ctx.earlier_note() is None:  # not twice after a resume
+            ctx.artifacts.journal(NoteRecord(text=params.text))
         return Outcome(outputs={"text": params.text}, summary=params.text)
 
 
@@ -176,7 +177,7 @@ class Wait(Action[WaitParams]):
     name = "wait"
     params = WaitParams
 
-    def api_calls(self, params: WaitParams) -> list[str]:
+    def api_calls(self, params: WaitParams) -> list[Call]:
         return []
 
     def run(self, ctx: ActionContext, params: WaitParams) -> Outcome:

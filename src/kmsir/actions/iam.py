@@ -18,6 +18,7 @@ from kmsir.actions.base import Action, ActionContext, Outcome, Params, Preview
 from kmsir.actions.kmskeys import iso
 from kmsir.aws import aws_errors
 from kmsir.errors import ActionError
+from kmsir.evidence.calls import Call
 
 _USER_NAME = re.compile(r"^[\w+=,.@-]{1,64}$")
 _USER_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:user/(?:[\w+=,.@/-]*/)?([\w+=,.@-]{1,64})$")
@@ -125,13 +126,18 @@ class _SetStatus(Action[AccessKeyParams]):
     mutating = True
     desired: ClassVar[Status]
 
-    def api_calls(self, params: AccessKeyParams) -> list[str]:
+    def api_calls(self, params: AccessKeyParams) -> list[Call]:
         return [self._call(params)]
 
-    def _call(self, params: AccessKeyParams) -> str:
-        return (
-            f"iam:UpdateAccessKey UserName={params.user} AccessKeyId={params.access_key_id} "
-            f"Status={self.desired}"
+    def _call(self, params: AccessKeyParams) -> Call:
+        return Call(
+            service="iam",
+            operation="UpdateAccessKey",
+            params={
+                "UserName": params.user,
+                "AccessKeyId": params.access_key_id,
+                "Status": self.desired,
+            },
         )
 
     def _target(self, ctx: ActionContext, params: AccessKeyParams) -> AccessKey:

@@ -19,6 +19,7 @@ from kmsir.actions.kmskeys import (
 )
 from kmsir.aws import aws_errors
 from kmsir.errors import AwsError
+from kmsir.evidence.calls import Call
 from kmsir.playbook.values import parse_time, time_parameter
 
 
@@ -125,10 +126,10 @@ class RevokeGrants(Action[RevokeGrantsParams]):
     mutating = True
     inverse = IRREVERSIBLE
 
-    def api_calls(self, params: RevokeGrantsParams) -> list[str]:
+    def api_calls(self, params: RevokeGrantsParams) -> list[Call]:
         if params.grant_ids is not None:
-            return [f"kms:RevokeGrant KeyId={params.key} GrantId={g}" for g in params.grant_ids]
-        return [f"kms:RevokeGrant KeyId={params.key} GrantId=<each grant matching the filter>"]
+            return [_revoke(params.key, g) for g in params.grant_ids]
+        return [_revoke(params.key, "<each grant matching the filter>")]
 
     def _selection(
         self, ctx: ActionContext, params: RevokeGrantsParams, info: KeyInfo
@@ -155,9 +156,7 @@ class RevokeGrants(Action[RevokeGrantsParams]):
         if not chosen:
             notes.append("no grant matches: nothing will be revoked")
         return Preview(
-            calls=tuple(
-                f"kms:RevokeGrant KeyId={info.key_id} GrantId={g['GrantId']}" for g in chosen
-            ),
+            calls=tuple(_revoke(info.key_id, str(g["GrantId"])) for g in chosen),
             target=f"{info.key_id} ({info.arn})",
             state=f"key state {info.state}, {len(current)} grant(s)",
             typed=typed_confirmation(ctx, info),
@@ -230,3 +229,8 @@ class RevokeGrants(Action[RevokeGrantsParams]):
             or {"key_id": info.key_id, "grants": sorted(g["GrantId"] for g in before)},
             after={"key_id": info.key_id, "grants": sorted(remaining)},
         )
+
+
+def _revoke(key: str, grant_id: str) -> Call:
+    """The ``RevokeGrant`` call for one grant of ``key``."""
+    return Call(service="kms", operation="RevokeGrant", params={"KeyId": key, "GrantId": grant_id})

@@ -21,12 +21,14 @@ from kmsir.actions.kmskeys import (
     describe,
     list_all,
     region_of,
-    snake,
     target,
     typed_confirmation,
 )
 from kmsir.aws import aws_errors
 from kmsir.errors import ActionError, AwsError
+from kmsir.evidence.calls import Call
+from kmsir.evidence.calls import describe as describe_call
+from kmsir.evidence.entries import Decision
 
 PENDING = ("PendingDeletion", "PendingReplicaDeletion")
 
@@ -37,8 +39,11 @@ class _StateChange(Action[KeyParams]):
     operation: str
     desired: str
 
-    def api_calls(self, params: KeyParams) -> list[str]:
-        return [f"kms:{self.operation} KeyId={params.key}"]
+    def api_calls(self, params: KeyParams) -> list[Call]:
+        return [self._call(params.key)]
+
+    def _call(self, key: str) -> Call:
+        return Call(service="kms", operation=self.operation, params={"KeyId": key})
 
     def _target(self, ctx: ActionContext, params: KeyParams) -> KeyInfo:
         info = target(ctx, params.key, self.name)
@@ -52,7 +57,7 @@ class _StateChange(Action[KeyParams]):
 
     def preview(self, ctx: ActionContext, params: KeyParams) -> Preview:
         info = self._target(ctx, params)
-        calls = () if info.state == self.desired else (f"kms:{self.operation} KeyId={info.key_id}",)
+        calls = () if info.state == self.desired else (self._call(info.key_id),)
         return Preview(
             calls=calls, target=f"{info.key_id} ({info.arn})", state=f"key state {info.state}"
         )
@@ -62,9 +67,11 @@ class _StateChange(Action[KeyParams]):
         if info.state == self.desired:
             return _settled(ctx, info, f"{info.key_id} was already {self.desired}: nothing sent")
         ctx.changing(info.summary)
+        from botocore import xform_name  # botocore is imported when a call is made
+
         kms = ctx.clients.client("kms", info.region)
         with aws_errors(f"{self.operation} on {info.key_id}"):
-            getattr(kms, snake(self.operation))(KeyId=info.key_id)
+            getattr(kms, xform_name(self.operation))(KeyId=info.key_id)
         return _changed(ctx, info)
 
 
@@ -133,38 +140,31 @@ class ScheduleDeletion(Action[ScheduleDeletionParams]):
     mutating = True
     inverse = "kms.cancel-deletion"
 
-    def api_calls(self, params: ScheduleDeletionParams) -> list[str]:
-        return [
-            f"kms:ScheduleKeyDeletion KeyId={params.key} "
-            f"PendingWindowInDays={params.pending_window_days}"
-        ]
+    def api_calls(self, params: ScheduleDeletionParams) -> list[Call]:
+        return [self._call(params.key, params)]
+
+    @staticmethod
+    def _call(key: str, params: ScheduleDeletionParams) -> Call:
+        window = {"KeyId": key, "PendingWindowInDays": params.pending_window_days}
+        return Call(service="kms", operation="ScheduleKeyDeletion", params=window)
 
     def preview(self, ctx: ActionContext, params: ScheduleDeletionParams) -> Preview:
         info = target(ctx, params.key, self.name)
         notes = []
-        calls = (
-            []
-            if info.state in PENDING
-            else [
-                f"kms:ScheduleKeyDeletion KeyId={info.key_id} "
-                f"PendingWindowInDays={params.pending_window_days}"
-            ]
-        )
+        calls = [] if info.state in PENDING else [self._call(info.key_id, params)]
         if info.multi_region_role == "PRIMARY" and info.replica_arns:
             notes.append(
                 f"WARNING: multi-Region primary with {len(info.replica_arns)} replica(s) "
                 f"({', '.join(region_of(a) for a in info.replica_arns)}): its deletion waits "
                 "until every replica is deleted (PendingReplicaDeletion)"
             )
-            replica_calls = [
-                f"kms:ScheduleKeyDeletion KeyId={arn} "
-                f"PendingWindowInDays={params.pending_window_days}"
-                for arn in info.replica_arns
-            ]
+            replica_calls = [self._call(arn, params) for arn in info.replica_arns]
             if params.replicas == "include":
                 calls = replica_calls + calls
             elif params.replicas == "ask":
-                notes.extend(f"will ask whether to also call: {c}" for c in replica_calls)
+                notes.extend(
+                    f"will ask whether to also call: {describe_call(c)}" for c in replica_calls
+                )
         notes.append(
             f"deletion can be cancelled (kms.cancel-deletion) for {params.pending_window_days} "
             "days; after that the key and everything encrypted under it are gone for good"
@@ -234,9 +234,9 @@ class ScheduleDeletion(Action[ScheduleDeletionParams]):
     def _replicas(ctx: ActionContext, info: KeyInfo, params: ScheduleDeletionParams) -> list[str]:
         regions = [region_of(a) for a in info.replica_arns]
         choice: str = params.replicas
-        earlier = ctx.recorded_by_earlier_attempt("decision")
-        if choice == "ask" and earlier and earlier.get("question") == "also delete replicas":
-            choice = str(earlier.get("answer"))  # answered before: not asked again
+        earlier = ctx.earlier_decision()
+        if choice == "ask" and earlier and earlier.question == "also delete replicas":
+            choice = str(earlier.answer)  # answered before: not asked again
         if choice == "ask":
             answer = ctx.prompter.ask(
                 f"{ctx.step_id}.replicas",
@@ -246,13 +246,12 @@ class ScheduleDeletion(Action[ScheduleDeletionParams]):
                 ["include", "skip"],
             )
             ctx.artifacts.journal(
-                "decision",
-                {
-                    "question": "also delete replicas",
-                    "answer": answer.value,
-                    "by": answer.source,
-                    "reason": answer.reason,
-                },
+                Decision(
+                    question="also delete replicas",
+                    answer=answer.value,
+                    by=answer.source,
+                    reason=answer.reason,
+                )
             )
             choice = answer.value
         if choice != "include":
@@ -293,12 +292,16 @@ class CancelDeletion(Action[KeyParams]):
     permissions = ("kms:DescribeKey", "kms:CancelKeyDeletion")
     mutating = True
 
-    def api_calls(self, params: KeyParams) -> list[str]:
-        return [f"kms:CancelKeyDeletion KeyId={params.key}"]
+    def api_calls(self, params: KeyParams) -> list[Call]:
+        return [self._call(params.key)]
+
+    @staticmethod
+    def _call(key: str) -> Call:
+        return Call(service="kms", operation="CancelKeyDeletion", params={"KeyId": key})
 
     def preview(self, ctx: ActionContext, params: KeyParams) -> Preview:
         info = target(ctx, params.key, self.name)
-        calls = (f"kms:CancelKeyDeletion KeyId={info.key_id}",) if info.state in PENDING else ()
+        calls = (self._call(info.key_id),) if info.state in PENDING else ()
         return Preview(
             calls=calls,
             target=f"{info.key_id} ({info.arn})",
@@ -358,15 +361,17 @@ class TagKey(Action[TagParams]):
     def _tags(ctx: ActionContext, params: TagParams) -> dict[str, str]:
         return params.tags if params.tags is not None else {"kmsir-incident": ctx.run.incident_id}
 
-    def api_calls(self, params: TagParams) -> list[str]:
-        return [f"kms:TagResource KeyId={params.key}"]
+    def api_calls(self, params: TagParams) -> list[Call]:
+        return [Call(service="kms", operation="TagResource", params={"KeyId": params.key})]
 
     def preview(self, ctx: ActionContext, params: TagParams) -> Preview:
         info = target(ctx, params.key, self.name)
         wanted = self._tags(ctx, params)
         current = _tags(ctx, info)
         missing = {k: v for k, v in wanted.items() if current.get(k) != v}
-        calls = (f"kms:TagResource KeyId={info.key_id} Tags={missing}",) if missing else ()
+        tags = [{"TagKey": k, "TagValue": v} for k, v in missing.items()]  # as ``run`` sends
+        tagging = {"KeyId": info.key_id, "Tags": tags}
+        calls = (Call(service="kms", operation="TagResource", params=tagging),) if missing else ()
         return Preview(calls=calls, target=f"{info.key_id} ({info.arn})", state=f"tags {current}")
 
     def run(self, ctx: ActionContext, params: TagParams) -> Outcome:

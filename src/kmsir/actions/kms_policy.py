@@ -21,6 +21,7 @@ from kmsir.actions.base import Action, ActionContext, Outcome, Preview
 from kmsir.actions.kmskeys import KeyInfo, KeyParams, strip_metadata, target
 from kmsir.aws import aws_errors
 from kmsir.errors import ActionError, AwsError
+from kmsir.evidence.calls import Call
 from kmsir.keypolicy import LockoutCheck, principal_arn, statements, who_can
 
 #: AWS's limit for a key policy document.
@@ -87,8 +88,8 @@ class _PolicyChange(Action[Any]):
         """The policy this action wants for the key ``info``, given its current one."""
         raise NotImplementedError
 
-    def api_calls(self, params: Any) -> list[str]:
-        return [f"kms:PutKeyPolicy KeyId={params.key} PolicyName=default"]
+    def api_calls(self, params: Any) -> list[Call]:
+        return [_put_policy(params.key)]
 
     def _plan(self, ctx: ActionContext, params: Any) -> _Plan:
         info = target(ctx, params.key, self.name)
@@ -138,9 +139,10 @@ class _PolicyChange(Action[Any]):
                 state="unreadable: the policy an earlier attempt put shuts this caller out",
             )
         same = plan.after == plan.before
-        call = (
-            f"kms:PutKeyPolicy KeyId={plan.info.key_id} PolicyName=default "
-            f"BypassPolicyLockoutSafetyCheck={plan.bypass} Policy={json.dumps(plan.after)}"
+        call = _put_policy(
+            plan.info.key_id,
+            BypassPolicyLockoutSafetyCheck=plan.bypass,
+            Policy=json.dumps(plan.after),
         )
         return Preview(
             calls=() if same else (call,),
@@ -356,10 +358,7 @@ class RestorePolicy(_PolicyChange):
         # In check mode the step that keeps the policy only said what it would do.
         info = target(ctx, params.key, self.name)
         return Preview(
-            calls=(
-                f"kms:PutKeyPolicy KeyId={info.key_id} PolicyName=default "
-                f"Policy=<the policy step {params.source} keeps>",
-            ),
+            calls=(_put_policy(info.key_id, Policy=f"<the policy step {params.source} keeps>"),),
             target=f"{info.key_id} ({info.arn})",
             state=f"key state {info.state}",
             notes=(f"check mode: step {params.source} did not run, so its policy is not known",),
@@ -410,3 +409,13 @@ def _check_owner(data: bytes, key_json: bytes | None, info: KeyInfo, source: str
         )
     if owner != info.key_id:
         raise ActionError(f"{source} kept the policy of key {owner}, not of {info.key_id}")
+
+
+def _put_policy(key: str, **more: Any) -> Call:
+    """A ``PutKeyPolicy`` call on the default policy of ``key`` (``more``: its other
+    parameters, by their API names)."""
+    return Call(
+        service="kms",
+        operation="PutKeyPolicy",
+        params={"KeyId": key, "PolicyName": "default", **more},
+    )

@@ -14,6 +14,7 @@ from kmsir.actions.base import Action, ActionContext, Outcome, Preview
 from kmsir.actions.kmskeys import KeyInfo, KeyParams, list_all, target
 from kmsir.aws import RESPONSE_LOST, aws_errors
 from kmsir.errors import ActionError, AwsError
+from kmsir.evidence.calls import Call
 
 
 class RotationParams(KeyParams):
@@ -37,20 +38,19 @@ class EnableRotation(Action[RotationParams]):
     permissions = ("kms:DescribeKey", "kms:GetKeyRotationStatus", "kms:EnableKeyRotation")
     mutating = True
 
-    def api_calls(self, params: RotationParams) -> list[str]:
-        return [
-            f"kms:EnableKeyRotation KeyId={params.key} RotationPeriodInDays={params.period_days}"
-        ]
+    def api_calls(self, params: RotationParams) -> list[Call]:
+        return [self._call(params.key, params)]
+
+    @staticmethod
+    def _call(key: str, params: RotationParams) -> Call:
+        period = {"KeyId": key, "RotationPeriodInDays": params.period_days}
+        return Call(service="kms", operation="EnableKeyRotation", params=period)
 
     def preview(self, ctx: ActionContext, params: RotationParams) -> Preview:
         info = _rotatable(ctx, params.key, self.name)
         status = _rotation(ctx, info)
         same = status["enabled"] and status["period_days"] == params.period_days
-        calls = (
-            ()
-            if same
-            else tuple(c.replace(params.key, info.key_id) for c in self.api_calls(params))
-        )
+        calls = () if same else (self._call(info.key_id, params),)
         return Preview(
             calls=calls, target=f"{info.key_id} ({info.arn})", state=f"rotation {status}"
         )
@@ -108,14 +108,14 @@ class RotateNow(Action[KeyParams]):
     )
     mutating = True
 
-    def api_calls(self, params: KeyParams) -> list[str]:
-        return [f"kms:RotateKeyOnDemand KeyId={params.key}"]
+    def api_calls(self, params: KeyParams) -> list[Call]:
+        return [_rotate(params.key)]
 
     def preview(self, ctx: ActionContext, params: KeyParams) -> Preview:
         info = _rotatable(ctx, params.key, self.name)
         count = len(list_all(ctx, "ListKeyRotations", "Rotations", info.key_id, region=info.region))
         return Preview(
-            calls=(f"kms:RotateKeyOnDemand KeyId={info.key_id}",),
+            calls=(_rotate(info.key_id),),
             target=f"{info.key_id} ({info.arn})",
             state=f"key state {info.state}, {count} rotation(s) so far",
             notes=("AWS allows at most 25 on-demand rotations per key",),
@@ -192,3 +192,8 @@ def _rotation(ctx: ActionContext, info: KeyInfo) -> dict[str, Any]:
         "period_days": status.get("RotationPeriodInDays"),
         "next_rotation_date": next_date.isoformat() if hasattr(next_date, "isoformat") else None,
     }
+
+
+def _rotate(key: str) -> Call:
+    """The ``RotateKeyOnDemand`` call for ``key``."""
+    return Call(service="kms", operation="RotateKeyOnDemand", params={"KeyId": key})

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from kmsir.actions.base import Action, ActionContext, Outcome, Params
+from kmsir.actions.base import Action, ActionContext, Outcome, Params, permitted_calls
 from kmsir.actions.kmskeys import (
     KeyInfo,
     check_key_reference,
@@ -30,6 +30,7 @@ from kmsir.actions.kmskeys import (
 )
 from kmsir.aws import aws_errors
 from kmsir.errors import ActionError, KmsirError
+from kmsir.evidence.calls import Call
 
 #: Keys snapshotted at once; each makes about eight sequential calls.
 WORKERS = 16
@@ -92,9 +93,9 @@ class Snapshot(Action[SnapshotParams]):
         "kms:ListKeyRotations",
     )
 
-    def api_calls(self, params: SnapshotParams) -> list[str]:
-        calls = ["ListKeys"] if params.all else []
-        return [*calls, *(p.removeprefix("kms:") for p in self.permissions)]
+    def api_calls(self, params: SnapshotParams) -> list[Call]:
+        listing = [Call(service="kms", operation="ListKeys")] if params.all else []
+        return [*listing, *permitted_calls(self.permissions)]
 
     def run(self, ctx: ActionContext, params: SnapshotParams) -> Outcome:
         if params.key is not None:

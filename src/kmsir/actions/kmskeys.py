@@ -8,8 +8,9 @@ the desired state" as success with nothing sent.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import field_validator
 
@@ -108,7 +109,7 @@ def describe(ctx: ActionContext, key: str, *, region: str | None = None) -> KeyI
         replica_arns=tuple(r["Arn"] for r in config.get("ReplicaKeys", []) if r.get("Arn")),
         deletion_date=iso(metadata.get("DeletionDate")),
         valid_to=iso(metadata.get("ValidTo")),
-        metadata=metadata,
+        metadata=dict(metadata),
     )
 
 
@@ -129,16 +130,30 @@ def grantee_account(principal: str) -> str | None:
     return parts[4] if len(parts) > 4 and parts[0] == "arn" and parts[4] else None
 
 
+#: The paginated KMS list calls kmsir makes (a typo here is a type error at the call).
+ListOperation = Literal[
+    "ListAliases",
+    "ListGrants",
+    "ListKeyPolicies",
+    "ListKeyRotations",
+    "ListKeys",
+    "ListResourceTags",
+]
+
+
 def list_all(
     ctx: ActionContext,
-    operation: str,
+    operation: ListOperation,
     result_key: str,
     key_id: str | None = None,
     *,
     region: str | None = None,
 ) -> list[Any]:
     """Every item of a paginated KMS list call (``ListGrants``, ``ListKeyPolicies``...)."""
-    paginator = ctx.clients.client("kms", region).get_paginator(snake(operation))
+    from botocore import xform_name  # botocore is imported when a call is made
+
+    kms = ctx.clients.client("kms", region)
+    paginator = kms.get_paginator(xform_name(operation))  # type: ignore[call-overload]
     items: list[Any] = []
     with aws_errors(f"{operation}" + (f" for {key_id}" if key_id else "")):
         for page in paginator.paginate(**({"KeyId": key_id} if key_id else {})):
@@ -159,7 +174,7 @@ def list_all_grants(
     return list_all(ctx, "ListGrants", "Grants", key_id, region=region)
 
 
-def strip_metadata(response: dict[str, Any]) -> dict[str, Any]:
+def strip_metadata(response: Mapping[str, Any]) -> dict[str, Any]:
     """An API response without botocore's ``ResponseMetadata``."""
     return {k: v for k, v in response.items() if k != "ResponseMetadata"}
 
@@ -169,8 +184,3 @@ def iso(value: Any) -> str | None:
     if value is None:
         return None
     return str(value.isoformat()) if hasattr(value, "isoformat") else str(value)
-
-
-def snake(operation: str) -> str:
-    """``ListGrants`` -> ``list_grants``."""
-    return "".join(f"_{c.lower()}" if c.isupper() else c for c in operation).lstrip("_")

@@ -14,13 +14,17 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from kmsir.actions.base import ActionContext
 from kmsir.aws import aws_errors
 from kmsir.errors import ActionError
+from kmsir.evidence.entries import Query
 from kmsir.inert import one_line
 from kmsir.trail.events import decode_text, event_problem
+
+if TYPE_CHECKING:
+    from mypy_boto3_athena import AthenaClient
 
 #: Told about each row that is no usable event: the reason, and where it was.
 Skip = Callable[[str, str], None]
@@ -196,7 +200,7 @@ def athena_events(
         request["ResultConfiguration"] = {"OutputLocation": output}
     with aws_errors("Athena StartQueryExecution", service="athena"):
         query_id = athena.start_query_execution(**request)["QueryExecutionId"]
-    ctx.artifacts.journal("query", {"service": "athena", "id": query_id, "sql": sql})
+    ctx.artifacts.journal(Query(service="athena", id=query_id, sql=sql))
     _wait(lambda: _athena_state(athena, query_id), sleep, f"Athena query {query_id}")
     header: list[str] | None = None
     rows = 0
@@ -238,7 +242,7 @@ def _athena_event(header: list[str], values: list[Any]) -> dict[str, Any]:
     return event
 
 
-def _athena_state(athena: Any, query_id: str) -> tuple[str, str]:
+def _athena_state(athena: AthenaClient, query_id: str) -> tuple[str, str]:
     with aws_errors(f"Athena GetQueryExecution {query_id}", service="athena"):
         status = athena.get_query_execution(QueryExecutionId=query_id)["QueryExecution"]["Status"]
     return str(status["State"]), str(status.get("StateChangeReason", ""))
@@ -280,7 +284,7 @@ def lake_events(
     trail = ctx.clients.client("cloudtrail")
     with aws_errors("CloudTrail Lake StartQuery", service="cloudtrail"):
         query_id = trail.start_query(QueryStatement=sql)["QueryId"]
-    ctx.artifacts.journal("query", {"service": "cloudtrail-lake", "id": query_id, "sql": sql})
+    ctx.artifacts.journal(Query(service="cloudtrail-lake", id=query_id, sql=sql))
 
     def state() -> tuple[str, str]:
         with aws_errors(f"CloudTrail Lake DescribeQuery {query_id}", service="cloudtrail"):

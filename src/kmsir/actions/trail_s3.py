@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING
 
 from kmsir.actions.base import Reporter
 from kmsir.actions.trail_query import DELIVERY_LAG
@@ -20,12 +20,15 @@ from kmsir.errors import AwsError
 from kmsir.trail.files import ScanStats, scan_blob
 from kmsir.trail.match import KeyMatcher
 
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
 #: Objects fetched at once.
 WORKERS = 16
 _ORG = re.compile(r"^o-[a-z0-9]{10,32}$")
 
 
-def _folders(client: Any, bucket: str, prefix: str) -> list[str]:
+def _folders(client: S3Client, bucket: str, prefix: str) -> list[str]:
     """The next level of "folders" under ``prefix``."""
     found: list[str] = []
     with aws_errors(f"ListObjectsV2 s3://{bucket}/{prefix}", service="s3"):
@@ -38,7 +41,7 @@ def _folders(client: Any, bucket: str, prefix: str) -> list[str]:
     return found
 
 
-def _objects(client: Any, bucket: str, prefix: str) -> list[str]:
+def _objects(client: S3Client, bucket: str, prefix: str) -> list[str]:
     keys: list[str] = []
     with aws_errors(f"ListObjectsV2 s3://{bucket}/{prefix}", service="s3"):
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
@@ -47,7 +50,7 @@ def _objects(client: Any, bucket: str, prefix: str) -> list[str]:
 
 
 def trail_prefixes(
-    client: Any,
+    client: S3Client,
     bucket: str,
     prefix: str,
     regions: list[str] | None,

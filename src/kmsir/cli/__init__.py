@@ -1,21 +1,21 @@
 """The ``kmsir`` command line: the only package that imports typer, prints, or picks exit codes.
 
-Commands live by theme (``runs``, ``bundles``, ``trail``) and register on the one typer app of
-``common``. Heavy modules (boto3, moto, jinja2) are imported inside the commands that need them,
-so ``kmsir --help`` stays fast.
+Commands live by theme (``bundles``, ``runs``, ``playbooks``, ``sandbox``, ``trail``) and
+register on the one typer app of ``common``, in the order ``kmsir --help`` lists them. Heavy
+modules (boto3, moto, jinja2) are imported inside the commands that need them, so
+``kmsir --help`` stays fast.
 """
 
 from __future__ import annotations
 
-import os
-
-from kmsir.cli import bundles, runs, sandbox, trail
+# registering a command lists it: the order of these imports is the order of --help
+from kmsir.cli import bundles, runs  # isort: skip
+from kmsir.cli import playbooks, sandbox, trail  # isort: skip
 from kmsir.cli.common import app
 
-__all__ = ["app", "bundles", "main", "runs", "sandbox", "trail"]
+__all__ = ["app", "bundles", "main", "playbooks", "runs", "sandbox", "trail"]
 
 
 def main() -> None:
     """Console-script entry point."""
-    os.environ.setdefault("PYTHONIOENCODING", "utf-8")
     app()

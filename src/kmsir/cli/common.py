@@ -291,7 +291,8 @@ def live_clients(profile: str | None, region: str | None) -> ClientFactory:
 def prompter_for(scripted: dict[str, Any], source: str, *, yes: bool) -> Any:
     """Scripted answers first, then the terminal (or a refusal without one)."""
     from kmsir.cli.console import pause_progress, show_preview
-    from kmsir.prompts import AutoApprovePrompter, InteractivePrompter, NoPrompter, ScriptedPrompter
+    from kmsir.cli.interactive import InteractivePrompter
+    from kmsir.prompts import AutoApprovePrompter, NoPrompter, ScriptedPrompter
 
     interactive = sys.stdin.isatty() and sys.stderr.isatty()
     base: Any = (

@@ -115,7 +115,6 @@ def _visible_preview(preview: StepPreview) -> StepPreview:
         does=visible(preview.does),
         target=one(preview.target),
         state=one(preview.state),
-        calls=tuple(visible(c) for c in preview.calls),
         notes=tuple(visible(n) for n in preview.notes),
     )
 
@@ -126,8 +125,11 @@ def show_preview(preview: StepPreview) -> None:
     from rich.panel import Panel
     from rich.text import Text
 
+    from kmsir.evidence.calls import describe
+
     pause_progress()
     preview = _visible_preview(preview)
+    calls = [visible(describe(c)) for c in preview.calls]
     body = Text()
     body.append(f"{preview.title}\n", style="bold")
     body.append(f"{preview.action}: {preview.does.replace('``', '')}\n", style="dim")
@@ -136,10 +138,10 @@ def show_preview(preview: StepPreview) -> None:
     if preview.state:
         body.append("current  ", style="bold").append(f"{preview.state}\n", style="yellow")
     if preview.mutating:
-        for call in preview.calls:
+        for call in calls:
             body.append("will call ", style="bold").append(f"{call}\n", style="bold cyan")
-    elif preview.calls:
-        body.append("reads    ", style="bold").append(", ".join(preview.calls) + "\n")
+    elif calls:
+        body.append("reads    ", style="bold").append(", ".join(calls) + "\n")
     for note in preview.notes:
         body.append(f"note     {note}\n", style="italic")
     if preview.mutating:

@@ -50,13 +50,11 @@ def cloudtrail_scan(
 ) -> None:
     """Match trail log files against a key and report findings (no window unless given)."""
     import json
-    from datetime import timedelta
 
     from kmsir.inert import one_line
     from kmsir.playbook.values import duration_seconds, is_kms_key_reference, parse_time
-    from kmsir.trail import files
-    from kmsir.trail.events import order_raw, slim
-    from kmsir.trail.findings import context_for, event_time, findings
+    from kmsir.run import scan
+    from kmsir.trail.events import slim
     from kmsir.trail.match import KeyMatcher
 
     if not is_kms_key_reference(key) or key.startswith("alias/") or ":alias/" in key:
@@ -78,34 +76,19 @@ def cloudtrail_scan(
     if out is not None:
         write_out(out, "")  # fail now, not after a long scan
     matcher = KeyMatcher.for_key(key, alias or [])
-    raw, stats = files.scan(local, matcher, since=start, until=end)
-    for uri in buckets:
-        from kmsir.actions.base import NullReporter
-        from kmsir.actions.trail_s3 import scan_bucket
-
-        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
-        from_bucket, more = scan_bucket(
-            live_clients(profile, region),
-            NullReporter(),
-            bucket,
-            prefix,
-            None,
-            matcher,
-            start,
-            end,
-        )
-        raw.extend(from_bucket)
-        stats.add(more)
+    ordered, stats = scan.matched_records(
+        local,
+        buckets,
+        matcher,
+        since=start,
+        until=end,
+        clients=lambda: live_clients(profile, region),
+    )
     # raw bytes out, unchanged; only the findings fields decoded
-    ordered = order_raw(raw, stats.noted)
-    del raw
     _write_lines(out, ordered)
     events = [slim(r) for r in ordered]
     del ordered
-    times = [t for t in (event_time(e) for e in events) if t is not None]
-    window_start = max(times) - timedelta(seconds=window_seconds) if times else None
-    key_arn = key if key.startswith("arn:") else None
-    found = findings(events, context_for(events, key_arn, window_start))
+    found = scan.findings_in_window(events, key, window_seconds)
     if findings_out is not None:
         write_out(findings_out, json.dumps([f.to_json() for f in found], indent=2) + "\n")
     _scan_summary(stats, len(events), found)

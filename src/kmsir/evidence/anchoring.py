@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 from kmsir.evidence.bundle import ANCHOR, JOURNAL, NotRegular, read_regular
 from kmsir.evidence.signatures import anchor_digest, check_signature, fingerprint
+from kmsir.evidence.view import RunView
 
 
 def verify_anchor(
     root: Path,
-    entries: list[dict[str, Any]],
+    view: RunView,
     problems: list[str],
     notes: list[str],
     trusted_key: str | None,
@@ -30,14 +30,14 @@ def verify_anchor(
     ``trusted_key`` when given, else its fingerprint is for the reader to compare. Returns how
     many entries the signature covers, the key's ARN and fingerprint (None: no signature);
     adds problems and notes."""
-    keys = [e for e in entries if e.get("type") == "anchor-key"]
-    if len({str(e["data"].get("public_key_pem")) for e in keys}) > 1:
+    keys = view.anchor_keys
+    if len({k.record.public_key_pem for k in keys}) > 1:
         problems.append(f"{JOURNAL}: anchor-key entries name different keys (one run, one key)")
         return None
     if keys and trusted_key is not None:
         given, recorded = (
             fingerprint(trusted_key),
-            fingerprint(str(keys[0]["data"].get("public_key_pem"))),
+            fingerprint(keys[0].record.public_key_pem),
         )
         if given != recorded:
             problems.append(
@@ -45,7 +45,7 @@ def verify_anchor(
                 f"({given})"
             )
             return None
-    anchors = _signatures(entries)
+    anchors = view.signatures
     path = root / ANCHOR
     if not keys:
         if anchors:
@@ -59,13 +59,13 @@ def verify_anchor(
     except FileNotFoundError:
         if last is None:
             notes.append(f"{ANCHOR}: none yet (the run stopped before its first signature)")
-        elif last is entries[-1]:
+        elif last.seq == view.lines:
             notes.append(
                 f"{ANCHOR}: not written when the run stopped (its signature over line "
-                f"{last['seq']}); kmsir resume signs the journal again"
+                f"{last.seq}); kmsir resume signs the journal again"
             )
         else:
-            problems.append(f"{ANCHOR}: missing (the run signed its journal at line {last['seq']})")
+            problems.append(f"{ANCHOR}: missing (the run signed its journal at line {last.seq})")
         return None
     except NotRegular:
         problems.append(f"{ANCHOR}: not a regular file")
@@ -75,66 +75,47 @@ def verify_anchor(
         return None
     seq = record.get("seq") if isinstance(record, dict) else None
     head = record.get("head") if isinstance(record, dict) else None
-    signed = entries[seq - 1] if isinstance(seq, int) and 1 <= seq <= len(entries) else None
-    if signed is None or signed.get("hash") != head or signed.get("type") != "anchor":
+    signed = next((a for a in anchors if a.seq == seq), None)
+    if signed is None or view.hashes[signed.seq - 1] != head:
         problems.append(
             f"{ANCHOR}: signs line {seq!r} with a head the journal does not have there "
             "(lines were removed or altered)"
         )
         return None
-    key = next((e["data"] for e in reversed(keys) if e["seq"] < signed["seq"]), None)
+    key = next((k.record for k in reversed(keys) if k.seq < signed.seq), None)
     if key is None:
         problems.append(f"{ANCHOR}: no anchor-key entry before the signed line {seq}")
         return None
-    digest = anchor_digest(str(entries[0]["data"].get("run_id")), signed["seq"], str(head))
+    digest = anchor_digest(str(view.run_id), signed.seq, str(head))
     problem = check_signature(
         {"sha256": record.get("sha256"), "signature": record.get("signature")},
         digest,
-        public_key_pem=str(key.get("public_key_pem")),
+        public_key_pem=key.public_key_pem,
     )
     if problem is not None:
         problems.append(f"{ANCHOR}: the signature over line {seq} does not verify")
         return None
-    if last is not None and last["seq"] > signed["seq"]:
-        if last is not entries[-1]:
+    if last is not None and last.seq > signed.seq:
+        if last.seq != view.lines:
             problems.append(
                 f"{ANCHOR}: signs line {seq}, but the journal records a later signature at line "
-                f"{last['seq']} (replaced with an earlier copy?)"
+                f"{last.seq} (replaced with an earlier copy?)"
             )
             return None
         notes.append(
-            f"{ANCHOR}: its signature over line {last['seq']} was not written when the run "
+            f"{ANCHOR}: its signature over line {last.seq} was not written when the run "
             "stopped; kmsir resume signs the journal again"
         )
-    return signed["seq"], str(key.get("key_arn")), fingerprint(str(key.get("public_key_pem")))
+    return signed.seq, key.key_arn, fingerprint(key.public_key_pem)
 
 
-def _signatures(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each signature made: an ``anchor`` entry not followed by the failure of its signature
-    (``anchor-failed``), nor by the repair that says the run died while it was made."""
-    unsigned = {
-        int(e["data"]["unsigned_anchor"])
-        for e in entries
-        if e.get("type") == "repair"
-        and isinstance(e.get("data"), dict)
-        and isinstance(e["data"].get("unsigned_anchor"), int)
-    }
-    return [
-        e
-        for e, after in zip(entries, [*entries[1:], None], strict=True)
-        if e.get("type") == "anchor"
-        and (after is None or after.get("type") != "anchor-failed")
-        and e.get("seq") not in unsigned
-    ]
-
-
-def unsigned_anchor(root: Path, entries: list[dict[str, Any]]) -> bool:
+def unsigned_anchor(root: Path, view: RunView) -> bool:
     """True when the journal ends with an anchor entry whose signature ``anchor.json`` does
     not hold: the run stopped while KMS signed it (resume records so in its repair)."""
-    if not entries or entries[-1].get("type") != "anchor":
+    if not view.ends_with_anchor:
         return False
     try:
         record = json.loads(read_regular(root / ANCHOR))
     except (OSError, ValueError):
         return True
-    return not isinstance(record, dict) or record.get("seq") != entries[-1].get("seq")
+    return not isinstance(record, dict) or record.get("seq") != view.lines

@@ -35,7 +35,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from kmsir.errors import EvidenceError, UsageError
+from kmsir.evidence import entries as entries_
+from kmsir.evidence.view import RunView, fold
 
 FORMAT = "kmsir-bundle/1"
 JOURNAL = "journal.jsonl"
@@ -209,13 +213,12 @@ def read_outside(path: Path) -> tuple[bytes, dict[str, Any]]:
     if root is not None:
         relative = resolved.relative_to(root).as_posix()
         recorded = [
-            e["data"]
-            for e in read_journal(root / JOURNAL).entries
-            if e["type"] == "artifact" and e["data"].get("path") == relative
+            a.record for a in read_journal(root / JOURNAL).view().artifacts
+            if a.record.path == relative
         ]
         if not recorded:
             raise EvidenceError(f"{path}: not an artifact recorded in the journal of {root}")
-        if recorded[-1].get("sha256") != provenance["sha256"]:
+        if recorded[-1].sha256 != provenance["sha256"]:
             raise EvidenceError(f"{path}: altered since bundle {root.name} recorded it")
         provenance["bundle"] = str(root)
     return data, provenance
@@ -235,11 +238,16 @@ def read_regular(path: Path) -> bytes:
 
 @dataclass
 class JournalRead:
-    """A journal as found on disk: parsed entries and every problem met reading it."""
+    """A journal as found on disk: its typed entries and every problem met reading it."""
 
-    entries: list[dict[str, Any]]
+    entries: list[entries_.Entry]
     problems: list[str]
     torn_tail: str | None = None  # the problem naming the torn last line
+
+    def view(self, *, upto: int | None = None) -> RunView:
+        """The run these entries tell of (``view.fold``), or as it stood after the first
+        ``upto`` of them."""
+        return fold(self.entries if upto is None else self.entries[:upto])
 
 
 _ENTRY_FIELDS: dict[str, tuple[type, ...]] = {
@@ -303,7 +311,10 @@ def read_journal(path: Path) -> JournalRead:
                 "a line was deleted, inserted or reordered"
             )
         prev, last_seq = entry["hash"], entry["seq"]
-        result.entries.append(entry)
+        try:
+            result.entries.append(entries_.read(entry))
+        except entries_.Malformed as exc:
+            result.problems.append(f"{where}: {exc}")
     if tail:
         result.torn_tail = (
             f"{JOURNAL} line {len(lines) + 1}: torn tail (incomplete last line, "
@@ -323,118 +334,35 @@ def _order_problem(seq: int, last_seq: int) -> str | None:
     return f"seq {seq} follows seq {last_seq}"
 
 
-#: Run metadata copied from the run-started entry into the manifest.
-_MANIFEST_FIELDS = (
-    "tool",
-    "versions",
-    "playbook",
-    "incident",
-    "run_id",
-    "inputs",
-    "operator",
-    "host",
-    "mode",
-    "simulated",
-    "scenario",
-    "region",
-)
-
-
-def inputs_in_effect(entries: list[dict[str, Any]]) -> dict[str, Any]:
-    """The run's inputs as its steps last used them: those it started with, and each value
-    the responder corrected after a failure (``input-changed``)."""
-    started = next((e for e in entries if e["type"] == "run-started"), None)
-    inputs = dict((started["data"].get("inputs") if started else None) or {})
-    for entry in entries:
-        if entry["type"] == "input-changed":
-            inputs[entry["data"]["name"]] = entry["data"]["to"]
-    return inputs
-
-
-def sent_intents(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The ``api-intent`` entries of state-changing calls that AWS did not refuse: those with
-    a 2xx result, those whose result was never journaled (the run stopped in between, or no
-    answer came), and those AWS answered with a server error (5xx), after which it may or may
-    not have made the change. Only a 4xx answer says nothing was done."""
-    intents: dict[tuple[int, Any], dict[str, Any]] = {}
-    refused: set[int] = set()
-    segment = 0  # call numbers restart in each process: pair intents and results within one
-    for entry in entries:
-        data = entry.get("data") or {}
-        if entry.get("type") == "run-resumed":
-            segment += 1
-        elif entry.get("type") == "api-intent":
-            intents[(segment, data.get("call"))] = entry
-        elif entry.get("type") == "api-call" and (segment, data.get("call")) in intents:
-            status = data.get("http_status") or 0
-            if 400 <= status < 500:
-                refused.add(id(intents[(segment, data.get("call"))]))
-    return [e for e in intents.values() if id(e) not in refused]
-
-
-def inject_records(entry: dict[str, Any]) -> list[dict[str, Any]]:
-    """The scenario inject records a journal entry holds: an ``inject`` entry's data, or the
-    injects a resumed sandbox run fired while rebuilding its world (``run-resumed`` entry,
-    ``sandbox_replay.injects``)."""
-    data = entry.get("data")
-    if not isinstance(data, dict):
-        return []
-    if entry.get("type") == "inject":
-        return [data]
-    replay = data.get("sandbox_replay") if entry.get("type") == "run-resumed" else None
-    late = replay.get("injects") if isinstance(replay, dict) else None
-    return [r for r in late if isinstance(r, dict)] if isinstance(late, list) else []
-
-
-def finished_entry(entries: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The run-finished entry that ends the run, or None while it is unfinished.
-
-    A run that was resumed is unfinished again until a run-finished follows the resume.
-    """
-    for entry in entries[::-1]:
-        kind = entry.get("type")
-        if kind == "run-resumed":
-            break
-        if kind == "run-finished":
-            return entry
-    return None
-
-
-def build_manifest(entries: list[dict[str, Any]]) -> dict[str, Any]:
-    """The manifest a journal implies: run metadata, custody, artifacts, outcome, chain head."""
-    started = next((e for e in entries if e["type"] == "run-started"), None)
-    if started is None:
+def build_manifest(view: RunView) -> dict[str, Any]:
+    """The manifest a journal implies (``view`` is its fold): run metadata, custody,
+    artifacts, outcome, chain head."""
+    meta = view.meta
+    if meta is None:
         raise EvidenceError(f"{JOURNAL}: no run-started entry")
-    finished = finished_entry(entries)
-    meta = started["data"]
-    changes = [
-        {**e["data"], "step": e.get("step"), "ts": e["ts"]}
-        for e in entries
-        if e["type"] == "input-changed"
-    ]
+    finished = view.finished
     return {
         "format": FORMAT,
-        **{k: meta.get(k) for k in _MANIFEST_FIELDS},
-        "inputs": inputs_in_effect(entries),
-        **({"input_changes": changes} if changes else {}),
-        "started": started["ts"],
-        "finished": finished["ts"] if finished else None,
-        "status": finished["data"].get("status") if finished else "incomplete",
+        "tool": meta.tool,
+        "versions": meta.versions,
+        "playbook": meta.playbook,
+        "incident": meta.incident,
+        "run_id": meta.run_id,
+        "inputs": view.inputs,
+        "operator": meta.operator,
+        "host": meta.host,
+        "mode": meta.mode,
+        "simulated": meta.simulated,
+        "scenario": meta.scenario,
+        "region": meta.region,
+        **({"input_changes": view.input_changes} if view.input_changes else {}),
+        "started": view.started,
+        "finished": finished.ts if finished else None,
+        "status": view.status,
         # who handled the evidence, when and where (NIST SP 800-61's evidence log)
-        "custody": [
-            {
-                "event": e["type"].removeprefix("run-"),
-                "ts": e["ts"],
-                "operator": e["data"].get("operator"),
-                "host": e["data"].get("host"),
-                "location": e["data"].get("location"),
-                "tool": e["data"].get("tool"),
-            }
-            for e in entries
-            if e["type"] in ("run-started", "run-resumed")
-        ],
-        "artifacts": [e["data"] for e in entries if e["type"] == "artifact"],
-        "journal": {"entries": len(entries), "head": entries[-1]["hash"] if entries else None},
+        "custody": [msgspec.to_builtins(c) for c in view.custody],
+        "artifacts": [msgspec.to_builtins(a.record) for a in view.artifacts],
+        "journal": {"entries": view.lines, "head": view.head},
     }
 
 
@@ -443,7 +371,7 @@ class Bundle:
     """A bundle opened for reading (report, verify)."""
 
     root: Path
-    entries: list[dict[str, Any]]
+    view: RunView
     manifest: dict[str, Any]
 
     @classmethod
@@ -451,12 +379,12 @@ class Bundle:
         """Open a bundle directory; the manifest is recomputed when it was never written."""
         if not (root / JOURNAL).is_file():
             raise UsageError(f"{root}: not an evidence bundle (no {JOURNAL})")
-        journal = read_journal(root / JOURNAL)
+        view = read_journal(root / JOURNAL).view()
         try:
             manifest = json.loads((root / MANIFEST).read_bytes())
         except (OSError, ValueError):
-            manifest = build_manifest(journal.entries)
-        return cls(root, journal.entries, manifest)
+            manifest = build_manifest(view)
+        return cls(root, view, manifest)
 
     def artifact_path(self, relative: str) -> Path:
         """Where an artifact recorded in this bundle is (to stream a large one)."""

@@ -1,23 +1,41 @@
-"""``kmsir export``: one deterministic archive of a bundle, with its sha256.
+"""``kmsir export``: one deterministic archive of a bundle, with its sha256 and, on request,
+a detached signature.
 
 The same bundle always gives the same bytes: entries sorted, owners and permissions fixed,
 every mtime the run's start, and a gzip header without file name or time. Next to the archive
-goes ``<archive>.sha256`` in ``sha256sum`` format. Only an intact bundle is exported, and the
-archive holds nothing but the bundle's own files under ``<run-id>/``.
+goes ``<archive>.sha256`` in ``sha256sum`` format, and with a signer ``<archive>.sig.json``.
+Only an intact bundle is exported, and the archive holds nothing but the bundle's own files
+under ``<run-id>/``. ``archive`` checks what is written here.
 """
 
 from __future__ import annotations
 
 import gzip
 import io
+import json
 import tarfile
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 
 from kmsir.errors import EvidenceError, TamperedError, UsageError
 from kmsir.evidence import bundle as evidence
 from kmsir.evidence import integrity
 from kmsir.evidence import journal as writer
+from kmsir.evidence.signatures import signature_record
+
+
+class DigestSigner(Protocol):
+    """What signs an export: ``kmsir.signer.KmsSigner`` (KMS ``Sign`` over the digest)."""
+
+    def describe(self) -> Mapping[str, str]:
+        """``key_arn``, ``algorithm`` and ``public_key_pem`` of the signing key."""
+        ...
+
+    def sign(self, digest: str) -> bytes:
+        """The signature over a hex sha256 ``digest``."""
+        ...
 
 
 def _mtime(bundle: evidence.Bundle) -> int:
@@ -80,3 +98,19 @@ def export(root: Path, out: Path) -> tuple[Path, str]:
     except OSError as exc:
         raise UsageError(f"--out {out}: cannot write: {exc.strerror or exc}") from None
     return out, digest
+
+
+def sign(archive: Path, digest: str, signer: DigestSigner) -> tuple[Path, str]:
+    """Write ``<archive>.sig.json``, the detached signature over the archive's sha256
+    ``digest`` that ``verify`` checks offline; return its path and the signing key's ARN."""
+    signature = signer.sign(digest)
+    key = signer.describe()
+    record = signature_record(
+        key["key_arn"], key["algorithm"], digest, signature, key["public_key_pem"]
+    )
+    signed = archive.with_name(archive.name + ".sig.json")
+    try:
+        signed.write_text(json.dumps(record, indent=2) + "\n")
+    except OSError as exc:
+        raise UsageError(f"{signed}: cannot write: {exc.strerror or exc}") from None
+    return signed, key["key_arn"]

@@ -26,14 +26,16 @@ from kmsir.evidence.bundle import (
     PLAYBOOK_COPY,
     QUARANTINE,
     REPORTS,
+    JournalRead,
     NotRegular,
     build_manifest,
     canonical,
-    finished_entry,
     read_journal,
     read_regular,
     sha256_hex,
 )
+from kmsir.evidence.entries import RunStarted
+from kmsir.evidence.view import RunView, Seen
 
 #: kmsir records every report it writes into a bundle since this version (major, minor).
 REPORTS_RECORDED_SINCE = (0, 2)
@@ -53,7 +55,7 @@ class Verification:
 
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    entries: list[dict[str, Any]] = field(default_factory=list)
+    view: RunView = field(default_factory=RunView)
     torn_tail: str | None = None  # the problem naming a torn last journal line
     proven: int = 0
     signed: int = 0  # entries covered by the anchor signature
@@ -65,12 +67,12 @@ class Verification:
     @property
     def finished(self) -> bool:
         """True when the journal ends with the run finished (after any resume)."""
-        return finished_entry(self.entries) is not None
+        return self.view.finished is not None
 
     @property
     def intact(self) -> bool:
         """No problem, and the journal's end is proven."""
-        return not self.problems and bool(self.entries) and self.proven >= len(self.entries)
+        return not self.problems and bool(self.view.lines) and self.proven >= self.view.lines
 
 
 @dataclass(frozen=True)
@@ -98,28 +100,27 @@ def check(root: Path, *, trusted_key: str | None = None) -> Verification:
     if not stat.S_ISREG((root / JOURNAL).lstat().st_mode):
         return Verification([f"{JOURNAL}: not a regular file"])
     journal = read_journal(root / JOURNAL)
-    result = Verification(list(journal.problems), [], journal.entries, journal.torn_tail)
-    started = next((e for e in journal.entries if e.get("type") == "run-started"), None)
-    if started is None:
-        if journal.entries or not journal.torn_tail:  # else: died writing the first line
+    view = journal.view()
+    result = Verification(list(journal.problems), [], view, journal.torn_tail)
+    if view.meta is None:
+        if view.lines or not journal.torn_tail:  # else: died writing the first line
             result.problems.append(f"{JOURNAL}: no run-started entry")
         return result
-    entries = journal.entries
-    result.problems += _verify_playbook(root, started)
-    result.problems += _verify_artifacts(root, entries, result.notes)
-    result.problems += _verify_reports(root, entries, result.notes)
+    result.problems += _verify_playbook(root, view.meta)
+    result.problems += _verify_artifacts(root, view, result.notes)
+    result.problems += _verify_reports(root, view, result.notes)
     consistent = not journal.problems  # a broken chain already explains a manifest mismatch
-    problems, anchored = _verify_manifest(root, entries, result.notes, consistent=consistent)
+    problems, anchored = _verify_manifest(root, journal, result.notes, consistent=consistent)
     result.problems += problems
-    key = verify_anchor(root, entries, result.problems, result.notes, trusted_key)
+    key = verify_anchor(root, view, result.problems, result.notes, trusted_key)
     if key is not None:
         result.signed, result.signed_by, result.signed_key = key
     result.proven = max(anchored, result.signed)
     return result
 
 
-def _verify_playbook(root: Path, started: dict[str, Any]) -> Iterator[str]:
-    expected = (started.get("data", {}).get("playbook") or {}).get("sha256")
+def _verify_playbook(root: Path, started: RunStarted) -> Iterator[str]:
+    expected = started.playbook.get("sha256")
     try:
         actual = sha256_hex(read_regular(root / PLAYBOOK_COPY))
     except FileNotFoundError:
@@ -135,23 +136,18 @@ def _verify_playbook(root: Path, started: dict[str, Any]) -> Iterator[str]:
         )
 
 
-def _recorded(entries: list[dict[str, Any]], type_: str) -> dict[str, dict[str, Any]]:
-    return {
-        str(e["data"].get("path")): {**e["data"], "seq": e["seq"]}
-        for e in entries
-        if e.get("type") == type_ and isinstance(e.get("data"), dict)
-    }
+def _recorded(seen: list[Seen]) -> dict[str, Seen]:
+    """Artifacts (or their intents) by path: the last record of each."""
+    return {str(s.record.path): s for s in seen}
 
 
-def _repaired(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def _repaired(view: RunView) -> dict[str, dict[str, Any]]:
     """Files a resume recorded: leftovers and the quarantined torn line."""
     found: dict[str, dict[str, Any]] = {}
-    for entry in entries:
-        if entry.get("type") != "repair" or not isinstance(entry.get("data"), dict):
-            continue
-        for item in entry["data"].get("leftovers") or []:
+    for repair in view.repairs:
+        for item in repair.record.leftovers or []:
             found[str(item.get("path"))] = item
-        torn = entry["data"].get("torn_tail")
+        torn = repair.record.torn_tail
         if isinstance(torn, dict):
             found[str(torn.get("saved_as"))] = torn
     return found
@@ -165,7 +161,7 @@ def _files(root: Path) -> Iterator[tuple[str, Path]]:
         yield relative, path
 
 
-def leftovers(root: Path, entries: list[dict[str, Any]]) -> tuple[list[Leftover], list[str]]:
+def leftovers(root: Path, view: RunView) -> tuple[list[Leftover], list[str]]:
     """Unjournaled files an interrupted run explains, and every other unjournaled file.
 
     Explained, only while the run is unfinished (a finished run was never interrupted after
@@ -175,10 +171,10 @@ def leftovers(root: Path, entries: list[dict[str, Any]]) -> tuple[list[Leftover]
     interrupted resume saved to ``quarantine/``. A derived file's temporary (manifest, report)
     is explained always: it is never evidence and never exported.
     """
-    artifacts = _recorded(entries, "artifact")
-    intents = _recorded(entries, "artifact-intent")
-    repaired = _repaired(entries)
-    unfinished = finished_entry(entries) is None
+    artifacts = _recorded(view.artifacts)
+    intents = _recorded(view.artifact_intents)
+    repaired = _repaired(view)
+    unfinished = view.finished is None
     explained: list[Leftover] = []
     unexplained: list[str] = []
     for relative, path in _files(root):
@@ -189,7 +185,7 @@ def leftovers(root: Path, entries: list[dict[str, Any]]) -> tuple[list[Leftover]
         except NotRegular:
             unexplained.append(relative)
             continue
-        reason = _why_left(root, relative, content, intents, len(entries), unfinished)
+        reason = _why_left(root, relative, content, intents, view.lines, unfinished)
         if reason is None:
             unexplained.append(relative)
         else:
@@ -207,22 +203,11 @@ def derived_temporaries(root: Path) -> dict[Path, str]:
     }
 
 
-def last_reports(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The last ``report-written`` entry of each report, by the report's name."""
-    return {
-        e["data"]["path"]: e
-        for e in entries
-        if e.get("type") == "report-written"
-        and isinstance(e.get("data"), dict)
-        and isinstance(e["data"].get("path"), str)
-    }
-
-
 def _why_left(
     root: Path,
     relative: str,
     content: bytes,
-    intents: dict[str, dict[str, Any]],
+    intents: dict[str, Seen],
     entries: int,
     unfinished: bool,
 ) -> str | None:
@@ -234,16 +219,16 @@ def _why_left(
         return None
     intent = intents.get(relative)
     if intent is not None:
-        if intent.get("sha256") != sha256_hex(content):
+        if intent.record.sha256 != sha256_hex(content):
             return None
-        return f"written but not journaled when the run stopped (intent at line {intent['seq']})"
+        return f"written but not journaled when the run stopped (intent at line {intent.seq})"
     final = f"{folder}/{temp['name']}" if temp is not None else relative
     if temp is not None and final in intents:
         written = root / final
         complete = read_regular(written) if written.is_file() else None
         if complete is not None and not complete.startswith(content):
             return None
-        if len(content) > int(intents[final].get("bytes") or 0):
+        if len(content) > intents[final].record.bytes:
             return None
         return f"temporary file of {final}, left when the run stopped"
     torn = re.fullmatch(rf"{QUARANTINE}/journal-line-(\d+)\.torn", final)
@@ -252,14 +237,12 @@ def _why_left(
     return None
 
 
-def _verify_artifacts(root: Path, entries: list[dict[str, Any]], notes: list[str]) -> Iterator[str]:
-    for entry in entries:
-        if entry.get("type") != "artifact":
-            continue
-        data = entry.get("data", {})
-        relative = str(data.get("path", ""))
+def _verify_artifacts(root: Path, view: RunView, notes: list[str]) -> Iterator[str]:
+    for seen in view.artifacts:
+        data = seen.record
+        relative = data.path
         if not relative.startswith(f"{ARTIFACTS}/") or ".." in relative.split("/"):
-            yield f"{JOURNAL} line {entry.get('seq')}: artifact path {relative[:80]!r} is invalid"
+            yield f"{JOURNAL} line {seen.seq}: artifact path {relative[:80]!r} is invalid"
             continue
         try:
             content = read_regular(root / relative)
@@ -269,9 +252,9 @@ def _verify_artifacts(root: Path, entries: list[dict[str, Any]], notes: list[str
         except NotRegular:
             yield f"{relative}: not a regular file"
             continue
-        if sha256_hex(content) != data.get("sha256") or len(content) != data.get("bytes"):
+        if sha256_hex(content) != data.sha256 or len(content) != data.bytes:
             yield f"{relative}: content changed (sha256 or size differs from the journal)"
-    for relative, item in _repaired(entries).items():
+    for relative, item in _repaired(view).items():
         try:
             content = read_regular(root / relative)
         except FileNotFoundError:
@@ -282,7 +265,7 @@ def _verify_artifacts(root: Path, entries: list[dict[str, Any]], notes: list[str
             continue
         if sha256_hex(content) != item.get("sha256"):
             yield f"{relative}: content changed since a resume recorded it"
-    explained, unexplained = leftovers(root, entries)
+    explained, unexplained = leftovers(root, view)
     for leftover in explained:
         action = "removes" if "(derived)" in leftover.reason else "records"
         notes.append(f"{leftover.path}: {leftover.reason}; kmsir resume {action} it")
@@ -291,14 +274,16 @@ def _verify_artifacts(root: Path, entries: list[dict[str, Any]], notes: list[str
 
 
 def _verify_manifest(
-    root: Path, entries: list[dict[str, Any]], notes: list[str], *, consistent: bool
+    root: Path, journal: JournalRead, notes: list[str], *, consistent: bool
 ) -> tuple[list[str], int]:
-    """Problems with the manifest, and how many journal entries it anchors (0: none)."""
-    finished = finished_entry(entries) is not None
+    """Problems with the manifest, and how many journal entries it anchors (0: none);
+    the journal is read whole and up to the line the manifest anchors."""
+    view = journal.view()
+    finished = view.finished is not None
     try:
         manifest = json.loads(read_regular(root / MANIFEST))
     except FileNotFoundError:
-        if _resumed_after_finishing(entries):
+        if view.finished_once:
             # resume makes sure a finished run's manifest exists before continuing it
             return [f"{MANIFEST}: missing (the run finished once, so it was written)"], 0
         if finished:
@@ -317,25 +302,25 @@ def _verify_manifest(
     anchor = manifest.get("journal")
     anchored = anchor.get("entries") if isinstance(anchor, dict) else None
     head = anchor.get("head") if isinstance(anchor, dict) else None
-    if isinstance(anchored, int) and anchored > len(entries):
+    if isinstance(anchored, int) and anchored > view.lines:
         return [
-            f"{JOURNAL}: truncated: the manifest anchors {anchored} entries, {len(entries)} remain"
+            f"{JOURNAL}: truncated: the manifest anchors {anchored} entries, {view.lines} remain"
         ], 0
     problems = []
     if (
         not isinstance(anchored, int)
         or anchored < 1
-        or entries[anchored - 1].get("hash") != head
-        or (anchored < len(entries) and not _continued(entries, anchored, notes, finished))
+        or view.hashes[anchored - 1] != head
+        or (anchored < view.lines and not _continued(journal, view, anchored, notes))
     ):
         problems.append(
             f"{MANIFEST}: journal anchor (entries {anchored!r}, head "
             f"{str(head)[:12]}...) does not match the journal"
         )
-        anchored = len(entries)  # its other fields are still compared with the journal
+        anchored = view.lines  # its other fields are still compared with the journal
     try:
-        expected = build_manifest(entries[:anchored])
-    except (EvidenceError, KeyError, TypeError):
+        expected = build_manifest(journal.view(upto=anchored))
+    except EvidenceError:
         return problems, 0  # the journal problems already explain why
     problems += [
         f"{MANIFEST}: field '{key}' differs from what the journal records"
@@ -346,16 +331,14 @@ def _verify_manifest(
     return problems, 0 if problems else anchored
 
 
-def _continued(
-    entries: list[dict[str, Any]], anchored: int, notes: list[str], finished: bool
-) -> bool:
+def _continued(journal: JournalRead, view: RunView, anchored: int, notes: list[str]) -> bool:
     """True when the manifest legitimately anchors only a prefix: it was written when the run
     finished (or a report was recorded), and the journal went on with a resume or with more
     report records since (its rewrite was interrupted). Says so in a note."""
-    if finished_entry(entries[:anchored]) is None:
+    if journal.view(upto=anchored).finished is None:
         return False
-    after = entries[anchored:]
-    if after[0].get("type") == "run-resumed":
+    finished = view.finished is not None
+    if anchored + 1 in {r.seq for r in view.resumes}:
         notes.append(
             f"{MANIFEST}: from before the resume at line {anchored + 1}; "
             + (
@@ -365,7 +348,7 @@ def _continued(
             )
         )
         return True
-    if all(e.get("type") == "report-written" for e in after):
+    if set(range(anchored + 1, view.lines + 1)) <= set(view.report_seqs):
         notes.append(
             f"{MANIFEST}: from before the report record(s) from line {anchored + 1}; "
             "kmsir report BUNDLE rewrites it"
@@ -374,11 +357,12 @@ def _continued(
     return False
 
 
-def _verify_reports(root: Path, entries: list[dict[str, Any]], notes: list[str]) -> Iterator[str]:
+def _verify_reports(root: Path, view: RunView, notes: list[str]) -> Iterator[str]:
     """Each report file against the last record of it in the journal (never re-rendered:
     templates change between versions)."""
-    started = next(e for e in entries if e.get("type") == "run-started")
-    recorded = last_reports(entries)
+    assert view.meta is not None
+    started = view.meta
+    recorded = view.reports
     for name in REPORTS:
         path = root / name
         try:
@@ -400,7 +384,7 @@ def _verify_reports(root: Path, entries: list[dict[str, Any]], notes: list[str])
             else:
                 yield f"{name}: not recorded in the journal (added or replaced after the run)"
             continue
-        wanted = last["data"].get("sha256")
+        wanted = last.record.sha256
         if content is not None and sha256_hex(content) == wanted:
             continue
         left = [
@@ -412,30 +396,19 @@ def _verify_reports(root: Path, entries: list[dict[str, Any]], notes: list[str])
         ]
         if left:
             notes.append(
-                f"{name}: the report recorded at line {last['seq']} was left in {left[0].name} "
+                f"{name}: the report recorded at line {last.seq} was left in {left[0].name} "
                 "when kmsir stopped; kmsir report BUNDLE writes it again"
             )
         elif content is None:
-            yield f"{name}: missing (recorded at line {last['seq']})"
+            yield f"{name}: missing (recorded at line {last.seq})"
         else:
             yield (
-                f"{name}: content differs from the report recorded at line {last['seq']} "
+                f"{name}: content differs from the report recorded at line {last.seq} "
                 f"(sha256 {sha256_hex(content)[:12]}..., recorded {str(wanted)[:12]}...)"
             )
 
 
-def _predates_report_records(started: dict[str, Any]) -> bool:
-    tool = (started.get("data") or {}).get("tool")
-    version = str(tool.get("version") if isinstance(tool, dict) else "0")
+def _predates_report_records(started: RunStarted) -> bool:
+    version = str(started.tool.get("version") or "0")
     parts = [int(p) if p.isdigit() else 0 for p in version.split(".")[:2]]
     return tuple(parts) < REPORTS_RECORDED_SINCE
-
-
-def _resumed_after_finishing(entries: list[dict[str, Any]]) -> bool:
-    """True when a run-resumed follows a run-finished: a manifest was written by then."""
-    seen_finish = False
-    for entry in entries:
-        seen_finish = seen_finish or entry.get("type") == "run-finished"
-        if seen_finish and entry.get("type") == "run-resumed":
-            return True
-    return False

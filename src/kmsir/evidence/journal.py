@@ -11,11 +11,11 @@ import os
 import secrets
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kmsir.errors import EvidenceError
+from kmsir.evidence import entries as records
 from kmsir.evidence.bundle import (
     ANCHOR,
     ARTIFACTS,
@@ -31,7 +31,6 @@ from kmsir.evidence.bundle import (
     check_incident_id,
     derived_temporary,
     entry_hash,
-    finished_entry,
     fsync_dir,
     jsonable,
     make_private_dirs,
@@ -43,22 +42,13 @@ from kmsir.evidence.bundle import (
     write_all,
     write_new,
 )
-
-
-@dataclass(frozen=True)
-class Artifact:
-    """An artifact as recorded in the journal and the manifest."""
-
-    path: str
-    sha256: str
-    bytes: int
-    step: str
-    created: str
+from kmsir.evidence.entries import Artifact
+from kmsir.evidence.view import RunView
 
 
 def write_manifest(root: Path) -> Path:
     """(Re)write ``manifest.json`` from the journal: at finish, or when a crash prevented it."""
-    manifest = build_manifest(read_journal(root / JOURNAL).entries)
+    manifest = build_manifest(read_journal(root / JOURNAL).view())
     try:
         replace_derived(
             root / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n"
@@ -138,10 +128,9 @@ class BundleWriter:
         _lock(self._fd, self.root)
         fsync_dir(self.root)
 
-    def append(
-        self, type_: str, data: dict[str, Any] | None = None, *, step: str | None = None
-    ) -> dict[str, Any]:
-        """Append one entry, flushed and fsync'd before returning it."""
+    def append(self, record: records.Journaled, *, step: str | None = None) -> records.Entry:
+        """Append one entry holding ``record``, flushed and fsync'd before returning it."""
+        type_, data = records.data_of(record)
         with self._lock:
             if self._fd is None:
                 raise EvidenceError("the journal is closed")
@@ -150,7 +139,7 @@ class BundleWriter:
                 "ts": timestamp(self._clock()),
                 "type": type_,
                 "step": step,
-                "data": jsonable(data or {}),
+                "data": jsonable(data),
                 "prev": self._head,
             }
             entry["hash"] = entry_hash(entry)
@@ -169,7 +158,14 @@ class BundleWriter:
                 ) from None
             self._seq += 1
             self._head = entry["hash"]
-            return entry
+            return records.Entry(
+                seq=entry["seq"],
+                ts=entry["ts"],
+                step=step,
+                data=record,
+                prev=entry["prev"],
+                hash=entry["hash"],
+            )
 
     def artifact_dir(self, step_index: int, step_id: str, attempt: int = 1) -> str:
         """A step's artifact folder: ``artifacts/NN-<step-id>``, ``...-<step-id>.N`` on retry N."""
@@ -196,9 +192,7 @@ class BundleWriter:
         # Journaled before the bytes land: a file a crash leaves behind unjournaled is then
         # recognisably this one (same path and hash), not something planted later.
         self.append(
-            "artifact-intent",
-            {"path": relative, "sha256": digest, "bytes": len(data)},
-            step=step_id,
+            records.ArtifactIntent(path=relative, sha256=digest, bytes=len(data)), step=step_id
         )
         try:
             make_private_dirs(target.parent)
@@ -209,8 +203,14 @@ class BundleWriter:
             ) from None
         except OSError as exc:
             raise EvidenceError(f"cannot write artifact {relative}: {exc}") from None
-        artifact = Artifact(relative, digest, len(data), step_id, timestamp(self._clock()))
-        self.append("artifact", artifact.__dict__.copy(), step=step_id)
+        artifact = Artifact(
+            path=relative,
+            sha256=digest,
+            bytes=len(data),
+            step=step_id,
+            created=timestamp(self._clock()),
+        )
+        self.append(artifact, step=step_id)
         with self._lock:
             self._artifacts.append(artifact)
         return artifact
@@ -232,13 +232,14 @@ class BundleWriter:
     def finish(
         self,
         status: str,
-        summary: dict[str, Any] | None = None,
+        error: str | None = None,
         *,
         seal: Callable[[], None] | None = None,
     ) -> Path:
-        """Journal the end of the run and write the manifest derived from the journal
-        (``seal``: what to journal last, after the end: the anchor's signature)."""
-        self.append("run-finished", {"status": status, **(summary or {})})
+        """Journal the end of the run (``error``: why it failed) and write the manifest derived
+        from the journal (``seal``: what to journal last, after the end: the anchor's
+        signature)."""
+        self.append(records.RunFinished(status=status, error=error))
         if seal is not None:
             seal()
         self.close()
@@ -285,7 +286,7 @@ class BundleWriter:
         torn = raw[cut:]
         if not torn:
             return {}
-        seq = len(read_journal(path).entries) + 1
+        seq = read_journal(path).view().lines + 1
         saved = f"{QUARANTINE}/journal-line-{seq}.torn"
         make_private_dirs(root / QUARANTINE)
         try:
@@ -334,14 +335,10 @@ class BundleWriter:
             raise
         writer = cls(root, clock=clock)
         writer._fd = fd
-        entries = read_journal(path).entries
-        if entries:
-            writer._seq, writer._head = int(entries[-1]["seq"]), str(entries[-1]["hash"])
-        writer._artifacts = [
-            Artifact(**{k: e["data"][k] for k in Artifact.__dataclass_fields__})
-            for e in entries
-            if e["type"] == "artifact"
-        ]
+        view = read_journal(path).view()
+        if view.lines:
+            writer._seq, writer._head = view.lines, view.head
+        writer._artifacts = [a.record for a in view.artifacts]
         return writer, repaired
 
     @classmethod
@@ -362,16 +359,15 @@ class BundleWriter:
         return cls._open_existing(root, clock, repair=False)[0]
 
 
-def settle_derived(root: Path, entries: list[dict[str, Any]]) -> None:
+def settle_derived(root: Path, view: RunView) -> None:
     """Tidy what an interrupted write of a derived file left: a report recorded in the
     journal whose bytes are still in their temporary is put in place (the temporary is its
     only copy); every other temporary of a derived file is removed."""
-    from kmsir.evidence.integrity import derived_temporaries, last_reports
+    from kmsir.evidence.integrity import derived_temporaries
 
-    recorded = last_reports(entries)
     for temporary, name in derived_temporaries(root).items():
         target = root / name
-        wanted = recorded[name]["data"].get("sha256") if name in recorded else None
+        wanted = view.reports[name].record.sha256 if name in view.reports else None
         current = sha256_hex(target.read_bytes()) if target.is_file() else None
         if (
             wanted is not None
@@ -401,8 +397,9 @@ def record_report(root: Path, name: str, data: bytes, details: dict[str, Any]) -
         temp = derived_temporary(target, data)
         try:
             writer.append(
-                "report-written",
-                {"path": name, "sha256": sha256_hex(data), "bytes": len(data), **details},
+                records.ReportWritten(
+                    path=name, sha256=sha256_hex(data), bytes=len(data), **details
+                )
             )
         except BaseException:
             temp.unlink(missing_ok=True)
@@ -413,7 +410,7 @@ def record_report(root: Path, name: str, data: bytes, details: dict[str, Any]) -
         raise EvidenceError(f"cannot write {target}: {exc.strerror or exc}") from None
     finally:
         writer.close()
-    if finished_entry(read_journal(root / JOURNAL).entries) is not None:
+    if read_journal(root / JOURNAL).view().finished is not None:
         write_manifest(root)
     return target
 

@@ -4,6 +4,7 @@ Loading is two passes over a position-aware YAML document (``yamlsafe``): pydant
 shape, then ``_check_semantics`` checks what needs the action catalog (unknown actions and
 parameters, with a did-you-mean), ``when:`` and template syntax, and references to steps
 that do not run earlier. Every problem is one line ``file:line:col: step 'id': message``.
+Inputs are declared and checked in ``inputs``; asking a person for one is ``prompts``'s job.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kmsir.errors import PlaybookError, UsageError
 from kmsir.playbook import templating, yamlsafe
-from kmsir.playbook.values import duration_seconds, is_kms_key_reference, is_region
-from kmsir.prompts import Answer, Prompter
+
+# a playbook's inputs are InputSpecs: their model and check are part of this module's face
+from kmsir.playbook.inputs import InputSpec as InputSpec
+from kmsir.playbook.inputs import coerce_input as coerce_input
 
 Phase = Literal[
     "preparation",
@@ -31,9 +34,6 @@ Phase = Literal[
     "eradication",
     "recovery",
     "lessons-learned",
-]
-InputType = Literal[
-    "string", "kms-key", "duration", "int", "bool", "account-id", "region", "list", "choice"
 ]
 KebabId = Annotated[str, Field(pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$", max_length=64)]
 StepId = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*(-[a-z0-9_]+)*$", max_length=48)]
@@ -47,16 +47,6 @@ ActionCatalog = Mapping[str, type[BaseModel]]
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
-
-
-class InputSpec(_Frozen):
-    """One playbook input: its type, whether it is required, its default."""
-
-    type: InputType = "string"
-    description: str = ""
-    required: bool = False
-    default: Any = None
-    choices: tuple[str, ...] | None = None
 
 
 class Step(_Frozen):
@@ -332,75 +322,6 @@ def _lint(playbook: Playbook, document: yamlsafe.Document) -> Iterator[str]:
 
 
 # --- inputs -----------------------------------------------------------------------------
-
-
-def ask_input(prompter: Prompter, key: str, name: str, spec: InputSpec, question: str) -> Answer:
-    """Ask a person for input ``name``: a pick list for a choice, else text checked against
-    the input's type (``key`` names the answer in an answers file)."""
-    if spec.type == "choice" and spec.choices:
-        return prompter.ask(key, question, list(spec.choices))
-
-    def validate(value: str) -> str | None:
-        try:
-            coerce_input(name, spec, value)
-        except UsageError as exc:
-            return str(exc)
-        return None
-
-    return prompter.text(key, question, validate)
-
-
-def coerce_input(name: str, spec: InputSpec, value: Any) -> Any:
-    """Check and convert one input value against its spec; ``UsageError`` names the input."""
-
-    def bad(why: str) -> UsageError:
-        return UsageError(f"input {yamlsafe.shorten(name, 40)}: {why}")
-
-    kind = spec.type
-    if kind == "list":
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        if isinstance(value, list):
-            return value
-        raise bad("expected a list or a comma-separated string")
-    if kind == "bool":
-        if isinstance(value, bool):
-            return value
-        lowered = str(value).lower()
-        if lowered in ("true", "yes", "1"):
-            return True
-        if lowered in ("false", "no", "0"):
-            return False
-        raise bad(f"{yamlsafe.shorten(value)} is not true/false")
-    if kind == "int":
-        try:
-            return int(str(value))
-        except ValueError:
-            raise bad(f"{yamlsafe.shorten(value)} is not an integer") from None
-    text = str(value).strip()
-    if kind == "kms-key" and not is_kms_key_reference(text):
-        raise bad(
-            f"{yamlsafe.shorten(text)} is not a KMS key id, key ARN, alias name (alias/...) "
-            "or alias ARN"
-        )
-    if kind == "duration":
-        try:
-            duration_seconds(text)
-        except ValueError as exc:
-            raise bad(str(exc)) from None
-    if kind == "account-id" and not re.fullmatch(r"\d{12}", text):
-        raise bad(f"{yamlsafe.shorten(text)} is not a 12-digit AWS account id")
-    if kind == "region" and not is_region(text):
-        raise bad(f"{yamlsafe.shorten(text)} is not an AWS Region name like eu-west-1")
-    if kind == "choice" and spec.choices and text not in spec.choices:
-        raise bad(f"{yamlsafe.shorten(text)} is not one of {_listed(spec.choices)}")
-    return text
-
-
-def _listed(choices: tuple[str, ...], most: int = 10) -> str:
-    """Choices for a message: the first ``most``, each shortened, then how many more."""
-    shown = ", ".join(yamlsafe.shorten(c, 40).strip("'\"") for c in choices[:most])
-    return shown + (f" (and {len(choices) - most} more)" if len(choices) > most else "")
 
 
 def resolve_inputs(

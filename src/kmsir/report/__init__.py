@@ -1,12 +1,13 @@
 """Render a bundle's incident report from the bundle alone (never AWS): Markdown or HTML.
 
-``context.build_context`` turns the journal, manifest and artifacts into a plain template
-context (documented in the README); ``render`` feeds it to a Jinja2 template from
-``templates/`` or the user's own, in the bounded sandbox of ``kmsir.playbook.templating`` (a time
-budget, size limits, no Python internals, a curated set of filters). Everything that came
-from AWS or CloudTrail is attacker-controlled: HTML templates autoescape it, the Markdown
-filters neutralise it (no raw HTML, no links, no table breaking), and in both every value
-output shows terminal controls and bidi overrides as escapes (``inert.visible``).
+``context.build_context`` turns the bundle's view of its journal (``evidence.view.RunView``),
+its manifest and its artifacts into a plain template context (documented in the README);
+``render`` feeds it to a Jinja2 template from ``templates/`` or the user's own, in the
+bounded sandbox of ``kmsir.playbook.templating`` (a time budget, size limits, no Python
+internals, a curated set of filters). Everything that came from AWS or CloudTrail is
+attacker-controlled: HTML templates autoescape it, the Markdown filters neutralise it (no raw
+HTML, no links, no table breaking), and in both every value output shows terminal controls
+and bidi overrides as escapes (``inert.visible``).
 """
 
 from __future__ import annotations

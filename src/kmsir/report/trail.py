@@ -177,6 +177,12 @@ def parse_utc(text: object) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
+def iso(text: Any) -> str:
+    """Any time the journal or AWS gave, as ``YYYY-MM-DDTHH:MM:SSZ`` (UTC) for sorting."""
+    moment = parse_utc(text)
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if moment else str(text)
+
+
 @dataclass(frozen=True)
 class Chart:
     """Geometry of the events chart, for a template to draw as inline SVG."""

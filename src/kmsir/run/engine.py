@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import msgspec
+
 from kmsir import __version__
 from kmsir.actions import Registry
 from kmsir.actions.base import NullReporter, Reporter, RunInfo
@@ -28,16 +30,29 @@ from kmsir.aws import ClientFactory, aws_errors
 from kmsir.errors import Aborted, EvidenceError, KmsirError, MissingAnswer, UsageError
 from kmsir.evidence import integrity
 from kmsir.evidence.anchoring import unsigned_anchor
-from kmsir.evidence.bundle import MANIFEST, Clock, inputs_in_effect, timestamp, utc_now
+from kmsir.evidence.bundle import MANIFEST, Clock, timestamp, utc_now
 from kmsir.evidence.calls import Call
+from kmsir.evidence.entries import (
+    Anchor,
+    AnchorFailed,
+    AnchorKey,
+    ApiCall,
+    ApiIntent,
+    Inject,
+    LockOverridden,
+    Repair,
+    RunInterrupted,
+    RunResumed,
+    RunStarted,
+)
 from kmsir.evidence.journal import BundleWriter, settle_derived, write_manifest
 from kmsir.evidence.locks import RunLocks
 from kmsir.evidence.signatures import ANCHOR_FORMAT, anchor_digest
 from kmsir.keypolicy import principal_arn
-from kmsir.playbook.model import LoadedPlaybook, Step
+from kmsir.playbook.model import LoadedPlaybook
 from kmsir.prompts import Prompter
 from kmsir.run.resume import RunState
-from kmsir.run.steps import RETRYABLE, Mode, RunOptions, StepRecord, StepRunner
+from kmsir.run.steps import RETRYABLE, Mode, RunOptions, Services, StepRecord, StepRunner
 from kmsir.signer import KmsSigner
 
 __all__ = ["RETRYABLE", "AfterStep", "Engine", "Mode", "RunOptions", "RunResult", "StepRecord"]
@@ -120,10 +135,10 @@ class Engine:
                 options.mode,
                 simulated=options.scenario is not None,
             )
-            bundle.append("run-started", self._metadata(loaded, inputs, options, info, operator))
+            bundle.append(RunStarted(**self._metadata(loaded, inputs, options, info, operator)))
             self._record_locks(bundle, locks)
             if anchor_key is not None:
-                bundle.append("anchor-key", anchor_key)
+                bundle.append(AnchorKey(**anchor_key))
             return self._drive(bundle, loaded, dict(inputs), {}, info, options, None, locks)
 
     def resume(self, loaded: LoadedPlaybook, state: RunState, options: RunOptions) -> RunResult:
@@ -135,33 +150,31 @@ class Engine:
         with self._locks(options) as locks:  # held until the run ends, however it ends
             locks.incident(options.incident_id)
             bundle, repaired = BundleWriter.reopen(state.root, clock=self.clock)
-            run_id = str(state.meta.get("run_id") or bundle.run_id)
+            run_id = state.meta.run_id or bundle.run_id
             locks.describe(run_id=run_id, bundle=str(bundle.root))
             self.on_bundle(bundle.root)
             previous = state.finished
             if previous is not None and not (state.root / MANIFEST).exists():
                 write_manifest(state.root)  # the finished part stays anchored by its manifest
-            settle_derived(state.root, state.entries)  # derived files' temporaries
-            explained, _ = integrity.leftovers(
-                state.root, state.entries
-            )  # the torn line is no entry
+            settle_derived(state.root, state.view)  # derived files' temporaries
+            # the torn line is no entry
+            explained, _ = integrity.leftovers(state.root, state.view)
             if explained:
                 repaired["leftovers"] = [vars(item) for item in explained]
-            if unsigned_anchor(state.root, state.entries):
+            if unsigned_anchor(state.root, state.view):
                 # the run died while KMS signed its last entry: no signature came
-                repaired["unsigned_anchor"] = state.entries[-1]["seq"]
+                repaired["unsigned_anchor"] = state.view.lines
             if repaired:
-                bundle.append("repair", repaired)
+                bundle.append(Repair(**repaired))
             bundle.append(
-                "run-resumed",
-                {
+                RunResumed(
                     **self._custody(operator, options),
-                    "previous": {
-                        "status": previous["data"].get("status") if previous else "interrupted",
-                        "entries": len(state.entries),
-                        "head": state.entries[-1]["hash"] if state.entries else None,
+                    previous={
+                        "status": previous.status if previous else "interrupted",
+                        "entries": state.view.lines,
+                        "head": state.view.head,
                     },
-                    "resume_at": next(
+                    resume_at=next(
                         (
                             s.id
                             for s in loaded.playbook.steps
@@ -170,20 +183,26 @@ class Engine:
                         None,
                     ),
                     **dict(options.extra),
-                },
+                )
             )
             self._record_locks(bundle, locks)
             if anchor_key is not None:
-                bundle.append("anchor-key", anchor_key)
+                bundle.append(AnchorKey(**anchor_key))
             info = RunInfo(
                 options.incident_id,
                 run_id,
                 options.mode,
                 simulated=options.scenario is not None,
             )
-            inputs = inputs_in_effect(state.entries)
             return self._drive(
-                bundle, loaded, inputs, state.context_steps(), info, options, state, locks
+                bundle,
+                loaded,
+                dict(state.view.inputs),
+                state.view.context_steps(),
+                info,
+                options,
+                state,
+                locks,
             )
 
     def _drive(
@@ -197,18 +216,15 @@ class Engine:
         state: RunState | None,
         locks: RunLocks,
     ) -> RunResult:
+        services = Services(
+            self.actions, self.clients, self.prompter, self.reporter, self.clock, self.sleep
+        )
         runner = StepRunner(
-            actions=self.actions,
-            clients=self.clients,
-            prompter=self.prompter,
-            reporter=self.reporter,
-            clock=self.clock,
-            sleep=self.sleep,
+            services,
             bundle=bundle,
             info=info,
             options=options,
-            total=len(loaded.playbook.steps),
-            inputs=loaded.playbook.inputs,
+            playbook=loaded.playbook,
             locks=locks,
         )
         self._runner = runner
@@ -234,8 +250,8 @@ class Engine:
                 started = started or step.id == options.start_at
                 if prior is not None and prior.skip_pending:
                     record = runner.skip(step, "skipped after failure (answered before)")
-                elif prior is not None and prior.done(step.on_error) and prior.outcome:
-                    record = _record_of(step, prior.outcome)
+                elif prior is not None and prior.done(step.on_error):
+                    record = StepRecord(step.id, step.title, prior.status, prior.summary)
                     result.steps.append(record)
                     if record.status == "failed":
                         result.status, result.error = "failed", record.summary
@@ -261,7 +277,7 @@ class Engine:
             # so the last entry chains to it, and leave the run unfinished for resume.
             if bundle.resync():
                 with contextlib.suppress(EvidenceError):
-                    bundle.append("run-interrupted", {"reason": "interrupted (Ctrl-C)"})
+                    bundle.append(RunInterrupted(reason="interrupted (Ctrl-C)"))
             bundle.close()
             result.status = "interrupted"
             raise
@@ -269,18 +285,14 @@ class Engine:
             # Anything else (a bug, the evidence disk failing, a bad answer): record why the
             # run stopped and leave a finished, verifiable bundle, then let the CLI report it.
             with contextlib.suppress(Exception):
-                bundle.finish("failed", {"error": f"{type(exc).__name__}: {exc}"[:2000]})
+                bundle.finish("failed", f"{type(exc).__name__}: {exc}"[:2000])
             bundle.close()  # a full disk may have failed the finish: let the journal go
             raise
         finally:
             self._runner = None
             self.clients.recorder = None
             self.clients.intent_recorder = None
-        bundle.finish(
-            result.status,
-            {"error": result.error} if result.error else None,
-            seal=lambda: self._anchor(bundle, info),
-        )
+        bundle.finish(result.status, result.error, seal=lambda: self._anchor(bundle, info))
         return result
 
     # -- locks and the anchor -----------------------------------------------------------------
@@ -302,7 +314,7 @@ class Engine:
     def _record_locks(bundle: BundleWriter, locks: RunLocks) -> None:
         """Journal the locks of other runs that ``--force`` went past."""
         for overridden in locks.overridden:
-            bundle.append("lock-overridden", overridden)
+            bundle.append(LockOverridden(**overridden))
 
     def _anchor(self, bundle: BundleWriter, info: RunInfo) -> None:
         """Sign the journal's chain head (``--anchor-key``): an ``anchor`` entry, which KMS
@@ -311,16 +323,16 @@ class Engine:
         if self.anchor is None:
             return
         key = self.anchor.describe()
-        entry = bundle.append("anchor", {"key_arn": key["key_arn"]})
-        digest = anchor_digest(info.run_id, entry["seq"], entry["hash"])
+        entry = bundle.append(Anchor(key_arn=key["key_arn"]))
+        digest = anchor_digest(info.run_id, entry.seq, entry.hash)
         try:
             signature = self.anchor.sign(digest)
             bundle.write_anchor(
                 {
                     "format": ANCHOR_FORMAT,
                     "run_id": info.run_id,
-                    "seq": entry["seq"],
-                    "head": entry["hash"],
+                    "seq": entry.seq,
+                    "head": entry.hash,
                     "key_arn": key["key_arn"],
                     "algorithm": key["algorithm"],
                     "sha256": digest,
@@ -328,15 +340,15 @@ class Engine:
                 }
             )
         except KmsirError as exc:
-            bundle.append("anchor-failed", {"error": str(exc)[:500]})
+            bundle.append(AnchorFailed(error=str(exc)[:500]))
             self.warn(
-                f"kmsir: warning: the journal was not signed after entry {entry['seq']}: {exc}"
+                f"kmsir: warning: the journal was not signed after entry {entry.seq}: {exc}"
             )
         except BaseException:
             # Ctrl-C while KMS signs: say the signature never came, before anything else is
             # journaled (the entry would otherwise stand for a signature anchor.json lacks)
             with contextlib.suppress(EvidenceError):
-                bundle.append("anchor-failed", {"error": "interrupted before it was signed"})
+                bundle.append(AnchorFailed(error="interrupted before it was signed"))
             raise
 
     def _after_step(self, bundle: BundleWriter, step_id: str) -> None:
@@ -344,45 +356,24 @@ class Engine:
         if self.after_step is None:
             return
         for record in self.after_step(step_id):
-            bundle.append("inject", dict(record), step=step_id)
+            bundle.append(Inject(record=dict(record)), step=step_id)
             self.reporter.notice(str(record.get("say") or f"inject after step {step_id}"))
 
     # -- journal helpers ------------------------------------------------------------------
 
-    def _journal(self, type_: str, data: dict[str, Any]) -> None:
+    def _journal(self, record: ApiCall | ApiIntent) -> None:
         """An entry for the step running now (API calls are made during steps)."""
         runner = self._runner
         if runner is not None:
-            runner.bundle.append(type_, data, step=runner.current_step)
+            runner.bundle.append(record, step=runner.current_step)
 
     def _record_call(self, call: Call) -> None:
-        self._journal(
-            "api-call",
-            {
-                "service": call.service,
-                "operation": call.operation,
-                "region": call.region,
-                "params": call.params,
-                "http_status": call.http_status,
-                "request_id": call.request_id,
-                "error_code": call.error_code,
-                "call": call.call,
-            },
-        )
+        self._journal(ApiCall(**msgspec.structs.asdict(call)))
 
     def _record_intent(self, call: Call) -> None:
         """A state-changing call about to be sent: journaled first, so a crash before its
         result is journaled still shows it may have reached AWS."""
-        self._journal(
-            "api-intent",
-            {
-                "service": call.service,
-                "operation": call.operation,
-                "region": call.region,
-                "params": call.params,
-                "call": call.call,
-            },
-        )
+        self._journal(ApiIntent(**msgspec.structs.asdict(call)))
 
     def _operator(self) -> dict[str, Any]:
         sts = self.clients.client("sts")
@@ -442,16 +433,6 @@ class Engine:
             "host": socket.gethostname(),
             "location": str(options.evidence_dir.resolve()),
         }
-
-
-def _record_of(step: Step, outcome: dict[str, Any]) -> StepRecord:
-    """The summary line of a step that finished before the run was resumed."""
-    data = outcome["data"]
-    if outcome["type"] == "step-succeeded":
-        return StepRecord(step.id, step.title, str(data.get("status")), str(data.get("summary")))
-    if outcome["type"] == "step-skipped":
-        return StepRecord(step.id, step.title, str(data.get("status")), str(data.get("reason")))
-    return StepRecord(step.id, step.title, "failed", str(data.get("error")))
 
 
 def _local_user() -> str:

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from kmsir.actions import Registry
-from kmsir.actions.base import IRREVERSIBLE
+from kmsir.actions.base import IRREVERSIBLE, permitted_calls
 from kmsir.errors import KmsirError
+from kmsir.evidence.calls import Call
 from kmsir.playbook import templating
 from kmsir.playbook.model import Playbook
 
@@ -28,7 +29,8 @@ class PlannedStep:
     phase: str | None
     action: str
     when: str | None
-    calls: tuple[str, ...]
+    #: Shown with ``evidence.calls.describe``; a value decided at run time stays a template.
+    calls: tuple[Call, ...]
     permissions: tuple[str, ...]
     mutating: bool
     inverse: str | None  # None: nothing to undo; IRREVERSIBLE: cannot be undone
@@ -50,7 +52,8 @@ def plan(playbook: Playbook, actions: Registry, inputs: Mapping[str, Any]) -> li
         try:
             calls = tuple(action.api_calls(params))
         except (KmsirError, AttributeError, TypeError, ValueError):
-            calls = tuple(p for p in action.permissions if not p.startswith("sts:"))
+            needed = [p for p in action.permissions if not p.startswith("sts:")]
+            calls = tuple(permitted_calls(needed))
         planned.append(
             PlannedStep(
                 number=number,

@@ -9,68 +9,15 @@ that is not done; nothing that already ran is rendered or run again.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from kmsir.errors import TamperedError, UsageError
 from kmsir.evidence import bundle as evidence
 from kmsir.evidence import integrity
 from kmsir.evidence import journal as writer
-
-_OUTCOMES = ("step-succeeded", "step-skipped", "step-failed")
-_ATTEMPT = re.compile(r"^artifacts/\d+-[^/.]+(?:\.(\d+))?/")
-
-
-@dataclass
-class StepState:
-    """One step as the journal leaves it.
-
-    What an unfinished attempt did (calls sent, the state recorded before changing it, notes
-    and answers) is carried over failed and interrupted attempts until the step succeeds or
-    is skipped, so a later attempt knows what an earlier one already changed or was told.
-    """
-
-    step_id: str
-    outcome: dict[str, Any] | None = None  # the last step-succeeded/-skipped/-failed entry
-    started: bool = False  # a step-started after the last outcome: in flight
-    decision: dict[str, Any] | None = None  # the last "run ..." approval
-    on_error: str | None = None  # the answer to "on error" after the last failure
-    sent: list[dict[str, Any]] = field(default_factory=list)  # changing calls not refused
-    before: dict[str, Any] | None = None  # the state recorded before the first change
-    recorded: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # notes, answers
-    attempts: int = 0  # the highest artifact attempt folder used
-
-    def done(self, on_error: str = "abort") -> bool:
-        """True when resume must not run the step again (``on_error``: the step's setting)."""
-        if self.started or self.outcome is None:
-            return False
-        if self.outcome["type"] == "step-failed":
-            if self.outcome["data"].get("stopped_run"):
-                return False  # its evidence could not be kept: it runs again
-            return on_error == "continue" or self.skip_pending
-        return True
-
-    @property
-    def skip_pending(self) -> bool:
-        """The responder chose to skip the failed step; the run stopped before recording it."""
-        return (
-            not self.started
-            and self.outcome is not None
-            and self.outcome["type"] == "step-failed"
-            and self.on_error == "skip"
-        )
-
-    @property
-    def in_flight(self) -> bool:
-        """True when the step started and the run stopped before its outcome."""
-        return self.started
-
-    @property
-    def unfinished_work(self) -> bool:
-        """True when an earlier attempt sent a change, recorded a state or an answer."""
-        return self.started or bool(self.sent or self.before or self.recorded)
+from kmsir.evidence.entries import RunStarted
+from kmsir.evidence.view import Finished, RunView, StepView
 
 
 @dataclass
@@ -78,31 +25,28 @@ class RunState:
     """An interrupted or failed run, ready to continue."""
 
     root: Path
-    meta: dict[str, Any]
-    entries: list[dict[str, Any]]
-    steps: dict[str, StepState]
+    view: RunView
     torn_tail: str | None
 
     @property
-    def finished(self) -> dict[str, Any] | None:
-        """The run-finished entry ending the run, if any."""
-        return evidence.finished_entry(self.entries)
+    def meta(self) -> RunStarted:
+        """What the run-started entry recorded."""
+        assert self.view.meta is not None
+        return self.view.meta
+
+    @property
+    def steps(self) -> dict[str, StepView]:
+        return self.view.steps
+
+    @property
+    def finished(self) -> Finished | None:
+        """How the run ended, if it did (after its last resume)."""
+        return self.view.finished
 
     @property
     def succeeded(self) -> bool:
         """True when the run finished and every step's work is done."""
-        finished = self.finished
-        return finished is not None and finished["data"].get("status") == "succeeded"
-
-    def context_steps(self) -> dict[str, dict[str, Any]]:
-        """``steps.<id>`` for the template context, as the original run had it."""
-        found: dict[str, dict[str, Any]] = {}
-        for state in self.steps.values():
-            outcome = state.outcome
-            if not state.started and outcome is not None and outcome["type"] == "step-succeeded":
-                data = outcome["data"]
-                found[state.step_id] = {**(data.get("outputs") or {}), "status": data["status"]}
-        return found
+        return self.view.status == "succeeded"
 
 
 def load(root: Path) -> RunState:
@@ -120,44 +64,27 @@ def load(root: Path) -> RunState:
         raise TamperedError(
             [f"not resumed (altered evidence is never built on): {p}" for p in problems]
         )
-    entries = checked.entries
-    started = next((e for e in entries if e["type"] == "run-started"), None)
-    if started is None:
+    if checked.view.meta is None:
         raise UsageError(
             f"{root}: the run stopped while writing its first journal line; there is nothing "
             "to resume (start it again with kmsir run)"
         )
-    return RunState(root, started["data"], entries, step_states(entries), checked.torn_tail)
+    return RunState(root, checked.view, checked.torn_tail)
 
 
-def step_states(entries: list[dict[str, Any]]) -> dict[str, StepState]:
-    """Each step's state after the journal ``entries``."""
-    steps: dict[str, StepState] = {}
-    sent = {id(e) for e in evidence.sent_intents(entries)}  # AWS refused the others
-    for entry in entries:
-        type_, data, step_id = entry["type"], entry["data"], entry.get("step")
-        if step_id is None:
+def unfinished_runs(incident_dir: Path, playbook_id: str) -> list[Path]:
+    """The bundles of ``incident_dir`` whose run of playbook ``playbook_id`` did not succeed
+    (to be resumed, not restarted part-way with ``--start-at``)."""
+    if not incident_dir.is_dir():
+        return []
+    found = []
+    for root in sorted(incident_dir.iterdir()):
+        journal = root / evidence.JOURNAL
+        if not journal.is_file():
             continue
-        state = steps.setdefault(step_id, StepState(step_id))
-        if type_ in _OUTCOMES:
-            state.outcome, state.started, state.on_error = entry, False, None
-            if type_ != "step-failed":  # done: nothing carries over to a later run of it
-                state.sent, state.before, state.recorded, state.decision = [], None, [], None
-        elif type_ == "step-started":
-            state.started = True
-        elif type_ == "decision" and str(data.get("question", "")).startswith("run "):
-            # an abort stopped the run before the step: on resume it is asked afresh
-            state.decision = entry if data.get("answer") != "aborted" else None
-        elif type_ == "decision" and data.get("question") == "on error":
-            state.on_error = str(data.get("answer"))
-        elif type_ in ("decision", "note"):
-            state.recorded.append((type_, data))
-        elif type_ == "api-intent" and id(entry) in sent:
-            state.sent.append(data)
-        elif type_ == "before-change" and state.before is None:
-            state.before = data.get("before")
-        elif type_ == "artifact-intent":
-            match = _ATTEMPT.match(str(data.get("path", "")))
-            attempt = int(match[1]) if match and match[1] else 1
-            state.attempts = max(state.attempts, attempt)
-    return steps
+        view = evidence.read_journal(journal).view()
+        if view.meta is None or view.meta.playbook.get("id") != playbook_id:
+            continue
+        if view.status != "succeeded":
+            found.append(root)
+    return found

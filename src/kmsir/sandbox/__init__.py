@@ -19,13 +19,16 @@ from datetime import datetime, timedelta, timezone
 from types import TracebackType
 from typing import Any
 
-from kmsir.aws import ClientFactory, refuse_transport
-from kmsir.evidence.bundle import canonical, inject_records, sent_intents, sha256_hex, timestamp
+from kmsir.aws import ClientFactory, refuse_unanswered
+from kmsir.evidence.bundle import canonical, sha256_hex, timestamp
+from kmsir.evidence.calls import Call
+from kmsir.evidence.view import RunView
 from kmsir.playbook import templating
 from kmsir.playbook.values import duration_seconds
 from kmsir.sandbox import history, lookup, shim
 from kmsir.sandbox.injects import Injects
-from kmsir.sandbox.scenario import ACCOUNT, Scenario, trail_bucket
+from kmsir.sandbox.scenario import ACCOUNT, trail_bucket
+from kmsir.sandbox.scenario_model import Scenario
 
 DUMMY_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "AKIAIOSFODNN7SANDBOX",
@@ -123,7 +126,7 @@ class Sandbox:
             aws_session_token=DUMMY_CREDENTIALS["AWS_SESSION_TOKEN"],
             region_name=self.region,
         )
-        session.events.register("creating-client-class", _ground_client_class)
+        refuse_unanswered(session.events)  # every client made from it, seeding and injects too
         return session
 
     def client_factory(self) -> ClientFactory:
@@ -190,7 +193,7 @@ class Sandbox:
         """sha256 of the scenario as loaded: a changed scenario would seed another world."""
         return sha256_hex(canonical(self.scenario.model_dump(mode="json")))
 
-    def replay(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
+    def replay(self, view: RunView) -> dict[str, Any]:
         """Re-apply the state-changing calls and the injects a journal records, in journal
         order, to this re-seeded world, so a resumed run continues where the interrupted one
         left the sandbox.
@@ -205,27 +208,25 @@ class Sandbox:
 
         session = self.session()
         replayed, refused, injects = 0, [], 0
-        sent = {id(entry) for entry in sent_intents(entries)}
-        for entry in entries:
-            if id(entry) not in sent:
-                injects += sum(self.injects.refire(r) for r in inject_records(entry))
+        for change in view.world:
+            intent = change.record
+            if not isinstance(intent, Call):
+                injects += self.injects.refire(intent)
                 continue
-            intent = entry["data"]
-            client = session.client(intent["service"], region_name=intent["region"])
+            client = session.client(intent.service, region_name=intent.region)
             try:
-                getattr(client, xform_name(intent["operation"]))(**intent["params"])
+                getattr(client, xform_name(intent.operation))(**intent.params)
             except ClientError as exc:
-                refused.append(f"{intent['operation']}: {exc.response['Error'].get('Code')}")
+                refused.append(f"{intent.operation}: {exc.response['Error'].get('Code')}")
             except Exception as exc:  # moto may not implement it: say so and go on
-                refused.append(f"{intent['operation']}: {type(exc).__name__}")
+                refused.append(f"{intent.operation}: {type(exc).__name__}")
             else:
                 replayed += 1
         result: dict[str, Any] = {"replayed": replayed, "refused": refused}
         if injects:
             result["injects_replayed"] = injects
-        started = next((e for e in entries if e.get("type") == "run-started"), None)
-        if started is not None and (started.get("data") or {}).get("mode") != "check":
-            late = [self.injects.fire(n, self.clock()) for n in self.injects.owed(entries)]
+        if view.meta is not None and view.mode != "check":
+            late = [self.injects.fire(n, self.clock()) for n in self.injects.owed(view)]
             if late:
                 result["injects"] = late
         return result
@@ -330,16 +331,3 @@ class Sandbox:
     def render(self, value: Any) -> Any:
         """A scenario value with its templates rendered over the seeded world."""
         return templating.render_value(value, self.template_context())
-
-
-class _Grounded:
-    """Mixed into every client class of a sandbox session: the client's transport refuses."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        refuse_transport(self)
-
-
-def _ground_client_class(base_classes: list[type], **_: Any) -> None:
-    """botocore's hook for the bases of a client class about to be made."""
-    base_classes.insert(0, _Grounded)

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from kmsir.playbook.values import duration_seconds
-from kmsir.sandbox.scenario import EventSpec, IdentitySpec, Scenario
+from kmsir.sandbox.scenario_model import EventSpec, IdentitySpec, Scenario
 
 
 class World(Protocol):

@@ -29,17 +29,15 @@ from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from kmsir.evidence.bundle import timestamp
+from kmsir.evidence.view import RunView
 from kmsir.playbook.values import parse_time
 from kmsir.sandbox import history, lookup
-from kmsir.sandbox.scenario import (
+from kmsir.sandbox.scenario_model import (
     CallSpec,
     CreateGrantCall,
     PutKeyPolicyCall,
     ScheduleDeletionCall,
 )
-
-#: Journal entries that start or end a step: the last one says whether the step was done.
-_STEP_ENTRIES = frozenset({"step-started", "step-succeeded", "step-skipped", "step-failed"})
 
 
 class InjectWorld(history.World, Protocol):
@@ -115,22 +113,16 @@ class Injects:
         self.fire(index, moment)
         return True
 
-    def owed(self, entries: list[dict[str, Any]]) -> list[int]:
-        """Injects whose step was done in ``entries`` but that were never journaled.
-
-        A step was done if its last entry is ``step-succeeded`` (succeeded, or already so):
-        not skipped, not failed (a run stopped at the step's preview journals that), and
-        not started again since (it is re-run, and its injects follow that run).
-        """
-        last: dict[str, str] = {}
-        for entry in entries:
-            step = entry.get("step")
-            if step is not None and entry.get("type") in _STEP_ENTRIES:
-                last[str(step)] = str(entry["type"])
+    def owed(self, view: RunView) -> list[int]:
+        """Injects whose step was done in the run ``view`` tells of but that were never
+        journaled: the step succeeded (or was already so) and was not started again since (it
+        is re-run, and its injects follow that run); not skipped, not failed (a run stopped
+        at the step's preview journals that)."""
+        done = {s.id for s in view.steps.values() if s.done_ok}
         return [
             n
             for n, inject in enumerate(self.world.scenario.injects)
-            if n not in self.fired and last.get(inject.after) == "step-succeeded"
+            if n not in self.fired and inject.after in done
         ]
 
     def _call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:

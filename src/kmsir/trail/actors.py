@@ -7,7 +7,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from kmsir.trail.events import clip
-from kmsir.trail.findings import Finding, Severity, account_of, actor_of
+from kmsir.trail.fields import account_of, actor_of
+from kmsir.trail.finding import Finding, Severity
 
 #: Access keys listed per actor (a forged trail may name any number).
 MAX_KEYS = 20

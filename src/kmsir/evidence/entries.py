@@ -1,0 +1,478 @@
+"""The journal's entries, one typed model per entry type: the only place their names are spelt.
+
+A journal line is an envelope (``seq``, ``ts``, ``type``, ``step``, ``data``, ``prev``,
+``hash``) whose ``data`` has the shape its ``type`` gives it. Writers build a *record* (the
+``data`` model, e.g. ``StepStarted``) and hand it to ``journal.BundleWriter.append``, which
+wraps it in an envelope; ``read`` turns a parsed line back into a typed ``Entry`` (a tagged
+union on ``type``) or says in one line why it cannot (``Malformed``). Nothing but
+``view.fold`` reads entries: everything else reads the ``RunView`` it makes.
+
+The on-disk form is the one releases 0.2 and earlier wrote: a field that a record always
+carried is required here, and a field written only when it said something (``stopped_run``,
+``rechecked``, an extra of the run) has a default and is left out when it has it. Unknown
+fields are ignored on reading, so a newer journal still reads.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar, Union
+
+import msgspec
+
+from kmsir.evidence.calls import Call
+
+Json = dict[str, Any]
+
+
+class Record(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """The ``data`` of one journal entry; ``TYPE`` is the entry type it is written as,
+    ``ALWAYS`` the fields written even at their default (as releases always wrote them)."""
+
+    TYPE: ClassVar[str]
+    ALWAYS: ClassVar[tuple[str, ...]] = ()
+
+
+# -- the run ---------------------------------------------------------------------------------
+
+
+class Custody(Record, frozen=True, kw_only=True):
+    """Who handled the evidence, with what, where (recorded at start and at each resume)."""
+
+    tool: Json
+    versions: Json
+    operator: Json
+    host: str
+    location: str
+    #: The answers a run was given up front (an answers file, a scenario's script).
+    answers: Json | None = None
+
+
+class RunStarted(Custody, frozen=True, kw_only=True):
+    TYPE = "run-started"
+    playbook: Json
+    incident: str
+    run_id: str
+    inputs: Json
+    mode: str
+    simulated: bool
+    scenario: str | None
+    region: str | None
+    #: The sandbox world the run was played in (its clock, scenario and source).
+    sandbox: Json | None = None
+
+
+class RunResumed(Custody, frozen=True, kw_only=True):
+    TYPE = "run-resumed"
+    previous: Json
+    resume_at: str | None
+    #: A resumed sandbox run's rebuilt world: the changes replayed and the injects fired.
+    sandbox_replay: Json | None = None
+
+
+class RunFinished(Record, frozen=True, kw_only=True):
+    TYPE = "run-finished"
+    status: str
+    error: str | None = None
+
+
+class RunInterrupted(Record, frozen=True, kw_only=True):
+    TYPE = "run-interrupted"
+    reason: str
+
+
+class Repair(Record, frozen=True, kw_only=True):
+    """What resume found and recorded before going on: a torn last line moved to
+    ``quarantine/``, files an interrupted write left, a signature that never came."""
+
+    TYPE = "repair"
+    torn_tail: Json | None = None
+    leftovers: list[Json] | None = None
+    unsigned_anchor: int | None = None
+
+
+class LockOverridden(Record, frozen=True, kw_only=True):
+    TYPE = "lock-overridden"
+    lock: str
+    holder: Json
+
+
+class AnchorKey(Record, frozen=True, kw_only=True):
+    TYPE = "anchor-key"
+    key_arn: str
+    algorithm: str | None = None
+    public_key_pem: str
+
+
+class Anchor(Record, frozen=True, kw_only=True):
+    TYPE = "anchor"
+    key_arn: str
+
+
+class AnchorFailed(Record, frozen=True, kw_only=True):
+    TYPE = "anchor-failed"
+    error: str
+
+
+class ReportWritten(Record, frozen=True, kw_only=True):
+    TYPE = "report-written"
+    path: str
+    sha256: str
+    bytes: int
+    format: str
+    kmsir: str
+    template: str
+    template_sha256: str
+
+
+# -- files -----------------------------------------------------------------------------------
+
+
+class ArtifactIntent(Record, frozen=True, kw_only=True):
+    """An artifact about to be written: journaled before its bytes reach the disk."""
+
+    TYPE = "artifact-intent"
+    path: str
+    sha256: str
+    bytes: int
+
+
+class Artifact(Record, frozen=True, kw_only=True):
+    """An artifact written, as the journal and the manifest record it."""
+
+    TYPE = "artifact"
+    path: str
+    sha256: str
+    bytes: int
+    step: str
+    created: str
+
+
+class InputFile(Record, frozen=True, kw_only=True):
+    """A file read from outside the bundle (a policy to put), with its provenance."""
+
+    TYPE = "input-file"
+    path: str
+    sha256: str
+    bytes: int
+    #: The bundle it is an artifact of, when it is one.
+    bundle: str | None = None
+
+
+class InputSkipped(Record, frozen=True, kw_only=True):
+    """Input a step could not read (CloudTrail records), counted by reason."""
+
+    TYPE = "input-skipped"
+    counts: dict[str, int]
+    examples: list[Any]
+
+
+# -- steps -----------------------------------------------------------------------------------
+
+
+class StepStarted(Record, frozen=True, kw_only=True):
+    TYPE = "step-started"
+    action: str
+    name: str
+    phase: str | None
+    params: Json
+    mutating: bool
+    inverse: str | None
+
+
+class StepSucceeded(Record, frozen=True, kw_only=True):
+    TYPE = "step-succeeded"
+    action: str
+    status: str
+    summary: str
+    outputs: Json
+    before: Json | None
+    after: Json | None
+    inverse: str | None
+    inverse_until: str | None
+    rechecked: bool = False
+
+
+class StepSkipped(Record, frozen=True, kw_only=True):
+    TYPE = "step-skipped"
+    reason: str
+    status: str
+    action: str
+    name: str
+    phase: str | None
+
+
+class StepFailed(Record, frozen=True, kw_only=True):
+    TYPE = "step-failed"
+    error: str
+    action: str
+    name: str
+    phase: str | None
+    #: The evidence could not be kept: the run stopped whatever ``on_error`` said.
+    stopped_run: bool = False
+
+
+class StepRetry(Record, frozen=True, kw_only=True):
+    TYPE = "step-retry"
+    attempt: int
+    error: str
+
+
+class Decision(Record, frozen=True, kw_only=True):
+    """A person's (or an answers file's) answer. Approving a step carries what was shown:
+    the calls, the state and the undo; releases before 0.3 journaled the calls as text."""
+
+    TYPE = "decision"
+    question: str
+    answer: Any
+    by: str
+    reason: str | None
+    calls: list[Call | str] | None = None
+    state: str | None = None
+    inverse: str | None = None
+
+
+class Note(Record, frozen=True, kw_only=True):
+    TYPE = "note"
+    text: str
+    by: str | None = None
+
+
+class InputChanged(Record, frozen=True, kw_only=True):
+    """An input the responder corrected after a failure."""
+
+    TYPE = "input-changed"
+    name: str
+    from_: Any = msgspec.field(name="from")
+    to: Any
+    by: str
+
+
+class Recheck(Record, frozen=True, kw_only=True):
+    """A step that was in flight when the run stopped, re-read before anything is re-sent."""
+
+    TYPE = "recheck"
+    reason: str
+    sent_before: list[str]
+    state: str | None
+    would_call: list[Call | str]
+
+
+class CheckMode(Record, frozen=True, kw_only=True):
+    TYPE = "check-mode"
+    would_call: list[Call | str]
+    target: str | None
+    state: str | None
+
+
+class BeforeChange(Record, frozen=True, kw_only=True):
+    """The state a step recorded before its first change."""
+
+    TYPE = "before-change"
+    before: Json | None
+
+
+class ApiIntent(Call, frozen=True, kw_only=True):
+    """A state-changing call about to be sent (its result may never be journaled)."""
+
+    TYPE: ClassVar[str] = "api-intent"
+    ALWAYS: ClassVar[tuple[str, ...]] = ("region", "params", "call")
+
+
+class ApiCall(Call, frozen=True, kw_only=True):
+    """An API call and AWS's answer."""
+
+    TYPE: ClassVar[str] = "api-call"
+    ALWAYS: ClassVar[tuple[str, ...]] = (
+        "region",
+        "params",
+        "http_status",
+        "request_id",
+        "error_code",
+        "call",
+    )
+
+
+class Query(Record, frozen=True, kw_only=True):
+    """A query a step ran (Athena, CloudTrail Lake), with its id and SQL."""
+
+    TYPE = "query"
+    service: str
+    id: str
+    sql: str
+
+
+class Inject(Record, frozen=True, kw_only=True):
+    """What a sandbox scenario's world did after a step (its record, with a ``say`` line)."""
+
+    TYPE = "inject"
+    record: Json
+
+
+# -- envelopes -------------------------------------------------------------------------------
+
+#: Every record type, by the entry type it is journaled as.
+RECORDS: dict[str, type[Any]] = {
+    cls.TYPE: cls
+    for cls in (
+        RunStarted,
+        RunResumed,
+        RunFinished,
+        RunInterrupted,
+        Repair,
+        LockOverridden,
+        AnchorKey,
+        Anchor,
+        AnchorFailed,
+        ReportWritten,
+        ArtifactIntent,
+        Artifact,
+        InputFile,
+        InputSkipped,
+        StepStarted,
+        StepSucceeded,
+        StepSkipped,
+        StepFailed,
+        StepRetry,
+        Decision,
+        Note,
+        InputChanged,
+        Recheck,
+        CheckMode,
+        BeforeChange,
+        ApiIntent,
+        ApiCall,
+        Query,
+        Inject,
+    )
+}
+
+
+class Entry(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """One journal line: where it stands in the chain, when, for which step, and its record
+    (``data``; ``data.TYPE`` is the line's ``type``). One subclass per entry type, tagged
+    with it, makes the union ``read`` decodes into."""
+
+    seq: int
+    ts: str
+    step: str | None
+    data: Any
+    prev: str | None
+    hash: str
+
+    @property
+    def type(self) -> str:
+        """The entry type (the record's)."""
+        return str(self.data.TYPE)
+
+    @property
+    def at(self) -> datetime:
+        """``ts`` as an aware datetime."""
+        return datetime.fromisoformat(self.ts.replace("Z", "+00:00"))
+
+
+def _envelope(model: type[Any]) -> type[Entry]:
+    # an inject's data is the world's own record, kept whole as a mapping
+    data = Json if model is Inject else model
+    envelope: Any = msgspec.defstruct(
+        f"{model.__name__}Entry",
+        [("data", data)],
+        bases=(Entry,),
+        tag=model.TYPE,
+        frozen=True,
+        kw_only=True,
+        module=__name__,
+    )
+    return envelope  # type: ignore[no-any-return]
+
+
+_ENVELOPES = tuple(_envelope(model) for model in RECORDS.values())
+_ANY_ENTRY: Any = Union[_ENVELOPES]  # noqa: UP007 (a runtime union of generated types)
+
+
+class Malformed(ValueError):
+    """A journal line whose type is unknown or whose ``data`` has the wrong shape."""
+
+
+def read(raw: Json) -> Entry:
+    """A parsed, well-formed journal line as a typed ``Entry``; ``Malformed`` (one line
+    naming the field) when its type is unknown or its data does not fit the type."""
+    try:
+        entry: Entry = msgspec.convert(raw, _ANY_ENTRY)
+    except msgspec.ValidationError as exc:
+        kind = raw.get("type")
+        if kind not in RECORDS:
+            raise Malformed(f"unknown entry type {str(kind)[:40]!r}") from None
+        raise Malformed(f"not a valid {kind!r} entry: {exc}") from None
+    if isinstance(entry.data, dict):
+        entry = msgspec.structs.replace(entry, data=Inject(record=entry.data))
+    return entry
+
+
+#: What a writer hands the journal: a record, or an API call's intent or result.
+Journaled = Union[Record, "ApiIntent", "ApiCall"]
+
+
+def data_of(record: Journaled) -> tuple[str, Json]:
+    """The entry type and the ``data`` dict a record is journaled as (datetimes and bytes are
+    left for ``bundle.jsonable``, which writes them the way the journal always has)."""
+    kind = type(record).TYPE
+    if isinstance(record, Inject):
+        return kind, dict(record.record)
+    data: Json = msgspec.to_builtins(
+        record, builtin_types=(datetime, bytes, bytearray), enc_hook=str
+    )
+    # the fields a record always carried stay, null or empty, for readers of the file
+    always: tuple[str, ...] = getattr(record, "ALWAYS", ())
+    if isinstance(record, Decision) and record.calls is not None:
+        always = ("state", "inverse")  # an approval shows what was shown, undo or not
+    for name in always:
+        data.setdefault(name, jsonable_default(getattr(record, name)))
+    return kind, data
+
+
+def jsonable_default(value: Any) -> Any:
+    """A field left out at its default, as the journal writes it (``{}`` stays ``{}``)."""
+    return msgspec.to_builtins(value) if value is not None else None
+
+
+__all__ = [
+    "RECORDS",
+    "Anchor",
+    "AnchorFailed",
+    "AnchorKey",
+    "ApiCall",
+    "ApiIntent",
+    "Artifact",
+    "ArtifactIntent",
+    "BeforeChange",
+    "CheckMode",
+    "Custody",
+    "Decision",
+    "Entry",
+    "Inject",
+    "InputChanged",
+    "InputFile",
+    "InputSkipped",
+    "Journaled",
+    "LockOverridden",
+    "Malformed",
+    "Note",
+    "Query",
+    "Recheck",
+    "Record",
+    "Repair",
+    "ReportWritten",
+    "RunFinished",
+    "RunInterrupted",
+    "RunResumed",
+    "RunStarted",
+    "StepFailed",
+    "StepRetry",
+    "StepSkipped",
+    "StepStarted",
+    "StepSucceeded",
+    "data_of",
+    "read",
+]
+

@@ -1,0 +1,410 @@
+"""The one reading of a journal: ``fold(entries) -> RunView``.
+
+Resume (where each step stands, what an unfinished attempt already did), the manifest, the
+report, verification, sandbox replay and step retries all consume the ``RunView`` this makes;
+none of them reads journal entries itself. ``fold`` of a prefix of a journal is the run as it
+stood at that line (``verify`` compares a manifest with the journal it anchored).
+
+Two readings of a step live side by side, because resume and the report ask different
+questions: ``StepView.carried`` is what the step's unfinished attempts did (reset once it
+succeeds or is skipped: nothing carries over to a later run of it), the rest is its whole
+history (every call, every decision) for the report and the debrief.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+
+from kmsir.evidence import entries as e
+from kmsir.evidence.calls import Call
+
+Json = dict[str, Any]
+_ATTEMPT = re.compile(r"^artifacts/\d+-[^/.]+(?:\.(\d+))?/")
+#: Entries too fine-grained for the timeline (they are counted or indexed instead), and the
+#: records about the evidence rather than the response (signatures, reports).
+_NOT_IN_TIMELINE: tuple[type[Any], ...] = (
+    e.ApiCall,
+    e.ApiIntent,
+    e.Artifact,
+    e.ArtifactIntent,
+    e.BeforeChange,
+    e.StepStarted,
+    e.Anchor,
+    e.AnchorKey,
+    e.ReportWritten,
+)
+
+
+class View(msgspec.Struct, kw_only=True):
+    """Base of the view's parts: dumped as JSON for the committed fixtures."""
+
+
+class Moment(View, kw_only=True):
+    """One thing that happened, in journal order: a decision, a note, an inject..."""
+
+    seq: int
+    ts: str
+    step: str | None
+    record: Any
+
+
+class Seen(View, kw_only=True):
+    """A record and the journal line it is on."""
+
+    seq: int
+    ts: str
+    record: Any
+
+
+class Carried(View, kw_only=True):
+    """What a step's unfinished attempts did, carried to the next attempt (and to resume)
+    until the step succeeds or is skipped."""
+
+    sent: list[Call] = []  # state-changing calls AWS did not refuse
+    before: Json | None = None  # the state recorded before the first change
+    recorded: list[Any] = []  # decisions and notes made during an attempt
+    approval: Seen | None = None  # the last "run ..." approval (not an abort)
+    on_error: str | None = None  # the answer to "on error" after the last failure
+
+    @property
+    def any(self) -> bool:
+        return bool(self.sent or self.before or self.recorded)
+
+
+class StepView(View, kw_only=True):
+    """One step as the journal tells it."""
+
+    id: str
+    name: str
+    action: str
+    phase: str | None = None
+    #: "succeeded", "already", "failed", "skipped", "would-run"..., or "incomplete" (no
+    #: outcome recorded)
+    status: str = "incomplete"
+    summary: str = "started, no outcome recorded"
+    outcome: str | None = None  # "succeeded" | "skipped" | "failed": the last outcome
+    outcome_seq: int | None = None
+    stopped_run: bool = False
+    in_flight: bool = False  # started after its last outcome: the run stopped inside it
+    started: str | None = None
+    finished: str | None = None
+    mutating: bool = False
+    params: Json | None = None
+    outputs: Json = {}
+    before: Json | None = None
+    after: Json | None = None
+    inverse: str | None = None
+    inverse_until: str | None = None
+    rechecked: bool = False
+    approved_by: str | None = None  # from the last approval that showed calls
+    reason: str | None = None
+    calls: list[Call] = []  # every API call with AWS's answer
+    intents: list[Call] = []  # every state-changing call journaled before it was sent
+    retries: list[Seen] = []
+    attempts: int = 0  # the highest artifact attempt folder used
+    carried: Carried = msgspec.field(default_factory=Carried)
+
+    @property
+    def done_ok(self) -> bool:
+        """Succeeded (or already so) and not in flight since: its outputs stand."""
+        return self.outcome == "succeeded" and not self.in_flight
+
+    def done(self, on_error: str = "abort") -> bool:
+        """True when resume must not run the step again (``on_error``: the step's setting)."""
+        if self.in_flight or self.outcome is None:
+            return False
+        if self.outcome == "failed":
+            if self.stopped_run:
+                return False  # its evidence could not be kept: it runs again
+            return on_error == "continue" or self.skip_pending
+        return True
+
+    @property
+    def skip_pending(self) -> bool:
+        """The responder chose to skip the failed step; the run stopped before recording it."""
+        return not self.in_flight and self.outcome == "failed" and self.carried.on_error == "skip"
+
+    @property
+    def unfinished_work(self) -> bool:
+        """True when an earlier attempt sent a change, recorded a state or an answer."""
+        return self.in_flight or self.carried.any
+
+
+class Custody(View, kw_only=True):
+    """One handling of the evidence (NIST SP 800-61's evidence log)."""
+
+    event: str  # "started" | "resumed"
+    ts: str
+    operator: Json | None
+    host: str | None
+    location: str | None
+    tool: Json | None
+
+
+class Finished(View, kw_only=True):
+    seq: int
+    ts: str
+    status: str
+    error: str | None = None
+
+
+class RunView(View, kw_only=True):
+    """A run as its journal tells it."""
+
+    lines: int = 0  # journal lines read
+    head: str | None = None
+    hashes: list[str] = []  # each line's hash, by seq - 1
+    meta: e.RunStarted | None = None
+    started: str | None = None
+    custody: list[Custody] = []
+    resumes: list[Seen] = []  # run-resumed records
+    interruptions: list[Seen] = []
+    finished: Finished | None = None  # the finish after the last resume, if any
+    finished_once: bool = False  # a finish came before a later resume
+    inputs: Json = {}
+    input_changes: list[Json] = []
+    steps: dict[str, StepView] = {}
+    artifacts: list[Seen] = []
+    artifact_intents: list[Seen] = []
+    injects: list[Moment] = []  # journaled after steps, and those a resume replayed
+    reports: dict[str, Seen] = {}  # the last record of each report, by name
+    report_seqs: list[int] = []
+    repairs: list[Seen] = []
+    anchor_keys: list[Seen] = []
+    signatures: list[Seen] = []  # anchor entries whose signature was made
+    last_anchor: Seen | None = None  # the last anchor entry (signed or not)
+    anchor_failures: list[Seen] = []
+    locks_overridden: list[Moment] = []
+    input_files: list[Moment] = []
+    skipped_input: list[Moment] = []
+    queries: list[Moment] = []
+    timeline: list[Moment] = []
+    #: What the run did to the world, in journal order: each state-changing call AWS did not
+    #: refuse (a ``Call``) and each inject journaled or replayed (its record, a mapping).
+    world: list[Moment] = []
+    ends_with_anchor: bool = False
+
+    @property
+    def status(self) -> str:
+        return self.finished.status if self.finished is not None else "incomplete"
+
+    @property
+    def run_id(self) -> str | None:
+        return self.meta.run_id if self.meta is not None else None
+
+    @property
+    def mode(self) -> str | None:
+        return self.meta.mode if self.meta is not None else None
+
+    def context_steps(self) -> dict[str, Json]:
+        """``steps.<id>`` for the template context, as the original run had it."""
+        return {
+            s.id: {**s.outputs, "status": s.status} for s in self.steps.values() if s.done_ok
+        }
+
+
+def fold(entries: Iterable[e.Entry]) -> RunView:
+    """The run the journal ``entries`` tell of (a prefix tells the run as it stood then)."""
+    lines = list(entries)
+    refused = _refused(lines)
+    view = RunView()
+    for entry in lines:
+        view.lines += 1
+        view.head = entry.hash
+        view.hashes.append(entry.hash)
+        record = entry.data
+        step = _step(view, entry)
+        seen = Seen(seq=entry.seq, ts=entry.ts, record=record)
+        moment = Moment(seq=entry.seq, ts=entry.ts, step=entry.step, record=record)
+        if not isinstance(record, _NOT_IN_TIMELINE):
+            view.timeline.append(moment)
+        view.ends_with_anchor = isinstance(record, e.Anchor)
+        if isinstance(record, e.RunStarted):
+            if view.meta is None:
+                view.meta, view.started = record, entry.ts
+                view.inputs = dict(record.inputs or {})
+            view.custody.append(_custody("started", entry.ts, record))
+        elif isinstance(record, e.RunResumed):
+            view.resumes.append(seen)
+            view.custody.append(_custody("resumed", entry.ts, record))
+            if view.finished is not None:
+                view.finished, view.finished_once = None, True
+            replay = record.sandbox_replay or {}
+            late = replay.get("injects") if isinstance(replay, dict) else None
+            for item in late if isinstance(late, list) else []:
+                if isinstance(item, dict):
+                    fired = Moment(seq=entry.seq, ts=entry.ts, step=item.get("after"), record=item)
+                    view.injects.append(fired)
+                    view.world.append(fired)
+        elif isinstance(record, e.RunFinished):
+            view.finished = Finished(
+                seq=entry.seq, ts=entry.ts, status=record.status, error=record.error
+            )
+        elif isinstance(record, e.RunInterrupted):
+            view.interruptions.append(seen)
+        elif isinstance(record, e.InputChanged):
+            view.inputs[record.name] = record.to
+            view.input_changes.append(
+                {
+                    "name": record.name,
+                    "from": record.from_,
+                    "to": record.to,
+                    "by": record.by,
+                    "step": entry.step,
+                    "ts": entry.ts,
+                }
+            )
+        elif isinstance(record, e.Artifact):
+            view.artifacts.append(seen)
+        elif isinstance(record, e.ArtifactIntent):
+            view.artifact_intents.append(seen)
+            if step is not None:
+                match = _ATTEMPT.match(record.path)
+                step.attempts = max(step.attempts, int(match[1]) if match and match[1] else 1)
+        elif isinstance(record, e.Inject):
+            fired = Moment(seq=entry.seq, ts=entry.ts, step=entry.step, record=record.record)
+            view.injects.append(fired)
+            view.world.append(fired)
+        elif isinstance(record, e.ReportWritten):
+            view.reports[record.path] = seen
+            view.report_seqs.append(entry.seq)
+        elif isinstance(record, e.Repair):
+            view.repairs.append(seen)
+        elif isinstance(record, e.AnchorKey):
+            view.anchor_keys.append(seen)
+        elif isinstance(record, e.Anchor):
+            view.signatures.append(seen)
+            view.last_anchor = seen
+        elif isinstance(record, e.AnchorFailed):
+            view.anchor_failures.append(seen)
+            if view.signatures and view.signatures[-1].seq == entry.seq - 1:
+                view.signatures.pop()  # its signature never came
+        elif isinstance(record, e.LockOverridden):
+            view.locks_overridden.append(moment)
+        elif isinstance(record, e.InputFile):
+            view.input_files.append(moment)
+        elif isinstance(record, e.InputSkipped):
+            view.skipped_input.append(moment)
+        elif isinstance(record, e.Query):
+            view.queries.append(moment)
+        elif isinstance(record, e.ApiIntent):
+            if entry.seq not in refused:
+                view.world.append(
+                    Moment(seq=entry.seq, ts=entry.ts, step=entry.step, record=_plain(record))
+                )
+            if step is not None:
+                step.intents.append(_plain(record))
+                if entry.seq not in refused:
+                    step.carried.sent.append(_plain(record))
+        elif isinstance(record, e.ApiCall) and step is not None:
+            step.calls.append(_plain(record))
+        if step is not None:
+            _fold_step(step, entry, record, seen)
+    unsigned = {
+        r.record.unsigned_anchor for r in view.repairs if r.record.unsigned_anchor is not None
+    }
+    view.signatures = [s for s in view.signatures if s.seq not in unsigned]
+    return view
+
+
+def _refused(lines: list[e.Entry]) -> set[int]:
+    """The lines of state-changing calls AWS refused (a 4xx answer): nothing was done. A call
+    with a 2xx answer, a 5xx (it may have been carried out) or none journaled counts as sent."""
+    intents: dict[tuple[int, int | None], int] = {}
+    refused: set[int] = set()
+    segment = 0  # call numbers restart in each process: pair intents and results within one
+    for entry in lines:
+        record = entry.data
+        if isinstance(record, e.RunResumed):
+            segment += 1
+        elif isinstance(record, e.ApiIntent):
+            intents[(segment, record.call)] = entry.seq
+        elif (
+            isinstance(record, e.ApiCall)
+            and (segment, record.call) in intents
+            and 400 <= (record.http_status or 0) < 500
+        ):
+            refused.add(intents[(segment, record.call)])
+    return refused
+
+
+def _plain(call: Call) -> Call:
+    """A journaled call as the one ``Call`` record (the entry type is the view's business)."""
+    return Call(**{f: getattr(call, f) for f in call.__struct_fields__})
+
+
+def _custody(event: str, ts: str, record: e.Custody) -> Custody:
+    return Custody(
+        event=event,
+        ts=ts,
+        operator=record.operator,
+        host=record.host,
+        location=record.location,
+        tool=record.tool,
+    )
+
+
+def _step(view: RunView, entry: e.Entry) -> StepView | None:
+    if entry.step is None or isinstance(entry.data, (e.LockOverridden, e.Inject)):
+        return None
+    found = view.steps.get(entry.step)
+    if found is None:
+        found = view.steps[entry.step] = StepView(id=entry.step, name=entry.step, action="")
+    return found
+
+
+def _fold_step(step: StepView, entry: e.Entry, record: Any, seen: Seen) -> None:
+    carried = step.carried
+    if isinstance(record, e.StepStarted):
+        if step.started is None:
+            step.name, step.action, step.phase = record.name, record.action, record.phase
+            step.started = entry.ts
+        step.mutating, step.params = record.mutating, record.params
+        step.in_flight, step.status = True, "incomplete"
+        step.summary = "started, no outcome recorded"
+    elif isinstance(record, (e.StepSucceeded, e.StepSkipped, e.StepFailed)):
+        step.in_flight, step.outcome_seq, step.finished = False, entry.seq, entry.ts
+        if step.started is None and not isinstance(record, e.StepSucceeded):
+            step.name, step.action, step.phase = record.name, record.action, record.phase
+        step.action = step.action or record.action
+        step.inverse = step.inverse_until = None
+        carried.on_error = None
+        if isinstance(record, e.StepFailed):
+            step.outcome, step.status, step.summary = "failed", "failed", record.error
+            step.stopped_run = record.stopped_run
+        else:
+            step.stopped_run = False
+            # done: nothing carries over to a later run of it
+            carried.sent, carried.before, carried.recorded = [], None, []
+            carried.approval = None
+        if isinstance(record, e.StepSkipped):
+            step.outcome, step.status, step.summary = "skipped", record.status, record.reason
+        if isinstance(record, e.StepSucceeded):
+            step.outcome, step.status, step.summary = "succeeded", record.status, record.summary
+            step.outputs, step.after = dict(record.outputs or {}), record.after
+            step.before = record.before or step.before
+            step.inverse, step.inverse_until = record.inverse, record.inverse_until
+            step.rechecked = record.rechecked
+    elif isinstance(record, e.Decision):
+        if record.question.startswith("run "):
+            # an abort stopped the run before the step: on resume it is asked afresh
+            carried.approval = seen if record.answer != "aborted" else None
+        elif record.question == "on error":
+            carried.on_error = str(record.answer)
+        else:
+            carried.recorded.append(record)
+        if record.calls is not None:
+            step.approved_by, step.reason = record.by, record.reason
+    elif isinstance(record, e.Note):
+        carried.recorded.append(record)
+    elif isinstance(record, e.BeforeChange):
+        if carried.before is None:
+            carried.before = record.before
+        if step.before is None and isinstance(record.before, dict):
+            step.before = record.before  # stands in until an outcome says otherwise
+    elif isinstance(record, e.StepRetry):
+        step.retries.append(seen)

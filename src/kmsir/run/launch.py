@@ -1,0 +1,150 @@
+"""Starting a run, or going on with one: where it happens, and the engine wired for it.
+
+``cli`` parses the command line and hands in what only it has: the prompter, the reporter,
+the callbacks that say things, and how to make live AWS clients (a profile and Region). This
+module picks the run's inputs, its clients (a scenario's sandbox, or AWS), records where the
+run happens in its options, adds the journal anchor's signer and builds the ``Engine``. For
+``resume`` it rebuilds a sandbox run's world, and completes a finished run whose finish was
+cut short.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kmsir.errors import UsageError
+from kmsir.run.engine import AfterStep, Engine, RunOptions
+
+if TYPE_CHECKING:
+    from kmsir.actions.base import Reporter
+    from kmsir.aws import ClientFactory
+    from kmsir.playbook.model import LoadedPlaybook
+    from kmsir.prompts import Prompter
+    from kmsir.sandbox import Sandbox
+    from kmsir.sandbox.scenario_model import Scenario
+
+
+@dataclasses.dataclass(frozen=True)
+class Venue:
+    """Where a run calls AWS: the clients its steps use, the separate clients that sign its
+    journal (those calls are not steps' calls; they are journaled as anchors), what runs
+    after each step, and the run's options recording where it happens."""
+
+    clients: ClientFactory
+    signing: ClientFactory
+    options: RunOptions
+    after_step: AfterStep | None = None
+
+
+def key_world() -> str:
+    """Where a live run's keys are, for key locks: AWS, or the endpoint it is pointed at (a
+    sandbox server: its scenario keys have the same ids as every other sandbox's)."""
+    return os.environ.get("AWS_ENDPOINT_URL_KMS") or os.environ.get("AWS_ENDPOINT_URL") or "aws"
+
+
+def run_inputs(
+    loaded: LoadedPlaybook,
+    given: Mapping[str, Any],
+    prompter: Prompter,
+    world: Scenario | None = None,
+) -> dict[str, Any]:
+    """The inputs a run starts with: those given, over the scenario's values for the
+    playbook's inputs (its defaults), then an answer for each required one still missing;
+    each checked against its type."""
+    from kmsir.playbook.model import resolve_inputs
+    from kmsir.prompts import ask_missing_inputs
+
+    specs = loaded.playbook.inputs
+    if world is not None:
+        given = {**{k: v for k, v in world.inputs.items() if k in specs}, **given}
+    return resolve_inputs(loaded.playbook, ask_missing_inputs(prompter, specs, given))
+
+
+def sandboxed(sandbox: Sandbox, options: RunOptions, extra: Mapping[str, Any]) -> Venue:
+    """A run in an entered sandbox; ``extra``: what its run-started entry records about the
+    sandbox, so that resume can rebuild the same world."""
+    return Venue(
+        sandbox.client_factory(),
+        sandbox.client_factory(),
+        dataclasses.replace(options, extra={**options.extra, **extra}),
+        sandbox.after_step,
+    )
+
+
+def live(clients: Callable[[], ClientFactory], options: RunOptions) -> Venue:
+    """A run against AWS, or the endpoint the environment points AWS clients at."""
+    return Venue(clients(), clients(), dataclasses.replace(options, world=key_world()))
+
+
+def engine(
+    venue: Venue,
+    *,
+    prompter: Prompter,
+    reporter: Reporter,
+    anchor_key: str | None,
+    on_bundle: Callable[[Path], None],
+    warn: Callable[[str], None],
+) -> Engine:
+    """The engine for a run in ``venue``, with every action; ``anchor_key``: sign the
+    journal's chain head with this KMS key after every step."""
+    from kmsir import actions
+    from kmsir.signer import KmsSigner
+
+    return Engine(
+        actions=actions.registry(),
+        clients=venue.clients,
+        prompter=prompter,
+        reporter=reporter,
+        after_step=venue.after_step,
+        anchor=KmsSigner(venue.signing, anchor_key) if anchor_key else None,
+        on_bundle=on_bundle,
+        warn=warn,
+    )
+
+
+def rebuild_sandbox(recorded: Mapping[str, Any], scenario: str) -> Sandbox:
+    """The sandbox a run started in (not yet entered), from what its journal recorded about
+    it: the scenario's source and the world's clock. A scenario changed since then cannot
+    give the same world: ``UsageError``."""
+    from kmsir.evidence.bundle import utc_now
+    from kmsir.playbook.values import parse_time
+    from kmsir.sandbox import Sandbox
+    from kmsir.sandbox import scenario as scenarios
+
+    world = scenarios.load(str(recorded.get("source") or scenario))
+    clock = recorded.get("now")
+    sandbox = Sandbox(world, now=parse_time(clock, utc_now()) if clock else None)
+    if recorded.get("scenario_sha256") != sandbox.fingerprint:
+        raise UsageError(
+            f"scenario {world.id} changed since this run started; its sandbox world "
+            "cannot be rebuilt, so the run cannot be resumed"
+        )
+    return sandbox
+
+
+def settle_finished(bundle: Path) -> bool:
+    """A finished run that stopped before its manifest or reports were (re)written and
+    recorded: keep a torn last record, remove the derived files' temporaries and write the
+    manifest from the journal. True when the reports must be rendered again too (and the
+    manifest was rewritten); False when the bundle was complete."""
+    from kmsir.evidence import integrity
+    from kmsir.evidence import journal as writer
+    from kmsir.evidence.entries import Repair
+
+    checked = integrity.check(bundle)
+    if checked.torn_tail:  # it died writing a report's record: keep the line, then go on
+        repairing, repaired = writer.BundleWriter.reopen(bundle)
+        try:
+            repairing.append(Repair(**repaired))
+        finally:
+            repairing.close()
+    writer.settle_derived(bundle, checked.view)
+    reports_recorded = all((bundle / name).exists() for name in ("report.md", "report.html"))
+    if checked.intact and not checked.notes and reports_recorded:
+        return False
+    writer.write_manifest(bundle)
+    return True

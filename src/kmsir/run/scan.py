@@ -1,0 +1,58 @@
+"""``kmsir cloudtrail scan`` without a playbook: one key's events in trail files and S3
+prefixes, in order, and the findings over them; the scanning the cloudtrail actions do,
+driven directly. The matched records stay the trail's own bytes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kmsir.aws import ClientFactory
+    from kmsir.trail.files import ScanStats
+    from kmsir.trail.finding import Finding
+    from kmsir.trail.match import KeyMatcher
+
+
+def matched_records(
+    local: Sequence[Path],
+    buckets: Sequence[str],
+    matcher: KeyMatcher,
+    *,
+    since: datetime | None,
+    until: datetime | None,
+    clients: Callable[[], ClientFactory],
+) -> tuple[list[bytes], ScanStats]:
+    """The records ``matcher`` matches in the trail files under ``local`` and in each
+    ``s3://bucket/prefix`` of ``buckets`` (read with ``clients()``), in event order."""
+    from kmsir.actions.base import NullReporter
+    from kmsir.actions.trail_s3 import scan_bucket
+    from kmsir.trail import files
+    from kmsir.trail.events import order_raw
+
+    raw, stats = files.scan(local, matcher, since=since, until=until)
+    for uri in buckets:
+        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+        from_bucket, more = scan_bucket(
+            clients(), NullReporter(), bucket, prefix, None, matcher, since, until
+        )
+        raw.extend(from_bucket)
+        stats.add(more)
+    return order_raw(raw, stats.noted), stats
+
+
+def findings_in_window(
+    events: list[dict[str, Any]], key: str, window_seconds: int
+) -> list[Finding]:
+    """The findings over ``events`` (decoded with ``trail.events.slim``) for ``key`` (a key
+    id or ARN), the incident window being the ``window_seconds`` before the last event."""
+    from kmsir.trail.fields import event_time
+    from kmsir.trail.finding import context_for
+    from kmsir.trail.findings import findings
+
+    times = [t for t in (event_time(e) for e in events) if t is not None]
+    window_start = max(times) - timedelta(seconds=window_seconds) if times else None
+    key_arn = key if key.startswith("arn:") else None
+    return findings(events, context_for(events, key_arn, window_start))

@@ -1,0 +1,53 @@
+"""What every part of the KMS fidelity shim needs: moto's error, the key a request names, and
+AWS's rules for which key states allow an operation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: States in which a key can be used for cryptographic operations.
+USABLE = frozenset({"Enabled"})
+#: States of a key waiting to be deleted (a multi-Region primary waits for its replicas).
+PENDING_DELETION = ("PendingDeletion", "PendingReplicaDeletion")
+
+
+def error(code: str, message: str) -> Exception:
+    """An AWS error as moto answers it (``code`` is the error code a client sees)."""
+    from moto.core.exceptions import JsonRESTError
+
+    return JsonRESTError(code, message)
+
+
+def find_key(backend: Any, key_id: str, *, aliases: bool) -> Any:
+    """The moto key for an id or ARN (and alias, when the operation accepts one)."""
+    try:
+        resolved = backend.any_id_to_key_id(key_id) if aliases else backend.get_key_id(key_id)
+        return backend.keys[resolved]
+    except (KeyError, TypeError, AttributeError):
+        raise error("NotFoundException", f"Key '{key_id}' does not exist") from None
+
+
+def require_usable(key: Any) -> None:
+    """Refuse a key that cannot be used now: disabled, pending deletion or import."""
+    state = key.key_state
+    if state == "Disabled":
+        raise error("DisabledException", f"{key.arn} is disabled.")
+    if state not in USABLE:
+        raise error("KMSInvalidStateException", f"{key.arn} is {_state_words(state)}.")
+
+
+def not_pending(key: Any, operation: str) -> None:
+    """Refuse ``operation`` on a key pending deletion."""
+    if key.key_state in PENDING_DELETION:
+        raise error(
+            "KMSInvalidStateException",
+            f"{key.arn} is {_state_words(key.key_state)}; {operation} is not allowed",
+        )
+
+
+def _state_words(state: str) -> str:
+    return {
+        "PendingDeletion": "pending deletion",
+        "PendingReplicaDeletion": "pending replica deletion",
+        "PendingImport": "pending import",
+    }.get(state, state)
