@@ -27,7 +27,7 @@ from botocore.stub import Stubber
 from kmsir import report
 from kmsir.actions.cloudtrail import Collect, CollectParams, Findings, FindingsParams
 from kmsir.aws import ClientFactory
-from kmsir.evidence import bundle as evidence
+from kmsir.evidence.manifest import Bundle
 from kmsir.trail.files import scan
 from kmsir.trail.finding import Context
 from kmsir.trail.findings import findings
@@ -752,7 +752,7 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 def test_report_counts_what_it_could_not_read(reports: dict[str, str]) -> None:
-    context_ = report.build_context(evidence.Bundle.open(Path(reports["bundle"])))
+    context_ = report.build_context(Bundle.open(Path(reports["bundle"])))
     skipped = context_["trail"]["skipped"]
     assert sum(skipped.values()) >= 5, skipped  # not objects, too deep, bad UTF-8...
     assert any("nested" in reason for reason in skipped)

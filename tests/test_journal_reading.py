@@ -14,10 +14,13 @@ from kmsir.evidence import entries
 from tests.test_old_release import MODES, OLD
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "kmsir"
-ENTRIES = SRC / "evidence" / "entries.py"
+ENTRIES = SRC / "evidence" / "entries"
 #: The modules that handle journal entries themselves: their models, the one reading of them
 #: (``view``), the decoding of lines (``bundle.read_journal``) and the writer (``journal``).
-READERS = {SRC / "evidence" / n for n in ("entries.py", "view.py", "bundle.py", "journal.py")}
+READERS = {
+    *ENTRIES.glob("*.py"),
+    *(SRC / "evidence" / n for n in ("view.py", "bundle.py", "journal.py")),
+}
 #: Words that are also entry types but mean something else where they appear.
 NOT_ENTRY_TYPES = {
     ("actions/cloudtrail.py", "artifact"): "the collect step's output naming its artifact",
@@ -68,7 +71,7 @@ def reads(root: Path, paths: list[Path]) -> list[str]:
 
 
 def test_entry_types_are_spelt_only_in_the_entries_module() -> None:
-    assert spelt(SRC, [p for p in modules() if p != ENTRIES]) == []
+    assert spelt(SRC, [p for p in modules() if ENTRIES not in p.parents]) == []
 
 
 def test_the_allowed_words_are_still_there() -> None:

@@ -18,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from kmsir import cli, report
-from kmsir.evidence import bundle as evidence
+from kmsir.evidence.manifest import Bundle
 from kmsir.report.trail import TrailView, chart
 from kmsir.sandbox import Sandbox
 
@@ -57,7 +57,7 @@ def test_report_matches_its_snapshot(fmt: str, demo_bundle: Path) -> None:
 
 
 def test_report_names_the_key_the_findings_and_what_was_done(demo_bundle: Path) -> None:
-    context = report.build_context(evidence.Bundle.open(demo_bundle))
+    context = report.build_context(Bundle.open(demo_bundle))
     key = context["key_before"]["key_id"]
     html = report.render(demo_bundle, fmt="html")
     assert key in html and "SIMULATED" in html
@@ -219,7 +219,7 @@ def test_a_scheduled_deletion_shows_how_long_it_can_be_cancelled(
         load_playbook(book), rogue_grant.client_factory(), tmp_path, answers={"delete": "approve"}
     )
     assert result.status == "succeeded", result.error
-    bundle = evidence.Bundle.open(result.bundle)
+    bundle = Bundle.open(result.bundle)
     context = report.build_context(bundle)
     (change,) = context["changes"]
     assert change["inverse"] == "kms.cancel-deletion" and change["inverse_available"]
@@ -319,7 +319,7 @@ def test_odd_bundles_still_render(case: str, demo_bundle: Path, tmp_path: Path) 
     if case in ("truncated-events", "not-gzip"):
         assert "could not be read to its end" in report.render(bundle, fmt="md")
     if case == "offset-time":  # counted in its UTC hour
-        context = report.build_context(evidence.Bundle.open(bundle))
+        context = report.build_context(Bundle.open(bundle))
         assert context["chart"] is not None and context["trail"]["untimed"] == 0
 
 
@@ -340,7 +340,7 @@ def test_an_inverse_run_later_closes_its_deadline(rogue_grant: Sandbox, tmp_path
         answers={"delete": "approve", "cancel": "approve"},
     )
     assert result.status == "succeeded", result.error
-    context = report.build_context(evidence.Bundle.open(result.bundle))
+    context = report.build_context(Bundle.open(result.bundle))
     delete = next(c for c in context["changes"] if c["id"] == "delete")
     assert delete["undone_by"] == "cancel" and not delete["inverse_available"]
     assert context["deadlines"] == []
@@ -369,7 +369,7 @@ def test_a_change_whose_step_failed_afterwards_is_still_reported(
         load_playbook(book), rogue_grant.client_factory(), tmp_path, answers={"disable": "approve"}
     )
     assert result.status == "failed"
-    context = report.build_context(evidence.Bundle.open(result.bundle))
+    context = report.build_context(Bundle.open(result.bundle))
     (change,) = context["changes"]
     assert change["status"] == "failed" and change["before"]["state"] == "Enabled"
     assert change["calls"][0].startswith("kms:DisableKey KeyId=")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from kmsir import inert, report, resources
-from kmsir.evidence import bundle as evidence
+from kmsir.evidence.manifest import Bundle
 from kmsir.playbook import templating
 from kmsir.sandbox import Sandbox
 from kmsir.sandbox import scenario as scenarios
@@ -254,7 +254,7 @@ def test_a_refused_template_is_one_line_naming_it(
 
 
 def test_custom_templates_keep_what_reports_need(demo_bundle: Path, template_file: Path) -> None:
-    context = report.build_context(evidence.Bundle.open(demo_bundle))
+    context = report.build_context(Bundle.open(demo_bundle))
     code, out, err = _report(
         demo_bundle,
         template_file.with_name("mine.md.j2"),
@@ -275,7 +275,7 @@ def test_custom_templates_keep_what_reports_need(demo_bundle: Path, template_fil
 
 
 def test_the_html_report_of_150000_source_ips_lists_the_top_20(demo_bundle: Path) -> None:
-    context = report.build_context(evidence.Bundle.open(demo_bundle))
+    context = report.build_context(Bundle.open(demo_bundle))
     context["cloudtrail"]["source_ips"] = {
         f"10.{i >> 16}.{i >> 8 & 255}.{i & 255}": i for i in range(150_000)
     }

@@ -35,8 +35,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
 from kmsir.errors import EvidenceError, UsageError
 from kmsir.evidence import entries as entries_
 from kmsir.evidence.view import RunView, fold
@@ -332,71 +330,3 @@ def _order_problem(seq: int, last_seq: int) -> str | None:
         missing = seq - last_seq - 1
         return f"seq {seq} follows seq {last_seq} ({missing} missing)"
     return f"seq {seq} follows seq {last_seq}"
-
-
-def build_manifest(view: RunView) -> dict[str, Any]:
-    """The manifest a journal implies (``view`` is its fold): run metadata, custody,
-    artifacts, outcome, chain head."""
-    meta = view.meta
-    if meta is None:
-        raise EvidenceError(f"{JOURNAL}: no run-started entry")
-    finished = view.finished
-    return {
-        "format": FORMAT,
-        "tool": meta.tool,
-        "versions": meta.versions,
-        "playbook": meta.playbook,
-        "incident": meta.incident,
-        "run_id": meta.run_id,
-        "inputs": view.inputs,
-        "operator": meta.operator,
-        "host": meta.host,
-        "mode": meta.mode,
-        "simulated": meta.simulated,
-        "scenario": meta.scenario,
-        "region": meta.region,
-        **({"input_changes": view.input_changes} if view.input_changes else {}),
-        "started": view.started,
-        "finished": finished.ts if finished else None,
-        "status": view.status,
-        # who handled the evidence, when and where (NIST SP 800-61's evidence log)
-        "custody": [msgspec.to_builtins(c) for c in view.custody],
-        "artifacts": [msgspec.to_builtins(a.record) for a in view.artifacts],
-        "journal": {"entries": view.lines, "head": view.head},
-    }
-
-
-@dataclass
-class Bundle:
-    """A bundle opened for reading (report, verify)."""
-
-    root: Path
-    view: RunView
-    manifest: dict[str, Any]
-
-    @classmethod
-    def open(cls, root: Path) -> Bundle:
-        """Open a bundle directory; the manifest is recomputed when it was never written."""
-        if not (root / JOURNAL).is_file():
-            raise UsageError(f"{root}: not an evidence bundle (no {JOURNAL})")
-        view = read_journal(root / JOURNAL).view()
-        try:
-            manifest = json.loads((root / MANIFEST).read_bytes())
-        except (OSError, ValueError):
-            manifest = build_manifest(view)
-        return cls(root, view, manifest)
-
-    def artifact_path(self, relative: str) -> Path:
-        """Where an artifact recorded in this bundle is (to stream a large one)."""
-        known = {a["path"] for a in self.manifest.get("artifacts", [])}
-        if relative not in known:
-            raise EvidenceError(f"{relative} is not an artifact of {self.root}")
-        return self.root / relative
-
-    def artifact_bytes(self, relative: str) -> bytes:
-        """Bytes of an artifact recorded in this bundle."""
-        return self.artifact_path(relative).read_bytes()
-
-    def artifact_json(self, relative: str) -> Any:
-        """An artifact parsed as JSON."""
-        return json.loads(self.artifact_bytes(relative))

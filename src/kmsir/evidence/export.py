@@ -23,6 +23,7 @@ from kmsir.errors import EvidenceError, TamperedError, UsageError
 from kmsir.evidence import bundle as evidence
 from kmsir.evidence import integrity
 from kmsir.evidence import journal as writer
+from kmsir.evidence.manifest import Bundle
 from kmsir.evidence.signatures import signature_record
 
 
@@ -38,7 +39,7 @@ class DigestSigner(Protocol):
         ...
 
 
-def _mtime(bundle: evidence.Bundle) -> int:
+def _mtime(bundle: Bundle) -> int:
     started = str(bundle.manifest.get("started") or "")
     try:
         return int(datetime.fromisoformat(started.replace("Z", "+00:00")).timestamp())
@@ -61,7 +62,7 @@ def archive_bytes(root: Path) -> bytes:
             f"not exported: {root}: the end of its journal cannot be proven (an unfinished "
             "run, or a finished one without its manifest); kmsir resume finishes it first"
         )
-    bundle = evidence.Bundle.open(root)
+    bundle = Bundle.open(root)
     mtime = _mtime(bundle)
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:

@@ -2,47 +2,39 @@
 
 ``check`` returns the problems (the bundle was altered: exit 1) apart from the notes (what an
 interrupted run legitimately leaves: a file written but not yet journaled when the process
-died, a temporary file, a manifest from before a resume). ``leftovers`` is shared with
-``resume``, which records each leftover in a ``repair`` entry so the bundle is clean again.
+died, a temporary file, a manifest from before a resume: ``leftovers`` tells which).
 """
 
 from __future__ import annotations
 
 import json
-import re
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from kmsir.errors import EvidenceError, UsageError
 from kmsir.evidence.anchoring import verify_anchor
 from kmsir.evidence.bundle import (
     ARTIFACTS,
-    DERIVED,
     JOURNAL,
     MANIFEST,
     PLAYBOOK_COPY,
-    QUARANTINE,
     REPORTS,
     JournalRead,
     NotRegular,
-    build_manifest,
     canonical,
     read_journal,
     read_regular,
     sha256_hex,
 )
 from kmsir.evidence.entries import RunStarted
-from kmsir.evidence.view import RunView, Seen
+from kmsir.evidence.leftovers import derived_temporaries, leftovers, repaired
+from kmsir.evidence.manifest import build_manifest
+from kmsir.evidence.view import RunView
 
 #: kmsir records every report it writes into a bundle since this version (major, minor).
 REPORTS_RECORDED_SINCE = (0, 2)
-#: ``write_new``/``replace_derived`` temporary names: ``.tmp-<final name>-<8 hex>``.
-_TEMP = re.compile(r"^\.tmp-(?P<name>.+)-[0-9a-f]{8}$")
-
-
 @dataclass
 class Verification:
     """What ``check`` found: problems mean altered, notes explain an interrupted run.
@@ -73,16 +65,6 @@ class Verification:
     def intact(self) -> bool:
         """No problem, and the journal's end is proven."""
         return not self.problems and bool(self.view.lines) and self.proven >= self.view.lines
-
-
-@dataclass(frozen=True)
-class Leftover:
-    """A file an interrupted run left behind unjournaled, and why it is not tampering."""
-
-    path: str
-    sha256: str
-    bytes: int
-    reason: str
 
 
 def verify(root: Path) -> list[str]:
@@ -136,107 +118,6 @@ def _verify_playbook(root: Path, started: RunStarted) -> Iterator[str]:
         )
 
 
-def _recorded(seen: list[Seen]) -> dict[str, Seen]:
-    """Artifacts (or their intents) by path: the last record of each."""
-    return {str(s.record.path): s for s in seen}
-
-
-def _repaired(view: RunView) -> dict[str, dict[str, Any]]:
-    """Files a resume recorded: leftovers and the quarantined torn line."""
-    found: dict[str, dict[str, Any]] = {}
-    for repair in view.repairs:
-        for item in repair.record.leftovers or []:
-            found[str(item.get("path"))] = item
-        torn = repair.record.torn_tail
-        if isinstance(torn, dict):
-            found[str(torn.get("saved_as"))] = torn
-    return found
-
-
-def _files(root: Path) -> Iterator[tuple[str, Path]]:
-    for path in sorted(root.rglob("*")):
-        relative = path.relative_to(root).as_posix()
-        if path.is_dir() or relative in DERIVED or relative in (JOURNAL, PLAYBOOK_COPY):
-            continue
-        yield relative, path
-
-
-def leftovers(root: Path, view: RunView) -> tuple[list[Leftover], list[str]]:
-    """Unjournaled files an interrupted run explains, and every other unjournaled file.
-
-    Explained, only while the run is unfinished (a finished run was never interrupted after
-    its last write, or its resume recorded what it found): an artifact whose intent was
-    journaled with the same hash but whose write was not, a temporary file holding no more
-    than an intended artifact's bytes (a prefix of them once written), a torn journal line an
-    interrupted resume saved to ``quarantine/``. A derived file's temporary (manifest, report)
-    is explained always: it is never evidence and never exported.
-    """
-    artifacts = _recorded(view.artifacts)
-    intents = _recorded(view.artifact_intents)
-    repaired = _repaired(view)
-    unfinished = view.finished is None
-    explained: list[Leftover] = []
-    unexplained: list[str] = []
-    for relative, path in _files(root):
-        if relative in artifacts or relative in repaired:
-            continue
-        try:
-            content = read_regular(path)
-        except NotRegular:
-            unexplained.append(relative)
-            continue
-        reason = _why_left(root, relative, content, intents, view.lines, unfinished)
-        if reason is None:
-            unexplained.append(relative)
-        else:
-            explained.append(Leftover(relative, sha256_hex(content), len(content), reason))
-    return explained, unexplained
-
-
-def derived_temporaries(root: Path) -> dict[Path, str]:
-    """Temporary files of the manifest or a report that a crash left at the bundle's top,
-    each with the name of the derived file it was written for."""
-    return {
-        p: temp["name"]
-        for p in root.iterdir()
-        if (temp := _TEMP.fullmatch(p.name)) is not None and temp["name"] in DERIVED
-    }
-
-
-def _why_left(
-    root: Path,
-    relative: str,
-    content: bytes,
-    intents: dict[str, Seen],
-    entries: int,
-    unfinished: bool,
-) -> str | None:
-    folder, _, name = relative.rpartition("/")
-    temp = _TEMP.fullmatch(name)
-    if temp is not None and not folder and temp["name"] in DERIVED:
-        return f"temporary file of {temp['name']} (derived), left when the run stopped"
-    if not unfinished:
-        return None
-    intent = intents.get(relative)
-    if intent is not None:
-        if intent.record.sha256 != sha256_hex(content):
-            return None
-        return f"written but not journaled when the run stopped (intent at line {intent.seq})"
-    final = f"{folder}/{temp['name']}" if temp is not None else relative
-    if temp is not None and final in intents:
-        written = root / final
-        complete = read_regular(written) if written.is_file() else None
-        if complete is not None and not complete.startswith(content):
-            return None
-        if len(content) > intents[final].record.bytes:
-            return None
-        return f"temporary file of {final}, left when the run stopped"
-    torn = re.fullmatch(rf"{QUARANTINE}/journal-line-(\d+)\.torn", final)
-    if torn is not None and int(torn[1]) == entries + 1 and b"\n" not in content:
-        return "torn journal line saved by a resume that stopped before recording it"
-    return None
-
-
 def _verify_artifacts(root: Path, view: RunView, notes: list[str]) -> Iterator[str]:
     for seen in view.artifacts:
         data = seen.record
@@ -254,7 +135,7 @@ def _verify_artifacts(root: Path, view: RunView, notes: list[str]) -> Iterator[s
             continue
         if sha256_hex(content) != data.sha256 or len(content) != data.bytes:
             yield f"{relative}: content changed (sha256 or size differs from the journal)"
-    for relative, item in _repaired(view).items():
+    for relative, item in repaired(view).items():
         try:
             content = read_regular(root / relative)
         except FileNotFoundError:

@@ -20,16 +20,12 @@ from kmsir.evidence.bundle import (
     ANCHOR,
     ARTIFACTS,
     JOURNAL,
-    MANIFEST,
     NAME_PART,
     PLAYBOOK_COPY,
     QUARANTINE,
-    REPORTS,
     Clock,
-    build_manifest,
     canonical,
     check_incident_id,
-    derived_temporary,
     entry_hash,
     fsync_dir,
     jsonable,
@@ -43,22 +39,7 @@ from kmsir.evidence.bundle import (
     write_new,
 )
 from kmsir.evidence.entries import Artifact
-from kmsir.evidence.view import RunView
-
-
-def write_manifest(root: Path) -> Path:
-    """(Re)write ``manifest.json`` from the journal: at finish, or when a crash prevented it."""
-    manifest = build_manifest(read_journal(root / JOURNAL).view())
-    try:
-        replace_derived(
-            root / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n"
-        )
-    except OSError as exc:
-        raise EvidenceError(
-            f"cannot write {MANIFEST} ({exc.strerror or exc}); the journal is complete, and "
-            "kmsir resume writes it"
-        ) from None
-    return root / MANIFEST
+from kmsir.evidence.manifest import write_manifest
 
 
 class BundleWriter:
@@ -357,62 +338,6 @@ class BundleWriter:
         its run: refused while another process writes the bundle or when its last line is
         torn."""
         return cls._open_existing(root, clock, repair=False)[0]
-
-
-def settle_derived(root: Path, view: RunView) -> None:
-    """Tidy what an interrupted write of a derived file left: a report recorded in the
-    journal whose bytes are still in their temporary is put in place (the temporary is its
-    only copy); every other temporary of a derived file is removed."""
-    from kmsir.evidence.integrity import derived_temporaries
-
-    for temporary, name in derived_temporaries(root).items():
-        target = root / name
-        wanted = view.reports[name].record.sha256 if name in view.reports else None
-        current = sha256_hex(target.read_bytes()) if target.is_file() else None
-        if (
-            wanted is not None
-            and current != wanted
-            and sha256_hex(temporary.read_bytes()) == wanted
-        ):
-            os.replace(temporary, target)
-        else:
-            temporary.unlink()
-    fsync_dir(root)
-
-
-def record_report(root: Path, name: str, data: bytes, details: dict[str, Any]) -> Path:
-    """Write report ``name`` into the bundle and journal it (sha256, size, ``details``: the
-    kmsir version and template), so that ``verify`` can tell it from an altered one.
-
-    The bytes go to a temporary first, then the entry, then the file into place; a finished
-    run's manifest is rewritten to anchor the new head."""
-    if name not in REPORTS:
-        raise EvidenceError(f"{name} is not a report of a bundle")
-    target = root / name
-    try:
-        writer = BundleWriter.attach(root)
-    except EvidenceError as exc:
-        raise EvidenceError(f"{exc} (or write the report elsewhere with --out FILE)") from None
-    try:
-        temp = derived_temporary(target, data)
-        try:
-            writer.append(
-                records.ReportWritten(
-                    path=name, sha256=sha256_hex(data), bytes=len(data), **details
-                )
-            )
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
-        os.replace(temp, target)
-        fsync_dir(root)
-    except OSError as exc:
-        raise EvidenceError(f"cannot write {target}: {exc.strerror or exc}") from None
-    finally:
-        writer.close()
-    if read_journal(root / JOURNAL).view().finished is not None:
-        write_manifest(root)
-    return target
 
 
 def _lock(fd: int, root: Path) -> None:

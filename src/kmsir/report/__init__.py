@@ -22,7 +22,8 @@ from jinja2 import Undefined
 from kmsir import __version__, resources
 from kmsir.errors import TemplateError, UsageError
 from kmsir.evidence import bundle as evidence
-from kmsir.evidence import journal as writer
+from kmsir.evidence.derived import record_report
+from kmsir.evidence.manifest import Bundle
 from kmsir.report.context import build_context
 
 __all__ = ["FORMATS", "build_context", "md_code", "md_code_text", "md_inline", "render", "write"]
@@ -85,7 +86,7 @@ def render(
 
     if fmt not in FORMATS:
         raise UsageError(f"unknown report format {fmt!r}; known: {', '.join(FORMATS)}")
-    bundle = evidence.Bundle.open(bundle_root)
+    bundle = Bundle.open(bundle_root)
     if template is not None:
         # escaped unless the template says it makes Markdown or text: a page named mine.j2
         # must not carry attacker text raw
@@ -135,7 +136,7 @@ def write(
             "template": template.name if template else f"report.{fmt}.j2 (built in)",
             "template_sha256": evidence.sha256_hex(source.read_bytes()),
         }
-        return writer.record_report(bundle_root, f"report.{fmt}", text, details)
+        return record_report(bundle_root, f"report.{fmt}", text, details)
     try:
         out.write_bytes(text)
     except OSError as exc:

@@ -19,8 +19,8 @@ from typing import Any
 
 import msgspec
 
-from kmsir.evidence import bundle as evidence
 from kmsir.evidence import entries as e
+from kmsir.evidence.manifest import Bundle
 from kmsir.evidence.view import RunView
 from kmsir.report import findings as cloudtrail
 from kmsir.report.findings import EVENTS_PER_FINDING, SEVERITY_ORDER, TOP_FINDINGS
@@ -31,7 +31,7 @@ from kmsir.report.trail import Chart, TrailView, chart, read_events
 __all__ = ["build_context"]
 
 
-def build_context(bundle: evidence.Bundle, *, now: datetime | None = None) -> dict[str, Any]:
+def build_context(bundle: Bundle, *, now: datetime | None = None) -> dict[str, Any]:
     """The template context: everything a report template may use (see README)."""
     now = now or datetime.now(timezone.utc)
     view = bundle.view

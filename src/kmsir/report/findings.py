@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from kmsir.errors import EvidenceError
-from kmsir.evidence import bundle as evidence
+from kmsir.evidence.manifest import Bundle
 from kmsir.inert import visible
 from kmsir.report.trail import TrailView, iso, trimmed
 from kmsir.trail.events import clip
@@ -80,7 +80,7 @@ def event_view(event: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def artifact(bundle: evidence.Bundle, outputs: dict[str, Any] | None, name: str) -> Path | None:
+def artifact(bundle: Bundle, outputs: dict[str, Any] | None, name: str) -> Path | None:
     """The artifact ``name`` a step's ``outputs`` point to, if the bundle records it."""
     if outputs is None:
         return None
@@ -94,7 +94,7 @@ def artifact(bundle: evidence.Bundle, outputs: dict[str, Any] | None, name: str)
     return found if found.is_file() else None
 
 
-def findings(bundle: evidence.Bundle, outputs: dict[str, Any] | None) -> list[dict[str, Any]]:
+def findings(bundle: Bundle, outputs: dict[str, Any] | None) -> list[dict[str, Any]]:
     """The findings the ``cloudtrail.findings`` step (its ``outputs``) wrote, most severe
     first, their text made inert; none when the artifact is missing or unreadable."""
     path = artifact(bundle, outputs, "findings.json")

@@ -17,7 +17,8 @@ from typing import Any
 
 from kmsir.evidence import entries as e
 from kmsir.evidence.calls import Call, describe
-from kmsir.evidence.view import RunView, StepView
+from kmsir.evidence.stepview import StepView
+from kmsir.evidence.view import RunView
 from kmsir.report.trail import iso, parse_utc
 
 #: An API call's fields as the journal always carried them (``None`` included).

@@ -14,7 +14,8 @@ from typing import Any
 
 from kmsir.evidence import entries as e
 from kmsir.evidence.calls import describe
-from kmsir.evidence.view import Moment, RunView
+from kmsir.evidence.stepview import Moment
+from kmsir.evidence.view import RunView
 from kmsir.report.findings import event_view
 from kmsir.report.trail import TrailView, iso
 

@@ -20,7 +20,7 @@ from kmsir.evidence.calls import covered, describe
 from kmsir.evidence.entries import CheckMode, Decision, LockOverridden, Note, Recheck
 from kmsir.evidence.journal import BundleWriter
 from kmsir.evidence.locks import RunLocks
-from kmsir.evidence.view import StepView
+from kmsir.evidence.stepview import StepView
 from kmsir.playbook.model import Step
 from kmsir.prompts import Answer, Prompter, StepPreview
 

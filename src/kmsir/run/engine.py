@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import getpass
 import os
-import platform
 import socket
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,15 +20,14 @@ from typing import Any, Literal
 
 import msgspec
 
-from kmsir import __version__
 from kmsir.actions import Registry
 from kmsir.actions.base import NullReporter, Reporter, RunInfo
-from kmsir.aws import ClientFactory, aws_errors
+from kmsir.aws import ClientFactory
 from kmsir.errors import Aborted, EvidenceError, KmsirError, MissingAnswer, UsageError
-from kmsir.evidence import integrity
 from kmsir.evidence.anchoring import unsigned_anchor
 from kmsir.evidence.bundle import MANIFEST, Clock, timestamp, utc_now
 from kmsir.evidence.calls import Call
+from kmsir.evidence.derived import settle_derived
 from kmsir.evidence.entries import (
     Anchor,
     AnchorFailed,
@@ -43,14 +39,16 @@ from kmsir.evidence.entries import (
     Repair,
     RunInterrupted,
     RunResumed,
-    RunStarted,
 )
-from kmsir.evidence.journal import BundleWriter, settle_derived, write_manifest
+from kmsir.evidence.journal import BundleWriter
+from kmsir.evidence.leftovers import leftovers
 from kmsir.evidence.locks import RunLocks
+from kmsir.evidence.manifest import write_manifest
 from kmsir.evidence.signatures import ANCHOR_FORMAT, anchor_digest
 from kmsir.keypolicy import principal_arn
 from kmsir.playbook.model import LoadedPlaybook
 from kmsir.prompts import Prompter
+from kmsir.run import custody
 from kmsir.run.resume import RunState
 from kmsir.run.steps import RETRYABLE, Mode, RunOptions, Services, StepRecord, StepRunner
 from kmsir.signer import KmsSigner
@@ -135,7 +133,8 @@ class Engine:
                 options.mode,
                 simulated=options.scenario is not None,
             )
-            bundle.append(RunStarted(**self._metadata(loaded, inputs, options, info, operator)))
+            region = self.clients.resolved_region
+            bundle.append(custody.run_started(loaded, inputs, options, info, operator, region))
             self._record_locks(bundle, locks)
             if anchor_key is not None:
                 bundle.append(AnchorKey(**anchor_key))
@@ -158,7 +157,7 @@ class Engine:
                 write_manifest(state.root)  # the finished part stays anchored by its manifest
             settle_derived(state.root, state.view)  # derived files' temporaries
             # the torn line is no entry
-            explained, _ = integrity.leftovers(state.root, state.view)
+            explained, _ = leftovers(state.root, state.view)
             if explained:
                 repaired["leftovers"] = [vars(item) for item in explained]
             if unsigned_anchor(state.root, state.view):
@@ -168,7 +167,7 @@ class Engine:
                 bundle.append(Repair(**repaired))
             bundle.append(
                 RunResumed(
-                    **self._custody(operator, options),
+                    **custody.custody(operator, options),
                     previous={
                         "status": previous.status if previous else "interrupted",
                         "entries": state.view.lines,
@@ -376,67 +375,6 @@ class Engine:
         self._journal(ApiIntent(**msgspec.structs.asdict(call)))
 
     def _operator(self) -> dict[str, Any]:
-        sts = self.clients.client("sts")
-        with aws_errors("GetCallerIdentity (who is running this?)", service="sts"):
-            identity = sts.get_caller_identity()
-        self._operator_arn = identity.get("Arn")
-        return {
-            "arn": identity.get("Arn"),
-            "account": identity.get("Account"),
-            "user_id": identity.get("UserId"),
-        }
-
-    def _metadata(
-        self,
-        loaded: LoadedPlaybook,
-        inputs: Mapping[str, Any],
-        options: RunOptions,
-        info: RunInfo,
-        operator: dict[str, Any],
-    ) -> dict[str, Any]:
-        playbook = loaded.playbook
-        return {
-            **self._custody(operator, options),
-            "playbook": {
-                "id": playbook.id,
-                "title": playbook.title,
-                "version": playbook.version,
-                "severity": playbook.severity,
-                "sha256": loaded.sha256,
-                "path": loaded.path.name,
-            },
-            "incident": options.incident_id,
-            "run_id": info.run_id,
-            "inputs": dict(inputs),
-            "mode": options.mode,
-            "simulated": info.simulated,
-            "scenario": options.scenario,
-            "region": self.clients.resolved_region,
-            **dict(options.extra),
-        }
-
-    @staticmethod
-    def _custody(operator: dict[str, Any], options: RunOptions) -> dict[str, Any]:
-        """Who handles the evidence, with what, where: recorded at start and at each resume."""
-        import boto3
-        import botocore
-
-        return {
-            "tool": {"name": "kmsir", "version": __version__},
-            "versions": {
-                "python": platform.python_version(),
-                "boto3": boto3.__version__,
-                "botocore": botocore.__version__,
-                "platform": sys.platform,
-            },
-            "operator": {**operator, "local_user": _local_user()},
-            "host": socket.gethostname(),
-            "location": str(options.evidence_dir.resolve()),
-        }
-
-
-def _local_user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
+        found = custody.operator(self.clients)
+        self._operator_arn = found.get("arn")
+        return found

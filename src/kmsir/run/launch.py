@@ -131,7 +131,7 @@ def settle_finished(bundle: Path) -> bool:
     recorded: keep a torn last record, remove the derived files' temporaries and write the
     manifest from the journal. True when the reports must be rendered again too (and the
     manifest was rewritten); False when the bundle was complete."""
-    from kmsir.evidence import integrity
+    from kmsir.evidence import derived, integrity, manifest
     from kmsir.evidence import journal as writer
     from kmsir.evidence.entries import Repair
 
@@ -142,9 +142,9 @@ def settle_finished(bundle: Path) -> bool:
             repairing.append(Repair(**repaired))
         finally:
             repairing.close()
-    writer.settle_derived(bundle, checked.view)
+    derived.settle_derived(bundle, checked.view)
     reports_recorded = all((bundle / name).exists() for name in ("report.md", "report.html"))
     if checked.intact and not checked.notes and reports_recorded:
         return False
-    writer.write_manifest(bundle)
+    manifest.write_manifest(bundle)
     return True

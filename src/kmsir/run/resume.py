@@ -17,7 +17,8 @@ from kmsir.evidence import bundle as evidence
 from kmsir.evidence import integrity
 from kmsir.evidence import journal as writer
 from kmsir.evidence.entries import RunStarted
-from kmsir.evidence.view import Finished, RunView, StepView
+from kmsir.evidence.stepview import StepView
+from kmsir.evidence.view import Finished, RunView
 
 
 @dataclass

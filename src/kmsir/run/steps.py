@@ -45,7 +45,7 @@ from kmsir.evidence.entries import (
 )
 from kmsir.evidence.journal import BundleWriter
 from kmsir.evidence.locks import RunLocks
-from kmsir.evidence.view import StepView
+from kmsir.evidence.stepview import StepView
 from kmsir.playbook import templating
 from kmsir.playbook.model import Playbook, Step, referenced_steps
 from kmsir.prompts import Prompter
