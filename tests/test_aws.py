@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from kmsir import aws
-from kmsir.aws import ClientFactory, Pacing
+from kmsir.aws import ClientFactory
+from kmsir.aws.pacing import QUOTAS, Pacing
 from kmsir.errors import AwsError
 from kmsir.sandbox import Sandbox
 
@@ -42,9 +42,9 @@ class Clock:
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    """The process's pacing on a fake clock (2 LookupEvents a second, as in ``aws.QUOTAS``)."""
+    """The process's pacing on a fake clock (2 LookupEvents a second, as in ``QUOTAS``)."""
     fake = Clock()
-    monkeypatch.setattr(aws, "PACING", Pacing(aws.QUOTAS, clock=fake, sleep=fake.sleep))
+    monkeypatch.setattr("kmsir.aws.pacing.PACING", Pacing(QUOTAS, clock=fake, sleep=fake.sleep))
     return fake
 
 

@@ -272,11 +272,11 @@ def layer(moto: Moto, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultLayer]:
 
     import botocore.endpoint
 
-    from kmsir import aws
+    from kmsir.aws import pacing
 
     moto.layer.reset()
     monkeypatch.setattr(botocore.endpoint, "time", SleepRecorder(time))
-    monkeypatch.setattr(aws, "PACING", aws.Pacing({}))
+    monkeypatch.setattr(pacing, "PACING", pacing.Pacing({}))
     yield moto.layer
     moto.layer.reset()
 

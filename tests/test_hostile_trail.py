@@ -25,7 +25,8 @@ import pytest
 from botocore.stub import Stubber
 
 from kmsir import report
-from kmsir.actions.cloudtrail import Collect, CollectParams, Findings, FindingsParams
+from kmsir.actions.cloudtrail import Collect, CollectParams
+from kmsir.actions.cloudtrail_findings import Findings, FindingsParams
 from kmsir.aws import ClientFactory
 from kmsir.evidence.manifest import Bundle
 from kmsir.trail.files import scan
@@ -43,9 +44,9 @@ from .test_report import rendered_with_whole_tables
 def _unpaced_lookup(monkeypatch: pytest.MonkeyPatch) -> None:
     """LookupEvents pacing (2 calls a second, tested in test_aws.py) is not what these
     tests look at: without it, forty collects do not wait twenty seconds."""
-    from kmsir import aws
+    from kmsir.aws import pacing
 
-    monkeypatch.setattr(aws, "PACING", aws.Pacing({}))
+    monkeypatch.setattr(pacing, "PACING", pacing.Pacing({}))
 
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)

@@ -24,6 +24,7 @@ READERS = {
 #: Words that are also entry types but mean something else where they appear.
 NOT_ENTRY_TYPES = {
     ("actions/cloudtrail.py", "artifact"): "the collect step's output naming its artifact",
+    ("actions/cloudtrail_findings.py", "artifact"): "the findings step's output naming its file",
     ("report/findings.py", "artifact"): "the collect step's output naming its artifact",
     ("actions/human.py", "note"): "the name of the note action",
     ("report/timeline.py", "note"): "the name of the note action",

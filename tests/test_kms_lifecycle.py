@@ -7,16 +7,9 @@ from typing import Any
 import pytest
 
 from kmsir.actions.base import Action
+from kmsir.actions.kms_deletion import CancelDeletion, ScheduleDeletion, ScheduleDeletionParams
 from kmsir.actions.kms_grants import GrantFilter, RevokeGrants, RevokeGrantsParams
-from kmsir.actions.kms_lifecycle import (
-    CancelDeletion,
-    DisableKey,
-    EnableKey,
-    ScheduleDeletion,
-    ScheduleDeletionParams,
-    TagKey,
-    TagParams,
-)
+from kmsir.actions.kms_lifecycle import DisableKey, EnableKey, TagKey, TagParams
 from kmsir.actions.kms_policy import PutPolicy, PutPolicyParams, Quarantine, QuarantineParams
 from kmsir.actions.kms_rotation import EnableRotation, RotateNow, RotationParams
 from kmsir.actions.kmskeys import KeyParams

@@ -62,7 +62,7 @@ def test_the_import_contracts_hold() -> None:
         ("run/plan.py", "import questionary", "the runner neither parses arguments nor prompts"),
         ("evidence/calls.py", "import pydantic", "evidence is stdlib"),
         ("keypolicy.py", "import typer", "only the CLI draws"),
-        ("aws.py", "import moto", "only the sandbox imports moto"),
+        ("aws/__init__.py", "import moto", "only the sandbox imports moto"),
     ],
 )
 def test_a_forbidden_import_breaks_a_contract(

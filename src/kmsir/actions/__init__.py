@@ -8,17 +8,13 @@ from __future__ import annotations
 from typing import Any
 
 from kmsir.actions.base import Action
-from kmsir.actions.cloudtrail import Collect, Findings
+from kmsir.actions.cloudtrail import Collect
+from kmsir.actions.cloudtrail_findings import Findings
 from kmsir.actions.human import Ask, Confirm, Note, Wait
 from kmsir.actions.iam import DeactivateAccessKey, ReactivateAccessKey
+from kmsir.actions.kms_deletion import CancelDeletion, ScheduleDeletion
 from kmsir.actions.kms_grants import RevokeGrants
-from kmsir.actions.kms_lifecycle import (
-    CancelDeletion,
-    DisableKey,
-    EnableKey,
-    ScheduleDeletion,
-    TagKey,
-)
+from kmsir.actions.kms_lifecycle import DisableKey, EnableKey, TagKey
 from kmsir.actions.kms_policy import PutPolicy, Quarantine, RestorePolicy
 from kmsir.actions.kms_rotation import EnableRotation, RotateNow
 from kmsir.actions.kms_snapshot import Snapshot

@@ -1,19 +1,21 @@
-"""CloudTrail actions: collect every event that touched a key, and the findings among them.
+"""The ``cloudtrail.collect`` action: every CloudTrail event that touched a key, from one source.
 
-``cloudtrail.collect`` sources:
+Sources:
 
-- ``lookup`` (the CloudTrail API): ``LookupEvents`` by ResourceName, one pass by key ARN and one
-  by key id, paginated, Regions in parallel (``aws`` paces LookupEvents at its quota, 2 requests
-  per second per account and Region, and botocore retries what is throttled all the same);
+- ``lookup`` (the CloudTrail API): ``LookupEvents`` by ResourceName, Regions in parallel
+  (``trail_lookup``);
 - ``files``: local trail log files or folders (``*.json.gz``, ``*.json``, JSON Lines), read by
   ``trail.files`` one process per core;
 - ``s3``: a trail bucket (``bucket``, ``prefix``), standard or organisation layout, listing
-  only the day prefixes inside the window (``trail_s3``).
+  only the day prefixes inside the window (``trail_s3``);
+- ``athena``, ``lake``: a query of an Athena CloudTrail table or a CloudTrail Lake event data
+  store (``trail_query``).
 
 Every event goes through the one matching function (``trail.match``), is de-duplicated by
 event id, sorted by time and kept unchanged in ``events.jsonl.gz``. Whatever the source, a
 record that is not a usable event (not JSON, not an object, not UTF-8, nested too deeply) is
 counted in ``skipped`` by reason and journaled with examples, never fatal and never silent.
+The findings among the events are ``cloudtrail_findings``'s.
 """
 
 from __future__ import annotations
@@ -23,15 +25,15 @@ import json
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from kmsir.actions.base import Action, ActionContext, Outcome, Params
+from kmsir.actions.base import Action, ActionContext, Outcome
 from kmsir.actions.kmskeys import KeyParams, check_key_reference, describe
+from kmsir.actions.trail_lookup import lookup_regions
 from kmsir.actions.trail_query import (
     Partitions,
     athena_events,
@@ -40,22 +42,14 @@ from kmsir.actions.trail_query import (
     lake_sql,
 )
 from kmsir.actions.trail_s3 import scan_bucket
-from kmsir.aws import aws_errors
 from kmsir.errors import ActionError
 from kmsir.evidence.calls import Call
 from kmsir.evidence.entries import InputSkipped
-from kmsir.inert import one_line
-from kmsir.playbook.values import duration_seconds, is_region, parse_time, time_parameter
+from kmsir.playbook.values import is_region, parse_time, time_parameter
 from kmsir.trail import files
-from kmsir.trail.actors import actors
-from kmsir.trail.events import decode_event, decode_text, dedupe_sorted, summarize
-from kmsir.trail.fields import event_time
-from kmsir.trail.finding import context_for
-from kmsir.trail.findings import findings
+from kmsir.trail.events import dedupe_sorted, summarize
 from kmsir.trail.match import KeyMatcher
 
-#: Actors behind the findings that the findings step lists in its outputs.
-MAX_ACTORS = 20
 #: Skipped records named in the journal (the rest are counted).
 MAX_EXAMPLES = 20
 
@@ -202,7 +196,7 @@ class Collect(Action[CollectParams]):
             matcher = KeyMatcher.for_key(info.arn, params.aliases)
             regions = params.regions or [info.region]
             skips = _Skips(skipped, problems)
-            found = _lookup_regions(ctx, info.arn, info.key_id, regions, start, end, matcher, skips)
+            found = lookup_regions(ctx, info.arn, info.key_id, regions, start, end, matcher, skips)
             key_arn = info.arn
         events = dedupe_sorted(found, noted)
         lines = b"".join(
@@ -218,12 +212,12 @@ class Collect(Action[CollectParams]):
             {
                 "artifact": path,
                 "key_arn": key_arn,
-                "window": {"since": _iso(start), "until": _iso(end)},
+                "window": {"since": iso(start), "until": iso(end)},
                 "skipped": dict(skipped),
                 "noted": dict(noted),
             }
         )
-        summary = f"{len(events)} event(s) for {params.key} from {_iso(start)} to {_iso(end)}"
+        summary = f"{len(events)} event(s) for {params.key} from {iso(start)} to {iso(end)}"
         if skipped:
             summary += f"; skipped {sum(skipped.values())} unreadable input(s)"
         return Outcome(outputs=outputs, summary=summary)
@@ -271,158 +265,6 @@ def _query(
     return lake_events(ctx, sql, store=store, skip=skip)
 
 
-def _lookup_regions(
-    ctx: ActionContext,
-    arn: str,
-    key_id: str,
-    regions: list[str],
-    start: datetime,
-    end: datetime,
-    matcher: KeyMatcher,
-    skip: Callable[[str, str], None],
-) -> list[dict[str, Any]]:
-    """LookupEvents in every Region at once (the quota is per Region). The pass by key
-    id finds the events of the pass by ARN again: ``dedupe_sorted`` keeps each once."""
-
-    def one(region: str) -> list[dict[str, Any]]:
-        events: list[dict[str, Any]] = []
-        unusable: set[str] = set()  # each pass finds them again: counted once
-        for name in (arn, key_id):
-            for event_id, event in _lookup(ctx, name, start, end, region):
-                if isinstance(event, str):
-                    if event_id not in unusable:
-                        unusable.add(event_id)
-                        skip(event, f"LookupEvents {region} event {event_id}")
-                elif matcher.matches(event):
-                    events.append(event)
-        return events
-
-    with ThreadPoolExecutor(max_workers=len(regions)) as pool:
-        return [e for batch in pool.map(one, regions) for e in batch]
-
-
-def _lookup(
-    ctx: ActionContext,
-    resource_name: str,
-    start: datetime,
-    end: datetime,
-    region: str,
-) -> Iterator[tuple[str, dict[str, Any] | str]]:
-    """Each event LookupEvents returns, by its ``EventId``: the event, or why it is none."""
-    client = ctx.clients.client("cloudtrail", region)
-    token: str | None = None
-    pages = 0
-    while True:
-        request: dict[str, Any] = {
-            "LookupAttributes": [{"AttributeKey": "ResourceName", "AttributeValue": resource_name}],
-            "StartTime": start,
-            "EndTime": end,
-            "MaxResults": 50,
-        }
-        if token:
-            request["NextToken"] = token
-        with aws_errors(f"LookupEvents for {resource_name}", service="cloudtrail"):
-            page = client.lookup_events(**request)
-        pages += 1
-        ctx.reporter.progress(f"CloudTrail pages ({region})", pages)
-        for n, item in enumerate(page.get("Events", [])):
-            event_id = one_line(str(item.get("EventId") or f"#{pages}.{n}"))[:100]
-            body = item.get("CloudTrailEvent")
-            if isinstance(body, str):
-                yield event_id, decode_text(body)
-            else:
-                yield event_id, "event without its CloudTrail record"
-        token = page.get("NextToken")
-        if not token:
-            return
-
-
-class FindingsParams(Params):
-    """Which collect step's events, and how the incident window is cut from the baseline."""
-
-    events: str = Field(pattern=r"^[a-z][a-z0-9_]*(-[a-z0-9_]+)*$")
-    key: str | None = Field(default=None, pattern=r"^arn:aws[a-z-]*:kms:.+:key/.+$")
-    window: str = "24h"
-    baseline_days: int = Field(default=30, ge=1, le=90)
-
-    @field_validator("window")
-    @classmethod
-    def _window(cls, value: str) -> str:
-        duration_seconds(value)
-        return value
-
-
-class Findings(Action[FindingsParams]):
-    """KMS findings over a collect step's events, most severe first, into ``findings.json``.
-
-    ```yaml
-    - id: findings
-      action: cloudtrail.findings
-      with: {events: collect, window: 24h}
-    ```
-    The last ``window`` of the events is the incident window; the ``baseline_days`` before it
-    are what "new principal", "new source" and "volume spike" compare against.
-    Outputs: ``count``, ``by_severity``, ``top`` (the first ten), ``actors`` (who is behind
-    the findings, most severe first: ``principal``, ``type``, ``account``, ``user`` or
-    ``role``, ``access_keys``, ``severity``, ``findings``: how many), ``artifact``.
-    """
-
-    name = "cloudtrail.findings"
-    params = FindingsParams
-
-    def api_calls(self, params: FindingsParams) -> list[Call]:
-        return []
-
-    def run(self, ctx: ActionContext, params: FindingsParams) -> Outcome:
-        data = ctx.artifacts.earlier(params.events, "events.jsonl.gz")
-        if data is None:
-            raise ActionError(f"step {params.events!r} collected no events.jsonl.gz")
-        events: list[dict[str, Any]] = []
-        skipped: Counter[str] = Counter()
-        for line in gzip.decompress(data).splitlines():
-            event = decode_event(line) if line.strip() else None
-            if isinstance(event, str):  # collect wrote it; an edited bundle may not have
-                skipped[event] += 1
-            elif event is not None:
-                events.append(event)
-        now = ctx.now()
-        window_start = now - _delta(params.window)
-        oldest = window_start - _delta(f"{params.baseline_days}d")
-        # an event without a valid time cannot be shown to be too old: the rules see it
-        kept = [e for e in events if (event_time(e) or now) >= oldest]
-        found = findings(kept, context_for(kept, params.key, window_start))
-        path = ctx.write_json("findings.json", [f.to_json() for f in found])
-        by_severity = Counter(f.severity for f in found)
-        top = [{k: v for k, v in f.to_json().items() if k != "details"} for f in found[:10]]
-        summary = f"{len(found)} finding(s)" + (
-            ": "
-            + ", ".join(
-                f"{n} {s}" for s, n in sorted(by_severity.items(), key=lambda i: -_rank(i[0]))
-            )
-            if found
-            else ""
-        )
-        return Outcome(
-            outputs={
-                "count": len(found),
-                "by_severity": dict(by_severity),
-                "top": top,
-                "actors": actors(found, kept)[:MAX_ACTORS],
-                "artifact": path,
-                "window": {"since": _iso(window_start), "until": _iso(now)},
-                "skipped": dict(skipped),
-            },
-            summary=summary,
-        )
-
-
-def _rank(severity: str) -> int:
-    return ["info", "low", "medium", "high", "critical"].index(severity)
-
-
-def _delta(duration: str) -> timedelta:
-    return timedelta(seconds=duration_seconds(duration))
-
-
-def _iso(moment: datetime) -> str:
+def iso(moment: datetime) -> str:
+    """``moment`` in UTC, to the second, as CloudTrail writes times."""
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -58,8 +58,6 @@ def record_data(record: Any) -> dict[str, Any]:
         return record.record
     _, data = e.data_of(record)
     if isinstance(record, e.Decision) and record.calls is not None:
-        # an approval: what was shown, always written together
-        data = {"state": None, "inverse": None, **data}
         data["calls"] = [describe(c) for c in record.calls]
     elif isinstance(record, (e.CheckMode, e.Recheck)):
         data["would_call"] = [describe(c) for c in record.would_call]

@@ -2,9 +2,9 @@
 errors.
 
 botocore's standard retries, configured here once, are the one retry layer for throttling and
-transient errors; nothing above retries them again. A quota kmsir knows (``QUOTAS``) is kept
-by pacing every request of that operation, shared by every client of the process, so no caller
-paces by hand. Clients are typed (``ClientFactory.client("kms")`` is a ``KMSClient`` to mypy).
+transient errors; nothing above retries them again. A quota kmsir knows is kept by pacing every
+request of that operation (``pacing``), so no caller paces by hand. Clients are typed
+(``ClientFactory.client("kms")`` is a ``KMSClient`` to mypy).
 
 Nothing here runs at import time and boto3 is imported lazily, so ``kmsir --help`` and
 ``kmsir validate`` stay fast. Tests and the sandbox pass in their own session factory.
@@ -17,12 +17,12 @@ import itertools
 import os
 import re
 import threading
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from kmsir import __version__
+from kmsir.aws.pacing import pace
 from kmsir.errors import AwsError, CheckModeRefusal, UsageError
 from kmsir.evidence.calls import Call, is_read_only
 
@@ -49,11 +49,6 @@ NOT_IDEMPOTENT = frozenset({"RotateKeyOnDemand"})
 RESPONSE_LOST = frozenset({"ReadTimeoutError", "ConnectionClosedError"})
 #: Error codes of expired temporary credentials: the run can go on with fresh ones.
 EXPIRED_CREDENTIALS = frozenset({"ExpiredToken", "ExpiredTokenException"})
-#: Request quotas AWS documents, which kmsir sends at: requests per second per account and
-#: Region, by (service, operation). botocore's adaptive retry mode only slows down after a
-#: first throttle; a quota known in advance is kept from the first request on. CloudTrail's
-#: LookupEvents: 2 a second (CloudTrail quotas, "LookupEvents API").
-QUOTAS: dict[tuple[str, str], float] = {("cloudtrail", "LookupEvents"): 2.0}
 
 
 CallRecorder = Callable[[Call], None]
@@ -221,72 +216,14 @@ class ClientFactory:
             # answer with a delay); None leaves the decision to it.
             return False if lost and operation.name in NOT_IDEMPOTENT else None
 
-        def pace(request: Any, event_name: str, **_: Any) -> None:
-            # every attempt counts against a quota, botocore's retries too; on the service's
-            # own event, so it runs before any handler on plain ``before-send`` answers
-            PACING.wait(service, event_name.rsplit(".", 1)[-1], _credential(request), region)
-
         events.register("provide-client-params", keep_params)
         events.register_first(f"needs-retry.{service_id}", before_retry)
         events.register("before-call", check_mode_guard)
         events.register("before-call", intent)
         events.register("after-call", record)
-        events.register_first(f"before-send.{service_id}", pace)
+        pace(client)
         if self.guard_send:
             refuse_unanswered(events)
-
-
-class Pacing:
-    """Sends the requests of an operation with a known quota at that quota, never faster: one
-    schedule per quota holder, shared by every client of the process and every thread.
-
-    A quota is per account and Region: every caller with the same credentials in the same
-    Region waits its turn on the same schedule, whichever factory made its client. The access
-    key id stands for the account (two keys of one account are paced apart, as two processes
-    would be).
-    """
-
-    def __init__(
-        self,
-        quotas: Mapping[tuple[str, str], float],
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.quotas = quotas
-        self._clock = clock
-        self._sleep = sleep
-        #: When the next request may go, by (service, operation, access key id, Region).
-        self._next: dict[tuple[str, str, str, str], float] = {}
-        self._lock = threading.Lock()
-
-    def wait(self, service: str, operation: str, credential: str, region: str) -> None:
-        """Block until this request may go: at once for an operation without a known quota,
-        else at least ``1 / quota`` seconds after the previous one of the same holder."""
-        rate = self.quotas.get((service, operation))
-        if rate is None:
-            return
-        key = (service, operation, credential, region)
-        with self._lock:
-            now = self._clock()
-            due = self._next.get(key, now)
-            self._next[key] = max(now, due) + 1.0 / rate
-        if due > now:
-            self._sleep(due - now)
-
-
-#: The process's pacing (the ``before-send`` hook of every client looks it up when it runs).
-PACING = Pacing(QUOTAS)
-_CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/")
-
-
-def _credential(request: Any) -> str:
-    """The access key id a signed request was signed with (SigV4 ``Authorization`` header),
-    or ``""`` for an unsigned one."""
-    header = request.headers.get("Authorization") or b""
-    text = header.decode(errors="replace") if isinstance(header, bytes) else str(header)
-    found = _CREDENTIAL.search(text)
-    return found[1] if found else ""
 
 
 def _response_lost(exc: Exception | None) -> bool:

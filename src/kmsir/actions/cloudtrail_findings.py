@@ -1,0 +1,115 @@
+"""The ``cloudtrail.findings`` action: KMS findings over the events a collect step kept.
+
+It reads the collect step's ``events.jsonl.gz`` (no AWS call), cuts the incident window from
+the baseline before it, and runs the rules of ``trail.findings`` over them.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections import Counter
+from datetime import timedelta
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from kmsir.actions.base import Action, ActionContext, Outcome, Params
+from kmsir.actions.cloudtrail import iso
+from kmsir.errors import ActionError
+from kmsir.evidence.calls import Call
+from kmsir.playbook.values import duration_seconds
+from kmsir.trail.actors import actors
+from kmsir.trail.events import decode_event
+from kmsir.trail.fields import event_time
+from kmsir.trail.finding import context_for
+from kmsir.trail.findings import findings
+
+#: Actors behind the findings that the findings step lists in its outputs.
+MAX_ACTORS = 20
+
+
+class FindingsParams(Params):
+    """Which collect step's events, and how the incident window is cut from the baseline."""
+
+    events: str = Field(pattern=r"^[a-z][a-z0-9_]*(-[a-z0-9_]+)*$")
+    key: str | None = Field(default=None, pattern=r"^arn:aws[a-z-]*:kms:.+:key/.+$")
+    window: str = "24h"
+    baseline_days: int = Field(default=30, ge=1, le=90)
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        duration_seconds(value)
+        return value
+
+
+class Findings(Action[FindingsParams]):
+    """KMS findings over a collect step's events, most severe first, into ``findings.json``.
+
+    ```yaml
+    - id: findings
+      action: cloudtrail.findings
+      with: {events: collect, window: 24h}
+    ```
+    The last ``window`` of the events is the incident window; the ``baseline_days`` before it
+    are what "new principal", "new source" and "volume spike" compare against.
+    Outputs: ``count``, ``by_severity``, ``top`` (the first ten), ``actors`` (who is behind
+    the findings, most severe first: ``principal``, ``type``, ``account``, ``user`` or
+    ``role``, ``access_keys``, ``severity``, ``findings``: how many), ``artifact``.
+    """
+
+    name = "cloudtrail.findings"
+    params = FindingsParams
+
+    def api_calls(self, params: FindingsParams) -> list[Call]:
+        return []
+
+    def run(self, ctx: ActionContext, params: FindingsParams) -> Outcome:
+        data = ctx.artifacts.earlier(params.events, "events.jsonl.gz")
+        if data is None:
+            raise ActionError(f"step {params.events!r} collected no events.jsonl.gz")
+        events: list[dict[str, Any]] = []
+        skipped: Counter[str] = Counter()
+        for line in gzip.decompress(data).splitlines():
+            event = decode_event(line) if line.strip() else None
+            if isinstance(event, str):  # collect wrote it; an edited bundle may not have
+                skipped[event] += 1
+            elif event is not None:
+                events.append(event)
+        now = ctx.now()
+        window_start = now - _delta(params.window)
+        oldest = window_start - _delta(f"{params.baseline_days}d")
+        # an event without a valid time cannot be shown to be too old: the rules see it
+        kept = [e for e in events if (event_time(e) or now) >= oldest]
+        found = findings(kept, context_for(kept, params.key, window_start))
+        path = ctx.write_json("findings.json", [f.to_json() for f in found])
+        by_severity = Counter(f.severity for f in found)
+        top = [{k: v for k, v in f.to_json().items() if k != "details"} for f in found[:10]]
+        summary = f"{len(found)} finding(s)" + (
+            ": "
+            + ", ".join(
+                f"{n} {s}" for s, n in sorted(by_severity.items(), key=lambda i: -_rank(i[0]))
+            )
+            if found
+            else ""
+        )
+        return Outcome(
+            outputs={
+                "count": len(found),
+                "by_severity": dict(by_severity),
+                "top": top,
+                "actors": actors(found, kept)[:MAX_ACTORS],
+                "artifact": path,
+                "window": {"since": iso(window_start), "until": iso(now)},
+                "skipped": dict(skipped),
+            },
+            summary=summary,
+        )
+
+
+def _rank(severity: str) -> int:
+    return ["info", "low", "medium", "high", "critical"].index(severity)
+
+
+def _delta(duration: str) -> timedelta:
+    return timedelta(seconds=duration_seconds(duration))
