@@ -80,6 +80,22 @@ class ClientFactory:
     )
     _lock: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False)
 
+    @classmethod
+    def live(cls, profile: str | None, region: str | None) -> ClientFactory:
+        """Clients for AWS (or the endpoint the environment points AWS clients at), with the
+        credentials of ``profile`` (the default chain when None)."""
+
+        def session() -> boto3.Session:
+            import boto3
+            from botocore.exceptions import ProfileNotFound
+
+            try:
+                return boto3.Session(profile_name=profile, region_name=region)
+            except ProfileNotFound:
+                raise UsageError(f"--profile {profile}: no such AWS profile") from None
+
+        return cls(session_factory=session, region=region)
+
     def session(self) -> boto3.Session:
         """The (lazily created) boto3 session."""
         with self._lock:

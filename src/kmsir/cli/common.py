@@ -274,18 +274,10 @@ InputPairs = Annotated[
 
 
 def live_clients(profile: str | None, region: str | None) -> ClientFactory:
+    """Clients for AWS with ``--profile`` and ``--region``."""
     from kmsir.aws import ClientFactory
 
-    def session() -> Any:
-        import boto3
-        from botocore.exceptions import ProfileNotFound
-
-        try:
-            return boto3.Session(profile_name=profile, region_name=region)
-        except ProfileNotFound:
-            raise UsageError(f"--profile {profile}: no such AWS profile") from None
-
-    return ClientFactory(session_factory=session, region=region)
+    return ClientFactory.live(profile, region)
 
 
 def prompter_for(scripted: dict[str, Any], source: str, *, yes: bool) -> Any:
