@@ -178,3 +178,28 @@ def test_scan_reads_a_trail_bucket_through_aws_endpoint_url(moto_server: Loopbac
     )
     assert result.returncode == 0, result.stderr
     assert [json.loads(line)["eventID"] for line in result.stdout.splitlines()] == ["id-1"]
+
+
+def test_a_scan_of_files_loads_no_action_and_no_aws_sdk(tmp_path: Path) -> None:
+    """A scan of trail files on disk starts fast: it imports neither the actions nor boto3
+    (they come in only to read an ``s3://`` bucket)."""
+    import subprocess
+    import sys
+
+    write_trail(tmp_path / "a.json.gz", [event(1, key=True), event(2, key=False)])
+    code = (
+        "import sys\n"
+        "from kmsir.cli import main\n"
+        f"sys.argv = ['kmsir', 'cloudtrail', 'scan', {str(tmp_path)!r}, '--key', {KEY!r},"
+        f" '--out', {str(tmp_path / 'out.jsonl')!r}]\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith(('kmsir.actions', 'boto3')))\n"
+        "print(loaded)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+    assert (tmp_path / "out.jsonl").read_text().count("\n") == 1

@@ -27,13 +27,16 @@ def matched_records(
 ) -> tuple[list[bytes], ScanStats]:
     """The records ``matcher`` matches in the trail files under ``local`` and in each
     ``s3://bucket/prefix`` of ``buckets`` (read with ``clients()``), in event order."""
-    from kmsir.actions.base import NullReporter
-    from kmsir.actions.trail_s3 import scan_bucket
     from kmsir.trail import files
     from kmsir.trail.events import order_raw
 
     raw, stats = files.scan(local, matcher, since=since, until=until)
     for uri in buckets:
+        # the actions (and AWS) are imported only to read a bucket: a scan of files on disk
+        # starts without them
+        from kmsir.actions.base import NullReporter
+        from kmsir.actions.trail_s3 import scan_bucket
+
         bucket, _, prefix = uri.removeprefix("s3://").partition("/")
         from_bucket, more = scan_bucket(
             clients(), NullReporter(), bucket, prefix, None, matcher, since, until
