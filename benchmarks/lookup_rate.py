@@ -138,6 +138,8 @@ def collect(factory: Any, key: str, regions: list[str]) -> str:
         outcome = Collect().run(ctx, CollectParams(key=key, since="7d", regions=regions))
     except AwsError as exc:
         return f"failed ({exc.code})"
+    except Exception as exc:  # a broken benchmark must say so, not print empty figures
+        return f"crashed ({type(exc).__name__}: {exc})"
     return f"{outcome.outputs['count']} events"
 
 
@@ -153,7 +155,8 @@ def report(label: str, quota: Quota, elapsed: float, found: list[str]) -> None:
         )
 
 
-def main() -> None:
+def main() -> int:
+    """Run the three cases; exit 1 when a collect failed or a request was throttled."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=1000)
     args = parser.parse_args()
@@ -189,6 +192,7 @@ def main() -> None:
             ("(b) two collects at once, one Region", 2, [sandbox.region]),
             ("(c) one collect, two Regions", 1, [sandbox.region, OTHER_REGION]),
         ]
+        failed = throttled = 0
         for label, callers, regions in cases:
             quota.reset()
             found: list[str] = []
@@ -204,8 +208,14 @@ def main() -> None:
             for thread in threads:
                 thread.join()
             report(label, quota, time.perf_counter() - started, found)
+            failed += sum(not f.endswith(" events") for f in found)
+            throttled += sum(quota.throttled.values())
             time.sleep(1.0)  # the next case starts with a full bucket, as after a pause
+    if failed or throttled:
+        print(f"FAILED: {failed} collect(s) failed, {throttled} request(s) throttled")
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
