@@ -31,7 +31,7 @@ inputs:
   key: {type: kms-key, required: true}
 steps:
   - {id: disable, action: kms.disable-key, with: {key: "{{ inputs.key }}"}}
-  - {id: hold, action: wait, with: {duration: 60s, reason: the other responder looks}}
+  - {id: hold, action: wait, with: {duration: 30m, reason: the other responder looks}}
 """
 DISABLE = """\
 id: disable
