@@ -18,13 +18,14 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from kmsir.trail.events import decode_event
+from kmsir.trail.fields import event_time
 from kmsir.trail.match import KeyMatcher
 
 #: File name endings read when a folder is given.
@@ -247,7 +248,7 @@ def _keep(
 ) -> list[bytes]:
     matched = []
     for raw, event in candidates:
-        moment = _time(event)
+        moment = event_time(event)
         if moment is None:
             stats.skip("record without eventTime", where)
             continue
@@ -257,17 +258,6 @@ def _keep(
             stats.matched += 1
             matched.append(raw if b"\n" not in raw else msgspec.json.encode(event))
     return matched
-
-
-def _time(event: dict[str, Any]) -> datetime | None:
-    value = event.get("eventTime")
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def scan_file(
