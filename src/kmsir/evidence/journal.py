@@ -267,7 +267,7 @@ class BundleWriter:
         torn = raw[cut:]
         if not torn:
             return {}
-        seq = read_journal(path).view().lines + 1
+        seq = len(read_journal(path).entries) + 1
         saved = f"{QUARANTINE}/journal-line-{seq}.torn"
         make_private_dirs(root / QUARANTINE)
         try:

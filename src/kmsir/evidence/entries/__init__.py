@@ -176,13 +176,10 @@ def data_of(record: Journaled) -> tuple[str, Json]:
     if isinstance(record, Decision) and record.calls is not None:
         always = ("state", "inverse")  # an approval shows what was shown, undo or not
     for name in always:
-        data.setdefault(name, jsonable_default(getattr(record, name)))
+        data.setdefault(name, msgspec.to_builtins(getattr(record, name)))
     return kind, data
 
 
-def jsonable_default(value: Any) -> Any:
-    """A field left out at its default, as the journal writes it (``{}`` stays ``{}``)."""
-    return msgspec.to_builtins(value) if value is not None else None
 
 
 __all__ = [
@@ -224,4 +221,3 @@ __all__ = [
     "data_of",
     "read",
 ]
-
