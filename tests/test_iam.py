@@ -1,8 +1,8 @@
-"""Containing the actor in IAM against moto: deactivate and reactivate an access key."""
+"""Containing the actor in IAM against moto: deactivate and reactivate an access key
+(revoking role sessions, the deny-all policy and the responder's protection through an
+assumed role: test_iam_containment)."""
 
 from __future__ import annotations
-
-from typing import Any
 
 import pytest
 
@@ -10,7 +10,7 @@ from kmsir.actions.base import EarlierAttempt
 from kmsir.actions.iam import AccessKeyParams, DeactivateAccessKey, ReactivateAccessKey
 from kmsir.aws import ClientFactory
 from kmsir.errors import ActionError
-from kmsir.evidence.calls import describe
+from kmsir.evidence.calls import Call, describe
 
 from .fakes import context
 
@@ -89,7 +89,8 @@ def test_the_callers_own_key_is_refused(
         with pytest.raises(ActionError, match="the access key this run itself signs"):
             attempt(ctx, params)
     assert status(moto_clients, leaked["own"]) == "Active"
-    assert not calls
+    # only read: who the caller is (sts:GetCallerIdentity), nothing about the key changed
+    assert [c.operation for c in calls] == ["GetCallerIdentity", "GetCallerIdentity"]
     # the other key of the same user is fair game
     DeactivateAccessKey().run(ctx, AccessKeyParams(user="svc-reports", access_key_id=leaked["key"]))
     assert status(moto_clients, leaked["key"]) == "Inactive"
@@ -118,7 +119,7 @@ def test_a_resumed_step_reports_the_change_its_interrupted_attempt_made(
     )
     calls.clear()
     before = {"user": "svc-reports", "access_key_id": leaked["key"], "status": "Active"}
-    sent: dict[str, Any] = {"operation": "UpdateAccessKey", "params": {}}
+    sent = Call(service="iam", operation="UpdateAccessKey")
     ctx.earlier_attempt = EarlierAttempt(before=before, sent=(sent,))
     outcome = DeactivateAccessKey().run(ctx, params)
     assert outcome.status == "succeeded" and outcome.before == before

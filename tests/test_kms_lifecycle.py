@@ -8,6 +8,7 @@ import pytest
 
 from kmsir.actions.base import Action
 from kmsir.actions.kms_deletion import CancelDeletion, ScheduleDeletion, ScheduleDeletionParams
+from kmsir.actions.kms_deny import DenyPrincipals, DenyPrincipalsParams
 from kmsir.actions.kms_grants import GrantFilter, RevokeGrants, RevokeGrantsParams
 from kmsir.actions.kms_lifecycle import DisableKey, EnableKey, TagKey, TagParams
 from kmsir.actions.kms_policy import PutPolicy, PutPolicyParams, Quarantine, QuarantineParams
@@ -194,6 +195,7 @@ MUTATING: list[tuple[Action[Any], Any]] = [
     (CancelDeletion(), KeyParams(key="alias/aws/s3")),
     (RevokeGrants(), RevokeGrantsParams(key="alias/aws/s3", grant_ids=["abc"])),
     (Quarantine(), QuarantineParams(key="alias/aws/s3")),
+    (DenyPrincipals(), DenyPrincipalsParams(key="alias/aws/s3", principals=["444455556666"])),
     (PutPolicy(), PutPolicyParams(key="alias/aws/s3", policy={"Statement": [{}]})),
     (TagKey(), TagParams(key="alias/aws/s3")),
     (EnableRotation(), RotationParams(key="alias/aws/s3")),

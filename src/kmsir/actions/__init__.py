@@ -12,7 +12,11 @@ from kmsir.actions.cloudtrail import Collect
 from kmsir.actions.cloudtrail_findings import Findings
 from kmsir.actions.human import Ask, Confirm, Note, Wait
 from kmsir.actions.iam import DeactivateAccessKey, ReactivateAccessKey
+from kmsir.actions.iam_containment import AttachDenyPolicy, DetachDenyPolicy
+from kmsir.actions.iam_sessions import RestoreRoleSessions, RevokeRoleSessions
+from kmsir.actions.kms_blast import BlastRadius
 from kmsir.actions.kms_deletion import CancelDeletion, ScheduleDeletion
+from kmsir.actions.kms_deny import DenyPrincipals
 from kmsir.actions.kms_grants import RevokeGrants
 from kmsir.actions.kms_lifecycle import DisableKey, EnableKey, TagKey
 from kmsir.actions.kms_policy import PutPolicy, Quarantine, RestorePolicy
@@ -26,6 +30,7 @@ def registry() -> Registry:
     """Every action kmsir knows, by name."""
     actions: list[Action[Any]] = [
         Snapshot(),
+        BlastRadius(),
         DisableKey(),
         EnableKey(),
         ScheduleDeletion(),
@@ -39,6 +44,11 @@ def registry() -> Registry:
         RotateNow(),
         DeactivateAccessKey(),
         ReactivateAccessKey(),
+        RevokeRoleSessions(),
+        RestoreRoleSessions(),
+        AttachDenyPolicy(),
+        DetachDenyPolicy(),
+        DenyPrincipals(),
         Collect(),
         Findings(),
         Ask(),

@@ -138,6 +138,10 @@ class ActionContext:
     approved: Preview | None = None
     #: Set when an earlier attempt of this step did not finish (see ``EarlierAttempt``).
     earlier_attempt: EarlierAttempt | None = None
+    #: The calls approved for this step before the run stopped (on resume): a preview whose
+    #: calls carry the moment they are shown (a session cutoff) shows those again, so the
+    #: approval still covers them and is not asked twice.
+    approved_before: tuple[Call, ...] = ()
 
     def changing(self, before: dict[str, Any]) -> None:
         """Record the state about to change, just before the first call that changes it.
@@ -234,3 +238,36 @@ class Action(Generic[P]):
     def run(self, ctx: ActionContext, params: P) -> Outcome:
         """Do the work; raise ``ActionError`` on failure."""
         raise NotImplementedError
+
+    def undo(self, done: Done) -> Undo | None:
+        """How ``rollback`` undoes a step of this action that changed something: the
+        ``inverse`` action's parameters, built from what the step journaled. ``None``: this
+        action has nothing to undo, or the journal does not say enough to undo it."""
+        return None
+
+
+@dataclass(frozen=True)
+class Done:
+    """A step that changed something, as its journal tells it (what ``undo`` is built from)."""
+
+    step_id: str
+    #: The rendered parameters it ran with.
+    params: dict[str, Any]
+    outputs: dict[str, Any]
+    #: The state it recorded before and after its change (``Outcome.before``/``after``).
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    #: The bundle it was recorded in, for artifacts the inverse reads (a policy to restore).
+    bundle: str
+    #: Its artifacts, bundle-relative paths.
+    artifacts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Undo:
+    """The step that undoes a change: ``action`` (the inverse) run ``with`` ``params``."""
+
+    action: str
+    params: dict[str, Any]
+    #: One line for the rollback plan: what undoing restores ("enable key 1234...").
+    summary: str

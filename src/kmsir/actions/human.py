@@ -13,16 +13,39 @@ from kmsir.evidence.calls import Call
 from kmsir.evidence.entries import Decision
 from kmsir.evidence.entries import Note as NoteRecord
 from kmsir.playbook.values import duration_seconds, parse_time, time_parameter
+from kmsir.prompts import Answer
 
 #: The longest a ``wait`` step may wait: a day (longer belongs in a follow-up, not a run).
 MAX_WAIT_SECONDS = 86_400
 
 
+#: What a person may ask to see before choosing (``details``), at most.
+MAX_DETAILS = 5
+
+
 class AskParams(Params):
-    """A question and the answers allowed."""
+    """A question and the answers allowed; what may be looked at first; the choice that
+    declines to act, and what is said before it is taken."""
 
     question: str = Field(min_length=1, max_length=2000)
     choices: list[str] = Field(min_length=2, max_length=50)
+    #: Label -> text, offered at a terminal as "show <label>" before the choice.
+    details: dict[str, str] = Field(default_factory=dict, max_length=MAX_DETAILS)
+    #: The choice that leaves things as they are ("none"): confirmed once more when chosen.
+    decline: str | None = None
+    decline_warning: str = Field(
+        default="Nothing will be contained: are you sure?", min_length=1, max_length=2000
+    )
+
+    @model_validator(mode="after")
+    def _decline_is_a_choice(self) -> AskParams:
+        if self.decline is not None and self.decline not in self.choices:
+            raise ValueError(f"decline {self.decline!r} is not one of the choices")
+        shown = [f"show {label}" for label in self.details]
+        clash = sorted(set(shown) & set(self.choices))
+        if clash:
+            raise ValueError(f"choice {clash[0]!r} clashes with a detail of the same name")
+        return self
 
 
 class Ask(Action[AskParams]):
@@ -31,8 +54,17 @@ class Ask(Action[AskParams]):
     ```yaml
     - id: decide
       action: ask
-      with: {question: "How do we contain the key?", choices: [revoke-grants, disable, none]}
+      with:
+        question: "How do we contain the key?"
+        choices: [revoke-grants, disable, none]
+        details: {findings: "{{ steps.findings.top | map(attribute='title') | join('; ') }}"}
+        decline: none
+        decline_warning: "The outside grant stays active: are you sure?"
     ```
+    ``details``: texts offered at a terminal as "show <label>" before choosing. ``decline``:
+    the choice that acts on nothing; taking it at a terminal asks ``decline_warning`` once
+    more (no: the question is asked again); from an answers file it counts as confirmed, and
+    the confirmation is journaled either way.
     """
 
     name = "ask"
@@ -44,11 +76,11 @@ class Ask(Action[AskParams]):
 
     def run(self, ctx: ActionContext, params: AskParams) -> Outcome:
         # answered before the run stopped: the answer stands, it is not asked again
-        earlier = ctx.earlier_decision()
+        earlier = _answered(ctx, params.question)
         if earlier is not None:
             value, source = str(earlier.answer), earlier.by
         else:
-            answer = ctx.prompter.ask(ctx.step_id, params.question, params.choices)
+            answer = self._choose(ctx, params)
             value, source = answer.value, answer.source
             ctx.artifacts.journal(
                 Decision(
@@ -62,6 +94,48 @@ class Ask(Action[AskParams]):
             outputs={"answer": value, "by": source},
             summary=f"{params.question} -> {value} ({source})",
         )
+
+    def _choose(self, ctx: ActionContext, params: AskParams) -> Answer:
+        """Ask until a choice stands: details shown on request, a decline confirmed."""
+        prompter = ctx.prompter
+        shown = {f"show {label}": text for label, text in params.details.items()}
+        offered = [*params.choices, *shown] if prompter.interactive else params.choices
+        while True:
+            answer = prompter.ask(ctx.step_id, params.question, offered)
+            if answer.value in shown:
+                ctx.reporter.notice(f"{answer.value[5:]}: {shown[answer.value]}")
+                continue
+            if params.decline is None or answer.value != params.decline:
+                return answer
+            reason: str | None
+            if answer.source != "interactive":
+                by, confirmed = answer.source, True
+                reason = f"the {answer.source}'s {answer.value!r} counts as confirmed"
+            else:
+                sure = prompter.confirm(f"{ctx.step_id}.decline", params.decline_warning)
+                by, reason, confirmed = sure.source, sure.reason, bool(sure.value)
+            ctx.artifacts.journal(
+                Decision(
+                    question=params.decline_warning,
+                    answer="confirmed" if confirmed else "declined",
+                    by=by,
+                    reason=reason,
+                )
+            )
+            if confirmed:
+                return answer
+
+
+def _answered(ctx: ActionContext, question: str) -> Decision | None:
+    """The answer to ``question`` an earlier, unfinished attempt journaled (not a decline's
+    confirmation, which is journaled before it)."""
+    found = ctx.earlier_attempt
+    records = [
+        r
+        for r in (found.recorded if found else ())
+        if isinstance(r, Decision) and r.question == question
+    ]
+    return records[-1] if records else None
 
 
 class ConfirmParams(Params):

@@ -2,8 +2,9 @@
 
 A leaked long-term access key keeps working until it is deactivated; deactivating it is
 reversible (``iam.reactivate-access-key``), deleting it is not, so kmsir only deactivates.
-The access key the run itself signs its requests with is never deactivated ("contain the
-actor, never the caller itself"): that would cut the responder off mid-incident.
+Neither the access key the run itself signs its requests with nor the one its profile
+assumes a role from is ever deactivated ("contain the actor, never the caller itself", see
+``iam_responder``): that would cut the responder off mid-incident.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import field_validator
 
-from kmsir.actions.base import Action, ActionContext, Outcome, Params, Preview
+from kmsir.actions.base import Action, ActionContext, Done, Outcome, Params, Preview, Undo
+from kmsir.actions.iam_responder import responder
 from kmsir.actions.kmskeys import iso
 from kmsir.aws import aws_errors
 from kmsir.errors import ActionError
@@ -27,6 +29,17 @@ _ACCESS_KEY_ID = re.compile(r"^[A-Z0-9]{16,128}$")
 Status = Literal["Active", "Inactive"]
 
 
+def user_name(value: str) -> str:
+    """An IAM user's name from its name or its ARN; ``ValueError`` otherwise."""
+    value = value.strip()
+    arn = _USER_ARN.fullmatch(value)
+    if arn:
+        return arn[1]
+    if not _USER_NAME.fullmatch(value):
+        raise ValueError(f"{value[:80]!r} is not an IAM user name or user ARN")
+    return value
+
+
 class AccessKeyParams(Params):
     """An IAM user (its name, or its ARN as findings name it) and one of its access keys."""
 
@@ -36,13 +49,7 @@ class AccessKeyParams(Params):
     @field_validator("user")
     @classmethod
     def _user(cls, value: str) -> str:
-        value = value.strip()
-        arn = _USER_ARN.fullmatch(value)
-        if arn:
-            return arn[1]
-        if not _USER_NAME.fullmatch(value):
-            raise ValueError(f"{value[:80]!r} is not an IAM user name or user ARN")
-        return value
+        return user_name(value)
 
     @field_validator("access_key_id")
     @classmethod
@@ -83,15 +90,6 @@ class AccessKey:
             else "no recorded use"
         )
         return f"access key {self.status}, created {self.created or '?'}, {last}"
-
-
-def caller_access_key(ctx: ActionContext) -> str | None:
-    """The access key id this run signs its requests with (``None`` if it cannot tell)."""
-    credentials = ctx.clients.session().get_credentials()
-    if credentials is None:
-        return None
-    frozen = credentials.get_frozen_credentials()
-    return str(frozen.access_key) if frozen.access_key else None
 
 
 def access_key(ctx: ActionContext, params: AccessKeyParams) -> AccessKey:
@@ -155,6 +153,18 @@ class _SetStatus(Action[AccessKeyParams]):
     def _notes(self, key: AccessKey) -> tuple[str, ...]:
         return ()
 
+    def undo(self, done: Done) -> Undo | None:
+        user = done.outputs.get("user", done.params.get("user"))
+        key_id = done.outputs.get("access_key_id", done.params.get("access_key_id"))
+        if not user or not key_id or self.inverse is None:
+            return None
+        verb = "reactivate" if self.desired == "Inactive" else "deactivate"
+        return Undo(
+            action=self.inverse,
+            params={"user": user, "access_key_id": key_id},
+            summary=f"{verb} access key {key_id} of IAM user {user}",
+        )
+
     def run(self, ctx: ActionContext, params: AccessKeyParams) -> Outcome:
         key = self._target(ctx, params)
         outputs = key.outputs
@@ -200,7 +210,8 @@ class DeactivateAccessKey(_SetStatus):
       with: {user: svc-reports, access_key_id: AKIAEXAMPLEKEY123456}
     ```
     ``user`` is a user name or a user ARN (as findings name principals). Refused for the
-    access key this run itself uses. Reversible with ``iam.reactivate-access-key``; the key
+    access key this run itself signs with, and for the one its profile assumes a role from.
+    Reversible with ``iam.reactivate-access-key``; the key
     is not deleted. Outputs: ``user``, ``access_key_id``, ``key_status`` (``Inactive``).
     """
 
@@ -209,12 +220,7 @@ class DeactivateAccessKey(_SetStatus):
     desired = "Inactive"
 
     def _target(self, ctx: ActionContext, params: AccessKeyParams) -> AccessKey:
-        if caller_access_key(ctx) == params.access_key_id:
-            raise ActionError(
-                f"{self.name} refused on {params.access_key_id}: it is the access key this "
-                "run itself signs its requests with; contain the actor, never the caller "
-                "(run kmsir with other credentials to deactivate it)"
-            )
+        responder(ctx).refuse_access_key(self.name, params.access_key_id)
         return access_key(ctx, params)
 
     def _notes(self, key: AccessKey) -> tuple[str, ...]:

@@ -16,8 +16,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from kmsir.actions.base import Action, ActionContext, Outcome, Preview
-from kmsir.actions.kms_lifecycle import PENDING, changed, settled
+from kmsir.actions.base import Action, ActionContext, Done, Outcome, Preview, Undo
+from kmsir.actions.kms_lifecycle import PENDING, changed, settled, undo_key
 from kmsir.actions.kmskeys import (
     KeyInfo,
     KeyParams,
@@ -129,6 +129,21 @@ class ScheduleDeletion(Action[ScheduleDeletionParams]):
             lambda: describe(ctx, info.arn).state in PENDING,
         )
         return self._scheduled(changed(ctx, info, extra={"replicas_scheduled": scheduled}))
+
+    def undo(self, done: Done) -> Undo | None:
+        """Cancel the deletion (possible until its date; ``rollback`` checks the date)."""
+        key = undo_key(done)
+        if key is None:
+            return None
+        date = (done.after or {}).get("deletion_date") or done.outputs.get("deletion_date")
+        summary = f"cancel the deletion of key {key}" + (f" set for {date}" if date else "")
+        summary += "; the key comes back Disabled"
+        if (done.before or {}).get("state") == "Enabled":
+            summary += " (it was Enabled before the step: enable it again with kms.enable-key)"
+        replicas = done.outputs.get("replicas_scheduled") or []
+        if replicas:
+            summary += f"; replicas scheduled too, cancel each: {', '.join(map(str, replicas))}"
+        return Undo("kms.cancel-deletion", {"key": key}, summary)
 
     @staticmethod
     def _scheduled(outcome: Outcome) -> Outcome:

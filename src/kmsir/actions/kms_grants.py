@@ -8,7 +8,17 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from kmsir.actions.base import IRREVERSIBLE, Action, ActionContext, Outcome, Params, Preview
+from kmsir.actions.base import (
+    IRREVERSIBLE,
+    Action,
+    ActionContext,
+    Done,
+    Outcome,
+    Params,
+    Preview,
+    Undo,
+)
+from kmsir.actions.kms_lifecycle import undo_key
 from kmsir.actions.kmskeys import (
     KeyInfo,
     KeyParams,
@@ -228,6 +238,27 @@ class RevokeGrants(Action[RevokeGrantsParams]):
             before=earlier
             or {"key_id": info.key_id, "grants": sorted(g["GrantId"] for g in before)},
             after={"key_id": info.key_id, "grants": sorted(remaining)},
+        )
+
+    def undo(self, done: Done) -> Undo | None:
+        """Nothing can bring a revoked grant back: say so for each grant, and where its
+        grantee and operations are kept to create a new one if it was legitimate."""
+        ids = done.outputs.get("revoked") or done.params.get("grant_ids") or []
+        revoked = [str(g) for g in ids]
+        if not revoked:
+            return None
+        key = undo_key(done)
+        kept = next((a for a in done.artifacts if a.endswith("/grants-before.json")), None)
+        where = f" (grantee and operations kept in {kept})" if kept else ""
+        return Undo(
+            IRREVERSIBLE,
+            {"key": key, "grant_ids": revoked},
+            "; ".join(
+                f"grant {g} on key {key} could not be restored: a revoked grant cannot be "
+                "restored; create a new grant (aws kms create-grant) for the same grantee and "
+                f"operations if it was legitimate{where}"
+                for g in revoked
+            ),
         )
 
 

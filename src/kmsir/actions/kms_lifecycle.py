@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from kmsir.actions.base import Action, ActionContext, Outcome, Preview
+from kmsir.actions.base import Action, ActionContext, Done, Outcome, Preview, Undo
 from kmsir.actions.kmskeys import KeyInfo, KeyParams, describe, list_all, target
 from kmsir.aws import aws_errors
 from kmsir.errors import ActionError
@@ -62,6 +62,20 @@ class _StateChange(Action[KeyParams]):
         with aws_errors(f"{self.operation} on {info.key_id}"):
             getattr(kms, xform_name(self.operation))(KeyId=info.key_id)
         return changed(ctx, info)
+
+    def undo(self, done: Done) -> Undo | None:
+        """Make the key what it was before the step: enable what it disabled, and back."""
+        key = undo_key(done)
+        if key is None or self.inverse is None:
+            return None
+        verb = self.inverse.removeprefix("kms.").removesuffix("-key")
+        was = (done.before or {}).get("state")
+        return Undo(
+            self.inverse,
+            {"key": key},
+            f"{verb} key {key} again (step {done.step_id} made it {self.desired}"
+            + (f"; it was {was})" if was else ")"),
+        )
 
 
 class DisableKey(_StateChange):
@@ -182,6 +196,18 @@ class TagKey(Action[TagParams]):
 
 
 # -- helpers -------------------------------------------------------------------------------
+
+
+def undo_key(done: Done) -> str | None:
+    """The key an undo acts on: the key ARN the step was given (it names the key's Region),
+    else the key id the step recorded; never an alias, which may name another key by now."""
+    given = str(done.params.get("key") or "")
+    if given.startswith("arn:") and ":key/" in given:
+        return given
+    for recorded in (done.outputs, done.after or {}, done.before or {}):
+        if recorded.get("key_id"):
+            return str(recorded["key_id"])
+    return given or None
 
 
 def _already(info: KeyInfo, summary: str, *, until: str | None = None) -> Outcome:

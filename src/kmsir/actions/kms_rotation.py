@@ -10,7 +10,8 @@ from typing import Any
 
 from pydantic import Field
 
-from kmsir.actions.base import Action, ActionContext, Outcome, Preview
+from kmsir.actions.base import IRREVERSIBLE, Action, ActionContext, Done, Outcome, Preview, Undo
+from kmsir.actions.kms_lifecycle import undo_key
 from kmsir.actions.kmskeys import KeyInfo, KeyParams, list_all, target
 from kmsir.aws import RESPONSE_LOST, aws_errors
 from kmsir.errors import ActionError, AwsError
@@ -76,6 +77,25 @@ class EnableRotation(Action[RotationParams]):
                 KeyId=info.key_id, RotationPeriodInDays=params.period_days
             )
         return self._enabled(info, before, _rotation(ctx, info))
+
+    def undo(self, done: Done) -> Undo | None:
+        """Put the earlier period back; rotation that was off kmsir cannot turn off again."""
+        before, key = done.before or {}, undo_key(done)
+        if key is None or "enabled" not in before:
+            return None
+        if before["enabled"] and before.get("period_days"):
+            return Undo(
+                "kms.enable-rotation",
+                {"key": key, "period_days": before["period_days"]},
+                f"rotate key {key} every {before['period_days']} days again, as before step "
+                f"{done.step_id}",
+            )
+        return Undo(
+            IRREVERSIBLE,
+            {"key": key},
+            f"automatic rotation of key {key} was off before step {done.step_id}; kmsir has no "
+            f"action that turns it off: aws kms disable-key-rotation --key-id {key}",
+        )
 
     @staticmethod
     def _enabled(info: KeyInfo, before: dict[str, Any], after: dict[str, Any]) -> Outcome:
@@ -149,6 +169,18 @@ class RotateNow(Action[KeyParams]):
             summary=f"{info.key_id}: rotated on demand ({before} -> {len(rotations)} rotations)",
             before={"key_id": info.key_id, "rotations": before},
             after={"key_id": info.key_id, "rotations": len(rotations)},
+        )
+
+    def undo(self, done: Done) -> Undo | None:
+        """A rotation cannot be undone: the new key material stays current."""
+        key = undo_key(done)
+        counts = f" ({(done.before or {}).get('rotations')} -> {done.outputs.get('rotations')})"
+        return Undo(
+            IRREVERSIBLE,
+            {"key": key},
+            f"key {key}'s material was rotated on demand{counts if done.outputs else ''}; a "
+            "rotation cannot be undone: the new material stays current (the old one still "
+            "decrypts what it encrypted)",
         )
 
 

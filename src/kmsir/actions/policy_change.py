@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from kmsir.actions.base import Action, ActionContext, Outcome, Preview
+from kmsir.actions.base import Action, ActionContext, Done, Outcome, Preview, Undo
+from kmsir.actions.kms_lifecycle import undo_key
 from kmsir.actions.kmskeys import KeyInfo, strip_metadata, target
 from kmsir.aws import aws_errors
 from kmsir.errors import ActionError, AwsError
@@ -209,6 +211,22 @@ class PolicyChange(Action[Any]):
                 raise
             stored, read_back = plan.after, False  # the new policy shuts the caller out
         return self._changed(ctx, plan, outputs, before, stored, read_back=read_back)
+
+    def undo(self, done: Done) -> Undo | None:
+        """Put back the policy the step found (its ``policy-before.json``, from the step's
+        bundle: ``kms.restore-policy`` checks it against that bundle's journal first)."""
+        kept = next((a for a in done.artifacts if a.endswith("/policy-before.json")), None)
+        key = undo_key(done)
+        if kept is None or key is None:
+            return None
+        count = len((done.before or {}).get("statements") or [])
+        return Undo(
+            "kms.restore-policy",
+            {"key": key, "from": str(Path(done.bundle) / kept)},
+            f"put back the policy key {key} had before step {done.step_id}"
+            + (f" ({count} statement(s))" if count else "")
+            + f", kept in {kept}",
+        )
 
     @staticmethod
     def _changed(
