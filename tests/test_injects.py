@@ -235,7 +235,7 @@ def test_a_run_stopped_at_the_steps_preview_fires_its_inject_once_the_step_is_do
     assert [e["type"] for e in before if e.get("step") == "disable"][-1] == "step-failed"
     assert not [e for e in before if e["type"] == "inject"]
 
-    full = _answers(tmp_path, "full.yaml", "disable: approve\ncancel: approve\n")
+    full = _answers(tmp_path, "full.yaml", "disable: approve\ncancel: approve\nactors: none\n")
     resumed = kmsir(["resume", str(bundle), "--answers", full], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert verify(bundle)[0] == 0
@@ -420,7 +420,7 @@ def test_a_template_mistake_in_an_inject_is_refused_when_the_scenario_loads(
         (
             'response: {grantId: "{{ grants.rogue.id }}"',
             'response: {grantId: "{{ grants.rouge.id }}"',
-            "history.2.response.grantId: template ' grants.rouge.id ': 'dict object' has no "
+            "history.3.response.grantId: template ' grants.rouge.id ': 'dict object' has no "
             "attribute 'rouge'",
         ),
         (

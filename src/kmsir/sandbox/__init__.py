@@ -25,7 +25,7 @@ from kmsir.evidence.calls import Call
 from kmsir.evidence.view import RunView
 from kmsir.playbook import templating
 from kmsir.playbook.values import duration_seconds
-from kmsir.sandbox import history, lookup, shim
+from kmsir.sandbox import containment, history, lookup, resources, shim
 from kmsir.sandbox.injects import Injects
 from kmsir.sandbox.scenario import ACCOUNT, trail_bucket
 from kmsir.sandbox.scenario_model import Scenario
@@ -285,6 +285,8 @@ class Sandbox:
         s3 = self.session().client("s3")
         history.create_trail_bucket(s3, self.trail_bucket, self.region)
         history.write_trail_files(s3, self.trail_bucket, self.account, self.region, history_events)
+        resources.seed(self)  # buckets, volumes, secrets... encrypted with the keys
+        containment.seed(self)  # last: it leaves moto's random generator as it found it
 
     def _seed_users(self) -> None:
         """The scenario's IAM users and their access keys (moto's seeded ids: stable)."""

@@ -17,6 +17,14 @@ continues, and is recorded in the ``run-resumed`` entry (``sandbox_replay.inject
 that stopped at its preview (aborted, or no scripted answer) journaled ``step-failed``: its
 injects wait for the resumed run to do it.
 
+An inject's calls stand for its actor (its ``identity``, or that of its first event). One the
+responder has contained (sessions revoked, denied by an identity or key policy, access key
+inactive: ``sandbox.containment``) is refused as AWS would refuse it: the call is not made and
+its record carries AWS's error and ``blocked: true``, the actor's CloudTrail events are recorded
+as failed (``failed_events``), and the record says ``blocked`` (why, in words) with a ``say``
+line telling the players the attempt was blocked. A rebuilt world replays that outcome from the
+journaled record, never deciding it again.
+
 Everything an inject renders (its line, its calls' parameters, its events) is rendered before
 anything is changed in the sandbox, so a template that fails leaves the world as it was.
 """
@@ -31,16 +39,17 @@ from typing import Any, Protocol
 from kmsir.evidence.bundle import timestamp
 from kmsir.evidence.view import RunView
 from kmsir.playbook.values import parse_time
-from kmsir.sandbox import history, lookup
+from kmsir.sandbox import containment, history, lookup
 from kmsir.sandbox.scenario_model import (
     CallSpec,
     CreateGrantCall,
+    InjectSpec,
     PutKeyPolicyCall,
     ScheduleDeletionCall,
 )
 
 
-class InjectWorld(history.World, Protocol):
+class InjectWorld(containment.ContainmentWorld, Protocol):
     """What firing an inject needs of a seeded sandbox."""
 
     @property
@@ -68,19 +77,42 @@ class Injects:
             if inject.after == step_id and n not in self.fired
         ]
 
-    def fire(self, index: int, moment: datetime) -> dict[str, Any]:
+    def fire(
+        self, index: int, moment: datetime, journaled: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Make inject ``index`` happen at ``moment``; the record says what was done.
 
+        A request its actor would be refused now (``sandbox.containment``) is not made: the
+        call is answered with AWS's error, its CloudTrail event is recorded as failed, and
+        the record says ``blocked`` and why. ``journaled``, the record of a first firing,
+        decides that instead of the world (a rebuilt world replays what happened then).
         Every template is rendered first: one that fails raises with the world unchanged.
         """
         world = self.world
         inject = world.scenario.injects[index]
         say = str(world.render(inject.say))
+        say_blocked = world.render(inject.say_blocked) if inject.say_blocked else None
         prepared = [call_parameters(world, spec) for spec in inject.calls]
         rng = random.Random(f"{world.scenario.seed}:inject:{index}")  # noqa: S311 - ids only
         events = list(history.events(world, inject.history, moment, rng))
+        actor = containment.actor_of(world, inject)
+        if journaled is None:
+            refusals = _decide(world, actor, moment, inject, prepared, events)
+        else:
+            refusals = _journaled(journaled, len(prepared), len(events))
+        call_denials, event_denials = refusals
         self.fired.add(index)
-        calls = [self._call(operation, params) for operation, params in prepared]
+        calls = [
+            self._call(operation, params) if denial is None else _refused(operation, params, denial)
+            for (operation, params), denial in zip(prepared, call_denials, strict=True)
+        ]
+        for event, denial in zip(events, event_denials, strict=True):
+            if denial is not None:
+                event.update(
+                    errorCode=denial.error_code,
+                    errorMessage=denial.error_message,
+                    responseElements=None,
+                )
         if events:
             lookup.add_events(world.account, world.region, events)
             history.write_trail_files(
@@ -91,7 +123,10 @@ class Injects:
                 events,
                 name=f"inject{index:02d}",
             )
-        return {
+        # blocked: a call refused (an inject without calls: an event refused)
+        refused = [d for d in (call_denials if prepared else event_denials) if d is not None]
+        blocked = refused[0].reason if refused else None
+        record: dict[str, Any] = {
             "inject": index,
             "after": inject.after,
             "say": say,
@@ -99,10 +134,24 @@ class Injects:
             "calls": calls,
             "events": [str(e["eventName"]) for e in events],
         }
+        if actor is not None:
+            record["actor"] = {"identity": actor.identity, "arn": actor.arn}
+        if blocked is not None:
+            record["say"] = str(say_blocked or f"Attempt blocked: {blocked}. The attempt: {say}")
+            record["blocked"] = blocked
+        failed = [
+            {"event": n, "error_code": d.error_code, "error_message": d.error_message}
+            for n, d in enumerate(event_denials)
+            if d is not None
+        ]
+        if failed:
+            record["failed_events"] = failed
+        return record
 
     def refire(self, record: dict[str, Any]) -> bool:
         """Replay a journaled inject record in a rebuilt world (``False``: not one of this
-        scenario's injects, or already replayed)."""
+        scenario's injects, or already replayed). What was blocked then is blocked again,
+        and only that, whatever the rebuilt world would decide now."""
         index = record.get("inject")
         injects = self.world.scenario.injects
         if not isinstance(index, int) or not 0 <= index < len(injects) or index in self.fired:
@@ -110,7 +159,7 @@ class Injects:
         if injects[index].after != record.get("after"):
             return False
         moment = parse_time(str(record.get("at")), datetime.now(timezone.utc))
-        self.fire(index, moment)
+        self.fire(index, moment, journaled=record)
         return True
 
     def owed(self, view: RunView) -> list[int]:
@@ -138,6 +187,74 @@ class Injects:
         except ClientError as exc:
             error = str(exc.response.get("Error", {}).get("Code", "Unknown"))
         return {"service": "kms", "operation": operation, "params": params, "error_code": error}
+
+
+def _refused(operation: str, params: dict[str, Any], denial: containment.Denial) -> dict[str, Any]:
+    """A call AWS would refuse the contained actor: not made, answered with AWS's error."""
+    return {
+        "service": "kms",
+        "operation": operation,
+        "params": params,
+        "error_code": denial.error_code,
+        "error_message": denial.error_message,
+        "blocked": True,
+    }
+
+
+Refusals = tuple[list["containment.Denial | None"], list["containment.Denial | None"]]
+
+
+def _decide(
+    world: InjectWorld,
+    actor: containment.Actor | None,
+    moment: datetime,
+    inject: InjectSpec,
+    prepared: list[tuple[str, dict[str, Any]]],
+    events: list[dict[str, Any]],
+) -> Refusals:
+    """Which of the inject's calls, and of its actor's events, AWS would refuse now."""
+    if actor is None:
+        return [None] * len(prepared), [None] * len(events)
+    check = containment.Containment(world, actor, moment)
+    calls = [
+        check.denial(f"kms:{operation}", world.keys[spec.key]["arn"])
+        for (operation, _), spec in zip(prepared, inject.calls, strict=True)
+    ]
+    found: list[containment.Denial | None] = []
+    for event in events:
+        if event["userIdentity"].get("arn") != actor.arn or event["eventSource"] != (
+            "kms.amazonaws.com"
+        ):
+            found.append(None)
+            continue
+        resources = event.get("resources") or [{}]
+        found.append(check.denial(f"kms:{event['eventName']}", resources[0].get("ARN")))
+    return calls, found
+
+
+def _journaled(record: dict[str, Any], calls: int, events: int) -> Refusals:
+    """The refusals a journaled record tells of (a record from before containment: none)."""
+    journaled_calls = record.get("calls")
+    made: list[Any] = journaled_calls if isinstance(journaled_calls, list) else []
+    reason = str(record.get("blocked") or "blocked when it first fired")
+    call_denials: list[containment.Denial | None] = []
+    for n in range(calls):
+        call = made[n] if n < len(made) and isinstance(made[n], dict) else {}
+        call_denials.append(
+            containment.Denial(
+                str(call.get("error_code")), str(call.get("error_message") or ""), reason
+            )
+            if call.get("blocked")
+            else None
+        )
+    event_denials: list[containment.Denial | None] = [None] * events
+    for failed in record.get("failed_events") or []:
+        at = failed.get("event") if isinstance(failed, dict) else None
+        if isinstance(at, int) and 0 <= at < events:
+            event_denials[at] = containment.Denial(
+                str(failed.get("error_code")), str(failed.get("error_message") or ""), reason
+            )
+    return call_denials, event_denials
 
 
 def call_parameters(world: history.World, spec: CallSpec) -> tuple[str, dict[str, Any]]:

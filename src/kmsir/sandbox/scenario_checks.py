@@ -61,6 +61,8 @@ def check(
         for c, call in enumerate(inject.calls):
             if call.key not in scenario.keys:
                 unknown(("injects", n, "calls", c, "key"), "key", call.key, scenario.keys)
+        if inject.identity is not None and inject.identity not in scenario.identities:
+            unknown(("injects", n, "identity"), "identity", inject.identity, scenario.identities)
     if scenario.injects:
         steps = _playbook_steps(scenario, document, path, problems)
         for n, inject in enumerate(scenario.injects):
@@ -173,6 +175,8 @@ def _check_templates(
                 render((*prefix, index, field), value, world)
     for n, inject in enumerate(scenario.injects):
         render(("injects", n, "say"), inject.say, world)
+        if inject.say_blocked is not None:
+            render(("injects", n, "say_blocked"), inject.say_blocked, world)
         for c, call in enumerate(inject.calls):
             if isinstance(call, CreateGrantCall):
                 text(("injects", n, "calls", c, "grantee"), call.grantee, world)

@@ -18,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
+    ValidationInfo,
     field_validator,
     model_serializer,
     model_validator,
@@ -147,6 +148,34 @@ class EventSpec(_Model):
         return value
 
 
+#: The kinds of resource a scenario may configure with one of its keys (``sandbox.resources``).
+ResourceKind = Literal[
+    "s3-bucket",
+    "ebs-volume",
+    "ebs-snapshot",
+    "secret",
+    "ssm-parameter",
+    "dynamodb-table",
+    "rds-instance",
+    "rds-snapshot",
+]
+
+
+class ResourceSpec(_Model):
+    """A resource encrypted with one of the scenario's keys (``key``), or with AWS's default
+    (no ``key``): what a blast radius finds by listing, used lately or not at all.
+
+    ``name``: the bucket, secret, parameter, table or DB instance name, or the description
+    of an EBS volume or snapshot (their ids are moto's); ``key_reference``: how the resource
+    names the key (``id``, ``arn`` or ``alias``), as AWS keeps whatever it was given.
+    """
+
+    kind: ResourceKind
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9/_.:+=@ -]+$")
+    key: str | None = None
+    key_reference: Literal["id", "arn", "alias"] = "arn"
+
+
 class InjectEventSpec(EventSpec):
     """A CloudTrail event an inject adds, ``at`` a duration before the inject (default: then)."""
 
@@ -201,14 +230,32 @@ class InjectSpec(_Model):
     say: str = Field(min_length=1, max_length=500)
     calls: list[CallSpec] = Field(default_factory=list, max_length=20)
     history: list[InjectEventSpec] = Field(default_factory=list, max_length=100)
+    #: The identity the calls are made as (default: that of the first history event): a
+    #: contained one is refused as AWS would refuse it (``sandbox.containment``).
+    identity: str | None = None
+    #: The line shown instead of ``say`` when the attempt was blocked (default: "Attempt
+    #: blocked: <why>. The attempt: <say>").
+    say_blocked: str | None = Field(default=None, min_length=1, max_length=500)
 
-    @field_validator("say")
+    @field_validator("say", "say_blocked")
     @classmethod
-    def _one_line(cls, value: str) -> str:
+    def _one_line(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return value
         value = value.strip()
         if not value or "\n" in value:
-            raise ValueError("say: one line (use a folded block, >-, for long text)")
+            raise ValueError(f"{info.field_name}: one line (use a folded block, >-, for long text)")
         return value
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Without ``identity`` and ``say_blocked`` when unset: a scenario's fingerprint stays
+        what it was before they existed (a recorded sandbox run still resumes)."""
+        data: dict[str, Any] = handler(self)
+        for name in ("identity", "say_blocked"):
+            if data.get(name) is None:
+                data.pop(name, None)
+        return data
 
 
 class Scenario(_Model):
@@ -228,3 +275,27 @@ class Scenario(_Model):
     history: list[EventSpec] = Field(default_factory=list)
     answers: dict[str, Any] = Field(default_factory=dict)
     injects: list[InjectSpec] = Field(default_factory=list)
+    #: Resources encrypted with the scenario's keys (``sandbox.resources`` seeds them).
+    resources: list[ResourceSpec] = Field(default_factory=list, max_length=100)
+
+    @model_validator(mode="after")
+    def _resource_keys(self) -> Scenario:
+        for n, resource in enumerate(self.resources):
+            if resource.key is not None and resource.key not in self.keys:
+                known = ", ".join(self.keys)
+                raise ValueError(
+                    f"resources[{n}] ({resource.name}): unknown key {resource.key!r} "
+                    f"(known: {known})"
+                )
+            if resource.key is None and resource.key_reference == "alias":
+                raise ValueError(f"resources[{n}] ({resource.name}): key_reference needs a key")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Without ``resources`` when there are none: the fingerprint of a scenario without
+        them stays what it was before they existed (a recorded sandbox run still resumes)."""
+        data: dict[str, Any] = handler(self)
+        if not self.resources:
+            del data["resources"]
+        return data
