@@ -127,13 +127,13 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     verified = kmsir("verify", str(bundle))
     assert verified.returncode == 0 and verified.stdout.startswith("intact:")
 
-    target = bundle / "artifacts" / "06-revoke" / "grants-before.json"
+    target = bundle / "artifacts" / "07-revoke" / "grants-before.json"
     data = bytearray(target.read_bytes())
     data[10] ^= 1
     target.write_bytes(bytes(data))
     tampered = kmsir("verify", str(bundle))
     assert tampered.returncode == 1
-    assert "TAMPERED: artifacts/06-revoke/grants-before.json: content changed" in tampered.stdout
+    assert "TAMPERED: artifacts/07-revoke/grants-before.json: content changed" in tampered.stdout
 
     rerendered = kmsir("report", str(bundle), "--out", str(tmp_path / "again.md"))
     assert rerendered.returncode == 0
@@ -144,7 +144,7 @@ def test_run_in_sandbox_with_answers_file(tmp_path: Path) -> None:
     answers = tmp_path / "answers.yaml"
     # revoke the grants, keep the key enabled: disable is skipped (by its `when`), so the
     # scenario's attacker, who strikes once the key is disabled, never does
-    answers.write_text("decide: revoke-grants\nrevoke: approve\n")
+    answers.write_text("decide: revoke-grants\nrevoke: approve\nactors: none\n")
     result = kmsir(
         "run",
         "kms-key-compromise",
@@ -244,7 +244,7 @@ def test_on_error_ask_skip_still_reports(tmp_path: Path) -> None:
 
 def test_check_mode_in_the_sandbox_is_simulated_and_changes_nothing(tmp_path: Path) -> None:
     answers = tmp_path / "answers.yaml"
-    answers.write_text("decide: revoke-grants-and-disable\n")
+    answers.write_text("decide: revoke-grants-and-disable\nactors: revoke-sessions\n")
     result = kmsir(
         "run",
         "kms-key-compromise",
@@ -262,7 +262,7 @@ def test_check_mode_in_the_sandbox_is_simulated_and_changes_nothing(tmp_path: Pa
     assert (manifest["mode"], manifest["simulated"]) == ("check", True)
     entries = [json.loads(line) for line in (bundle / "journal.jsonl").read_text().splitlines()]
     sent = {e["data"]["operation"] for e in entries if e["type"] == "api-call"}
-    assert not sent & {"RevokeGrant", "DisableKey"}
+    assert not sent & {"RevokeGrant", "DisableKey", "PutRolePolicy"}
     after = next(e for e in entries if e["step"] == "after" and e["type"] == "step-succeeded")
     assert after["data"]["outputs"]["state"] == "Enabled"
     assert len(after["data"]["outputs"]["external_grant_ids"]) == 1

@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 
 from kmsir import actions
+from kmsir.actions.base import NullReporter
 from kmsir.aws import ClientFactory
 from kmsir.evidence import integrity
 from kmsir.evidence.calls import is_read_only
@@ -153,8 +154,10 @@ CALLS: dict[str, tuple[str, ...]] = {
         "ListKeyRotations",
     ),
     "iam.deactivate-access-key": (
+        "GetCallerIdentity",
         "ListAccessKeys",
         "GetAccessKeyLastUsed",
+        "GetCallerIdentity",
         "ListAccessKeys",
         "GetAccessKeyLastUsed",
         "UpdateAccessKey",
@@ -388,6 +391,18 @@ class Run:
         return next(r.status for r in self.result.steps if r.step_id == step)
 
 
+class Disarm(NullReporter):
+    """Disarms the fault layer once the step under test has an outcome: the faults and the
+    calls counted are the step's, not those of the run's closing re-read of its keys."""
+
+    def __init__(self, layer: FaultLayer) -> None:
+        self.layer = layer
+
+    def step(self, step_id: str, title: str, status: str, summary: str) -> None:
+        if step_id == "act":
+            self.layer.armed = False
+
+
 def engine(moto: Moto, arm_after: str | None, step_sleeps: list[float]) -> Engine:
     layer = moto.layer
 
@@ -400,6 +415,7 @@ def engine(moto: Moto, arm_after: str | None, step_sleeps: list[float]) -> Engin
         actions=actions.registry(),
         clients=ClientFactory(session_factory=lambda: moto.session, region=REGION, guard_send=True),
         prompter=ScriptedPrompter({}, source="test answers", fallback=NoPrompter()),
+        reporter=Disarm(layer),
         sleep=step_sleeps.append,
         after_step=arm,
     )

@@ -33,6 +33,10 @@ NOT_ENTRY_TYPES = {
     ("prompts.py", "decision"): "a key of an answers-file answer",
     ("report/trail.py", "anchor"): "the SVG text-anchor of a chart mark",
     ("sandbox/injects.py", "inject"): "the index field of a scenario's inject record",
+    ("actions/kms_blast.py", "artifact"): "the blast-radius step's output naming its file",
+    ("actions/kms_blast_enum.py", "note"): "a dependent's note (what a resource is)",
+    ("actions/kms_blast_verdict.py", "note"): "a dependent's note (calls, operations)",
+    ("report/impact.py", "note"): "a dependent's note in the impact section",
 }
 
 

@@ -18,6 +18,7 @@ import pytest
 from kmsir import report
 from kmsir.evidence import integrity
 from kmsir.evidence.bundle import read_journal
+from kmsir.sandbox import scenario as scenarios
 from tests.clikit import cli
 
 OLD = Path(__file__).resolve().parent / "data" / "old-release"
@@ -69,7 +70,12 @@ def test_an_old_bundle_renders_again(mode: str, fmt: str) -> None:
         assert step in text
 
 
-def test_the_old_unfinished_sandbox_run_resumes_to_the_end(tmp_path: Path) -> None:
+def test_the_old_unfinished_sandbox_run_resumes_to_the_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the run was played in rogue-grant as it was then (the scenario has grown since):
+    # resumed with that scenario, its world is rebuilt the same
+    monkeypatch.setattr(scenarios, "scenario_dir", lambda: OLD / "scenarios")
     incident = tmp_path / "evidence" / "INC-FIXTURE-SANDBOX"
     bundle = incident / "run"
     shutil.copytree(OLD / "sandbox", bundle)
@@ -81,6 +87,19 @@ def test_the_old_unfinished_sandbox_run_resumes_to_the_end(tmp_path: Path) -> No
     assert view.status == "succeeded"
     assert len(view.resumes) == 2  # the old release's resume, and this one
     assert all(s.outcome is not None for s in view.steps.values())
+
+
+def test_a_sandbox_run_whose_scenario_changed_since_is_refused_in_one_line(
+    tmp_path: Path,
+) -> None:
+    bundle = tmp_path / "evidence" / "INC-FIXTURE-SANDBOX" / "run"
+    shutil.copytree(OLD / "sandbox", bundle)
+    before = (bundle / "journal.jsonl").read_bytes()
+    ran = cli("resume", bundle, "--yes")
+    assert ran.exit_code == 2, ran.output
+    last = ran.stderr.strip().splitlines()[-1]  # after the line naming the bundle
+    assert last.startswith("kmsir: ") and "scenario rogue-grant changed since this run" in last
+    assert (bundle / "journal.jsonl").read_bytes() == before  # nothing lost, nothing added
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import gzip
+import itertools
 import json
 import os
 import re
@@ -63,7 +64,7 @@ def test_report_names_the_key_the_findings_and_what_was_done(demo_bundle: Path) 
     assert key in html and "SIMULATED" in html
     assert [f["severity"] for f in context["findings"]][:2] == ["high", "high"]
     # the attacker scheduled the key's deletion after it was disabled (the scenario's inject)
-    assert {c["id"] for c in context["changes"]} == {"revoke", "disable", "cancel"}
+    assert {c["id"] for c in context["changes"]} == {"revoke", "disable", "cancel", "sessions"}
     disable = next(c for c in context["changes"] if c["id"] == "disable")
     assert disable["calls"] == [f"kms:DisableKey KeyId={key}"]
     assert disable["inverse"] == "kms.enable-key" and disable["inverse_available"]
@@ -99,6 +100,78 @@ def test_chart_stacks_categories_per_hour_and_marks_actions() -> None:
         by_bucket={"2026-09-01T00": Counter({"data": 1}), "2026-11-27T00": Counter({"data": 1})}
     )
     assert (drawn_long := chart(long, [], None)) is not None and drawn_long.unit == "day"
+
+
+#: A 10px system-ui character, a little over its average width: what a label box is taken as.
+GLYPH = 6.0
+
+
+def label_box(x: float, anchor: str, text: str) -> tuple[float, float]:
+    width = len(text) * GLYPH
+    return {
+        "start": (x, x + width),
+        "end": (x - width, x),
+        "middle": (x - width / 2, x + width / 2),
+    }[anchor]
+
+
+@pytest.mark.parametrize(
+    ("first", "last", "label"),
+    [
+        ("2026-11-27T10", "2026-11-27T11", "11-27 11:00"),
+        ("2026-11-24T17", "2026-12-01T17", "12-01 17:00"),  # the demo's week, hour by hour
+        ("2026-11-01T00", "2026-12-01T23", "12-01 23:00"),
+        ("2026-09-01T00", "2026-11-27T05", "11-27"),  # day by day
+    ],
+)
+def test_the_last_axis_label_is_kept_inside_the_chart(first: str, last: str, label: str) -> None:
+    view = TrailView(by_bucket={first: Counter({"data": 1}), last: Counter({"data": 2})})
+    drawn = chart(view, [], None)
+    assert drawn is not None
+    assert drawn.ticks[-1]["label"] == label
+    boxes = [label_box(t["x"], t.get("anchor", "start"), t["label"]) for t in drawn.ticks]
+    assert all(a >= 0 and b <= drawn.width for a, b in boxes), boxes
+    assert all(b1 < a2 for (_, b1), (a2, _) in itertools.pairwise(boxes)), boxes  # none overlap
+    assert len(drawn.ticks) >= (2 if first[:10] != last[:10] else 1)
+
+
+def test_labels_of_actions_close_in_time_do_not_overlap() -> None:
+    view = TrailView(
+        by_bucket={"2026-11-24T17": Counter({"data": 1}), "2026-12-01T17": Counter({"data": 1})}
+    )
+    at = "2026-12-01T17:{}Z"
+    marks = [
+        ("2026-11-24T18:00:00Z", "snapshot-before-anything"),
+        ("2026-11-24T18:20:00Z", "collect"),
+        (at.format("40:01"), "revoke-outside-grants"),
+        (at.format("40:02"), "disable"),
+        (at.format("40:05"), "cancel-injected-deletion"),
+        (at.format("59:59"), "x" * 300),  # longer than the chart is wide
+    ]
+    drawn = chart(view, marks, None)
+    assert drawn is not None and len(drawn.marks) == len(marks)
+    shown = [m for m in drawn.marks if m["text"]]
+    assert {m["label"] for m in shown} == {label for _, label in marks}  # all of them labelled
+    boxes = [(label_box(m["text_x"], m["anchor"], m["text"]), m["y"]) for m in shown]
+    for (a, b), y in boxes:
+        assert a >= 40 and b <= drawn.width, (a, b)  # clear of the axis' labels, inside
+        assert y - 10 >= 0 and y <= drawn.height - 30  # a 10px line: inside, above the axis
+    for n, ((a1, b1), y1) in enumerate(boxes):
+        for (a2, b2), y2 in boxes[n + 1 :]:
+            assert abs(y1 - y2) >= 10 or b1 <= a2 or b2 <= a1, (boxes, n)
+    near_edge = [m for m in shown if m["label"] in ("disable", "revoke-outside-grants")]
+    assert all(m["anchor"] == "end" and m["text_x"] < m["x"] for m in near_edge)
+
+
+def test_marks_past_the_rows_that_fit_keep_their_line_without_a_label() -> None:
+    view = TrailView(by_bucket={"2026-11-27T10": Counter({"data": 1})})
+    marks = [(f"2026-11-27T10:30:{n:02d}Z", f"step-{n}") for n in range(40)]
+    drawn = chart(view, marks, None)
+    assert drawn is not None and len(drawn.marks) == 40
+    rows = [m["y"] for m in drawn.marks if m["text"]]
+    assert len(rows) < 40 and len(set(rows)) == len(rows)  # one label a row at one x...
+    assert max(rows) <= drawn.height - 30  # ...none below the axis
+    assert all(m["y"] is None for m in drawn.marks if not m["text"])
 
 
 @pytest.fixture(scope="module")

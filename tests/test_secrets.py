@@ -64,6 +64,7 @@ SANDBOX_CREDENTIALS = (
 REGISTERED = frozenset(actions.registry())
 PROBE_KEY = "alias/kmsir-probe"
 PROBE_USER = "kmsir-probe-user"
+PROBE_ROLE = "kmsir-probe-role"
 ACCOUNT = scenarios.ACCOUNT
 
 
@@ -258,6 +259,7 @@ def scenario_copy(name: str, where: Path, playbook: str) -> Path:
     data = yaml.safe_load((scenarios.scenario_dir() / f"{name}.yaml").read_text())
     data["keys"]["probe"] = {"description": "Secrets probe", "alias": PROBE_KEY}
     data.setdefault("users", {})["probe"] = {"name": PROBE_USER, "access_keys": 2}
+    data["identities"]["probe-role"] = {"type": "AssumedRole", "name": PROBE_ROLE, "session": "s"}
     data["playbook"] = playbook
     path = where / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -276,6 +278,7 @@ def demo_with_probe(name: str, where: Path) -> Path:
 
 KEY = "{{ steps.snapshot.key_id }}"
 ARN = "{{ steps.snapshot.arn }}"
+OUTSIDE = "444455556666"
 ROOT_POLICY = {
     "Version": "2012-10-17",
     "Statement": [
@@ -304,6 +307,7 @@ EVERY_ACTION: list[dict[str, Any]] = [
     },
     {"id": "findings", "action": "cloudtrail.findings", "with": {"events": "collect", "key": ARN}},
     {"id": "triage", "action": "note", "with": {"text": "{{ steps.findings.count }} finding(s)"}},
+    {"id": "blast", "action": "kms.blast-radius", "with": {"key": ARN, "events": "collect"}},
     {"id": "decide", "action": "ask", "with": {"question": "Go on?", "choices": ["go", "stop"]}},
     {"id": "informed", "action": "confirm", "with": {"message": "Owners informed"}},
     {"id": "settle", "action": "wait", "with": {"duration": "0s"}},
@@ -318,6 +322,7 @@ EVERY_ACTION: list[dict[str, Any]] = [
         "action": "kms.quarantine",
         "with": {"key": KEY, "break_glass": ["{{ run.operator }}"]},
     },
+    {"id": "deny", "action": "kms.deny-principals", "with": {"key": KEY, "principals": [OUTSIDE]}},
     {"id": "restore", "action": "kms.restore-policy", "with": {"key": KEY, "from": "snapshot"}},
     {
         "id": "revoke",
@@ -335,6 +340,10 @@ EVERY_ACTION: list[dict[str, Any]] = [
         "action": "iam.reactivate-access-key",
         "with": {"user": PROBE_USER, "access_key_id": "{{ steps.user.access_key_id }}"},
     },
+    {"id": "revoke-sessions", "action": "iam.revoke-role-sessions", "with": {"role": PROBE_ROLE}},
+    {"id": "restore-sessions", "action": "iam.restore-role-sessions", "with": {"role": PROBE_ROLE}},
+    {"id": "deny-all", "action": "iam.attach-deny-policy", "with": {"user": PROBE_USER}},
+    {"id": "allow-all", "action": "iam.detach-deny-policy", "with": {"user": PROBE_USER}},
     {"id": "disable", "action": "kms.disable-key", "with": {"key": KEY}},
     {
         "id": "schedule",

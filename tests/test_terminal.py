@@ -120,7 +120,7 @@ def test_an_irreversible_step_wants_the_key_typed_and_a_skip_wants_a_reason(
     disabled) shows on screen, and the responder cancels it; skipping the last snapshot asks
     why, and the note that needed it fails and is skipped from the failure menu."""
     answers = tmp_path / "answers.yaml"
-    answers.write_text("decide: revoke-grants-and-disable\n")
+    answers.write_text("decide: revoke-grants-and-disable\nactors: none\n")
     term = Terminal(
         tmp_path,
         [
@@ -132,7 +132,7 @@ def test_an_irreversible_step_wants_the_key_typed_and_a_skip_wants_a_reason(
     )  # fmt: skip
     try:
         term.wait_for("SIMULATED · sandbox scenario rogue-grant")
-        term.run_steps("snapshot", "collect", "findings")
+        term.run_steps("snapshot", "collect", "findings", "blast")
         revoke = term.wait_for("? Step revoke:")
         term.keys("Down", "Down", "Enter")  # Add a note to the record
         term.wait_for("? Note:")
@@ -147,7 +147,8 @@ def test_an_irreversible_step_wants_the_key_typed_and_a_skip_wants_a_reason(
         term.type("alias/payments-prod")
         term.keys("Enter")
         term.wait_for("succeeded revoke:")
-        term.run_steps("disable")
+        disable = term.wait_for("? Step disable:")
+        term.keys("Enter")
         # the scenario's inject: the attacker schedules deletion once the key is disabled
         term.wait_for("INJECT The attacker's Decrypt calls fail now")
         term.run_steps("recheck", "cancel")
@@ -166,9 +167,17 @@ def test_an_irreversible_step_wants_the_key_typed_and_a_skip_wants_a_reason(
         term.close()
 
     assert status == 0, screen
-    panel = revoke[revoke.index("Step 6/12 revoke") :]
+    panel = revoke[revoke.index("Step 7/16 revoke") :]
     assert "undo     IRREVERSIBLE" in panel
     assert "arn:aws:iam::444455556666:role/backup-sync" in panel
+    # what revoking and disabling break, from the blast radius, before each is approved
+    assert "impact   revoke grant ec4f3378 (backup-sync): only 444455556666 loses access" in panel
+    panel = disable[disable.index("Step 8/16 disable") :]
+    assert "impact   disable: " in panel and "payments-app (24 calls" in panel
+    assert "payments-db quarterly DR copy" in panel
+    # the actor was left alone (answers file: none): said at the end, in full
+    assert "Run succeeded with open risks" in screen
+    assert "role ci-deploy (high findings) was not contained" in screen
     assert "'alias/payments-staging' is not" in screen
     bundle = _bundle(screen)
     entries = _entries(bundle)

@@ -62,6 +62,8 @@ class StepPreview:
     typed: tuple[str, ...] = ()
     #: More on request: the rendered parameters, the IAM permissions.
     details: tuple[str, ...] = ()
+    #: Who and what loses access if it runs (the run's blast radius of the key), if known.
+    impact: str | None = None
 
 
 #: Journals a note added at a step's preview: ``(text, who)``.

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 # registering a command lists it: the order of these imports is the order of --help
 from kmsir.cli import bundles, runs  # isort: skip
+from kmsir.cli import rollback  # isort: skip
+from kmsir.cli import status  # isort: skip
 from kmsir.cli import playbooks, sandbox, trail  # isort: skip
 from kmsir.cli.common import app
 
-__all__ = ["app", "bundles", "main", "playbooks", "runs", "sandbox", "trail"]
+__all__ = ["app", "bundles", "main", "playbooks", "rollback", "runs", "sandbox", "status", "trail"]
 
 
 def main() -> None:

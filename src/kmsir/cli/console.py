@@ -8,7 +8,7 @@ is never read as rich markup, and its control characters are shown as escapes (`
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kmsir.inert import visible
 
@@ -26,6 +26,8 @@ STATUS_STYLE = {
     "skipped": "yellow",
     "would-run": "cyan",
 }
+#: The longest step summary shown at the terminal: a note's own limit, so notes show whole.
+MAX_SUMMARY = 20_000
 _console: list[Console] = []
 #: The progress display running now, if any: module-wide, so a prompt can stop it first.
 _progress: list[Progress] = []
@@ -77,13 +79,20 @@ class ConsoleReporter:
         bar.update(task, completed=done, total=total)
 
     def step(self, step_id: str, title: str, status: str, summary: str) -> None:
+        """A step's outcome and its whole summary, wrapped under the step id (a note's last
+        sentence is often the one that matters: the summary table shows one line a step)."""
         from rich.text import Text
 
         pause_progress()
-        line = Text(f"{status:>10} ", style=STATUS_STYLE.get(status, ""))
-        line.append(f"{visible(step_id)}: ", style="bold")
-        line.append(visible(summary if len(summary) < 300 else summary[:297] + "..."))
-        self.console.print(line)
+        shown = summary if len(summary) <= MAX_SUMMARY else summary[: MAX_SUMMARY - 3] + "..."
+        body = Text(f"{visible(step_id)}: ", style="bold")
+        body.append(visible(shown))
+        head = Text(f"{status:>10} ", style=STATUS_STYLE.get(status, ""))
+        indent = len(head)
+        room = max(20, self.console.width - indent)
+        for number, line in enumerate(body.wrap(self.console, room)):
+            line.rstrip()
+            self.console.print(Text.assemble(head if number == 0 else " " * indent, line))
 
     def notice(self, text: str) -> None:
         from rich.text import Text
@@ -115,6 +124,7 @@ def _visible_preview(preview: StepPreview) -> StepPreview:
         does=visible(preview.does),
         target=one(preview.target),
         state=one(preview.state),
+        impact=one(preview.impact),
         notes=tuple(visible(n) for n in preview.notes),
     )
 
@@ -142,6 +152,8 @@ def show_preview(preview: StepPreview) -> None:
             body.append("will call ", style="bold").append(f"{call}\n", style="bold cyan")
     elif calls:
         body.append("reads    ", style="bold").append(", ".join(calls) + "\n")
+    if preview.impact:
+        body.append("impact   ", style="bold").append(f"{preview.impact}\n", style="magenta")
     for note in preview.notes:
         body.append(f"note     {note}\n", style="italic")
     if preview.mutating:
@@ -171,7 +183,8 @@ def summary_table(result: RunResult) -> None:
 
     if not result.steps:
         return
-    table = Table(title=f"Run {result.status}", title_justify="left", expand=False)
+    title = f"Run {run_status(result)}"
+    table = Table(title=title, title_justify="left", expand=False)
     widest_id = max(len(r.step_id) for r in result.steps)
     widest_status = max(len(r.status) for r in result.steps)
     table.add_column("#", justify="right", style="dim", no_wrap=True, min_width=2)
@@ -191,3 +204,25 @@ def summary_table(result: RunResult) -> None:
             Text(visible(summary)),
         )
     console().print(table)
+    open_risks(result.open_risks)
+
+
+def run_status(result: RunResult) -> str:
+    """How a run ended, in words: "succeeded with open risks" when it left some."""
+    if result.status == "succeeded" and result.open_risks:
+        return "succeeded with open risks"
+    return result.status
+
+
+def open_risks(risks: list[dict[str, Any]]) -> None:
+    """The risks a run left open, each in full (wrapped, never cut), with its deadline."""
+    from rich.text import Text
+
+    if not risks:
+        return
+    console().print(Text(f"Open risks ({len(risks)}):", style="bold yellow"))
+    for risk in risks:
+        until = f" (until {risk['until']})" if risk.get("until") else ""
+        line = Text("  - ", style="yellow")
+        line.append(visible(str(risk.get("text", ""))) + until)
+        console().print(line)

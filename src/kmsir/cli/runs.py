@@ -301,10 +301,12 @@ def resume(
     with contextlib.ExitStack() as stack:
         if options.scenario:
             from kmsir.cli.console import banner
+            from kmsir.run import rollback_run
 
             sandbox = launch.rebuild_sandbox(meta.sandbox or {}, options.scenario)
             stack.enter_context(sandbox)
-            replayed = sandbox.replay(state.view)
+            # a rollback's world is the rolled-back run's, then its own changes
+            replayed = rollback_run.replay_world(sandbox, state.view)
             world = sandbox.scenario
             banner(f"SIMULATED · sandbox scenario {world.id}, no AWS account: {world.story}")
             err(f"sandbox: rebuilt scenario {world.id}, replayed {replayed['replayed']} call(s)")

@@ -88,6 +88,9 @@ class RunView(msgspec.Struct, kw_only=True):
     #: refuse (a ``Call``) and each inject journaled or replayed (its record, a mapping).
     world: list[Moment] = []
     ends_with_anchor: bool = False
+    #: What the run left open, from its last ``open-risks`` entry (keys read again, risks).
+    open_risks: list[Json] = []
+    final_keys: list[Json] = []
 
     @property
     def status(self) -> str:
@@ -134,6 +137,7 @@ def fold(entries: Iterable[e.Entry]) -> RunView:
             view.custody.append(_custody("resumed", entry.ts, record))
             if view.finished is not None:
                 view.finished, view.finished_once = None, True
+                view.open_risks, view.final_keys = [], []  # read again when it ends
             replay = record.sandbox_replay or {}
             late = replay.get("injects") if isinstance(replay, dict) else None
             for item in late if isinstance(late, list) else []:
@@ -147,6 +151,8 @@ def fold(entries: Iterable[e.Entry]) -> RunView:
             )
         elif isinstance(record, e.RunInterrupted):
             view.interruptions.append(seen)
+        elif isinstance(record, e.OpenRisks):
+            view.open_risks, view.final_keys = list(record.risks), list(record.keys)
         elif isinstance(record, e.InputChanged):
             view.inputs[record.name] = record.to
             view.input_changes.append(

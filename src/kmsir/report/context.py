@@ -20,10 +20,12 @@ from typing import Any
 import msgspec
 
 from kmsir.evidence import entries as e
+from kmsir.evidence.bundle import NAME_PART
 from kmsir.evidence.manifest import Bundle
 from kmsir.evidence.view import RunView
 from kmsir.report import findings as cloudtrail
 from kmsir.report.findings import EVENTS_PER_FINDING, SEVERITY_ORDER, TOP_FINDINGS
+from kmsir.report.impact import impact
 from kmsir.report.steps import ReportStep, changes, deadlines, report_steps, snapshots
 from kmsir.report.timeline import line, runner, timeline
 from kmsir.report.trail import Chart, TrailView, chart, read_events
@@ -62,7 +64,7 @@ def build_context(bundle: Bundle, *, now: datetime | None = None) -> dict[str, A
         collect.outputs.get("window") if collect else None
     )
     window = window if isinstance(window, dict) and {"since", "until"} <= set(window) else None
-    changed = changes(pairs, now)
+    changed = changes(pairs, now, view.final_keys)
     moments = runner(view)
     marks = [(c["when"], c["id"]) for c in changed if c.get("when")]
     window_pair = (window["since"], window["until"]) if window else None
@@ -97,16 +99,42 @@ def build_context(bundle: Bundle, *, now: datetime | None = None) -> dict[str, A
             s: n for s in SEVERITY_ORDER if (n := sum(1 for f in found if f.get("severity") == s))
         },
         "lessons": cloudtrail.lessons(found),
+        "impact": impact(view),
         "deadlines": deadlines(
-            changed, key_after or (snapped[0].outputs if snapped else None), now
+            changed, key_after or (snapped[0].outputs if snapped else None), now, view.final_keys
+        ),
+        "open_risks": view.open_risks,
+        "final_keys": view.final_keys,
+        "status": (
+            "succeeded with open risks"
+            if view.status == "succeeded" and view.open_risks
+            else str(manifest.get("status") or view.status)
         ),
         "notes": [line(view, m) for m in moments if isinstance(m.record, e.Note)],
         "decisions": [line(view, m) for m in moments if isinstance(m.record, e.Decision)],
         "timeline": timeline(moments, trail, window),
+        "rollback_of": _rollback_of(view),
         "custody": [_sorted(msgspec.to_builtins(c)) for c in view.custody],
         "artifacts": [_sorted(msgspec.to_builtins(a.record)) for a in view.artifacts],
         "api_calls": sum(len(s.calls) for s in view.steps.values()),
         "journal": _journal(view),
+    }
+
+
+def _rollback_of(view: RunView) -> dict[str, Any] | None:
+    """The run this one rolls back (``kmsir rollback``), and its report's path beside this
+    bundle (both are runs of the same incident), from the journal alone."""
+    link = view.meta.rollback_of if view.meta is not None else None
+    if not isinstance(link, dict):
+        return None
+    run_id = str(link.get("run_id") or "")
+    items = [i for i in link.get("items") or [] if isinstance(i, dict)]
+    return {
+        **link,
+        "report": f"../{run_id}/report" if NAME_PART.match(run_id) else None,
+        "not_undone": [i for i in items if i.get("kind") in ("irreversible", "expired", "unknown")],
+        "left": [i for i in items if i.get("kind") in ("undone", "unneeded")],
+        "changed_since": [i for i in items if i.get("drift")],
     }
 
 

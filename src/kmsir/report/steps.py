@@ -11,6 +11,7 @@ releases 0.2 and earlier journaled them; ``changes`` writes each call out with
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -117,9 +118,18 @@ def snapshots(steps: list[Shown]) -> list[ReportStep]:
     return [s for s, _ in steps if s.action == "kms.snapshot" and s.status == "succeeded"]
 
 
-def changes(steps: list[Shown], now: datetime) -> list[dict[str, Any]]:
+def changes(
+    steps: list[Shown], now: datetime, final_keys: Sequence[dict[str, Any]] = ()
+) -> list[dict[str, Any]]:
     """Every step that changed, or may have changed, something: by its outcome, or by the
-    state-changing calls it sent (a step that failed or was cut off after sending counts)."""
+    state-changing calls it sent (a step that failed or was cut off after sending counts).
+    ``final_keys``: the keys as read when the run ended; an undo their state rules out now (a
+    key pending deletion cannot be enabled) says so."""
+    pending = {
+        k.get("key_id"): k.get("state")
+        for k in final_keys
+        if k.get("state") in ("PendingDeletion", "PendingReplicaDeletion")
+    }
     found: list[dict[str, Any]] = []
     for s, step in steps:
         if s.action == "kms.snapshot" or (s.before is None and not step.intents):
@@ -141,6 +151,12 @@ def changes(steps: list[Shown], now: datetime) -> list[dict[str, Any]]:
                 and s.inverse != "irreversible"
                 and (until is None or until > now),
                 "undone_by": None,
+                "inverse_blocked": (
+                    f"the key is {pending[key_id]} now: kms.cancel-deletion first"
+                    if (key_id := (s.outputs or {}).get("key_id")) in pending
+                    and s.inverse not in (None, "irreversible", "kms.cancel-deletion")
+                    else None
+                ),
                 "when": s.finished or s.started,
             }
         )
@@ -162,7 +178,10 @@ def changes(steps: list[Shown], now: datetime) -> list[dict[str, Any]]:
 
 
 def deadlines(
-    found: list[dict[str, Any]], key_after: dict[str, Any] | None, now: datetime
+    found: list[dict[str, Any]],
+    key_after: dict[str, Any] | None,
+    now: datetime,
+    final_keys: Sequence[dict[str, Any]] = (),
 ) -> list[dict[str, Any]]:
     """What must be done by when: an inverse that expires, a pending deletion, imported key
     material that expires (from the last snapshot ``key_after``), earliest first."""
@@ -179,7 +198,11 @@ def deadlines(
     for c in found:
         if c.get("inverse_until") and not c.get("undone_by"):
             add(f"{c['inverse']} possible until", c["inverse_until"], f"step {c['id']}")
-    if key_after:
+    for key in final_keys:  # read again when the run ended: later than any snapshot
+        if key.get("deletion_date"):
+            add("key deletion", key["deletion_date"], f"key {key.get('key_id')}, read at the end")
+    if key_after and not final_keys:
         add("key deletion", key_after.get("deletion_date"), "last snapshot")
+    if key_after:
         add("imported key material expires", key_after.get("valid_to"), "last snapshot")
     return sorted(dated.values(), key=lambda d: d["when"])

@@ -102,6 +102,8 @@ def detail(record: Any) -> str:
         return str(record.status)
     if isinstance(record, e.RunInterrupted):
         return str(record.reason)
+    if isinstance(record, e.OpenRisks):
+        return f"{len(record.keys)} key(s) read again; {len(record.risks)} open risk(s)"
     if isinstance(record, e.RunResumed):
         return (
             f"by {(record.operator or {}).get('arn')} on {record.host} (was "
@@ -133,7 +135,8 @@ def detail(record: Any) -> str:
 
 
 def inject_detail(record: dict[str, Any]) -> str:
-    """What a scenario inject said and did (its calls, the CloudTrail events it added)."""
+    """What a scenario inject said and did (its calls, the CloudTrail events it added); one
+    whose actor had been contained says "attempt blocked" and why."""
     done = []
     for call in record.get("calls") or []:
         if isinstance(call, dict):
@@ -141,7 +144,12 @@ def inject_detail(record: dict[str, Any]) -> str:
             done.append(f"{call.get('operation')}" + (f" refused: {error}" if error else ""))
     events = [str(e) for e in record.get("events") or []]
     if events:
-        done.append(f"CloudTrail +{len(events)}: {', '.join(sorted(set(events)))}")
+        failed = len(record.get("failed_events") or [])
+        shown = f"CloudTrail +{len(events)}" + (f" ({failed} failed)" if failed else "")
+        done.append(f"{shown}: {', '.join(sorted(set(events)))}")
+    blocked = record.get("blocked")
+    if blocked:
+        done.insert(0, f"attempt blocked: {blocked}")
     return str(record.get("say") or "") + (f" (sandbox: {'; '.join(done)})" if done else "")
 
 

@@ -14,7 +14,7 @@ import io
 import re
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from itertools import islice
@@ -273,21 +273,17 @@ def _chart(
                     "title": f"{(start + slot * step).strftime('%Y-%m-%d %H:00')} UTC: {n} {kind}",
                 }
             )
-    drawn_marks = []
-    for (text, label), t in zip(marks, (parse_utc(m[0]) for m in marks), strict=True):
-        if t is None or not start <= t <= end + step:
-            continue
-        x = x_of(t)
-        right = x > width - 140  # near the right edge the label goes to the line's left
-        drawn_marks.append(
-            {
-                "x": x,
-                "label": label,
-                "time": text,
-                "anchor": "end" if right else "start",
-                "text_x": round(x - 3 if right else x + 3, 2),
-            }
-        )
+    drawn_marks = _place_marks(
+        [
+            (text, label, t)
+            for (text, label), t in zip(marks, (parse_utc(m[0]) for m in marks), strict=True)
+            if t is not None and start <= t <= end + step
+        ],
+        x_of,
+        left=left,
+        width=width,
+        bottom=top + plot_h,
+    )
     shaded = None
     if window is not None:
         since, until = parse_utc(window[0]), parse_utc(window[1])
@@ -295,12 +291,96 @@ def _chart(
             a, b = max(since, start), min(until, end + step)
             if a < b:
                 shaded = {"x": x_of(a), "w": round(x_of(b) - x_of(a), 2)}
-    tick_every = max(1, slots // 8)
-    ticks = [
-        {
-            "x": round(left + slot * slot_w, 2),
-            "label": (start + slot * step).strftime("%m-%d %H:00" if unit == "hour" else "%m-%d"),
-        }
-        for slot in range(0, slots, tick_every)
-    ]
+    label_format = "%m-%d %H:00" if unit == "hour" else "%m-%d"
+    ticks = _place_ticks(
+        [
+            (round(left + slot * slot_w, 2), (start + slot * step).strftime(label_format))
+            for slot in sorted({*range(0, slots, max(1, slots // 8)), slots - 1})
+        ],
+        width=width,
+    )
     return Chart(width, height, unit, bars, drawn_marks, shaded, ticks, peak)
+
+
+#: The width of one character of the chart's 10px labels, a little over the average (digits
+#: and lower case in system-ui): label boxes are estimated with it to keep labels apart.
+CHAR_W = 6.0
+#: The height of a row of mark labels, and the room kept between two labels on a row.
+ROW_H = 11
+GAP = 4.0
+
+
+def _box(x: float, anchor: str, text: str) -> tuple[float, float]:
+    """The horizontal extent of ``text`` drawn at ``x`` with an SVG ``text-anchor``."""
+    w = len(text) * CHAR_W
+    return (x - w, x) if anchor == "end" else (x, x + w)
+
+
+def _place_ticks(ticks: list[tuple[float, str]], *, width: int) -> list[dict[str, Any]]:
+    """The axis labels (``(x, label)``, the last one being the axis's end), none overlapping
+    another and all inside ``width``: the last one is always kept, ending at the right edge
+    if it would overflow it, and a label too close to the one before it is left out."""
+    placed: list[dict[str, Any]] = []
+    for number, (x, label) in enumerate(ticks):
+        anchor = "end" if _box(x, "start", label)[1] > width - 2 else "start"
+        if anchor == "end":
+            x = min(x, width - 2)
+        a, b = _box(x, anchor, label)
+        if number == len(ticks) - 1:  # the last label stays: its neighbours make room
+            while placed and placed[-1]["box"][1] + GAP > a:
+                placed.pop()
+        elif placed and placed[-1]["box"][1] + GAP > a:
+            continue
+        placed.append({"x": x, "label": label, "anchor": anchor, "box": (a, b)})
+    return [{k: v for k, v in t.items() if k != "box"} for t in placed]
+
+
+def _place_marks(
+    marks: list[tuple[str, str, datetime]],
+    x_of: Callable[[datetime], float],
+    *,
+    left: float,
+    width: int,
+    bottom: float,
+) -> list[dict[str, Any]]:
+    """The runner's actions as marks (``(time text, label, time)``): each label beside its
+    line, on the first row where it overlaps no other label (actions seconds apart share an
+    x), to the line's left where it would pass the right edge, shortened where it fits on
+    neither side (between the axis, at ``left``, and the right edge). Past the last row that
+    fits above the axis, a mark keeps its line and its tooltip, without a label (``text``
+    None)."""
+    rows: list[list[tuple[float, float]]] = []
+    most_rows = max(1, int((bottom - 2 - 16) // ROW_H) + 1)
+    drawn = []
+    for text, label, moment in sorted(marks, key=lambda m: m[2]):
+        x = x_of(moment)
+        shown, anchor, text_x = label, "start", round(x + 3, 2)
+        if _box(text_x, "start", shown)[1] > width - 2:
+            anchor, text_x = "end", round(x - 3, 2)
+            room = max(x - 3 - left, width - 2 - x - 3)
+            if len(shown) * CHAR_W > room:  # fits on neither side: on the roomier one, cut
+                keep = max(1, int(room // CHAR_W) - 1)
+                shown = label[:keep] + "…"
+                if room > x - 3 - left:
+                    anchor, text_x = "start", round(x + 3, 2)
+        a, b = _box(text_x, anchor, shown)
+        apart = [all(b + GAP <= c or d + GAP <= a for c, d in taken) for taken in rows]
+        free = (n for n, ok in enumerate(apart) if ok)
+        row = next(free, len(rows))
+        placed = row < most_rows
+        if placed:
+            if row == len(rows):
+                rows.append([])
+            rows[row].append((a, b))
+        drawn.append(
+            {
+                "x": x,
+                "label": label,
+                "time": text,
+                "text": shown if placed else None,
+                "anchor": anchor,
+                "text_x": text_x,
+                "y": 16 + row * ROW_H if placed else None,
+            }
+        )
+    return drawn

@@ -61,9 +61,11 @@ class Approval:
         ctx: ActionContext,
         params: Any,
         prior: StepView | None,
+        impact: str | None = None,
     ) -> Skip | None:
         """Show what the step will do and ask whether to run it; ``None``: go ahead (for a
-        change, ``ctx.approved`` then holds the preview approved, its keys locked)."""
+        change, ``ctx.approved`` then holds the preview approved, its keys locked).
+        ``impact``: who and what loses access, from the run's blast radius of the key."""
         if action.asks:
             return None  # the step is itself a question to the person
         preview: Preview | None = None
@@ -83,7 +85,7 @@ class Approval:
             ctx.approved = preview
         # nothing would be sent: not asked, the run records "already in desired state"
         asked = preview is None or bool(preview.calls)
-        skip = self._decide(index, step, action, params, preview, prior) if asked else None
+        skip = self._decide(index, step, action, params, preview, prior, impact) if asked else None
         if skip is None and preview is not None:
             self._lock_keys(step, preview)
         return skip
@@ -109,6 +111,7 @@ class Approval:
         params: Any,
         preview: Preview | None,
         prior: StepView | None,
+        impact: str | None,
     ) -> Skip | None:
         earlier = prior.carried.approval if prior is not None else None
         if earlier is not None:
@@ -117,7 +120,7 @@ class Approval:
                 return Skip(f"not approved (decision at journal line {earlier.seq})")
             if preview is None or covered(preview.calls, decided.calls or []):
                 return None  # approved before the interruption: not asked again
-        shown = step_preview(step, action, params, preview, f"{index}/{self.total}")
+        shown = step_preview(step, action, params, preview, f"{index}/{self.total}", impact)
         answer: Answer | None
         if self.yes:
             answer = Answer("run", "auto-approved") if action.mutating else None
@@ -139,6 +142,7 @@ class Approval:
                 calls=list(shown.calls),
                 state=shown.state,
                 inverse=action.inverse,
+                impact=impact,
             ),
             step=step.id,
         )
@@ -162,7 +166,12 @@ class Approval:
 
 
 def step_preview(
-    step: Step, action: Action[Any], params: Any, preview: Preview | None, position: str
+    step: Step,
+    action: Action[Any],
+    params: Any,
+    preview: Preview | None,
+    position: str,
+    impact: str | None = None,
 ) -> StepPreview:
     """What the person sees before ``step`` runs."""
     inverse = action.inverse or "none needed"
@@ -190,4 +199,5 @@ def step_preview(
         notes=preview.notes if preview is not None else (),
         typed=preview.typed if preview is not None else (),
         details=tuple(details),
+        impact=impact,
     )

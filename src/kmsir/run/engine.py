@@ -25,7 +25,7 @@ from kmsir.actions.base import NullReporter, Reporter, RunInfo
 from kmsir.aws import ClientFactory
 from kmsir.errors import Aborted, EvidenceError, KmsirError, MissingAnswer, UsageError
 from kmsir.evidence.anchoring import unsigned_anchor
-from kmsir.evidence.bundle import MANIFEST, Clock, timestamp, utc_now
+from kmsir.evidence.bundle import JOURNAL, MANIFEST, Clock, read_journal, timestamp, utc_now
 from kmsir.evidence.calls import Call
 from kmsir.evidence.derived import settle_derived
 from kmsir.evidence.entries import (
@@ -36,6 +36,7 @@ from kmsir.evidence.entries import (
     ApiIntent,
     Inject,
     LockOverridden,
+    OpenRisks,
     Repair,
     RunInterrupted,
     RunResumed,
@@ -48,7 +49,7 @@ from kmsir.evidence.signatures import ANCHOR_FORMAT, anchor_digest
 from kmsir.keypolicy import principal_arn
 from kmsir.playbook.model import LoadedPlaybook
 from kmsir.prompts import Prompter
-from kmsir.run import custody
+from kmsir.run import custody, risks
 from kmsir.run.resume import RunState
 from kmsir.run.steps import RETRYABLE, Mode, RunOptions, Services, StepRecord, StepRunner
 from kmsir.signer import KmsSigner
@@ -69,6 +70,8 @@ class RunResult:
     status: RunStatus
     steps: list[StepRecord] = field(default_factory=list)
     error: str | None = None
+    #: What the run left open (``run.risks``): the run "succeeded with open risks".
+    open_risks: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Engine:
@@ -269,6 +272,7 @@ class Engine:
                     result.error = record.summary
                     if step.on_error != "continue":
                         break
+            result.open_risks = self._open_risks(bundle, loaded, runner)
         except (Aborted, MissingAnswer) as exc:
             result.status, result.error = "aborted", str(exc)
         except KeyboardInterrupt:
@@ -293,6 +297,24 @@ class Engine:
             self.clients.intent_recorder = None
         bundle.finish(result.status, result.error, seal=lambda: self._anchor(bundle, info))
         return result
+
+    def _open_risks(
+        self, bundle: BundleWriter, loaded: LoadedPlaybook, runner: StepRunner
+    ) -> list[dict[str, Any]]:
+        """Read every key the run touched again and journal what it leaves open."""
+        runner.current_step = None  # the re-read's calls belong to no step
+        view = read_journal(bundle.root / JOURNAL).view()
+        keys = risks.reread(self.clients, risks.keys_touched(view))
+        phases = {s.id: s.phase for s in loaded.playbook.steps}
+        actions = self.actions
+
+        def mutating(name: str) -> bool:
+            return name in actions and actions[name].mutating
+
+        view = read_journal(bundle.root / JOURNAL).view()  # with the re-read's calls
+        found = risks.assess(view, keys, phases, mutating)
+        bundle.append(OpenRisks(keys=[k.record() for k in keys], risks=found))
+        return found
 
     # -- locks and the anchor -----------------------------------------------------------------
 

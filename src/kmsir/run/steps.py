@@ -34,7 +34,9 @@ from kmsir.errors import (
     MissingAnswer,
 )
 from kmsir.evidence.bundle import JOURNAL, Clock, read_journal, read_outside, timestamp
+from kmsir.evidence.calls import Call
 from kmsir.evidence.entries import (
+    Decision,
     InputFile,
     Record,
     StepFailed,
@@ -166,6 +168,7 @@ class StepRunner:
         self.failures = FailurePolicy(
             prompter=services.prompter, bundle=bundle, inputs=playbook.inputs
         )
+        self.playbook = playbook
         #: The step running now: API calls are journaled under it.
         self.current_step: str | None = None
 
@@ -195,6 +198,7 @@ class StepRunner:
             now=services.clock,
             reporter=services.reporter,
             earlier_attempt=_earlier_attempt(prior),
+            approved_before=_approved_before(prior),
         )
         while True:
             try:
@@ -203,7 +207,8 @@ class StepRunner:
                 if step.when is not None and not self._when(step, context):
                     return self.skip(step, f"when: {step.when} is false")
                 params = self._params(action, step, context)
-                skipped = self.approval.ask(index, step, action, ctx, params, prior)
+                impact = self._impact(action, params, context)
+                skipped = self.approval.ask(index, step, action, ctx, params, prior, impact)
                 prior = None  # after a failure, a retry is confirmed afresh
                 if skipped is not None:
                     return self.skip(step, skipped.reason, status=skipped.status)
@@ -271,6 +276,24 @@ class StepRunner:
         except KmsirError as exc:
             raise ActionError(f"when: {exc}{_missing_steps(step.when, context)}") from None
 
+    def _impact(self, action: Action[Any], params: Any, context: dict[str, Any]) -> str | None:
+        """What a containment step breaks, from the run's last blast radius of its key."""
+        if not action.mutating:
+            return None
+        from kmsir.actions.kms_blast import containment_verdict
+
+        done = context.get("steps") or {}
+        for earlier in reversed(self.playbook.steps):
+            outputs = done.get(earlier.id)
+            if earlier.action == "kms.blast-radius" and isinstance(outputs, dict):
+                rendered = params.model_dump(mode="json")
+                names = {outputs.get("key_id"), outputs.get("arn"), *(outputs.get("aliases") or [])}
+                if rendered.get("key") not in names:
+                    continue  # the blast radius of another key
+                verdict = containment_verdict(outputs, action.name, rendered)
+                return str(verdict) if verdict else None
+        return None
+
     def _params(self, action: Action[Any], step: Step, context: dict[str, Any]) -> Any:
         try:
             rendered = templating.render_value(step.with_, context)
@@ -336,6 +359,15 @@ def _missing_steps(source: str, context: dict[str, Any]) -> str:
         return ""
     named = ", ".join(f"'{ref}'" for ref in missing)
     return f" (step {named} did not succeed: skipped, failed or not run, so no outputs)"
+
+
+def _approved_before(prior: StepView | None) -> tuple[Call, ...]:
+    """The calls of the approval this step was given before the run stopped, if any."""
+    seen = prior.carried.approval if prior is not None else None
+    decided = seen.record if seen is not None else None
+    if not isinstance(decided, Decision) or decided.answer != "approved":
+        return ()
+    return tuple(c for c in decided.calls or [] if isinstance(c, Call))
 
 
 def _earlier_attempt(prior: StepView | None) -> EarlierAttempt | None:

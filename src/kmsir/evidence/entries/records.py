@@ -51,6 +51,9 @@ class RunStarted(Custody, frozen=True, kw_only=True):
     region: str | None
     #: The sandbox world the run was played in (its clock, scenario and source).
     sandbox: Json | None = None
+    #: The run this one rolls back (``kmsir rollback``): its run id, bundle, journal head, and
+    #: what its steps came to (undone, or why not).
+    rollback_of: Json | None = None
 
 
 class RunResumed(Custody, frozen=True, kw_only=True):
@@ -65,6 +68,14 @@ class RunFinished(Record, frozen=True, kw_only=True):
     TYPE = "run-finished"
     status: str
     error: str | None = None
+
+
+class OpenRisks(Record, frozen=True, kw_only=True):
+    """The end of a run: every key it touched read again, and what the run leaves open."""
+
+    TYPE = "open-risks"
+    keys: list[Json]
+    risks: list[Json]
 
 
 class RunInterrupted(Record, frozen=True, kw_only=True):
@@ -221,6 +232,8 @@ class Decision(Record, frozen=True, kw_only=True):
     calls: list[Call | str] | None = None
     state: str | None = None
     inverse: str | None = None
+    #: Who and what loses access, as the blast radius shown with the step said.
+    impact: str | None = None
 
 
 class Note(Record, frozen=True, kw_only=True):
