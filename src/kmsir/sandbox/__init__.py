@@ -11,6 +11,7 @@ scenario's injects for that step.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -119,8 +120,13 @@ class Sandbox:
         """A boto3 session with the sandbox's dummy credentials; every client made from it
         refuses to send what moto did not answer."""
         import boto3
+        import botocore.session
 
+        core = botocore.session.get_session()
+        # every session of the sandbox reads the service models and endpoints once between them
+        core.register_component("data_loader", _shared_loader())
         session = boto3.Session(
+            botocore_session=core,
             aws_access_key_id=DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
             aws_session_token=DUMMY_CREDENTIALS["AWS_SESSION_TOKEN"],
@@ -333,3 +339,12 @@ class Sandbox:
     def render(self, value: Any) -> Any:
         """A scenario value with its templates rendered over the seeded world."""
         return templating.render_value(value, self.template_context())
+
+
+@functools.cache
+def _shared_loader() -> Any:
+    """botocore's data loader, shared by the sandbox's sessions: each new session would
+    otherwise parse the endpoints and each service model again (a third of a second each)."""
+    from botocore.loaders import create_loader
+
+    return create_loader()

@@ -168,14 +168,20 @@ def _render_bounded(template: Template, context: Mapping[str, Any], limit: int) 
     return "".join(parts)
 
 
+@functools.lru_cache(maxsize=512)
+def _compile_expression(expression: str) -> Any:
+    """Check and compile an expression once (a scenario renders the same ones per event)."""
+    problem = check_expression(expression)
+    if problem is not None:
+        raise SecurityError(problem)
+    return environment().compile_expression(expression, undefined_to_none=False)
+
+
 def evaluate(expression: str, context: Mapping[str, Any]) -> Any:
     """Evaluate a Jinja2 expression (``when:``, or a whole-value template) in the sandbox."""
 
     def run() -> Any:
-        problem = check_expression(expression)
-        if problem is not None:
-            raise SecurityError(problem)
-        result = environment().compile_expression(expression, undefined_to_none=False)(context)
+        result = _compile_expression(expression)(context)
         if isinstance(result, StrictUndefined):
             str(result)  # raises UndefinedError naming what is missing
         return _check_value(result, MAX_LENGTH)

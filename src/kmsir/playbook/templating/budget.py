@@ -1,10 +1,12 @@
 """What one render may spend, and the sizes it is charged for.
 
-A render runs inside ``_time_budget``: a deadline and a count of the characters and items
-it has built (``_tick`` and ``_build`` refuse to go on past either). The sizes are counted
-here too, before anything is computed from them: deep sizes through nested containers
-(shared references counted each time, as joining or printing them would cost), printed
-sizes, and the checks of values and arguments against a profile's limits.
+A render runs inside ``_time_budget``: a deadline in the CPU time of its thread (what the
+template itself spends: a busy machine that starves the process does not fail a render that
+would pass on an idle one) and a count of the characters and items it has built (``_tick``
+and ``_build`` refuse to go on past either). The sizes are counted here too, before anything
+is computed from them: deep sizes through nested containers (shared references counted each
+time, as joining or printing them would cost), printed sizes, and the checks of values and
+arguments against a profile's limits.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def _budget() -> _Budget | None:
 def _tick() -> None:
     """Refuse to go on once the current render has used its time budget."""
     budget = _budget()
-    if budget is not None and time.monotonic() > budget.deadline:
+    if budget is not None and time.thread_time() > budget.deadline:
         raise SecurityError(f"took longer than {budget.seconds:g} s")
 
 
@@ -71,7 +73,7 @@ def _time_budget(seconds: float, max_built: int, context: Any = None) -> Iterato
     outer = _budget()
     if outer is None:
         known = _container_sizes(context) if context is not None else {}
-        _current.budget = _Budget(time.monotonic() + seconds, seconds, max_built, known=known)
+        _current.budget = _Budget(time.thread_time() + seconds, seconds, max_built, known=known)
     try:
         yield
     finally:
