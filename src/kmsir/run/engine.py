@@ -311,7 +311,6 @@ class Engine:
         def mutating(name: str) -> bool:
             return name in actions and actions[name].mutating
 
-        view = read_journal(bundle.root / JOURNAL).view()  # with the re-read's calls
         found = risks.assess(view, keys, phases, mutating)
         bundle.append(OpenRisks(keys=[k.record() for k in keys], risks=found))
         return found
