@@ -55,18 +55,30 @@ def view_of(*lines: tuple[str | None, entries.Journaled]) -> RunView:
     return fold(typed)
 
 
-def started(step: str) -> tuple[str, entries.Journaled]:
+def started(
+    step: str,
+    *,
+    action: str = "kms.disable-key",
+    params: dict[str, Any] | None = None,
+    mutating: bool = True,
+) -> tuple[str, entries.Journaled]:
     return step, entries.StepStarted(
-        action="kms.disable-key", name=step, phase=None, params={}, mutating=True, inverse=None
+        action=action, name=step, phase=None, params=params or {}, mutating=mutating, inverse=None
     )
 
 
-def succeeded(step: str, status: str = "succeeded") -> tuple[str, entries.Journaled]:
+def succeeded(
+    step: str,
+    status: str = "succeeded",
+    *,
+    action: str = "kms.disable-key",
+    outputs: dict[str, Any] | None = None,
+) -> tuple[str, entries.Journaled]:
     return step, entries.StepSucceeded(
-        action="kms.disable-key",
+        action=action,
         status=status,
         summary="done",
-        outputs={},
+        outputs=outputs or {},
         before=None,
         after=None,
         inverse=None,

@@ -23,7 +23,7 @@ from kmsir.sandbox import scenario as scenarios
 
 from .clikit import cli
 from .conftest import PLAYBOOKS, load_playbook, played
-from .journalkit import RUN, view_of
+from .journalkit import RUN, started, succeeded, view_of
 
 
 def _view(bundle: Path) -> Any:
@@ -106,30 +106,8 @@ def test_the_demo_leaves_no_open_risk_once_the_deletion_is_cancelled(tmp_path: P
 
 def _findings_step(actors: list[dict[str, Any]]) -> list[tuple[str | None, Any]]:
     return [
-        (
-            "findings",
-            entries.StepStarted(
-                action="cloudtrail.findings",
-                name="findings",
-                phase="identification",
-                params={},
-                mutating=False,
-                inverse=None,
-            ),
-        ),
-        (
-            "findings",
-            entries.StepSucceeded(
-                action="cloudtrail.findings",
-                status="succeeded",
-                summary="",
-                outputs={"actors": actors},
-                before=None,
-                after=None,
-                inverse=None,
-                inverse_until=None,
-            ),
-        ),
+        started("findings", action="cloudtrail.findings", mutating=False),
+        succeeded("findings", action="cloudtrail.findings", outputs={"actors": actors}),
     ]
 
 
@@ -170,30 +148,8 @@ def test_an_actor_is_contained_by_a_step_that_names_its_role() -> None:
     assert [r["kind"] for r in open_] == ["actor"] and "ci-deploy" in open_[0]["text"]
     contained = [
         *lines,
-        (
-            "sessions",
-            entries.StepStarted(
-                action="iam.revoke-role-sessions",
-                name="sessions",
-                phase="containment",
-                params={"role": ["ci-deploy"]},
-                mutating=True,
-                inverse="iam.restore-role-sessions",
-            ),
-        ),
-        (
-            "sessions",
-            entries.StepSucceeded(
-                action="iam.revoke-role-sessions",
-                status="succeeded",
-                summary="",
-                outputs={},
-                before=None,
-                after=None,
-                inverse="iam.restore-role-sessions",
-                inverse_until=None,
-            ),
-        ),
+        started("sessions", action="iam.revoke-role-sessions", params={"role": ["ci-deploy"]}),
+        succeeded("sessions", action="iam.revoke-role-sessions"),
     ]
     assert risks.assess(view_of(*contained), keys, {}, lambda _: False) == []
 
@@ -201,30 +157,8 @@ def test_an_actor_is_contained_by_a_step_that_names_its_role() -> None:
 def test_a_multi_region_primary_contained_in_one_region_leaves_its_replicas_open() -> None:
     lines = [
         (None, RUN),
-        (
-            "disable",
-            entries.StepStarted(
-                action="kms.disable-key",
-                name="disable",
-                phase="containment",
-                params={"key": "mrk-1"},
-                mutating=True,
-                inverse="kms.enable-key",
-            ),
-        ),
-        (
-            "disable",
-            entries.StepSucceeded(
-                action="kms.disable-key",
-                status="succeeded",
-                summary="",
-                outputs={"key_id": "mrk-1"},
-                before=None,
-                after=None,
-                inverse="kms.enable-key",
-                inverse_until=None,
-            ),
-        ),
+        started("disable", params={"key": "mrk-1"}),
+        succeeded("disable", outputs={"key_id": "mrk-1"}),
     ]
     key = risks.KeyState(
         ref="mrk-1",
