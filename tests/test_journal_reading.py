@@ -37,6 +37,8 @@ NOT_ENTRY_TYPES = {
     ("actions/kms_blast_enum.py", "note"): "a dependent's note (what a resource is)",
     ("actions/kms_blast_verdict.py", "note"): "a dependent's note (calls, operations)",
     ("report/impact.py", "note"): "a dependent's note in the impact section",
+    ("posture/sarif.py", "note"): "SARIF's result level for low and info severities",
+    ("sandbox/resource_model.py", "note"): "a planted problem's note in a review scenario",
 }
 
 
