@@ -62,6 +62,8 @@ class Sandbox:
         self.keys: dict[str, dict[str, Any]] = {}
         self.grants: dict[str, dict[str, str]] = {}
         self.users: dict[str, dict[str, Any]] = {}
+        #: The scenario's resources: name -> the ARN AWS gives it (``resources.seed``).
+        self.resources: dict[str, str] = {}
         self.injects = Injects(self)
         self._factories: list[ClientFactory] = []
         self._saved_env: dict[str, str | None] = {}
@@ -247,12 +249,16 @@ class Sandbox:
                 Description=spec.description,
                 Tags=[{"TagKey": k, "TagValue": v} for k, v in spec.tags.items()],
                 **({"MultiRegion": True} if spec.multi_region else {}),
+                **resources.key_options(spec),
             )["KeyMetadata"]
             key_id = metadata["KeyId"]
             if spec.alias:
                 kms.create_alias(AliasName=spec.alias, TargetKeyId=key_id)
             if spec.rotation:
-                kms.enable_key_rotation(KeyId=key_id)
+                period = spec.rotation_period_days
+                kms.enable_key_rotation(
+                    KeyId=key_id, **({"RotationPeriodInDays": period} if period else {})
+                )
             # after rotation (shared by primary and replicas), before the state and policy
             # (each replica's own: Enabled, the default policy)
             replicas = [
@@ -281,6 +287,7 @@ class Sandbox:
                 GranteePrincipal=self.render(grant.grantee),
                 Operations=grant.operations,
                 Name=grant.name,
+                **({"Constraints": grant.constraints} if grant.constraints else {}),
             )
             self.grants[name] = {"id": created["GrantId"], "key": key["id"], "name": grant.name}
             if grant.created:
@@ -291,7 +298,8 @@ class Sandbox:
         s3 = self.session().client("s3")
         history.create_trail_bucket(s3, self.trail_bucket, self.region)
         history.write_trail_files(s3, self.trail_bucket, self.account, self.region, history_events)
-        resources.seed(self)  # buckets, volumes, secrets... encrypted with the keys
+        # buckets, volumes, secrets... encrypted with the keys; IAM, trails, rules, stacks
+        self.resources = resources.seed(self)
         containment.seed(self)  # last: it leaves moto's random generator as it found it
 
     def _seed_users(self) -> None:

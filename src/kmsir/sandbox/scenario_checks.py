@@ -18,6 +18,7 @@ from typing import Any
 from kmsir import resources
 from kmsir.errors import PlaybookError
 from kmsir.playbook import yamlsafe
+from kmsir.sandbox.resource_model import templates as resource_templates
 from kmsir.sandbox.scenario_model import (
     CreateGrantCall,
     EventSpec,
@@ -182,6 +183,9 @@ def _check_templates(
                 text(("injects", n, "calls", c, "grantee"), call.grantee, world)
             elif isinstance(call, PutKeyPolicyCall):
                 render(("injects", n, "calls", c, "policy"), call.policy, world)
+    for n, resource in enumerate(scenario.resources):  # seeded once keys and grants exist
+        for at, value in resource_templates(resource):
+            render(("resources", n, *at), value, world)
     return problems
 
 

@@ -2,10 +2,11 @@
 
 A ``Scenario`` names keys, grants, IAM users with access keys, identities, a CloudTrail history
 with times relative to now, the playbook it exercises, its inputs, the scripted answers of its
-demo, and injects: what the attacker does in the sandbox after a given step of the playbook.
-Each record checks its own fields (patterns, ranges, durations, Region names); what spans
-records (references between them, templates, the playbook's steps) is checked when the
-scenario loads (``scenario_checks``).
+demo, and injects: what the attacker does in the sandbox after a given step of the playbook;
+its resources and the problems it plants are ``resource_model``'s records. Each record checks
+its own fields (patterns, ranges, durations, Region names); what spans records (references
+between them, templates, the playbook's steps) is checked when the scenario loads
+(``scenario_checks``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,14 @@ from pydantic import (
 
 from kmsir.playbook import yamlsafe
 from kmsir.playbook.values import duration_seconds, is_region
+from kmsir.sandbox.resource_model import (
+    IamPolicySpec,
+    IamRoleSpec,
+    PlantedSpec,
+    Resource,
+    ResourceSpec,
+    planted_problem,
+)
 
 
 class _Model(BaseModel):
@@ -38,6 +47,31 @@ def _region_name(value: str) -> str:
     return value
 
 
+#: Key specs a scenario may create, with the key usages AWS allows each (the first: the
+#: default). SM2 is offered in China Regions only; ML-DSA, moto cannot create.
+KEY_USAGES: dict[str, tuple[str, ...]] = {
+    "SYMMETRIC_DEFAULT": ("ENCRYPT_DECRYPT",),
+    **{f"RSA_{bits}": ("ENCRYPT_DECRYPT", "SIGN_VERIFY") for bits in (2048, 3072, 4096)},
+    **{spec: ("SIGN_VERIFY",) for spec in ("ECC_NIST_P256", "ECC_NIST_P384", "ECC_NIST_P521")},
+    "ECC_SECG_P256K1": ("SIGN_VERIFY",),
+    **{f"HMAC_{bits}": ("GENERATE_VERIFY_MAC",) for bits in (224, 256, 384, 512)},
+}
+KeySpecName = Literal[
+    "SYMMETRIC_DEFAULT",
+    "RSA_2048",
+    "RSA_3072",
+    "RSA_4096",
+    "ECC_NIST_P256",
+    "ECC_NIST_P384",
+    "ECC_NIST_P521",
+    "ECC_SECG_P256K1",
+    "HMAC_224",
+    "HMAC_256",
+    "HMAC_384",
+    "HMAC_512",
+]
+
+
 class KeySpec(_Model):
     """A customer-managed key to create."""
 
@@ -45,6 +79,16 @@ class KeySpec(_Model):
     alias: str | None = Field(default=None, pattern=r"^alias/[A-Za-z0-9/_-]{1,250}$")
     tags: dict[str, str] = Field(default_factory=dict)
     rotation: bool = False
+    #: The rotation period (EnableKeyRotation's RotationPeriodInDays, 90-2560; default: AWS's
+    #: 365 days).
+    rotation_period_days: int | None = Field(default=None, ge=90, le=2560)
+    #: The key spec (CreateKey's KeySpec) and usage (default: the spec's first in
+    #: ``KEY_USAGES``): an asymmetric or HMAC key, which cannot rotate automatically.
+    spec: KeySpecName = "SYMMETRIC_DEFAULT"
+    usage: Literal["ENCRYPT_DECRYPT", "SIGN_VERIFY", "GENERATE_VERIFY_MAC"] | None = None
+    #: Where the key material comes from: KMS, or imported (``EXTERNAL``: CreateKey with
+    #: Origin EXTERNAL; moto keeps no imported material, and shows the key Enabled).
+    origin: Literal["AWS_KMS", "EXTERNAL"] = "AWS_KMS"
     enabled: bool = True
     #: Scheduled for deletion when the scenario starts, with this waiting period (7-30 days).
     pending_deletion_days: int | None = Field(default=None, ge=7, le=30)
@@ -67,17 +111,47 @@ class KeySpec(_Model):
         data: dict[str, Any] = handler(self)
         if not self.multi_region and not self.replicas:
             del data["multi_region"], data["replicas"]
-        return data
+        # so are the spec, usage, origin and rotation period (added since)
+        defaults = {
+            "rotation_period_days": None,
+            "spec": "SYMMETRIC_DEFAULT",
+            "usage": None,
+            "origin": "AWS_KMS",
+        }
+        return {k: v for k, v in data.items() if k not in defaults or v != defaults[k]}
+
+    @model_validator(mode="after")
+    def _fits(self) -> KeySpec:
+        usages = KEY_USAGES[self.spec]
+        if self.usage is not None and self.usage not in usages:
+            raise ValueError(f"usage {self.usage}: a {self.spec} key is for {' or '.join(usages)}")
+        if self.rotation_period_days is not None and not self.rotation:
+            raise ValueError("rotation_period_days needs rotation: true")
+        if self.rotation and (self.spec != "SYMMETRIC_DEFAULT" or self.origin != "AWS_KMS"):
+            raise ValueError(
+                "rotation: AWS rotates only symmetric encryption keys with key material "
+                "from KMS (rotate the others manually)"
+            )
+        return self
+
+    @property
+    def key_usage(self) -> str:
+        """The key usage CreateKey is given."""
+        return self.usage or KEY_USAGES[self.spec][0]
 
 
 class GrantSpec(_Model):
-    """A grant to create on one of the scenario's keys."""
+    """A grant to create on one of the scenario's keys; ``constraints`` as CreateGrant takes
+    them (an encryption context the grant's operations must carry)."""
 
     key: str
     name: str
     grantee: str
     operations: list[str] = Field(min_length=1)
     created: str | None = None
+    constraints: (
+        dict[Literal["EncryptionContextSubset", "EncryptionContextEquals"], dict[str, str]] | None
+    ) = None
 
     @field_validator("created")
     @classmethod
@@ -85,6 +159,15 @@ class GrantSpec(_Model):
         if value is not None:
             duration_seconds(value.removeprefix("-"))
         return value
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Without ``constraints`` when there are none: the fingerprint of a scenario without
+        them stays what it was before they existed (a recorded sandbox run still resumes)."""
+        data: dict[str, Any] = handler(self)
+        if self.constraints is None:
+            del data["constraints"]
+        return data
 
 
 class UserSpec(_Model):
@@ -146,34 +229,6 @@ class EventSpec(_Model):
     def _every(cls, value: str) -> str:
         duration_seconds(value)
         return value
-
-
-#: The kinds of resource a scenario may configure with one of its keys (``sandbox.resources``).
-ResourceKind = Literal[
-    "s3-bucket",
-    "ebs-volume",
-    "ebs-snapshot",
-    "secret",
-    "ssm-parameter",
-    "dynamodb-table",
-    "rds-instance",
-    "rds-snapshot",
-]
-
-
-class ResourceSpec(_Model):
-    """A resource encrypted with one of the scenario's keys (``key``), or with AWS's default
-    (no ``key``): what a blast radius finds by listing, used lately or not at all.
-
-    ``name``: the bucket, secret, parameter, table or DB instance name, or the description
-    of an EBS volume or snapshot (their ids are moto's); ``key_reference``: how the resource
-    names the key (``id``, ``arn`` or ``alias``), as AWS keeps whatever it was given.
-    """
-
-    kind: ResourceKind
-    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9/_.:+=@ -]+$")
-    key: str | None = None
-    key_reference: Literal["id", "arn", "alias"] = "arn"
 
 
 class InjectEventSpec(EventSpec):
@@ -275,27 +330,49 @@ class Scenario(_Model):
     history: list[EventSpec] = Field(default_factory=list)
     answers: dict[str, Any] = Field(default_factory=dict)
     injects: list[InjectSpec] = Field(default_factory=list)
-    #: Resources encrypted with the scenario's keys (``sandbox.resources`` seeds them).
-    resources: list[ResourceSpec] = Field(default_factory=list, max_length=100)
+    #: Resources encrypted with the scenario's keys, and the account's configuration
+    #: (``sandbox.resources`` and ``sandbox.posture_seed`` seed them).
+    resources: list[Resource] = Field(default_factory=list, max_length=100)
+    #: The problems a review scenario plants on purpose (``planted`` compares a review).
+    planted: list[PlantedSpec] = Field(default_factory=list, max_length=200)
 
     @model_validator(mode="after")
-    def _resource_keys(self) -> Scenario:
+    def _resource_references(self) -> Scenario:
+        roles: set[str] = set()
         for n, resource in enumerate(self.resources):
-            if resource.key is not None and resource.key not in self.keys:
+            key = getattr(resource, "key", None)
+            if key is not None and key not in self.keys:
                 known = ", ".join(self.keys)
                 raise ValueError(
-                    f"resources[{n}] ({resource.name}): unknown key {resource.key!r} "
-                    f"(known: {known})"
+                    f"resources[{n}] ({resource.name}): unknown key {key!r} (known: {known})"
                 )
-            if resource.key is None and resource.key_reference == "alias":
-                raise ValueError(f"resources[{n}] ({resource.name}): key_reference needs a key")
+            if isinstance(resource, ResourceSpec):
+                if key is None and resource.key_reference == "alias":
+                    raise ValueError(f"resources[{n}] ({resource.name}): key_reference needs a key")
+            elif isinstance(resource, IamRoleSpec):
+                roles.add(resource.name)
+            elif isinstance(resource, IamPolicySpec):
+                for role in resource.roles:
+                    if role not in roles:
+                        raise ValueError(
+                            f"resources[{n}] ({resource.name}): role {role!r} is no iam-role "
+                            "resource listed before it"
+                        )
+        for n, planted in enumerate(self.planted):
+            if planted.resource is not None:
+                problem = planted_problem(planted.resource, self.keys, self.grants, self.resources)
+                if problem:
+                    raise ValueError(f"planted[{n}] ({planted.check}): {problem}")
         return self
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """Without ``resources`` when there are none: the fingerprint of a scenario without
-        them stays what it was before they existed (a recorded sandbox run still resumes)."""
+        """Without ``resources`` and ``planted`` when there are none: the fingerprint of a
+        scenario without them stays what it was before they existed (a recorded sandbox run
+        still resumes)."""
         data: dict[str, Any] = handler(self)
         if not self.resources:
             del data["resources"]
+        if not self.planted:
+            del data["planted"]
         return data

@@ -28,10 +28,12 @@ backend and response classes (so every client of the sandbox sees it, the AWS CL
 - refuses rotation changes on a disabled key or one pending deletion, whose rotation status
   AWS reports as off;
 - keeps ``RotationPeriodInDays`` (90-2560, default 365) and reports it with
-  ``NextRotationDate`` in GetKeyRotationStatus.
+  ``NextRotationDate`` in GetKeyRotationStatus;
+- answers EC2's GetEbsDefaultKmsKeyId (moto lacks it): the key ModifyEbsDefaultKmsKeyId set,
+  else AWS's default, the ARN of ``alias/aws/ebs``.
 
-One module per concern: ``key_state``, ``multi_region``, ``grants``, ``policy`` and
-``rotation`` hold the wrappers, ``common`` what they share; this module says which wrapper goes
+One module per concern: ``key_state``, ``multi_region``, ``grants``, ``policy``,
+``rotation`` and ``ec2`` hold the wrappers, ``common`` what they share; this module says which wrapper goes
 on which moto method, and installs them. Each patch point is checked when installing: a moto
 upgrade that moves one fails loudly here (and in ``tests/test_shim.py``) instead of silently
 making the sandbox lenient again.
@@ -42,7 +44,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from kmsir.sandbox.shim import grants, key_state, multi_region, policy, rotation
+from kmsir.sandbox.shim import ec2, grants, key_state, multi_region, policy, rotation
 
 _INSTALLED = "_kmsir_shim"
 
@@ -117,3 +119,4 @@ def install() -> None:
         for name, wrap in patches.items():
             setattr(cls, name, wrap(vars(cls)[name]))
         setattr(cls, _INSTALLED, True)
+    ec2.install()  # GetEbsDefaultKmsKeyId (moto has none)
