@@ -259,7 +259,8 @@ def scenario_copy(name: str, where: Path, playbook: str) -> Path:
     data = yaml.safe_load((scenarios.scenario_dir() / f"{name}.yaml").read_text())
     data["keys"]["probe"] = {"description": "Secrets probe", "alias": PROBE_KEY}
     data.setdefault("users", {})["probe"] = {"name": PROBE_USER, "access_keys": 2}
-    data["identities"]["probe-role"] = {"type": "AssumedRole", "name": PROBE_ROLE, "session": "s"}
+    probe_role = {"type": "AssumedRole", "name": PROBE_ROLE, "session": "s"}
+    data.setdefault("identities", {})["probe-role"] = probe_role
     data["playbook"] = playbook
     path = where / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -308,6 +309,7 @@ EVERY_ACTION: list[dict[str, Any]] = [
     {"id": "findings", "action": "cloudtrail.findings", "with": {"events": "collect", "key": ARN}},
     {"id": "triage", "action": "note", "with": {"text": "{{ steps.findings.count }} finding(s)"}},
     {"id": "blast", "action": "kms.blast-radius", "with": {"key": ARN, "events": "collect"}},
+    {"id": "review", "action": "kms.audit", "with": {"all": True}},
     {"id": "decide", "action": "ask", "with": {"question": "Go on?", "choices": ["go", "stop"]}},
     {"id": "informed", "action": "confirm", "with": {"message": "Owners informed"}},
     {"id": "settle", "action": "wait", "with": {"duration": "0s"}},
@@ -367,7 +369,9 @@ def write_playbook(where: Path, steps: list[dict[str, Any]]) -> Path:
 
 
 def answers_for(where: Path, world: Scenario, steps: list[dict[str, Any]]) -> Path:
-    answers: dict[str, Any] = {"key": world.inputs["key"], "decide": "go"}
+    # a review scenario's playbook has no key input: the scenario's first aliased key then
+    key = world.inputs.get("key") or next(k.alias for k in world.keys.values() if k.alias)
+    answers: dict[str, Any] = {"key": key, "decide": "go"}
     answers.update({s["id"]: "approve" for s in steps if s["id"] not in answers})
     path = where / "answers.yaml"
     path.write_text(yaml.safe_dump(answers))
@@ -454,7 +458,9 @@ def test_a_scenario_demo_writes_no_secret(name: str, probes: Seen, tmp_path: Pat
     # the sandbox signed with its own dummy credentials, never the shell's
     assert set(probes.credentials) == {SANDBOX_CREDENTIALS}
     assert_decrypted_through_the_recorder(bundle, probes)
-    texts = everything_written(bundle, tmp_path, {"demo": ran})
+    steps = yaml.safe_load((bundle / "playbook.yaml").read_text())["steps"]
+    collected = any(step["action"] == "cloudtrail.collect" for step in steps)
+    texts = everything_written(bundle, tmp_path, {"demo": ran}, collected=collected)
     assert find(markers(probes), texts) == []
 
 

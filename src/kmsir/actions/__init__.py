@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kmsir.actions.audit import Audit
 from kmsir.actions.base import Action
 from kmsir.actions.cloudtrail import Collect
 from kmsir.actions.cloudtrail_findings import Findings
@@ -31,6 +32,7 @@ def registry() -> Registry:
     actions: list[Action[Any]] = [
         Snapshot(),
         BlastRadius(),
+        Audit(),
         DisableKey(),
         EnableKey(),
         ScheduleDeletion(),

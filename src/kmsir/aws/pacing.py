@@ -16,8 +16,24 @@ from typing import Any
 #: Request quotas AWS documents, which kmsir sends at: requests per second per account and
 #: Region, by (service, operation). botocore's adaptive retry mode only slows down after a
 #: first throttle; a quota known in advance is kept from the first request on. CloudTrail's
-#: LookupEvents: 2 a second (CloudTrail quotas, "LookupEvents API").
-QUOTAS: dict[tuple[str, str], float] = {("cloudtrail", "LookupEvents"): 2.0}
+#: LookupEvents: 2 a second (CloudTrail quotas, "LookupEvents API"). KMS: the calls kmsir
+#: makes per key when it reads many keys at once (snapshot, blast radius, posture review), at
+#: the defaults of the KMS Developer Guide's "Request quotas" table
+#: (https://docs.aws.amazon.com/kms/latest/developerguide/requests-per-second.html).
+QUOTAS: dict[tuple[str, str], float] = {
+    ("cloudtrail", "LookupEvents"): 2.0,
+    ("kms", "DescribeKey"): 2000.0,
+    ("kms", "GetKeyPolicy"): 1000.0,
+    ("kms", "GetKeyRotationStatus"): 1000.0,
+    ("kms", "ListAliases"): 500.0,
+    ("kms", "ListGrants"): 100.0,
+    ("kms", "ListKeyPolicies"): 100.0,
+    ("kms", "ListKeyRotations"): 100.0,
+    ("kms", "ListKeys"): 500.0,
+    ("kms", "ListResourceTags"): 2000.0,
+    ("kms", "DescribeCustomKeyStores"): 5.0,
+    ("kms", "RevokeGrant"): 50.0,
+}
 
 
 class Pacing:
