@@ -12,10 +12,22 @@ from __future__ import annotations
 from kmsir.cli import bundles, runs  # isort: skip
 from kmsir.cli import rollback  # isort: skip
 from kmsir.cli import status  # isort: skip
+from kmsir.cli import audit  # isort: skip
 from kmsir.cli import playbooks, sandbox, trail  # isort: skip
 from kmsir.cli.common import app
 
-__all__ = ["app", "bundles", "main", "playbooks", "rollback", "runs", "sandbox", "status", "trail"]
+__all__ = [
+    "app",
+    "audit",
+    "bundles",
+    "main",
+    "playbooks",
+    "rollback",
+    "runs",
+    "sandbox",
+    "status",
+    "trail",
+]
 
 
 def main() -> None:

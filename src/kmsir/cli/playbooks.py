@@ -69,6 +69,8 @@ def scenarios() -> None:
     for name in scenario.available():
         world = scenario.load(name)
         say(f"{name:<24} {world.story}")
+        if world.planted:  # a review scenario: what it plants is in its file, for the debrief
+            say(f"{'':<24} plants {len(world.planted)} problems: kmsir audit --sandbox {name}")
 
 
 @app.command()

