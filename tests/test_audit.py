@@ -152,22 +152,31 @@ def test_kmsir_audit_prints_the_table_and_keeps_the_review_in_the_bundle(tmp_pat
     assert Review.loads(posture.read_bytes()).scope["simulated"] is True
 
 
-def test_kmsir_audit_json_is_the_review_and_compare_takes_the_earlier_bundle(
-    tmp_path: Path,
+@pytest.fixture(scope="module")
+def drift(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
+    """One review of the posture-drift world, as JSON, failing on critical: the command's
+    outcome and the folder it ran in."""
+    cwd = tmp_path_factory.mktemp("drift")
+    args = ("audit", "--sandbox", "posture-drift", "--format", "json", "--fail-on", "critical")
+    return cli(*args, cwd=cwd), cwd
+
+
+def test_kmsir_audit_json_is_the_review_and_fail_on_decides_the_exit_code(
+    drift: tuple[Any, Path],
 ) -> None:
-    first = cli("audit", "--sandbox", "rogue-grant", "--format", "json", cwd=tmp_path)
-    assert first.exit_code == 0, first.stderr
-    review = json.loads(first.stdout)  # stdout is only the review
-    assert {c["practice"] for c in review["checks"]} >= {9, 10}
-    bundle = tmp_path / first.stderr.split("bundle: ", 1)[1].split()[0]
-    again = cli(
-        "audit", "--sandbox", "rogue-grant", "--format", "json", "--compare", bundle, cwd=tmp_path
-    )
-    assert again.exit_code == 0, again.stderr
-    second = json.loads(again.stdout)
-    assert second["comparison"]["new"] == []
-    trend = next(c for c in second["checks"] if c["id"] == "compared-with-previous")
-    assert trend["status"] == "pass"
+    ran, cwd = drift
+    review = json.loads(ran.stdout)  # stdout is only the review, the same as posture.json
+    kept = next(_bundle(ran, cwd).glob("artifacts/*/posture.json"))
+    assert Review.loads(kept.read_bytes()).as_json() == review
+    assert {c["practice"] for c in review["checks"]} == set(range(1, 11))
+    critical = [
+        c["id"] for c in review["checks"] if c["status"] == "fail" and c["severity"] == "critical"
+    ]
+    assert critical == ["key-policy-public"]
+    # a review that completes exits 0 whatever it found; --fail-on makes failures exit 1
+    assert ran.exit_code == 1
+    assert "1 failure(s) at or above critical" in ran.stderr
+    assert (_bundle(ran, cwd) / "report.md").is_file()
 
 
 @pytest.mark.parametrize(
@@ -194,12 +203,13 @@ def _bundle(ran: Any, cwd: Path) -> Path:
     return cwd / line.removeprefix("bundle: ")
 
 
-def test_compare_shows_a_fixed_and_a_new_failure_between_two_reviews(tmp_path: Path) -> None:
+def test_compare_shows_a_fixed_and_a_new_failure_between_two_reviews(
+    drift: tuple[Any, Path], tmp_path: Path
+) -> None:
     """Two reviews of the same world with other settings: grants may now be 1,000 days old
     (the 820-day grant is fixed) and the key administrators are others (the admins' kms:*
     becomes a new failure). The sandbox's world is the same both times (same ids)."""
-    before = cli("audit", "--sandbox", "posture-drift", "--format", "json", cwd=tmp_path)
-    assert before.exit_code == 0, before.stderr
+    before, cwd = drift
     (old_grant,) = [
         c["resources"][0]
         for c in json.loads(before.stdout)["checks"]
@@ -208,7 +218,7 @@ def test_compare_shows_a_fixed_and_a_new_failure_between_two_reviews(tmp_path: P
     after = cli(
         "audit", "--sandbox", "posture-drift", "--format", "json",
         "-i", "grant_max_age_days=1000", "-i", "admins=arn:aws:iam::123456789012:role/nobody",
-        "--compare", _bundle(before, tmp_path), cwd=tmp_path,
+        "--compare", _bundle(before, cwd), cwd=tmp_path,
     )  # fmt: skip
     assert after.exit_code == 0, after.stderr
     second = json.loads(after.stdout)
@@ -233,20 +243,12 @@ def test_compare_shows_a_fixed_and_a_new_failure_between_two_reviews(tmp_path: P
     assert "grant-age" in report and "fixed" in report.lower()
 
 
-def test_fail_on_and_waivers_decide_the_exit_code_and_an_expired_waiver_no_longer_waives(
-    tmp_path: Path,
-) -> None:
-    plain = cli("audit", "--sandbox", "posture-drift", "--format", "json", cwd=tmp_path)
-    assert plain.exit_code == 0  # a completed review exits 0 whatever it found
-    critical = [
-        c for c in json.loads(plain.stdout)["checks"]
+def test_a_waiver_waives_until_it_expires(drift: tuple[Any, Path], tmp_path: Path) -> None:
+    (critical,) = [
+        c for c in json.loads(drift[0].stdout)["checks"]
         if c["status"] == "fail" and c["severity"] == "critical"
     ]  # fmt: skip
-    assert [c["id"] for c in critical] == ["key-policy-public"]
-    gated = cli("audit", "--sandbox", "posture-drift", "--fail-on", "critical", cwd=tmp_path)
-    assert gated.exit_code == 1
-    assert "1 failure(s) at or above critical" in gated.stderr
-    resource = critical[0]["resources"][0]
+    resource = critical["resources"][0]
     waivers = tmp_path / "waivers.yaml"
     for expires, code, status in (("2099-12-31", 0, "waived"), ("2020-01-31", 1, "fail")):
         waivers.write_text(
@@ -284,3 +286,109 @@ def test_sarif_output_validates_against_the_sarif_2_1_0_schema(tmp_path: Path) -
     rules = {r["id"] for r in log["runs"][0]["tool"]["driver"]["rules"]}
     assert "key-policy-public" in rules
     assert any(r["ruleId"] == "key-policy-public" and r["level"] == "error" for r in results)
+
+
+def _policy_review(moto_clients: ClientFactory, statement: dict[str, Any]) -> Review:
+    """A review of one key whose policy is AWS's default plus ``statement``."""
+    kms = boto3.client("kms", region_name="eu-west-1")
+    root = {
+        "Sid": "Enable IAM User Permissions",
+        "Effect": "Allow",
+        "Principal": {"AWS": "arn:aws:iam::123456789012:root"},
+        "Action": "kms:*",
+        "Resource": "*",
+    }
+    policy = json.dumps({"Version": "2012-10-17", "Statement": [root, statement]})
+    kms.create_key(Policy=policy)
+    ctx, _ = context(moto_clients)
+    Audit().run(ctx, AuditParams(all=True))
+    return review_of(ctx)
+
+
+@pytest.mark.parametrize(
+    ("condition", "public"),
+    [
+        ({"ArnLike": {"aws:PrincipalArn": "arn:aws:iam::*:*"}}, True),
+        ({"StringLike": {"aws:PrincipalOrgID": "o-*"}}, True),
+        ({"StringLike": {"kms:CallerAccount": "*"}}, True),
+        ({"StringEquals": {"aws:PrincipalOrgID": "o-a1b2c3d4e5"}}, False),
+        ({"ArnLike": {"aws:PrincipalArn": "arn:aws:iam::123456789012:role/app-*"}}, False),
+        ({"StringEquals": {"kms:CallerAccount": "123456789012"}}, False),
+    ],
+)
+def test_a_wildcard_condition_does_not_restrict_principal_star(
+    moto_clients: ClientFactory, condition: dict[str, Any], public: bool
+) -> None:
+    """AWS: Principal "*" in an Allow needs a condition limiting who may use it ("Determining
+    access to a KMS key": https://docs.aws.amazon.com/kms/latest/developerguide/determining-access-key-policy.html);
+    a condition matching every account or organization limits nobody."""
+    statement = {
+        "Sid": "shared",
+        "Effect": "Allow",
+        "Principal": {"AWS": "*"},
+        "Action": "kms:Decrypt",
+        "Resource": "*",
+        "Condition": condition,
+    }
+    review = _policy_review(moto_clients, statement)
+    statuses = {c.status for c in by_id(review, "key-policy-public")}
+    assert statuses == ({"fail"} if public else {"pass"})
+
+
+def test_create_grant_through_named_services_only_is_not_unrestricted(
+    moto_clients: ClientFactory,
+) -> None:
+    """AWS's "through the service" pattern (kms:ViaService) lets only the named service make
+    grants, for its resources (https://docs.aws.amazon.com/kms/latest/developerguide/conditions-kms.html#conditions-kms-via-service)."""
+    statement = {
+        "Sid": "via-rds",
+        "Effect": "Allow",
+        "Principal": {"AWS": "arn:aws:iam::123456789012:role/app"},
+        "Action": ["kms:Decrypt", "kms:CreateGrant"],
+        "Resource": "*",
+        "Condition": {"StringEquals": {"kms:ViaService": "rds.eu-west-1.amazonaws.com"}},
+    }
+    review = _policy_review(moto_clients, statement)
+    assert {c.status for c in by_id(review, "key-policy-grant-unrestricted")} == {"pass"}
+
+
+def test_a_check_that_breaks_or_is_throttled_cannot_check_and_the_others_still_judge(
+    moto_clients: ClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kmsir.actions import audit as audit_action
+    from kmsir.actions.audit.context import AuditContext, Unavailable
+    from kmsir.actions.audit.rules import Result, Rule
+
+    def broken(audit: AuditContext) -> list[Result]:
+        return [Result("pass", (audit.keys[0].metadata["NoSuchField"],))]
+
+    def throttled(audit: AuditContext) -> list[Result]:
+        raise Unavailable(None, "ThrottlingException", "ListGrants: AWS ThrottlingException")
+
+    rules = (
+        Rule("broken", 4, "Breaks", "high", "fix", "https://docs.aws.amazon.com/x", broken),
+        Rule("throttled", 2, "Throttled", "low", "fix", "https://docs.aws.amazon.com/y", throttled),
+        *audit_action.RULES[:1],
+    )
+    monkeypatch.setattr(audit_action, "RULES", rules)
+    boto3.client("kms", region_name="eu-west-1").create_key()
+    ctx, _ = context(moto_clients)
+    Audit().run(ctx, AuditParams(all=True))
+    review = review_of(ctx)
+    (bug,) = by_id(review, "broken")
+    assert bug.status == "could-not-check" and "KeyError" in bug.detail
+    (slow,) = by_id(review, "throttled")
+    assert slow.status == "could-not-check" and slow.missing is None  # no permission lacked
+    assert by_id(review, audit_action.RULES[2].id)  # the others still judged
+
+
+def test_a_failure_not_judged_again_is_not_fixed() -> None:
+    from kmsir.posture.compare import compare
+
+    key = "arn:aws:kms:eu-west-1:123456789012:key/1"
+    before = Review([Check(2, "key-policy-public", "t", "fail", "critical", (key,))])
+    unread = [Check(2, "key-policy-public", "t", "could-not-check", "critical", (key,))]
+    assert compare(before, unread)["fixed"] == []
+    assert [i["resource"] for i in compare(before, unread)["not_rechecked"]] == [key]
+    passing = [Check(2, "key-policy-public", "t", "pass", "critical", (key,))]
+    assert [i["resource"] for i in compare(before, passing)["fixed"]] == [key]

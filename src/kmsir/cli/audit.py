@@ -215,3 +215,5 @@ def _table(review: Review) -> None:
         out.print(f"... and {len(failures) - TABLE_FAILURES} more failure(s): see the report")
     if not failures:
         out.print("No failures.")
+    for cut in review.scope.get("cut") or []:  # a listing stopped at its bound: said
+        out.print(Text(visible(f"not all read: {cut}"), style="yellow"), soft_wrap=True)

@@ -114,6 +114,8 @@ def _scope(scope: dict[str, Any]) -> dict[str, Any]:
         "started": shown(scope.get("started") or "", 64),
         "kmsir": shown(scope.get("kmsir") or "", 64),
         "simulated": scope.get("simulated") is True,
+        # listings stopped at their bound: what was not all read
+        "cut": [shown(c, 300) for c in (scope.get("cut") or [])[:MAX_ROWS]],
     }
 
 

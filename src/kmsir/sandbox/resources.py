@@ -54,6 +54,20 @@ def key_options(spec: KeySpec) -> dict[str, str]:
     return options
 
 
+class _Clients:
+    """A boto3 session's clients, one per service (making one costs tens of milliseconds, and
+    a review scenario creates dozens of resources)."""
+
+    def __init__(self, session: Any) -> None:
+        self._session = session
+        self._made: dict[str, Any] = {}
+
+    def client(self, service: str) -> Any:
+        if service not in self._made:
+            self._made[service] = self._session.client(service)
+        return self._made[service]
+
+
 def seed(world: World) -> dict[str, str]:
     """Create the scenario's resources, in their order; name -> the ARN AWS gives each (as a
     review names it: an EBS volume's ARN, a parameter's, the key of a stack...)."""
@@ -68,7 +82,8 @@ def seed(world: World) -> dict[str, str]:
     # moto would give the account a thousand snapshots of public AMIs, which no account owns
     os.environ[_DEFAULT_AMIS] = "false"
     try:
-        session = world.session()  # one session: each new one parses the service models again
+        # one session (each new one parses the service models again), one client a service
+        session = _Clients(world.session())
         created: dict[str, str] = {}
         for spec in world.scenario.resources:
             if isinstance(spec, ResourceSpec):

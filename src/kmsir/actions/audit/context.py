@@ -19,10 +19,11 @@ from typing import Any, TypeVar
 
 from kmsir.actions.base import ActionContext
 from kmsir.actions.kmskeys import list_all, strip_metadata
-from kmsir.aws import aws_errors
-from kmsir.errors import AwsError
+from kmsir.aws import EXPIRED_CREDENTIALS, aws_errors
+from kmsir.errors import ActionError, AwsError
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 #: Keys examined at once; each makes up to five calls one after another.
 WORKERS = 16
@@ -39,10 +40,21 @@ _MORE = (
 )
 
 
-class Unavailable(Exception):
-    """A call a check needed was refused or is not offered: the check cannot say."""
+#: Error codes by which AWS services say the caller lacks a permission (``403``: an HTTP
+#: Forbidden whose body botocore could not read a code from).
+REFUSED = frozenset(
+    {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "AuthorizationError", "403"}
+)
 
-    def __init__(self, permission: str, code: str, detail: str) -> None:
+
+class Unavailable(ActionError):
+    """A call a check needed failed: the check cannot say. ``permission`` is the IAM
+    permission (or the API) that was missing when that is why, else ``None`` (a throttle
+    that outlasted the retries, a resource gone meanwhile: ``code`` and ``detail`` say).
+
+    Caught by the checks; one that escapes them fails the step with its one line."""
+
+    def __init__(self, permission: str | None, code: str, detail: str) -> None:
         self.permission = permission
         self.code = code
         self.detail = detail
@@ -162,12 +174,16 @@ class AuditContext:
             with aws_errors(f"{operation}{' ' + what if what else ''}", service=service):
                 return send()
         except AwsError as exc:
-            raise Unavailable(permission, exc.code, str(exc)) from None
+            if exc.code in EXPIRED_CREDENTIALS:
+                raise  # every later call would fail too: the step stops, to be resumed
+            refused = exc.code in REFUSED
+            raise Unavailable(permission if refused else None, exc.code, str(exc)) from None
         except NotImplementedError:
             # moto in process (the sandbox) raises this for an API it does not offer; AWS
             # never does: the check cannot say, and says why
             detail = f"{operation}: not offered by the sandbox (moto lacks it)"
-            raise Unavailable(permission, "NotImplemented", detail) from None
+            missing = f"{permission} (not offered by the sandbox)"
+            raise Unavailable(missing, "NotImplemented", detail) from None
 
     def pages(
         self, service: str, operation: str, method: str, result_key: str, **kwargs: Any
@@ -213,6 +229,15 @@ class AuditContext:
     def customer_keys(self) -> Iterator[KeyFacts]:
         """The customer-managed keys in scope."""
         return (k for k in self.keys if k.customer_managed)
+
+
+def concurrently(one: Callable[[T], R], items: list[T], workers: int = 8) -> list[R]:
+    """``one`` of every item, ``workers`` at a time, in the items' order (per-item reads of
+    a check: a bucket's encryption, a key's rotations, a stack's resources)."""
+    if len(items) < 2:
+        return [one(i) for i in items]
+    with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
+        return list(pool.map(one, items))
 
 
 def _iam_prefix(service: str) -> str:

@@ -33,7 +33,7 @@ def refused(pairs: Iterable[tuple[str, Unavailable]], what: str) -> list[Result]
     """One could-not-check per missing permission, naming the resources it left unjudged."""
     by_permission: dict[str, list[tuple[str, Unavailable]]] = {}
     for arn, exc in pairs:
-        by_permission.setdefault(exc.permission, []).append((arn, exc))
+        by_permission.setdefault(exc.permission or exc.code, []).append((arn, exc))
     return [
         Result(
             "could-not-check",

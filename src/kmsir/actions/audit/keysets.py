@@ -5,11 +5,10 @@ permission, and reads of many keys or stacks at once."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
-from kmsir.actions.audit.context import AuditContext, KeyFacts, Unavailable
+from kmsir.actions.audit.context import KeyFacts, Unavailable, concurrently
 from kmsir.actions.audit.rules import Result, cannot
 
 T = TypeVar("T")
@@ -65,32 +64,12 @@ def day(value: Any) -> str:
 
 def each(read: Callable[[T], R], items: list[T]) -> list[R]:
     """``read`` of every item, ``WORKERS`` at a time, in the items' order."""
-    if len(items) < 2:
-        return [read(i) for i in items]
-    with ThreadPoolExecutor(max_workers=min(WORKERS, len(items))) as pool:
-        return list(pool.map(read, items))
-
-
-def offered(audit: AuditContext, service: str, operation: str, send: Callable[[], T]) -> T:
-    """``audit.call``, where an endpoint lacking the operation is ``Unavailable`` too
-    (in-process moto raises ``NotImplementedError`` for an API it does not have)."""
-
-    def guarded() -> T:
-        try:
-            return send()
-        except NotImplementedError:
-            raise Unavailable(
-                f"{service}:{operation}",
-                "NotImplemented",
-                f"{operation}: not offered by this endpoint (an emulator such as moto lacks it)",
-            ) from None
-
-    return audit.call(service, operation, guarded)
+    return concurrently(read, items, WORKERS)
 
 
 def refuse(refused: Refused, exc: Unavailable, resource: str) -> None:
     """Record that ``exc`` kept ``resource`` from being judged."""
-    refused.setdefault(exc.permission, (exc, []))[1].append(resource)
+    refused.setdefault(exc.permission or exc.code, (exc, []))[1].append(resource)
 
 
 def refusals(refused: Refused) -> Iterator[Result]:

@@ -14,12 +14,11 @@ never the whole listing; a cut is said in the review's scope. Tags of buckets an
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
-from kmsir.actions.audit.context import AuditContext, Unavailable
+from kmsir.actions.audit.context import AuditContext, Unavailable, concurrently
 from kmsir.actions.audit.data_keys import (
     AWS_OWNED,
     S3_MANAGED,
@@ -100,10 +99,7 @@ def _bounded(audit: AuditContext, items: list[T], what: str, limit: int) -> list
 
 def _each(items: list[str], one: Callable[[str], T]) -> list[T]:
     """``one`` for every item, ``EACH_WORKERS`` at a time, in the items' order."""
-    if not items:
-        return []
-    with ThreadPoolExecutor(max_workers=min(EACH_WORKERS, len(items))) as pool:
-        return list(pool.map(one, items))
+    return concurrently(one, items, EACH_WORKERS)
 
 
 def _listing(

@@ -26,7 +26,6 @@ from kmsir.actions.audit.iam_policies import (
     conditions,
     glob,
     is_root,
-    narrowing,
     principals,
     sid,
 )
@@ -141,8 +140,47 @@ def _public(audit: AuditContext, key: KeyFacts, policy: dict[str, Any]) -> list[
         f"statement {sid(statement, index)} allows {_actions(statement)} to Principal '*' "
         "with no condition on the caller's account, organization or identity"
         for index, statement in _allowing(policy)
-        if "*" in principals(statement) and not narrowing(statement, CALLER_RESTRICTING)
+        if "*" in principals(statement) and not _caller_restricted(statement)
     ]
+
+
+#: Condition keys whose value is an account id, and an organization id.
+_ACCOUNT_KEYS = frozenset(
+    {"aws:principalaccount", "aws:sourceaccount", "aws:sourceowner", "kms:calleraccount"}
+)
+_ORG_KEYS = frozenset({"aws:principalorgid", "aws:sourceorgid"})
+_ARN_KEYS = frozenset({"aws:principalarn", "aws:sourcearn"})
+
+
+def _pins(name: str, value: str) -> bool:
+    """Whether condition key ``name`` with ``value`` names particular callers: an account or
+    organization written out (no wildcard), an ARN whose account is written out (or a
+    global resource's ARN, an S3 bucket's, written out), a user id, VPC or service that is
+    more than a wildcard. ``arn:aws:iam::*:*`` or ``o-*`` pin nobody."""
+    if name in _ACCOUNT_KEYS:
+        return value.isdigit() and len(value) == 12
+    if name in _ORG_KEYS:
+        return value.startswith("o-") and not set(value) & {"*", "?"}
+    if name in _ARN_KEYS:
+        fields = value.split(":")
+        if len(fields) < 6:
+            return False
+        account = fields[4]
+        if account == "":  # a global resource: the rest names it
+            return not set(":".join(fields[5:])) & {"*", "?"} and bool(fields[5])
+        return account.isdigit() and len(account) == 12
+    if name.endswith("orgpaths"):
+        return value.startswith("o-") and not set(value.split("/", 1)[0]) & {"*", "?"}
+    return value.strip("*?") != "" and not value.startswith(("*", "?"))
+
+
+def _caller_restricted(statement: dict[str, Any]) -> bool:
+    """Whether a positive condition on a ``CALLER_RESTRICTING`` key pins the callers: every
+    value it allows names particular accounts, organizations or principals."""
+    return any(
+        name in CALLER_RESTRICTING and values and all(_pins(name, v) for v in values)
+        for name, values in conditions(statement)
+    )
 
 
 def _admin_wildcard(audit: AuditContext, key: KeyFacts, policy: dict[str, Any]) -> list[str]:
@@ -211,11 +249,18 @@ def _cross_account(audit: AuditContext, key: KeyFacts, policy: dict[str, Any]) -
 
 def _for_aws_resource(statement: dict[str, Any]) -> bool:
     """Whether a ``Bool`` (or ``StringEquals``) condition requires
-    ``kms:GrantIsForAWSResource`` to be true."""
-    conditions = statement.get("Condition")
-    if not isinstance(conditions, dict):
+    ``kms:GrantIsForAWSResource`` to be true, or a ``kms:ViaService`` condition lets only
+    named AWS services make the grant (AWS's own pattern, "through the service": the
+    service creates grants for its resources)."""
+    if any(
+        name == "kms:viaservice" and values and all(v.strip("*?") for v in values)
+        for name, values in conditions(statement)
+    ):
+        return True
+    found = statement.get("Condition")
+    if not isinstance(found, dict):
         return False
-    for operator, block in conditions.items():
+    for operator, block in found.items():
         if str(operator).lower() not in ("bool", "stringequals", "stringequalsignorecase"):
             continue
         for name, values in (block or {}).items() if isinstance(block, dict) else ():

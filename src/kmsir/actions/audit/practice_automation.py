@@ -19,7 +19,7 @@ from functools import partial
 from typing import Any
 
 from kmsir.actions.audit.context import AuditContext, KeyFacts, Unavailable
-from kmsir.actions.audit.keysets import arns, day, each, evidence, names, offered, staying
+from kmsir.actions.audit.keysets import arns, day, each, evidence, names, staying
 from kmsir.actions.audit.rules import Result, Rule, cannot
 
 #: Stacks whose resources are read, at most (a cut is said in the review's scope).
@@ -206,7 +206,7 @@ def _drifts(audit: AuditContext, stack: str) -> tuple[list[dict[str, Any]], str]
     drifts: list[dict[str, Any]] = []
     more: dict[str, Any] = {}
     for _ in range(10):  # 100 resources a page: 1000 drifted resources are enough to say it
-        read = offered(audit, "cloudformation", "DescribeStackResourceDrifts", partial(page, more))
+        read = audit.call("cloudformation", "DescribeStackResourceDrifts", partial(page, more))
         drifts.extend(read.get("StackResourceDrifts") or [])
         if not read.get("NextToken"):
             break

@@ -54,9 +54,14 @@ def _label(key: KeyFacts, grant: dict[str, Any]) -> str:
     return f"grant {grant.get('GrantId')}{name} on {key.label()}{made}"
 
 
-def _judge_grants(verdict: Verdict) -> Callable[[AuditContext], Iterator[Result]]:
+def _judge_grants(
+    verdict: Verdict, *, services_info: bool = False
+) -> Callable[[AuditContext], Iterator[Result]]:
     """A rule's judge: ``verdict`` over every grant of every customer-managed key (a verdict
-    that raises ``Unavailable`` makes that grant could-not-check)."""
+    that raises ``Unavailable`` makes that grant could-not-check). ``services_info``: what
+    the verdict finds in a grant an AWS service made for its resource (an EBS volume's, an
+    RDS instance's: broad, unconstrained and as old as the resource, as AWS documents) is
+    recorded as info, not failed: the service, not the account, decides it."""
 
     def judge(audit: AuditContext) -> Iterator[Result]:
         keys = list(audit.customer_keys())
@@ -86,6 +91,8 @@ def _judge_grants(verdict: Verdict) -> Callable[[AuditContext], Iterator[Result]
                 if why is None:
                     passed.append(named)
                     evidence.update(dict.fromkeys(read))
+                elif services_info and by_service(grant):
+                    yield Result("info", (named,), f"{_label(key, grant)}: {why}", read)
                 else:
                     yield Result("fail", (named,), f"{_label(key, grant)}: {why}", read)
         if not seen and not refused:
@@ -132,7 +139,9 @@ def _age(audit: AuditContext, key: KeyFacts, grant: dict[str, Any]) -> str | Non
     created = _created(grant.get("CreationDate"))
     if created is None:
         raise Unavailable(
-            "kms:ListGrants", "NoCreationDate", "ListGrants gave no CreationDate for this grant"
+            "CreationDate in the ListGrants response",
+            "NoCreationDate",
+            "ListGrants gave no CreationDate for this grant",
         )
     limit = int(getattr(audit.settings, "grant_max_age_days", 365))
     days = (audit.now - created).days
@@ -187,7 +196,7 @@ AGE = Rule(
         "(aws kms revoke-grant --key-id KEY_ARN --grant-id GRANT_ID), or waive the ones kept."
     ),
     doc=_GUIDE + "grant-best-practices.html",
-    judge=_judge_grants(_age),
+    judge=_judge_grants(_age, services_info=True),
 )
 
 BROAD = Rule(
@@ -201,7 +210,7 @@ BROAD = Rule(
         "EncryptionContextEquals={...}), then revoke the old one."
     ),
     doc=_GUIDE + "grant-best-practices.html",
-    judge=_judge_grants(_broad),
+    judge=_judge_grants(_broad, services_info=True),
 )
 
 RULES: tuple[Rule, ...] = (CROSS_ACCOUNT, AGE, BROAD)

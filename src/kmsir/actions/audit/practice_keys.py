@@ -21,7 +21,6 @@ from kmsir.actions.audit.keysets import (
     each,
     evidence,
     names,
-    offered,
     refusals,
     refuse,
     staying,
@@ -47,7 +46,7 @@ def _status(key: KeyFacts, refused: Refused) -> Any:
         refuse(refused, exc, key.arn)
         return None
     if status is None:  # gathered without it and nothing says why: nothing is judged
-        missing = Unavailable("kms:GetKeyRotationStatus", "NotRead", "rotation status not read")
+        missing = Unavailable(None, "NotRead", "the key's rotation status was not read")
         refuse(refused, missing, key.arn)
     return status
 
@@ -95,7 +94,7 @@ def _last_rotation(audit: AuditContext, key: KeyFacts) -> tuple[str, tuple[str, 
             "kms", "ListKeyRotations", "list_key_rotations", "Rotations", KeyId=key.key_id
         )
     except Unavailable as exc:
-        return f"unknown ({exc.permission} refused)", ()
+        return f"unknown ({exc.permission or exc.code} refused)", ()
     path = audit.evidence(f"keys/{key.key_id}/rotations", {"Rotations": rotations})
     dates = [r["RotationDate"] for r in rotations if r.get("RotationDate")]
     return (day(max(dates)) if dates else "never"), (path,)
@@ -256,8 +255,7 @@ def _stores(audit: AuditContext) -> tuple[dict[str, dict[str, Any]], str]:
     """Every custom key store of the Region by id (DescribeCustomKeyStores), read once."""
 
     def read() -> tuple[dict[str, dict[str, Any]], str]:
-        found = offered(
-            audit,
+        found = audit.call(
             "kms",
             "DescribeCustomKeyStores",
             lambda: audit.pages(

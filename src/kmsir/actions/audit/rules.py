@@ -4,7 +4,8 @@ AWS page it follows, and a function from the review's reading (``AuditContext``)
 ``evaluate`` runs every rule concurrently (their calls overlap; a listing two rules need is
 read once) and turns each ``Result`` into a ``posture.Check``. A rule that raises
 ``Unavailable`` (a call it needed was refused) becomes one ``could-not-check`` entry naming
-the permission it lacked: never a pass, never a fail.
+the permission it lacked: never a pass, never a fail. A rule that breaks on a response it did
+not expect becomes a ``could-not-check`` saying so: the other checks still judge.
 """
 
 from __future__ import annotations
@@ -84,6 +85,11 @@ def evaluate(audit: AuditContext, rules: Iterable[Rule]) -> list[Check]:
             return [rule.check(r) for r in rule.judge(audit)]
         except Unavailable as exc:
             return [rule.check(cannot(exc))]
+        except Exception as exc:  # one check's bug must not lose the review
+            # a response shaped as kmsir did not expect: the other checks still judge, and
+            # this one says it could not, and why
+            detail = f"kmsir could not judge this check ({type(exc).__name__}: {exc})"[:500]
+            return [rule.check(Result("could-not-check", detail=detail + "; please report it"))]
 
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
         return [check for checks in pool.map(one, list(rules)) for check in checks]

@@ -33,10 +33,10 @@ backend and response classes (so every client of the sandbox sees it, the AWS CL
   else AWS's default, the ARN of ``alias/aws/ebs``.
 
 One module per concern: ``key_state``, ``multi_region``, ``grants``, ``policy``,
-``rotation`` and ``ec2`` hold the wrappers, ``common`` what they share; this module says which wrapper goes
-on which moto method, and installs them. Each patch point is checked when installing: a moto
-upgrade that moves one fails loudly here (and in ``tests/test_shim.py``) instead of silently
-making the sandbox lenient again.
+``rotation`` and ``ec2`` hold the wrappers, ``common`` what they share; this module says
+which wrapper goes on which moto method, and installs them. Each patch point is checked when
+installing: a moto upgrade that moves one fails loudly here (and in ``tests/test_shim.py``)
+instead of silently making the sandbox lenient again.
 """
 
 from __future__ import annotations
