@@ -21,6 +21,15 @@ REPO = Path(__file__).resolve().parent.parent
 PLAYBOOKS = REPO / "playbooks"
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: half as many workers again as CPUs. Many tests wait on a subprocess (a
+    run killed and resumed, a terminal, a loopback server) with the CPU idle; one more
+    worker on a two-core machine keeps both cores busy."""
+    import os
+
+    return max(2, (os.cpu_count() or 1) * 3 // 2)
+
+
 @pytest.fixture(autouse=True)
 def _dummy_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No test may find real credentials, profiles or endpoints."""
