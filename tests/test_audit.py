@@ -392,3 +392,25 @@ def test_a_failure_not_judged_again_is_not_fixed() -> None:
     assert [i["resource"] for i in compare(before, unread)["not_rechecked"]] == [key]
     passing = [Check(2, "key-policy-public", "t", "pass", "critical", (key,))]
     assert [i["resource"] for i in compare(before, passing)["fixed"]] == [key]
+
+
+def test_a_key_policy_that_is_not_json_cannot_be_checked_and_the_review_goes_on(
+    moto_clients: ClientFactory,
+) -> None:
+    kms = boto3.client("kms", region_name="eu-west-1")
+    odd = kms.create_key()["KeyMetadata"]
+    kms.create_key()
+
+    def garble(parsed: dict[str, Any], **_: Any) -> None:
+        if "Policy" in parsed:
+            parsed["Policy"] = "{not json"
+
+    client: Any = moto_clients.client("kms", "eu-west-1")
+    client.meta.events.register("after-call.kms.GetKeyPolicy", garble)
+    ctx, _ = context(moto_clients)
+    Audit().run(ctx, AuditParams(key=odd["KeyId"]))
+    review = review_of(ctx)
+    (public,) = [c for c in by_id(review, "key-policy-public") if odd["Arn"] in c.resources]
+    assert public.status == "could-not-check"
+    assert "unexpected response" in public.detail and public.missing is None
+    assert by_id(review, "rotation-enabled")[0].status == "fail"  # the other checks judged

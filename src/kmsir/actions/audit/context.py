@@ -333,11 +333,15 @@ def _key(
     }
     for name, read in reads.items():
         try:
-            response = audit.call("kms", operations[name], read, what=f"on {key_id}")
+            _keep(
+                audit, facts, name, audit.call("kms", operations[name], read, what=f"on {key_id}")
+            )
         except Unavailable as exc:
             facts.unavailable[name] = exc
-            continue
-        _keep(audit, facts, name, response)
+        except Exception as exc:  # a response shaped as kmsir did not expect (a policy that
+            # is not JSON...): this key's checks of it cannot say, and the review goes on
+            detail = f"{operations[name]} on {key_id}: unexpected response ({exc!r})"[:400]
+            facts.unavailable[name] = Unavailable(None, type(exc).__name__, detail)
     return facts
 
 
