@@ -110,6 +110,9 @@ class Sandbox:
             "AWS_CONFIG_FILE": os.devnull,
             "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
             "AWS_EC2_METADATA_DISABLED": "true",
+            # moto would give each Region's EC2 a thousand public AMIs with their snapshots
+            # and volumes, which no account owns (and a review would list)
+            "MOTO_EC2_LOAD_DEFAULT_AMIS": "false",
         }
         hidden = [name for name in os.environ if name.startswith(_HIDDEN_PREFIX)]
         for name in (*forced, *hidden):

@@ -12,7 +12,6 @@ they were.
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -21,7 +20,6 @@ from kmsir.sandbox.scenario_model import KeySpec, Scenario
 
 #: What the sandbox's resources hold, a placeholder the scenario's stories never read.
 #: moto's setting for the public AMIs (and their snapshots) it gives every account.
-_DEFAULT_AMIS = "MOTO_EC2_LOAD_DEFAULT_AMIS"
 SECRET_VALUE = "kmsir-sandbox-not-a-secret"  # noqa: S105 - a placeholder, not a secret
 
 
@@ -78,9 +76,6 @@ def seed(world: World) -> dict[str, str]:
     from kmsir.sandbox import posture_seed
 
     state = mock_random.getstate()
-    saved = os.environ.get(_DEFAULT_AMIS)
-    # moto would give the account a thousand snapshots of public AMIs, which no account owns
-    os.environ[_DEFAULT_AMIS] = "false"
     try:
         # one session (each new one parses the service models again), one client a service
         session = _Clients(world.session())
@@ -93,10 +88,6 @@ def seed(world: World) -> dict[str, str]:
         return created
     finally:
         mock_random.setstate(state)
-        if saved is None:
-            os.environ.pop(_DEFAULT_AMIS, None)
-        else:
-            os.environ[_DEFAULT_AMIS] = saved
 
 
 def partition(region: str) -> str:
