@@ -213,6 +213,40 @@ def test_a_loop_past_the_time_budget_is_stopped(monkeypatch: pytest.MonkeyPatch)
     assert peak < LITTLE
 
 
+def test_a_slow_garbage_collection_during_a_render_is_not_the_template_s_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A full collection of a big process (a report over a million events, a long test
+    session) can take seconds of the thread's CPU; the template that happened to allocate
+    when it started did not spend them."""
+    import gc
+    import time
+
+    from kmsir.playbook.templating import budget
+
+    slow: list[float] = []
+
+    def slow_collection(phase: str, info: dict[str, Any]) -> None:
+        rendering = budget._budget() is not None
+        if phase == "start" and rendering and not slow:  # as one of millions of objects would
+            until = time.thread_time() + 0.3
+            while time.thread_time() < until:
+                pass
+            slow.append(0.3)
+
+    monkeypatch.setattr(templating, "MAX_SECONDS", 0.1)
+    thresholds = gc.get_threshold()
+    gc.callbacks.append(slow_collection)  # after the budget's own: it sees the start first
+    gc.set_threshold(1)  # the template's first container allocation starts a collection
+    try:
+        rendered = templating.render_value("{% for i in [0, 1, 2] %}{{ [i] }}{% endfor %}", {})
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.callbacks.remove(slow_collection)
+    assert rendered == "[0][1][2]"
+    assert slow  # the collection did happen during the render
+
+
 @pytest.mark.parametrize(
     ("source", "message"),
     [

@@ -1,17 +1,19 @@
 """What one render may spend, and the sizes it is charged for.
 
-A render runs inside ``_time_budget``: a deadline in the CPU time of its thread (what the
-template itself spends: a busy machine that starves the process does not fail a render that
-would pass on an idle one) and a count of the characters and items it has built (``_tick``
-and ``_build`` refuse to go on past either). The sizes are counted here too, before anything
-is computed from them: deep sizes through nested containers (shared references counted each
-time, as joining or printing them would cost), printed sizes, and the checks of values and
-arguments against a profile's limits.
+A render runs inside ``_time_budget``: a deadline in the CPU time of its thread, less the
+time that thread spent collecting garbage (what the template itself spends: neither a busy
+machine that starves the process nor a collection of a large heap the render did not build
+fails a render that would pass in a fresh, idle process) and a count of the characters and
+items it has built (``_tick`` and ``_build`` refuse to go on past either). The sizes are
+counted here too, before anything is computed from them: deep sizes through nested
+containers (shared references counted each time, as joining or printing them would cost),
+printed sizes, and the checks of values and arguments against a profile's limits.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import gc
 import itertools
 import sys
 import threading
@@ -51,10 +53,36 @@ def _budget() -> _Budget | None:
     return budget
 
 
+def _on_collection(phase: str, info: dict[str, Any]) -> None:
+    """Count, per thread, the CPU time spent collecting garbage (the collection runs in the
+    thread whose allocation started it): a full collection of a process holding millions of
+    objects takes seconds, none of them the template's."""
+    if phase == "start":
+        _current.collecting = time.thread_time()
+    else:
+        started = getattr(_current, "collecting", None)
+        if started is not None:
+            _current.collected = _collected() + time.thread_time() - started
+            _current.collecting = None
+
+
+def _collected() -> float:
+    seconds: float = getattr(_current, "collected", 0.0)
+    return seconds
+
+
+def _work_time() -> float:
+    """This thread's CPU time, less what it spent collecting garbage."""
+    return time.thread_time() - _collected()
+
+
+gc.callbacks.append(_on_collection)
+
+
 def _tick() -> None:
     """Refuse to go on once the current render has used its time budget."""
     budget = _budget()
-    if budget is not None and time.thread_time() > budget.deadline:
+    if budget is not None and _work_time() > budget.deadline:
         raise SecurityError(f"took longer than {budget.seconds:g} s")
 
 
@@ -73,7 +101,7 @@ def _time_budget(seconds: float, max_built: int, context: Any = None) -> Iterato
     outer = _budget()
     if outer is None:
         known = _container_sizes(context) if context is not None else {}
-        _current.budget = _Budget(time.thread_time() + seconds, seconds, max_built, known=known)
+        _current.budget = _Budget(_work_time() + seconds, seconds, max_built, known=known)
     try:
         yield
     finally:
