@@ -64,6 +64,16 @@ def _dummy_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
 
 
+@pytest.fixture(autouse=True)
+def _unpaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process runs keep AWS's quotas on a schedule that never waits: moto has none, and
+    2 LookupEvents a second made every scenario's history pull seconds of idle time. Pacing
+    itself is tested on its own clock (tests/test_aws.py); runs in a subprocess still wait."""
+    from kmsir.aws.pacing import QUOTAS, Pacing
+
+    monkeypatch.setattr("kmsir.aws.pacing.PACING", Pacing(QUOTAS, sleep=lambda _: None))
+
+
 @pytest.fixture
 def rogue_grant() -> Iterator[Sandbox]:
     """The rogue-grant scenario, seeded in an in-process moto sandbox."""

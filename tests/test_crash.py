@@ -28,9 +28,10 @@ from kmsir.evidence.bundle import read_journal
 from .conftest import bundles
 
 CRASHKIT = Path(__file__).with_name("crashkit.py")
-# spread over the whole run (the demo journals about 131 entries), plus the risky moments
+# spread over the whole run (the demo journals about 131 entries: one point every 16), plus
+# the risky moments
 POINTS = [
-    *(f"entry:{n}" for n in range(2, 132, 8)),
+    *(f"entry:{n}" for n in range(2, 132, 16)),
     "torn:31",
     "torn:64",
     "call:1",
