@@ -39,6 +39,8 @@ NOT_ENTRY_TYPES = {
     ("report/impact.py", "note"): "a dependent's note in the impact section",
     ("posture/sarif.py", "note"): "SARIF's result level for low and info severities",
     ("sandbox/resource_model.py", "note"): "a planted problem's note in a review scenario",
+    ("actions/human_lists.py", "artifact"): "the attach step's output naming its copy",
+    ("report/lists.py", "artifact"): "the attach step's output naming its copy",
 }
 
 

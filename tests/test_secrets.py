@@ -312,6 +312,12 @@ EVERY_ACTION: list[dict[str, Any]] = [
     {"id": "review", "action": "kms.audit", "with": {"all": True}},
     {"id": "decide", "action": "ask", "with": {"question": "Go on?", "choices": ["go", "stop"]}},
     {"id": "informed", "action": "confirm", "with": {"message": "Owners informed"}},
+    {"id": "hand-off", "action": "checklist", "with": {"items": ["Ticket opened"]}},
+    {
+        "id": "attach",
+        "action": "evidence.attach",
+        "with": {"path": "answers.yaml", "description": "this run's answers"},
+    },
     {"id": "settle", "action": "wait", "with": {"duration": "0s"}},
     {"id": "cancel", "action": "kms.cancel-deletion", "with": {"key": KEY}},
     {"id": "enable", "action": "kms.enable-key", "with": {"key": KEY}},
@@ -371,7 +377,7 @@ def write_playbook(where: Path, steps: list[dict[str, Any]]) -> Path:
 def answers_for(where: Path, world: Scenario, steps: list[dict[str, Any]]) -> Path:
     # a review scenario's playbook has no key input: the scenario's first aliased key then
     key = world.inputs.get("key") or next(k.alias for k in world.keys.values() if k.alias)
-    answers: dict[str, Any] = {"key": key, "decide": "go"}
+    answers: dict[str, Any] = {"key": key, "decide": "go", "hand-off.1": "done"}
     answers.update({s["id"]: "approve" for s in steps if s["id"] not in answers})
     path = where / "answers.yaml"
     path.write_text(yaml.safe_dump(answers))

@@ -301,3 +301,10 @@ def test_a_with_value_shares_one_budget_across_its_templates() -> None:
     message, peak = refusal({"grant_ids": ["{{ 'a' * 1000000 }}"] * 400})
     assert "built more than" in message
     assert peak < 64 * 2**20
+
+
+def test_a_filter_chain_thousands_long_is_refused_not_a_crash() -> None:
+    """The static checks walk Jinja2's tree recursively: 3,000 filters deep exhausted the
+    stack (``kmsir validate`` ended with an internal error)."""
+    problem = templating.check_template("{{ a" + "|a" * 3000 + "|b }}")
+    assert problem == "template syntax error: nested too deeply"

@@ -13,6 +13,7 @@ answer says who gave it (``source``), so the journal records it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -134,6 +135,11 @@ class NoPrompter:
         raise self._missing(key, f"input {question[:60]!r}")
 
 
+#: The id of one iteration of a ``for_each`` step (``run.loops``): the step's id, then ``[n]``
+#: (then what a step asks under its id: ``.1`` for a checklist's first item).
+_ITERATION = re.compile(r"^([^\[]+)\[[1-9][0-9]*\](.*)$")
+
+
 class ScriptedPrompter:
     """Answers from a mapping (step id or input name -> answer), then a fallback."""
 
@@ -150,10 +156,20 @@ class ScriptedPrompter:
         return self.fallback.interactive
 
     def has_answer(self, key: str) -> bool:
-        return key in self.answers or self.fallback.has_answer(key)
+        return self._key(key) in self.answers or self.fallback.has_answer(key)
+
+    def _key(self, key: str) -> str:
+        """The answer's key: an iteration of a ``for_each`` step (``contain[2]``, or its
+        checklist item ``hand-off[2].1``) without an answer of its own takes the step's
+        (``contain``, ``hand-off.1``)."""
+        if key not in self.answers:
+            looped = _ITERATION.match(key)
+            if looped is not None and looped.group(1) + looped.group(2) in self.answers:
+                return looped.group(1) + looped.group(2)
+        return key
 
     def before_step(self, preview: StepPreview, note: NoteTaker) -> Answer | None:
-        key = preview.step_id
+        key = self._key(preview.step_id)
         if key not in self.answers:
             return self.fallback.before_step(preview, note)
         value = self.answers[key]
@@ -181,6 +197,7 @@ class ScriptedPrompter:
         raise UsageError(f"answer for {key!r} is {str(value)[:60]!r}: use run, skip or abort")
 
     def ask(self, key: str, question: str, choices: Sequence[str]) -> Answer:
+        key = self._key(key)
         if key not in self.answers:
             return self.fallback.ask(key, question, choices)
         value = str(self.answers[key])
@@ -191,6 +208,7 @@ class ScriptedPrompter:
         return Answer(value, self.source)
 
     def confirm(self, key: str, message: str) -> Answer:
+        key = self._key(key)
         if key not in self.answers:
             return self.fallback.confirm(key, message)
         value = self.answers[key]
@@ -204,6 +222,7 @@ class ScriptedPrompter:
         raise UsageError(f"answer for {key!r} is {str(value)[:60]!r}: use approve, skip or abort")
 
     def text(self, key: str, question: str, validate: Callable[[str], str | None]) -> Answer:
+        key = self._key(key)
         if key not in self.answers:
             return self.fallback.text(key, question, validate)
         value = str(self.answers[key])

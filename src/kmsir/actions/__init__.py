@@ -5,13 +5,14 @@ Adding an action means writing it in its service's module and listing it here.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kmsir.actions.audit import Audit
 from kmsir.actions.base import Action
 from kmsir.actions.cloudtrail import Collect
 from kmsir.actions.cloudtrail_findings import Findings
 from kmsir.actions.human import Ask, Confirm, Note, Wait
+from kmsir.actions.human_lists import Attach, Checklist
 from kmsir.actions.iam import DeactivateAccessKey, ReactivateAccessKey
 from kmsir.actions.iam_containment import AttachDenyPolicy, DetachDenyPolicy
 from kmsir.actions.iam_sessions import RestoreRoleSessions, RevokeRoleSessions
@@ -23,6 +24,9 @@ from kmsir.actions.kms_lifecycle import DisableKey, EnableKey, TagKey
 from kmsir.actions.kms_policy import PutPolicy, Quarantine, RestorePolicy
 from kmsir.actions.kms_rotation import EnableRotation, RotateNow
 from kmsir.actions.kms_snapshot import Snapshot
+
+if TYPE_CHECKING:
+    from kmsir.playbook.model import Catalog
 
 Registry = dict[str, Action[Any]]
 
@@ -57,10 +61,20 @@ def registry() -> Registry:
         Confirm(),
         Note(),
         Wait(),
+        Checklist(),
+        Attach(),
     ]
     return {action.name: action for action in actions}
 
 
-def catalog(actions: Registry | None = None) -> dict[str, Any]:
-    """Action name -> params model, what playbook validation needs."""
-    return {name: action.params for name, action in (actions or registry()).items()}
+def catalog(actions: Registry | None = None) -> Catalog:
+    """Action name -> params model, with each action's declared outputs and whether it
+    changes AWS state: what playbook validation and lint need."""
+    from kmsir.playbook.model import Catalog
+
+    found = actions or registry()
+    return Catalog(
+        {name: action.params for name, action in found.items()},
+        outputs={name: action.outputs for name, action in found.items()},
+        mutating=[name for name, action in found.items() if action.mutating],
+    )

@@ -7,9 +7,10 @@ to a person through the ``Prompter``, and to the bundle through ``ArtifactSink``
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict
@@ -50,8 +51,8 @@ class ArtifactSink(Protocol):
     def outside(self, path: str) -> bytes:
         """A file from outside the bundle (a policy file, another bundle's artifact).
 
-        Its sha256 is journaled; an artifact of another bundle is checked against that
-        bundle's journal first.
+        Only a regular file, read up to a bound; its sha256 is journaled; an artifact of
+        another bundle is checked against that bundle's journal first.
         """
         ...
 
@@ -71,6 +72,10 @@ class Reporter(Protocol):
         """Something the person running the playbook should see (a scenario inject)."""
         ...
 
+    def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+        """Rows the person should read before the next decision (the top findings)."""
+        ...
+
 
 class NullReporter:
     """A reporter that shows nothing."""
@@ -83,6 +88,9 @@ class NullReporter:
 
     def notice(self, text: str) -> None:
         """Ignore notices."""
+
+    def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+        """Ignore tables."""
 
 
 @dataclass(frozen=True)
@@ -220,6 +228,12 @@ class Action(Generic[P]):
 
     name: ClassVar[str]
     params: ClassVar[type[Params]]
+    #: What a run returns for later steps (``steps.<id>.<name>``): output name -> a short type
+    #: word (``str``, ``int``, ``list[str]``, ``str|null``...). Outputs some parameters give
+    #: and others do not are all listed (the docstring says which). ``validate`` checks
+    #: references against it; empty: not declared, references are not checked. Read-only:
+    #: ``MappingProxyType({...})``, shared by every instance.
+    outputs: ClassVar[Mapping[str, str]] = MappingProxyType({})
     permissions: ClassVar[tuple[str, ...]] = ()
     mutating: ClassVar[bool] = False
     #: The action that undoes this one, ``IRREVERSIBLE``, or ``None`` (nothing to undo).
@@ -227,9 +241,14 @@ class Action(Generic[P]):
     #: The step is itself a question to the person (ask, confirm, note): no "run it?" first.
     asks: ClassVar[bool] = False
 
+    def permissions_for(self, params: P) -> tuple[str, ...]:
+        """The IAM permissions of the path ``params`` select (``permissions`` is the union of
+        every path): what ``plan``, the step's details and ``kmsir permissions`` grant."""
+        return self.permissions
+
     def api_calls(self, params: P) -> list[Call]:
         """The API calls this step makes, for ``plan`` and confirmations (no AWS call)."""
-        return permitted_calls(self.permissions)
+        return permitted_calls(self.permissions_for(params))
 
     def preview(self, ctx: ActionContext, params: P) -> Preview:
         """Read the current state and describe exactly what ``run`` would send."""

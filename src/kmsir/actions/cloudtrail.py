@@ -26,7 +26,9 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
+from itertools import chain
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -52,6 +54,33 @@ from kmsir.trail.match import KeyMatcher
 
 #: Skipped records named in the journal (the rest are counted).
 MAX_EXAMPLES = 20
+
+#: What reading each source needs besides the key (the lookup's are ``LookupEvents``): a
+#: trail bucket is listed and read; Athena reads the Glue table and its S3 data and writes
+#: the result to its output location; CloudTrail Lake runs and polls its query. Trail logs
+#: encrypted with SSE-KMS are decrypted (and Athena's results encrypted) with the trail's key.
+_SOURCE_PERMISSIONS: dict[str, tuple[str, ...]] = {
+    "files": (),
+    "s3": ("s3:ListBucket", "s3:GetObject", "kms:Decrypt"),
+    "athena": (
+        "athena:StartQueryExecution",
+        "athena:GetQueryExecution",
+        "athena:GetQueryResults",
+        "glue:GetDatabase",
+        "glue:GetTable",
+        "glue:GetPartitions",
+        "s3:GetBucketLocation",
+        "s3:ListBucket",
+        "s3:GetObject",
+        "s3:PutObject",
+        "s3:ListBucketMultipartUploads",
+        "s3:ListMultipartUploadParts",
+        "s3:AbortMultipartUpload",
+        "kms:Decrypt",
+        "kms:GenerateDataKey",
+    ),
+    "lake": ("cloudtrail:StartQuery", "cloudtrail:DescribeQuery", "cloudtrail:GetQueryResults"),
+}
 
 
 class CollectParams(KeyParams):
@@ -125,7 +154,35 @@ class Collect(Action[CollectParams]):
 
     name = "cloudtrail.collect"
     params = CollectParams
-    permissions = ("kms:DescribeKey", "cloudtrail:LookupEvents", "s3:ListBucket", "s3:GetObject")
+    outputs = MappingProxyType(
+        {
+            "count": "int",
+            "first": "str|null",
+            "last": "str|null",
+            "event_names": "dict",
+            "principals": "dict",
+            "source_ips": "dict",
+            "errors": "int",
+            "artifact": "str",
+            "key_arn": "str|null",
+            "window": "dict",
+            "skipped": "dict",
+            "noted": "dict",
+        }
+    )
+    permissions = tuple(
+        dict.fromkeys(
+            ("kms:DescribeKey", "cloudtrail:LookupEvents", *chain(*_SOURCE_PERMISSIONS.values()))
+        )
+    )
+
+    def permissions_for(self, params: CollectParams) -> tuple[str, ...]:
+        if params.source == "lookup":
+            return ("kms:DescribeKey", "cloudtrail:LookupEvents")
+        # logs name a key by its id: only an alias (or a value decided at run time) is described
+        key = str(params.key)
+        named = key.startswith("alias/") or ":alias/" in key or "{{" in key
+        return (*(("kms:DescribeKey",) if named else ()), *_SOURCE_PERMISSIONS[params.source])
 
     def api_calls(self, params: CollectParams) -> list[Call]:
         if params.source == "files":

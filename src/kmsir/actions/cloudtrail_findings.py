@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 from collections import Counter
 from datetime import timedelta
+from types import MappingProxyType
 from typing import Any
 
 from pydantic import Field, field_validator
@@ -60,6 +61,17 @@ class Findings(Action[FindingsParams]):
 
     name = "cloudtrail.findings"
     params = FindingsParams
+    outputs = MappingProxyType(
+        {
+            "count": "int",
+            "by_severity": "dict",
+            "top": "list[dict]",
+            "actors": "list[dict]",
+            "artifact": "str",
+            "window": "dict",
+            "skipped": "dict",
+        }
+    )
 
     def api_calls(self, params: FindingsParams) -> list[Call]:
         return []
@@ -93,6 +105,17 @@ class Findings(Action[FindingsParams]):
             if found
             else ""
         )
+        if found:
+            ctx.reporter.table(
+                f"Top findings ({min(len(found), TABLE_ROWS)} of {len(found)}, worst first)",
+                ("severity", "title", "principal", "first seen"),
+                [
+                    (f.severity, f.title, f.principal, f.event_time)
+                    for f in sorted(found, key=lambda f: (-_rank(f.severity), f.event_time))[
+                        :TABLE_ROWS
+                    ]
+                ],
+            )
         return Outcome(
             outputs={
                 "count": len(found),
@@ -105,6 +128,10 @@ class Findings(Action[FindingsParams]):
             },
             summary=summary,
         )
+
+
+#: Findings shown at the terminal when the step ends (all of them are in findings.json).
+TABLE_ROWS = 10
 
 
 def _rank(severity: str) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timedelta
+from types import MappingProxyType
 
 from pydantic import Field, field_validator, model_validator
 
@@ -70,6 +71,7 @@ class Ask(Action[AskParams]):
     name = "ask"
     asks = True
     params = AskParams
+    outputs = MappingProxyType({"answer": "str", "by": "str"})
 
     def api_calls(self, params: AskParams) -> list[Call]:
         return []
@@ -157,6 +159,7 @@ class Confirm(Action[ConfirmParams]):
     name = "confirm"
     asks = True
     params = ConfirmParams
+    outputs = MappingProxyType({"confirmed": "bool"})
 
     def api_calls(self, params: ConfirmParams) -> list[Call]:
         return []
@@ -200,6 +203,7 @@ class Note(Action[NoteParams]):
     name = "note"
     asks = True
     params = NoteParams
+    outputs = MappingProxyType({"text": "str"})
 
     def api_calls(self, params: NoteParams) -> list[Call]:
         return []
@@ -250,6 +254,7 @@ class Wait(Action[WaitParams]):
 
     name = "wait"
     params = WaitParams
+    outputs = MappingProxyType({"until": "str"})
 
     def api_calls(self, params: WaitParams) -> list[Call]:
         return []

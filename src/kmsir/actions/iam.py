@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, ClassVar, Literal
 
 from pydantic import field_validator
@@ -120,6 +121,7 @@ class _SetStatus(Action[AccessKeyParams]):
     """One ``UpdateAccessKey`` call towards a desired status."""
 
     params = AccessKeyParams
+    outputs = MappingProxyType({"user": "str", "access_key_id": "str", "key_status": "str"})
     permissions = ("iam:ListAccessKeys", "iam:GetAccessKeyLastUsed", "iam:UpdateAccessKey")
     mutating = True
     desired: ClassVar[Status]

@@ -15,6 +15,7 @@ The caller's own user or role, and the identity behind its session, are refused
 from __future__ import annotations
 
 import re
+from types import MappingProxyType
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -109,12 +110,25 @@ class _DenyPolicy(Action[DenyPolicyParams]):
     """One Attach/Detach call of ``AWSDenyAll`` per user or role not yet as desired."""
 
     params = DenyPolicyParams
+    # user or role: the one given
+    outputs = MappingProxyType(
+        {
+            "user": "list[str]",
+            "role": "list[str]",
+            "changed": "list[str]",
+            "policy_arn": "str",
+        }
+    )
     mutating = True
     verb: ClassVar[Literal["Attach", "Detach"]]
 
     @property
     def _attach(self) -> bool:
         return self.verb == "Attach"
+
+    def permissions_for(self, params: DenyPolicyParams) -> tuple[str, ...]:
+        other = ("Role" if params.kind == "user" else "User") + "Polic"  # the named kind's only
+        return tuple(p for p in self.permissions if other not in p)
 
     def api_calls(self, params: DenyPolicyParams) -> list[Call]:
         return [self._call(params, name, deny_all_arn()) for name in params.names]

@@ -15,6 +15,7 @@ revoked (AWS refuses); the caller's own role and the identity behind its session
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any
 
 from pydantic import Field, field_validator
@@ -104,6 +105,9 @@ class RevokeRoleSessions(_RoleSessionsAction):
 
     name = "iam.revoke-role-sessions"
     params = RolesParams
+    outputs = MappingProxyType(
+        {"roles": "list[str]", "changed": "list[str]", "revoked_before": "str|null"}
+    )
     inverse = "iam.restore-role-sessions"
     permissions = (
         "sts:GetCallerIdentity",
@@ -279,6 +283,7 @@ class RestoreRoleSessions(_RoleSessionsAction):
 
     name = "iam.restore-role-sessions"
     params = RestoreSessionsParams
+    outputs = MappingProxyType({"roles": "list[str]", "changed": "list[str]"})
     inverse = "iam.revoke-role-sessions"
     permissions = (
         "iam:GetRole",

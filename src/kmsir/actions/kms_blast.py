@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 import json
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from pydantic import Field
@@ -58,6 +59,26 @@ class BlastRadius(Action[BlastParams]):
 
     name = "kms.blast-radius"
     params = BlastParams
+    outputs = MappingProxyType(
+        {
+            "key_id": "str",
+            "arn": "str",
+            "region": "str",
+            "state": "str",
+            "multi_region": "str|null",
+            "replica_regions": "list[str]",
+            "aliases": "list[str]",
+            "verdicts": "dict",
+            "grants": "dict",
+            "grantees": "list[dict]",
+            "callers": "list[dict]",
+            "dependents": "list[dict]",
+            "unchecked": "list[dict]",
+            "cut": "list[str]",
+            "summary": "str",
+            "artifact": "str",
+        }
+    )
     permissions = (
         "kms:DescribeKey",
         "kms:ListAliases",

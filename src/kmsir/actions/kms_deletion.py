@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable
+from types import MappingProxyType
 from typing import Any, Literal
 
 from pydantic import Field
@@ -56,6 +57,14 @@ class ScheduleDeletion(Action[ScheduleDeletionParams]):
 
     name = "kms.schedule-deletion"
     params = ScheduleDeletionParams
+    outputs = MappingProxyType(
+        {
+            "key_id": "str",
+            "state": "str",
+            "deletion_date": "str|null",
+            "replicas_scheduled": "list[str]",
+        }
+    )
     permissions = ("kms:DescribeKey", "kms:ListAliases", "kms:ScheduleKeyDeletion")
     mutating = True
     inverse = "kms.cancel-deletion"
@@ -106,8 +115,10 @@ class ScheduleDeletion(Action[ScheduleDeletionParams]):
                 f"{info.key_id} was already pending deletion on {info.deletion_date}: nothing sent",
                 until=info.deletion_date,
             )
-            if outcome.status == "already":
-                return outcome
+            if outcome.status == "already":  # the outputs every path gives
+                return dataclasses.replace(
+                    outcome, outputs={**outcome.outputs, "replicas_scheduled": []}
+                )
             # scheduled by the calls sent before the interruption: report them as made
             sent = ctx.sent_by_earlier_attempt("ScheduleKeyDeletion")
             replicas = [c["KeyId"] for c in sent if c.get("KeyId") != info.key_id]
@@ -224,6 +235,7 @@ class CancelDeletion(Action[KeyParams]):
 
     name = "kms.cancel-deletion"
     params = KeyParams
+    outputs = MappingProxyType({"key_id": "str", "state": "str", "deletion_date": "str|null"})
     permissions = ("kms:DescribeKey", "kms:CancelKeyDeletion")
     mutating = True
 

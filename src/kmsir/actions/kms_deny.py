@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from types import MappingProxyType
 from typing import Any
 
 from pydantic import Field, field_validator
@@ -80,6 +81,9 @@ class DenyPrincipals(PolicyChange):
 
     name = "kms.deny-principals"
     params = DenyPrincipalsParams
+    outputs = MappingProxyType(
+        {"key_id": "str", "restore_from": "str", "able_to_manage": "list[str]"}
+    )
 
     def new_policy(
         self,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any
 
 from pydantic import Field, field_validator, model_validator
@@ -132,6 +133,16 @@ class RevokeGrants(Action[RevokeGrantsParams]):
 
     name = "kms.revoke-grants"
     params = RevokeGrantsParams
+    outputs = MappingProxyType(
+        {
+            "key_id": "str",
+            "revoked": "list[str]",
+            "already_gone": "list[str]",
+            "not_approved": "list[str]",
+            "still_listed": "list[str]",
+            "remaining_grant_ids": "list[str]",
+        }
+    )
     permissions = ("kms:DescribeKey", "kms:ListGrants", "kms:ListAliases", "kms:RevokeGrant")
     mutating = True
     inverse = IRREVERSIBLE

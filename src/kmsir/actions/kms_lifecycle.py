@@ -8,6 +8,7 @@ holds the state AWS reports, not the one we hoped for.
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any
 
 from pydantic import Field, field_validator
@@ -90,6 +91,7 @@ class DisableKey(_StateChange):
 
     name = "kms.disable-key"
     params = KeyParams
+    outputs = MappingProxyType({"key_id": "str", "state": "str", "deletion_date": "str|null"})
     permissions = ("kms:DescribeKey", "kms:DisableKey")
     mutating = True
     inverse = "kms.enable-key"
@@ -109,6 +111,7 @@ class EnableKey(_StateChange):
 
     name = "kms.enable-key"
     params = KeyParams
+    outputs = MappingProxyType({"key_id": "str", "state": "str", "deletion_date": "str|null"})
     permissions = ("kms:DescribeKey", "kms:EnableKey")
     mutating = True
     inverse = "kms.disable-key"
@@ -144,6 +147,7 @@ class TagKey(Action[TagParams]):
 
     name = "kms.tag-key"
     params = TagParams
+    outputs = MappingProxyType({"key_id": "str", "tags": "dict"})
     permissions = ("kms:DescribeKey", "kms:ListResourceTags", "kms:TagResource")
     mutating = True
 
@@ -171,8 +175,14 @@ class TagKey(Action[TagParams]):
         missing = {k: v for k, v in wanted.items() if current.get(k) != v}
         if not missing:
             earlier = ctx.changed_by_earlier_attempt()
-            if earlier is None:
-                return _already(info, f"{info.key_id} already tagged {wanted}: nothing sent")
+            if earlier is None:  # the outputs every path gives: the key and its tags
+                return Outcome(
+                    outputs={"key_id": info.key_id, "tags": current},
+                    summary=f"{info.key_id} already tagged {wanted}: nothing sent",
+                    status="already",
+                    before=info.summary,
+                    after=info.summary,
+                )
             was = earlier.get("tags") or {}
             made = {k: v for k, v in wanted.items() if was.get(k) != v}
             return Outcome(

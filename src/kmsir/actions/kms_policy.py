@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from pydantic import Field, field_validator
@@ -55,6 +56,9 @@ class Quarantine(PolicyChange):
 
     name = "kms.quarantine"
     params = QuarantineParams
+    outputs = MappingProxyType(
+        {"key_id": "str", "restore_from": "str", "able_to_manage": "list[str]"}
+    )
 
     def new_policy(
         self, ctx: ActionContext, params: QuarantineParams, current: dict[str, Any], info: KeyInfo
@@ -94,6 +98,9 @@ class PutPolicy(PolicyChange):
 
     name = "kms.put-policy"
     params = PutPolicyParams
+    outputs = MappingProxyType(
+        {"key_id": "str", "restore_from": "str", "able_to_manage": "list[str]"}
+    )
 
     def new_policy(
         self, ctx: ActionContext, params: PutPolicyParams, current: dict[str, Any], info: KeyInfo
@@ -125,6 +132,9 @@ class RestorePolicy(PolicyChange):
 
     name = "kms.restore-policy"
     params = RestorePolicyParams
+    outputs = MappingProxyType(
+        {"key_id": "str", "restore_from": "str", "able_to_manage": "list[str]"}
+    )
 
     def preview(self, ctx: ActionContext, params: RestorePolicyParams) -> Preview:
         kept = not _STEP_ID.match(params.source) or any(

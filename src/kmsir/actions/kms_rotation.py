@@ -6,6 +6,7 @@ multi-Region replicas (they rotate with their primary).
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any
 
 from pydantic import Field
@@ -36,6 +37,14 @@ class EnableRotation(Action[RotationParams]):
 
     name = "kms.enable-rotation"
     params = RotationParams
+    outputs = MappingProxyType(
+        {
+            "key_id": "str",
+            "enabled": "bool",
+            "period_days": "int|null",
+            "next_rotation_date": "str|null",
+        }
+    )
     permissions = ("kms:DescribeKey", "kms:GetKeyRotationStatus", "kms:EnableKeyRotation")
     mutating = True
 
@@ -120,6 +129,7 @@ class RotateNow(Action[KeyParams]):
 
     name = "kms.rotate-now"
     params = KeyParams
+    outputs = MappingProxyType({"key_id": "str", "rotations": "int"})
     permissions = (
         "kms:DescribeKey",
         "kms:ListKeyRotations",

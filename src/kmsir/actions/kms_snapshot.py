@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from types import MappingProxyType
 from typing import Any
 
 from pydantic import Field, field_validator, model_validator
@@ -82,7 +83,41 @@ class Snapshot(Action[SnapshotParams]):
 
     name = "kms.snapshot"
     params = SnapshotParams
+    # key: all but the last four; keys or all: the last four
+    outputs = MappingProxyType(
+        {
+            "key_id": "str",
+            "arn": "str",
+            "account": "str",
+            "region": "str",
+            "state": "str",
+            "key_manager": "str",
+            "origin": "str",
+            "key_spec": "str",
+            "multi_region": "str|null",
+            "primary_arn": "str|null",
+            "replicas": "list[dict]",
+            "deletion_date": "str|null",
+            "valid_to": "str|null",
+            "aliases": "list[str]",
+            "grants": "list[dict]",
+            "grant_ids": "list[str]",
+            "external_grant_ids": "list[str]",
+            "rotation_enabled": "bool|null",
+            "rotation_period_days": "int|null",
+            "next_rotation_date": "str|null",
+            "rotations": "int",
+            "tags": "dict",
+            "policies": "dict",
+            "policy": "dict|null",
+            "count": "int",
+            "keys": "list[dict]",
+            "external_grants": "dict",
+            "failed": "dict",
+        }
+    )
     permissions = (
+        "kms:ListKeys",  # all: true only
         "kms:DescribeKey",
         "kms:ListKeyPolicies",
         "kms:GetKeyPolicy",
@@ -93,9 +128,11 @@ class Snapshot(Action[SnapshotParams]):
         "kms:ListKeyRotations",
     )
 
+    def permissions_for(self, params: SnapshotParams) -> tuple[str, ...]:
+        return tuple(p for p in self.permissions if params.all or p != "kms:ListKeys")
+
     def api_calls(self, params: SnapshotParams) -> list[Call]:
-        listing = [Call(service="kms", operation="ListKeys")] if params.all else []
-        return [*listing, *permitted_calls(self.permissions)]
+        return permitted_calls(self.permissions_for(params))
 
     def run(self, ctx: ActionContext, params: SnapshotParams) -> Outcome:
         if params.key is not None:

@@ -14,11 +14,13 @@ from kmsir.cli import rollback  # isort: skip
 from kmsir.cli import status  # isort: skip
 from kmsir.cli import audit  # isort: skip
 from kmsir.cli import playbooks, sandbox, trail  # isort: skip
+from kmsir.cli import authoring  # isort: skip
 from kmsir.cli.common import app
 
 __all__ = [
     "app",
     "audit",
+    "authoring",
     "bundles",
     "main",
     "playbooks",

@@ -55,7 +55,7 @@ def audit(
     evidence_dir: EvidenceDir = Path("evidence"),
     incident: Annotated[str | None, typer.Option("--incident", help="Incident id.")] = None,
     fmt: Annotated[
-        str, typer.Option("--format", help="What stdout gets: table, json or sarif.")
+        str, typer.Option("--format", metavar="table|json|sarif", help="What stdout gets.")
     ] = "table",
     waivers: Annotated[
         Path | None,

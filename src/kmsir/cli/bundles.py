@@ -109,16 +109,30 @@ def _verify_archive(archive: Path, trusted: str | None) -> None:
 @handled
 def report(
     bundle: Annotated[Path, typer.Argument(metavar="BUNDLE", help="Bundle directory.")],
-    fmt: Annotated[str, typer.Option("--format", help="md or html")] = "md",
+    fmt: Annotated[
+        str, typer.Option("--format", metavar="md|html", help="The report's format.")
+    ] = "md",
     template: Annotated[Path | None, typer.Option("--template", help="Your own template.")] = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Write here, not in the bundle.")
     ] = None,
+    redact: Annotated[
+        bool,
+        typer.Option(
+            "--redact",
+            help="Account ids, IP addresses, principal and key names as stable pseudonyms "
+            "(account-1, role-2...), for a report shared outside the team; written to --out, "
+            "or printed. The bundle is untouched.",
+        ),
+    ] = False,
 ) -> None:
     """Re-render a bundle's report from the bundle alone (no AWS access)."""
     from kmsir import report as reports
 
-    say(str(reports.write(bundle, fmt=fmt, template=template, out=out)))
+    if redact and out is None:
+        typer.echo(reports.render(bundle, fmt=fmt, template=template, redact=True), nl=False)
+        return
+    say(str(reports.write(bundle, fmt=fmt, template=template, out=out, redact=redact)))
 
 
 @app.command()

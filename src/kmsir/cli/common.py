@@ -40,6 +40,21 @@ class _OneLineErrors(TyperGroup):
     """The command group: Click's usage errors (a missing argument, an invalid option value)
     become the same one ``kmsir: error: ...`` line as every other error, exit 2."""
 
+    def list_commands(self, ctx: Any) -> list[str]:
+        from kmsir.cli import helptext
+
+        return helptext.order(list(super().list_commands(ctx)))
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        from kmsir.cli import helptext
+
+        command = super().get_command(ctx, cmd_name)
+        if command is None:
+            return None
+        for name, sub in (getattr(command, "commands", None) or {}).items():
+            helptext.readable(sub, name)  # a group's commands (sandbox serve, cloudtrail scan)
+        return helptext.readable(command, cmd_name)
+
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
         # the Click that typer uses (its own copy in recent versions), by a public name
         click = sys.modules[typer.BadParameter.__module__]

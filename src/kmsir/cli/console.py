@@ -8,6 +8,7 @@ is never read as rich markup, and its control characters are shown as escapes (`
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from kmsir.inert import visible
@@ -99,6 +100,20 @@ class ConsoleReporter:
 
         pause_progress()
         self.console.print(Text(f"    INJECT {visible(text)}", style="bold magenta"))
+
+    def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+        """Rows under the step's outcome, indented like it (text from AWS inert)."""
+        from rich.padding import Padding
+        from rich.table import Table
+        from rich.text import Text
+
+        pause_progress()
+        drawn = Table(title=Text(visible(title)), title_justify="left", show_edge=False)
+        for column in columns:
+            drawn.add_column(Text(column), overflow="fold")
+        for row in rows:
+            drawn.add_row(*(Text(visible(cell)) for cell in row))
+        self.console.print(Padding(drawn, (0, 0, 0, 11)))
 
 
 def pause_progress() -> None:

@@ -3,8 +3,13 @@ actions, scenarios. None of them calls AWS."""
 
 from __future__ import annotations
 
+import json
+import re
+import textwrap
+import types
+import typing
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import typer
 
@@ -18,46 +23,131 @@ from kmsir.cli.common import (
     parse_inputs,
     say,
 )
-from kmsir.errors import PlaybookError
+from kmsir.errors import UsageError
+
+if TYPE_CHECKING:
+    from pydantic.fields import FieldInfo
 
 
 @app.command()
 @handled
 def validate(
     playbooks: Annotated[list[Path], typer.Argument(metavar="PLAYBOOK...", help="Files to check.")],
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Count lint warnings as problems (exit 2).")
+    ] = False,
 ) -> None:
-    """Validate playbooks without any AWS call (exit 0 valid, 2 invalid)."""
+    """Validate playbooks without any AWS call: every problem of a file at once, then lint
+    warnings (exit 0 valid, 2 invalid; with --strict a warning makes a file invalid).
+
+    Example: kmsir validate --strict playbooks/*.yaml
+    """
     from kmsir import actions
     from kmsir.playbook import model as playbook
 
     catalog = actions.catalog()
     invalid = 0
     for path in playbooks:
-        try:
-            loaded = playbook.load(path, catalog)
-        except PlaybookError as exc:
+        checked = playbook.check_file(path, catalog)
+        for problem in checked.problems:
+            err(problem)
+        # an invalid file's warnings wait for its problems to be fixed, unless they are
+        # problems too (--strict)
+        if strict or not checked.problems:
+            for warning in checked.warnings:
+                err(warning)
+        if checked.problems or (strict and checked.warnings) or checked.playbook is None:
             invalid += 1
-            for problem in exc.problems:
-                err(problem)
             continue
-        for warning in loaded.warnings:
-            err(warning)
-        say(f"{path}: valid ({len(loaded.playbook.steps)} steps)")
+        say(f"{path}: valid ({len(checked.playbook.steps)} steps)")
     if invalid:
         raise typer.Exit(2)
 
 
 @app.command("actions")
 @handled
-def list_actions() -> None:
-    """List the actions a playbook can use."""
-    from kmsir import actions
+def list_actions(
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="[ACTION]...", help="Only these actions (default: all)."),
+    ] = None,
+) -> None:
+    """List the actions a playbook can use: what each does, its parameters (type, default,
+    required) and its outputs (what later steps read as steps.<id>.<output>).
 
-    for name, action in sorted(actions.registry().items()):
+    Example: kmsir actions kms.snapshot
+    """
+    from kmsir import actions
+    from kmsir.playbook.checks import did_you_mean
+
+    found = actions.registry()
+    for name in names or []:
+        if name not in found:
+            raise UsageError(f"no action {name!r}{did_you_mean(name, sorted(found))}")
+    for name, action in sorted(found.items()):
+        if names and name not in names:
+            continue
         kind = "mutating" if action.mutating else "read-only"
         undo = f", undo: {action.inverse}" if action.inverse else ""
-        doc = (action.__doc__ or "").strip().splitlines()[0]
+        doc = ((action.__doc__ or "").strip().splitlines() or [""])[0]
         say(f"{name:<22} {kind}{undo}\n    {doc}")
+        params = [_parameter(n, info) for n, info in action.params.model_fields.items()]
+        say(_wrapped("with: ", params or ["nothing"]))
+        outputs = [f"{n} ({t})" for n, t in action.outputs.items()]
+        say(_wrapped("outputs: ", outputs or ["not declared"]))
+
+
+def _wrapped(label: str, items: list[str]) -> str:
+    """``label`` and ``items``, comma-separated, wrapped under the action's description
+    between items, never inside one."""
+    text = textwrap.fill(
+        ", ".join(item.replace(" ", "\xa0") for item in items),
+        width=100,
+        initial_indent=f"    {label}",
+        subsequent_indent=" " * 6,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
+    return text.replace("\xa0", " ")
+
+
+def _parameter(name: str, info: FieldInfo) -> str:
+    """``name (type, required)``, ``name (type, default X)`` or ``name (type, optional)``."""
+    shown = info.alias or name
+    kind = _type_word(info.annotation)
+    if info.is_required():
+        return f"{shown} ({kind}, required)"
+    default = info.get_default(call_default_factory=True)
+    if default is None:
+        return f"{shown} ({kind}, optional)"
+    return f"{shown} ({kind}, default {_literal(default)})"
+
+
+def _literal(value: Any) -> str:
+    """A default as a playbook would write it."""
+    if isinstance(value, str) and re.fullmatch(r"[\w./:*-]+", value):
+        return value
+    return json.dumps(value, default=str)
+
+
+def _type_word(annotation: Any) -> str:
+    """A parameter's type as a playbook author reads it: ``str``, ``list[str]``,
+    ``lookup|files``; ``None`` of an optional parameter is left out."""
+    from pydantic import BaseModel
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Literal:
+        return "|".join(str(a) for a in args)
+    if origin in (Union, types.UnionType):
+        return "|".join(_type_word(a) for a in args if a is not type(None))
+    if origin in (list, tuple, set, frozenset):
+        return f"list[{_type_word(args[0])}]" if args else "list"
+    if origin is dict:
+        plain = not args or Any in args
+        return "dict" if plain else f"dict[{_type_word(args[0])}, {_type_word(args[1])}]"
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "dict"
+    return getattr(annotation, "__name__", None) or str(annotation)
 
 
 @app.command()
@@ -100,6 +190,12 @@ def plan(
         say(f"    action: {step.action} ({planning.describe_inverse(step)})")
         if step.when:
             say(f"    when: {step.when}")
+        if step.for_each:
+            say(f"    for each item of: {step.for_each} (each its own step and decision)")
+        for name, value in step.given.items():  # every parameter the step gives
+            shown = value if isinstance(value, str) else json.dumps(value, default=str)
+            shown = " ".join(shown.split())
+            say(f"    with {name}: {shown if len(shown) <= 200 else shown[:197] + '...'}")
         for call in step.calls:
             say(f"    calls: {describe(call)}")
         if step.permissions:

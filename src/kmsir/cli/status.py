@@ -42,7 +42,9 @@ def status(
         Path,
         typer.Option("--evidence-dir", help="Where the bundles are (or one incident's folder)."),
     ] = Path("evidence"),
-    fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+    fmt: Annotated[
+        str, typer.Option("--format", metavar="table|json", help="What stdout gets.")
+    ] = "table",
 ) -> None:
     """Incidents and their runs: running, unfinished, failed, succeeded or with open risks,
     and the command that continues each (newest last)."""

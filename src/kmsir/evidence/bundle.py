@@ -188,18 +188,22 @@ def replace_derived(path: Path, data: bytes) -> None:
 MAX_OUTSIDE_BYTES = 1024 * 1024
 
 
+class UnvouchedFile(EvidenceError):
+    """A file inside another bundle that its journal does not vouch for: not one of its
+    artifacts, or altered since. A caller that only keeps the bytes may fail softer."""
+
+
 def read_outside(path: Path) -> tuple[bytes, dict[str, Any]]:
     """Read a file from outside the running bundle, with its provenance for the journal.
 
-    When the file is an artifact of another bundle, its sha256 must match that bundle's
-    journal: evidence that was altered is never used to change a key.
+    Only a regular file, and at most ``MAX_OUTSIDE_BYTES`` of it (a FIFO would hang the run,
+    ``/dev/zero`` or a ``/proc`` file that says 0 bytes would fill the memory). When the
+    file is an artifact of another bundle, its sha256 must match that bundle's journal:
+    evidence that was altered is never used to change a key (``UnvouchedFile``).
     """
     try:
         resolved = path.resolve(strict=True)
-        size = resolved.stat().st_size
-        if size > MAX_OUTSIDE_BYTES:
-            raise UsageError(f"{path}: {size:,} bytes, more than {MAX_OUTSIDE_BYTES:,}")
-        data = resolved.read_bytes()
+        data = _read_bounded(resolved, path)
     except OSError as exc:
         raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from None
     provenance: dict[str, Any] = {
@@ -215,11 +219,48 @@ def read_outside(path: Path) -> tuple[bytes, dict[str, Any]]:
             if a.record.path == relative
         ]
         if not recorded:
-            raise EvidenceError(f"{path}: not an artifact recorded in the journal of {root}")
+            raise UnvouchedFile(f"{path}: not an artifact recorded in the journal of {root}")
         if recorded[-1].sha256 != provenance["sha256"]:
-            raise EvidenceError(f"{path}: altered since bundle {root.name} recorded it")
+            raise UnvouchedFile(f"{path}: altered since bundle {root.name} recorded it")
         provenance["bundle"] = str(root)
     return data, provenance
+
+
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _read_bounded(resolved: Path, path: Path) -> bytes:
+    """A regular file's bytes, read no further than one byte past the limit; ``UsageError``
+    for anything else, checked before opening (opening a device may act on it) and again on
+    the file opened (``O_NONBLOCK``: a FIFO put in its place is not waited on)."""
+
+    def regular(mode: int) -> None:
+        if not stat.S_ISREG(mode):
+            kind = next((k for test, k in _KINDS if test(mode)), "a special file")
+            raise UsageError(f"{path}: {kind}, not a regular file")
+
+    regular(resolved.stat().st_mode)
+    fd = os.open(resolved, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    try:
+        info = os.fstat(fd)
+        regular(info.st_mode)
+        if info.st_size > MAX_OUTSIDE_BYTES:
+            raise UsageError(f"{path}: {info.st_size:,} bytes, more than {MAX_OUTSIDE_BYTES:,}")
+        chunks, left = [], MAX_OUTSIDE_BYTES + 1
+        while left > 0 and (chunk := os.read(fd, min(left, 1 << 16))):
+            chunks.append(chunk)
+            left -= len(chunk)
+    finally:
+        os.close(fd)
+    if left <= 0:
+        raise UsageError(f"{path}: more than {MAX_OUTSIDE_BYTES:,} bytes")
+    return b"".join(chunks)
 
 
 class NotRegular(OSError):

@@ -8,6 +8,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import secrets
 import threading
 from collections.abc import Callable
@@ -40,6 +41,9 @@ from kmsir.evidence.bundle import (
 )
 from kmsir.evidence.entries import Artifact
 from kmsir.evidence.manifest import write_manifest
+
+#: The id of iteration ``n`` of a ``for_each`` step: the step's id, then ``[n]``.
+_ITERATION = re.compile(r"(.+)\[([1-9][0-9]*)\]")
 
 
 class BundleWriter:
@@ -149,7 +153,12 @@ class BundleWriter:
             )
 
     def artifact_dir(self, step_index: int, step_id: str, attempt: int = 1) -> str:
-        """A step's artifact folder: ``artifacts/NN-<step-id>``, ``...-<step-id>.N`` on retry N."""
+        """A step's artifact folder: ``artifacts/NN-<step-id>``, ``...-<step-id>.N`` on retry N;
+        iteration ``n`` of a ``for_each`` step (``<step-id>[n]``) writes to ``NN-<step-id>-n``
+        (``NN``, the step's position, keeps it apart from any other step's)."""
+        iteration = _ITERATION.fullmatch(step_id)
+        if iteration is not None:
+            step_id = f"{iteration.group(1)}-{iteration.group(2)}"
         if not NAME_PART.fullmatch(step_id) or "." in step_id:
             raise EvidenceError(f"step id {step_id[:60]!r} cannot name an artifact directory")
         suffix = f".{attempt}" if attempt > 1 else ""

@@ -1,27 +1,28 @@
 """Load and validate playbooks into frozen models, before any AWS call.
 
 Loading is two passes over a position-aware YAML document (``yamlsafe``): pydantic checks the
-shape, then ``_check_semantics`` checks what needs the action catalog (unknown actions and
-parameters, with a did-you-mean), ``when:`` and template syntax, and references to steps
-that do not run earlier. Every problem is one line ``file:line:col: step 'id': message``.
-Inputs are declared and checked in ``inputs``; asking a person for one is ``prompts``'s job.
+shape, then ``checks`` checks what needs the action catalog (unknown actions and
+parameters, with a did-you-mean), ``when:`` and template syntax, references to steps that do
+not run earlier, and each ``steps.X.field`` against the outputs X's action declares. Both
+passes run whatever the other finds: a step whose shape is wrong is still checked for what
+its other fields say, so every problem of a file comes out at once. Every problem is one line
+``file:line:col: step 'id': message``; ``lint`` adds the warnings. Inputs are declared and
+checked in ``inputs``; asking a person for one is ``prompts``'s job.
 """
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import itertools
-import re
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kmsir.errors import PlaybookError, UsageError
-from kmsir.playbook import templating, yamlsafe
+from kmsir.playbook import checks, lint, yamlsafe
 
 # a playbook's inputs are InputSpecs: their model and check are part of this module's face
 from kmsir.playbook.inputs import InputSpec as InputSpec
@@ -45,6 +46,32 @@ MAX_PROBLEMS = 50
 ActionCatalog = Mapping[str, type[BaseModel]]
 
 
+class Catalog(Mapping[str, type[BaseModel]]):
+    """An ``ActionCatalog`` (name -> parameters model) that also says what each action
+    returns (its declared outputs: name -> type word; empty: not declared) and which actions
+    change AWS state: what the output checks and lint read. A plain mapping gets neither."""
+
+    def __init__(
+        self,
+        params: Mapping[str, type[BaseModel]],
+        *,
+        outputs: Mapping[str, Mapping[str, str]],
+        mutating: Iterable[str] = (),
+    ) -> None:
+        self._params = dict(params)
+        self.outputs = {name: dict(declared) for name, declared in outputs.items()}
+        self.mutating = frozenset(mutating)
+
+    def __getitem__(self, name: str) -> type[BaseModel]:
+        return self._params[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._params)
+
+    def __len__(self) -> int:
+        return len(self._params)
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
@@ -52,15 +79,46 @@ class _Frozen(BaseModel):
 class Step(_Frozen):
     """One playbook step."""
 
-    id: StepId
-    action: str
-    name: str | None = None
-    phase: Phase | None = None
-    description: str | None = None
-    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
-    when: str | None = None
-    on_error: Literal["stop", "continue", "ask"] = "stop"
-    retries: int = Field(default=0, ge=0, le=10)
+    id: StepId = Field(
+        description="Unique in the playbook; later steps read its outputs as steps.<id>.<name>."
+    )
+    action: str = Field(description="What the step does: one of the actions `kmsir actions` lists.")
+    name: str | None = Field(
+        default=None, description="What the step does, in words; the id is shown when absent."
+    )
+    phase: Phase | None = Field(
+        default=None, description="Its incident-response phase (NIST): the report groups by it."
+    )
+    description: str | None = Field(default=None, description="More about the step.")
+    with_: dict[str, Any] = Field(
+        default_factory=dict,
+        alias="with",
+        description="The action's parameters; a value may be a template such as "
+        '"{{ steps.snapshot.key_id }}", checked once rendered.',
+    )
+    when: str | None = Field(
+        default=None,
+        description="An expression (Jinja): the step runs only when it is true, else it is "
+        "skipped; e.g. \"'snapshot' in steps\".",
+    )
+    for_each: str | None = Field(
+        default=None,
+        description="A template giving a list (at most 100 items): the step runs once per "
+        "item, with the item as `item`, each run journaled and confirmed on its own; e.g. "
+        '"{{ steps.findings.actors }}". Later steps read steps.<id>.items (each run\'s '
+        "outputs) and steps.<id>.count.",
+    )
+    on_error: Literal["stop", "continue", "ask"] = Field(
+        default="stop",
+        description="After a failure: 'stop' the run (at a terminal the responder may still "
+        "retry or skip), 'continue' with the next step, or 'ask' the responder.",
+    )
+    retries: int = Field(
+        default=0,
+        ge=0,
+        le=10,
+        description="How many times a step failed by a transient AWS error is tried again.",
+    )
 
     @property
     def title(self) -> str:
@@ -71,15 +129,22 @@ class Step(_Frozen):
 class Playbook(_Frozen):
     """A validated playbook."""
 
-    id: KebabId
-    title: str
-    steps: tuple[Step, ...] = Field(min_length=1)
-    version: int | str | None = None
-    severity: Literal["low", "medium", "high", "critical"] | None = None
-    description: str | None = None
-    references: tuple[str, ...] = ()
-    mitre: tuple[str, ...] = ()
-    inputs: dict[str, InputSpec] = Field(default_factory=dict)
+    id: KebabId = Field(description="The playbook's name, kebab-case: journaled with each run.")
+    title: str = Field(description="What incident the playbook answers, in one line.")
+    steps: tuple[Step, ...] = Field(min_length=1, description="The steps, run in this order.")
+    version: int | str | None = Field(default=None, description="The playbook's own version.")
+    severity: Literal["low", "medium", "high", "critical"] | None = Field(
+        default=None, description="How severe the incident it answers is."
+    )
+    description: str | None = Field(
+        default=None, description="The incident and the response, for the report and reviewers."
+    )
+    references: tuple[str, ...] = Field(default=(), description="Links to read (AWS docs...).")
+    mitre: tuple[str, ...] = Field(default=(), description="MITRE ATT&CK technique ids (T1078).")
+    inputs: dict[str, InputSpec] = Field(
+        default_factory=dict,
+        description="What a run is given (-i NAME=VALUE, or asked): templates read inputs.NAME.",
+    )
 
     def step(self, step_id: str) -> Step:
         """The step with ``step_id``."""
@@ -110,21 +175,104 @@ def load(path: Path, catalog: ActionCatalog, *, source: str | None = None) -> Lo
     return from_document(document, catalog, path=path)
 
 
+def check_file(path: Path, catalog: ActionCatalog) -> Checked:
+    """``check`` the playbook at ``path``: what ``validate`` reports, warnings included
+    (a file that is not readable YAML has its one problem and nothing more)."""
+    try:
+        document = yamlsafe.load_file(path)
+    except PlaybookError as exc:
+        return Checked(None, exc.problems)
+    return check(document, catalog)
+
+
 def from_document(
     document: yamlsafe.Document, catalog: ActionCatalog, *, path: Path
 ) -> LoadedPlaybook:
     """Validate an already-parsed document."""
-    if not isinstance(document.data, dict):
-        raise PlaybookError([f"{document.where(())}: a playbook must be a YAML mapping"])
+    checked = check(document, catalog)
+    if checked.problems or checked.playbook is None:
+        raise PlaybookError(checked.problems)
+    return LoadedPlaybook(checked.playbook, path, document.raw, tuple(checked.warnings))
+
+
+@dataclass(frozen=True)
+class Checked:
+    """One pass over a playbook document: every problem and every warning it has, and the
+    playbook when its shape is right (``None`` otherwise)."""
+
+    playbook: Playbook | None
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def check(document: yamlsafe.Document, catalog: ActionCatalog) -> Checked:
+    """Check a parsed document in one pass: its shape, what the catalog says of its steps,
+    and lint; a problem of one field does not hide those of the others."""
+    data = document.data
+    if not isinstance(data, dict):
+        return Checked(None, [f"{document.where(())}: a playbook must be a YAML mapping"])
+    playbook: Playbook | None = None
     try:
-        playbook = Playbook.model_validate(document.data)
+        playbook = Playbook.model_validate(data)
     except ValidationError as exc:
-        raise PlaybookError(_at_most(_pydantic_problems(exc, document), document)) from None
-    problems = _at_most(_check_semantics(playbook, document, catalog), document)
-    if problems:
-        raise PlaybookError(problems)
-    warnings = _at_most(_lint(playbook, document), document, kind="warnings")
-    return LoadedPlaybook(playbook, path, document.raw, tuple(warnings))
+        shape = _pydantic_problems(exc, document)
+        parts, inputs = _parts(data, exc), _inputs(data)
+    else:
+        shape = iter(())
+        parts = [checks.Part(index, step) for index, step in enumerate(playbook.steps)]
+        inputs = playbook.inputs
+    known = catalog if isinstance(catalog, Catalog) else None
+    semantic = checks.problems(
+        parts, inputs, document, catalog, known.outputs if known is not None else None
+    )
+    problems = _at_most(itertools.chain(shape, semantic), document)
+    mutating = known.mutating if known is not None else None
+    named = [(p.index, p.step) for p in parts if "id" not in p.bad]
+    found = lint.warnings(data, named, document, lint.Facts(mutating=mutating))
+    return Checked(playbook, problems, _at_most(found, document, kind="warnings"))
+
+
+def _parts(data: dict[str, Any], exc: ValidationError) -> list[checks.Part]:
+    """The steps of a playbook whose shape is wrong, each with its wrong fields left out (at
+    their defaults), so that the rest of it is checked all the same."""
+    steps = data.get("steps")
+    if not isinstance(steps, list):
+        return []
+    bad: dict[int, set[str]] = {}
+    for error in exc.errors(include_url=False, include_input=False):
+        loc = error["loc"]
+        if len(loc) >= 2 and loc[0] == "steps" and isinstance(loc[1], int):
+            bad.setdefault(loc[1], set()).add(str(loc[2]) if len(loc) > 2 else "")
+    parts = []
+    for index, item in enumerate(steps):
+        wrong = bad.get(index, set())
+        if not isinstance(item, dict) or "" in wrong:
+            continue
+        kept = {k: v for k, v in item.items() if k not in wrong}
+        # an id or action missing or wrong: a stand-in, whose checks are skipped
+        stand_in = {"id": "step", "action": ""}
+        missing = {k: v for k, v in stand_in.items() if k not in kept}
+        try:
+            step = Step.model_validate({**kept, **missing})
+        except ValidationError:
+            continue
+        written = item.get("id")
+        skipped = frozenset(wrong | set(missing))
+        name = written if isinstance(written, str) else None
+        parts.append(checks.Part(index, step, skipped, name))
+    return parts
+
+
+def _inputs(data: dict[str, Any]) -> dict[str, InputSpec]:
+    """The inputs of a playbook whose shape is wrong that are right themselves."""
+    given = data.get("inputs")
+    found: dict[str, InputSpec] = {}
+    for name, spec in given.items() if isinstance(given, dict) else ():
+        try:
+            found[name] = InputSpec.model_validate(spec)
+        except ValidationError:
+            continue
+    return {name: spec for name, spec in found.items() if isinstance(name, str)}
 
 
 def _at_most(
@@ -167,7 +315,7 @@ def _pydantic_problems(
         if kind == "missing":
             message = f"missing required field '{last}'"
         elif kind == "extra_forbidden":
-            message = f"unknown field '{last}'"
+            message = f"unknown field '{last}'{_field_hint(loc)}"
         elif kind == "string_pattern_mismatch" and loc == ("id",):
             message = "id: must be kebab-case (lowercase letters, digits and '-')"
         elif kind == "string_pattern_mismatch" and last == "id":
@@ -177,148 +325,21 @@ def _pydantic_problems(
         yield f"{document.where(loc)}: {_step_prefix(document, loc)}{message}"
 
 
-_STEP_REFERENCE = re.compile(r"\bsteps(?:\.([A-Za-z_][\w]*)|\[\s*['\"]([^'\"]+)['\"]\s*\])")
-
-
-def _templates_in(
-    value: Any, path: tuple[str | int, ...]
-) -> Iterator[tuple[tuple[str | int, ...], str]]:
-    if isinstance(value, str):
-        yield path, value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield from _templates_in(item, (*path, key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from _templates_in(item, (*path, index))
-
-
-def _did_you_mean(word: str, options: Iterator[str] | list[str]) -> str:
-    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-def _check_semantics(
-    playbook: Playbook, document: yamlsafe.Document, catalog: ActionCatalog
-) -> Iterator[str]:
-    seen: set[str] = set()
-    for index, step in enumerate(playbook.steps):
-        base: tuple[str | int, ...] = ("steps", index)
-        prefix = f"step '{step.id}': "
-
-        def at(*path: str | int, _base: tuple[str | int, ...] = base) -> str:
-            return document.where((*_base, *path))
-
-        if step.id in seen:
-            yield f"{at('id')}: {prefix}duplicate step id (ids must be unique)"
-        params_model = catalog.get(step.action)
-        if params_model is None:
-            hint = _did_you_mean(step.action, list(catalog))
-            yield f"{at('action')}: {prefix}unknown action {yamlsafe.shorten(step.action)}{hint}"
-        else:
-            fields = params_model.model_fields
-            names = {info.alias or name for name, info in fields.items()}
-            for key in step.with_:
-                if key not in names:
-                    hint = _did_you_mean(str(key), sorted(names))
-                    yield (
-                        f"{at('with', key)}: {prefix}action '{step.action}' has no parameter "
-                        f"{yamlsafe.shorten(key, 40)}{hint}"
-                    )
-            for name, info in fields.items():
-                if info.is_required() and (info.alias or name) not in step.with_:
-                    yield f"{at('with')}: {prefix}action '{step.action}' needs parameter '{name}'"
-            yield from _check_literal_params(step, params_model, document, base, prefix)
-        if step.when is not None:
-            problem = _template_problem(templating.check_expression, step.when)
-            if problem:
-                yield f"{at('when')}: {prefix}when: {problem}"
-            yield from _references(step.when, seen, at("when"), prefix)
-        for path, text in _templates_in(step.with_, ("with",)):
-            problem = _template_problem(templating.check_template, text)
-            if problem:
-                yield f"{at(*path)}: {prefix}{problem}"
-            yield from _references(text, seen, at(*path), prefix)
-        seen.add(step.id)
-    for name, spec in playbook.inputs.items():
-        where = document.where(("inputs", name))
-        if spec.type == "choice" and not spec.choices:
-            yield f"{where}: input {yamlsafe.shorten(name, 40)}: type choice needs choices"
-        elif spec.default is not None:
-            try:
-                coerce_input(name, spec, spec.default)
-            except UsageError as exc:
-                where = document.where(("inputs", name, "default"))
-                yield f"{where}: default of {yamlsafe.one_line(str(exc))}"
-
-
-def _template_problem(check: Callable[[str], str | None], text: str) -> str | None:
-    """``check(text)`` as one short line."""
-    problem = check(text)
-    return None if problem is None else yamlsafe.one_line(problem)
-
-
-def _has_template(value: Any) -> bool:
-    return any("{{" in text or "{%" in text for _, text in _templates_in(value, ()))
-
-
-def _check_literal_params(
-    step: Step,
-    model: type[BaseModel],
-    document: yamlsafe.Document,
-    base: tuple[str | int, ...],
-    prefix: str,
-) -> Iterator[str]:
-    """Check the parameters that hold no template now; the others are checked at run time."""
-    names = {info.alias or name for name, info in model.model_fields.items()}
-    templated = {key for key, value in step.with_.items() if _has_template(value)}
-    literal = {
-        key: value for key, value in step.with_.items() if key not in templated and key in names
-    }
-    try:
-        model.model_validate(literal)
-    except ValidationError as exc:
-        for error in exc.errors(include_url=False, include_input=False):
-            loc = tuple(error["loc"])
-            if error["type"] in ("missing", "extra_forbidden") or (loc and loc[0] in templated):
-                continue  # templated: checked once rendered; missing/unknown: reported above
-            if not loc:  # a rule across parameters; it may hold once templates are rendered
-                if not templated & names:
-                    problem = yamlsafe.one_line(error["msg"])
-                    yield f"{document.where((*base, 'with'))}: {prefix}{problem}"
-                continue
-            where = document.where((*base, "with", *loc))
-            name = ".".join(yamlsafe.shorten(p, 40).strip("'") for p in loc)
-            # an action's own validator may quote the value: keep it one short line
-            yield f"{where}: {prefix}parameter {name}: {yamlsafe.one_line(error['msg'])}"
+def _field_hint(loc: tuple[str | int, ...]) -> str:
+    """A did-you-mean for an unknown field of the playbook or of one of its steps."""
+    if len(loc) == 1:
+        model: type[BaseModel] = Playbook
+    elif len(loc) == 3 and loc[0] == "steps":
+        model = Step
+    else:
+        return ""
+    names = [info.alias or name for name, info in model.model_fields.items()]
+    return checks.did_you_mean(str(loc[-1]), names)
 
 
 def referenced_steps(text: str) -> list[str]:
     """The ids of the steps a template reads (``steps.x``, ``steps['x']``), each once."""
-    return list(dict.fromkeys(m.group(1) or m.group(2) for m in _STEP_REFERENCE.finditer(text)))
-
-
-def _references(text: str, earlier: set[str], where: str, prefix: str) -> Iterator[str]:
-    for match in _STEP_REFERENCE.finditer(text):
-        ref = match.group(1) or match.group(2)
-        if ref not in earlier:
-            # a bracketed name may hold anything (newlines, megabytes): quoted and cut then
-            plain = match.group(1) and len(ref) <= 50
-            shown = f"steps.{ref}" if plain else f"steps[{yamlsafe.shorten(ref, 50)}]"
-            yield f"{where}: {prefix}refers to {shown}, which is not an earlier step"
-
-
-def _lint(playbook: Playbook, document: yamlsafe.Document) -> Iterator[str]:
-    """Style warnings: never fail a run, only shown by ``validate``."""
-    for field in ("version", "severity", "description"):
-        if getattr(playbook, field) is None:
-            yield f"{document.where(())}: warning: no '{field}' (helps the report and reviewers)"
-    for index, step in enumerate(playbook.steps):
-        if step.phase is None:
-            yield (
-                f"{document.where(('steps', index))}: warning: step '{step.id}' has no phase "
-                "(the report groups steps by NIST phase)"
-            )
+    return checks.referenced_steps(text)
 
 
 # --- inputs -----------------------------------------------------------------------------
@@ -333,7 +354,7 @@ def resolve_inputs(
     """
     unknown = sorted(set(given) - set(playbook.inputs))
     if unknown:
-        hint = _did_you_mean(unknown[0], list(playbook.inputs))
+        hint = checks.did_you_mean(unknown[0], list(playbook.inputs))
         raise UsageError(
             f"playbook '{playbook.id}' has no input {yamlsafe.shorten(unknown[0], 40)}{hint}"
         )

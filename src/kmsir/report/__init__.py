@@ -25,6 +25,7 @@ from kmsir.evidence import bundle as evidence
 from kmsir.evidence.derived import record_report
 from kmsir.evidence.manifest import Bundle
 from kmsir.report.context import build_context
+from kmsir.report.redact import Redactor
 
 __all__ = ["FORMATS", "build_context", "md_code", "md_code_text", "md_inline", "render", "write"]
 
@@ -79,9 +80,11 @@ def render(
     fmt: str = "md",
     template: Path | None = None,
     now: datetime | None = None,
+    redact: bool = False,
 ) -> str:
     """Render the report of the bundle at ``bundle_root`` (``now``: when inverses expire)
-    with a built-in template or ``template``, in the bounded sandbox."""
+    with a built-in template or ``template``, in the bounded sandbox; ``redact``: names,
+    ids and addresses replaced with pseudonyms (``report.redact``)."""
     from kmsir.playbook import templating  # jinja2, imported when a report is rendered
 
     if fmt not in FORMATS:
@@ -96,12 +99,15 @@ def render(
         html, name = fmt == "html", f"report.{fmt}.j2"
         path = resources.templates_dir() / name
     source = _read_template(path, templating.REPORT_MAX_SOURCE)
+    context = build_context(bundle, now=now)
+    redactor = Redactor.of(context) if redact else None
+    if redactor is not None:
+        context = redactor.context(context)
     try:
-        return templating.render_report(
-            source, build_context(bundle, now=now), name=name, html=html, filters=FILTERS
-        )
+        text = templating.render_report(source, context, name=name, html=html, filters=FILTERS)
     except TemplateError as exc:
         raise UsageError(str(exc)) from None
+    return redactor.scrub(text) if redactor is not None else text
 
 
 def _read_template(path: Path, limit: int) -> str:
@@ -122,12 +128,23 @@ def _read_template(path: Path, limit: int) -> str:
 
 
 def write(
-    bundle_root: Path, *, fmt: str = "md", template: Path | None = None, out: Path | None = None
+    bundle_root: Path,
+    *,
+    fmt: str = "md",
+    template: Path | None = None,
+    out: Path | None = None,
+    redact: bool = False,
 ) -> Path:
     """Render and write the report: into the bundle, recorded in its journal (the sha256, the
     kmsir version and the template's sha256, for ``verify``), or to ``out`` (recorded nowhere).
+    A redacted report is never written into the bundle: it needs ``out``. ``out`` is never in
+    the bundle, nor a link to one of its files (``_check_out``).
     """
-    text = render(bundle_root, fmt=fmt, template=template).encode()
+    if redact and out is None:
+        raise UsageError("a redacted report is written outside the bundle: give --out FILE")
+    if out is not None:
+        _check_out(bundle_root, out, redact=redact)
+    text = render(bundle_root, fmt=fmt, template=template, redact=redact).encode()
     if out is None:
         source = template or resources.templates_dir() / f"report.{fmt}.j2"
         details = {
@@ -142,3 +159,21 @@ def write(
     except OSError as exc:
         raise UsageError(f"--out {out}: cannot write: {exc.strerror or exc}") from None
     return out
+
+
+def _check_out(bundle_root: Path, out: Path, *, redact: bool) -> None:
+    """Refuse an ``--out`` that resolves into the bundle (it would overwrite evidence, or
+    plant a file the journal does not record: ``verify`` would say TAMPERED) or that is a
+    hard link to one of the bundle's files (written through, it would change that file)."""
+    root, target = bundle_root.resolve(), out.resolve()
+    inside = target == root or root in target.parents
+    if not inside and target.is_file() and target.stat().st_nlink > 1:
+        inside = any(
+            p.is_file() and not p.is_symlink() and p.samefile(target) for p in root.rglob("*")
+        )
+    if inside:
+        instead = "printed" if redact else "re-rendered in the bundle and recorded"
+        raise UsageError(
+            f"--out {out}: inside the bundle {bundle_root} (or linked to one of its files); "
+            f"write the report outside it (without --out it is {instead})"
+        )

@@ -26,6 +26,7 @@ from kmsir.evidence.view import RunView
 from kmsir.report import findings as cloudtrail
 from kmsir.report.findings import EVENTS_PER_FINDING, SEVERITY_ORDER, TOP_FINDINGS
 from kmsir.report.impact import impact
+from kmsir.report.lists import attachments, checklists
 from kmsir.report.posture import posture
 from kmsir.report.steps import ReportStep, changes, deadlines, report_steps, snapshots
 from kmsir.report.timeline import line, runner, timeline
@@ -114,6 +115,8 @@ def build_context(bundle: Bundle, *, now: datetime | None = None) -> dict[str, A
         ),
         "notes": [line(view, m) for m in moments if isinstance(m.record, e.Note)],
         "decisions": [line(view, m) for m in moments if isinstance(m.record, e.Decision)],
+        "checklists": checklists(steps),
+        "attachments": attachments(steps, view),
         "timeline": timeline(moments, trail, window),
         "rollback_of": _rollback_of(view),
         "custody": [_sorted(msgspec.to_builtins(c)) for c in view.custody],

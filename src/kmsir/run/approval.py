@@ -175,11 +175,13 @@ def step_preview(
 ) -> StepPreview:
     """What the person sees before ``step`` runs."""
     inverse = action.inverse or "none needed"
-    rendered = params.model_dump(mode="json", exclude_defaults=True)
+    # every parameter the step gives, even one equal to its default (a collect's
+    # `source: lookup`): what the playbook asked for, rendered
+    rendered = params.model_dump(mode="json", by_alias=True, include=params.model_fields_set)
     details = [
         "  parameters (rendered):",
         *[f"    {name}: {json.dumps(value)[:300]}" for name, value in rendered.items()],
-        f"  IAM permissions: {', '.join(action.permissions) or 'none'}",
+        f"  IAM permissions: {', '.join(action.permissions_for(params)) or 'none'}",
         f"  on error: {step.on_error}" + (f", {step.retries} retries" if step.retries else ""),
     ]
     if step.when:

@@ -47,9 +47,9 @@ from kmsir.evidence.locks import RunLocks
 from kmsir.evidence.manifest import write_manifest
 from kmsir.evidence.signatures import ANCHOR_FORMAT, anchor_digest
 from kmsir.keypolicy import principal_arn
-from kmsir.playbook.model import LoadedPlaybook
+from kmsir.playbook.model import LoadedPlaybook, Step
 from kmsir.prompts import Prompter
-from kmsir.run import custody, risks
+from kmsir.run import custody, loops, risks
 from kmsir.run.resume import RunState
 from kmsir.run.steps import RETRYABLE, Mode, RunOptions, Services, StepRecord, StepRunner
 from kmsir.signer import KmsSigner
@@ -178,9 +178,9 @@ class Engine:
                     },
                     resume_at=next(
                         (
-                            s.id
+                            point
                             for s in loaded.playbook.steps
-                            if s.id not in state.steps or not state.steps[s.id].done(s.on_error)
+                            if (point := _resume_point(s, state)) is not None
                         ),
                         None,
                     ),
@@ -246,32 +246,56 @@ class Engine:
             },
         }
         started = options.start_at is None or state is not None
+
+        def one(index: int, step: Step, looping: bool = False) -> bool:
+            """Run (or account for) one step or loop iteration; True: the run stops."""
+            prior = state.steps.get(step.id) if state is not None else None
+            if prior is not None and prior.skip_pending:
+                record = runner.skip(step, "skipped after failure (answered before)")
+            elif prior is not None and prior.done(step.on_error):
+                record = StepRecord(step.id, step.title, prior.status, prior.summary)
+                result.steps.append(record)
+                if record.status == "failed":
+                    result.status, result.error = "failed", record.summary
+                return False
+            elif not started:
+                record = runner.skip(step, "before --start-at")
+            elif looping:
+                return loop(index, step)
+            else:
+                record = runner.run(index, step, context, prior)
+            return self._account(runner, result, bundle, info, step, record)
+
+        def loop(index: int, step: Step) -> bool:
+            try:
+                once = step.when is not None and not loops.per_item(step)
+                if once and not runner.when(step, context):  # before the list it guards
+                    record = runner.skip(step, f"when: {step.when} is false")
+                    return self._account(runner, result, bundle, info, step, record)
+                found = loops.items(step, context)
+            except KmsirError as exc:
+                record = runner.fail(step, f"step '{step.id}' ({step.action}): {exc}")
+                return self._account(runner, result, bundle, info, step, record)
+            if not found:
+                record = runner.skip(step, f"for_each: {step.for_each} gave no items")
+                return self._account(runner, result, bundle, info, step, record)
+            for number, item in enumerate(found, start=1):
+                context["item"] = item
+                try:
+                    if one(index, loops.iteration(step, number, len(found), item)):
+                        return True
+                finally:
+                    context.pop("item", None)
+            ran = loops.outputs(step, len(found), context["steps"])
+            if ran is not None:
+                context["steps"][step.id] = ran
+            return False
+
         try:
             for index, step in enumerate(loaded.playbook.steps, start=1):
-                prior = state.steps.get(step.id) if state is not None else None
                 started = started or step.id == options.start_at
-                if prior is not None and prior.skip_pending:
-                    record = runner.skip(step, "skipped after failure (answered before)")
-                elif prior is not None and prior.done(step.on_error):
-                    record = StepRecord(step.id, step.title, prior.status, prior.summary)
-                    result.steps.append(record)
-                    if record.status == "failed":
-                        result.status, result.error = "failed", record.summary
-                    continue
-                elif not started:
-                    record = runner.skip(step, "before --start-at")
-                else:
-                    record = runner.run(index, step, context, prior)
-                result.steps.append(record)
-                self.reporter.step(record.step_id, record.title, record.status, record.summary)
-                if record.status in ("succeeded", "already"):
-                    self._after_step(bundle, step.id)  # the world reacts to what was done
-                self._anchor(bundle, info)
-                if record.status == "failed":
-                    result.status = "failed"
-                    result.error = record.summary
-                    if step.on_error != "continue":
-                        break
+                if one(index, step, looping=step.for_each is not None):
+                    break
             result.open_risks = self._open_risks(bundle, loaded, runner)
         except (Aborted, MissingAnswer) as exc:
             result.status, result.error = "aborted", str(exc)
@@ -298,6 +322,27 @@ class Engine:
         bundle.finish(result.status, result.error, seal=lambda: self._anchor(bundle, info))
         return result
 
+    def _account(
+        self,
+        runner: StepRunner,
+        result: RunResult,
+        bundle: BundleWriter,
+        info: RunInfo,
+        step: Step,
+        record: StepRecord,
+    ) -> bool:
+        """Show and anchor a step's outcome, let the world react; True: the run stops."""
+        result.steps.append(record)
+        self.reporter.step(record.step_id, record.title, record.status, record.summary)
+        if record.status in ("succeeded", "already"):
+            self._after_step(bundle, step.id)  # the world reacts to what was done
+        self._anchor(bundle, info)
+        if record.status == "failed":
+            result.status = "failed"
+            result.error = record.summary
+            return step.on_error != "continue"
+        return False
+
     def _open_risks(
         self, bundle: BundleWriter, loaded: LoadedPlaybook, runner: StepRunner
     ) -> list[dict[str, Any]]:
@@ -306,6 +351,10 @@ class Engine:
         view = read_journal(bundle.root / JOURNAL).view()
         keys = risks.reread(self.clients, risks.keys_touched(view))
         phases = {s.id: s.phase for s in loaded.playbook.steps}
+        for step_id in view.steps:  # a for_each step's iterations are in its phase
+            looped = loops.looped_step(step_id)
+            if looped in phases:
+                phases[step_id] = phases[looped]
         actions = self.actions
 
         def mutating(name: str) -> bool:
@@ -399,3 +448,13 @@ class Engine:
         found = custody.operator(self.clients)
         self._operator_arn = found.get("arn")
         return found
+
+
+def _resume_point(step: Step, state: RunState) -> str | None:
+    """Where a resumed run goes on in ``step`` (``None``: the step is done)."""
+    prior = state.steps.get(step.id)
+    if prior is not None and prior.done(step.on_error):
+        return None
+    if step.for_each is not None and prior is None:
+        return loops.resume_point(step, state.steps)
+    return step.id

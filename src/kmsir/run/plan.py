@@ -8,7 +8,7 @@ template), the IAM permissions it needs, whether it changes anything and how to 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kmsir.actions import Registry
@@ -31,9 +31,17 @@ class PlannedStep:
     when: str | None
     #: Shown with ``evidence.calls.describe``; a value decided at run time stays a template.
     calls: tuple[Call, ...]
+    #: The permissions of the path its parameters select (``Action.permissions_for``).
     permissions: tuple[str, ...]
     mutating: bool
     inverse: str | None  # None: nothing to undo; IRREVERSIBLE: cannot be undone
+    #: Its ``with:`` values, filled in where they depend only on the inputs.
+    values: dict[str, Any] = field(default_factory=dict)
+    #: Its ``with:`` as written, filled in where it depends only on the inputs (``values``
+    #: makes a list decided at run time a list of one template, for the checks).
+    given: dict[str, Any] = field(default_factory=dict)
+    #: Its ``for_each:`` (run once per item), if any.
+    for_each: str | None = None
 
 
 def plan(playbook: Playbook, actions: Registry, inputs: Mapping[str, Any]) -> list[PlannedStep]:
@@ -43,6 +51,7 @@ def plan(playbook: Playbook, actions: Registry, inputs: Mapping[str, Any]) -> li
     for number, step in enumerate(playbook.steps, start=1):
         action = actions[step.action]
         values = {key: _filled(value, context) for key, value in step.with_.items()}
+        given = dict(values)
         for name, value in values.items():  # a list decided at run time: one templated item
             field = action.params.model_fields.get(name)
             if isinstance(value, str) and field is not None and "list" in str(field.annotation):
@@ -54,6 +63,10 @@ def plan(playbook: Playbook, actions: Registry, inputs: Mapping[str, Any]) -> li
         except (KmsirError, AttributeError, TypeError, ValueError):
             needed = [p for p in action.permissions if not p.startswith("sts:")]
             calls = tuple(permitted_calls(needed))
+        try:
+            permissions = tuple(action.permissions_for(params))
+        except (KmsirError, AttributeError, TypeError, ValueError):
+            permissions = tuple(action.permissions)  # unreadable params: every path
         planned.append(
             PlannedStep(
                 number=number,
@@ -63,9 +76,12 @@ def plan(playbook: Playbook, actions: Registry, inputs: Mapping[str, Any]) -> li
                 action=step.action,
                 when=step.when,
                 calls=calls,
-                permissions=tuple(action.permissions),
+                permissions=permissions,
                 mutating=action.mutating,
                 inverse=action.inverse if action.mutating else None,
+                values=values,
+                given=given,
+                for_each=step.for_each,
             )
         )
     return planned

@@ -204,7 +204,7 @@ class StepRunner:
             try:
                 # a when: or with: that cannot be rendered (it reads a step that was skipped)
                 # is a failure like any other: the person may skip it, retry, or fix an input
-                if step.when is not None and not self._when(step, context):
+                if step.when is not None and not self.when(step, context):
                     return self.skip(step, f"when: {step.when} is false")
                 params = self._params(action, step, context)
                 impact = self._impact(action, params, context)
@@ -268,7 +268,7 @@ class StepRunner:
         view = read_journal(self.bundle.root / JOURNAL).view()
         return _earlier_attempt(view.steps.get(step.id))
 
-    def _when(self, step: Step, context: dict[str, Any]) -> bool:
+    def when(self, step: Step, context: dict[str, Any]) -> bool:
         """Whether the step's ``when:`` holds; ``ActionError`` when it cannot be evaluated."""
         assert step.when is not None
         try:

@@ -9,6 +9,7 @@ the API responses judged; the step succeeds whatever the checks found.
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any
 
 from pydantic import Field, field_validator
@@ -84,6 +85,15 @@ class Audit(Action[AuditParams]):
 
     name = "kms.audit"
     params = AuditParams
+    outputs = MappingProxyType(
+        {
+            "posture": "str",
+            "checks": "int",
+            "statuses": "dict",
+            "failed": "dict",
+            "keys": "int",
+        }
+    )
     permissions = (
         "kms:ListKeys",
         "kms:ListAliases",

@@ -101,13 +101,13 @@ def _check(source: str, *, expression: bool) -> str | None:
         if expression:
             environment().compile_expression(source)
         tree = environment().parse(text)
+        return _static_problem(tree)
     except TemplateSyntaxError as exc:
         return f"{kind}: {exc.message}"
     except RecursionError:
-        # Jinja2's parser recurses once per nesting level: ((((...)))) thousands deep
-        # exhausts Python's stack before any syntax error
+        # Jinja2's parser (and the walk of its tree) recurses once per nesting level:
+        # ((((...)))) or a|a|a|... thousands deep exhausts Python's stack
         return f"{kind}: nested too deeply"
-    return _static_problem(tree)
 
 
 def check_template(source: str) -> str | None:

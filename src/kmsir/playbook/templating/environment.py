@@ -332,6 +332,10 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         templating._tick()
+        if type(obj) is dict and attribute in obj:
+            # a step's outputs are dicts: steps.loop.items, steps.snap.keys and a checklist's
+            # items are the outputs, not the dict's methods Jinja2 would find first
+            return obj[attribute]
         return super().getattr(obj, attribute)
 
     def getitem(self, obj: Any, argument: Any) -> Any:
