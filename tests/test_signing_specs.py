@@ -149,3 +149,25 @@ def test_a_key_kmsir_does_not_sign_with_is_refused(
     arn = kms.create_key(KeySpec=spec, KeyUsage=usage)["KeyMetadata"]["Arn"]  # type: ignore[arg-type]
     with pytest.raises(UsageError, match=rf"not a key kmsir signs with \(it is {spec}, {usage}\)"):
         KmsSigner(moto_clients, arn).describe()
+
+
+def test_a_der_key_ending_in_a_whitespace_byte_is_still_a_key() -> None:
+    """A DER public key ends with a byte of the key itself: 1 key in 40 or so ends with one
+    that ``bytes.strip()`` removes (0x09-0x0d, 0x20), which made ``verify --key key.der``
+    refuse a good key now and then."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from kmsir.evidence.signatures import trusted_key
+
+    while True:
+        public = ec.generate_private_key(ec.SECP256R1()).public_key()
+        der = public.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        if der[-1:].isspace():
+            break
+    pem = public.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+    assert trusted_key(der) == pem

@@ -70,7 +70,9 @@ def trusted_key(data: bytes) -> str:
     from cryptography.hazmat.primitives import serialization
 
     text = data.strip()
-    candidates = [text]
+    # raw DER first, as given: its last byte (a point's, a modulus's) may be one that
+    # strip() takes for whitespace
+    candidates = [data, text]
     if not text.startswith(b"-----"):
         with contextlib.suppress(ValueError):
             candidates.append(base64.b64decode(text, validate=True))
