@@ -38,6 +38,24 @@ steps:
 """
 
 
+def play(
+    sandbox: Sandbox,
+    tmp_path: Path,
+    text: str,
+    *,
+    ev: str = "ev",
+    answers: dict[str, Any] | None = None,
+) -> Any:
+    """``text`` (a playbook) run on the payments key of the rogue-grant sandbox."""
+    return run_playbook(
+        write_playbook(tmp_path, text),
+        sandbox.client_factory(),
+        tmp_path / ev,
+        inputs={"key": "alias/payments-prod"},
+        answers=answers,
+    )
+
+
 def grants(sandbox: Sandbox) -> set[str]:
     kms = sandbox.client_factory().client("kms")
     key = kms.describe_key(KeyId="alias/payments-prod")["KeyMetadata"]["KeyId"]
@@ -64,13 +82,7 @@ def interrupted_in_second_iteration(
 
     monkeypatch.setattr(RevokeGrants, "run", second_interrupted)
     with pytest.raises(KeyboardInterrupt):
-        run_playbook(
-            write_playbook(tmp_path, PER_GRANT),
-            rogue_grant.client_factory(),
-            tmp_path / "ev",
-            inputs={"key": "alias/payments-prod"},
-            answers={"revoke": "approve"},
-        )
+        play(rogue_grant, tmp_path, PER_GRANT, answers={"revoke": "approve"})
     monkeypatch.setattr(RevokeGrants, "run", original)
     (bundle,) = bundles(tmp_path / "ev" / "INC-test")
     return bundle
@@ -81,14 +93,9 @@ def test_each_item_is_its_own_step_confirmed_on_its_own(
 ) -> None:
     before = sorted(grants(rogue_grant))
     assert len(before) == 2
-    result = run_playbook(
-        write_playbook(tmp_path, PER_GRANT),
-        rogue_grant.client_factory(),
-        tmp_path / "ev",
-        inputs={"key": "alias/payments-prod"},
-        # the step's answer holds for every iteration; an iteration's own answer wins
-        answers={"revoke": "approve", "revoke[2]": {"decision": "skip", "reason": "keep it"}},
-    )
+    # the step's answer holds for every iteration; an iteration's own answer wins
+    answers = {"revoke": "approve", "revoke[2]": {"decision": "skip", "reason": "keep it"}}
+    result = play(rogue_grant, tmp_path, PER_GRANT, answers=answers)
     assert result.status == "succeeded", result.error
     ids = [s.step_id for s in result.steps]
     assert ids == ["snapshot", "revoke[1]", "revoke[2]", "tally"]
@@ -140,13 +147,7 @@ def test_a_for_each_that_is_not_a_short_list_fails_the_step_clearly(
     rogue_grant: Sandbox, tmp_path: Path, for_each: str, message: str
 ) -> None:
     text = PER_GRANT.replace("{{ steps.snapshot.grant_ids }}", for_each)
-    result = run_playbook(
-        write_playbook(tmp_path, text),
-        rogue_grant.client_factory(),
-        tmp_path / "ev",
-        inputs={"key": "alias/payments-prod"},
-        answers={"revoke": "approve"},
-    )
+    result = play(rogue_grant, tmp_path, text, answers={"revoke": "approve"})
     assert result.status == "failed"
     assert result.error is not None and message in result.error
     assert result.error.startswith("step 'revoke' (kms.revoke-grants): ")
@@ -157,12 +158,7 @@ def test_an_empty_list_skips_the_step(rogue_grant: Sandbox, tmp_path: Path) -> N
     text = PER_GRANT.replace("{{ steps.snapshot.grant_ids }}", "{{ [] }}").replace(
         "{{ steps.revoke.count }}", "{{ 'revoke' in steps }}"
     )
-    result = run_playbook(
-        write_playbook(tmp_path, text),
-        rogue_grant.client_factory(),
-        tmp_path / "ev",
-        inputs={"key": "alias/payments-prod"},
-    )
+    result = play(rogue_grant, tmp_path, text)
     assert [(s.step_id, s.status) for s in result.steps][1] == ("revoke", "skipped")
     assert "gave no items" in result.steps[1].summary
 
@@ -179,22 +175,10 @@ def test_a_loop_of_containments_all_declined_is_an_open_risk(
     text = PER_GRANT.replace(
         "    action: kms.revoke-grants\n", "    action: kms.revoke-grants\n    phase: containment\n"
     )
-    declined = run_playbook(
-        write_playbook(tmp_path, text),
-        rogue_grant.client_factory(),
-        tmp_path / "ev",
-        inputs={"key": "alias/payments-prod"},
-        answers={"revoke": "skip"},
-    )
+    declined = play(rogue_grant, tmp_path, text, answers={"revoke": "skip"})
     kinds = [risk["kind"] for risk in declined.open_risks]
     assert "no-containment" in kinds
-    done = run_playbook(
-        write_playbook(tmp_path, text),
-        rogue_grant.client_factory(),
-        tmp_path / "ev2",
-        inputs={"key": "alias/payments-prod"},
-        answers={"revoke": "approve"},
-    )
+    done = play(rogue_grant, tmp_path, text, ev="ev2", answers={"revoke": "approve"})
     assert "no-containment" not in [risk["kind"] for risk in done.open_risks]
 
 
@@ -232,13 +216,7 @@ def test_a_when_without_item_is_asked_once_before_the_list_it_guards(
 ) -> None:
     # the list reads a step that did not run: the when: says so first
     text = guarded("\"'nothing' in steps\"", "{{ [steps.nothing.text] }}")
-    done = run_playbook(
-        write_playbook(tmp_path, text),
-        rogue_grant.client_factory(),
-        tmp_path / "ev",
-        inputs={"key": "alias/payments-prod"},
-        answers={"revoke": "approve"},
-    )
+    done = play(rogue_grant, tmp_path, text, answers={"revoke": "approve"})
     assert done.status == "succeeded", done.error
     assert [(s.step_id, s.status) for s in done.steps][2] == ("revoke", "skipped")
     assert len(grants(rogue_grant)) == 2
@@ -248,13 +226,7 @@ def test_a_when_reading_item_picks_the_items_and_a_loop_nothing_ran_in_did_not_r
     rogue_grant: Sandbox, tmp_path: Path
 ) -> None:
     text = guarded("\"item == 'none of them'\"", "{{ steps.snapshot.grant_ids }}")
-    done = run_playbook(
-        write_playbook(tmp_path, text),
-        rogue_grant.client_factory(),
-        tmp_path / "ev",
-        inputs={"key": "alias/payments-prod"},
-        answers={"revoke": "approve"},
-    )
+    done = play(rogue_grant, tmp_path, text, answers={"revoke": "approve"})
     assert done.status == "succeeded", done.error
     statuses = {s.step_id: s.status for s in done.steps}
     assert statuses["revoke[1]"] == statuses["revoke[2]"] == "skipped"
