@@ -84,24 +84,15 @@ def problems(
             yield f"{at('id')}: {prefix}duplicate step id (ids must be unique)"
         if "action" not in part.bad:
             yield from _action_problems(part, catalog, document)
-        if step.when is not None and "when" not in part.bad:
-            problem = _template_problem(templating.check_expression, step.when)
+        for path, text, expression in _checkable_texts(part):
+            where = at(*path)
+            check = templating.check_expression if expression else templating.check_template
+            problem = _template_problem(check, text)
             if problem:
-                yield f"{at('when')}: {prefix}when: {problem}"
-            yield from _references(step.when, seen, at("when"), prefix)
-            yield from _outputs_read(step.when, True, returns, at("when"), prefix)
-        if step.for_each is not None and "for_each" not in part.bad:
-            problem = _template_problem(templating.check_template, step.for_each)
-            if problem:
-                yield f"{at('for_each')}: {prefix}for_each: {problem}"
-            yield from _references(step.for_each, seen, at("for_each"), prefix)
-            yield from _outputs_read(step.for_each, False, returns, at("for_each"), prefix)
-        for path, text in _templates_in(step.with_, ("with",)) if "with" not in part.bad else ():
-            problem = _template_problem(templating.check_template, text)
-            if problem:
-                yield f"{at(*path)}: {prefix}{problem}"
-            yield from _references(text, seen, at(*path), prefix)
-            yield from _outputs_read(text, False, returns, at(*path), prefix)
+                label = "" if path[0] == "with" else f"{path[0]}: "
+                yield f"{where}: {prefix}{label}{problem}"
+            yield from _references(text, seen, where, prefix)
+            yield from _outputs_read(text, expression, returns, where, prefix)
         yield from _item_reads(part, at, prefix)
         name = step.id if "id" not in part.bad else part.written_id
         if name is not None:
@@ -122,19 +113,28 @@ def problems(
                 yield f"{where}: default of {yamlsafe.one_line(str(exc))}"
 
 
-def _item_reads(part: Part, at: Callable[..., str], prefix: str) -> Iterator[str]:
-    """``item`` is there only in a ``for_each`` step's ``with:`` and ``when:``."""
+def _checkable_texts(part: Part) -> list[tuple[tuple[str | int, ...], str, bool]]:
+    """``(path in the step, text, is an expression)`` of the step's ``when:``, ``for_each:``
+    and every string of its ``with:``, leaving out the fields whose shape is wrong."""
     step = part.step
     texts: list[tuple[tuple[str | int, ...], str, bool]] = []
     if step.when is not None and "when" not in part.bad:
         texts.append((("when",), step.when, True))
+    if step.for_each is not None and "for_each" not in part.bad:
+        texts.append((("for_each",), step.for_each, False))
     if "with" not in part.bad:
         texts += [(path, text, False) for path, text in _templates_in(step.with_, ("with",))]
+    return texts
+
+
+def _item_reads(part: Part, at: Callable[..., str], prefix: str) -> Iterator[str]:
+    """``item`` is there only in a ``for_each`` step's ``with:`` and ``when:``."""
+    step = part.step
     if step.for_each is not None and "for_each" not in part.bad:
         if references.reads_variable(step.for_each, "item", expression=False):
             yield f"{at('for_each')}: {prefix}for_each: reads 'item', which it defines"
         return
-    for path, text, expression in texts:
+    for path, text, expression in _checkable_texts(part):
         if references.reads_variable(text, "item", expression=expression):
             yield f"{at(*path)}: {prefix}reads 'item', but the step has no for_each"
             return
