@@ -13,13 +13,13 @@ answer says who gave it (``source``), so the journal records it.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from kmsir.errors import Aborted, MissingAnswer, UsageError
 from kmsir.evidence.calls import Call
+from kmsir.evidence.journal import ITERATION
 
 if TYPE_CHECKING:
     from kmsir.playbook.inputs import InputSpec
@@ -135,11 +135,6 @@ class NoPrompter:
         raise self._missing(key, f"input {question[:60]!r}")
 
 
-#: The id of one iteration of a ``for_each`` step (``run.loops``): the step's id, then ``[n]``
-#: (then what a step asks under its id: ``.1`` for a checklist's first item).
-_ITERATION = re.compile(r"^([^\[]+)\[[1-9][0-9]*\](.*)$")
-
-
 class ScriptedPrompter:
     """Answers from a mapping (step id or input name -> answer), then a fallback."""
 
@@ -163,9 +158,11 @@ class ScriptedPrompter:
         checklist item ``hand-off[2].1``) without an answer of its own takes the step's
         (``contain``, ``hand-off.1``)."""
         if key not in self.answers:
-            looped = _ITERATION.match(key)
-            if looped is not None and looped.group(1) + looped.group(2) in self.answers:
-                return looped.group(1) + looped.group(2)
+            # the iteration id, then what a step asks under its id (``.1``: a checklist item)
+            looped = ITERATION.match(key)
+            step = looped.group(1) + key[looped.end() :] if looped is not None else None
+            if step is not None and step in self.answers:
+                return step
         return key
 
     def before_step(self, preview: StepPreview, note: NoteTaker) -> Answer | None:

@@ -42,8 +42,9 @@ from kmsir.evidence.bundle import (
 from kmsir.evidence.entries import Artifact
 from kmsir.evidence.manifest import write_manifest
 
-#: The id of iteration ``n`` of a ``for_each`` step: the step's id, then ``[n]``.
-_ITERATION = re.compile(r"(.+)\[([1-9][0-9]*)\]")
+#: The id iteration ``n`` of a ``for_each`` step is journaled under (``run.loops``): the
+#: step's id, then ``[n]``; ``fullmatch`` it (``match``: what follows is the caller's).
+ITERATION = re.compile(r"([^\[]+)\[([1-9][0-9]*)\]")
 
 
 class BundleWriter:
@@ -156,7 +157,7 @@ class BundleWriter:
         """A step's artifact folder: ``artifacts/NN-<step-id>``, ``...-<step-id>.N`` on retry N;
         iteration ``n`` of a ``for_each`` step (``<step-id>[n]``) writes to ``NN-<step-id>-n``
         (``NN``, the step's position, keeps it apart from any other step's)."""
-        iteration = _ITERATION.fullmatch(step_id)
+        iteration = ITERATION.fullmatch(step_id)
         if iteration is not None:
             step_id = f"{iteration.group(1)}-{iteration.group(2)}"
         if not NAME_PART.fullmatch(step_id) or "." in step_id:

@@ -10,11 +10,11 @@ undone on its own by ``rollback``. Once every iteration has run, later steps rea
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from kmsir.errors import ActionError, KmsirError
+from kmsir.evidence.journal import ITERATION
 from kmsir.evidence.stepview import StepView
 from kmsir.playbook import templating
 from kmsir.playbook.model import Step
@@ -22,8 +22,6 @@ from kmsir.playbook.references import reads_variable
 
 #: Most items one ``for_each`` may run over: each is a decision a person confirms.
 MAX_ITEMS = 100
-
-_ITERATION = re.compile(r"^(?P<step>.+)\[(?P<n>[1-9][0-9]*)\]$")
 
 
 def items(step: Step, context: dict[str, Any]) -> list[Any]:
@@ -72,8 +70,8 @@ def iteration_id(step_id: str, number: int) -> str:
 
 def looped_step(step_id: str) -> str | None:
     """The step an iteration id belongs to (``contain[2]`` -> ``contain``), else ``None``."""
-    match = _ITERATION.match(step_id)
-    return match.group("step") if match else None
+    match = ITERATION.fullmatch(step_id)
+    return match.group(1) if match else None
 
 
 def outputs(step: Step, total: int, done: dict[str, Any]) -> dict[str, Any] | None:
