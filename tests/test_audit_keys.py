@@ -9,9 +9,11 @@ run. Where moto lacks what AWS gives, the test says so and cites AWS's page:
 - moto imports no key material (no GetParametersForImport/ImportKeyMaterial) and leaves an
   EXTERNAL key Enabled with no ``ExpirationModel``; AWS keeps it PendingImport until material
   is imported (https://docs.aws.amazon.com/kms/latest/developerguide/importing-keys-import-key-material.html).
-  The expiry verdicts are tested on moto's EXTERNAL keys given the ``ValidTo`` and
+  The expiry verdicts are tested on EXTERNAL keys given the ``ValidTo`` and
   ``ExpirationModel`` AWS would report;
-- moto has no DescribeCustomKeyStores, no drift detection, and gives CloudFormation-made keys
+- moto has no custom key stores: the origin tests install the sandbox's KMS emulator, which
+  has them as AWS does (CreateCustomKeyStore, DescribeCustomKeyStores...);
+- moto has no drift detection, and gives CloudFormation-made keys
   none of the ``aws:cloudformation:*`` tags AWS adds
   (https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/aws-properties-resource-tags.html).
 """
@@ -59,6 +61,15 @@ ROOT_ONLY = {
 def aws_rotation() -> None:
     """The sandbox's KMS fidelity shim: rotation periods kept and reported as AWS does, and
     key policies' explicit Deny enforced (installed for good, as every sandbox does)."""
+    from kmsir.sandbox import shim
+
+    shim.install()
+
+
+@pytest.fixture
+def kms_emulator() -> None:
+    """The sandbox's KMS emulator: imported material and custom key stores as AWS has them
+    (installed for good, as every sandbox does)."""
     from kmsir.sandbox import shim
 
     shim.install()
@@ -328,49 +339,64 @@ def test_rotation_manual_is_not_applicable_when_every_key_can_rotate(
 # -- practice 7: key stores and origin ------------------------------------------------------
 
 
+@pytest.mark.usefixtures("kms_emulator")
 def test_imported_material_and_custom_key_stores_are_recorded(
     moto_clients: ClientFactory,
 ) -> None:
     imported = key(Origin="EXTERNAL")
-    in_hsm = key(Origin="AWS_CLOUDHSM", CustomKeyStoreId="cks-1234567890abcdef0")
+    hsm = kms().create_custom_key_store(
+        CustomKeyStoreName="ExampleHSM",
+        CloudHsmClusterId="cluster-1234567abcd",
+        TrustAnchorCertificate="cert",
+        KeyStorePassword="kmsuser-pass",
+    )["CustomKeyStoreId"]
+    kms().connect_custom_key_store(CustomKeyStoreId=hsm)
+    in_hsm = key(Origin="AWS_CLOUDHSM", CustomKeyStoreId=hsm)
     key()
 
-    checks, _ = review(moto_clients, ORIGIN)
+    def not_offered(**_: Any) -> Any:
+        raise NotImplementedError  # as moto in process answers an API it does not offer
+
+    lacking = answering("kms", describe_custom_key_stores=not_offered)
+    checks, _ = review(moto_clients, ORIGIN, lacking)
 
     recorded = one(checks, "key-origin-recorded", "info")
     assert recorded.resources == (imported["Arn"],)
     assert recorded.practice == 7
     assert "imported key material (origin EXTERNAL)" in recorded.detail
-    # moto has no DescribeCustomKeyStores (AWS names the store, its type and connection
-    # state): in the sandbox the key in a CloudHSM key store is could-not-check
+    # without DescribeCustomKeyStores (AWS names the store, its type and connection state)
+    # the key in a CloudHSM key store is could-not-check
     store = one(checks, "key-origin-recorded", "could-not-check")
     assert store.resources == (in_hsm["Arn"],)
     assert store.missing == "kms:DescribeCustomKeyStores (not offered by the sandbox)"
 
 
+@pytest.mark.usefixtures("kms_emulator")
 def test_a_key_in_a_custom_key_store_is_recorded_with_its_store(
     moto_clients: ClientFactory,
 ) -> None:
-    """What AWS answers and moto cannot: DescribeKey naming the store, and the store listed
-    by DescribeCustomKeyStores with its connection state."""
-    in_xks = key(Origin="AWS_CLOUDHSM", CustomKeyStoreId="cks-1234567890abcdef0")
+    """What AWS answers (and the sandbox's emulator, not moto): DescribeKey naming the store,
+    and the store listed by DescribeCustomKeyStores with its connection state."""
+    xks = kms().create_custom_key_store(
+        CustomKeyStoreName="ExampleXKS",
+        CustomKeyStoreType="EXTERNAL_KEY_STORE",
+        XksProxyUriEndpoint="https://xks.example.com",
+        XksProxyUriPath="/kms/xks/v1",
+        XksProxyConnectivity="PUBLIC_ENDPOINT",
+        XksProxyAuthenticationCredential={
+            "AccessKeyId": "ABCDE12345670EXAMPLE",
+            "RawSecretAccessKey": "DXjSUawnel2fr6SKC7G25CNxTyWKE5PF9XX6H/u9pSo=",
+        },
+    )["CustomKeyStoreId"]
+    kms().connect_custom_key_store(CustomKeyStoreId=xks)
+    in_xks = key(Origin="EXTERNAL_KEY_STORE", CustomKeyStoreId=xks, XksKeyId="external-key-1")
+    kms().disconnect_custom_key_store(CustomKeyStoreId=xks)
 
-    def in_store(audit: AuditContext) -> None:
-        found = facts(audit, in_xks["Arn"])
-        found.metadata.update(Origin="EXTERNAL_KEY_STORE", CustomKeyStoreId="cks-1234567890abcdef0")
-        store = {
-            "CustomKeyStoreId": "cks-1234567890abcdef0",
-            "CustomKeyStoreName": "ExampleXKS",
-            "CustomKeyStoreType": "EXTERNAL_KEY_STORE",
-            "ConnectionState": "DISCONNECTED",
-        }
-        answering("kms", describe_custom_key_stores=lambda **_: {"CustomKeyStores": [store]})(audit)
-
-    checks, _ = review(moto_clients, ORIGIN, in_store)
+    checks, _ = review(moto_clients, ORIGIN)
 
     recorded = one(checks, "key-origin-recorded", "info")
     assert recorded.resources == (in_xks["Arn"],)
-    assert "EXTERNAL_KEY_STORE key store cks-1234567890abcdef0 (ExampleXKS)" in recorded.detail
+    assert f"EXTERNAL_KEY_STORE key store {xks} (ExampleXKS)" in recorded.detail
     assert "connection DISCONNECTED" in recorded.detail
     assert any(e.endswith("custom-key-stores.json") for e in recorded.evidence)
 
@@ -393,10 +419,11 @@ def test_imported_material_moto_cannot_describe_is_could_not_check(
     moto_clients: ClientFactory,
 ) -> None:
     """moto's EXTERNAL key is Enabled with no ExpirationModel: AWS never reports that (the
-    key stays PendingImport until material is imported), so the expiry cannot be judged."""
+    key stays PendingImport until material is imported, as the sandbox's emulator has it), so
+    the expiry cannot be judged."""
     imported = key(Origin="EXTERNAL")
 
-    checks, _ = review(moto_clients, ORIGIN)
+    checks, _ = review(moto_clients, ORIGIN, material(**{imported["Arn"]: {"KeyState": "Enabled"}}))
 
     unknown = one(checks, "imported-material-expiry", "could-not-check")
     assert unknown.resources == (imported["Arn"],)

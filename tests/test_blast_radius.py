@@ -184,6 +184,8 @@ def test_containment_verdict_picks_the_line_for_each_step(rogue_grant: Sandbox) 
     )
     revoke = containment_verdict(out, "kms.revoke-grants", {**key, "grant_ids": [rogue]})
     assert revoke == out["grants"][rogue]
+    # retiring removes the grant as revoking does: the same people lose the same access
+    assert containment_verdict(out, "kms.retire-grants", {**key, "grant_ids": [rogue]}) == revoke
     both = containment_verdict(out, "kms.revoke-grants", {**key, "grant_ids": [rogue, app]})
     assert both == f"{out['grants'][rogue]}; {out['grants'][app]}"
     by_filter = {**key, "filter": {"allowed_accounts": ["123456789012"]}}
@@ -192,7 +194,8 @@ def test_containment_verdict_picks_the_line_for_each_step(rogue_grant: Sandbox) 
     )
     denied = containment_verdict(out, "kms.deny-principals", {**key, "principals": [OUTSIDE]})
     assert denied == (
-        f"deny-principals: {OUTSIDE} (40 calls, grant {rogue}) loses access; everyone else keeps it"
+        f"deny-principals: {OUTSIDE} (40 calls, grant {rogue[:8]}) loses access; "  # id shortened
+        "everyone else keeps it"
     )
     role = "arn:aws:iam::123456789012:role/payments-app"
     assert "payments-app (24 calls, grant" in str(

@@ -171,7 +171,8 @@ def test_an_irreversible_step_wants_the_key_typed_and_a_skip_wants_a_reason(
     assert "undo     IRREVERSIBLE" in panel
     assert "arn:aws:iam::444455556666:role/backup-sync" in panel
     # what revoking and disabling break, from the blast radius, before each is approved
-    assert "impact   revoke grant ec4f3378 (backup-sync): only 444455556666 loses access" in panel
+    rogue = "24fe5aa3b4a26f35fe4de2bf0523647bd333d139ac3d764739c76bd0cfe632d9"  # 64 hex, as AWS
+    assert f"impact   revoke grant {rogue} (backup-sync): only 444455556666 loses access" in panel
     panel = disable[disable.index("Step 8/16 disable") :]
     assert "impact   disable: " in panel and "payments-app (24 calls" in panel
     assert "payments-db quarterly DR copy" in panel

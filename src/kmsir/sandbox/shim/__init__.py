@@ -11,6 +11,11 @@ backend and response classes (so every client of the sandbox sees it, the AWS CL
   crashes on them) and answers ``NotFoundException`` for unknown keys;
 - refuses EnableKey/DisableKey/ScheduleKeyDeletion on a key pending deletion and
   CancelKeyDeletion on a key that is not (``KMSInvalidStateException``);
+- follows the rest of the key-state table (``tests/data/key_state_table.yaml``): CreateGrant
+  on a key that cannot be used (an Unavailable one aside), CreateAlias, UpdateAlias to,
+  TagResource, UntagResource and UpdateKeyDescription of a key pending deletion, and
+  EnableKey/DisableKey of one pending import are refused; rotation of a key with imported
+  material or in a custom key store is ``UnsupportedOperationException``;
 - puts a multi-Region primary that still has replicas into ``PendingReplicaDeletion``, and
   keeps primary and replicas' MultiRegionConfiguration apart (moto shares one dict);
 - gives a new replica its own grants and aliases (none; moto shares the primary's), the
@@ -21,7 +26,9 @@ backend and response classes (so every client of the sandbox sees it, the AWS CL
   has room for 36 characters of key id, and cuts moto's 40-character ``mrk-`` ids);
 - marks the keys behind ``alias/aws/*`` as AWS-managed (``KeyManager: AWS``);
 - pages ListGrants with ``Limit``/``Marker`` (1-100, default 50) and reports each grant's
-  ``CreationDate``;
+  ``CreationDate``; gives grants AWS's 64-hex ids; lets only those RetireGrant names retire a
+  grant (cross-account too), and answers ``NotFoundException`` for a grant a key lacks;
+- answers GenerateDataKeyPair and GenerateDataKeyPairWithoutPlaintext (moto lacks them);
 - enforces explicit Deny statements of key policies on every operation naming a key, with
   principals and ``aws:PrincipalArn`` exemptions honoured (moto checks DescribeKey only, and
   ignores both, so a quarantine would lock out its own break-glass roles);
@@ -30,13 +37,20 @@ backend and response classes (so every client of the sandbox sees it, the AWS CL
 - keeps ``RotationPeriodInDays`` (90-2560, default 365) and reports it with
   ``NextRotationDate`` in GetKeyRotationStatus;
 - answers EC2's GetEbsDefaultKmsKeyId (moto lacks it): the key ModifyEbsDefaultKmsKeyId set,
-  else AWS's default, the ARN of ``alias/aws/ebs``.
+  else AWS's default, the ARN of ``alias/aws/ebs``;
+- emulates imported key material (moto lacks it): an ``Origin=EXTERNAL`` key is
+  ``PendingImport`` until GetParametersForImport/ImportKeyMaterial give it real, unwrapped
+  material, which DeleteImportedKeyMaterial or its ``ValidTo`` take away again;
+- emulates custom key stores (moto lacks them): Create/Describe/Connect/Disconnect/Update/
+  DeleteCustomKeyStore, keys created in a connected store, and each key of a disconnected
+  store ``Unavailable``.
 
 One module per concern: ``key_state``, ``multi_region``, ``grants``, ``policy``,
-``rotation`` and ``ec2`` hold the wrappers, ``common`` what they share; this module says
-which wrapper goes on which moto method, and installs them. Each patch point is checked when
-installing: a moto upgrade that moves one fails loudly here (and in ``tests/test_shim.py``)
-instead of silently making the sandbox lenient again.
+``rotation`` and ``ec2`` hold the wrappers, ``imported``, ``key_stores``, ``store_keys`` and
+``data_key_pairs`` the operations moto lacks (``operations`` adds them to moto), ``common``
+what they share; this module says which wrapper goes on which moto method, and installs them.
+Each patch point is checked when installing: a moto upgrade that moves one fails loudly here
+(and in ``tests/test_shim.py``) instead of silently making the sandbox lenient again.
 """
 
 from __future__ import annotations
@@ -44,7 +58,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from kmsir.sandbox.shim import ec2, grants, key_state, multi_region, policy, rotation
+from kmsir.sandbox.shim import (
+    data_key_pairs,
+    ec2,
+    grants,
+    key_state,
+    multi_region,
+    operations,
+    policy,
+    rotation,
+    store_keys,
+)
 
 _INSTALLED = "_kmsir_shim"
 
@@ -65,10 +89,16 @@ _BACKEND_PATCHES: dict[str, _Wrap] = {
     "schedule_key_deletion": key_state.schedule_key_deletion,
     "cancel_key_deletion": key_state.cancel_key_deletion,
     "replicate_key": multi_region.replicate_key,
-    "enable_key_rotation": rotation.rotation_change,
-    "disable_key_rotation": rotation.rotation_change,
+    "enable_key_rotation": operations.automatic_rotation,
+    "disable_key_rotation": operations.automatic_rotation,
     "rotate_key_on_demand": rotation.rotation_change,
     "create_grant": grants.create_grant,
+    "revoke_grant": grants.revoke_grant,
+    "create_alias": key_state.while_not_pending("CreateAlias"),
+    "update_alias": key_state.while_not_pending("UpdateAlias"),  # to a key pending deletion
+    "tag_resource": key_state.while_not_pending("TagResource"),
+    "untag_resource": key_state.while_not_pending("UntagResource"),
+    "update_key_description": key_state.while_not_pending("UpdateKeyDescription"),
     "_generate_default_keys": key_state.generate_default_keys,
 }
 
@@ -76,8 +106,11 @@ _BACKEND_PATCHES: dict[str, _Wrap] = {
 _RESPONSE_PATCHES: dict[str, _Wrap] = {
     "_validate_key_policy": policy.no_naive_policy_check,
     "list_grants": grants.list_grants,
+    "retire_grant": grants.retire_grant,
     "enable_key_rotation": rotation.enable_key_rotation,
     "get_key_rotation_status": rotation.get_key_rotation_status,
+    "create_key": operations.create_key,
+    "generate_random": store_keys.generate_random,
 }
 
 
@@ -105,7 +138,9 @@ def install() -> None:
 
     if not getattr(KmsResponse, _INSTALLED, False):
         # call_action is inherited from moto's BaseResponse: wrap it for KMS only
-        enforced = policy.enforce_explicit_deny(KmsResponse.call_action)
+        enforced = operations.around_each_request(
+            policy.enforce_explicit_deny(KmsResponse.call_action)
+        )
         setattr(KmsResponse, "call_action", enforced)  # noqa: B010
     for cls, patches in ((KmsBackend, _BACKEND_PATCHES), (KmsResponse, _RESPONSE_PATCHES)):
         if getattr(cls, _INSTALLED, False):
@@ -119,4 +154,6 @@ def install() -> None:
         for name, wrap in patches.items():
             setattr(cls, name, wrap(vars(cls)[name]))
         setattr(cls, _INSTALLED, True)
+    operations.install()  # imported material, custom key stores (moto has neither)
+    data_key_pairs.install()  # GenerateDataKeyPair[WithoutPlaintext] (moto has neither)
     ec2.install()  # GetEbsDefaultKmsKeyId (moto has none)

@@ -36,6 +36,24 @@ def require_usable(key: Any) -> None:
         raise error("KMSInvalidStateException", f"{key.arn} is {_state_words(state)}.")
 
 
+def set_state(key: Any, state: str) -> None:
+    """Give ``key`` the KeyState AWS would report, keeping moto's ``enabled`` flag with it
+    (DescribeKey's ``Enabled`` is true only in the Enabled state)."""
+    key.key_state = state
+    key.enabled = state == "Enabled"
+
+
+def store_state_change(key: Any, desired: str) -> bool:
+    """EnableKey/DisableKey (``desired`` is ``Enabled``/``Disabled``) of a key in a
+    disconnected custom key store: AWS records the change, and the key takes that state when
+    the store is connected again. True when the key was Unavailable and the change is recorded
+    (the caller must then not change the key itself)."""
+    if key.key_state != "Unavailable":
+        return False
+    key.kmsir_connected_state = desired
+    return True
+
+
 def not_pending(key: Any, operation: str) -> None:
     """Refuse ``operation`` on a key pending deletion."""
     if key.key_state in PENDING_DELETION:
@@ -50,4 +68,5 @@ def _state_words(state: str) -> str:
         "PendingDeletion": "pending deletion",
         "PendingReplicaDeletion": "pending replica deletion",
         "PendingImport": "pending import",
+        "Unavailable": "unavailable",
     }.get(state, state)

@@ -9,7 +9,15 @@ accepted where moto crashes on them, and unknown keys answered ``NotFoundExcepti
 multi-Region primary that still has replicas goes to ``PendingReplicaDeletion``, and the keys
 behind ``alias/aws/*`` are AWS-managed (``KeyManager: AWS``).
 
-Each function here wraps methods of moto's ``KmsBackend``.
+Beyond cryptography, the table's other rows: CreateGrant needs a usable key (or an
+Unavailable one); CreateAlias, UpdateAlias (to a key), TagResource, UntagResource and
+UpdateKeyDescription are refused on a key pending deletion; EnableKey/DisableKey on a key
+pending import, and rotation on a key whose material is imported or in a custom key store
+(``UnsupportedOperationException``). EnableKey/DisableKey of an Unavailable key succeed and
+take effect when its store is connected again.
+
+Each function here wraps methods of moto's ``KmsBackend``; ``require_grantable`` and
+``require_rotatable`` are the gates other parts of the shim call.
 """
 
 from __future__ import annotations
@@ -19,7 +27,14 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from kmsir.sandbox.shim.common import PENDING_DELETION, error, find_key, not_pending, require_usable
+from kmsir.sandbox.shim.common import (
+    PENDING_DELETION,
+    error,
+    find_key,
+    not_pending,
+    require_usable,
+    store_state_change,
+)
 from kmsir.sandbox.shim.multi_region import live_replicas
 from kmsir.sandbox.shim.policy import current_response, deny_check
 
@@ -57,25 +72,38 @@ def decrypt(original: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _not_pending_anything(key: Any, operation: str) -> None:
+    """Refuse ``operation`` on a key pending deletion or pending import."""
+    not_pending(key, operation)
+    if key.key_state == "PendingImport":
+        raise error("KMSInvalidStateException", f"{key.arn} is pending import.")
+
+
 def disable_key(original: Callable[..., Any]) -> Callable[..., Any]:
-    """DisableKey: by id or ARN, not on a key pending deletion."""
+    """DisableKey: by id or ARN, not on a key pending deletion or import; of an Unavailable
+    key, the state it takes when its store is connected again."""
 
     @functools.wraps(original)
     def wrapper(self: Any, key_id: str) -> Any:
         key = find_key(self, key_id, aliases=False)
-        not_pending(key, "DisableKey")
+        _not_pending_anything(key, "DisableKey")
+        if store_state_change(key, "Disabled"):
+            return None
         return original(self, key.id)
 
     return wrapper
 
 
 def enable_key(original: Callable[..., Any]) -> Callable[..., Any]:
-    """EnableKey: by id or ARN, not on a key pending deletion."""
+    """EnableKey: by id or ARN, not on a key pending deletion or import; of an Unavailable
+    key, the state it takes when its store is connected again."""
 
     @functools.wraps(original)
     def wrapper(self: Any, key_id: str) -> Any:
         key = find_key(self, key_id, aliases=False)
-        not_pending(key, "EnableKey")
+        _not_pending_anything(key, "EnableKey")
+        if store_state_change(key, "Enabled"):
+            return None
         return original(self, key.id)
 
     return wrapper
@@ -128,3 +156,45 @@ def generate_default_keys(original: Callable[..., Any]) -> Callable[..., Any]:
         return key_id
 
     return wrapper
+
+
+def require_grantable(key: Any) -> None:
+    """CreateGrant: the key must be usable, or Unavailable (grants outlive a disconnection)."""
+    if key.key_state != "Unavailable":
+        require_usable(key)
+
+
+#: Origins whose keys have no automatic rotation: imported material, custom key stores.
+_NO_ROTATION = {
+    "EXTERNAL": "origin is EXTERNAL which is not valid for this operation.",
+    "AWS_CLOUDHSM": "is in a custom key store: rotation is not supported.",
+    "EXTERNAL_KEY_STORE": "is in a custom key store: rotation is not supported.",
+}
+
+
+def require_rotatable(key: Any) -> None:
+    """Rotation operations (and GetKeyRotationStatus) on a key with imported material or in a
+    custom key store: ``UnsupportedOperationException``, whatever its state."""
+    why = _NO_ROTATION.get(getattr(key, "origin", "AWS_KMS"))
+    if why is not None:
+        raise error("UnsupportedOperationException", f"{key.arn} {why}")
+
+
+def while_not_pending(operation: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A wrapper of a moto ``KmsBackend`` method whose first argument names a key (id or ARN):
+    ``operation`` is refused while that key is pending deletion (CreateAlias, UpdateAlias to
+    the key, TagResource, UntagResource, UpdateKeyDescription)."""
+
+    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+        signature = inspect.signature(original)
+        first = list(signature.parameters)[1]  # after self: the key (moto's name varies)
+
+        @functools.wraps(original)
+        def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            key_ref = signature.bind(self, *args, **kwargs).arguments[first]
+            not_pending(find_key(self, str(key_ref), aliases=False), operation)
+            return original(self, *args, **kwargs)
+
+        return wrapper
+
+    return wrap

@@ -15,6 +15,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from kmsir.sandbox.shim import imported
 from kmsir.sandbox.shim.common import error, find_key, not_pending
 
 
@@ -70,6 +71,7 @@ def replicate_key(original: Callable[..., Any]) -> Callable[..., Any]:
         replica.aliases = {}
         replica.policy = replica.generate_default_policy()
         replica.key_state, replica.enabled = "Enabled", True
+        imported.replicated(replica)  # a replica of an EXTERNAL key waits for its own import
         replica.deletion_date = None
         shared = primary.multi_region_configuration
         replicas = [dict(r) for r in shared.get("ReplicaKeys", [])]

@@ -3,8 +3,9 @@
 moto changes rotation on a disabled key or one pending deletion, and ignores
 ``RotationPeriodInDays``; AWS refuses the first (and reports rotation off for a key pending
 deletion), and keeps the period (90-2560 days, default 365), which GetKeyRotationStatus reports
-with ``NextRotationDate``. ``rotation_change`` wraps moto's ``KmsBackend``, the others its
-``KmsResponse`` (where the request's parameters are).
+with ``NextRotationDate``. A key with imported material or in a custom key store has no
+rotation to change or report (``UnsupportedOperationException``). ``rotation_change`` wraps
+moto's ``KmsBackend``, the others its ``KmsResponse`` (where the request's parameters are).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from kmsir.sandbox.shim.common import PENDING_DELETION, error, find_key, require_usable
+from kmsir.sandbox.shim.key_state import require_rotatable
 
 DEFAULT_ROTATION_DAYS = 365
 
@@ -25,7 +27,9 @@ def rotation_change(original: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(original)
     def wrapper(self: Any, key_id: str, *args: Any, **kwargs: Any) -> Any:
-        require_usable(find_key(self, key_id, aliases=False))
+        key = find_key(self, key_id, aliases=False)
+        require_rotatable(key)  # imported material, custom key store: never
+        require_usable(key)
         return original(self, key_id, *args, **kwargs)
 
     return wrapper
@@ -61,8 +65,9 @@ def get_key_rotation_status(original: Callable[..., str]) -> Callable[..., str]:
 
     @functools.wraps(original)
     def wrapper(self: Any) -> str:
-        body = json.loads(original(self))
         key = find_key(self.kms_backend, self._get_param("KeyId"), aliases=False)
+        require_rotatable(key)
+        body = json.loads(original(self))
         body["KeyId"] = key.id
         if key.key_state in PENDING_DELETION:
             body["KeyRotationEnabled"] = False  # as AWS reports it for a key pending deletion
