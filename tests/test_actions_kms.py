@@ -9,7 +9,7 @@ import pytest
 from kmsir.actions.kms_grants import RevokeGrants, RevokeGrantsParams
 from kmsir.actions.kms_lifecycle import DisableKey, EnableKey
 from kmsir.actions.kms_snapshot import Snapshot, SnapshotParams
-from kmsir.actions.kmskeys import KeyParams
+from kmsir.actions.kmskeys import KeyParams, ReplicasParams
 from kmsir.errors import ActionError
 from kmsir.evidence.calls import Call, describe
 from kmsir.sandbox import Sandbox
@@ -54,7 +54,7 @@ def test_disable_key_by_alias_arn_then_idempotent(rogue_grant: Sandbox) -> None:
     kms = rogue_grant.session().client("kms")
     alias_arn = "arn:aws:kms:eu-west-1:123456789012:alias/payments-prod"
     ctx, calls = context(rogue_grant.client_factory())
-    outcome = DisableKey().run(ctx, KeyParams(key=alias_arn))
+    outcome = DisableKey().run(ctx, ReplicasParams(key=alias_arn))
     key_id = rogue_grant.keys["payments"]["id"]
     assert kms.describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"] == "Disabled"
     assert outcome.status == "succeeded"
@@ -63,12 +63,12 @@ def test_disable_key_by_alias_arn_then_idempotent(rogue_grant: Sandbox) -> None:
     assert [c.params for c in calls if c.operation == "DisableKey"] == [{"KeyId": key_id}]
 
     calls.clear()
-    again = DisableKey().run(ctx, KeyParams(key=alias_arn))
+    again = DisableKey().run(ctx, ReplicasParams(key=alias_arn))
     assert again.status == "already"
     assert "already Disabled" in again.summary
     assert [c.operation for c in calls] == ["DescribeKey"]
 
-    EnableKey().run(ctx, KeyParams(key=key_id))
+    EnableKey().run(ctx, ReplicasParams(key=key_id))
     assert kms.describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"] == "Enabled"
 
 
@@ -105,7 +105,7 @@ def test_aws_managed_keys_are_refused(rogue_grant: Sandbox) -> None:
     kms_backends["123456789012"]["eu-west-1"].keys[key_id].key_manager = "AWS"
     ctx, calls = context(rogue_grant.client_factory())
     with pytest.raises(ActionError, match="AWS-managed key"):
-        DisableKey().run(ctx, KeyParams(key=key_id))
+        DisableKey().run(ctx, ReplicasParams(key=key_id))
     with pytest.raises(ActionError, match="AWS-managed key"):
         RevokeGrants().run(ctx, RevokeGrantsParams(key=key_id, grant_ids=["abc"]))
     assert not [c for c in calls if c.operation in ("DisableKey", "RevokeGrant")]

@@ -9,14 +9,20 @@ import pytest
 from kmsir.actions.base import Action
 from kmsir.actions.kms_deletion import CancelDeletion, ScheduleDeletion, ScheduleDeletionParams
 from kmsir.actions.kms_deny import DenyPrincipals, DenyPrincipalsParams
-from kmsir.actions.kms_grants import GrantFilter, RevokeGrants, RevokeGrantsParams
+from kmsir.actions.kms_grants import (
+    GrantFilter,
+    RetireGrants,
+    RetireGrantsParams,
+    RevokeGrants,
+    RevokeGrantsParams,
+)
+from kmsir.actions.kms_imported import DeleteImportedMaterial, ImportMaterial, ImportParams
 from kmsir.actions.kms_lifecycle import DisableKey, EnableKey, TagKey, TagParams
 from kmsir.actions.kms_policy import PutPolicy, PutPolicyParams, Quarantine, QuarantineParams
 from kmsir.actions.kms_rotation import EnableRotation, RotateNow, RotationParams
-from kmsir.actions.kmskeys import KeyParams
+from kmsir.actions.kmskeys import KeyParams, ReplicasParams
 from kmsir.errors import ActionError
 from kmsir.evidence.calls import Call, describe
-from kmsir.prompts import ScriptedPrompter
 from kmsir.sandbox import Sandbox
 
 from .fakes import context
@@ -49,7 +55,7 @@ def test_schedule_then_cancel_deletion(rogue_grant: Sandbox, key_id: str) -> Non
     cancelled = CancelDeletion().run(ctx, KeyParams(key=key_id))
     assert cancelled.after == {"key_id": key_id, "state": "Disabled", "deletion_date": None}
     assert CancelDeletion().run(ctx, KeyParams(key=key_id)).status == "already"
-    EnableKey().run(ctx, KeyParams(key=key_id))
+    EnableKey().run(ctx, ReplicasParams(key=key_id))
     assert state(rogue_grant, key_id) == "Enabled"
 
 
@@ -63,31 +69,7 @@ def test_disable_refused_while_pending_deletion(rogue_grant: Sandbox, key_id: st
     ctx, _ = context(rogue_grant.client_factory())
     ScheduleDeletion().run(ctx, ScheduleDeletionParams(key=key_id))
     with pytest.raises(ActionError, match="cancel the deletion first"):
-        EnableKey().run(ctx, KeyParams(key=key_id))
-
-
-@pytest.mark.parametrize(
-    ("answer", "replica_state"), [("include", "PendingDeletion"), ("skip", "Enabled")]
-)
-def test_multi_region_primary_offers_its_replicas(
-    rogue_grant: Sandbox, answer: str, replica_state: str
-) -> None:
-    kms = rogue_grant.session().client("kms")
-    primary = kms.create_key(MultiRegion=True)["KeyMetadata"]["KeyId"]
-    kms.replicate_key(KeyId=primary, ReplicaRegion="us-east-1")
-    ctx, _ = context(rogue_grant.client_factory())
-    ctx.prompter = ScriptedPrompter({"test.replicas": answer}, source="test")
-    params = ScheduleDeletionParams(key=primary, pending_window_days=7)
-    assert any("PendingReplicaDeletion" in n for n in ScheduleDeletion().preview(ctx, params).notes)
-    outcome = ScheduleDeletion().run(ctx, params)
-    assert state(rogue_grant, primary, "us-east-1") == replica_state
-    # AWS deletes the primary only once its replicas are gone: it waits either way
-    assert state(rogue_grant, primary) == "PendingReplicaDeletion"
-    assert (
-        "decision",
-        {"question": "also delete replicas", "answer": answer, "by": "test", "reason": None},
-    ) in ctx.artifacts.events  # type: ignore[attr-defined]
-    assert len(outcome.outputs["replicas_scheduled"]) == (answer == "include")
+        EnableKey().run(ctx, ReplicasParams(key=key_id))
 
 
 def test_revoke_grants_by_filter(rogue_grant: Sandbox, key_id: str) -> None:
@@ -166,7 +148,7 @@ def test_rotation_period_and_rotate_now(rogue_grant: Sandbox, key_id: str) -> No
 
 
 SENT_AS_SHOWN: list[tuple[Action[Any], Any]] = [
-    (DisableKey(), KeyParams(key="alias/payments-prod")),
+    (DisableKey(), ReplicasParams(key="alias/payments-prod")),
     (ScheduleDeletion(), ScheduleDeletionParams(key="alias/payments-prod", pending_window_days=7)),
     (TagKey(), TagParams(key="alias/payments-prod", tags={"incident": "INC-test"})),
     (EnableRotation(), RotationParams(key="alias/payments-prod", period_days=180)),
@@ -194,12 +176,15 @@ MUTATING: list[tuple[Action[Any], Any]] = [
     (ScheduleDeletion(), ScheduleDeletionParams(key="alias/aws/s3")),
     (CancelDeletion(), KeyParams(key="alias/aws/s3")),
     (RevokeGrants(), RevokeGrantsParams(key="alias/aws/s3", grant_ids=["abc"])),
+    (RetireGrants(), RetireGrantsParams(key="alias/aws/s3", grant_ids=["abc"])),
     (Quarantine(), QuarantineParams(key="alias/aws/s3")),
     (DenyPrincipals(), DenyPrincipalsParams(key="alias/aws/s3", principals=["444455556666"])),
     (PutPolicy(), PutPolicyParams(key="alias/aws/s3", policy={"Statement": [{}]})),
     (TagKey(), TagParams(key="alias/aws/s3")),
     (EnableRotation(), RotationParams(key="alias/aws/s3")),
     (RotateNow(), KeyParams(key="alias/aws/s3")),
+    (DeleteImportedMaterial(), KeyParams(key="alias/aws/s3")),
+    (ImportMaterial(), ImportParams(key="alias/aws/s3", material="escrow.bin")),
 ]
 
 
@@ -219,14 +204,16 @@ def test_every_mutating_action_is_covered_above() -> None:
     from kmsir.actions import registry
 
     mutating = {name for name, a in registry().items() if a.mutating and name.startswith("kms.")}
-    assert mutating - {"kms.restore-policy"} == {a.name for a, _ in MUTATING}
+    # the key store actions name a store, not a key (no AWS-managed key is in a store)
+    stores = {"kms.disconnect-key-store", "kms.connect-key-store"}
+    assert mutating - {"kms.restore-policy", *stores} == {a.name for a, _ in MUTATING}
 
 
 def test_a_key_of_another_region_is_changed_and_read_there(rogue_grant: Sandbox) -> None:
     west = rogue_grant.session().client("kms", region_name="us-west-2")
     arn = west.create_key(Description="elsewhere")["KeyMetadata"]["Arn"]
     ctx, calls = context(rogue_grant.client_factory())  # the run's Region is eu-west-1
-    outcome = DisableKey().run(ctx, KeyParams(key=arn))
+    outcome = DisableKey().run(ctx, ReplicasParams(key=arn))
     assert outcome.after is not None and outcome.after["state"] == "Disabled"
     assert {c.region for c in calls} == {"us-west-2"}
 

@@ -65,6 +65,7 @@ def test_multi_region_key_snapshots_every_region(rogue_grant: Sandbox) -> None:
         Operations=["Decrypt"],
         GranteePrincipal="arn:aws:iam::444455556666:role/x",
     )
+    east.create_alias(AliasName="alias/global-east", TargetKeyId=primary["KeyId"])
     ctx, calls = context(rogue_grant.client_factory())
     out = Snapshot().run(ctx, SnapshotParams(key=primary["KeyId"])).outputs
     assert out["multi_region"] == "PRIMARY"
@@ -77,6 +78,10 @@ def test_multi_region_key_snapshots_every_region(rogue_grant: Sandbox) -> None:
         "replica-us-east-1-grants.json",
     } <= files
     assert {c.region for c in calls if c.operation == "ListGrants"} == {"eu-west-1", "us-east-1"}
+    # each Region has aliases of its own
+    assert out["replicas"][0]["aliases"] == ["alias/global-east"]
+    assert out["aliases"] == []
+    assert "replica-us-east-1-aliases.json" in files
 
     replica_ctx, _ = context(rogue_grant.client_factory())
     from_replica = (
@@ -142,3 +147,67 @@ def test_the_same_key_named_three_ways_is_snapshotted_once(rogue_grant: Sandbox)
     out = Snapshot().run(ctx, SnapshotParams(keys=[key["id"], "alias/payments-prod", key["arn"]]))
     assert [k["key_id"] for k in out.outputs["keys"]] == [key["id"]]
     assert out.outputs["failed"] == {}
+
+
+def test_imported_material_and_key_store_are_recorded(rogue_grant: Sandbox) -> None:
+    """Origin, ``ValidTo``, expiration model and key material id of an EXTERNAL key, and the
+    custom key store a key lives in (DescribeKey's KeyMetadata,
+    https://docs.aws.amazon.com/kms/latest/APIReference/API_KeyMetadata.html; the store as
+    DescribeCustomKeyStores reports it,
+    https://docs.aws.amazon.com/kms/latest/APIReference/API_DescribeCustomKeyStores.html)."""
+    import os
+    from datetime import datetime, timedelta, timezone
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    kms = rogue_grant.session().client("kms")
+    external = kms.create_key(Origin="EXTERNAL")["KeyMetadata"]["KeyId"]
+    wrapping = kms.get_parameters_for_import(
+        KeyId=external, WrappingAlgorithm="RSAES_OAEP_SHA_256", WrappingKeySpec="RSA_2048"
+    )
+    public = serialization.load_der_public_key(wrapping["PublicKey"])
+    assert isinstance(public, rsa.RSAPublicKey)
+    sha256 = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+    valid_to = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(days=30)
+    material = kms.import_key_material(
+        KeyId=external,
+        ImportToken=wrapping["ImportToken"],
+        EncryptedKeyMaterial=public.encrypt(os.urandom(32), sha256),
+        ValidTo=valid_to,
+        ExpirationModel="KEY_MATERIAL_EXPIRES",
+    )["KeyMaterialId"]
+    ctx, _ = context(rogue_grant.client_factory())
+    out = Snapshot().run(ctx, SnapshotParams(key=external)).outputs
+    assert (out["origin"], out["state"]) == ("EXTERNAL", "Enabled")
+    assert out["expiration_model"] == "KEY_MATERIAL_EXPIRES"
+    assert out["valid_to"] is not None and datetime.fromisoformat(out["valid_to"]) == valid_to
+    assert out["key_material_ids"] == [material]
+    assert out["key_store"] is None
+
+    store = kms.create_custom_key_store(
+        CustomKeyStoreName="hsm-snapshot",
+        CloudHsmClusterId="cluster-12345678901",
+        TrustAnchorCertificate="-----BEGIN CERTIFICATE-----\n...",
+        KeyStorePassword="kmsuser-pass",
+    )["CustomKeyStoreId"]
+    kms.connect_custom_key_store(CustomKeyStoreId=store)
+    in_store = kms.create_key(CustomKeyStoreId=store, Origin="AWS_CLOUDHSM")["KeyMetadata"]
+    kms.disconnect_custom_key_store(CustomKeyStoreId=store)
+    ctx, _ = context(rogue_grant.client_factory())
+    out = Snapshot().run(ctx, SnapshotParams(key=in_store["KeyId"])).outputs
+    assert (out["origin"], out["state"]) == ("AWS_CLOUDHSM", "Unavailable")
+    assert out["key_store"] == {
+        "id": store,
+        "name": "hsm-snapshot",
+        "type": "AWS_CLOUDHSM",
+        "connection_state": "DISCONNECTED",
+    }
+    kept = json.loads(ctx.artifacts.files["key-store.json"])  # type: ignore[attr-defined]
+    assert kept["CustomKeyStores"][0]["CustomKeyStoreId"] == store
+
+    many, _ = context(rogue_grant.client_factory())
+    summary = Snapshot().run(many, SnapshotParams(keys=[external, in_store["KeyId"]])).outputs
+    by_key = {k["key_id"]: k for k in summary["keys"]}
+    assert by_key[external]["expiration_model"] == "KEY_MATERIAL_EXPIRES"
+    assert by_key[in_store["KeyId"]]["key_store"]["connection_state"] == "DISCONNECTED"

@@ -192,7 +192,7 @@ def test_a_multi_region_key_is_granted_in_every_region(tmp_path: Path) -> None:
         tmp_path,
         "  - {id: snap, action: kms.snapshot, with: {key: '{{ inputs.key }}'}}\n"
         "  - {id: del, action: kms.schedule-deletion,"
-        " with: {key: '{{ steps.snap.key_id }}', replicas: include}}\n",
+        " with: {key: '{{ steps.snap.key_id }}', replicas: true}}\n",
         key=MRK_ARN,
     )
     assert statement_of(deletion, "kms:ScheduleKeyDeletion")[0]["Resource"] == every_region
@@ -290,3 +290,18 @@ def test_trail_logs_encrypted_with_kms_are_decrypted_only_through_s3_or_athena(
         tmp_path, "  - {id: c, action: cloudtrail.collect, with: {key: '{{ inputs.key }}'}}\n"
     )
     assert "kms:Decrypt" not in permissions.actions_of(lookup)
+
+
+def test_a_key_store_step_may_describe_every_key_whatever_keys_it_names(tmp_path: Path) -> None:
+    """``kms.disconnect-key-store`` finds the store's keys by describing each key of the
+    Region: a DescribeKey granted only on the keys it names would hide the others (then each
+    would need the typed confirmation), so it gets every key."""
+    steps = (
+        "  - {id: disconnect, action: kms.disconnect-key-store,"
+        " with: {store: cks-1234567890abcdef0, keys: [alias/payments-prod]}}\n"
+    )
+    document = checked(policy_of(tmp_path, steps, key=KEY_ARN))
+    (describe,) = statement_of(document, "kms:DescribeKey")
+    assert describe["Resource"] == f"arn:aws:kms:eu-west-1:{ACCOUNT}:key/*"
+    (disconnect,) = statement_of(document, "kms:DisconnectCustomKeyStore")
+    assert disconnect["Resource"] == "*"

@@ -87,7 +87,7 @@ def test_policy_tampering_is_found_and_the_key_quarantined(tmp_path: Path) -> No
 def test_policy_tampering_key_has_a_replica_the_snapshot_preserves(tmp_path: Path) -> None:
     """The HR key is a multi-Region primary with a replica in us-east-1 (same key id, its
     own ARN, policy and state); the playbook's snapshot reads it there, and the quarantine
-    (this Region's) leaves it to the responder, whose hand-over note names it."""
+    (``replicas: true``) denies in every Region, which the hand-over note says."""
     with play("policy-tampering", tmp_path) as (sandbox, bundle):
         hr = sandbox.keys["hr"]
         replica_arn = hr["arn"].replace(":eu-west-1:", ":us-east-1:")
@@ -105,7 +105,10 @@ def test_policy_tampering_key_has_a_replica_the_snapshot_preserves(tmp_path: Pat
         replica_policy = json.loads(
             east.get_key_policy(KeyId=hr["id"], PolicyName="default")["Policy"]
         )
-    assert all(s["Effect"] == "Allow" for s in replica_policy["Statement"])
+    # the replica's own policy (no tampering there), quarantined too
+    assert [s["Sid"] for s in replica_policy["Statement"] if s["Effect"] == "Deny"] == [
+        "kmsir-quarantine-INC-test"
+    ]
     assert "backup-access" not in {s.get("Sid") for s in replica_policy["Statement"]}
     journal = [json.loads(line) for line in (bundle / "journal.jsonl").read_text().splitlines()]
     outputs = next(
@@ -129,7 +132,8 @@ def test_policy_tampering_key_has_a_replica_the_snapshot_preserves(tmp_path: Pat
     recovery = next(
         e["data"]["text"] for e in journal if e["type"] == "note" and e["step"] == "recovery"
     )
-    assert "The quarantine covered this Region only" in recovery and replica_arn in recovery
+    covered = "The quarantine covered the replicas too, each under its own key policy"
+    assert f"{covered}: {replica_arn}." in recovery
 
 
 def test_leaked_credentials_spike_is_found_and_the_access_key_deactivated(

@@ -25,6 +25,8 @@ from kmsir.sandbox import scenario as scenarios
 
 from .clikit import cli
 from .conftest import PLAYBOOKS, load_playbook, played, run_playbook
+from .test_actions_imported import MATERIAL, external_key
+from .test_actions_key_stores import hsm_store
 
 HEAD = """\
 id: t
@@ -424,6 +426,9 @@ inputs:
   user: {type: string, required: true}
   access_key: {type: string, required: true}
   evidence: {type: string, required: true}
+  external: {type: string, required: true}
+  material: {type: string, required: true}
+  store: {type: string, required: true}
 steps:
   - {id: snap, action: kms.snapshot, with: {key: alias/payments-prod}}
   - {id: some, action: kms.snapshot, with: {keys: [alias/payments-prod]}}
@@ -457,6 +462,9 @@ steps:
   - id: revoke
     action: kms.revoke-grants
     with: {key: "{{ steps.snap.key_id }}", grant_ids: "{{ steps.snap.external_grant_ids }}"}
+  - id: retire
+    action: kms.retire-grants
+    with: {key: "{{ steps.snap.key_id }}", filter: {operations: [Decrypt]}}
   - {id: disable, action: kms.disable-key, with: {key: "{{ steps.snap.key_id }}"}}
   - {id: enable, action: kms.enable-key, with: {key: "{{ steps.snap.key_id }}"}}
   - id: schedule
@@ -476,6 +484,16 @@ steps:
   - id: reactivate
     action: iam.reactivate-access-key
     with: {user: "{{ inputs.user }}", access_key_id: "{{ inputs.access_key }}"}
+  - {id: unimport, action: kms.delete-imported-material, with: {key: "{{ inputs.external }}"}}
+  - {id: unimport-again, action: kms.delete-imported-material, with: {key: "{{ inputs.external }}"}}
+  - id: reimport
+    action: kms.import-key-material
+    with: {key: "{{ inputs.external }}", material: "{{ inputs.material }}", valid_to: 30d}
+  - id: reimport-again
+    action: kms.import-key-material
+    with: {key: "{{ inputs.external }}", material: "{{ inputs.material }}"}
+  - {id: store-off, action: kms.disconnect-key-store, with: {store: "{{ inputs.store }}"}}
+  - {id: store-on, action: kms.connect-key-store, with: {store: "{{ inputs.store }}"}}
 """
 
 
@@ -487,12 +505,22 @@ def test_every_action_returns_the_outputs_it_declares(rogue_grant: Sandbox, tmp_
     access_key = iam.create_access_key(UserName="build-bot")["AccessKey"]["AccessKeyId"]
     evidence = tmp_path / "ticket.txt"
     evidence.write_text("the ticket\n")
+    material = tmp_path / "escrow.bin"
+    material.write_bytes(MATERIAL)
+    store, _ = hsm_store(rogue_grant, keys=0)
     loaded = load_playbook(written(tmp_path, EVERY_ACTION))
     result = run_playbook(
         loaded,
         rogue_grant.client_factory(),
         tmp_path / "ev",
-        inputs={"user": "build-bot", "access_key": access_key, "evidence": str(evidence)},
+        inputs={
+            "user": "build-bot",
+            "access_key": access_key,
+            "evidence": str(evidence),
+            "external": external_key(rogue_grant),
+            "material": str(material),
+            "store": store,
+        },
         answers={"decide": "go", "sure": True, "check.1": DONE},
         yes=True,
         scenario="rogue-grant",

@@ -19,7 +19,9 @@ from kmsir.actions.iam_sessions import RestoreRoleSessions, RevokeRoleSessions
 from kmsir.actions.kms_blast import BlastRadius
 from kmsir.actions.kms_deletion import CancelDeletion, ScheduleDeletion
 from kmsir.actions.kms_deny import DenyPrincipals
-from kmsir.actions.kms_grants import RevokeGrants
+from kmsir.actions.kms_grants import RetireGrants, RevokeGrants
+from kmsir.actions.kms_imported import DeleteImportedMaterial, ImportMaterial
+from kmsir.actions.kms_key_stores import ConnectKeyStore, DisconnectKeyStore
 from kmsir.actions.kms_lifecycle import DisableKey, EnableKey, TagKey
 from kmsir.actions.kms_policy import PutPolicy, Quarantine, RestorePolicy
 from kmsir.actions.kms_rotation import EnableRotation, RotateNow
@@ -41,7 +43,12 @@ def registry() -> Registry:
         EnableKey(),
         ScheduleDeletion(),
         CancelDeletion(),
+        DeleteImportedMaterial(),
+        ImportMaterial(),
+        DisconnectKeyStore(),
+        ConnectKeyStore(),
         RevokeGrants(),
+        RetireGrants(),
         Quarantine(),
         PutPolicy(),
         RestorePolicy(),

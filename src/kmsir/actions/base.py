@@ -7,6 +7,7 @@ to a person through the ``Prompter``, and to the bundle through ``ArtifactSink``
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -142,6 +143,9 @@ class ActionContext:
     run: RunInfo
     now: Callable[[], datetime]
     reporter: Reporter = field(default_factory=NullReporter)
+    #: How an action waits (a grant still listed after its revocation): the engine's sleep,
+    #: so tests inject one that never waits in real time.
+    sleep: Callable[[float], None] = time.sleep
     #: The preview the responder approved, for a mutating step (``None``: not previewed).
     approved: Preview | None = None
     #: Set when an earlier attempt of this step did not finish (see ``EarlierAttempt``).

@@ -209,7 +209,7 @@ def containment_verdict(
     if option is not None:
         found = lines.get(f"{option}-all-regions") if every else None
         return found or lines.get(option)
-    if action == "kms.revoke-grants":
+    if action in ("kms.revoke-grants", "kms.retire-grants"):  # both remove the grant
         ids = params.get("grant_ids")
         if isinstance(ids, list) and ids:
             grants = outputs.get("grants") or {}

@@ -1,10 +1,11 @@
-"""Key deletion: schedule it (with a multi-Region primary's replicas), cancel it.
+"""Key deletion: schedule it (with a multi-Region key's replicas), cancel it.
 
 A scheduled deletion is the one change here that cannot be undone once its waiting period is
-over, so the preview warns and asks for the typed confirmation, and a multi-Region primary's
-replicas are offered for deletion too (the primary waits in ``PendingReplicaDeletion`` until
-they are gone). Both actions share the outcome helpers of ``kms_lifecycle``: "already" without
-sending anything, and the key read again after the change.
+over, so the preview warns and asks for the typed confirmation. A multi-Region primary with
+live replicas is refused unless ``replicas: true`` schedules them too: AWS would leave it in
+``PendingReplicaDeletion`` until they are gone, with the replicas still decrypting. Both
+actions share the outcome helpers of ``kms_lifecycle``: "already" without sending anything,
+and the key read again after the change.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import dataclasses
 import functools
 from collections.abc import Callable
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field
 
@@ -22,23 +23,24 @@ from kmsir.actions.kms_lifecycle import PENDING, changed, settled, undo_key
 from kmsir.actions.kmskeys import (
     KeyInfo,
     KeyParams,
+    ReplicasParams,
+    call_key,
     describe,
-    region_of,
+    members,
+    regions_note,
     target,
     typed_confirmation,
 )
 from kmsir.aws import aws_errors
-from kmsir.errors import AwsError
+from kmsir.errors import ActionError, AwsError
 from kmsir.evidence.calls import Call
-from kmsir.evidence.calls import describe as describe_call
-from kmsir.evidence.entries import Decision
 
 
-class ScheduleDeletionParams(KeyParams):
-    """The key, the waiting period, and what to do with multi-Region replicas."""
+class ScheduleDeletionParams(ReplicasParams):
+    """The key, the waiting period, and ``replicas: true`` to schedule the deletion of the
+    primary and every replica of a multi-Region key."""
 
     pending_window_days: int = Field(default=30, ge=7, le=30)
-    replicas: Literal["ask", "include", "skip"] = "ask"
 
 
 class ScheduleDeletion(Action[ScheduleDeletionParams]):
@@ -49,9 +51,10 @@ class ScheduleDeletion(Action[ScheduleDeletionParams]):
       action: kms.schedule-deletion
       with: {key: "{{ steps.snapshot.key_id }}", pending_window_days: 30}
     ```
-    A multi-Region primary is not deleted while it has replicas (it waits in
-    ``PendingReplicaDeletion``): with ``replicas: ask`` (default) the responder is offered to
-    schedule each replica's deletion too; ``include`` or ``skip`` decide up front.
+    AWS does not delete a multi-Region primary while it has replicas: it waits in
+    ``PendingReplicaDeletion``, unusable and with no deletion date, until each is deleted. So a
+    primary whose replicas are not pending deletion is refused unless ``replicas: true``, which
+    schedules the primary and every replica (one call each, under one approval).
     Outputs: ``key_id``, ``state``, ``deletion_date``, ``replicas_scheduled``.
     """
 
@@ -70,45 +73,73 @@ class ScheduleDeletion(Action[ScheduleDeletionParams]):
     inverse = "kms.cancel-deletion"
 
     def api_calls(self, params: ScheduleDeletionParams) -> list[Call]:
-        return [self._call(params.key, params)]
+        calls = [self._call(params.key, params)]
+        if params.replicas:
+            calls.insert(0, self._call("<each other Region's key ARN>", params))
+        return calls
 
     @staticmethod
     def _call(key: str, params: ScheduleDeletionParams) -> Call:
         window = {"KeyId": key, "PendingWindowInDays": params.pending_window_days}
         return Call(service="kms", operation="ScheduleKeyDeletion", params=window)
 
-    def preview(self, ctx: ActionContext, params: ScheduleDeletionParams) -> Preview:
+    def _keys(self, ctx: ActionContext, params: ScheduleDeletionParams) -> list[KeyInfo]:
+        """The key, then with ``replicas`` the other Regions' keys; a multi-Region primary
+        with replicas not yet pending deletion is refused without ``replicas: true``."""
         info = target(ctx, params.key, self.name)
-        notes = []
-        calls = [] if info.state in PENDING else [self._call(info.key_id, params)]
-        if info.multi_region_role == "PRIMARY" and info.replica_arns:
-            notes.append(
-                f"WARNING: multi-Region primary with {len(info.replica_arns)} replica(s) "
-                f"({', '.join(region_of(a) for a in info.replica_arns)}): its deletion waits "
-                "until every replica is deleted (PendingReplicaDeletion)"
-            )
-            replica_calls = [self._call(arn, params) for arn in info.replica_arns]
-            if params.replicas == "include":
-                calls = replica_calls + calls
-            elif params.replicas == "ask":
-                notes.extend(
-                    f"will ask whether to also call: {describe_call(c)}" for c in replica_calls
+        if params.replicas:
+            return members(ctx, info, True)
+        if info.multi_region_role == "PRIMARY" and info.replica_arns and info.state not in PENDING:
+            replicas = [describe(ctx, arn) for arn in info.replica_arns]
+            live = [f"{r.region} ({r.state})" for r in replicas if r.state not in PENDING]
+            if live:
+                raise ActionError(
+                    f"{self.name} refused on {info.key_id}: it is a multi-Region primary with "
+                    f"replicas in {', '.join(live)}. AWS does not delete a primary while it has "
+                    "replicas: it would wait in PendingReplicaDeletion, unusable and with no "
+                    "deletion date, until each replica is deleted, and the replicas would keep "
+                    "decrypting its data. Set replicas: true to schedule the primary and every "
+                    "replica, or schedule the replicas' deletion first"
                 )
+        return [info]
+
+    def preview(self, ctx: ActionContext, params: ScheduleDeletionParams) -> Preview:
+        keys = self._keys(ctx, params)
+        info = keys[0]
+        todo = [k for k in [*keys[1:], info] if k.state not in PENDING]
+        notes = []
+        if params.replicas:
+            notes.append(regions_note(keys))
+            notes += [f"{k.arn} is {k.state}: left alone" for k in keys[1:] if k.state in PENDING]
+            if any(k.multi_region_role == "PRIMARY" for k in keys[1:]):
+                notes.append(
+                    "the primary waits in PendingReplicaDeletion until every replica is "
+                    "deleted; its own waiting period starts then"
+                )
+        elif info.multi_region_role == "PRIMARY" and info.replica_arns:
+            notes.append(
+                "its replicas are all pending deletion already: the primary waits in "
+                "PendingReplicaDeletion until they are deleted"
+            )
         notes.append(
             f"deletion can be cancelled (kms.cancel-deletion) for {params.pending_window_days} "
             "days; after that the key and everything encrypted under it are gone for good"
         )
         return Preview(
-            calls=tuple(calls),
-            target=f"{info.key_id} ({info.arn})",
-            state=f"key state {info.state}",
+            calls=tuple(self._call(call_key(k, info), params) for k in todo),
+            target="; ".join(f"{k.key_id} ({k.arn})" for k in keys),
+            state="; ".join(f"{k.region}: key state {k.state}" for k in keys)
+            if len(keys) > 1
+            else f"key state {info.state}",
             typed=typed_confirmation(ctx, info),
             notes=tuple(notes),
         )
 
     def run(self, ctx: ActionContext, params: ScheduleDeletionParams) -> Outcome:
-        info = target(ctx, params.key, self.name)
-        if info.state in PENDING:
+        keys = self._keys(ctx, params)
+        info, others = keys[0], keys[1:]
+        todo = [k for k in others if k.state not in PENDING]
+        if info.state in PENDING and not todo:
             outcome = settled(
                 ctx,
                 info,
@@ -124,21 +155,35 @@ class ScheduleDeletion(Action[ScheduleDeletionParams]):
             replicas = [c["KeyId"] for c in sent if c.get("KeyId") != info.key_id]
             outputs = {**outcome.outputs, "replicas_scheduled": replicas}
             return self._scheduled(dataclasses.replace(outcome, outputs=outputs))
-        ctx.changing(info.summary)
-        # replicas an earlier, unfinished attempt scheduled are pending now and skipped below
+        ctx.changing(
+            {**info.summary, **({"replicas": {k.arn: k.state for k in others}} if others else {})}
+        )
+        # replicas an earlier, unfinished attempt scheduled are pending now: not in ``todo``
         sent = ctx.sent_by_earlier_attempt("ScheduleKeyDeletion")
         scheduled = [c["KeyId"] for c in sent if c.get("KeyId") != info.key_id]
-        if info.multi_region_role == "PRIMARY" and info.replica_arns:
-            scheduled += [a for a in self._replicas(ctx, info, params) if a not in scheduled]
-        kms = ctx.clients.client("kms", info.region)
-        _send(
-            ctx,
-            f"ScheduleKeyDeletion on {info.key_id}",
-            lambda: kms.schedule_key_deletion(
-                KeyId=info.key_id, PendingWindowInDays=params.pending_window_days
-            ),
-            lambda: describe(ctx, info.arn).state in PENDING,
-        )
+        for key in todo:  # the other Regions' keys first: a primary waits for its replicas
+            replica = ctx.clients.client("kms", key.region)
+            _send(
+                ctx,
+                f"ScheduleKeyDeletion on {key.arn}",
+                functools.partial(
+                    replica.schedule_key_deletion,
+                    KeyId=key.arn,
+                    PendingWindowInDays=params.pending_window_days,
+                ),
+                functools.partial(_pending, ctx, key.arn, key.region),
+            )
+            scheduled += [key.arn] if key.arn not in scheduled else []
+        if info.state not in PENDING:
+            kms = ctx.clients.client("kms", info.region)
+            _send(
+                ctx,
+                f"ScheduleKeyDeletion on {info.key_id}",
+                lambda: kms.schedule_key_deletion(
+                    KeyId=info.key_id, PendingWindowInDays=params.pending_window_days
+                ),
+                lambda: describe(ctx, info.arn).state in PENDING,
+            )
         return self._scheduled(changed(ctx, info, extra={"replicas_scheduled": scheduled}))
 
     def undo(self, done: Done) -> Undo | None:
@@ -175,52 +220,6 @@ class ScheduleDeletion(Action[ScheduleDeletionParams]):
             after=outcome.after,
             inverse_until=after.get("deletion_date"),
         )
-
-    @staticmethod
-    def _replicas(ctx: ActionContext, info: KeyInfo, params: ScheduleDeletionParams) -> list[str]:
-        regions = [region_of(a) for a in info.replica_arns]
-        choice: str = params.replicas
-        earlier = ctx.earlier_decision()
-        if choice == "ask" and earlier and earlier.question == "also delete replicas":
-            choice = str(earlier.answer)  # answered before: not asked again
-        if choice == "ask":
-            answer = ctx.prompter.ask(
-                f"{ctx.step_id}.replicas",
-                f"{info.key_id} is a multi-Region primary with replicas in {', '.join(regions)}. "
-                "It will wait in PendingReplicaDeletion until they are deleted. Schedule the "
-                "replicas' deletion too?",
-                ["include", "skip"],
-            )
-            ctx.artifacts.journal(
-                Decision(
-                    question="also delete replicas",
-                    answer=answer.value,
-                    by=answer.source,
-                    reason=answer.reason,
-                )
-            )
-            choice = answer.value
-        if choice != "include":
-            return []
-        scheduled = []
-        for arn in info.replica_arns:
-            region = region_of(arn)
-            replica = describe(ctx, arn, region=region)
-            if replica.state in PENDING:
-                continue
-            kms = ctx.clients.client("kms", region)
-            _send(
-                ctx,
-                f"ScheduleKeyDeletion on replica {arn}",
-                functools.partial(
-                    kms.schedule_key_deletion,
-                    KeyId=arn,
-                    PendingWindowInDays=params.pending_window_days,
-                ),
-                functools.partial(_pending, ctx, arn, region),
-            )
-            scheduled.append(arn)
-        return scheduled
 
 
 class CancelDeletion(Action[KeyParams]):

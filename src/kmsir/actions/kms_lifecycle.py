@@ -8,13 +8,24 @@ holds the state AWS reports, not the one we hoped for.
 
 from __future__ import annotations
 
+import dataclasses
 from types import MappingProxyType
 from typing import Any
 
 from pydantic import Field, field_validator
 
 from kmsir.actions.base import Action, ActionContext, Done, Outcome, Preview, Undo
-from kmsir.actions.kmskeys import KeyInfo, KeyParams, describe, list_all, target
+from kmsir.actions.kmskeys import (
+    KeyInfo,
+    KeyParams,
+    ReplicasParams,
+    call_key,
+    describe,
+    list_all,
+    members,
+    regions_note,
+    target,
+)
 from kmsir.aws import aws_errors
 from kmsir.errors import ActionError
 from kmsir.evidence.calls import Call
@@ -23,19 +34,25 @@ from kmsir.evidence.calls import Call
 PENDING = ("PendingDeletion", "PendingReplicaDeletion")
 
 
-class _StateChange(Action[KeyParams]):
-    """One call, one desired end state (DisableKey, EnableKey)."""
+class _StateChange(Action[ReplicasParams]):
+    """One call per key, one desired end state (DisableKey, EnableKey); with ``replicas:
+    true`` one call for each Region's key of a multi-Region key, under one approval."""
 
     operation: str
     desired: str
 
-    def api_calls(self, params: KeyParams) -> list[Call]:
-        return [self._call(params.key)]
+    def api_calls(self, params: ReplicasParams) -> list[Call]:
+        calls = [self._call(params.key)]
+        if params.replicas:
+            calls.append(self._call("<each replica's key ARN>"))
+        return calls
 
     def _call(self, key: str) -> Call:
         return Call(service="kms", operation=self.operation, params={"KeyId": key})
 
-    def _target(self, ctx: ActionContext, params: KeyParams) -> KeyInfo:
+    def _target(self, ctx: ActionContext, params: ReplicasParams) -> list[KeyInfo]:
+        """The key (refused while its deletion is pending), then with ``replicas`` the other
+        Regions' keys of the same multi-Region key."""
         info = target(ctx, params.key, self.name)
         if info.state in PENDING:
             raise ActionError(
@@ -43,40 +60,90 @@ class _StateChange(Action[KeyParams]):
                 f"(deletion on {info.deletion_date or 'hold for its replicas'}); cancel the "
                 "deletion first"
             )
-        return info
+        return members(ctx, info, params.replicas)
 
-    def preview(self, ctx: ActionContext, params: KeyParams) -> Preview:
-        info = self._target(ctx, params)
-        calls = () if info.state == self.desired else (self._call(info.key_id),)
+    def _todo(self, keys: list[KeyInfo]) -> list[KeyInfo]:
+        """The keys not yet in the desired state; a replica pending deletion cannot change
+        (and is unusable already): left alone, the preview says so."""
+        return [k for k in keys if k.state != self.desired and k.state not in PENDING]
+
+    def preview(self, ctx: ActionContext, params: ReplicasParams) -> Preview:
+        keys = self._target(ctx, params)
+        info = keys[0]
+        calls = tuple(self._call(call_key(k, info)) for k in self._todo(keys))
+        notes = []
+        if params.replicas:
+            notes.append(regions_note(keys))
+            notes += [
+                f"{k.arn} is {k.state}: left alone (deletion on {k.deletion_date or 'hold'})"
+                for k in keys[1:]
+                if k.state in PENDING
+            ]
         return Preview(
-            calls=calls, target=f"{info.key_id} ({info.arn})", state=f"key state {info.state}"
+            calls=calls,
+            target="; ".join(f"{k.key_id} ({k.arn})" for k in keys),
+            state="; ".join(f"{k.region}: key state {k.state}" for k in keys)
+            if len(keys) > 1
+            else f"key state {info.state}",
+            notes=tuple(notes),
         )
 
-    def run(self, ctx: ActionContext, params: KeyParams) -> Outcome:
-        info = self._target(ctx, params)
-        if info.state == self.desired:
-            return settled(ctx, info, f"{info.key_id} was already {self.desired}: nothing sent")
-        ctx.changing(info.summary)
+    def run(self, ctx: ActionContext, params: ReplicasParams) -> Outcome:
+        keys = self._target(ctx, params)
+        info, others = keys[0], keys[1:]
+        todo = self._todo(keys)
+        if not todo:
+            outcome = settled(ctx, info, f"{info.key_id} was already {self.desired}: nothing sent")
+            summary = outcome.summary
+            if others:
+                summary = summary.replace(" was already", " and its replicas were already", 1)
+            return dataclasses.replace(
+                outcome, outputs={**outcome.outputs, "replicas_changed": []}, summary=summary
+            )
+        # a resumed attempt: the state before the first attempt's calls, and the replicas
+        # it changed then, are the step's too
+        earlier = ctx.changed_by_earlier_attempt()
+        before = earlier or {**info.summary, **_replica_states(others)}
+        ctx.changing(before)
         from botocore import xform_name  # botocore is imported when a call is made
 
-        kms = ctx.clients.client("kms", info.region)
-        with aws_errors(f"{self.operation} on {info.key_id}"):
-            getattr(kms, xform_name(self.operation))(KeyId=info.key_id)
-        return changed(ctx, info)
+        for key in todo:
+            kms = ctx.clients.client("kms", key.region)
+            with aws_errors(f"{self.operation} on {call_key(key, info)}"):
+                getattr(kms, xform_name(self.operation))(KeyId=call_key(key, info))
+        if not others:
+            return changed(ctx, info, extra={"replicas_changed": []})
+        sent = [str(c.get("KeyId")) for c in ctx.sent_by_earlier_attempt(self.operation)]
+        replicas = [k.arn for k in others if k in todo or k.arn in sent]
+        return _changed_all(ctx, keys, replicas, before)
 
     def undo(self, done: Done) -> Undo | None:
-        """Make the key what it was before the step: enable what it disabled, and back."""
+        """Make the key what it was before the step: enable what it disabled, and back; with
+        replicas, each Region's key the step changed (all of them at once when it changed
+        every one, else the others are named to undo by hand)."""
         key = undo_key(done)
         if key is None or self.inverse is None:
             return None
         verb = self.inverse.removeprefix("kms.").removesuffix("-key")
         was = (done.before or {}).get("state")
-        return Undo(
-            self.inverse,
-            {"key": key},
-            f"{verb} key {key} again (step {done.step_id} made it {self.desired}"
-            + (f"; it was {was})" if was else ")"),
+        summary = f"{verb} key {key} again (step {done.step_id} made it {self.desired}" + (
+            f"; it was {was})" if was else ")"
         )
+        params: dict[str, Any] = {"key": key}
+        replicas = [str(a) for a in done.outputs.get("replicas_changed") or []]
+        if not replicas:
+            return Undo(self.inverse, params, summary)
+        every = set(replicas) == set((done.before or {}).get("replicas") or {})
+        if was == self.desired:  # only replicas changed: undo them, not the key
+            params, summary = {"key": replicas[0]}, f"{verb} replica {replicas[0]} again"
+            replicas = replicas[1:]
+        elif every:
+            params["replicas"] = True
+            summary += f", and its replicas {', '.join(replicas)}"
+            replicas = []
+        if replicas:
+            summary += f"; {verb} these replicas the step changed too: {', '.join(replicas)}"
+        return Undo(self.inverse, params, summary)
 
 
 class DisableKey(_StateChange):
@@ -90,8 +157,15 @@ class DisableKey(_StateChange):
     """
 
     name = "kms.disable-key"
-    params = KeyParams
-    outputs = MappingProxyType({"key_id": "str", "state": "str", "deletion_date": "str|null"})
+    params = ReplicasParams
+    outputs = MappingProxyType(
+        {
+            "key_id": "str",
+            "state": "str",
+            "deletion_date": "str|null",
+            "replicas_changed": "list[str]",
+        }
+    )
     permissions = ("kms:DescribeKey", "kms:DisableKey")
     mutating = True
     inverse = "kms.enable-key"
@@ -110,8 +184,15 @@ class EnableKey(_StateChange):
     """
 
     name = "kms.enable-key"
-    params = KeyParams
-    outputs = MappingProxyType({"key_id": "str", "state": "str", "deletion_date": "str|null"})
+    params = ReplicasParams
+    outputs = MappingProxyType(
+        {
+            "key_id": "str",
+            "state": "str",
+            "deletion_date": "str|null",
+            "replicas_changed": "list[str]",
+        }
+    )
     permissions = ("kms:DescribeKey", "kms:EnableKey")
     mutating = True
     inverse = "kms.disable-key"
@@ -270,3 +351,30 @@ def _tags(ctx: ActionContext, info: KeyInfo) -> dict[str, str]:
         t["TagKey"]: t["TagValue"]
         for t in list_all(ctx, "ListResourceTags", "Tags", info.key_id, region=info.region)
     }
+
+
+def _replica_states(others: list[KeyInfo]) -> dict[str, Any]:
+    """The other Regions' keys of a ``replicas: true`` step, for its before/after record."""
+    return {"replicas": {k.arn: k.state for k in others}} if others else {}
+
+
+def _changed_all(
+    ctx: ActionContext, keys: list[KeyInfo], replicas: list[str], before: dict[str, Any]
+) -> Outcome:
+    """The outcome of a ``replicas: true`` change: every Region's key as AWS reports it now."""
+    info = keys[0]
+    after = [describe(ctx, k.arn) for k in keys]
+    return Outcome(
+        outputs={
+            "key_id": info.key_id,
+            "state": after[0].state,
+            "deletion_date": after[0].deletion_date,
+            "replicas_changed": replicas,
+        },
+        summary="; ".join(
+            f"{b.region}: {b.state} -> {a.state}" for b, a in zip(keys, after, strict=True)
+        )
+        + f" ({info.key_id})",
+        before=before,
+        after={**after[0].summary, **_replica_states(after[1:])},
+    )

@@ -16,7 +16,8 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from kmsir.actions.base import ActionContext, Preview
-from kmsir.actions.kmskeys import KeyInfo, KeyParams, target
+from kmsir.actions.kms_policy_regions import EveryRegion
+from kmsir.actions.kmskeys import KeyInfo, KeyParams, ReplicasParams, target
 from kmsir.actions.policy_change import PolicyChange, parse_policy, put_policy
 from kmsir.errors import ActionError
 from kmsir.keypolicy import principal_arn, statements
@@ -24,8 +25,9 @@ from kmsir.keypolicy import principal_arn, statements
 _STEP_ID = re.compile(r"^[a-z][a-z0-9_]*(-[a-z0-9_]+)*$")
 
 
-class QuarantineParams(KeyParams):
-    """The key, the break-glass principals that keep access, and the lockout override."""
+class QuarantineParams(ReplicasParams):
+    """The key, the break-glass principals that keep access, the lockout override, and
+    ``replicas: true`` to quarantine every Region's key of a multi-Region key."""
 
     break_glass: list[str] = Field(default_factory=list, max_length=50)
     allow_lockout: bool = False
@@ -39,7 +41,7 @@ class QuarantineParams(KeyParams):
         return value
 
 
-class Quarantine(PolicyChange):
+class Quarantine(EveryRegion):
     """Deny everyone every KMS action on the key, except the break-glass principals.
 
     ```yaml
@@ -51,13 +53,21 @@ class Quarantine(PolicyChange):
     ```
     Adds one explicit Deny (Sid ``kmsir-quarantine-<incident>``, all principals, ``kms:*``,
     exempting the break-glass ARNs with an ``aws:PrincipalArn`` condition, not NotPrincipal).
-    Undo with ``kms.restore-policy`` (``from:`` this step).
+    Each Region's key of a multi-Region key has its own policy: ``replicas: true`` quarantines
+    the primary and every replica (one PutKeyPolicy each, the preview lists the Regions;
+    output ``replicas_changed``). Undo with ``kms.restore-policy`` (``from:`` this step, and
+    ``replicas: true`` for the replicas).
     """
 
     name = "kms.quarantine"
     params = QuarantineParams
     outputs = MappingProxyType(
-        {"key_id": "str", "restore_from": "str", "able_to_manage": "list[str]"}
+        {
+            "key_id": "str",
+            "restore_from": "str",
+            "able_to_manage": "list[str]",
+            "replicas_changed": "list[str]",
+        }
     )
 
     def new_policy(
@@ -110,14 +120,16 @@ class PutPolicy(PolicyChange):
         return parse_policy(ctx.artifacts.outside(params.policy), params.policy)
 
 
-class RestorePolicyParams(KeyParams):
-    """The key, where the policy comes from (a step of this run or an artifact file)."""
+class RestorePolicyParams(ReplicasParams):
+    """The key, where the policy comes from (a step of this run or an artifact file), the
+    lockout override, and ``replicas: true`` to restore every Region's key of a multi-Region
+    key from the same step (its ``<Region>/policy-before.json``)."""
 
     source: str = Field(alias="from", min_length=1, max_length=4096)
     allow_lockout: bool = False
 
 
-class RestorePolicy(PolicyChange):
+class RestorePolicy(EveryRegion):
     """Put back a policy kept as evidence: a step of this run, or an artifact of any bundle.
 
     ```yaml
@@ -127,22 +139,38 @@ class RestorePolicy(PolicyChange):
     ```
     ``from`` is a step id (its ``policy-before.json``, or a snapshot's
     ``policy-default.json``) or the path of such an artifact in another bundle; that
-    artifact's hash is checked against its bundle's journal before it is used.
+    artifact's hash is checked against its bundle's journal before it is used. With
+    ``replicas: true`` each other Region's key gets the policy the same step kept for it
+    (``<Region>/policy-before.json`` beside the one named), as ``kms.quarantine`` with
+    ``replicas: true`` keeps them.
     """
 
     name = "kms.restore-policy"
     params = RestorePolicyParams
     outputs = MappingProxyType(
-        {"key_id": "str", "restore_from": "str", "able_to_manage": "list[str]"}
+        {
+            "key_id": "str",
+            "restore_from": "str",
+            "able_to_manage": "list[str]",
+            "replicas_changed": "list[str]",
+        }
     )
 
-    def preview(self, ctx: ActionContext, params: RestorePolicyParams) -> Preview:
+    def regional(self, params: Any, key: KeyInfo) -> Any:
+        """Another Region's key reads its policy from the ``<Region>/`` folder beside the
+        artifact named (a step id: the artifacts of that Region, see ``InRegion``)."""
+        source = params.source
+        if not _STEP_ID.match(source):
+            source = str(Path(source).parent / key.region / Path(source).name)
+        return params.model_copy(update={"key": key.arn, "replicas": False, "source": source})
+
+    def one_preview(self, ctx: ActionContext, params: RestorePolicyParams) -> Preview:
         kept = not _STEP_ID.match(params.source) or any(
             ctx.artifacts.earlier(params.source, n) is not None
             for n in ("policy-before.json", "policy-default.json")
         )
         if kept or ctx.run.mode != "check":
-            return super().preview(ctx, params)
+            return super().one_preview(ctx, params)
         # In check mode the step that keeps the policy only said what it would do.
         info = target(ctx, params.key, self.name)
         return Preview(
@@ -160,16 +188,12 @@ class RestorePolicy(PolicyChange):
         info: KeyInfo,
     ) -> dict[str, Any]:
         if _STEP_ID.match(params.source):
-            for name in (
-                f"{info.key_id}/policy-default.json",
-                "policy-before.json",
-                "policy-default.json",
-            ):
+            for name in _kept_names(info):
                 data = ctx.artifacts.earlier(params.source, name)
                 if data is not None:
-                    folder = name.rpartition("/")[0]
+                    # the DescribeKey kept beside it: ``key.json``, ``replica-<Region>-key.json``
                     sibling = ctx.artifacts.earlier(
-                        params.source, f"{folder}/key.json" if folder else "key.json"
+                        params.source, name.rsplit("policy-", 1)[0] + "key.json"
                     )
                     _check_owner(data, sibling, info, f"step {params.source}")
                     return parse_policy(data, f"step {params.source} {name}")
@@ -179,6 +203,23 @@ class RestorePolicy(PolicyChange):
         sibling = ctx.artifacts.outside(str(sibling_path)) if sibling_path.is_file() else None
         _check_owner(data, sibling, info, params.source)
         return parse_policy(data, params.source)
+
+
+def _kept_names(info: KeyInfo) -> list[str]:
+    """Where a step may have kept the policy of ``info``, most specific first. Every Region's
+    key of a multi-Region key has the same key id but a policy of its own: what a step kept
+    for this Region's key (a ``replicas: true`` step's ``<Region>/``, a snapshot's
+    ``replica-<Region>-``) comes before what it kept for the key it was given."""
+    names = [f"{info.region}/policy-before.json"] if info.multi_region_role else []
+    if info.multi_region_role:
+        label = f"{info.multi_region_role}-{info.region}-".lower()
+        names += [f"{info.key_id}/{label}policy-default.json", f"{label}policy-default.json"]
+    return [
+        *names,
+        f"{info.key_id}/policy-default.json",
+        "policy-before.json",
+        "policy-default.json",
+    ]
 
 
 def _check_owner(data: bytes, key_json: bytes | None, info: KeyInfo, source: str) -> None:

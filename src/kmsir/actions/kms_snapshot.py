@@ -1,8 +1,11 @@
 """``kms.snapshot``: preserve the state of one key, a list of keys, or every key in the Region.
 
 For each key: DescribeKey, every key policy, all grants, aliases and tags (paginated),
-rotation status with period and next date, the key's rotations, and for multi-Region keys the
-primary and every replica (each Region's own policy and grants). Artifacts are the raw API
+rotation status with period and next date, the key's rotations, where its material comes from
+(origin; for imported material its expiration model, ``ValidTo`` and key material ids), the
+custom key store it lives in (DescribeCustomKeyStores: type and connection state), and for
+multi-Region keys the primary and every replica, each read in its own Region (its own policy,
+grants and aliases). Artifacts are the raw API
 responses, one JSON file each, written as soon as they are read: memory stays bounded for
 thousands of keys, which are snapshotted concurrently by a bounded thread pool.
 """
@@ -73,7 +76,9 @@ class Snapshot(Action[SnapshotParams]):
     ```
     Outputs for one key: ``key_id``, ``arn``, ``account``, ``region``, ``state``,
     ``key_manager`` (CUSTOMER/AWS), ``origin``, ``multi_region`` (PRIMARY/REPLICA or null),
-    ``primary_arn``, ``replicas``, ``deletion_date``, ``valid_to``, ``aliases``, ``grants``,
+    ``primary_arn``, ``replicas``, ``deletion_date``, ``valid_to`` and ``expiration_model``
+    (imported material), ``key_material_ids``, ``key_store`` (``id``, ``name``, ``type``,
+    ``connection_state``; null outside a custom key store), ``aliases``, ``grants``,
     ``grant_ids``, ``external_grant_ids`` (grantees outside the key's account),
     ``rotation_enabled``, ``rotation_period_days``, ``next_rotation_date``, ``rotations``,
     ``tags``, ``policies`` (name -> policy) and ``policy`` (the default one).
@@ -99,6 +104,9 @@ class Snapshot(Action[SnapshotParams]):
             "replicas": "list[dict]",
             "deletion_date": "str|null",
             "valid_to": "str|null",
+            "expiration_model": "str|null",
+            "key_material_ids": "list[str]",
+            "key_store": "dict|null",
             "aliases": "list[str]",
             "grants": "list[dict]",
             "grant_ids": "list[str]",
@@ -126,6 +134,7 @@ class Snapshot(Action[SnapshotParams]):
         "kms:ListResourceTags",
         "kms:GetKeyRotationStatus",
         "kms:ListKeyRotations",
+        "kms:DescribeCustomKeyStores",  # keys in a custom key store only
     )
 
     def permissions_for(self, params: SnapshotParams) -> tuple[str, ...]:
@@ -211,6 +220,9 @@ def _summary(outputs: dict[str, Any]) -> dict[str, Any]:
         "rotation_enabled",
         "rotation_period_days",
         "deletion_date",
+        "valid_to",
+        "expiration_model",
+        "key_store",
     )
     return {**{k: outputs[k] for k in keep}, "grant_count": len(outputs["grant_ids"])}
 
@@ -229,6 +241,7 @@ def snapshot_key(
     tags = list_all(ctx, "ListResourceTags", "Tags", info.key_id, region=info.region)
     ctx.write_json(f"{prefix}tags.json", {"Tags": tags})
     rotation = _rotation(ctx, info, prefix)
+    materials = [info.metadata.get("CurrentKeyMaterialId"), *rotation.pop("material_ids")]
     replicas = [_related(ctx, arn, prefix) for arn in info.related_arns]
     summary_grants = [_grant_summary(g) for g in grants]
     external = [
@@ -250,6 +263,9 @@ def snapshot_key(
         "replicas": replicas,
         "deletion_date": info.deletion_date,
         "valid_to": info.valid_to,
+        "expiration_model": info.metadata.get("ExpirationModel"),
+        "key_material_ids": [str(m) for m in dict.fromkeys(materials) if m],
+        "key_store": _key_store(ctx, info, prefix),
         "aliases": [a["AliasName"] for a in aliases],
         "grants": summary_grants,
         "grant_ids": [g["id"] for g in summary_grants],
@@ -286,6 +302,7 @@ def _rotation(ctx: ActionContext, info: KeyInfo, prefix: str) -> dict[str, Any]:
             "rotation_period_days": None,
             "next_rotation_date": None,
             "rotations": 0,
+            "material_ids": [],
         }
     kms = ctx.clients.client("kms", info.region)
     with aws_errors(f"GetKeyRotationStatus on {info.key_id}"):
@@ -298,6 +315,7 @@ def _rotation(ctx: ActionContext, info: KeyInfo, prefix: str) -> dict[str, Any]:
         "rotation_period_days": status.get("RotationPeriodInDays"),
         "next_rotation_date": iso(status.get("NextRotationDate")),
         "rotations": len(rotations),
+        "material_ids": [r["KeyMaterialId"] for r in rotations if r.get("KeyMaterialId")],
     }
 
 
@@ -310,12 +328,36 @@ def _related(ctx: ActionContext, arn: str, prefix: str) -> dict[str, Any]:
     _policies(ctx, info, prefix=prefix, label=label)
     grants = list_all_grants(ctx, info.key_id, region=region)
     ctx.write_json(f"{prefix}{label}grants.json", {"Grants": grants})
+    aliases = list_all(ctx, "ListAliases", "Aliases", info.key_id, region=region)
+    ctx.write_json(f"{prefix}{label}aliases.json", {"Aliases": aliases})
     return {
         "arn": arn,
         "region": region,
         "role": info.multi_region_role,
         "state": info.state,
         "grant_ids": [g.get("GrantId") for g in grants],
+        "aliases": [a["AliasName"] for a in aliases],
+    }
+
+
+def _key_store(ctx: ActionContext, info: KeyInfo, prefix: str) -> dict[str, Any] | None:
+    """The custom key store the key lives in (CloudHSM or external), as
+    DescribeCustomKeyStores reports it; ``None`` for a key outside any."""
+    store_id = info.metadata.get("CustomKeyStoreId")
+    if not store_id:
+        return None
+    kms = ctx.clients.client("kms", info.region)
+    with aws_errors(f"DescribeCustomKeyStores {store_id} for {info.key_id}"):
+        response = strip_metadata(kms.describe_custom_key_stores(CustomKeyStoreId=store_id))
+    ctx.write_json(f"{prefix}key-store.json", response)
+    found = response.get("CustomKeyStores") or []
+    store = found[0] if found else {}
+    return {
+        "id": str(store_id),
+        "name": store.get("CustomKeyStoreName"),
+        # AWS leaves the type out for CloudHSM key stores created before external ones existed
+        "type": store.get("CustomKeyStoreType", "AWS_CLOUDHSM"),
+        "connection_state": store.get("ConnectionState"),
     }
 
 

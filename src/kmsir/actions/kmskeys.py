@@ -124,6 +124,41 @@ def target(ctx: ActionContext, key: str, action: str) -> KeyInfo:
     return info
 
 
+class ReplicasParams(KeyParams):
+    """A key; ``replicas: true``: the primary and every replica of a multi-Region key."""
+
+    replicas: bool = False
+
+
+def members(ctx: ActionContext, info: KeyInfo, replicas: bool) -> list[KeyInfo]:
+    """The keys a step acts on: ``info``, then with ``replicas`` every other Region's key of
+    the same multi-Region key (primary and replicas, whichever ``info`` is), each described in
+    its own Region. AWS shares no key state between them: each is changed with its own call."""
+    if not replicas:
+        return [info]
+    return [info, *(describe(ctx, arn) for arn in info.related_arns)]
+
+
+def regions_note(keys: list[KeyInfo]) -> str:
+    """The Regions a ``replicas: true`` step acts in, for its preview."""
+    if len(keys) == 1:
+        role = keys[0].multi_region_role
+        return f"replicas: true: {keys[0].key_id} has no replica to act on" + (
+            "" if role else " (it is not a multi-Region key)"
+        )
+    listed = ", ".join(
+        f"{k.region} ({(k.multi_region_role or '').lower()}, {k.state})" for k in keys
+    )
+    return f"acts in {len(keys)} Regions, one call each: {listed}"
+
+
+def call_key(key: KeyInfo, first: KeyInfo) -> str:
+    """How a call names a key of a ``replicas: true`` step: the key id for the key the step
+    was given (as every action names it), the key ARN for the others (it names their Region:
+    the key id is the same in every Region of a multi-Region key)."""
+    return key.key_id if key is first else key.arn
+
+
 def grantee_account(principal: str) -> str | None:
     """The account of a grantee principal ARN (``None`` for service principals)."""
     parts = principal.split(":")

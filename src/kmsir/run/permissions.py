@@ -217,8 +217,11 @@ def _key_scope(
     values: Mapping[str, Any], input_key: str | None, key_input: str | None, where: Where
 ) -> _KeyScope:
     """The keys a step acts on: the key it names, the input key when the key it names is
-    decided at run time from the input key (a snapshot's ``key_id``...), else every key."""
+    decided at run time from the input key (a snapshot's ``key_id``...), else every key (as
+    for a key store, whose keys are found by describing each key)."""
     every = _KeyScope(where.every("key"))
+    if "store" in values:  # a key store's step describes every key to find the store's keys
+        return every
     if values.get("all") is True or "keys" in values:
         named = values.get("keys")
         if isinstance(named, list) and named and all(_literal(k) for k in named):

@@ -37,7 +37,12 @@ Kind = Literal["undo", "irreversible", "expired", "unknown", "undone", "unneeded
 #: The kinds the rollback report lists as "could not be undone".
 NOT_UNDONE: tuple[Kind, ...] = ("irreversible", "expired", "unknown")
 #: The undo actions whose target ``rollback_drift`` reads live: the key's state, or its policy.
-_STATE_UNDOS = ("kms.enable-key", "kms.disable-key", "kms.cancel-deletion")
+_STATE_UNDOS = (
+    "kms.enable-key",
+    "kms.disable-key",
+    "kms.cancel-deletion",
+    "kms.delete-imported-material",
+)
 _POLICY_UNDOS = ("kms.restore-policy",)
 
 
@@ -174,6 +179,13 @@ def _target(done: Done) -> str:
     return json.dumps(done.params, sort_keys=True, default=str)
 
 
+def _paired(done: Done) -> str:
+    """What a step acted on, to pair it with the step that undid it: a key store, or
+    ``_target``."""
+    store = done.outputs.get("store_id")
+    return f"store {store}" if store else _target(done)
+
+
 def _undone_within(
     done: list[tuple[StepView, Done]], undos: dict[str, Undo | None]
 ) -> dict[str, str]:
@@ -182,14 +194,17 @@ def _undone_within(
     paired: dict[str, str] = {}
     for n, (step, d) in enumerate(done):
         undo = undos[step.id]
-        if step.id in paired or undo is None or undo.action == IRREVERSIBLE:
+        if step.id in paired or undo is None:
             continue
+        # an undo no rollback can run (re-importing deleted key material needs the material)
+        # is still undone by a later step of the action's inverse
+        inverse = undo.action if undo.action != IRREVERSIBLE else step.inverse
         for later, other in done[n + 1 :]:
             if (
                 later.id not in paired
-                and later.action == undo.action
+                and later.action == inverse
                 and later.done_ok
-                and _target(other) == _target(d)
+                and _paired(other) == _paired(d)
             ):
                 paired[step.id], paired[later.id] = later.id, step.id
                 break

@@ -197,6 +197,7 @@ class StepRunner:
             run=self.info,
             now=services.clock,
             reporter=services.reporter,
+            sleep=services.sleep,
             earlier_attempt=_earlier_attempt(prior),
             approved_before=_approved_before(prior),
         )
