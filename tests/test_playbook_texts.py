@@ -32,10 +32,14 @@ INCIDENT_PLAYBOOKS = (
     "kms-key-outage",
     "kms-policy-tampering",
     "kms-leaked-credentials",
+    "kms-imported-material",
+    "kms-key-store-incident",
 )
 PENDING = ("PendingDeletion", "PendingReplicaDeletion")
 _SENTENCE = re.compile(r"(?<=[.?!])\s+")
-_STATE_WORD = r"(Enabled|Disabled|PendingDeletion|PendingReplicaDeletion|Unavailable|Creating)"
+_STATE_WORD = (
+    r"(Enabled|Disabled|PendingDeletion|PendingReplicaDeletion|PendingImport|Unavailable|Creating)"
+)
 
 
 def sentences(text: str) -> Iterator[str]:

@@ -47,7 +47,7 @@ CHECK_IDS = {
     "ebs-encryption-by-default", "ebs-default-key", "ebs-volumes-encrypted",
     "s3-default-encryption", "rds-encrypted", "dynamodb-encryption",
     "secrets-rotation", "secrets-customer-keys",
-    "key-origin-recorded", "imported-material-expiry",
+    "key-origin-recorded", "imported-material-expiry", "key-store-connected",
     "keys-managed-as-code", "cloudformation-drift",
 }  # fmt: skip
 
@@ -150,7 +150,7 @@ def test_the_scenario_plants_only_checks_the_review_has() -> None:
     unknown = {p.check for p in world.planted} - CHECK_IDS
     assert unknown == set()
     planted = {p.check for p in world.planted}
-    # each of practices 1-6 has something planted; 7 and 8 only record facts (info)
+    # each of practices 1-7 has something planted; 8 only records facts (info)
     assert {"sensitive-data-on-customer-keys", "rotation-enabled", "secrets-rotation"} <= planted
     assert {"key-policy-public", "trail-log-validation", "ebs-encryption-by-default"} <= planted
 
@@ -183,8 +183,8 @@ def test_the_review_step_succeeds_and_its_report_names_the_planted_problems(
 
 def test_what_cannot_fail_is_recorded_for_the_tabletop(reviewed: Reviewed) -> None:
     """Practices 4, 7 and 8 record facts (info) about the keys planted for them: the
-    asymmetric, HMAC and imported keys rotate by hand; the imported key's origin; the key
-    the CloudFormation stack made is managed as code."""
+    asymmetric, HMAC, imported and key-store keys rotate by hand; the origin of the imported
+    and key-store keys; the key the CloudFormation stack made is managed as code."""
 
     def named(check: str, statuses: set[str]) -> set[str]:
         return {
@@ -195,9 +195,9 @@ def test_what_cannot_fail_is_recorded_for_the_tabletop(reviewed: Reviewed) -> No
         }
 
     arns = reviewed.arns
-    manual = {arns["signing"], arns["request-mac"], arns["hsm-import"]}
-    assert named("rotation-manual", {"info"}) == manual
-    assert named("key-origin-recorded", {"info"}) == {arns["hsm-import"]}
+    imported = {arns["hsm-import"], arns["card-issuing"], arns["hsm-vault"]}
+    assert named("rotation-manual", {"info"}) == {arns["signing"], arns["request-mac"], *imported}
+    assert named("key-origin-recorded", {"info"}) == imported
     assert arns["ledger-events-kms"] in named("keys-managed-as-code", {"info", "pass"})
 
 
@@ -406,7 +406,11 @@ def test_the_old_release_scenario_keeps_the_fingerprint_its_run_recorded() -> No
     assert Sandbox(old).fingerprint == recorded.group(1)
 
 
-@pytest.mark.parametrize("name", sorted(set(scenarios.available()) - {SCENARIO}))
+#: The scenarios written for these fields (imported material has an origin).
+USING_THEM = {SCENARIO, "imported-material-deleted"}
+
+
+@pytest.mark.parametrize("name", sorted(set(scenarios.available()) - USING_THEM))
 def test_a_scenario_without_the_new_fields_dumps_none_of_them(name: str) -> None:
     dumped = scenarios.load(name).model_dump(mode="json")
     assert "planted" not in dumped

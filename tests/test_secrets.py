@@ -41,6 +41,8 @@ RUN_KEY_ID = "AKIAKMSIRMARKER7Q2Z9"
 RUN_SECRET = "kmsirMarkerRunSecretAccessKey0123456789Z"
 RUN_TOKEN = "kmsirMarkerRunSessionTokenFQoGZXIvYXdzEBaaBBccDDeeFF0123456789"
 PLAINTEXT = "kmsirMarkerDecryptedPlaintext4111111111111111"
+#: Key material imported into an EXTERNAL key (32 bytes: what a symmetric key takes).
+MATERIAL = "kmsirMarkerImportedKeyMaterial32"
 #: The run's own credentials, as a shell would hold them.
 RUN_ENV = {
     "AWS_ACCESS_KEY_ID": RUN_KEY_ID,
@@ -54,6 +56,7 @@ FIXED_MARKERS = {
     "sandbox dummy secret": DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
     "sandbox dummy token": DUMMY_CREDENTIALS["AWS_SESSION_TOKEN"],
     "decrypted plaintext": PLAINTEXT,
+    "imported key material": MATERIAL,
 }
 SANDBOX_CREDENTIALS = (
     DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"],
@@ -222,6 +225,56 @@ class RequestProbe(Action[RequestParams]):
         return Outcome(outputs={}, summary="encrypted")
 
 
+class NoParams(Params):
+    pass
+
+
+class ExternalKeyProbe(Action[NoParams]):
+    """Test only: an EXTERNAL key with ``MATERIAL`` imported through the run's own clients,
+    and the responder's copy of it in ``escrow.bin`` (in the working directory), for the
+    imported-material steps."""
+
+    name = "test.external-key"
+    params = NoParams
+    permissions = ("kms:CreateKey", "kms:GetParametersForImport", "kms:ImportKeyMaterial")
+
+    def run(self, ctx: ActionContext, params: NoParams) -> Outcome:
+        from .test_actions_imported import wrap
+
+        kms = ctx.clients.client("kms")
+        key_id = kms.create_key(Origin="EXTERNAL")["KeyMetadata"]["KeyId"]
+        wrapping = kms.get_parameters_for_import(
+            KeyId=key_id, WrappingAlgorithm="RSAES_OAEP_SHA_256", WrappingKeySpec="RSA_2048"
+        )
+        kms.import_key_material(
+            KeyId=key_id,
+            ImportToken=wrapping["ImportToken"],
+            EncryptedKeyMaterial=wrap(wrapping["PublicKey"], MATERIAL.encode()),
+            ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE",
+        )
+        Path("escrow.bin").write_bytes(MATERIAL.encode())
+        return Outcome(outputs={"key_id": key_id, "material": "escrow.bin"}, summary=key_id)
+
+
+class KeyStoreProbe(Action[NoParams]):
+    """Test only: a connected CloudHSM key store, for the key store steps."""
+
+    name = "test.key-store"
+    params = NoParams
+    permissions = ("kms:CreateCustomKeyStore", "kms:ConnectCustomKeyStore")
+
+    def run(self, ctx: ActionContext, params: NoParams) -> Outcome:
+        kms = ctx.clients.client("kms")
+        store = kms.create_custom_key_store(
+            CustomKeyStoreName="secrets-probe-hsm",
+            CloudHsmClusterId="cluster-1a23b4cdefg",
+            TrustAnchorCertificate="-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----",
+            KeyStorePassword="kmsPswd1",
+        )["CustomKeyStoreId"]
+        kms.connect_custom_key_store(CustomKeyStoreId=store)
+        return Outcome(outputs={"store_id": store}, summary=store)
+
+
 def _iam_user_secrets() -> dict[str, str]:
     """The secret keys moto holds for the IAM users' access keys (the world's, not kmsir's)."""
     from moto.iam.models import iam_backends
@@ -240,7 +293,13 @@ def probes(monkeypatch: pytest.MonkeyPatch) -> Seen:
     original = actions.registry
 
     def with_probes() -> actions.Registry:
-        probes: list[Action[Any]] = [DecryptProbe(), FirstAccessKey(), RequestProbe()]
+        probes: list[Action[Any]] = [
+            DecryptProbe(),
+            FirstAccessKey(),
+            RequestProbe(),
+            ExternalKeyProbe(),
+            KeyStoreProbe(),
+        ]
         return {**original(), **{probe.name: probe for probe in probes}}
 
     monkeypatch.setattr(actions, "registry", with_probes)
@@ -337,6 +396,11 @@ EVERY_ACTION: list[dict[str, Any]] = [
         "action": "kms.revoke-grants",
         "with": {"key": KEY, "filter": {"allowed_accounts": [ACCOUNT]}},
     },
+    {
+        "id": "retire",
+        "action": "kms.retire-grants",
+        "with": {"key": KEY, "filter": {"operations": ["Decrypt"]}},
+    },
     {"id": "user", "action": "test.first-access-key", "with": {"user": PROBE_USER}},
     {
         "id": "deactivate",
@@ -352,11 +416,38 @@ EVERY_ACTION: list[dict[str, Any]] = [
     {"id": "restore-sessions", "action": "iam.restore-role-sessions", "with": {"role": PROBE_ROLE}},
     {"id": "deny-all", "action": "iam.attach-deny-policy", "with": {"user": PROBE_USER}},
     {"id": "allow-all", "action": "iam.detach-deny-policy", "with": {"user": PROBE_USER}},
+    {"id": "external", "action": "test.external-key", "with": {}},
+    {
+        "id": "unimport",
+        "action": "kms.delete-imported-material",
+        "with": {"key": "{{ steps.external.key_id }}"},
+    },
+    {
+        "id": "reimport",
+        "action": "kms.import-key-material",
+        "with": {
+            "key": "{{ steps.external.key_id }}",
+            "material": "{{ steps.external.material }}",
+            "valid_to": "30d",
+        },
+    },
+    {"id": "store", "action": "test.key-store", "with": {}},
+    {
+        "id": "store-off",
+        "action": "kms.disconnect-key-store",
+        "with": {"store": "{{ steps.store.store_id }}"},
+    },
+    {
+        "id": "store-on",
+        "action": "kms.connect-key-store",
+        "with": {"store": "{{ steps.store.store_id }}"},
+    },
     {"id": "disable", "action": "kms.disable-key", "with": {"key": KEY}},
     {
         "id": "schedule",
         "action": "kms.schedule-deletion",
-        "with": {"key": KEY, "pending_window_days": 7, "replicas": "skip"},
+        # a multi-Region primary (policy-tampering's) is refused without its replicas
+        "with": {"key": KEY, "pending_window_days": 7, "replicas": True},
     },
     {"id": "cancel-again", "action": "kms.cancel-deletion", "with": {"key": KEY}},
 ]
@@ -377,6 +468,11 @@ def write_playbook(where: Path, steps: list[dict[str, Any]]) -> Path:
 def answers_for(where: Path, world: Scenario, steps: list[dict[str, Any]]) -> Path:
     # a review scenario's playbook has no key input: the scenario's first aliased key then
     key = world.inputs.get("key") or next(k.alias for k in world.keys.values() if k.alias)
+    spec = next((k for k in world.keys.values() if k.alias == key), None)
+    if spec is not None and (spec.origin != "AWS_KMS" or spec.store is not None):
+        # AWS refuses enabling a key without material, and rotating imported material or a
+        # key in a custom key store: every action then runs on the probe key
+        key = PROBE_KEY
     answers: dict[str, Any] = {"key": key, "decide": "go", "hand-off.1": "done"}
     answers.update({s["id"]: "approve" for s in steps if s["id"] not in answers})
     path = where / "answers.yaml"

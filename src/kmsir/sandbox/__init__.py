@@ -17,6 +17,7 @@ import os
 import random
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -26,7 +27,7 @@ from kmsir.evidence.calls import Call
 from kmsir.evidence.view import RunView
 from kmsir.playbook import templating
 from kmsir.playbook.values import duration_seconds
-from kmsir.sandbox import containment, history, lookup, resources, shim
+from kmsir.sandbox import containment, history, lookup, resources, seed_kms, shim
 from kmsir.sandbox.injects import Injects
 from kmsir.sandbox.scenario import ACCOUNT, trail_bucket
 from kmsir.sandbox.scenario_model import Scenario
@@ -60,6 +61,8 @@ class Sandbox:
         self.now = now or datetime.now(timezone.utc)
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.keys: dict[str, dict[str, Any]] = {}
+        #: The scenario's custom key stores: name -> ``id``, ``name``, ``type``.
+        self.key_stores: dict[str, dict[str, str]] = {}
         self.grants: dict[str, dict[str, str]] = {}
         self.users: dict[str, dict[str, Any]] = {}
         #: The scenario's resources: name -> the ARN AWS gives it (``resources.seed``).
@@ -225,8 +228,18 @@ class Sandbox:
                 injects += self.injects.refire(intent)
                 continue
             client = session.client(intent.service, region_name=intent.region)
+            if intent.operation == "ImportKeyMaterial":  # its wrapped bytes are not journaled
+                error = self._reimport(client, intent, view, change.seq, change.step)
+                if error is None:
+                    replayed += 1
+                else:
+                    refused.append(f"ImportKeyMaterial: {error}")
+                continue
+            params = shim.grants.journaled_params(  # grant ids of older releases' journals
+                intent.operation, intent.params, self.account, intent.region or self.region
+            )
             try:
-                getattr(client, xform_name(intent.operation))(**intent.params)
+                getattr(client, xform_name(intent.operation))(**params)
             except ClientError as exc:
                 refused.append(f"{intent.operation}: {exc.response['Error'].get('Code')}")
             except Exception as exc:  # moto may not implement it: say so and go on
@@ -242,19 +255,51 @@ class Sandbox:
                 result["injects"] = late
         return result
 
+    @staticmethod
+    def _reimport(
+        client: Any, intent: Call, view: RunView, seq: int, step: str | None
+    ) -> str | None:
+        """Replay a journaled ImportKeyMaterial: the journal keeps the material file's path
+        and sha256 (never the material, nor its wrapped bytes, which only the original
+        world's wrapping key opens), so the same file is imported again if it still has that
+        hash. ``None`` when done, else why not."""
+        from botocore.exceptions import ClientError
+
+        read = [m.record for m in view.input_files if m.step == step and m.seq < seq]
+        if not read:
+            return "no material file journaled for its step"
+        path, digest = read[-1].path, read[-1].sha256
+        try:
+            material = Path(path).read_bytes()
+        except OSError as exc:
+            return f"material file {path}: {exc.strerror or exc}"
+        if sha256_hex(material) != digest:
+            return f"material file {path} has changed since the run (sha256 differs)"
+        expiry = {
+            k: v for k, v in intent.params.items() if k in ("ExpirationModel", "ValidTo")
+        }
+        try:
+            seed_kms.import_bytes(client, str(intent.params.get("KeyId")), material, expiry)
+        except ClientError as exc:
+            return str(exc.response["Error"].get("Code"))
+        return None
+
     # -- seeding --------------------------------------------------------------------------
 
     def _seed(self) -> None:
         self._seed_users()  # first: key policies and grants may name the users
         kms = self.session().client("kms")
+        self.key_stores = seed_kms.create_stores(kms, self.scenario)
         for name, spec in self.scenario.keys.items():
             metadata = kms.create_key(
                 Description=spec.description,
                 Tags=[{"TagKey": k, "TagValue": v} for k, v in spec.tags.items()],
                 **({"MultiRegion": True} if spec.multi_region else {}),
                 **resources.key_options(spec),
+                **seed_kms.key_options(name, spec, self.scenario, self.key_stores),
             )["KeyMetadata"]
             key_id = metadata["KeyId"]
+            seed_kms.import_material(kms, key_id, spec, self.scenario, self.now)
             if spec.alias:
                 kms.create_alias(AliasName=spec.alias, TargetKeyId=key_id)
             if spec.rotation:
@@ -279,6 +324,7 @@ class Sandbox:
             if spec.policy is not None:
                 policy = self.render(spec.policy)
                 kms.put_key_policy(KeyId=key_id, PolicyName="default", Policy=json.dumps(policy))
+            seed_kms.delete_material(kms, key_id, spec)
             if spec.pending_deletion_days:
                 kms.schedule_key_deletion(
                     KeyId=key_id, PendingWindowInDays=spec.pending_deletion_days
@@ -295,6 +341,7 @@ class Sandbox:
             self.grants[name] = {"id": created["GrantId"], "key": key["id"], "name": grant.name}
             if grant.created:
                 self._backdate_grant(key["id"], created["GrantId"], grant.created)
+        seed_kms.disconnect_stores(kms, self.scenario, self.key_stores)
         rng = random.Random(self.scenario.seed)  # noqa: S311 - event ids, not secrets
         history_events = list(history.events(self, self.scenario.history, self.now, rng))
         lookup.add_events(self.account, self.region, history_events)
@@ -342,6 +389,7 @@ class Sandbox:
             "account": self.account,
             "region": self.region,
             "keys": self.keys,
+            "key_stores": self.key_stores,
             "grants": self.grants,
             "users": self.users,
             "trail_bucket": self.trail_bucket,

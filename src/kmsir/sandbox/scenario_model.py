@@ -3,7 +3,8 @@
 A ``Scenario`` names keys, grants, IAM users with access keys, identities, a CloudTrail history
 with times relative to now, the playbook it exercises, its inputs, the scripted answers of its
 demo, and injects: what the attacker does in the sandbox after a given step of the playbook;
-its resources and the problems it plants are ``resource_model``'s records. Each record checks
+its keys (with imported material) and custom key stores are ``key_model``'s records, its
+resources and the problems it plants ``resource_model``'s. Each record checks
 its own fields (patterns, ranges, durations, Region names); what spans records (references
 between them, templates, the playbook's steps) is checked when the scenario loads
 (``scenario_checks``).
@@ -11,13 +12,14 @@ between them, templates, the playbook's steps) is checked when the scenario load
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SerializerFunctionWrapHandler,
     ValidationInfo,
     field_validator,
@@ -25,8 +27,15 @@ from pydantic import (
     model_validator,
 )
 
-from kmsir.playbook import yamlsafe
-from kmsir.playbook.values import duration_seconds, is_region
+from kmsir.playbook.values import duration_seconds
+from kmsir.sandbox.key_model import (
+    KEY_USAGES,
+    KeySpec,
+    KeySpecName,
+    KeyStoreSpec,
+    MaterialSpec,
+    relative_file,
+)
 from kmsir.sandbox.resource_model import (
     IamPolicySpec,
     IamRoleSpec,
@@ -41,103 +50,20 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-def _region_name(value: str) -> str:
-    if not is_region(value):
-        raise ValueError(f"{yamlsafe.shorten(value)} is not an AWS Region name like us-east-1")
-    return value
-
-
-#: Key specs a scenario may create, with the key usages AWS allows each (the first: the
-#: default). SM2 is offered in China Regions only; ML-DSA, moto cannot create.
-KEY_USAGES: dict[str, tuple[str, ...]] = {
-    "SYMMETRIC_DEFAULT": ("ENCRYPT_DECRYPT",),
-    **{f"RSA_{bits}": ("ENCRYPT_DECRYPT", "SIGN_VERIFY") for bits in (2048, 3072, 4096)},
-    **{spec: ("SIGN_VERIFY",) for spec in ("ECC_NIST_P256", "ECC_NIST_P384", "ECC_NIST_P521")},
-    "ECC_SECG_P256K1": ("SIGN_VERIFY",),
-    **{f"HMAC_{bits}": ("GENERATE_VERIFY_MAC",) for bits in (224, 256, 384, 512)},
-}
-KeySpecName = Literal[
-    "SYMMETRIC_DEFAULT",
-    "RSA_2048",
-    "RSA_3072",
-    "RSA_4096",
-    "ECC_NIST_P256",
-    "ECC_NIST_P384",
-    "ECC_NIST_P521",
-    "ECC_SECG_P256K1",
-    "HMAC_224",
-    "HMAC_256",
-    "HMAC_384",
-    "HMAC_512",
+__all__ = [
+    "KEY_USAGES",
+    "CallSpec",
+    "EventSpec",
+    "GrantSpec",
+    "IdentitySpec",
+    "InjectSpec",
+    "KeySpec",
+    "KeySpecName",
+    "KeyStoreSpec",
+    "MaterialSpec",
+    "Scenario",
+    "UserSpec",
 ]
-
-
-class KeySpec(_Model):
-    """A customer-managed key to create."""
-
-    description: str = ""
-    alias: str | None = Field(default=None, pattern=r"^alias/[A-Za-z0-9/_-]{1,250}$")
-    tags: dict[str, str] = Field(default_factory=dict)
-    rotation: bool = False
-    #: The rotation period (EnableKeyRotation's RotationPeriodInDays, 90-2560; default: AWS's
-    #: 365 days).
-    rotation_period_days: int | None = Field(default=None, ge=90, le=2560)
-    #: The key spec (CreateKey's KeySpec) and usage (default: the spec's first in
-    #: ``KEY_USAGES``): an asymmetric or HMAC key, which cannot rotate automatically.
-    spec: KeySpecName = "SYMMETRIC_DEFAULT"
-    usage: Literal["ENCRYPT_DECRYPT", "SIGN_VERIFY", "GENERATE_VERIFY_MAC"] | None = None
-    #: Where the key material comes from: KMS, or imported (``EXTERNAL``: CreateKey with
-    #: Origin EXTERNAL; moto keeps no imported material, and shows the key Enabled).
-    origin: Literal["AWS_KMS", "EXTERNAL"] = "AWS_KMS"
-    enabled: bool = True
-    #: Scheduled for deletion when the scenario starts, with this waiting period (7-30 days).
-    pending_deletion_days: int | None = Field(default=None, ge=7, le=30)
-    #: The key policy at the start (a template over the world, like the history); default:
-    #: AWS's default policy.
-    policy: dict[str, Any] | None = None
-    #: A multi-Region primary key (CreateKey with MultiRegion; its id starts ``mrk-``).
-    multi_region: bool = False
-    #: Regions to replicate the multi-Region key into (ReplicateKey, once the key exists, its
-    #: alias and rotation set): each replica has the same key id, its own ARN, the default key
-    #: policy, no alias, no grant, and is Enabled.
-    replicas: list[Annotated[str, AfterValidator(_region_name)]] = Field(
-        default_factory=list, max_length=30
-    )
-
-    @model_serializer(mode="wrap")
-    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """Without the multi-Region fields when unused: the fingerprint of a scenario that has
-        none stays what it was before they existed (a recorded sandbox run still resumes)."""
-        data: dict[str, Any] = handler(self)
-        if not self.multi_region and not self.replicas:
-            del data["multi_region"], data["replicas"]
-        # so are the spec, usage, origin and rotation period (added since)
-        defaults = {
-            "rotation_period_days": None,
-            "spec": "SYMMETRIC_DEFAULT",
-            "usage": None,
-            "origin": "AWS_KMS",
-        }
-        return {k: v for k, v in data.items() if k not in defaults or v != defaults[k]}
-
-    @model_validator(mode="after")
-    def _fits(self) -> KeySpec:
-        usages = KEY_USAGES[self.spec]
-        if self.usage is not None and self.usage not in usages:
-            raise ValueError(f"usage {self.usage}: a {self.spec} key is for {' or '.join(usages)}")
-        if self.rotation_period_days is not None and not self.rotation:
-            raise ValueError("rotation_period_days needs rotation: true")
-        if self.rotation and (self.spec != "SYMMETRIC_DEFAULT" or self.origin != "AWS_KMS"):
-            raise ValueError(
-                "rotation: AWS rotates only symmetric encryption keys with key material "
-                "from KMS (rotate the others manually)"
-            )
-        return self
-
-    @property
-    def key_usage(self) -> str:
-        """The key usage CreateKey is given."""
-        return self.usage or KEY_USAGES[self.spec][0]
 
 
 class GrantSpec(_Model):
@@ -322,8 +248,12 @@ class Scenario(_Model):
     playbook: str
     region: str = "eu-west-1"
     seed: int = 0
+    #: The playbook's inputs; ``{file: PATH}`` names a file relative to the scenario file
+    #: (an escrow copy of key material), which the run is given as a path it can open.
     inputs: dict[str, Any] = Field(default_factory=dict)
     keys: dict[str, KeySpec] = Field(min_length=1)
+    #: Custom key stores the keys may live in (``store:`` of a key).
+    key_stores: dict[str, KeyStoreSpec] = Field(default_factory=dict, max_length=10)
     grants: dict[str, GrantSpec] = Field(default_factory=dict)
     users: dict[str, UserSpec] = Field(default_factory=dict)
     identities: dict[str, IdentitySpec] = Field(default_factory=dict)
@@ -335,6 +265,57 @@ class Scenario(_Model):
     resources: list[Resource] = Field(default_factory=list, max_length=100)
     #: The problems a review scenario plants on purpose (``planted`` compares a review).
     planted: list[PlantedSpec] = Field(default_factory=list, max_length=200)
+
+    #: The folder of the scenario file, once ``scenario.load`` located it, and the inputs it
+    #: turned from ``{file: PATH}`` into paths (by name: the PATH as written).
+    _folder: Path | None = PrivateAttr(default=None)
+    _file_inputs: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @field_validator("inputs")
+    @classmethod
+    def _file_input(cls, inputs: dict[str, Any]) -> dict[str, Any]:
+        for name, value in inputs.items():
+            if isinstance(value, dict) and "file" in value:
+                if set(value) != {"file"} or not isinstance(value["file"], str):
+                    raise ValueError(f"inputs.{name}: a file input is {{file: PATH}} alone")
+                relative_file(value["file"])
+        return inputs
+
+    def file_inputs(self) -> dict[str, str]:
+        """The inputs written ``{file: PATH}``: name -> PATH (relative to the scenario)."""
+        if self._file_inputs:
+            return dict(self._file_inputs)
+        return {
+            name: str(value["file"])
+            for name, value in self.inputs.items()
+            if isinstance(value, dict) and "file" in value
+        }
+
+    @property
+    def folder(self) -> Path | None:
+        """The folder of the scenario file (``None``: a scenario not loaded from a file)."""
+        return self._folder
+
+    def located(self, folder: Path, files: dict[str, Path]) -> Scenario:
+        """This scenario as loaded from a file in ``folder``, its file inputs given as the
+        paths ``files`` found for them; it dumps (and so fingerprints) as written."""
+        written = self.file_inputs()
+        copy = self.model_copy(
+            update={"inputs": {**self.inputs, **{n: str(p) for n, p in files.items()}}}
+        )
+        copy._folder = folder
+        copy._file_inputs = written
+        return copy
+
+    @model_validator(mode="after")
+    def _store_references(self) -> Scenario:
+        for name, key in self.keys.items():
+            if key.store is not None and key.store not in self.key_stores:
+                known = ", ".join(self.key_stores) or "none"
+                raise ValueError(
+                    f"keys.{name}.store: unknown key store {key.store!r} (key_stores: {known})"
+                )
+        return self
 
     @model_validator(mode="after")
     def _resource_references(self) -> Scenario:
@@ -367,12 +348,17 @@ class Scenario(_Model):
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """Without ``resources`` and ``planted`` when there are none: the fingerprint of a
-        scenario without them stays what it was before they existed (a recorded sandbox run
-        still resumes)."""
+        """Without ``resources``, ``planted`` and ``key_stores`` when there are none: the
+        fingerprint of a scenario without them stays what it was before they existed (a
+        recorded sandbox run still resumes); file inputs as written, not where they were
+        found (a scenario keeps its fingerprint wherever kmsir is installed)."""
         data: dict[str, Any] = handler(self)
         if not self.resources:
             del data["resources"]
         if not self.planted:
             del data["planted"]
+        if not self.key_stores:
+            del data["key_stores"]
+        for name, written in self._file_inputs.items():
+            data["inputs"][name] = {"file": written}
         return data

@@ -18,6 +18,7 @@ from kmsir import __version__
 from kmsir.actions.audit import (
     practice_access,
     practice_data,
+    practice_key_stores,
     practice_keys,
     practice_monitoring,
     practice_review,
@@ -41,6 +42,7 @@ RULES: tuple[Rule, ...] = (
     *practice_data.ENCRYPTION,
     *practice_data.SECRETS,
     *practice_keys.ORIGIN,
+    *practice_key_stores.RULES,
     *practice_keys.AUTOMATION,
 )
 

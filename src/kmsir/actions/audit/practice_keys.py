@@ -28,7 +28,7 @@ from kmsir.actions.audit.keysets import (
 from kmsir.actions.audit.practice_automation import AUTOMATION
 from kmsir.actions.audit.rules import Result, Rule, cannot
 
-__all__ = ["AUTOMATION", "MAX_ROTATION_DAYS", "ORIGIN", "ROTATION"]
+__all__ = ["AUTOMATION", "MAX_ROTATION_DAYS", "ORIGIN", "ROTATION", "custom_key_stores"]
 
 _GUIDE = "https://docs.aws.amazon.com/kms/latest/developerguide/"
 #: The longest rotation period the practice accepts: "90 days or less", and 90 is the
@@ -251,7 +251,7 @@ ROTATION: tuple[Rule, ...] = (
 # -- practice 7 -------------------------------------------------------------------------
 
 
-def _stores(audit: AuditContext) -> tuple[dict[str, dict[str, Any]], str]:
+def custom_key_stores(audit: AuditContext) -> tuple[dict[str, dict[str, Any]], str]:
     """Every custom key store of the Region by id (DescribeCustomKeyStores), read once."""
 
     def read() -> tuple[dict[str, dict[str, Any]], str]:
@@ -312,7 +312,7 @@ def _origin_recorded(audit: AuditContext) -> Iterator[Result]:
     if not stored:
         return
     try:
-        stores, path = _stores(audit)
+        stores, path = custom_key_stores(audit)
     except Unavailable as exc:
         yield cannot(exc, arns(stored))
         return
