@@ -10,6 +10,10 @@ Environment:
   Empty: never.
 - ``CRASHKIT_CALLS``: a file that gets one line per state-changing AWS call sent, written by a
   botocore ``before-call`` hook registered after kmsir's own (which journals the intent).
+
+AWS's quotas are kept on a schedule that never waits, as in the in-process tests
+(``_unpaced`` in tests/conftest.py): a kill point is counted, not timed, and 2 LookupEvents a
+second made each run and each resume wait more than a second for nothing.
 """
 
 from __future__ import annotations
@@ -21,7 +25,10 @@ import sys
 from typing import Any
 
 from kmsir import aws, cli
+from kmsir.aws import pacing
 from kmsir.evidence import journal as writer
+
+pacing.PACING = pacing.Pacing(pacing.QUOTAS, sleep=lambda _: None)
 
 KIND, _, AT = os.environ.get("CRASHKIT_KILL", "").partition(":")
 CALLS = os.environ.get("CRASHKIT_CALLS")

@@ -231,6 +231,32 @@ def test_a_run_waits_through_the_engines_sleep(rogue_grant: Sandbox, tmp_path: P
     assert "still listed after 5 s (eventual consistency)" in step.summary
 
 
+def test_check_mode_shows_the_retirement_and_changes_nothing(
+    rogue_grant: Sandbox, tmp_path: Path
+) -> None:
+    key, rogue = rogue_grant.keys["payments"], rogue_grant.grants["rogue"]["id"]
+    playbook = tmp_path / "retire.yaml"
+    playbook.write_text(
+        "id: retire\ntitle: Retire\nsteps:\n"
+        "  - id: retire\n    action: kms.retire-grants\n"
+        f"    with: {{key: alias/payments-prod, grant_ids: [{rogue}]}}\n"
+    )
+    result = Engine(
+        actions=actions.registry(),
+        clients=rogue_grant.client_factory(),
+        prompter=ScriptedPrompter({}, source="test"),
+    ).run(
+        load_playbook(playbook),
+        {},
+        RunOptions(incident_id="INC-test", evidence_dir=tmp_path / "ev", mode="check", yes=True),
+    )
+    assert result.status == "succeeded", result.error
+    assert [s.status for s in result.steps] == ["would-run"]
+    assert rogue in listed(rogue_grant, key["id"])
+    view = read_journal(result.bundle / JOURNAL).view()
+    assert not view.world
+
+
 def test_settle_seconds_is_bounded() -> None:
     with pytest.raises(ValueError, match="less than or equal to 900"):
         RetireGrantsParams(key="alias/x", grant_ids=["abc"], settle_seconds=901)
