@@ -17,13 +17,11 @@ import os
 import random
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from kmsir.aws import ClientFactory, refuse_unanswered
 from kmsir.evidence.bundle import canonical, sha256_hex, timestamp
-from kmsir.evidence.calls import Call
 from kmsir.evidence.view import RunView
 from kmsir.playbook import templating
 from kmsir.playbook.values import duration_seconds
@@ -208,81 +206,12 @@ class Sandbox:
         return sha256_hex(canonical(self.scenario.model_dump(mode="json")))
 
     def replay(self, view: RunView) -> dict[str, Any]:
-        """Re-apply the state-changing calls and the injects a journal records, in journal
-        order, to this re-seeded world, so a resumed run continues where the interrupted one
-        left the sandbox.
+        """Re-apply the state-changing calls and the injects a journal records to this
+        re-seeded world (``kmsir.sandbox.replay``), so a resumed run continues where the
+        interrupted one left the sandbox."""
+        from kmsir.sandbox import replay
 
-        A call whose intent was journaled but whose result was not (the process died in
-        between) is re-applied as if it reached AWS; one that AWS refused is not. An inject
-        whose step succeeded but that was never journaled fires now, before the run goes on, and
-        is listed under ``injects`` (the engine journals this result in ``run-resumed``).
-        """
-        from botocore import xform_name
-        from botocore.exceptions import ClientError
-
-        session = self.session()
-        replayed, refused, injects = 0, [], 0
-        for change in view.world:
-            intent = change.record
-            if not isinstance(intent, Call):
-                injects += self.injects.refire(intent)
-                continue
-            client = session.client(intent.service, region_name=intent.region)
-            if intent.operation == "ImportKeyMaterial":  # its wrapped bytes are not journaled
-                error = self._reimport(client, intent, view, change.seq, change.step)
-                if error is None:
-                    replayed += 1
-                else:
-                    refused.append(f"ImportKeyMaterial: {error}")
-                continue
-            params = shim.grants.journaled_params(  # grant ids of older releases' journals
-                intent.operation, intent.params, self.account, intent.region or self.region
-            )
-            try:
-                getattr(client, xform_name(intent.operation))(**params)
-            except ClientError as exc:
-                refused.append(f"{intent.operation}: {exc.response['Error'].get('Code')}")
-            except Exception as exc:  # moto may not implement it: say so and go on
-                refused.append(f"{intent.operation}: {type(exc).__name__}")
-            else:
-                replayed += 1
-        result: dict[str, Any] = {"replayed": replayed, "refused": refused}
-        if injects:
-            result["injects_replayed"] = injects
-        if view.meta is not None and view.mode != "check":
-            late = [self.injects.fire(n, self.clock()) for n in self.injects.owed(view)]
-            if late:
-                result["injects"] = late
-        return result
-
-    @staticmethod
-    def _reimport(
-        client: Any, intent: Call, view: RunView, seq: int, step: str | None
-    ) -> str | None:
-        """Replay a journaled ImportKeyMaterial: the journal keeps the material file's path
-        and sha256 (never the material, nor its wrapped bytes, which only the original
-        world's wrapping key opens), so the same file is imported again if it still has that
-        hash. ``None`` when done, else why not."""
-        from botocore.exceptions import ClientError
-
-        read = [m.record for m in view.input_files if m.step == step and m.seq < seq]
-        if not read:
-            return "no material file journaled for its step"
-        path, digest = read[-1].path, read[-1].sha256
-        try:
-            material = Path(path).read_bytes()
-        except OSError as exc:
-            return f"material file {path}: {exc.strerror or exc}"
-        if sha256_hex(material) != digest:
-            return f"material file {path} has changed since the run (sha256 differs)"
-        expiry = {
-            k: v for k, v in intent.params.items() if k in ("ExpirationModel", "ValidTo")
-        }
-        try:
-            seed_kms.import_bytes(client, str(intent.params.get("KeyId")), material, expiry)
-        except ClientError as exc:
-            return str(exc.response["Error"].get("Code"))
-        return None
+        return replay.replay(self, view)
 
     # -- seeding --------------------------------------------------------------------------
 

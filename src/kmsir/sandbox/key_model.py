@@ -97,7 +97,11 @@ class MaterialSpec(_Model):
     def _ahead(cls, value: str | None) -> str | None:
         # AWS refuses a ValidTo in the past (an expired material is `deleted: true`) or more
         # than 365 days after the import
-        ahead = duration_seconds(value.removeprefix("+")) if value is not None else 0
+        if value is None:
+            return value
+        ahead = duration_seconds(value.removeprefix("+"))
+        if ahead <= 0:
+            raise ValueError(f"valid_to {value}: the material must stay valid for a while")
         if ahead > MAX_VALID_DAYS * 86400:
             raise ValueError(f"valid_to {value}: AWS accepts at most {MAX_VALID_DAYS} days")
         return value

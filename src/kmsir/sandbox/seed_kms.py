@@ -23,6 +23,7 @@ from kmsir.playbook.values import duration_seconds
 from kmsir.sandbox.key_model import KeySpec, KeyStoreSpec
 from kmsir.sandbox.scenario import scenario_file
 from kmsir.sandbox.scenario_model import Scenario
+from kmsir.sandbox.shim import imported
 
 #: The wrapping key the seeding asks for (the smallest AWS offers: quick to make).
 WRAPPING_KEY_SPEC = "RSA_2048"
@@ -96,7 +97,8 @@ def import_material(
     kms: Any, key_id: str, spec: KeySpec, scenario: Scenario, now: datetime
 ) -> None:
     """Import the key's material, if the scenario gives it some (wrapped for transport as
-    AWS asks), valid for ``valid_to`` from ``now`` or without expiry."""
+    AWS asks), valid for ``valid_to`` from ``now`` (the world's start) or without expiry;
+    a world rebuilt after that has passed gets the key as AWS left it: material deleted."""
     material = spec.material
     if material is None:
         return
@@ -104,10 +106,16 @@ def import_material(
     if path is None:
         raise UsageError(f"scenario {scenario.id}: no key material file {material.file!r}")
     expiry: dict[str, Any] = {"ExpirationModel": "KEY_MATERIAL_DOES_NOT_EXPIRE"}
+    expired = False
     if material.valid_to is not None:
         ahead = timedelta(seconds=duration_seconds(material.valid_to.removeprefix("+")))
-        expiry = {"ExpirationModel": "KEY_MATERIAL_EXPIRES", "ValidTo": now + ahead}
+        # a world rebuilt (resume, rollback) after its material expired: AWS deleted it then
+        expired = now + ahead <= imported.now()
+        if not expired:
+            expiry = {"ExpirationModel": "KEY_MATERIAL_EXPIRES", "ValidTo": now + ahead}
     import_bytes(kms, key_id, path.read_bytes(), expiry)
+    if expired:
+        kms.delete_imported_key_material(KeyId=key_id)
 
 
 def import_bytes(kms: Any, key_id: str, material: bytes, expiry: dict[str, Any]) -> None:
