@@ -13,7 +13,9 @@ References (the AWS KMS API reference):
 - GenerateDataKeyPair, https://docs.aws.amazon.com/kms/latest/APIReference/API_GenerateDataKeyPair.html
   and GenerateDataKeyPairWithoutPlaintext: the private key (DER PKCS #8) encrypted under a
   symmetric encryption key, the public key (DER SubjectPublicKeyInfo); InvalidKeyUsageException
-  for any other key.
+  for any other key. Not in a custom key store: "GenerateDataKeyPair and
+  GenerateDataKeyPairWithoutPlaintext are not supported in custom key stores" ("Use KMS keys in
+  custom key stores", https://docs.aws.amazon.com/kms/latest/developerguide/use-cmk-keystore.html).
 """
 
 from __future__ import annotations
@@ -154,6 +156,50 @@ def test_generate_data_key_pair(rogue_grant: Sandbox) -> None:
         error_code(lambda: kms.generate_data_key_pair(KeyId=key["id"], KeyPairSpec="RSA_1024"))
         == "ValidationException"
     )
+
+
+def test_no_data_key_pairs_under_a_key_in_a_custom_key_store(rogue_grant: Sandbox) -> None:
+    """Use KMS keys in custom key stores: "GenerateDataKeyPair and
+    GenerateDataKeyPairWithoutPlaintext are not supported in custom key stores"
+    (https://docs.aws.amazon.com/kms/latest/developerguide/use-cmk-keystore.html):
+    UnsupportedOperationException, for a CloudHSM and an external key store's key alike; a key
+    that is Unavailable gets its key-state error first (key-state table [11])."""
+    kms = rogue_grant.session().client("kms")
+    hsm = kms.create_custom_key_store(
+        CustomKeyStoreName="pairs-hsm",
+        CloudHsmClusterId="cluster-pairs000001",
+        TrustAnchorCertificate="-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        KeyStorePassword="kmsPswd-0001",
+    )["CustomKeyStoreId"]
+    xks = kms.create_custom_key_store(
+        CustomKeyStoreName="pairs-xks",
+        CustomKeyStoreType="EXTERNAL_KEY_STORE",
+        XksProxyUriEndpoint="https://xks-pairs.example.com",
+        XksProxyUriPath="/example/kms/xks/v1",
+        XksProxyConnectivity="PUBLIC_ENDPOINT",
+        XksProxyAuthenticationCredential={
+            "AccessKeyId": "ABCDE12345670EXAMPLE",
+            "RawSecretAccessKey": "DXjSUawnel2fr6SKC7G25CNxTyWKE5PF9XX6H/u9pSo=",
+        },
+    )["CustomKeyStoreId"]
+    keys = []
+    for store, origin, extra in (
+        (hsm, "AWS_CLOUDHSM", {}),
+        (xks, "EXTERNAL_KEY_STORE", {"XksKeyId": "pairs-external-key"}),
+    ):
+        kms.connect_custom_key_store(CustomKeyStoreId=store)
+        created = kms.create_key(CustomKeyStoreId=store, Origin=origin, **extra)["KeyMetadata"]
+        keys.append(created["KeyId"])
+    for key in keys:
+        assert kms.encrypt(KeyId=key, Plaintext=b"usable")["CiphertextBlob"]  # Enabled
+        for generate in (kms.generate_data_key_pair, kms.generate_data_key_pair_without_plaintext):
+            assert error_code(lambda g=generate, k=key: g(KeyId=k, KeyPairSpec="RSA_2048")) == (
+                "UnsupportedOperationException"
+            )
+    kms.disconnect_custom_key_store(CustomKeyStoreId=hsm)
+    assert error_code(
+        lambda: kms.generate_data_key_pair(KeyId=keys[0], KeyPairSpec="ECC_NIST_P256")
+    ) == ("KMSInvalidStateException")  # Unavailable: the key state answers first
 
 
 def test_enabling_an_unavailable_key_takes_effect_on_connecting(rogue_grant: Sandbox) -> None:

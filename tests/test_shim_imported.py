@@ -252,6 +252,39 @@ def test_tokens_and_wrapping_are_checked(kms: Any, monkeypatch: pytest.MonkeyPat
     ) == ("ValidationException")  # no longer supported by AWS since October 2023
 
 
+def test_a_missing_token_or_material_is_a_validation_error(sandbox: Sandbox) -> None:
+    """ImportToken and EncryptedKeyMaterial are required members of ImportKeyMaterial
+    (https://docs.aws.amazon.com/kms/latest/APIReference/API_ImportKeyMaterial.html): a request
+    without one is refused (ValidationException) before its key is looked at, not read as the
+    base64 text "None"."""
+    from botocore.config import Config
+
+    raw = sandbox.session().client("kms", config=Config(parameter_validation=False))
+    key_id = external_key(raw)
+    params = raw.get_parameters_for_import(
+        KeyId=key_id, WrappingAlgorithm="RSAES_OAEP_SHA_256", WrappingKeySpec="RSA_2048"
+    )
+    whole = {
+        "KeyId": key_id,
+        "ImportToken": params["ImportToken"],
+        "EncryptedKeyMaterial": wrap(params["PublicKey"], "RSAES_OAEP_SHA_256", os.urandom(32)),
+        "ExpirationModel": "KEY_MATERIAL_DOES_NOT_EXPIRE",
+    }
+    not_external = raw.create_key()["KeyMetadata"]["KeyId"]
+    members = (("ImportToken", "importToken"), ("EncryptedKeyMaterial", "encryptedKeyMaterial"))
+    for missing, member in members:
+        for key in (key_id, not_external):
+            request = {name: value for name, value in whole.items() if name != missing}
+            with pytest.raises(ClientError) as caught:
+                raw.import_key_material(**{**request, "KeyId": key})
+            answered = caught.value.response["Error"]
+            assert answered["Code"] == "ValidationException", (missing, key)
+            assert f"Value null at '{member}'" in answered["Message"]
+    assert metadata(raw, key_id)["KeyState"] == "PendingImport"
+    raw.import_key_material(**whole)  # the whole request imports
+    assert metadata(raw, key_id)["KeyState"] == "Enabled"
+
+
 def test_material_expires_at_valid_to(kms: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     key_id = external_key(kms)
     valid_to = datetime.now(timezone.utc) + timedelta(hours=1)

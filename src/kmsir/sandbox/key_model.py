@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from kmsir.keymaterial import MAX_VALID_DAYS
 from kmsir.playbook import yamlsafe
 from kmsir.playbook.values import duration_seconds, is_region
 
@@ -70,11 +71,6 @@ KeySpecName = Literal[
     "HMAC_384",
     "HMAC_512",
 ]
-#: The size of the symmetric key material AWS imports (a 256-bit key).
-MATERIAL_BYTES = 32
-#: How long after the import imported material may stay valid, at most (ImportKeyMaterial's
-#: ValidTo).
-MAX_VALID_DAYS = 365
 
 
 class MaterialSpec(_Model):

@@ -30,9 +30,9 @@ from pydantic import ValidationError
 
 from kmsir import resources
 from kmsir.errors import PlaybookError, UsageError
+from kmsir.keymaterial import MATERIAL_BYTES
 from kmsir.playbook import yamlsafe
 from kmsir.sandbox import scenario_checks
-from kmsir.sandbox.key_model import MATERIAL_BYTES
 from kmsir.sandbox.scenario_model import Scenario
 
 #: moto's default account: the sandbox's dummy credentials see this account.

@@ -28,7 +28,8 @@ backend and response classes (so every client of the sandbox sees it, the AWS CL
 - pages ListGrants with ``Limit``/``Marker`` (1-100, default 50) and reports each grant's
   ``CreationDate``; gives grants AWS's 64-hex ids; lets only those RetireGrant names retire a
   grant (cross-account too), and answers ``NotFoundException`` for a grant a key lacks;
-- answers GenerateDataKeyPair and GenerateDataKeyPairWithoutPlaintext (moto lacks them);
+- answers GenerateDataKeyPair and GenerateDataKeyPairWithoutPlaintext (moto lacks them), but
+  not for a key in a custom key store, as AWS has it;
 - enforces explicit Deny statements of key policies on every operation naming a key, with
   principals and ``aws:PrincipalArn`` exemptions honoured (moto checks DescribeKey only, and
   ignores both, so a quarantine would lock out its own break-glass roles);
@@ -47,8 +48,9 @@ backend and response classes (so every client of the sandbox sees it, the AWS CL
 
 One module per concern: ``key_state``, ``multi_region``, ``grants``, ``policy``,
 ``rotation`` and ``ec2`` hold the wrappers, ``imported``, ``key_stores``, ``store_keys`` and
-``data_key_pairs`` the operations moto lacks (``operations`` adds them to moto), ``common``
-what they share; this module says which wrapper goes on which moto method, and installs them.
+``data_key_pairs`` the KMS operations moto lacks (``operations`` adds them all to moto),
+``common`` what they share; this module says which wrapper goes on which moto method, and
+installs them.
 Each patch point is checked when installing: a moto upgrade that moves one fails loudly here
 (and in ``tests/test_shim.py``) instead of silently making the sandbox lenient again.
 """
@@ -59,7 +61,6 @@ from collections.abc import Callable
 from typing import Any
 
 from kmsir.sandbox.shim import (
-    data_key_pairs,
     ec2,
     grants,
     key_state,
@@ -89,8 +90,8 @@ _BACKEND_PATCHES: dict[str, _Wrap] = {
     "schedule_key_deletion": key_state.schedule_key_deletion,
     "cancel_key_deletion": key_state.cancel_key_deletion,
     "replicate_key": multi_region.replicate_key,
-    "enable_key_rotation": operations.automatic_rotation,
-    "disable_key_rotation": operations.automatic_rotation,
+    "enable_key_rotation": rotation.rotation_change,
+    "disable_key_rotation": rotation.rotation_change,
     "rotate_key_on_demand": rotation.rotation_change,
     "create_grant": grants.create_grant,
     "revoke_grant": grants.revoke_grant,
@@ -154,6 +155,5 @@ def install() -> None:
         for name, wrap in patches.items():
             setattr(cls, name, wrap(vars(cls)[name]))
         setattr(cls, _INSTALLED, True)
-    operations.install()  # imported material, custom key stores (moto has neither)
-    data_key_pairs.install()  # GenerateDataKeyPair[WithoutPlaintext] (moto has neither)
+    operations.install()  # imported material, custom key stores, data key pairs (moto lacks them)
     ec2.install()  # GetEbsDefaultKmsKeyId (moto has none)

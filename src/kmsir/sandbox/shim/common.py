@@ -18,6 +18,11 @@ def error(code: str, message: str) -> Exception:
     return JsonRESTError(code, message)
 
 
+def validation(message: str) -> Exception:
+    """A ``ValidationException``: the request itself is not what the API takes."""
+    return error("ValidationException", message)
+
+
 def find_key(backend: Any, key_id: str, *, aliases: bool) -> Any:
     """The moto key for an id or ARN (and alias, when the operation accepts one)."""
     try:

@@ -6,21 +6,23 @@ RSA_3072, RSA_4096, ECC_NIST_P256, ECC_NIST_P384, ECC_NIST_P521, ECC_SECG_P256K1
 key (DER, PKCS #8) encrypted under a symmetric encryption KMS key, with the request's
 ``EncryptionContext``, so Decrypt gives it back; the public key (DER, SubjectPublicKeyInfo) in
 the clear; the private key in the clear too unless WithoutPlaintext. The KMS key must be
-usable (the key-state table: ``DisabledException``, ``KMSInvalidStateException``) and a
-symmetric encryption key (``InvalidKeyUsageException``). Added as methods of moto's
-``KmsResponse``, so the in-process sandbox and ``sandbox serve`` answer them alike.
+usable (the key-state table: ``DisabledException``, ``KMSInvalidStateException``), not in a
+custom key store ("GenerateDataKeyPair and GenerateDataKeyPairWithoutPlaintext are not
+supported in custom key stores",
+https://docs.aws.amazon.com/kms/latest/developerguide/use-cmk-keystore.html:
+``UnsupportedOperationException``) and a symmetric encryption key
+(``InvalidKeyUsageException``). ``operations`` adds them to moto's ``KmsResponse``, so the
+in-process sandbox and ``sandbox serve`` answer them alike.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable
 from typing import Any
 
 from kmsir.sandbox.shim.common import error, find_key, require_usable
-
-_INSTALLED = "_kmsir_data_key_pairs"
+from kmsir.sandbox.shim.key_stores import ORIGINS
 
 #: KeyPairSpec -> how to make such a key with ``cryptography``.
 _RSA = {"RSA_2048": 2048, "RSA_3072": 3072, "RSA_4096": 4096}
@@ -64,7 +66,13 @@ def _generate(response: Any, *, plaintext: bool) -> str:
         )
     backend = response.kms_backend
     key = find_key(backend, str(response._get_param("KeyId")), aliases=True)
-    require_usable(key)
+    require_usable(key)  # an Unavailable key in a store: its state answers first
+    if key.origin in ORIGINS.values():
+        raise error(
+            "UnsupportedOperationException",
+            f"{key.arn} is in a custom key store: GenerateDataKeyPair and "
+            "GenerateDataKeyPairWithoutPlaintext are not supported in custom key stores.",
+        )
     usage = key.key_usage or "ENCRYPT_DECRYPT"  # moto keeps None when CreateKey named none
     if usage != "ENCRYPT_DECRYPT" or key.key_spec != "SYMMETRIC_DEFAULT":
         raise error(
@@ -97,28 +105,3 @@ def generate_data_key_pair(self: Any) -> str:
 def generate_data_key_pair_without_plaintext(self: Any) -> str:
     """GenerateDataKeyPairWithoutPlaintext (a method of moto's ``KmsResponse``)."""
     return _generate(self, plaintext=False)
-
-
-#: New methods of moto's ``KmsResponse`` (moto dispatches an action to its snake_case name).
-OPERATIONS: dict[str, Callable[[Any], str]] = {
-    "generate_data_key_pair": generate_data_key_pair,
-    "generate_data_key_pair_without_plaintext": generate_data_key_pair_without_plaintext,
-}
-
-
-def install() -> None:
-    """Add the operations to moto's ``KmsResponse`` (idempotent); fail loudly if moto now
-    answers one of them itself."""
-    from moto.kms.responses import KmsResponse
-
-    if getattr(KmsResponse, _INSTALLED, False):
-        return
-    taken = [name for name in OPERATIONS if name in vars(KmsResponse)]
-    if taken:
-        raise RuntimeError(
-            f"moto's KmsResponse now defines {', '.join(taken)}: the sandbox's KMS fidelity "
-            "shim (kmsir.sandbox.shim.data_key_pairs) must be reviewed for this moto version"
-        )
-    for name, handler in OPERATIONS.items():
-        setattr(KmsResponse, name, handler)
-    setattr(KmsResponse, _INSTALLED, True)

@@ -24,13 +24,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from kmsir.sandbox.shim.common import error, find_key, not_pending, set_state
+from kmsir.keymaterial import MATERIAL_BYTES, MAX_VALID_DAYS
+from kmsir.sandbox.shim.common import error, find_key, not_pending, set_state, validation
 
 #: How long a public key and import token from GetParametersForImport can be used.
 PARAMETERS_VALID = timedelta(hours=24)
 #: The latest ``ValidTo`` ImportKeyMaterial accepts, from the request.
-MAX_VALID_TO = timedelta(days=365)
-MATERIAL_BYTES = 32  # a symmetric encryption key's material: 256 bits
+MAX_VALID_TO = timedelta(days=MAX_VALID_DAYS)
 WRAPPING_KEY_BITS = {"RSA_2048": 2048, "RSA_3072": 3072, "RSA_4096": 4096}
 #: Wrapping algorithms, by name: the OAEP hash, and whether an AES key wraps the material.
 WRAPPING_ALGORITHMS = {
@@ -76,17 +76,31 @@ def _external_key(response: Any) -> Any:
     return key
 
 
+def _require(response: Any, *names: str) -> None:
+    """Required members of the request: AWS refuses a request that lacks one
+    (``ValidationException``) before it looks at anything else."""
+    body = json.loads(response.body)
+    missing = [name for name in names if body.get(name) is None]
+    if missing:
+        errors = "1 validation error" if len(missing) == 1 else f"{len(missing)} validation errors"
+        raise validation(
+            f"{errors} detected: "
+            + "; ".join(
+                f"Value null at '{name[0].lower()}{name[1:]}' failed to satisfy constraint: "
+                "Member must not be null"
+                for name in missing
+            )
+        )
+
+
 def _blob(response: Any, name: str) -> bytes:
-    """A binary parameter as the client sent it (base64 in KMS's JSON)."""
-    value = json.loads(response.body).get(name)
+    """A required binary parameter as the client sent it (base64 in KMS's JSON)."""
+    _require(response, name)
+    value = json.loads(response.body)[name]
     try:
         return base64.b64decode(str(value), validate=True)
     except ValueError:
-        raise error("ValidationException", f"{name} is not valid base64.") from None
-
-
-def _validation(message: str) -> Exception:
-    return error("ValidationException", message)
+        raise validation(f"{name} is not valid base64.") from None
 
 
 def get_parameters_for_import(self: Any) -> str:
@@ -100,9 +114,9 @@ def get_parameters_for_import(self: Any) -> str:
     algorithm = self._get_param("WrappingAlgorithm")
     spec = self._get_param("WrappingKeySpec")
     if algorithm not in WRAPPING_ALGORITHMS:
-        raise _validation(f"WrappingAlgorithm {algorithm} is not supported.")
+        raise validation(f"WrappingAlgorithm {algorithm} is not supported.")
     if spec not in WRAPPING_KEY_BITS:
-        raise _validation(f"WrappingKeySpec {spec} is not supported in this Region.")
+        raise validation(f"WrappingKeySpec {spec} is not supported in this Region.")
     private = rsa.generate_private_key(public_exponent=65537, key_size=WRAPPING_KEY_BITS[spec])
     token = b"kmsir-import-token:" + mock_random.getrandbits(8 * 96).to_bytes(96, "big")
     valid_to = now() + PARAMETERS_VALID
@@ -157,26 +171,27 @@ def _expiry(self: Any) -> tuple[str, datetime | None]:
     raw = self._get_param("ValidTo")
     if model == DOES_NOT_EXPIRE:
         if raw is not None:
-            raise _validation("ValidTo must be omitted when ExpirationModel is " + model + ".")
+            raise validation("ValidTo must be omitted when ExpirationModel is " + model + ".")
         return model, None
     if model != EXPIRES:
-        raise _validation(f"ExpirationModel {model} is not valid.")
+        raise validation(f"ExpirationModel {model} is not valid.")
     if raw is None:
-        raise _validation("ValidTo is required when ExpirationModel is " + EXPIRES + ".")
+        raise validation("ValidTo is required when ExpirationModel is " + EXPIRES + ".")
     try:
         valid_to = datetime.fromtimestamp(float(raw), tz=timezone.utc)
     except (TypeError, ValueError, OverflowError):
-        raise _validation(f"ValidTo {raw!r} is not a date and time.") from None
+        raise validation(f"ValidTo {raw!r} is not a date and time.") from None
     moment = now()
     if valid_to <= moment:
-        raise _validation("ValidTo must be in the future.")
+        raise validation("ValidTo must be in the future.")
     if valid_to > moment + MAX_VALID_TO:
-        raise _validation("ValidTo must be at most 365 days from now.")
+        raise validation(f"ValidTo must be at most {MAX_VALID_DAYS} days from now.")
     return model, valid_to
 
 
 def import_key_material(self: Any) -> str:
     """ImportKeyMaterial: unwrap the material and make it the key's; PendingImport -> Enabled."""
+    _require(self, "ImportToken", "EncryptedKeyMaterial")
     key = _external_key(self)
     not_pending(key, "ImportKeyMaterial")
     token = _blob(self, "ImportToken")
@@ -208,7 +223,7 @@ def import_key_material(self: Any) -> str:
         "EXISTING_KEY_MATERIAL" if known else "NEW_KEY_MATERIAL"
     )
     if requested_id is not None and import_type == "NEW_KEY_MATERIAL":
-        raise _validation("KeyMaterialId cannot be specified with ImportType NEW_KEY_MATERIAL.")
+        raise validation("KeyMaterialId cannot be specified with ImportType NEW_KEY_MATERIAL.")
     if import_type == "NEW_KEY_MATERIAL" and known is not None:
         if known == new_id:
             raise error(

@@ -173,10 +173,12 @@ _NO_ROTATION = {
 
 
 def require_rotatable(key: Any) -> None:
-    """Rotation operations (and GetKeyRotationStatus) on a key with imported material or in a
-    custom key store: ``UnsupportedOperationException``, whatever its state."""
-    why = _NO_ROTATION.get(getattr(key, "origin", "AWS_KMS"))
-    if why is not None:
+    """Rotation operations (and GetKeyRotationStatus) on a key whose material KMS did not make
+    (imported, or in a custom key store): ``UnsupportedOperationException``, whatever its
+    state."""
+    origin = getattr(key, "origin", "AWS_KMS")
+    if origin != "AWS_KMS":
+        why = _NO_ROTATION.get(origin, f"origin is {origin} which is not valid for this operation.")
         raise error("UnsupportedOperationException", f"{key.arn} {why}")
 
 

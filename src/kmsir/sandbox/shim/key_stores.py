@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from kmsir.sandbox.shim.common import PENDING_DELETION, error, set_state
+from kmsir.sandbox.shim.common import PENDING_DELETION, error, set_state, validation
 
 CLOUDHSM, EXTERNAL = "AWS_CLOUDHSM", "EXTERNAL_KEY_STORE"
 #: The key Origin each type of store takes.
@@ -108,10 +108,6 @@ def invalid_state(store: KeyStore, why: str) -> Exception:
     )
 
 
-def _validation(message: str) -> Exception:
-    return error("ValidationException", message)
-
-
 def find_store(backend: Any, store_id: Any) -> KeyStore:
     """The store with this id (``CustomKeyStoreNotFoundException`` if there is none)."""
     store = stores(backend).get(str(store_id))
@@ -137,9 +133,9 @@ def _check_settings(backend: Any, store_type: str, settings: dict[str, Any], own
     if store_type == CLOUDHSM:
         missing = [p for p in _CLOUDHSM_PARAMS if not settings.get(p)]
         if missing:
-            raise _validation(f"A CloudHSM key store needs {', '.join(missing)}.")
+            raise validation(f"A CloudHSM key store needs {', '.join(missing)}.")
         if not 7 <= len(str(settings["KeyStorePassword"])) <= 32:
-            raise _validation("KeyStorePassword must be 7 to 32 characters.")
+            raise validation("KeyStorePassword must be 7 to 32 characters.")
         cluster = settings["CloudHsmClusterId"]
         if any(s.settings["CloudHsmClusterId"] == cluster for s in others):
             raise error(
@@ -158,19 +154,19 @@ def _check_settings(backend: Any, store_type: str, settings: dict[str, Any], own
         required.append("XksProxyVpcEndpointServiceName")
     missing = [p for p in required if not settings.get(p)]
     if missing:
-        raise _validation(f"An external key store needs {', '.join(missing)}.")
+        raise validation(f"An external key store needs {', '.join(missing)}.")
     if connectivity not in ("PUBLIC_ENDPOINT", "VPC_ENDPOINT_SERVICE"):
-        raise _validation(f"XksProxyConnectivity {connectivity} is not valid.")
+        raise validation(f"XksProxyConnectivity {connectivity} is not valid.")
     if connectivity == "PUBLIC_ENDPOINT" and settings.get("XksProxyVpcEndpointServiceName"):
-        raise _validation("XksProxyVpcEndpointServiceName is only for VPC_ENDPOINT_SERVICE.")
+        raise validation("XksProxyVpcEndpointServiceName is only for VPC_ENDPOINT_SERVICE.")
     endpoint, path = settings["XksProxyUriEndpoint"], settings["XksProxyUriPath"]
     if not str(endpoint).startswith("https://"):
-        raise _validation("XksProxyUriEndpoint must begin with https://.")
+        raise validation("XksProxyUriEndpoint must begin with https://.")
     if not (str(path).startswith("/") and str(path).endswith("/kms/xks/v1")):
-        raise _validation("XksProxyUriPath must start with / and end with /kms/xks/v1.")
+        raise validation("XksProxyUriPath must start with / and end with /kms/xks/v1.")
     credential = settings["XksProxyAuthenticationCredential"]
     if not (credential.get("AccessKeyId") and credential.get("RawSecretAccessKey")):
-        raise _validation(
+        raise validation(
             "XksProxyAuthenticationCredential needs AccessKeyId and RawSecretAccessKey."
         )
     for other in others:
@@ -212,14 +208,14 @@ def create_custom_key_store(self: Any) -> str:
     name = self._get_param("CustomKeyStoreName")
     store_type = self._get_param("CustomKeyStoreType") or CLOUDHSM
     if not name:
-        raise _validation("CustomKeyStoreName is required.")
+        raise validation("CustomKeyStoreName is required.")
     if store_type not in (CLOUDHSM, EXTERNAL):
-        raise _validation(f"CustomKeyStoreType {store_type} is not valid.")
+        raise validation(f"CustomKeyStoreType {store_type} is not valid.")
     _name_free(backend, name, own="")
     wrong = _XKS_PARAMS if store_type == CLOUDHSM else _CLOUDHSM_PARAMS
     stray = _params(self, wrong)
     if stray:
-        raise _validation(f"{', '.join(stray)} is not valid for a {store_type} custom key store.")
+        raise validation(f"{', '.join(stray)} is not valid for a {store_type} custom key store.")
     settings = _params(self, _CLOUDHSM_PARAMS if store_type == CLOUDHSM else _XKS_PARAMS)
     _check_settings(backend, store_type, settings, own="")
     store_id = "cks-" + mock_random.get_random_hex(17)
@@ -233,7 +229,7 @@ def describe_custom_key_stores(self: Any) -> str:
     backend = self.kms_backend
     store_id, name = self._get_param("CustomKeyStoreId"), self._get_param("CustomKeyStoreName")
     if store_id and name:
-        raise _validation("Specify CustomKeyStoreId or CustomKeyStoreName, not both.")
+        raise validation("Specify CustomKeyStoreId or CustomKeyStoreName, not both.")
     found = list(stores(backend).values())
     if store_id:
         found = [find_store(backend, store_id)]
@@ -244,7 +240,7 @@ def describe_custom_key_stores(self: Any) -> str:
     limit = self._get_param("Limit")
     limit = 1000 if limit is None else limit
     if not isinstance(limit, int) or not 1 <= limit <= 1000:
-        raise _validation("Limit must be between 1 and 1000.")
+        raise validation("Limit must be between 1 and 1000.")
     marker = self._get_param("Marker")
     try:
         offset = int(base64.urlsafe_b64decode(str(marker).encode()).decode()) if marker else 0
@@ -294,7 +290,7 @@ def update_custom_key_store(self: Any) -> str:
         own, wrong = _XKS_PARAMS, _CLOUDHSM_PARAMS
     stray = _params(self, wrong)
     if stray:
-        raise _validation(f"{', '.join(stray)} cannot be updated on a {store.type} key store.")
+        raise validation(f"{', '.join(stray)} cannot be updated on a {store.type} key store.")
     changes = _params(self, ("NewCustomKeyStoreName", *own))
     if store.state != "DISCONNECTED" and set(changes) - _WHILE_CONNECTED[store.type]:
         raise invalid_state(store, "disconnect it to change these settings.")

@@ -1,11 +1,13 @@
 """KMS operations moto lacks, added to its ``KmsResponse``, and what ties them into moto's own.
 
-Imported key material (``imported``) and custom key stores (``key_stores``) need: new request
-handlers (GetParametersForImport, ImportKeyMaterial, DeleteImportedKeyMaterial and the six
-custom key store operations), CreateKey taking ``Origin=EXTERNAL`` / a ``CustomKeyStoreId``,
-DescribeKey (moto's ``Key.to_dict``) reporting what AWS reports of such keys, and a look at
-every KMS request, before and after moto handles it: material whose ``ValidTo`` has passed is
-deleted, and each key in a custom key store reports the state its store's connection gives it.
+GenerateDataKeyPair and GenerateDataKeyPairWithoutPlaintext (``data_key_pairs``) are new
+request handlers. Imported key material (``imported``) and custom key stores (``key_stores``)
+need: new request handlers (GetParametersForImport, ImportKeyMaterial,
+DeleteImportedKeyMaterial and the six custom key store operations), CreateKey taking
+``Origin=EXTERNAL`` / a ``CustomKeyStoreId``, DescribeKey (moto's ``Key.to_dict``) reporting
+what AWS reports of such keys, and a look at every KMS request, before and after moto handles
+it: material whose ``ValidTo`` has passed is deleted, and each key in a custom key store
+reports the state its store's connection gives it.
 Added as methods of ``KmsResponse``, the handlers answer the in-process sandbox and
 ``sandbox serve`` (the AWS CLI included) alike.
 """
@@ -17,8 +19,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from kmsir.sandbox.shim import imported, key_stores, rotation, store_keys
-from kmsir.sandbox.shim.common import error, find_key
+from kmsir.sandbox.shim import data_key_pairs, imported, key_stores, store_keys
+from kmsir.sandbox.shim.common import find_key
 
 _INSTALLED = "_kmsir_operations"
 
@@ -34,6 +36,10 @@ OPERATIONS: dict[str, Callable[[Any], str]] = {
     "disconnect_custom_key_store": key_stores.disconnect_custom_key_store,
     "update_custom_key_store": key_stores.update_custom_key_store,
     "delete_custom_key_store": key_stores.delete_custom_key_store,
+    "generate_data_key_pair": data_key_pairs.generate_data_key_pair,
+    "generate_data_key_pair_without_plaintext": (
+        data_key_pairs.generate_data_key_pair_without_plaintext
+    ),
 }
 
 
@@ -75,26 +81,6 @@ def create_key(original: Callable[..., str]) -> Callable[..., str]:
         if store is not None:
             store_keys.created(key, store, self._get_param("XksKeyId"))
         return json.dumps(key.to_dict())
-
-    return wrapper
-
-
-def automatic_rotation(original: Callable[..., Any]) -> Callable[..., Any]:
-    """EnableKeyRotation/DisableKeyRotation (moto's ``KmsBackend``): automatic rotation is
-    for keys whose material KMS made; a key with imported material or in a custom key store
-    is refused (``UnsupportedOperationException``, whatever its state), then the key-state
-    rules of ``rotation.rotation_change`` apply."""
-    checked = rotation.rotation_change(original)
-
-    @functools.wraps(original)
-    def wrapper(self: Any, key_id: str, *args: Any, **kwargs: Any) -> Any:
-        key = find_key(self, key_id, aliases=False)
-        if key.origin != "AWS_KMS":
-            raise error(
-                "UnsupportedOperationException",
-                f"{key.arn} origin is {key.origin} which is not valid for this operation.",
-            )
-        return checked(self, key_id, *args, **kwargs)
 
     return wrapper
 

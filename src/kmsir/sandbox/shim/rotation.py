@@ -23,7 +23,9 @@ DEFAULT_ROTATION_DAYS = 365
 
 
 def rotation_change(original: Callable[..., Any]) -> Callable[..., Any]:
-    """Rotation cannot change while the key is disabled or pending deletion."""
+    """EnableKeyRotation/DisableKeyRotation/RotateKeyOnDemand (moto's ``KmsBackend``): never
+    on a key with imported material or in a custom key store (``UnsupportedOperationException``,
+    whatever its state); otherwise not while the key is disabled or pending deletion."""
 
     @functools.wraps(original)
     def wrapper(self: Any, key_id: str, *args: Any, **kwargs: Any) -> Any:

@@ -15,7 +15,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from kmsir.sandbox.shim.common import error
+from kmsir.sandbox.shim.common import error, validation
 from kmsir.sandbox.shim.key_stores import (
     CLOUDHSM,
     EXTERNAL,
@@ -28,10 +28,6 @@ from kmsir.sandbox.shim.key_stores import (
 )
 
 
-def _validation(message: str) -> Exception:
-    return error("ValidationException", message)
-
-
 def validate_create_key(response: Any) -> KeyStore | None:
     """CreateKey in a custom key store: the store must exist and be connected, the key be what
     the store holds (a single-Region symmetric encryption key of the store's origin, with an
@@ -40,10 +36,10 @@ def validate_create_key(response: Any) -> KeyStore | None:
     origin = response._get_param("Origin") or "AWS_KMS"
     xks_key = response._get_param("XksKeyId")
     if xks_key is not None and origin != ORIGINS[EXTERNAL]:
-        raise _validation("XksKeyId is valid only with Origin EXTERNAL_KEY_STORE.")
+        raise validation("XksKeyId is valid only with Origin EXTERNAL_KEY_STORE.")
     if store_id is None:
         if origin in ORIGINS.values():
-            raise _validation(f"Origin {origin} needs the CustomKeyStoreId of a key store.")
+            raise validation(f"Origin {origin} needs the CustomKeyStoreId of a key store.")
         return None
     store = find_store(response.kms_backend, store_id)
     if origin != ORIGINS[store.type]:
@@ -69,7 +65,7 @@ def validate_create_key(response: Any) -> KeyStore | None:
         raise invalid_state(store, "keys are created only in a connected key store.")
     if store.type == EXTERNAL:
         if not xks_key:
-            raise _validation("XksKeyId is required with Origin EXTERNAL_KEY_STORE.")
+            raise validation("XksKeyId is required with Origin EXTERNAL_KEY_STORE.")
         if any(
             getattr(k, "kmsir_xks_key_id", None) == xks_key
             for k in keys_in(response.kms_backend, store)
