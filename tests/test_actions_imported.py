@@ -297,3 +297,45 @@ def test_the_journal_and_the_rollback_plan(rogue_grant: Sandbox, tmp_path: Path)
     view = read_journal(both.bundle / JOURNAL).view()
     items = rollback.plan(both.bundle, view, actions.registry(), now).items
     assert [(i.step_id, i.kind) for i in items] == [("reimport", "undone"), ("delete", "undone")]
+
+
+def test_a_key_that_has_material_is_left_alone_and_the_file_not_vouched_for(
+    rogue_grant: Sandbox, tmp_path: Path
+) -> None:
+    """Nothing is imported into a key with material, so nothing says the file holds it: no
+    ``material_sha256``; and the advice for a new expiry is AWS's (import the same material
+    again), never to delete the material first."""
+    key_id = external_key(rogue_grant)
+    ctx, calls = context(rogue_grant.client_factory())
+    other = material_file(tmp_path, os.urandom(32), "other.bin")  # not the key's material
+    params = ImportParams(key=key_id, material=other, valid_to="30d")
+    preview = ImportMaterial().preview(ctx, params)
+    assert preview.calls == ()
+    outcome = ImportMaterial().run(ctx, params)
+    assert outcome.status == "already"
+    assert outcome.outputs["material_sha256"] is None
+    assert (
+        outcome.outputs["key_material_id"] == metadata(rogue_grant, key_id)["CurrentKeyMaterialId"]
+    )
+    for text in (outcome.summary, *preview.notes):
+        assert "was not checked against the key's material" in text
+        assert "AWS takes the same material again with ImportKeyMaterial" in text
+        assert "delete and re-import" not in text
+    assert all(c.read_only for c in calls)
+
+
+@pytest.mark.parametrize("material", [MATERIAL, None], ids=["with-material", "without"])
+def test_a_key_pending_deletion_is_refused(
+    rogue_grant: Sandbox, tmp_path: Path, material: bytes | None
+) -> None:
+    """With material or without, a key pending deletion takes no import (AWS answers
+    KMSInvalidStateException): cancel the deletion first."""
+    key_id = external_key(rogue_grant, material=material)
+    rogue_grant.session().client("kms").schedule_key_deletion(KeyId=key_id, PendingWindowInDays=7)
+    ctx, calls = context(rogue_grant.client_factory())
+    params = ImportParams(key=key_id, material=material_file(tmp_path))
+    for attempt in (ImportMaterial().preview, ImportMaterial().run):
+        with pytest.raises(ActionError, match=r"is PendingDeletion .*cancel the deletion first"):
+            attempt(ctx, params)
+    assert all(c.read_only for c in calls)
+    assert metadata(rogue_grant, key_id)["KeyState"] == "PendingDeletion"

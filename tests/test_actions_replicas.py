@@ -12,6 +12,7 @@ https://docs.aws.amazon.com/kms/latest/developerguide/multi-region-keys-delete.h
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ import pytest
 
 from kmsir import actions
 from kmsir.actions.base import Done
-from kmsir.actions.kms_deletion import ScheduleDeletion, ScheduleDeletionParams
+from kmsir.actions.kms_deletion import CancelDeletion, ScheduleDeletion, ScheduleDeletionParams
 from kmsir.actions.kms_lifecycle import DisableKey, EnableKey
 from kmsir.actions.kms_policy import (
     Quarantine,
@@ -195,9 +196,69 @@ def test_schedule_deletion_with_replicas_schedules_every_region(
     assert state(sandbox, key) == "PendingReplicaDeletion"
     assert outcome.outputs["replicas_scheduled"] == [replica]
     assert [c.region for c in calls if c.operation == "ScheduleKeyDeletion"] == [EAST, "eu-west-1"]
+    assert outcome.before == {
+        "key_id": key,
+        "state": "Enabled",
+        "deletion_date": None,
+        "replicas": {replica: "Enabled"},
+    }
+
+    # the inverse cancels the deletion in every Region the step scheduled it, one call each
     undo = ScheduleDeletion().undo(done("delete", {"key": key, "replicas": True}, outcome))
     assert undo is not None and undo.action == "kms.cancel-deletion"
+    assert undo.params == {"key": key, "replicas": True}
+    assert f"and of its replicas {replica}" in undo.summary
+    ctx, calls = context(sandbox.client_factory())
+    cancel = ReplicasParams(**undo.params)
+    preview = CancelDeletion().preview(ctx, cancel)
+    assert [describe(c) for c in preview.calls] == [
+        f"kms:CancelKeyDeletion KeyId={key}",
+        f"kms:CancelKeyDeletion KeyId={replica}",
+    ]
+    assert any(n.startswith("acts in 2 Regions") for n in preview.notes)
+    ctx.approved = preview
+    cancelled = CancelDeletion().run(ctx, cancel)
+    assert state(sandbox, key) == state(sandbox, key, EAST) == "Disabled"
+    assert [(c.operation, c.region) for c in calls if not c.read_only] == [
+        ("CancelKeyDeletion", "eu-west-1"),
+        ("CancelKeyDeletion", EAST),
+    ]
+    assert cancelled.outputs["replicas_cancelled"] == [replica]
+    assert cancelled.before == {
+        **outcome.before,
+        "state": "PendingReplicaDeletion",
+        "replicas": {replica: "PendingDeletion"},
+    }
+    again = CancelDeletion().run(context(sandbox.client_factory())[0], cancel)
+    assert again.status == "already" and again.outputs["replicas_cancelled"] == []
+
+
+def test_the_undo_of_a_schedule_never_cancels_a_deletion_the_step_did_not_schedule(
+    hr: tuple[Sandbox, str, str],
+) -> None:
+    """A replica already pending deletion before the step: the undo cancels the key only and
+    names the replicas the step scheduled, never ``replicas: true``."""
+    sandbox, key, replica = hr
+    other = replica.replace("us-east-1", "ap-south-1")
+    outcome = ScheduleDeletion().run(
+        context(sandbox.client_factory())[0],
+        ScheduleDeletionParams(key=key, pending_window_days=7, replicas=True),
+    )
+    # as a second replica, pending deletion before the step, would have been recorded
+    before = {**(outcome.before or {}), "replicas": {replica: "Enabled", other: "PendingDeletion"}}
+    record = dataclasses.replace(
+        done("delete", {"key": key, "replicas": True}, outcome), before=before
+    )
+    undo = ScheduleDeletion().undo(record)
+    assert undo is not None and undo.params == {"key": key}
     assert f"replicas scheduled too, cancel each: {replica}" in undo.summary
+    assert f"pending deletion before the step, left so: {other}" in undo.summary
+
+    # the key itself was pending deletion before: only the replica the step scheduled
+    before = {**(outcome.before or {}), "state": "PendingReplicaDeletion"}
+    undo = ScheduleDeletion().undo(dataclasses.replace(record, before=before))
+    assert undo is not None and undo.params == {"key": replica}
+    assert f"left so: {key}" in undo.summary
 
 
 def test_a_primary_whose_replicas_are_pending_deletion_may_be_scheduled_alone(
@@ -365,3 +426,38 @@ def test_a_resumed_step_finishes_the_regions_the_first_attempt_did_not_reach(
     assert [c.params["KeyId"] for c in calls if not c.read_only] == [replica]
     assert outcome.before == first and outcome.outputs["replicas_changed"] == [replica]
     assert state(sandbox, key, EAST) == "Disabled"
+
+
+def test_a_resumed_step_whose_calls_all_went_out_keeps_the_replicas_for_the_rollback(
+    hr: tuple[Sandbox, str, str],
+) -> None:
+    """The run stopped after both DisableKey calls were sent: on resume nothing is sent, the
+    replica is still the step's change, and its undo enables every Region again."""
+    from kmsir.actions.base import EarlierAttempt
+    from kmsir.evidence.calls import Call
+
+    sandbox, key, replica = hr
+    sandbox.session().client("kms").disable_key(KeyId=key)  # what the first attempt did
+    sandbox.session().client("kms", region_name=EAST).disable_key(KeyId=key)
+    first: dict[str, Any] = {"key_id": key, "state": "Enabled", "deletion_date": None}
+    first["replicas"] = {replica: "Enabled"}
+    ctx, calls = context(sandbox.client_factory())
+    ctx.earlier_attempt = EarlierAttempt(
+        before=first,
+        sent=(
+            Call(service="kms", operation="DisableKey", params={"KeyId": key}),
+            Call(service="kms", operation="DisableKey", params={"KeyId": replica}),
+        ),
+    )
+    params = ReplicasParams(key=key, replicas=True)
+    outcome = DisableKey().run(ctx, params)
+    assert [c for c in calls if not c.read_only] == []
+    assert outcome.status != "already"
+    assert outcome.before == first and outcome.outputs["replicas_changed"] == [replica]
+    assert outcome.after == {**first, "state": "Disabled", "replicas": {replica: "Disabled"}}
+    assert "eu-west-1: Enabled -> Disabled; us-east-1: Enabled -> Disabled" in outcome.summary
+
+    undo = DisableKey().undo(done("disable", {"key": key, "replicas": True}, outcome))
+    assert undo is not None and undo.params == {"key": key, "replicas": True}
+    EnableKey().run(context(sandbox.client_factory())[0], ReplicasParams(**undo.params))
+    assert state(sandbox, key) == state(sandbox, key, EAST) == "Enabled"

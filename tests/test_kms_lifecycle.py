@@ -52,9 +52,9 @@ def test_schedule_then_cancel_deletion(rogue_grant: Sandbox, key_id: str) -> Non
     assert again.status == "already"
     assert sum(c.operation == "ScheduleKeyDeletion" for c in calls) == 1
 
-    cancelled = CancelDeletion().run(ctx, KeyParams(key=key_id))
+    cancelled = CancelDeletion().run(ctx, ReplicasParams(key=key_id))
     assert cancelled.after == {"key_id": key_id, "state": "Disabled", "deletion_date": None}
-    assert CancelDeletion().run(ctx, KeyParams(key=key_id)).status == "already"
+    assert CancelDeletion().run(ctx, ReplicasParams(key=key_id)).status == "already"
     EnableKey().run(ctx, ReplicasParams(key=key_id))
     assert state(rogue_grant, key_id) == "Enabled"
 

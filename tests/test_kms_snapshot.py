@@ -211,3 +211,40 @@ def test_imported_material_and_key_store_are_recorded(rogue_grant: Sandbox) -> N
     by_key = {k["key_id"]: k for k in summary["keys"]}
     assert by_key[external]["expiration_model"] == "KEY_MATERIAL_EXPIRES"
     assert by_key[in_store["KeyId"]]["key_store"]["connection_state"] == "DISCONNECTED"
+
+
+def test_an_external_key_stores_proxy_access_key_id_is_not_kept(rogue_grant: Sandbox) -> None:
+    """botocore's model marks ``XksProxyConfiguration.AccessKeyId`` sensitive: the snapshot
+    keeps the store as the journal keeps a sensitive parameter, by its size only."""
+    access_key_id = "ABCDE12345670EXAMPLE"
+    kms = rogue_grant.session().client("kms")
+    store = kms.create_custom_key_store(
+        CustomKeyStoreName="partner-xks",
+        CustomKeyStoreType="EXTERNAL_KEY_STORE",
+        XksProxyUriEndpoint="https://xks.example.com",
+        XksProxyUriPath="/kms/xks/v1",
+        XksProxyConnectivity="PUBLIC_ENDPOINT",
+        XksProxyAuthenticationCredential={
+            "AccessKeyId": access_key_id,
+            "RawSecretAccessKey": "DXjSUawnel2fr6SKC7G25CNxTyWKE5PF9XX6H/u9pSo=",
+        },
+    )["CustomKeyStoreId"]
+    kms.connect_custom_key_store(CustomKeyStoreId=store)
+    shown = kms.describe_custom_key_stores(CustomKeyStoreId=store)["CustomKeyStores"][0]
+    assert shown["XksProxyConfiguration"]["AccessKeyId"] == access_key_id  # AWS answers it
+    key = kms.create_key(
+        CustomKeyStoreId=store, Origin="EXTERNAL_KEY_STORE", XksKeyId="bb8562717f809024"
+    )["KeyMetadata"]["KeyId"]
+
+    ctx, _ = context(rogue_grant.client_factory())
+    out = Snapshot().run(ctx, SnapshotParams(key=key)).outputs
+    assert out["key_store"]["type"] == "EXTERNAL_KEY_STORE"
+    files: dict[str, bytes] = ctx.artifacts.files  # type: ignore[attr-defined]
+    assert "key-store.json" in files
+    for name, data in files.items():
+        assert access_key_id.encode() not in data, name
+    kept = json.loads(files["key-store.json"])["CustomKeyStores"][0]
+    assert kept["CustomKeyStoreId"] == store
+    assert kept["XksProxyConfiguration"]["AccessKeyId"] == "<sensitive, 20 bytes>"
+    assert kept["XksProxyConfiguration"]["UriEndpoint"] == "https://xks.example.com"
+    assert access_key_id not in json.dumps(out)

@@ -22,7 +22,6 @@ from kmsir.actions.base import Action, ActionContext, Done, Outcome, Preview, Un
 from kmsir.actions.kms_lifecycle import PENDING, changed, settled, undo_key
 from kmsir.actions.kmskeys import (
     KeyInfo,
-    KeyParams,
     ReplicasParams,
     call_key,
     describe,
@@ -155,9 +154,13 @@ class ScheduleDeletion(Action[ScheduleDeletionParams]):
             replicas = [c["KeyId"] for c in sent if c.get("KeyId") != info.key_id]
             outputs = {**outcome.outputs, "replicas_scheduled": replicas}
             return self._scheduled(dataclasses.replace(outcome, outputs=outputs))
-        ctx.changing(
-            {**info.summary, **({"replicas": {k.arn: k.state for k in others}} if others else {})}
-        )
+        # a resumed attempt: the state before the first attempt's calls is the step's (the
+        # undo reads in it which Regions were pending deletion before the step)
+        before = ctx.changed_by_earlier_attempt() or {
+            **info.summary,
+            **({"replicas": {k.arn: k.state for k in others}} if others else {}),
+        }
+        ctx.changing(before)
         # replicas an earlier, unfinished attempt scheduled are pending now: not in ``todo``
         sent = ctx.sent_by_earlier_attempt("ScheduleKeyDeletion")
         scheduled = [c["KeyId"] for c in sent if c.get("KeyId") != info.key_id]
@@ -184,22 +187,42 @@ class ScheduleDeletion(Action[ScheduleDeletionParams]):
                 ),
                 lambda: describe(ctx, info.arn).state in PENDING,
             )
-        return self._scheduled(changed(ctx, info, extra={"replicas_scheduled": scheduled}))
+        outcome = changed(ctx, info, extra={"replicas_scheduled": scheduled})
+        return self._scheduled(dataclasses.replace(outcome, before=before))
 
     def undo(self, done: Done) -> Undo | None:
-        """Cancel the deletion (possible until its date; ``rollback`` checks the date)."""
+        """Cancel the deletion (possible until its date; ``rollback`` checks the date); with
+        replicas the step scheduled, on each of them too (``replicas: true`` when no other
+        Region's key was pending deletion before the step, else they are named to cancel by
+        hand: a rollback never cancels a deletion the step did not schedule)."""
         key = undo_key(done)
         if key is None:
             return None
+        before = done.before or {}
         date = (done.after or {}).get("deletion_date") or done.outputs.get("deletion_date")
         summary = f"cancel the deletion of key {key}" + (f" set for {date}" if date else "")
         summary += "; the key comes back Disabled"
-        if (done.before or {}).get("state") == "Enabled":
+        if before.get("state") == "Enabled":
             summary += " (it was Enabled before the step: enable it again with kms.enable-key)"
-        replicas = done.outputs.get("replicas_scheduled") or []
+        params: dict[str, Any] = {"key": key}
+        replicas = [str(a) for a in done.outputs.get("replicas_scheduled") or []]
+        if not replicas:
+            return Undo("kms.cancel-deletion", params, summary)
+        earlier = [a for a, s in (before.get("replicas") or {}).items() if s in PENDING]
+        if before.get("state") in PENDING:  # only replicas were scheduled: cancel them
+            params = {"key": replicas[0]}
+            summary = f"cancel the deletion of replica {replicas[0]}; it comes back Disabled"
+            replicas = replicas[1:]
+        elif not earlier:
+            params["replicas"] = True
+            summary += f", and of its replicas {', '.join(replicas)}"
+            replicas = []
         if replicas:
-            summary += f"; replicas scheduled too, cancel each: {', '.join(map(str, replicas))}"
-        return Undo("kms.cancel-deletion", {"key": key}, summary)
+            summary += f"; replicas scheduled too, cancel each: {', '.join(replicas)}"
+        if earlier or before.get("state") in PENDING:
+            was = [*earlier, *([key] if before.get("state") in PENDING else [])]
+            summary += f" (pending deletion before the step, left so: {', '.join(was)})"
+        return Undo("kms.cancel-deletion", params, summary)
 
     @staticmethod
     def _scheduled(outcome: Outcome) -> Outcome:
@@ -212,7 +235,7 @@ class ScheduleDeletion(Action[ScheduleDeletionParams]):
             else "deletion waits until every replica is deleted; cancellable until then"
         )
         if scheduled:
-            when += f"; replicas scheduled too (cancel each): {', '.join(scheduled)}"
+            when += f"; replicas scheduled too: {', '.join(scheduled)}"
         return Outcome(
             outputs=outcome.outputs,
             summary=f"{outcome.summary}; {when}",
@@ -222,7 +245,7 @@ class ScheduleDeletion(Action[ScheduleDeletionParams]):
         )
 
 
-class CancelDeletion(Action[KeyParams]):
+class CancelDeletion(Action[ReplicasParams]):
     """Cancel a scheduled deletion; the key comes back Disabled (enable it separately).
 
     ```yaml
@@ -230,46 +253,90 @@ class CancelDeletion(Action[KeyParams]):
       action: kms.cancel-deletion
       with: {key: "{{ steps.snapshot.key_id }}"}
     ```
+    ``replicas: true`` cancels it on every Region's key of a multi-Region key that is pending
+    deletion (one call each, under one approval): AWS shares no key state between them, and
+    this is what undoes ``kms.schedule-deletion`` with ``replicas: true``.
+    Outputs: ``key_id``, ``state``, ``deletion_date``, ``replicas_cancelled``.
     """
 
     name = "kms.cancel-deletion"
-    params = KeyParams
-    outputs = MappingProxyType({"key_id": "str", "state": "str", "deletion_date": "str|null"})
+    params = ReplicasParams
+    outputs = MappingProxyType(
+        {
+            "key_id": "str",
+            "state": "str",
+            "deletion_date": "str|null",
+            "replicas_cancelled": "list[str]",
+        }
+    )
     permissions = ("kms:DescribeKey", "kms:CancelKeyDeletion")
     mutating = True
 
-    def api_calls(self, params: KeyParams) -> list[Call]:
-        return [self._call(params.key)]
+    def api_calls(self, params: ReplicasParams) -> list[Call]:
+        calls = [self._call(params.key)]
+        if params.replicas:
+            calls.append(self._call("<each other Region's key ARN pending deletion>"))
+        return calls
 
     @staticmethod
     def _call(key: str) -> Call:
         return Call(service="kms", operation="CancelKeyDeletion", params={"KeyId": key})
 
-    def preview(self, ctx: ActionContext, params: KeyParams) -> Preview:
-        info = target(ctx, params.key, self.name)
-        calls = (self._call(info.key_id),) if info.state in PENDING else ()
+    def preview(self, ctx: ActionContext, params: ReplicasParams) -> Preview:
+        keys = members(ctx, target(ctx, params.key, self.name), params.replicas)
+        info = keys[0]
+        notes = [regions_note(keys)] if params.replicas else []
+        notes += [f"{k.arn} is {k.state}: left alone" for k in keys[1:] if k.state not in PENDING]
+        notes.append(
+            "the key will be Disabled afterwards"
+            if len(keys) == 1
+            else "each key cancelled will be Disabled afterwards"
+        )
         return Preview(
-            calls=calls,
-            target=f"{info.key_id} ({info.arn})",
-            state=f"key state {info.state}"
+            calls=tuple(self._call(call_key(k, info)) for k in keys if k.state in PENDING),
+            target="; ".join(f"{k.key_id} ({k.arn})" for k in keys),
+            state="; ".join(f"{k.region}: key state {k.state}" for k in keys)
+            if len(keys) > 1
+            else f"key state {info.state}"
             + (f", deletion on {info.deletion_date}" if info.deletion_date else ""),
-            notes=("the key will be Disabled afterwards",),
+            notes=tuple(notes),
         )
 
-    def run(self, ctx: ActionContext, params: KeyParams) -> Outcome:
-        info = target(ctx, params.key, self.name)
-        if info.state not in PENDING:
-            return settled(
+    def run(self, ctx: ActionContext, params: ReplicasParams) -> Outcome:
+        keys = members(ctx, target(ctx, params.key, self.name), params.replicas)
+        info, others = keys[0], keys[1:]
+        todo = [k for k in keys if k.state in PENDING]
+        # replicas an earlier, unfinished attempt cancelled are no longer pending: the step's
+        sent = {str(c.get("KeyId")) for c in ctx.sent_by_earlier_attempt("CancelKeyDeletion")}
+        cancelled = [k.arn for k in others if k.arn in sent]
+        if not todo:
+            outcome = settled(
                 ctx, info, f"{info.key_id} is not pending deletion ({info.state}): nothing sent"
             )
-        ctx.changing(info.summary)
-        _send(
-            ctx,
-            f"CancelKeyDeletion on {info.key_id}",
-            lambda: ctx.clients.client("kms", info.region).cancel_key_deletion(KeyId=info.key_id),
-            lambda: describe(ctx, info.arn).state not in PENDING,
+            outputs = {**outcome.outputs, "replicas_cancelled": cancelled}
+            if outcome.status == "already" and others:
+                summary = f"{outcome.summary}; nor are its replicas"
+                return dataclasses.replace(outcome, outputs=outputs, summary=summary)
+            return dataclasses.replace(outcome, outputs=outputs)
+        before = ctx.changed_by_earlier_attempt() or {
+            **info.summary,
+            **({"replicas": {k.arn: k.state for k in others}} if others else {}),
+        }
+        ctx.changing(before)
+        for key in todo:
+            kms = ctx.clients.client("kms", key.region)
+            _send(
+                ctx,
+                f"CancelKeyDeletion on {call_key(key, info)}",
+                functools.partial(kms.cancel_key_deletion, KeyId=call_key(key, info)),
+                functools.partial(_not_pending, ctx, key.arn, key.region),
+            )
+            cancelled += [key.arn] if key is not info and key.arn not in cancelled else []
+        outcome = changed(ctx, info, extra={"replicas_cancelled": cancelled})
+        summary = outcome.summary + (
+            f"; cancelled on its replicas too: {', '.join(cancelled)}" if cancelled else ""
         )
-        return changed(ctx, info)
+        return dataclasses.replace(outcome, before=before, summary=summary)
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -295,3 +362,7 @@ def _send(
 
 def _pending(ctx: ActionContext, arn: str, region: str) -> bool:
     return describe(ctx, arn, region=region).state in PENDING
+
+
+def _not_pending(ctx: ActionContext, arn: str, region: str) -> bool:
+    return describe(ctx, arn, region=region).state not in PENDING

@@ -20,7 +20,7 @@ import dataclasses
 import hashlib
 from datetime import datetime, timedelta, timezone
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any
 
 from pydantic import Field, field_validator
 
@@ -33,22 +33,40 @@ from kmsir.actions.base import (
     Preview,
     Undo,
 )
-from kmsir.actions.kms_lifecycle import changed, settled, undo_key
+from kmsir.actions.kms_imported_calls import (
+    WRAPPING_KEY_SPEC,
+    delete_call,
+    expiry_params,
+    import_calls,
+    valid_to,
+    wrapped,
+)
+from kmsir.actions.kms_lifecycle import PENDING, changed, settled, undo_key
 from kmsir.actions.kmskeys import KeyInfo, KeyParams, describe, target, typed_confirmation
 from kmsir.aws import aws_errors
 from kmsir.errors import ActionError, AwsError, UsageError
 from kmsir.evidence.calls import Call
-from kmsir.keymaterial import WRAPPING_ALGORITHM, wrap
-from kmsir.playbook.values import duration_seconds
+from kmsir.keymaterial import MATERIAL_BYTES, MAX_VALID_DAYS, WRAPPING_ALGORITHM
+
+__all__ = [
+    "MATERIAL_BYTES",
+    "PENDING_IMPORT",
+    "WRAPPING_KEY_SPEC",
+    "DeleteImportedMaterial",
+    "ImportMaterial",
+    "ImportParams",
+    "valid_to",
+]
 
 #: The state of an EXTERNAL key without key material (never imported, deleted or expired).
 PENDING_IMPORT = "PendingImport"
-#: The wrapping key kmsir asks GetParametersForImport for (the largest AWS offers).
-WRAPPING_KEY_SPEC: Final = "RSA_4096"
-#: Symmetric encryption key material is 256 bits, raw.
-MATERIAL_BYTES = 32
-#: AWS's limit for ValidTo: at most this far after the request.
-MAX_VALID = timedelta(days=365)
+#: What an import into a key that has material says: nothing is compared, nothing is sent.
+_HAS_MATERIAL = (
+    "the file {file} was not checked against the key's material (KMS never shows it). "
+    "This action imports into a key without material only; to change the expiry of the "
+    "material the key has, AWS takes the same material again with ImportKeyMaterial: no "
+    "need to delete it first"
+)
 
 _OUTPUTS = {
     "key_id": "str",
@@ -102,7 +120,7 @@ class DeleteImportedMaterial(Action[KeyParams]):
     inverse = "kms.import-key-material"
 
     def api_calls(self, params: KeyParams) -> list[Call]:
-        return [_delete(params.key)]
+        return [delete_call(params.key)]
 
     def _target(self, ctx: ActionContext, params: KeyParams) -> KeyInfo:
         info = target(ctx, params.key, self.name)
@@ -117,7 +135,7 @@ class DeleteImportedMaterial(Action[KeyParams]):
     def preview(self, ctx: ActionContext, params: KeyParams) -> Preview:
         info = self._target(ctx, params)
         material = _material_id(info)
-        calls = () if info.state == PENDING_IMPORT else (_delete(info.key_id),)
+        calls = () if info.state == PENDING_IMPORT else (delete_call(info.key_id),)
         return Preview(
             calls=calls,
             target=f"{info.key_id} ({info.arn})",
@@ -193,22 +211,6 @@ class ImportParams(KeyParams):
         return value
 
 
-def valid_to(text: str, now: datetime) -> datetime:
-    """When material imported ``now`` expires: an ISO time, or a duration after ``now``."""
-    text = text.strip()
-    try:
-        return now + timedelta(seconds=duration_seconds(text))
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(
-            f"{text[:60]!r} is neither a duration like 365d nor an ISO 8601 time"
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-
-
 class ImportMaterial(Action[ImportParams]):
     """Import an EXTERNAL key's material again, from the responder's copy in a file.
 
@@ -221,21 +223,23 @@ class ImportMaterial(Action[ImportParams]):
       with:
         key: "{{ steps.snapshot.key_id }}"
         material: escrow/payments-key.bin     # the 32 raw bytes
-        valid_to: 365d                        # or an ISO time; omitted: does not expire
+        valid_to: 364d                        # or an ISO time; omitted: does not expire
     ```
     Outputs: ``key_id``, ``state``, ``deletion_date``, ``key_material_id``,
-    ``material_sha256``, ``valid_to`` (``null``: does not expire).
+    ``material_sha256`` (of the material imported; ``null`` when the key had material already
+    and nothing was imported), ``valid_to`` (``null``: does not expire).
+    Refused on a key pending deletion: cancel the deletion first.
     """
 
     name = "kms.import-key-material"
     params = ImportParams
-    outputs = MappingProxyType({**_OUTPUTS, "material_sha256": "str", "valid_to": "str|null"})
+    outputs = MappingProxyType({**_OUTPUTS, "material_sha256": "str|null", "valid_to": "str|null"})
     permissions = ("kms:DescribeKey", "kms:GetParametersForImport", "kms:ImportKeyMaterial")
     mutating = True
     inverse = "kms.delete-imported-material"
 
     def api_calls(self, params: ImportParams) -> list[Call]:
-        return _import_calls(params.key, params, None)
+        return import_calls(params.key, params.valid_to, None)
 
     def _read(self, ctx: ActionContext, params: ImportParams, info: KeyInfo) -> bytes:
         """The material, from the responder's file (journaled: path, size, sha256). A file
@@ -263,13 +267,19 @@ class ImportMaterial(Action[ImportParams]):
         _external(
             info, self.name, "KMS made its key material; only EXTERNAL keys take imported material"
         )
+        if info.state in PENDING:  # AWS answers KMSInvalidStateException
+            raise ActionError(
+                f"{self.name} refused on {info.key_id}: the key is {info.state} "
+                f"(deletion on {info.deletion_date or 'hold for its replicas'}); cancel the "
+                "deletion first (kms.cancel-deletion)"
+            )
         if params.valid_to is not None:
             now = ctx.now()
             until = valid_to(params.valid_to, now)
-            if not now < until <= now + MAX_VALID:
+            if not now < until <= now + timedelta(days=MAX_VALID_DAYS):
                 raise ActionError(
                     f"{self.name}: valid_to {params.valid_to} is {until.isoformat()}; AWS "
-                    "takes a time in the future, at most 365 days ahead"
+                    f"takes a time in the future, at most {MAX_VALID_DAYS} days ahead"
                 )
         return info
 
@@ -278,7 +288,7 @@ class ImportMaterial(Action[ImportParams]):
         digest = hashlib.sha256(self._read(ctx, params, info)).hexdigest()
         pending = info.state == PENDING_IMPORT
         return Preview(
-            calls=tuple(_import_calls(info.key_id, params, digest)) if pending else (),
+            calls=tuple(import_calls(info.key_id, params.valid_to, digest)) if pending else (),
             target=f"{info.key_id} ({info.arn})",
             state=f"key state {info.state}, origin EXTERNAL"
             + ("" if pending else f", key material {_material_id(info) or ''} {_expiry(info)}"),
@@ -287,7 +297,9 @@ class ImportMaterial(Action[ImportParams]):
                 "itself never is)",
                 "AWS takes back only the key's original material (IncorrectKeyMaterialException "
                 "otherwise)",
-            ),
+            )
+            if pending
+            else (_HAS_MATERIAL.format(file=f"{params.material} (sha256 {digest})"),),
         )
 
     def run(self, ctx: ActionContext, params: ImportParams) -> Outcome:
@@ -299,12 +311,15 @@ class ImportMaterial(Action[ImportParams]):
                 ctx,
                 info,
                 f"{info.key_id} already has key material ({info.state}, {_expiry(info)}): "
-                "nothing sent; to change its expiry, delete and re-import it",
+                "nothing sent; "
+                + _HAS_MATERIAL.format(file=f"{params.material} (sha256 {digest})"),
             )
+            # only the import an earlier attempt sent put this file's material in the key
+            resumed = outcome.status != "already"
             return _with(
                 outcome,
                 key_material_id=_material_id(info),
-                material_sha256=digest,
+                material_sha256=digest if resumed else None,
                 valid_to=info.valid_to,
             )
         ctx.changing({**info.summary, "key_material_id": None})
@@ -315,18 +330,13 @@ class ImportMaterial(Action[ImportParams]):
                 WrappingAlgorithm=WRAPPING_ALGORITHM,
                 WrappingKeySpec=WRAPPING_KEY_SPEC,
             )
-        expiry: dict[str, Any] = {"ExpirationModel": "KEY_MATERIAL_DOES_NOT_EXPIRE"}
-        if params.valid_to is not None:
-            expiry = {
-                "ExpirationModel": "KEY_MATERIAL_EXPIRES",
-                "ValidTo": valid_to(params.valid_to, ctx.now()),
-            }
+        expiry = expiry_params(params.valid_to, ctx.now())
         try:
             with aws_errors(f"ImportKeyMaterial into {info.key_id}"):
                 response = kms.import_key_material(
                     KeyId=info.key_id,
                     ImportToken=wrapping["ImportToken"],
-                    EncryptedKeyMaterial=_wrapped(material, wrapping["PublicKey"]),
+                    EncryptedKeyMaterial=wrapped(material, wrapping["PublicKey"]),
                     **expiry,
                 )
         except AwsError as exc:
@@ -369,58 +379,6 @@ class ImportMaterial(Action[ImportParams]):
             + (f" (sha256 {digest})" if digest else "")
             + "; every use of the key stops again (PendingImport)",
         )
-
-
-def _delete(key: str) -> Call:
-    return Call(service="kms", operation="DeleteImportedKeyMaterial", params={"KeyId": key})
-
-
-def _import_calls(key: str, params: ImportParams, digest: str | None) -> list[Call]:
-    """The two calls of an import, as shown before it (the token and wrapped material only
-    exist once ``GetParametersForImport`` answered)."""
-    expiry: dict[str, Any] = {"ExpirationModel": "KEY_MATERIAL_DOES_NOT_EXPIRE"}
-    if params.valid_to is not None:
-        expiry = {"ExpirationModel": "KEY_MATERIAL_EXPIRES", "ValidTo": _shown(params.valid_to)}
-    return [
-        Call(
-            service="kms",
-            operation="GetParametersForImport",
-            params={
-                "KeyId": key,
-                "WrappingAlgorithm": WRAPPING_ALGORITHM,
-                "WrappingKeySpec": WRAPPING_KEY_SPEC,
-            },
-        ),
-        Call(
-            service="kms",
-            operation="ImportKeyMaterial",
-            params={
-                "KeyId": key,
-                "ImportToken": "<from GetParametersForImport>",
-                "EncryptedKeyMaterial": f"<material {f'sha256 {digest}' if digest else 'file'}, "
-                f"wrapped {WRAPPING_ALGORITHM}>",
-                **expiry,
-            },
-        ),
-    ]
-
-
-def _shown(text: str) -> str:
-    """``valid_to`` as a preview shows it: the time given, or the duration after the call (the
-    same text however often the step is previewed, so an approval still covers it)."""
-    try:
-        duration_seconds(text)
-    except ValueError:
-        return valid_to(text, datetime.now(timezone.utc)).isoformat()
-    return f"<{text.strip()} after the call>"
-
-
-def _wrapped(material: bytes, public_key_der: bytes) -> bytes:
-    """The material wrapped under AWS's wrapping key (``keymaterial.wrap``)."""
-    try:
-        return wrap(material, public_key_der)
-    except ValueError as exc:
-        raise ActionError(str(exc)) from None
 
 
 def _with(outcome: Outcome, **outputs: Any) -> Outcome:

@@ -92,6 +92,11 @@ class _StateChange(Action[ReplicasParams]):
         keys = self._target(ctx, params)
         info, others = keys[0], keys[1:]
         todo = self._todo(keys)
+        earlier = ctx.changed_by_earlier_attempt()
+        if not todo and earlier is not None and others:
+            # every call went out before the run stopped: the replicas they changed are the
+            # step's too, or a rollback would leave them as the step made them
+            return _changed_all(ctx, keys, self._sent_to(ctx, others), earlier)
         if not todo:
             outcome = settled(ctx, info, f"{info.key_id} was already {self.desired}: nothing sent")
             summary = outcome.summary
@@ -102,7 +107,6 @@ class _StateChange(Action[ReplicasParams]):
             )
         # a resumed attempt: the state before the first attempt's calls, and the replicas
         # it changed then, are the step's too
-        earlier = ctx.changed_by_earlier_attempt()
         before = earlier or {**info.summary, **_replica_states(others)}
         ctx.changing(before)
         from botocore import xform_name  # botocore is imported when a call is made
@@ -113,9 +117,15 @@ class _StateChange(Action[ReplicasParams]):
                 getattr(kms, xform_name(self.operation))(KeyId=call_key(key, info))
         if not others:
             return changed(ctx, info, extra={"replicas_changed": []})
-        sent = [str(c.get("KeyId")) for c in ctx.sent_by_earlier_attempt(self.operation)]
+        sent = self._sent_to(ctx, others)
         replicas = [k.arn for k in others if k in todo or k.arn in sent]
         return _changed_all(ctx, keys, replicas, before)
+
+    def _sent_to(self, ctx: ActionContext, others: list[KeyInfo]) -> list[str]:
+        """The other Regions' keys an earlier, unfinished attempt sent the call to (a call
+        names them by ARN, see ``call_key``)."""
+        sent = {str(c.get("KeyId")) for c in ctx.sent_by_earlier_attempt(self.operation)}
+        return [k.arn for k in others if k.arn in sent]
 
     def undo(self, done: Done) -> Undo | None:
         """Make the key what it was before the step: enable what it disabled, and back; with
@@ -361,9 +371,15 @@ def _replica_states(others: list[KeyInfo]) -> dict[str, Any]:
 def _changed_all(
     ctx: ActionContext, keys: list[KeyInfo], replicas: list[str], before: dict[str, Any]
 ) -> Outcome:
-    """The outcome of a ``replicas: true`` change: every Region's key as AWS reports it now."""
+    """The outcome of a ``replicas: true`` change: every Region's key as AWS reports it now,
+    and as ``before`` recorded it (on a resumed attempt, before the first attempt's calls)."""
     info = keys[0]
     after = [describe(ctx, k.arn) for k in keys]
+    replica_states = before.get("replicas") or {}
+    was = [
+        before.get("state") or info.state,
+        *(replica_states.get(k.arn, k.state) for k in keys[1:]),
+    ]
     return Outcome(
         outputs={
             "key_id": info.key_id,
@@ -371,9 +387,7 @@ def _changed_all(
             "deletion_date": after[0].deletion_date,
             "replicas_changed": replicas,
         },
-        summary="; ".join(
-            f"{b.region}: {b.state} -> {a.state}" for b, a in zip(keys, after, strict=True)
-        )
+        summary="; ".join(f"{a.region}: {w} -> {a.state}" for w, a in zip(was, after, strict=True))
         + f" ({info.key_id})",
         before=before,
         after={**after[0].summary, **_replica_states(after[1:])},

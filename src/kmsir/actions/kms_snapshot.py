@@ -32,7 +32,7 @@ from kmsir.actions.kmskeys import (
     region_of,
     strip_metadata,
 )
-from kmsir.aws import aws_errors
+from kmsir.aws import aws_errors, redacted
 from kmsir.errors import ActionError, KmsirError
 from kmsir.evidence.calls import Call
 
@@ -349,7 +349,10 @@ def _key_store(ctx: ActionContext, info: KeyInfo, prefix: str) -> dict[str, Any]
     kms = ctx.clients.client("kms", info.region)
     with aws_errors(f"DescribeCustomKeyStores {store_id} for {info.key_id}"):
         response = strip_metadata(kms.describe_custom_key_stores(CustomKeyStoreId=store_id))
-    ctx.write_json(f"{prefix}key-store.json", response)
+    # an external store's XksProxyConfiguration.AccessKeyId is marked sensitive by botocore's
+    # model: kept as the journal keeps sensitive request parameters, by its size only
+    shape = kms.meta.service_model.operation_model("DescribeCustomKeyStores").output_shape
+    ctx.write_json(f"{prefix}key-store.json", redacted(response, shape))
     found = response.get("CustomKeyStores") or []
     store = found[0] if found else {}
     return {

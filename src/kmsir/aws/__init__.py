@@ -250,8 +250,9 @@ def _response_lost(exc: Exception | None) -> bool:
 
 
 def redacted(value: Any, shape: Any) -> Any:
-    """``value`` (request parameters) as the journal may keep it: every member botocore's model
-    marks sensitive (a Plaintext, a secret key) replaced by its size, at any depth."""
+    """``value`` (request parameters, or a response kept as an artifact) as evidence may keep
+    it: every member botocore's model marks sensitive (a Plaintext, a secret key) replaced by
+    its size, at any depth."""
     if shape is None:
         return value
     if shape.metadata.get("sensitive"):
