@@ -7,13 +7,13 @@ sent and how it is written down, there when it is sent and what the journal reco
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Final
 
 from kmsir.errors import ActionError
 from kmsir.evidence.calls import Call
 from kmsir.keymaterial import WRAPPING_ALGORITHM, wrap
-from kmsir.playbook.values import duration_seconds
+from kmsir.playbook.values import duration_seconds, parse_time
 
 #: The wrapping key kmsir asks GetParametersForImport for (the largest AWS offers).
 WRAPPING_KEY_SPEC: Final = "RSA_4096"
@@ -21,18 +21,7 @@ WRAPPING_KEY_SPEC: Final = "RSA_4096"
 
 def valid_to(text: str, now: datetime) -> datetime:
     """When material imported ``now`` expires: an ISO time, or a duration after ``now``."""
-    text = text.strip()
-    try:
-        return now + timedelta(seconds=duration_seconds(text))
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(
-            f"{text[:60]!r} is neither a duration like 365d nor an ISO 8601 time"
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return parse_time(text, now, ahead=True)
 
 
 def delete_call(key: str) -> Call:

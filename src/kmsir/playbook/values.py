@@ -45,18 +45,22 @@ def is_region(text: str) -> bool:
     return bool(_REGION.fullmatch(text))
 
 
-def parse_time(text: str, now: datetime) -> datetime:
-    """A point in time: an ISO 8601 timestamp (UTC if no zone) or a duration ago (``7d``)."""
+def parse_time(text: str, now: datetime, *, ahead: bool = False) -> datetime:
+    """A point in time: an ISO 8601 timestamp (UTC if no zone) or a duration ago (``7d``), or
+    after ``now`` when ``ahead`` (``365d``: an expiry)."""
     text = text.strip()
     try:
-        return now - timedelta(seconds=duration_seconds(text))
+        delta = timedelta(seconds=duration_seconds(text))
     except ValueError:
         pass
+    else:
+        return now + delta if ahead else now - delta
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
+        example = "365d" if ahead else "7d"
         raise ValueError(
-            f"{text[:60]!r} is neither a duration like 7d nor an ISO 8601 time"
+            f"{text[:60]!r} is neither a duration like {example} nor an ISO 8601 time"
         ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
