@@ -461,3 +461,11 @@ def test_a_resumed_step_whose_calls_all_went_out_keeps_the_replicas_for_the_roll
     assert undo is not None and undo.params == {"key": key, "replicas": True}
     EnableKey().run(context(sandbox.client_factory())[0], ReplicasParams(**undo.params))
     assert state(sandbox, key) == state(sandbox, key, EAST) == "Enabled"
+
+
+@pytest.mark.parametrize("old", ["ask", "include", "skip"])
+def test_an_earlier_releases_replicas_choice_is_refused_with_the_new_spelling(old: str) -> None:
+    """kms.schedule-deletion took ``replicas: ask|include|skip`` before ``replicas`` became
+    one yes/no for the three actions: a playbook still saying so is told what to write."""
+    with pytest.raises(ValueError, match=f"replicas: {old} is gone: write replicas: true"):
+        ScheduleDeletionParams(key="alias/payments-prod", replicas=old)

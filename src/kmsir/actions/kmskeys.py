@@ -129,6 +129,17 @@ class ReplicasParams(KeyParams):
 
     replicas: bool = False
 
+    @field_validator("replicas", mode="before")
+    @classmethod
+    def _old_choices(cls, value: object) -> object:
+        # kms.schedule-deletion's replicas: ask|include|skip of earlier releases
+        if value in ("ask", "include", "skip"):
+            raise ValueError(
+                f"replicas: {value} is gone: write replicas: true to act on every replica "
+                "(one approval), or false for this Region's key only"
+            )
+        return value
+
 
 def members(ctx: ActionContext, info: KeyInfo, replicas: bool) -> list[KeyInfo]:
     """The keys a step acts on: ``info``, then with ``replicas`` every other Region's key of
