@@ -1,18 +1,15 @@
-"""``replicas: true`` on kms.disable-key, kms.quarantine and kms.schedule-deletion: the primary
-and every replica of a multi-Region key, one decision, one call each, each journaled.
+"""``replicas: true`` on kms.disable-key and kms.quarantine (and their inverses): the primary
+and every replica of a multi-Region key, one decision, one call each, each journaled. The
+deletion's: tests/test_actions_replicas_deletion.py.
 
 AWS shares no key state and no key policy between a primary and its replicas: each is its own
 KMS key in its own Region ("Multi-Region keys in AWS KMS",
 https://docs.aws.amazon.com/kms/latest/developerguide/multi-region-keys-overview.html), so
-containing one Region leaves the others usable. AWS does not delete a primary that still has
-replicas: it waits in PendingReplicaDeletion (ScheduleKeyDeletion API reference,
-https://docs.aws.amazon.com/kms/latest/APIReference/API_ScheduleKeyDeletion.html, and
-https://docs.aws.amazon.com/kms/latest/developerguide/multi-region-keys-delete.html).
+containing one Region leaves the others usable.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,8 +18,6 @@ from typing import Any
 import pytest
 
 from kmsir import actions
-from kmsir.actions.base import Done
-from kmsir.actions.kms_deletion import CancelDeletion, ScheduleDeletion, ScheduleDeletionParams
 from kmsir.actions.kms_lifecycle import DisableKey, EnableKey
 from kmsir.actions.kms_policy import (
     Quarantine,
@@ -42,43 +37,17 @@ from kmsir.prompts import ScriptedPrompter
 from kmsir.run import rollback, rollback_drift, rollback_run
 from kmsir.run.engine import Engine, RunOptions
 from kmsir.sandbox import Sandbox
-from kmsir.sandbox import scenario as scenarios
 
 from .conftest import load_playbook, played, run_playbook
 from .fakes import MemoryArtifacts, context
-
-EAST = "us-east-1"
+from .replicakit import EAST, done, hr_world, policy, state
 
 
 @pytest.fixture
 def hr() -> Iterator[tuple[Sandbox, str, str]]:
-    """The policy-tampering world: the HR key is a multi-Region primary in eu-west-1 with a
-    replica in us-east-1. Yields the sandbox, the key id and the replica's ARN."""
-    with Sandbox(scenarios.load("policy-tampering")) as sandbox:
-        key = sandbox.keys["hr"]
-        (replica,) = key["replicas"]
-        yield sandbox, key["id"], replica
-
-
-def state(sandbox: Sandbox, key: str, region: str | None = None) -> str:
-    kms = sandbox.session().client("kms", region_name=region or sandbox.region)
-    return str(kms.describe_key(KeyId=key)["KeyMetadata"]["KeyState"])
-
-
-def policy(sandbox: Sandbox, key: str, region: str | None = None) -> Any:
-    kms = sandbox.session().client("kms", region_name=region or sandbox.region)
-    return json.loads(kms.get_key_policy(KeyId=key, PolicyName="default")["Policy"])
-
-
-def done(step: str, params: dict[str, Any], outcome: Any) -> Done:
-    return Done(
-        step_id=step,
-        params=params,
-        outputs=outcome.outputs,
-        before=outcome.before,
-        after=outcome.after,
-        bundle="/b",
-    )
+    """The policy-tampering world (``replicakit.hr_world``)."""
+    with hr_world() as world:
+        yield world
 
 
 def test_disable_with_replicas_disables_every_region_one_call_each(
@@ -159,119 +128,6 @@ def test_undo_leaves_alone_a_replica_that_was_disabled_before(
     assert outcome.outputs["replicas_changed"] == []
     undo = DisableKey().undo(done("disable", {"key": key, "replicas": True}, outcome))
     assert undo is not None and undo.params == {"key": key}  # not the replica
-
-
-def test_schedule_deletion_of_a_primary_with_replicas_is_refused_without_replicas(
-    hr: tuple[Sandbox, str, str],
-) -> None:
-    sandbox, key, _ = hr
-    ctx, calls = context(sandbox.client_factory())
-    params = ScheduleDeletionParams(key=key, pending_window_days=7)
-    for attempt in (ScheduleDeletion().preview, ScheduleDeletion().run):
-        with pytest.raises(ActionError) as refused:
-            attempt(ctx, params)
-        message = str(refused.value)
-        assert "replicas in us-east-1 (Enabled)" in message
-        assert "PendingReplicaDeletion" in message and "replicas: true" in message
-    assert not [c for c in calls if c.operation == "ScheduleKeyDeletion"]
-    assert state(sandbox, key) == "Enabled"
-
-
-def test_schedule_deletion_with_replicas_schedules_every_region(
-    hr: tuple[Sandbox, str, str],
-) -> None:
-    sandbox, key, replica = hr
-    ctx, calls = context(sandbox.client_factory())
-    params = ScheduleDeletionParams(key=key, pending_window_days=7, replicas=True)
-    preview = ScheduleDeletion().preview(ctx, params)
-    assert [describe(c) for c in preview.calls] == [
-        f"kms:ScheduleKeyDeletion KeyId={replica} PendingWindowInDays=7",
-        f"kms:ScheduleKeyDeletion KeyId={key} PendingWindowInDays=7",
-    ]
-    assert any(n.startswith("acts in 2 Regions") for n in preview.notes)
-    assert "alias/hr-records" in preview.typed
-    outcome = ScheduleDeletion().run(ctx, params)
-    assert state(sandbox, key, EAST) == "PendingDeletion"
-    # AWS deletes the primary only once its replicas are gone: it waits until then
-    assert state(sandbox, key) == "PendingReplicaDeletion"
-    assert outcome.outputs["replicas_scheduled"] == [replica]
-    assert [c.region for c in calls if c.operation == "ScheduleKeyDeletion"] == [EAST, "eu-west-1"]
-    assert outcome.before == {
-        "key_id": key,
-        "state": "Enabled",
-        "deletion_date": None,
-        "replicas": {replica: "Enabled"},
-    }
-
-    # the inverse cancels the deletion in every Region the step scheduled it, one call each
-    undo = ScheduleDeletion().undo(done("delete", {"key": key, "replicas": True}, outcome))
-    assert undo is not None and undo.action == "kms.cancel-deletion"
-    assert undo.params == {"key": key, "replicas": True}
-    assert f"and of its replicas {replica}" in undo.summary
-    ctx, calls = context(sandbox.client_factory())
-    cancel = ReplicasParams(**undo.params)
-    preview = CancelDeletion().preview(ctx, cancel)
-    assert [describe(c) for c in preview.calls] == [
-        f"kms:CancelKeyDeletion KeyId={key}",
-        f"kms:CancelKeyDeletion KeyId={replica}",
-    ]
-    assert any(n.startswith("acts in 2 Regions") for n in preview.notes)
-    ctx.approved = preview
-    cancelled = CancelDeletion().run(ctx, cancel)
-    assert state(sandbox, key) == state(sandbox, key, EAST) == "Disabled"
-    assert [(c.operation, c.region) for c in calls if not c.read_only] == [
-        ("CancelKeyDeletion", "eu-west-1"),
-        ("CancelKeyDeletion", EAST),
-    ]
-    assert cancelled.outputs["replicas_cancelled"] == [replica]
-    assert cancelled.before == {
-        **outcome.before,
-        "state": "PendingReplicaDeletion",
-        "replicas": {replica: "PendingDeletion"},
-    }
-    again = CancelDeletion().run(context(sandbox.client_factory())[0], cancel)
-    assert again.status == "already" and again.outputs["replicas_cancelled"] == []
-
-
-def test_the_undo_of_a_schedule_never_cancels_a_deletion_the_step_did_not_schedule(
-    hr: tuple[Sandbox, str, str],
-) -> None:
-    """A replica already pending deletion before the step: the undo cancels the key only and
-    names the replicas the step scheduled, never ``replicas: true``."""
-    sandbox, key, replica = hr
-    other = replica.replace("us-east-1", "ap-south-1")
-    outcome = ScheduleDeletion().run(
-        context(sandbox.client_factory())[0],
-        ScheduleDeletionParams(key=key, pending_window_days=7, replicas=True),
-    )
-    # as a second replica, pending deletion before the step, would have been recorded
-    before = {**(outcome.before or {}), "replicas": {replica: "Enabled", other: "PendingDeletion"}}
-    record = dataclasses.replace(
-        done("delete", {"key": key, "replicas": True}, outcome), before=before
-    )
-    undo = ScheduleDeletion().undo(record)
-    assert undo is not None and undo.params == {"key": key}
-    assert f"replicas scheduled too, cancel each: {replica}" in undo.summary
-    assert f"pending deletion before the step, left so: {other}" in undo.summary
-
-    # the key itself was pending deletion before: only the replica the step scheduled
-    before = {**(outcome.before or {}), "state": "PendingReplicaDeletion"}
-    undo = ScheduleDeletion().undo(dataclasses.replace(record, before=before))
-    assert undo is not None and undo.params == {"key": replica}
-    assert f"left so: {key}" in undo.summary
-
-
-def test_a_primary_whose_replicas_are_pending_deletion_may_be_scheduled_alone(
-    hr: tuple[Sandbox, str, str],
-) -> None:
-    sandbox, key, replica = hr
-    ctx, _ = context(sandbox.client_factory())
-    # a replica alone may always be scheduled (its primary keeps the data decryptable)
-    ScheduleDeletion().run(ctx, ScheduleDeletionParams(key=replica, pending_window_days=7))
-    assert state(sandbox, key, EAST) == "PendingDeletion"
-    fresh = context(sandbox.client_factory())[0]
-    ScheduleDeletion().run(fresh, ScheduleDeletionParams(key=key, pending_window_days=7))
-    assert state(sandbox, key) == "PendingReplicaDeletion"
 
 
 def test_replicas_true_is_refused_on_an_aws_managed_key(hr: tuple[Sandbox, str, str]) -> None:
@@ -461,11 +317,3 @@ def test_a_resumed_step_whose_calls_all_went_out_keeps_the_replicas_for_the_roll
     assert undo is not None and undo.params == {"key": key, "replicas": True}
     EnableKey().run(context(sandbox.client_factory())[0], ReplicasParams(**undo.params))
     assert state(sandbox, key) == state(sandbox, key, EAST) == "Enabled"
-
-
-@pytest.mark.parametrize("old", ["ask", "include", "skip"])
-def test_an_earlier_releases_replicas_choice_is_refused_with_the_new_spelling(old: str) -> None:
-    """kms.schedule-deletion took ``replicas: ask|include|skip`` before ``replicas`` became
-    one yes/no for the three actions: a playbook still saying so is told what to write."""
-    with pytest.raises(ValueError, match=f"replicas: {old} is gone: write replicas: true"):
-        ScheduleDeletionParams(key="alias/payments-prod", replicas=old)
