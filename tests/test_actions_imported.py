@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
 
 from kmsir import actions
 from kmsir.actions.kms_imported import (
@@ -39,36 +38,21 @@ from kmsir.evidence.bundle import JOURNAL, read_journal
 from kmsir.evidence.calls import describe
 from kmsir.run import rollback
 from kmsir.sandbox import Sandbox
+from kmsir.sandbox.seed_kms import import_bytes
 
 from .conftest import load_playbook, run_playbook
 from .fakes import context
+from .test_shim import error_code
 
 MATERIAL = bytes(range(1, 33))
 
 
-def wrap(public_der: bytes, material: bytes) -> bytes:
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import padding
-
-    public: Any = serialization.load_der_public_key(public_der)
-    oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
-    return bytes(public.encrypt(material, oaep))
-
-
 def external_key(sandbox: Sandbox, material: bytes | None = MATERIAL) -> str:
-    """An EXTERNAL key, with ``material`` imported by plain boto3 (contract 1's calls)."""
+    """An EXTERNAL key, with ``material`` imported as the sandbox seeds it (``import_bytes``)."""
     kms = sandbox.session().client("kms")
     key_id = str(kms.create_key(Origin="EXTERNAL", Description="imported")["KeyMetadata"]["KeyId"])
     if material is not None:
-        wrapping = kms.get_parameters_for_import(
-            KeyId=key_id, WrappingAlgorithm="RSAES_OAEP_SHA_256", WrappingKeySpec="RSA_2048"
-        )
-        kms.import_key_material(
-            KeyId=key_id,
-            ImportToken=wrapping["ImportToken"],
-            EncryptedKeyMaterial=wrap(wrapping["PublicKey"], material),
-            ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE",
-        )
+        import_bytes(kms, key_id, material, {"ExpirationModel": "KEY_MATERIAL_DOES_NOT_EXPIRE"})
     return key_id
 
 
@@ -80,12 +64,6 @@ def material_file(tmp_path: Path, data: bytes = MATERIAL, name: str = "escrow.bi
     path = tmp_path / name
     path.write_bytes(data)
     return str(path)
-
-
-def error_code(call: Any) -> str:
-    with pytest.raises(ClientError) as raised:
-        call()
-    return str(raised.value.response["Error"]["Code"])
 
 
 def test_delete_stops_every_use_and_the_same_material_brings_the_key_back(

@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 
-from kmsir import actions
 from kmsir.actions.kms_lifecycle import DisableKey, EnableKey
 from kmsir.actions.kms_policy import (
     Quarantine,
@@ -27,20 +26,15 @@ from kmsir.actions.kms_policy import (
 )
 from kmsir.actions.kms_snapshot import Snapshot, SnapshotParams
 from kmsir.actions.kmskeys import ReplicasParams
-from kmsir.aws import ClientFactory
 from kmsir.errors import ActionError
-from kmsir.evidence import integrity
-from kmsir.evidence.bundle import JOURNAL, read_journal, utc_now
+from kmsir.evidence.bundle import JOURNAL, read_journal
 from kmsir.evidence.calls import describe
-from kmsir.evidence.view import RunView
-from kmsir.prompts import ScriptedPrompter
-from kmsir.run import rollback, rollback_drift, rollback_run
-from kmsir.run.engine import Engine, RunOptions
 from kmsir.sandbox import Sandbox
 
 from .conftest import load_playbook, played, run_playbook
 from .fakes import MemoryArtifacts, context
 from .replicakit import EAST, done, hr_world, policy, state
+from .test_rollback import roll_back
 
 
 @pytest.fixture
@@ -158,34 +152,6 @@ def test_check_mode_shows_every_region_and_changes_nothing(
     assert state(sandbox, key) == state(sandbox, key, EAST) == "Enabled"
 
 
-def _roll_back(bundle: Path, clients: ClientFactory) -> RunView:
-    """``kmsir rollback`` of ``bundle`` through its modules, approved."""
-    registry = actions.registry()
-    plan = rollback_drift.drift(
-        rollback.plan(bundle, rollback.load(bundle), registry, utc_now()), clients
-    )
-    loaded, _ = rollback_run.playbook(plan, registry)
-    result = Engine(
-        actions=registry,
-        clients=clients,
-        prompter=ScriptedPrompter({}, source="test"),
-        sleep=lambda _: None,
-    ).run(
-        loaded,
-        {},
-        RunOptions(
-            incident_id="INC-test",
-            evidence_dir=bundle.parent.parent,
-            mode="sandbox",
-            yes=True,
-            extra={"rollback_of": rollback_run.link(plan, step=None, confirmed_by="test")},
-        ),
-    )
-    assert result.status == "succeeded", result.error
-    assert integrity.verify(result.bundle) == []
-    return read_journal(result.bundle / JOURNAL).view()
-
-
 def test_the_policy_tampering_playbook_quarantines_every_replica_and_rollback_restores_them(
     tmp_path: Path,
 ) -> None:
@@ -209,7 +175,7 @@ def test_the_policy_tampering_playbook_quarantines_every_replica_and_rollback_re
         )
         assert "this Region only" not in recovery
 
-        rolled = _roll_back(result.bundle, sandbox.client_factory())
+        rolled = roll_back(result.bundle, sandbox.client_factory())
         undo = rolled.steps["undo-quarantine"]
         assert undo.action == "kms.restore-policy" and (undo.params or {})["replicas"] is True
         assert undo.outputs["replicas_changed"] == [replica]

@@ -158,25 +158,13 @@ def test_imported_material_and_key_store_are_recorded(rogue_grant: Sandbox) -> N
     import os
     from datetime import datetime, timedelta, timezone
 
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+    from kmsir.sandbox.seed_kms import import_bytes
 
     kms = rogue_grant.session().client("kms")
     external = kms.create_key(Origin="EXTERNAL")["KeyMetadata"]["KeyId"]
-    wrapping = kms.get_parameters_for_import(
-        KeyId=external, WrappingAlgorithm="RSAES_OAEP_SHA_256", WrappingKeySpec="RSA_2048"
-    )
-    public = serialization.load_der_public_key(wrapping["PublicKey"])
-    assert isinstance(public, rsa.RSAPublicKey)
-    sha256 = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
     valid_to = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(days=30)
-    material = kms.import_key_material(
-        KeyId=external,
-        ImportToken=wrapping["ImportToken"],
-        EncryptedKeyMaterial=public.encrypt(os.urandom(32), sha256),
-        ValidTo=valid_to,
-        ExpirationModel="KEY_MATERIAL_EXPIRES",
-    )["KeyMaterialId"]
+    expiry = {"ValidTo": valid_to, "ExpirationModel": "KEY_MATERIAL_EXPIRES"}
+    material = import_bytes(kms, external, os.urandom(32), expiry)["KeyMaterialId"]
     ctx, _ = context(rogue_grant.client_factory())
     out = Snapshot().run(ctx, SnapshotParams(key=external)).outputs
     assert (out["origin"], out["state"]) == ("EXTERNAL", "Enabled")

@@ -278,7 +278,9 @@ def _policy(sandbox: Sandbox, key: str) -> Any:
     return json.loads(kms.get_key_policy(KeyId=key, PolicyName="default")["Policy"])
 
 
-def _roll_back(bundle: Path, clients: ClientFactory, answers: dict[str, str]) -> RunView:
+def roll_back(
+    bundle: Path, clients: ClientFactory, answers: dict[str, str] | None = None
+) -> RunView:
     """``kmsir rollback`` through its modules, with these answers to its questions."""
     registry = actions.registry()
     plan = rollback_drift.drift(
@@ -288,7 +290,7 @@ def _roll_back(bundle: Path, clients: ClientFactory, answers: dict[str, str]) ->
     result = Engine(
         actions=registry,
         clients=clients,
-        prompter=ScriptedPrompter(answers, source="test"),
+        prompter=ScriptedPrompter(answers or {}, source="test"),
         sleep=lambda _: None,
     ).run(
         loaded,
@@ -333,7 +335,7 @@ def test_a_quarantine_is_undone_with_the_policy_kept_in_its_bundle(
     rogue_grant: Sandbox, quarantined_by_a_run: tuple[str, Any, Path]
 ) -> None:
     key, original, bundle = quarantined_by_a_run
-    view = _roll_back(bundle, rogue_grant.client_factory(), {})
+    view = roll_back(bundle, rogue_grant.client_factory(), {})
     undo = view.steps["undo-quarantine"]
     assert undo.action == "kms.restore-policy" and undo.status == "succeeded"
     assert (undo.params or {})["source"].startswith(str(bundle.resolve()) + "/artifacts/")
@@ -351,11 +353,11 @@ def test_a_policy_changed_since_the_run_is_wiped_only_when_told_to(
     rogue_grant.session().client("kms").put_key_policy(
         KeyId=key, PolicyName="default", Policy=json.dumps(edited)
     )
-    kept = _roll_back(bundle, rogue_grant.client_factory(), {"drift-quarantine": "keep"})
+    kept = roll_back(bundle, rogue_grant.client_factory(), {"drift-quarantine": "keep"})
     assert "someone changed its policy since the run" in str(kept.steps["drift-quarantine"].params)
     assert kept.steps["undo-quarantine"].status == "skipped"
     assert _policy(rogue_grant, key) == edited
-    _roll_back(bundle, rogue_grant.client_factory(), {"drift-quarantine": "undo-anyway"})
+    roll_back(bundle, rogue_grant.client_factory(), {"drift-quarantine": "undo-anyway"})
     assert _policy(rogue_grant, key) == original
 
 

@@ -239,19 +239,12 @@ class ExternalKeyProbe(Action[NoParams]):
     permissions = ("kms:CreateKey", "kms:GetParametersForImport", "kms:ImportKeyMaterial")
 
     def run(self, ctx: ActionContext, params: NoParams) -> Outcome:
-        from .test_actions_imported import wrap
+        from kmsir.sandbox.seed_kms import import_bytes
 
         kms = ctx.clients.client("kms")
         key_id = kms.create_key(Origin="EXTERNAL")["KeyMetadata"]["KeyId"]
-        wrapping = kms.get_parameters_for_import(
-            KeyId=key_id, WrappingAlgorithm="RSAES_OAEP_SHA_256", WrappingKeySpec="RSA_2048"
-        )
-        kms.import_key_material(
-            KeyId=key_id,
-            ImportToken=wrapping["ImportToken"],
-            EncryptedKeyMaterial=wrap(wrapping["PublicKey"], MATERIAL.encode()),
-            ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE",
-        )
+        expiry = {"ExpirationModel": "KEY_MATERIAL_DOES_NOT_EXPIRE"}
+        import_bytes(kms, key_id, MATERIAL.encode(), expiry)
         Path("escrow.bin").write_bytes(MATERIAL.encode())
         return Outcome(outputs={"key_id": key_id, "material": "escrow.bin"}, summary=key_id)
 

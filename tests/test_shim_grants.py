@@ -24,19 +24,13 @@ import re
 from typing import Any
 
 import boto3
-import pytest
-from botocore.exceptions import ClientError
 
 from kmsir.sandbox import Sandbox
 from kmsir.sandbox import scenario as scenarios
 
+from .test_shim import error_code
+
 OUTSIDER = "arn:aws:iam::444455556666:role/backup-sync"
-
-
-def error_code(call: Any) -> str:
-    with pytest.raises(ClientError) as caught:
-        call()
-    return str(caught.value.response["Error"]["Code"])
 
 
 def as_role(sandbox: Sandbox, role_arn: str) -> Any:

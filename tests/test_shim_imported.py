@@ -31,6 +31,8 @@ from kmsir.sandbox import Sandbox
 from kmsir.sandbox import scenario as scenarios
 from kmsir.sandbox.shim import imported, operations
 
+from .test_shim import error_code
+
 
 @pytest.fixture(scope="module")
 def sandbox() -> Iterator[Sandbox]:
@@ -41,12 +43,6 @@ def sandbox() -> Iterator[Sandbox]:
 @pytest.fixture
 def kms(sandbox: Sandbox) -> Any:
     return sandbox.session().client("kms")
-
-
-def error_code(call: Any) -> str:
-    with pytest.raises(ClientError) as caught:
-        call()
-    return str(caught.value.response["Error"]["Code"])
 
 
 def metadata(kms: Any, key_id: str) -> dict[str, Any]:

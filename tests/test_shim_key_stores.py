@@ -28,11 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
 
 from kmsir.sandbox import DUMMY_CREDENTIALS, Sandbox
 from kmsir.sandbox import scenario as scenarios
 from kmsir.sandbox.shim import common
+
+from .test_shim import error_code, state
 
 AWS = shutil.which("aws", path=str(Path(sys.executable).parent)) or shutil.which("aws")
 _numbers = itertools.count()
@@ -47,16 +48,6 @@ def sandbox() -> Iterator[Sandbox]:
 @pytest.fixture
 def kms(sandbox: Sandbox) -> Any:
     return sandbox.session().client("kms")
-
-
-def error_code(call: Any) -> str:
-    with pytest.raises(ClientError) as caught:
-        call()
-    return str(caught.value.response["Error"]["Code"])
-
-
-def state(kms: Any, key_id: str) -> str:
-    return str(kms.describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"])
 
 
 def store(kms: Any, store_id: str) -> dict[str, Any]:

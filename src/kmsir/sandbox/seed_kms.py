@@ -118,10 +118,10 @@ def import_material(
         kms.delete_imported_key_material(KeyId=key_id)
 
 
-def import_bytes(kms: Any, key_id: str, material: bytes, expiry: dict[str, Any]) -> None:
+def import_bytes(kms: Any, key_id: str, material: bytes, expiry: dict[str, Any]) -> Any:
     """Import ``material`` into the key as an owner does: GetParametersForImport, the bytes
     wrapped under its public key, ImportKeyMaterial with ``expiry`` (``ExpirationModel`` and
-    ``ValidTo``)."""
+    ``ValidTo``); ImportKeyMaterial's answer (its ``KeyMaterialId``)."""
     parameters = kms.get_parameters_for_import(
         KeyId=key_id, WrappingAlgorithm=WRAPPING_ALGORITHM, WrappingKeySpec=WRAPPING_KEY_SPEC
     )
@@ -129,7 +129,7 @@ def import_bytes(kms: Any, key_id: str, material: bytes, expiry: dict[str, Any])
         wrapped = wrap(material, parameters["PublicKey"])
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    kms.import_key_material(
+    return kms.import_key_material(
         KeyId=key_id, ImportToken=parameters["ImportToken"], EncryptedKeyMaterial=wrapped, **expiry
     )
 
