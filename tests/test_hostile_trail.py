@@ -29,6 +29,7 @@ from kmsir.actions.cloudtrail import Collect, CollectParams
 from kmsir.actions.cloudtrail_findings import Findings, FindingsParams
 from kmsir.aws import ClientFactory
 from kmsir.evidence.manifest import Bundle
+from kmsir.trail.catalogue import TRAIL_EVENTS
 from kmsir.trail.files import scan
 from kmsir.trail.finding import Context
 from kmsir.trail.findings import findings
@@ -54,6 +55,8 @@ ACCOUNT = "111122223333"
 OUTSIDE = "444455556666"
 KEY = "1234abcd-12ab-34cd-56ef-1234567890ab"
 ARN = f"arn:aws:kms:eu-west-1:{ACCOUNT}:key/{KEY}"
+#: An alias of the key every scan and collect matches too (forged alias references).
+ALIAS = "alias/pay"
 #: Characters that must never reach a reader's terminal or page as they are.
 RAW_CONTROLS = ("\x1b", "\x9b", "\x07", "\u202e", "\x00")
 
@@ -221,6 +224,21 @@ def structural(arn: str) -> dict[str, list[Record]]:
             base(27, arn, eventName="Decrypt", eventID="dup-1"),
             base(28, arn, eventName="ScheduleKeyDeletion", eventID="dup-1"),
         ],
+        "alias-reference-short": [  # ":alias/" with fewer parts than an alias ARN has
+            {
+                "eventSource": "kms.amazonaws.com",
+                "eventName": "Decrypt",
+                "eventTime": "2026-11-01T00:00:00Z",
+                "requestParameters": {"keyId": "x:alias/pay"},
+            },
+            *(
+                base(29 + n, arn, resources=[], requestParameters={"keyId": ref})
+                for n, ref in enumerate(
+                    ["x:alias/pay", ":alias/pay", "arn:alias/pay", "a:b:c:alias/pay", ":alias/"]
+                )
+            ),
+            base(34, arn, resources=[], responseElements={"keyId": "x:alias/pay"}),
+        ],
         "not-objects": [
             json.dumps(arn).encode(),
             b"42",
@@ -286,7 +304,10 @@ def test_scan_survives_and_accounts_for_every_record(
     path = tmp_path / ("trail.json.gz" if layout == "trail-file" else "export.jsonl")
     path.write_bytes(trail_file(records) if layout == "trail-file" else json_lines(records))
     out, found = tmp_path / "events.jsonl", tmp_path / "findings.json"
-    ran = cli("cloudtrail", "scan", path, "--key", ARN, "--out", out, "--findings-out", found)
+    ran = cli(
+        "cloudtrail", "scan", path, "--key", ARN, "--alias", ALIAS,
+        "--out", out, "--findings-out", found,
+    )  # fmt: skip
     assert_clean_cli(ran)
     assert_inert(ran.stderr)
     kept = out.read_bytes().splitlines()
@@ -379,6 +400,7 @@ def test_scan_prints_events_to_a_terminal_as_inert_json(tmp_path: Path) -> None:
     path.write_bytes(trail_file([good(), *text_payload(text, ARN)]))
     master, slave = pty.openpty()
     command = [sys.executable, "-m", "kmsir", "cloudtrail", "scan", str(path), "--key", ARN]
+    command += ["--out", "-"]
     child = subprocess.Popen(command, stdout=slave, stderr=subprocess.DEVNULL)
     os.close(slave)
     shown = b""
@@ -416,7 +438,7 @@ def test_cut_files_cost_only_themselves(moto_clients: ClientFactory, tmp_path: P
     files = {"a.json.gz": whole, "b.json.gz": whole[: len(whole) // 2], "c.json": cut_document}
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
-    ran = cli("cloudtrail", "scan", *(tmp_path / n for n in files), "--key", ARN)
+    ran = cli("cloudtrail", "scan", *(tmp_path / n for n in files), "--key", ARN, "--out", "-")
     assert_clean_cli(ran)
     assert sorted(json.loads(line)["eventID"] for line in ran.stdout.splitlines()) == [
         "good-1",
@@ -490,7 +512,7 @@ def key_arn(clients: ClientFactory) -> str:
 def test_collect_from_files(name: str, moto_clients: ClientFactory, tmp_path: Path) -> None:
     records = [good(), *payloads()[name]]
     (tmp_path / "trail.json.gz").write_bytes(trail_file(records))
-    params = CollectParams(key=ARN, source="files", path=str(tmp_path), since="7d")
+    params = CollectParams(key=ARN, aliases=[ALIAS], source="files", path=str(tmp_path), since="7d")
     outputs, ctx = run_collect(moto_clients, params)
     assert_accounted(outputs, ctx, records)
 
@@ -505,7 +527,7 @@ def test_collect_from_s3(name: str, moto_clients: ClientFactory) -> None:
         Key=f"AWSLogs/{ACCOUNT}/CloudTrail/eu-west-1/2026/11/28/{ACCOUNT}_x.json.gz",
         Body=trail_file(records),
     )
-    params = CollectParams(key=ARN, source="s3", bucket="trail", since="7d")
+    params = CollectParams(key=ARN, aliases=[ALIAS], source="s3", bucket="trail", since="7d")
     outputs, ctx = run_collect(moto_clients, params)
     assert_accounted(outputs, ctx, records)
 
@@ -526,7 +548,9 @@ def test_collect_from_lookup(name: str, moto_clients: ClientFactory) -> None:
     with Stubber(trail) as stub:
         stub.add_response("lookup_events", {"Events": items})  # by key ARN
         stub.add_response("lookup_events", {"Events": items})  # by key id: the same events
-        collected = Collect().run(ctx, CollectParams(key=arn, since="7d"))
+        for _ in TRAIL_EVENTS:  # by name, CloudTrail's own events that can hide KMS's
+            stub.add_response("lookup_events", {"Events": []})
+        collected = Collect().run(ctx, CollectParams(key=arn, aliases=[ALIAS], since="7d"))
         stub.assert_no_pending_responses()
     outputs = collected.outputs
     json.dumps(outputs, ensure_ascii=False).encode()
@@ -617,7 +641,9 @@ def test_collect_from_athena(name: str, moto_clients: ClientFactory) -> None:
             column_info=[{"Name": c["VarCharValue"], "Type": "varchar"} for c in rows[0]["Data"]],
         )
     )
-    params = CollectParams(key=ARN, source="athena", database="d", table="t", since="7d")
+    params = CollectParams(
+        key=ARN, aliases=[ALIAS], source="athena", database="d", table="t", since="7d"
+    )
     outputs, ctx = run_collect(moto_clients, params)
     assert "good-1" in collected_ids(ctx)
     naming = sum(1 for row in rows[1:] if KEY in json.dumps(row))
@@ -644,7 +670,9 @@ def test_collect_from_lake(
             "get_query_results",
             {"QueryResultRows": [[{"eventJson": _text(r)}] for r in records]},
         )
-        params = CollectParams(key=ARN, source="lake", event_data_store=store, since="7d")
+        params = CollectParams(
+            key=ARN, aliases=[ALIAS], source="lake", event_data_store=store, since="7d"
+        )
         outputs = Collect().run(ctx, params).outputs
         stub.assert_no_pending_responses()
     json.dumps(outputs, ensure_ascii=False).encode()

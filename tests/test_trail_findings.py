@@ -272,8 +272,8 @@ def test_alias_pointed_at_this_key_is_low_and_deletekey_is_critical() -> None:
     ctx = Context(ACCOUNT, WINDOW.window_start, frozenset({"k1"}))
     toward = ev("UpdateAlias", aliasName="alias/pay", targetKeyId="k1")
     found = findings([toward, ev("DeleteKey")], ctx)
-    assert [(f.severity, f.title) for f in found] == [
-        ("critical", "Key deleted"),
+    assert [(f.severity, f.title) for f in found] == [  # DeleteKey: KMS's own event
+        ("critical", "KMS deleted the key at the end of its waiting period"),
         ("low", "Alias pointed at this key"),
     ]
 
@@ -328,3 +328,194 @@ def test_actors_behind_findings_name_users_roles_and_their_access_keys() -> None
     svc = by_principal[f"arn:aws:iam::{ACCOUNT}:user/svc"]
     assert (svc["user"], svc["access_keys"]) == ("svc", ["AKIAEXAMPLEKEY000001"])
     assert next(iter(by_principal)) == role["principal"]  # the most severe first
+
+
+# -- any JSON value in any field a rule reads ---------------------------------------------
+
+#: Values a forged record may put where a rule expects something else.
+ODD_VALUES: list[Any] = [
+    [],
+    {},
+    None,
+    1,
+    True,
+    "x" * 10_000,
+    [[["x", [None]]], {"a": [1, {}]}],
+    [None, 1, True, {}, [], "x"],
+    "x:alias/pay",  # half an alias ARN
+    "arn::key/",
+]
+_SELECTOR = ("requestParameters", "eventSelectors", 0)
+_ADVANCED = ("requestParameters", "advancedEventSelectors", 0)
+_CONDITION = (*_ADVANCED, "fieldSelectors", 0)
+_STATEMENT = ("requestParameters", "policy", "Statement", 0)
+_OPERATORS = ("equals", "notEquals", "startsWith", "notStartsWith", "endsWith", "notEndsWith")
+#: Every field (a path of keys and list positions) a rule reads, and the blocks around them.
+FUZZED: list[tuple[str | int, ...]] = [
+    *[
+        (f,)
+        for f in (
+            "eventSource", "eventTime", "errorCode", "eventID", "sharedEventID",
+            "userIdentity", "resources", "requestParameters", "responseElements",
+            "sourceIPAddress", "userAgent", "recipientAccountId", "awsRegion",
+        )
+    ],
+    *[
+        ("requestParameters", f)
+        for f in (
+            "keyId", "pendingWindowInDays", "policy", "bypassPolicyLockoutSafetyCheck",
+            "granteePrincipal", "operations", "aliasName", "targetKeyId", "trailName", "name",
+            "eventSelectors", "advancedEventSelectors", "destinationKeyId", "sourceKeyId",
+            "primaryKeyArn", "customKeyStoreId",
+        )
+    ],
+    *[("responseElements", f) for f in ("keyId", "keyMetadata", "replicaKeyMetadata")],
+    *[("responseElements", "keyMetadata", f) for f in ("keyId", "arn")],
+    ("requestParameters", "operations", 0),
+    _STATEMENT[:-1],
+    _STATEMENT,
+    *[(*_STATEMENT, f) for f in ("Effect", "Principal", "Sid", "Condition")],
+    (*_STATEMENT, "Principal", "AWS"),
+    (*_STATEMENT, "Principal", "AWS", 0),
+    _SELECTOR,
+    *[
+        (*_SELECTOR, f)
+        for f in ("readWriteType", "includeManagementEvents", "excludeManagementEventSources")
+    ],
+    (*_SELECTOR, "excludeManagementEventSources", 0),
+    _ADVANCED,
+    (*_ADVANCED, "fieldSelectors"),
+    _CONDITION,
+    (*_CONDITION, "field"),
+    *[(*_CONDITION, op) for op in _OPERATORS],
+    (*_CONDITION, "equals", 0),
+    *[
+        ("userIdentity", f)
+        for f in ("type", "arn", "invokedBy", "accountId", "accessKeyId", "sessionContext")
+    ],
+    ("userIdentity", "sessionContext", "sessionIssuer"),
+    ("userIdentity", "sessionContext", "sessionIssuer", "arn"),
+    ("resources", 0),
+    *[("resources", 0, f) for f in ("ARN", "type", "accountId")],
+]  # fmt: skip
+
+
+def _fuzz_base(name: str, n: int, *, advanced: bool, error: bool) -> dict[str, Any]:
+    """A well-formed event of ``name`` carrying every field ``FUZZED`` names, in the baseline
+    (``n`` even) or the window (``n`` odd, a new role and IP); trail events with classic or
+    advanced selectors."""
+    from kmsir.trail.catalogue import TRAIL_EVENTS
+
+    key = f"arn:aws:kms:eu-west-1:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    kms = "kms.amazonaws.com"
+    condition = {"field": "eventCategory", "equals": ["Management"], "notEquals": ["Data"]}
+    selectors: dict[str, Any] = (
+        {"advancedEventSelectors": [{"name": "m", "fieldSelectors": [condition]}]}
+        if advanced
+        else {
+            "eventSelectors": [  # the first is read to its end: it keeps KMS, writes only
+                {
+                    "readWriteType": "WriteOnly",
+                    "includeManagementEvents": True,
+                    "excludeManagementEventSources": ["rdsdata.amazonaws.com"],
+                },
+                {"includeManagementEvents": True, "excludeManagementEventSources": [kms]},
+            ]
+        }
+    )
+    statement = {
+        "Sid": "s",
+        "Effect": "Allow",
+        "Principal": {"AWS": [f"arn:aws:iam::{OUTSIDE}:root", "*"]},
+        "Condition": {"StringEquals": {"kms:CallerAccount": OUTSIDE}},
+    }
+    event: dict[str, Any] = {
+        "eventID": f"fuzz-{n}",
+        "sharedEventID": f"shared-{n}",
+        "eventName": name,
+        "eventSource": "cloudtrail.amazonaws.com" if name in TRAIL_EVENTS else "kms.amazonaws.com",
+        "eventTime": (START + timedelta(days=n % 2 * 6, minutes=n)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "userIdentity": {
+            "type": "AssumedRole",
+            "arn": f"arn:aws:sts::{OUTSIDE}:assumed-role/r/s{n % 3}",
+            "invokedBy": "ebs.amazonaws.com",
+            "accountId": OUTSIDE,
+            "accessKeyId": "ASIAEXAMPLE",
+            "sessionContext": {"sessionIssuer": {"arn": f"arn:aws:iam::{OUTSIDE}:role/r{n % 2}"}},
+        },
+        "sourceIPAddress": f"192.0.2.{n % 2}",  # odd: in the window, new
+        "userAgent": "aws-cli",
+        "recipientAccountId": ACCOUNT,
+        "awsRegion": "eu-west-1",
+        "requestParameters": {
+            "keyId": key,
+            "pendingWindowInDays": 7,
+            "policy": {"Statement": [statement]},
+            "bypassPolicyLockoutSafetyCheck": True,
+            "granteePrincipal": f"arn:aws:iam::{OUTSIDE}:role/x",
+            "operations": ["Decrypt", "CreateGrant"],
+            "aliasName": "alias/pay",
+            "targetKeyId": "other",
+            "trailName": "main",
+            "name": "main",
+            **selectors,
+        },
+        "responseElements": {"keyId": key, "keyMetadata": {"keyId": "k", "arn": key}},
+        "resources": [{"ARN": key, "type": "AWS::KMS::Key", "accountId": ACCOUNT}],
+    }
+    if error:
+        event["errorCode"] = "AccessDenied"
+    return event
+
+
+def _with(node: Any, path: tuple[str | int, ...], value: Any) -> Any:
+    """``node`` with ``value`` at ``path`` (a field added if need be): the blocks along the
+    path copied, the rest shared (rules only read); unchanged when it has no such block
+    (classic selectors in a trail event with advanced ones)."""
+    if not path:
+        return value
+    step, rest = path[0], path[1:]
+    if isinstance(node, dict) and isinstance(step, str) and (step in node or not rest):
+        return {**node, step: _with(node.get(step), rest, value)}
+    if isinstance(node, list) and isinstance(step, int) and step < len(node):
+        return [*node[:step], _with(node[step], rest, value), *node[step + 1 :]]
+    return node
+
+
+def test_every_rule_takes_any_value_in_any_field_it_reads() -> None:
+    """Every catalogue and trail event name, failed or not, with each field the rules (and
+    the matcher) read replaced by each odd value: ``findings`` answers, never raises."""
+    from kmsir.trail.catalogue import CATALOGUE, TRAIL_EVENTS
+    from kmsir.trail.match import KeyMatcher
+
+    matcher = KeyMatcher.for_key(
+        f"arn:aws:kms:eu-west-1:{ACCOUNT}:key/k",
+        ["alias/pay", f"arn:aws:kms:eu-west-1:{ACCOUNT}:alias/pay"],
+    )
+
+    names = [*sorted(CATALOGUE), *sorted(TRAIL_EVENTS), "FrobnicateKey"]
+    kinds = [
+        (name, advanced, error)
+        for name in names
+        for advanced in (False, True)
+        for error in (False, True)
+        if not advanced or name in TRAIL_EVENTS
+    ]
+    bases = [_fuzz_base(name, n, advanced=a, error=e) for n, (name, a, e) in enumerate(kinds)]
+    # the well-formed events give findings: the rules got as far as the fields fuzzed
+    rules = {f.id.rsplit("-", 1)[0] for f in findings(bases, WINDOW)}
+    assert rules >= {
+        "kms-event", "trail-blind-spot", "key-state", "policy-changed", "grant-created",
+        "alias-changed", "key-store", "new-data-principal", "new-source",
+    }  # fmt: skip
+    marker = object()
+    for path in FUZZED:
+        assert any(_with(e, path, marker) != e for e in bases), f"no event has {path}"
+        for value in ODD_VALUES:
+            events = [_with(event, path, value) for event in bases]
+            try:
+                findings(events, WINDOW)
+                for event in events:
+                    matcher.matches(event)
+            except Exception as exc:  # pragma: no cover - the failure says where
+                raise AssertionError(f"{path} = {str(value)[:40]}: {exc!r}") from exc

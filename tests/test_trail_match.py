@@ -56,8 +56,15 @@ def test_multi_region_siblings_match_by_id() -> None:
     assert matcher.matches({"responseElements": {"replicaKeyMetadata": {"arn": replica}}})
 
 
-def test_needles_cover_every_name() -> None:
-    assert set(MATCHER.needles) == {KEY.encode(), b"alias/payments"}
+def test_needles_cover_every_name_and_the_trail_events() -> None:
+    # the trail events name no key: their names find them in a raw file
+    assert set(MATCHER.needles) == {
+        KEY.encode(),
+        b"alias/payments",
+        b'"DeleteTrail"',
+        b'"PutEventSelectors"',
+        b'"StopLogging"',
+    }
 
 
 def test_an_alias_is_ours_only_in_the_keys_account_and_region() -> None:

@@ -12,6 +12,7 @@ from botocore.stub import Stubber
 from kmsir.actions.cloudtrail import Collect, CollectParams
 from kmsir.actions.trail_query import athena_sql
 from kmsir.aws import ClientFactory
+from kmsir.trail.catalogue import TRAIL_EVENTS
 
 from .fakes import context
 from .test_trail_files import ARN, KEY
@@ -191,6 +192,8 @@ def test_lookup_follows_pages_and_keeps_each_event_once(moto_clients: ClientFact
         stub.add_response("lookup_events", {"Events": [item], "NextToken": "next-page"})
         stub.add_response("lookup_events", {"Events": []})
         stub.add_response("lookup_events", {"Events": [item]})  # the pass by key id
+        for _ in TRAIL_EVENTS:  # a pass by name for each trail event
+            stub.add_response("lookup_events", {"Events": []})
         outcome = Collect().run(ctx, CollectParams(key=key["Arn"], since="30d"))
         stub.assert_no_pending_responses()
     assert outcome.outputs["count"] == 1  # found twice, kept once

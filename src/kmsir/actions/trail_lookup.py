@@ -1,9 +1,12 @@
 """CloudTrail's API as a collect source: ``LookupEvents`` for a key, every Region at once.
 
-``LookupEvents`` by ResourceName, one pass by key ARN and one by key id, paginated, Regions in
-parallel: ``aws`` paces LookupEvents at its quota (2 requests per second per account and
-Region) and botocore retries what is throttled all the same. An event without a usable
-CloudTrail record is handed to ``skip`` with its reason, never dropped silently.
+``LookupEvents`` by ResourceName, one pass by key ARN and one by key id, then one by
+EventName for each of CloudTrail's own events that can stop a trail logging KMS
+(``trail.catalogue.TRAIL_EVENTS``: they name no key), each paginated, Regions in parallel:
+``aws`` paces LookupEvents at its quota (2 requests per second per account and Region) and
+botocore retries what is throttled all the same. Every event is kept by the one matching
+function. An event without a usable CloudTrail record is handed to ``skip`` with its
+reason, never dropped silently.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 from kmsir.actions.base import ActionContext
 from kmsir.aws import aws_errors
 from kmsir.inert import one_line
+from kmsir.trail.catalogue import TRAIL_EVENTS
 from kmsir.trail.events import decode_text
 from kmsir.trail.match import KeyMatcher
 
@@ -32,12 +36,16 @@ def lookup_regions(
 ) -> list[dict[str, Any]]:
     """LookupEvents in every Region at once (the quota is per Region). The pass by key
     id finds the events of the pass by ARN again: ``dedupe_sorted`` keeps each once."""
+    passes = [
+        *(("ResourceName", name) for name in (arn, key_id)),
+        *(("EventName", name) for name in sorted(TRAIL_EVENTS)),
+    ]
 
     def one(region: str) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
         unusable: set[str] = set()  # each pass finds them again: counted once
-        for name in (arn, key_id):
-            for event_id, event in _lookup(ctx, name, start, end, region):
+        for attribute in passes:
+            for event_id, event in _lookup(ctx, attribute, start, end, region):
                 if isinstance(event, str):
                     if event_id not in unusable:
                         unusable.add(event_id)
@@ -52,25 +60,27 @@ def lookup_regions(
 
 def _lookup(
     ctx: ActionContext,
-    resource_name: str,
+    attribute: tuple[str, str],
     start: datetime,
     end: datetime,
     region: str,
 ) -> Iterator[tuple[str, dict[str, Any] | str]]:
-    """Each event LookupEvents returns, by its ``EventId``: the event, or why it is none."""
+    """Each event LookupEvents returns for one lookup attribute (key, value), by its
+    ``EventId``: the event, or why it is none."""
     client = ctx.clients.client("cloudtrail", region)
     token: str | None = None
     pages = 0
+    key, value = attribute
     while True:
         request: dict[str, Any] = {
-            "LookupAttributes": [{"AttributeKey": "ResourceName", "AttributeValue": resource_name}],
+            "LookupAttributes": [{"AttributeKey": key, "AttributeValue": value}],
             "StartTime": start,
             "EndTime": end,
             "MaxResults": 50,
         }
         if token:
             request["NextToken"] = token
-        with aws_errors(f"LookupEvents for {resource_name}", service="cloudtrail"):
+        with aws_errors(f"LookupEvents for {value}", service="cloudtrail"):
             page = client.lookup_events(**request)
         pages += 1
         ctx.reporter.progress(f"CloudTrail pages ({region})", pages)

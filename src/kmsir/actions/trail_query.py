@@ -1,11 +1,12 @@
 """CloudTrail at scale: the key's events from an Athena table or a CloudTrail Lake store.
 
 Both build SQL that narrows the search to the key's names (KMS events, the time window, the
-key id or aliases in resources, request or response), run it where the logs are (terabytes
-never cross the network), page through the results, and hand every row back as an event that
-the one matching function then checks exactly. A row that is no usable event (its JSON not
-JSON, not an object, nested too deeply, lone surrogates) is handed to ``skip`` with the reason,
-and the rest are read on.
+key id or aliases in resources, request or response) and to CloudTrail's own events that can
+stop a trail logging KMS (``trail.catalogue.TRAIL_EVENTS``), run it where the logs are
+(terabytes never cross the network), page through the results, and hand every row back as an
+event that the one matching function then checks exactly. A row that is no usable event (its
+JSON not JSON, not an object, nested too deeply, lone surrogates) is handed to ``skip`` with
+the reason, and the rest are read on.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from kmsir.aws import aws_errors
 from kmsir.errors import ActionError
 from kmsir.evidence.entries import Query
 from kmsir.inert import one_line
+from kmsir.trail.catalogue import KMS_SOURCE, TRAIL_EVENTS, TRAIL_SOURCE
 from kmsir.trail.events import decode_text, event_problem
 
 if TYPE_CHECKING:
@@ -92,6 +94,15 @@ def _like_any(column: str, names: list[str]) -> str:
     return " OR ".join(f"{column} LIKE {_quote('%' + n + '%')}" for n in names)
 
 
+def _kms_or_trail(source: str, name: str, key_filter: str) -> str:
+    """The key's KMS events, or a trail event (``source``/``name``: the columns' names)."""
+    trail_names = ", ".join(_quote(n) for n in sorted(TRAIL_EVENTS))
+    return (
+        f"(({source} = {_quote(KMS_SOURCE)} AND ({key_filter}))"
+        f" OR ({source} = {_quote(TRAIL_SOURCE)} AND {name} IN ({trail_names})))"
+    )
+
+
 def _iso(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -117,10 +128,9 @@ def athena_sql(
         ]
     )
     where = [
-        "eventsource = 'kms.amazonaws.com'",
         f"eventtime >= {_quote(_iso(start))}",
         f"eventtime <= {_quote(_iso(end))}",
-        f"({key_filter})",
+        _kms_or_trail("eventsource", "eventname", key_filter),
     ]
     last = end + DELIVERY_LAG  # files are dated when delivered, minutes after the events
     if partitions == "timestamp":
@@ -270,10 +280,10 @@ def lake_sql(store: str, names: list[str], start: datetime, end: datetime) -> st
     key_filter = _like_any("eventJson", names)
     # the store id and key names are validated, every value quoted
     return (
-        f"SELECT eventJson FROM {store}\nWHERE eventSource = 'kms.amazonaws.com'\n"  # noqa: S608
-        f"  AND eventTime >= {_quote(start.strftime('%Y-%m-%d %H:%M:%S'))}\n"
+        f"SELECT eventJson FROM {store}\n"  # noqa: S608
+        f"WHERE eventTime >= {_quote(start.strftime('%Y-%m-%d %H:%M:%S'))}\n"
         f"  AND eventTime <= {_quote(end.strftime('%Y-%m-%d %H:%M:%S'))}\n"
-        f"  AND ({key_filter})\nORDER BY eventTime"
+        f"  AND {_kms_or_trail('eventSource', 'eventName', key_filter)}\nORDER BY eventTime"
     )
 
 

@@ -176,9 +176,21 @@ class _Order(msgspec.Struct):
 
 _order_decoder = msgspec.json.Decoder(_Order)
 
-#: Events whose request parameters the findings rules read.
+#: Events whose request parameters the findings rules read (policies set with a new key or a
+#: replica and their lockout check, the trail events' selectors and trail names).
 _RULES_READ_PARAMETERS = frozenset(
-    {"CreateGrant", "PutKeyPolicy", "UpdateAlias", "DeleteAlias", "ScheduleKeyDeletion"}
+    {
+        "CreateGrant",
+        "PutKeyPolicy",
+        "CreateKey",
+        "ReplicateKey",
+        "UpdateAlias",
+        "DeleteAlias",
+        "ScheduleKeyDeletion",
+        "PutEventSelectors",
+        "StopLogging",
+        "DeleteTrail",
+    }
 )
 
 
@@ -194,6 +206,8 @@ class _Slim(msgspec.Struct):
     eventID: str = ""
     eventTime: str = ""
     eventName: str = ""
+    eventSource: str | None = None
+    eventType: str | None = None
     userIdentity: _Identity | None = None
     sourceIPAddress: str | None = None
     userAgent: str | None = None
@@ -239,6 +253,8 @@ def slim(raw: bytes) -> dict[str, Any]:
         "eventID": event.eventID,
         "eventTime": event.eventTime,
         "eventName": event.eventName,
+        "eventSource": event.eventSource,
+        "eventType": event.eventType,
         "userIdentity": msgspec.structs.asdict(identity) if identity else {},
         "sourceIPAddress": event.sourceIPAddress,
         "userAgent": event.userAgent,

@@ -18,6 +18,13 @@ def name_of(event: dict[str, Any]) -> str:
     return name if isinstance(name, str) else ""
 
 
+def source_of(event: dict[str, Any]) -> str:
+    """The service that logged the event (``eventSource``), or ``""`` when it is missing or
+    not text."""
+    source = event.get("eventSource")
+    return source if isinstance(source, str) else ""
+
+
 def principal_of(event: dict[str, Any]) -> str:
     """Who made the call: the identity ARN, or the invoking service."""
     identity = event.get("userIdentity") or {}
@@ -38,6 +45,18 @@ def actor_of(event: dict[str, Any]) -> str:
         if isinstance(issuer, dict) and isinstance(issuer.get("arn"), str):
             return str(issuer["arn"])
     return principal_of(event)
+
+
+def by_aws_service(event: dict[str, Any]) -> bool:
+    """Whether an AWS service made the call (``invokedBy`` a service, or the
+    ``AWSService`` identity type), not a person or an application."""
+    identity = event.get("userIdentity")
+    if not isinstance(identity, dict):
+        return False
+    invoked = identity.get("invokedBy")
+    return identity.get("type") == "AWSService" or (
+        isinstance(invoked, str) and invoked.endswith(".amazonaws.com")
+    )
 
 
 def params_of(event: dict[str, Any]) -> dict[str, Any]:

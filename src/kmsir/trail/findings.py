@@ -1,8 +1,10 @@
 """KMS findings over a key's CloudTrail events: the few that matter, surfaced first.
 
 Rules are small functions over the events sorted by time, registered in ``RULES``: those about
-changes to the key itself are in ``key_rules``, those comparing the incident window against
-the baseline before it (and bursts of AccessDenied) in ``activity_rules``. A finding, and the
+changes to the key itself are in ``key_rules``, every other change KMS logged (by the event
+catalogue, ``catalogue``) and trails that stopped logging KMS in ``event_rules``, those
+comparing the incident window against the baseline before it (and bursts of AccessDenied) in
+``activity_rules``. A finding, and the
 ``Context`` rules read besides the events, are defined in ``finding``; a failed call
 (``errorCode``) never raises a finding above medium on its own.
 
@@ -16,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from kmsir.trail import activity_rules, key_rules
+from kmsir.trail import activity_rules, event_rules, key_rules
 from kmsir.trail.finding import SEVERITIES, Context, Finding, Rule
 
 RULES: dict[str, Rule] = {
@@ -26,6 +28,8 @@ RULES: dict[str, Rule] = {
     "rotation-disabled": key_rules.rotation_disabled,
     "alias-changed": key_rules.alias_changed,
     "key-store": key_rules.key_store_disconnected,
+    "kms-event": event_rules.catalogue_events,
+    "trail-blind-spot": event_rules.trail_blind_spots,
     "access-denied-burst": activity_rules.access_denied_bursts,
     "new-data-principal": activity_rules.new_data_principals,
     "volume-spike": activity_rules.volume_spikes,

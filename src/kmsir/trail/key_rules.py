@@ -12,59 +12,63 @@ import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from kmsir.trail.catalogue import classify, lockout_bypassed
 from kmsir.trail.events import clip
 from kmsir.trail.fields import name_of, params_of
-from kmsir.trail.finding import Context, Finding, Severity, make_finding
+from kmsir.trail.finding import Context, Finding, make_finding
 
 #: Operations that, granted together with others, hand out more than using the key.
 BROAD_GRANT_OPERATIONS = frozenset({"CreateGrant", "ReEncryptFrom", "ReEncryptTo", "RetireGrant"})
 #: Names (operations, risky statements) a finding lists before saying how many more.
 MAX_LISTED = 20
+#: What ``deletion_and_disable`` looks at.
+STATE_EVENTS = frozenset(
+    {"ScheduleKeyDeletion", "DeleteImportedKeyMaterial", "DeleteKey", "DisableKey"}
+)
+#: Every event name a rule here decides on; the catalogue rule (``event_rules``) leaves them
+#: alone (a grant or an alias change these rules find harmless is harmless).
+CLAIMED = STATE_EVENTS | {
+    "PutKeyPolicy",
+    "CreateGrant",
+    "DisableKeyRotation",
+    "UpdateAlias",
+    "DeleteAlias",
+    "DisconnectCustomKeyStore",
+    "DeleteCustomKeyStore",
+}
 
 
-def _named(names: set[str]) -> Callable[[dict[str, Any]], bool]:
-    return lambda e: name_of(e) in names
+def claims(event: dict[str, Any]) -> bool:
+    """Whether a rule here decides on the event (a key created with the lockout safety
+    check bypassed is a policy change)."""
+    name = name_of(event)
+    return name in CLAIMED or (name == "CreateKey" and lockout_bypassed(event))
+
+
+def _named(names: frozenset[str] | set[str]) -> Callable[[dict[str, Any]], bool]:
+    """Events of these names that KMS logged (or that name no source)."""
+    return lambda e: name_of(e) in names and classify(e) is not None
 
 
 def deletion_and_disable(events: list[dict[str, Any]], ctx: Context) -> Iterator[Finding]:
-    """The key scheduled for deletion, disabled, or its imported material deleted."""
-    table: dict[str, tuple[Severity, str, str]] = {
-        "ScheduleKeyDeletion": (
-            "critical",
-            "Key scheduled for deletion",
-            "Once deleted, everything encrypted under the key is lost.",
-        ),
-        "DeleteImportedKeyMaterial": (
-            "critical",
-            "Imported key material deleted",
-            "The key cannot decrypt until the same material is imported again.",
-        ),
-        "DeleteKey": (
-            "critical",
-            "Key deleted",
-            "The key and everything encrypted under it can no longer be used.",
-        ),
-        "DisableKey": (
-            "high",
-            "Key disabled",
-            "Every cryptographic use of the key fails while it is disabled.",
-        ),
-    }
-    for event in events:
-        name = name_of(event)
-        if name in table:
-            severity, title, why = table[name]
-            window = params_of(event).get("pendingWindowInDays")
-            if window is not None:
-                why += f" Waiting period: {clip(str(window), 20)} days."
-            yield make_finding(
-                "key-state",
-                severity,
-                title,
-                [event],
-                why,
-                "Deletion guarded: disable first, 30-day waiting period",
-            )
+    """The key scheduled for deletion, disabled, deleted, or its imported material deleted
+    (severity, title and why from the catalogue)."""
+    for event in filter(_named(STATE_EVENTS), events):
+        kind = classify(event)
+        if kind is None:
+            continue
+        why = kind.why
+        window = params_of(event).get("pendingWindowInDays")
+        if window is not None:
+            why += f" Waiting period: {clip(str(window), 20)} days."
+        yield make_finding(
+            "key-state",
+            kind.severity,
+            kind.title,
+            [event],
+            why,
+            "Deletion guarded: disable first, 30-day waiting period",
+        )
 
 
 def _risky_statements(policy: Any, key_account: str | None) -> list[str]:
@@ -97,17 +101,23 @@ def _risky_statements(policy: Any, key_account: str | None) -> list[str]:
 
 
 def policy_changed(events: list[dict[str, Any]], ctx: Context) -> Iterator[Finding]:
-    """The key policy was replaced; its risky statements are named."""
-    for event in filter(_named({"PutKeyPolicy"}), events):
+    """The key policy was replaced, or a key created with the lockout safety check bypassed
+    (critical either way when bypassed); the policy's risky statements are named."""
+    for event in filter(_named({"PutKeyPolicy", "CreateKey"}), events):
+        if name_of(event) == "CreateKey" and not lockout_bypassed(event):
+            continue  # an ordinary new key: the catalogue rule's
+        kind = classify(event)
+        if kind is None:
+            continue
         policy = params_of(event).get("policy")
         risky = _risky_statements(policy, ctx.key_account)
-        why = "The key policy decides who may use and manage the key."
+        why = kind.why
         if risky:
             why += " Risky statements: " + "; ".join(risky) + "."
         yield make_finding(
             "policy-changed",
-            "high",
-            "Key policy changed",
+            kind.severity,
+            kind.title,
             [event],
             why,
             "Least-privilege key policies",
@@ -190,16 +200,18 @@ def alias_changed(events: list[dict[str, Any]], ctx: Context) -> Iterator[Findin
 
 
 def key_store_disconnected(events: list[dict[str, Any]], ctx: Context) -> Iterator[Finding]:
-    """A custom key store disconnected (its keys become unusable)."""
+    """A custom key store disconnected or deleted (its keys become unusable)."""
     for event in filter(_named({"DisconnectCustomKeyStore", "DeleteCustomKeyStore"}), events):
-        yield make_finding(
-            "key-store",
-            "high",
-            "Custom key store disconnected",
-            [event],
-            "Keys in a disconnected key store cannot be used.",
-            "Key store and origin recorded",
-        )
+        kind = classify(event)
+        if kind is not None:
+            yield make_finding(
+                "key-store",
+                kind.severity,
+                kind.title,
+                [event],
+                kind.why,
+                "Key store and origin recorded",
+            )
 
 
 def _listed(items: list[str]) -> str:

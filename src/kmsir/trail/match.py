@@ -1,13 +1,19 @@
 """Does a CloudTrail event name a key? The one matching function every source uses.
 
-An event names the key when ``resources[]`` list it (entries of type ``AWS::KMS::Key`` decide
-alone when present: they say which key the call really used), or else when the key's id, ARN,
-alias name or alias ARN appears in ``requestParameters.keyId``/``destinationKeyId``/
-``sourceKeyId``/``targetKeyId``/``primaryKeyArn``/``aliasName``/``customKeyStoreId``,
+An event names the key when its key id appears, as a key id or in a key ARN, in
+``resources[]`` or in ``requestParameters.keyId``/``destinationKeyId``/``sourceKeyId``/
+``targetKeyId``/``primaryKeyArn``/``aliasName``/``customKeyStoreId``,
 ``responseElements.keyId``, or ``responseElements.keyMetadata``/``replicaKeyMetadata``
-(``keyId``/``arn``). Key ARNs of other Regions of the same multi-Region key count, since they
-share the key id. An alias is the same alias only in the key's account and Region: a bare
-alias name counts when the event happened there, an alias ARN when it names them.
+(``keyId``/``arn``), whatever Region or account an ARN carries: key ARNs of other Regions of
+the same multi-Region key share its id, and an event naming the key in one field is about it
+even when ``resources[]`` list another key (a ReEncrypt, a grant, an alias moved between
+keys). An alias is the same alias only in the key's account and Region: a bare alias name
+counts when the event happened there, an alias ARN when it names them; and when
+``resources[]`` list keys, they say which key an alias resolved to, so only an alias being
+moved (``aliasName``) still counts.
+
+CloudTrail's own events that can stop a trail logging KMS (``catalogue.TRAIL_EVENTS``) name
+no key, yet every key keeps them: they say which of its events a trail may be missing.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
+
+from kmsir.trail.catalogue import TRAIL_EVENTS, is_trail_event
 
 _REQUEST_FIELDS = (
     "keyId",
@@ -28,6 +36,8 @@ _REQUEST_FIELDS = (
 _RESPONSE_FIELDS = ("keyId",)
 _RESPONSE_METADATA = ("keyMetadata", "replicaKeyMetadata")
 _KEY_TYPE = "AWS::KMS::Key"
+#: What a raw trail event is found by, besides the key's names: the trail events' names.
+_TRAIL_NEEDLES = tuple(f'"{name}"'.encode() for name in sorted(TRAIL_EVENTS))
 
 
 def _key_id(reference: str) -> str | None:
@@ -73,8 +83,9 @@ class KeyMatcher:
 
     @property
     def needles(self) -> tuple[bytes, ...]:
-        """Byte strings, one of which every matching raw record contains (a fast pre-check)."""
-        return tuple(n.encode() for n in sorted(self.names))
+        """Byte strings, one of which every matching raw record contains (a fast pre-check):
+        the key's names, and the names of the trail events."""
+        return tuple(n.encode() for n in sorted(self.names)) + _TRAIL_NEEDLES
 
     def names_in(self, event: dict[str, Any]) -> Iterator[str]:
         """Every reference to a key, alias or key store the event carries outside resources."""
@@ -98,6 +109,8 @@ class KeyMatcher:
     def _alias_here(self, reference: str, event: dict[str, Any]) -> bool:
         if ":alias/" in reference:
             parts = reference.split(":")
+            if not reference.startswith("arn:") or len(parts) < 6:
+                return False  # no alias ARN (arn:PARTITION:kms:REGION:ACCOUNT:alias/NAME)
             name = "alias/" + reference.rsplit(":alias/", 1)[1]
             return name in self.aliases and (
                 self.account in (None, parts[4]) and self.region in (None, parts[3])
@@ -110,7 +123,9 @@ class KeyMatcher:
         )
 
     def matches(self, event: dict[str, Any]) -> bool:
-        """Whether the event names the key."""
+        """Whether the event names the key (or may hide its events from a trail)."""
+        if is_trail_event(event):
+            return True
         resources = event.get("resources")
         keys = (
             [
@@ -124,16 +139,17 @@ class KeyMatcher:
             if isinstance(resources, list)
             else []
         )
-        if keys:  # the keys the call really used decide, but an alias of ours may be moved
-            if any(_key_id(arn) in self.ids for arn in keys):
-                return True
-            request = event.get("requestParameters")
-            alias = request.get("aliasName") if isinstance(request, dict) else None
-            return isinstance(alias, str) and self._alias_here(alias.strip(), event)
+        if any(_key_id(arn) in self.ids for arn in keys):
+            return True
+        request = event.get("requestParameters")
+        moved = request.get("aliasName") if keys and isinstance(request, dict) else None
+        moved = moved.strip() if isinstance(moved, str) else None
         for reference in self.names_in(event):
             reference = reference.strip()
             if reference.startswith("alias/") or ":alias/" in reference:
-                if self._alias_here(reference, event):
+                # the keys listed say which key an alias resolved to: only an alias being
+                # moved (its name in aliasName) is about ours then
+                if (not keys or reference == moved) and self._alias_here(reference, event):
                     return True
             elif _key_id(reference) in self.ids:
                 return True
