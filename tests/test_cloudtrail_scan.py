@@ -61,12 +61,14 @@ def test_scan_to_stdout_with_a_window_and_bad_usage(tmp_path: Path) -> None:
         "2026-11-15T00:00:00Z",
         "--until",
         "2026-11-17T00:00:00Z",
+        "--out",
+        "-",
     )
     assert result.returncode == 0, result.stderr
     times = [json.loads(line)["eventTime"] for line in result.stdout.splitlines()]
     assert times == ["2026-11-15T00:00:00Z", "2026-11-16T00:00:00Z", "2026-11-17T00:00:00Z"]
     for args, message in (
-        (["--key", "alias/x"], "aliases go in --alias"),
+        (["--key", "alias/x"], "use --alias"),
         (["--key", KEY, "--since", "yesterday"], "neither a duration"),
     ):
         bad = kmsir("cloudtrail", "scan", str(tmp_path), *args)
@@ -170,7 +172,18 @@ def test_scan_reads_a_trail_bucket_through_aws_endpoint_url(moto_server: Loopbac
         Key="org/AWSLogs/o-abcdef1234/111122223333/CloudTrail/eu-west-1/2026/11/11/a.json.gz",
     )
     result = subprocess.run(
-        [sys.executable, "-m", "kmsir", "cloudtrail", "scan", "s3://trail/org", "--key", ARN],
+        [
+            sys.executable,
+            "-m",
+            "kmsir",
+            "cloudtrail",
+            "scan",
+            "s3://trail/org",
+            "--key",
+            ARN,
+            "--out",
+            "-",
+        ],
         capture_output=True,
         text=True,
         env=moto_server.env(),

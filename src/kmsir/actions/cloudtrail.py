@@ -5,7 +5,7 @@ Sources:
 - ``lookup`` (the CloudTrail API): ``LookupEvents`` by ResourceName, Regions in parallel
   (``trail_lookup``);
 - ``files``: local trail log files or folders (``*.json.gz``, ``*.json``, JSON Lines), read by
-  ``trail.files`` one process per core;
+  ``trail.files`` one process per core (paths holding no trail file at all fail the step);
 - ``s3``: a trail bucket (``bucket``, ``prefix``), standard or organisation layout, listing
   only the day prefixes inside the window (``trail_s3``);
 - ``athena``, ``lake``: a query of an Athena CloudTrail table or a CloudTrail Lake event data
@@ -232,7 +232,7 @@ class Collect(Action[CollectParams]):
                 found = [e for e in rows if matcher.matches(e)]
             else:
                 if params.source == "files":
-                    raw, stats = files.scan(params.paths(), matcher, since=start, until=end)
+                    raw, stats = _scan_paths(params.paths(), matcher, start, end)
                 else:
                     raw, stats = scan_bucket(
                         ctx.clients,
@@ -278,6 +278,24 @@ class Collect(Action[CollectParams]):
         if skipped:
             summary += f"; skipped {sum(skipped.values())} unreadable input(s)"
         return Outcome(outputs=outputs, summary=summary)
+
+
+def _scan_paths(
+    paths: list[Path], matcher: KeyMatcher, start: datetime, end: datetime
+) -> tuple[list[bytes], files.ScanStats]:
+    """The ``files`` source: the trail files under ``paths``. No trail file under any of them
+    fails the step (a mistyped path is no quiet incident); a path without one among others
+    is counted as skipped."""
+    listed = files.files_by_path(paths)
+    empty = [(str(path), files.looked_for(path)) for path, found in listed if not found]
+    if len(empty) == len(listed):
+        raise ActionError(files.none_found(empty))
+    raw, stats = files.scan_files(
+        [f for _, found in listed for f in found], matcher, since=start, until=end
+    )
+    for where, _ in empty:
+        stats.skip("no trail file found here", where)
+    return raw, stats
 
 
 class _Skips:

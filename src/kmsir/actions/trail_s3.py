@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 #: Objects fetched at once.
 WORKERS = 16
+#: Noted for a trail bucket that holds logs, none of them of the window.
+NO_FILE_IN_WINDOW = "no trail file in the window: logging may have stopped"
 _ORG = re.compile(r"^o-[a-z0-9]{10,32}$")
 
 
@@ -41,12 +43,37 @@ def _folders(client: S3Client, bucket: str, prefix: str) -> list[str]:
     return found
 
 
+def _any_object(client: S3Client, bucket: str, prefix: str) -> bool:
+    """Whether anything at all is stored under ``prefix`` (one key listed, not years)."""
+    with aws_errors(f"ListObjectsV2 s3://{bucket}/{prefix}", service="s3"):
+        return bool(client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1).get("KeyCount"))
+
+
 def _objects(client: S3Client, bucket: str, prefix: str) -> list[str]:
     keys: list[str] = []
     with aws_errors(f"ListObjectsV2 s3://{bucket}/{prefix}", service="s3"):
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             keys.extend(o["Key"] for o in page.get("Contents", []))
     return keys
+
+
+def _base(prefix: str) -> str:
+    return (prefix.strip("/") + "/" if prefix.strip("/") else "") + "AWSLogs/"
+
+
+def looked_for(
+    prefix: str, regions: list[str] | None, start: datetime | None, end: datetime | None
+) -> str:
+    """Where ``trail_prefixes`` looks, in words: for a bucket or prefix that holds no trail
+    file of the window, so the user can tell a wrong prefix from a quiet window."""
+    region = "|".join(regions) if regions else "REGION"
+    where = f"{_base(prefix)}[o-ORGID/]ACCOUNT/CloudTrail/{region}/YYYY/MM/DD/*"
+    if start is not None:
+        last = end or datetime.now(timezone.utc)
+        where += f" for the days {start:%Y-%m-%d} to {last + DELIVERY_LAG:%Y-%m-%d}"
+    if "AWSLogs" in prefix.strip("/").split("/"):
+        where += "; the prefix is the part before AWSLogs/"
+    return where
 
 
 def trail_prefixes(
@@ -59,7 +86,7 @@ def trail_prefixes(
 ) -> list[str]:
     """Every ``.../CloudTrail/<region>/YYYY/MM/DD/`` prefix of the window in the bucket (every
     ``.../CloudTrail/<region>/`` prefix when there is no window)."""
-    base = (prefix.strip("/") + "/" if prefix.strip("/") else "") + "AWSLogs/"
+    base = _base(prefix)
     accounts: list[str] = []
     for name in _folders(client, bucket, base):
         if _ORG.match(name):
@@ -91,7 +118,10 @@ def scan_bucket(
     start: datetime | None,
     end: datetime | None,
 ) -> tuple[list[bytes], ScanStats]:
-    """The matching records of every trail file of the window in the bucket."""
+    """The matching records of every trail file of the window in the bucket. A bucket whose
+    trail prefixes hold logs, none of them in the window, is noted (``NO_FILE_IN_WINDOW``):
+    the trail may have stopped delivering; a bucket without any is no trail bucket (no file
+    scanned, nothing noted)."""
     client = clients.client("s3")
     keys = [
         k
@@ -100,6 +130,13 @@ def scan_bucket(
     ]
     total = ScanStats()
     matched: list[bytes] = []
+    if not keys:
+        if start is not None and any(
+            _any_object(client, bucket, p)
+            for p in trail_prefixes(client, bucket, prefix, regions, None, None)
+        ):
+            total.noted[NO_FILE_IN_WINDOW] += 1
+        return matched, total
 
     def one(key: str) -> tuple[list[bytes], ScanStats]:
         where = f"s3://{bucket}/{key}"

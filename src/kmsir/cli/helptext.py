@@ -50,7 +50,8 @@ EXAMPLES = {
     "schema": "kmsir schema --out schema/playbook.schema.json",
     "permissions": "kmsir permissions kms-key-compromise -i key=arn:aws:kms:...:key/1234...",
     "serve": "kmsir sandbox serve --scenario rogue-grant --port 4566",
-    "scan": "kmsir cloudtrail scan ./trail-logs --key alias/payments --since 2026-11-01",
+    "scan": "kmsir cloudtrail scan ./trail-logs --key arn:aws:kms:...:key/1234... --alias payments "
+    "--since 7d --out events.jsonl",
 }
 
 #: The value an option takes, by its long name, where the type alone says too little.

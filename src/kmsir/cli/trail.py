@@ -32,13 +32,21 @@ def cloudtrail_scan(
         list[str],
         typer.Argument(metavar="PATH...", help="Trail files, folders or s3://bucket/prefix."),
     ],
-    key: Annotated[str, typer.Option("--key", help="Key id or key ARN.")],
+    key: Annotated[str, typer.Option("--key", help="Key id or key ARN (an alias: --alias).")],
     alias: Annotated[
-        list[str] | None, typer.Option("--alias", help="An alias of the key (repeatable).")
+        list[str] | None,
+        typer.Option("--alias", help="An alias of the key, alias/NAME or NAME (repeatable)."),
     ] = None,
     since: Annotated[str | None, typer.Option("--since", help="ISO time or duration ago.")] = None,
     until: Annotated[str | None, typer.Option("--until", help="ISO time or duration ago.")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Matched events (JSON Lines).")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Matched events (JSON Lines) to FILE, or to stdout with --out - "
+            "(without --out they are counted, not written).",
+        ),
+    ] = None,
     findings_out: Annotated[
         Path | None, typer.Option("--findings-out", help="Findings (JSON array).")
     ] = None,
@@ -48,17 +56,21 @@ def cloudtrail_scan(
     profile: Annotated[str | None, typer.Option("--profile", help="AWS profile (s3://).")] = None,
     region: Annotated[str | None, typer.Option("--region", help="AWS Region (s3://).")] = None,
 ) -> None:
-    """Match trail log files against a key and report findings (no window unless given)."""
+    """Match trail log files against a key and report findings (no window unless given).
+
+    The summary and the findings go to stderr; the matched events to --out FILE, or to
+    stdout with --out -."""
     import json
 
     from kmsir.inert import one_line
-    from kmsir.playbook.values import duration_seconds, is_kms_key_reference, parse_time
+    from kmsir.playbook.values import duration_seconds, parse_time
     from kmsir.run import scan
     from kmsir.trail.events import slim
     from kmsir.trail.match import KeyMatcher
 
-    if not is_kms_key_reference(key) or key.startswith("alias/") or ":alias/" in key:
-        raise UsageError(f"--key {key[:80]!r}: give a key id or key ARN (aliases go in --alias)")
+    key = _key_option(key)
+    aliases = [_alias_option(a) for a in alias or []]
+    to_stdout = out is not None and str(out) == "-"
     buckets = [p for p in paths if p.startswith("s3://")]
     local = [Path(p) for p in paths if not p.startswith("s3://")]
     missing = [str(p) for p in local if not p.exists()]
@@ -73,9 +85,9 @@ def cloudtrail_scan(
         raise UsageError(str(exc)) from None
     if start and end and start >= end:
         raise UsageError(f"--since {since} is not before --until {until}")
-    if out is not None:
+    if out is not None and not to_stdout:
         write_out(out, "")  # fail now, not after a long scan
-    matcher = KeyMatcher.for_key(key, alias or [])
+    matcher = KeyMatcher.for_key(key, aliases)
     ordered, stats = scan.matched_records(
         local,
         buckets,
@@ -85,13 +97,64 @@ def cloudtrail_scan(
         clients=lambda: live_clients(profile, region),
     )
     # raw bytes out, unchanged; only the findings fields decoded
-    _write_lines(out, ordered)
+    if out is not None:
+        _write_lines(None if to_stdout else out, ordered)
     events = [slim(r) for r in ordered]
     del ordered
     found = scan.findings_in_window(events, key, window_seconds)
     if findings_out is not None:
         write_out(findings_out, json.dumps([f.to_json() for f in found], indent=2) + "\n")
-    _scan_summary(stats, len(events), found)
+    _scan_summary(stats, len(events), found, written=out is not None, findings_out=findings_out)
+
+
+#: An alias name as AWS allows it (``CreateAlias``'s AliasName), ``alias/`` included.
+_ALIAS_NAME = re.compile(r"alias/[A-Za-z0-9/_-]{1,250}")
+
+
+def _key_option(key: str) -> str:
+    """``--key``: a key id or key ARN; an alias is refused with the option it belongs in."""
+    from kmsir.inert import one_line
+    from kmsir.playbook.values import is_kms_key_reference
+
+    key = key.strip()
+    shown = one_line(key, 80)
+    if key.startswith("alias/") or ":alias/" in key:
+        raise UsageError(
+            f"--key '{shown}': an alias; give the key id or key ARN in --key, and use --alias "
+            f"{shown} to match the alias too"
+        )
+    if not is_kms_key_reference(key):
+        raise UsageError(
+            f"--key '{shown}': give a key id (1234abcd-12ab-...) or key ARN "
+            f"(arn:aws:kms:REGION:ACCOUNT:key/ID); for an alias, use --alias"
+        )
+    return key
+
+
+def _alias_option(value: str) -> str:
+    """``--alias``: ``alias/NAME``, an alias ARN, or ``NAME`` alone (read as ``alias/NAME``,
+    as the KMS console shows it); anything that cannot be an alias is refused with the fix."""
+    from kmsir.inert import one_line
+    from kmsir.playbook.values import is_kms_key_reference
+
+    value = value.strip()
+    shown = one_line(value, 80)
+    if value.startswith("arn:"):
+        if ":alias/" in value and is_kms_key_reference(value):
+            return value
+        raise UsageError(
+            f"--alias '{shown}': not an alias ARN (arn:aws:kms:REGION:ACCOUNT:alias/NAME); "
+            f"a key ARN goes in --key"
+        )
+    name = value if value.startswith("alias/") else f"alias/{value}"
+    if name != value and is_kms_key_reference(value):  # a key id: no alias
+        raise UsageError(f"--alias '{shown}': a key id; give it in --key")
+    if not _ALIAS_NAME.fullmatch(name):
+        raise UsageError(
+            f"--alias '{shown}': not an alias name; give alias/NAME or NAME, NAME being letters, "
+            f"digits, '/', '_' and '-' (e.g. --alias alias/payments-prod)"
+        )
+    return name
 
 
 def _write_lines(out: Path | None, records: list[bytes]) -> None:
@@ -133,7 +196,14 @@ def _for_terminal(record: bytes) -> bytes:
     return text.replace("\x7f", "\\u007f").encode()
 
 
-def _scan_summary(stats: Any, matched: int, found: list[Any]) -> None:
+#: Findings shown at a terminal; the rest are counted (all are in --findings-out).
+MAX_FINDINGS_SHOWN = 50
+
+
+def _scan_summary(
+    stats: Any, matched: int, found: list[Any], *, written: bool, findings_out: Path | None
+) -> None:
+    """On stderr: what was read, matched and skipped, then the findings, most severe first."""
     from collections import Counter
 
     from rich.console import Console
@@ -149,15 +219,69 @@ def _scan_summary(stats: Any, matched: int, found: list[Any]) -> None:
         f"{stats.json_bytes / 2**20:,.1f} MiB ({stats.compressed_bytes / 2**20:,.1f} MiB on disk)",
     )
     table.add_row("records", f"{stats.records:,}")
-    table.add_row("matching events", f"{matched:,}")
+    matching = f"{matched:,}"
+    if matched and not written:
+        matching += " (not written: --out FILE, or --out - for stdout)"
+    table.add_row("matching events", matching)
     # reasons may quote a parser's message about the input: text, never rich markup
     for reason, count in sorted(stats.skipped.items()):
         table.add_row("skipped", Text(f"{count:,}: {one_line(reason)}"))
     for note, count in sorted(stats.noted.items()):
         table.add_row("noted", Text(f"{count:,}: {one_line(note)}"))
     severities = Counter(f.severity for f in found)
-    table.add_row("findings", ", ".join(f"{n} {s}" for s, n in severities.most_common()) or "none")
+    by_rank = sorted(severities, key=_SEVERITY_RANK.__getitem__)
+    table.add_row("findings", ", ".join(f"{severities[s]} {s}" for s in by_rank) or "none")
     console = Console(stderr=True, highlight=False)
     console.print(table)
     for problem in stats.problems[:5]:
         console.print(Text(f"  skipped: {one_line(problem)}"), soft_wrap=True)
+    if found:
+        _findings_table(console, found, findings_out)
+
+
+#: Severities, most severe first (the order findings are shown in).
+_SEVERITY_RANK = {s: n for n, s in enumerate(("critical", "high", "medium", "low", "info"))}
+
+
+def _findings_table(console: Any, found: list[Any], findings_out: Path | None) -> None:
+    """The findings as a table: most severe first, then by time; every cell from the events
+    is attacker-controlled text, shown inert and cut, never read as markup."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from kmsir.inert import one_line
+
+    ordered = sorted(
+        found, key=lambda f: (_SEVERITY_RANK.get(f.severity, len(_SEVERITY_RANK)), f.event_time)
+    )
+    table = Table(title="findings (most severe first)", title_justify="left")
+    # the severity and the time are never cut; the rest wraps on a narrow terminal
+    table.add_column("severity", no_wrap=True, min_width=8)
+    table.add_column("time", no_wrap=True, min_width=20)
+    table.add_column("event", overflow="fold")
+    table.add_column("principal", overflow="fold")
+    table.add_column("title")
+    for finding in ordered[:MAX_FINDINGS_SHOWN]:
+        table.add_row(
+            Text(finding.severity, style=_SEVERITY_STYLE.get(finding.severity, "")),
+            Text(one_line(finding.event_time, 25)),
+            Text(one_line(finding.event_name, 40)),
+            Text(one_line(_IAM_ARN.sub("", finding.principal), 60)),
+            Text(one_line(finding.title, 100)),
+        )
+    console.print(table)
+    more = len(ordered) - MAX_FINDINGS_SHOWN
+    if more > 0:
+        where = (
+            f"in {one_line(str(findings_out), 200)}"
+            if findings_out is not None
+            else "with --findings-out FILE"
+        )
+        console.print(Text(f"... and {more:,} more finding(s): all of them {where}"))
+
+
+#: The part of an IAM or STS ARN a person can do without in a narrow table: the account and
+#: what follows it stay (``111122223333:assumed-role/ci/x``).
+_IAM_ARN = re.compile(r"^arn:aws[a-z-]*:(iam|sts)::(?=\d{12}:)")
+
+_SEVERITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "cyan"}

@@ -9,6 +9,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kmsir.errors import UsageError
+
 if TYPE_CHECKING:
     from kmsir.aws import ClientFactory
     from kmsir.trail.files import ScanStats
@@ -26,23 +28,41 @@ def matched_records(
     clients: Callable[[], ClientFactory],
 ) -> tuple[list[bytes], ScanStats]:
     """The records ``matcher`` matches in the trail files under ``local`` and in each
-    ``s3://bucket/prefix`` of ``buckets`` (read with ``clients()``), in event order."""
+    ``s3://bucket/prefix`` of ``buckets`` (read with ``clients()``), in event order.
+
+    ``UsageError`` when no path holds a trail file at all (a wrong folder or prefix is not an
+    empty result); a path without one among others that have some is counted as skipped.
+    A folder whose files all fall outside the window, or a trail prefix holding logs but none
+    of the window, is no error: the window may be where logging stopped (the bucket's case is
+    noted)."""
     from kmsir.trail import files
     from kmsir.trail.events import order_raw
 
-    raw, stats = files.scan(local, matcher, since=since, until=until)
+    listed = files.files_by_path(local)
+    empty = [(str(path), files.looked_for(path)) for path, found in listed if not found]
+    if not buckets and len(empty) == len(listed):
+        raise UsageError(files.none_found(empty))
+    raw, stats = files.scan_files(
+        [f for _, found in listed for f in found], matcher, since=since, until=until
+    )
     for uri in buckets:
         # the actions (and AWS) are imported only to read a bucket: a scan of files on disk
         # starts without them
         from kmsir.actions.base import NullReporter
-        from kmsir.actions.trail_s3 import scan_bucket
+        from kmsir.actions.trail_s3 import NO_FILE_IN_WINDOW, looked_for, scan_bucket
 
         bucket, _, prefix = uri.removeprefix("s3://").partition("/")
         from_bucket, more = scan_bucket(
             clients(), NullReporter(), bucket, prefix, None, matcher, since, until
         )
+        if not more.files and not more.noted[NO_FILE_IN_WINDOW]:
+            empty.append((uri, looked_for(prefix, None, since, until)))
         raw.extend(from_bucket)
         stats.add(more)
+    if len(empty) == len(local) + len(buckets):
+        raise UsageError(files.none_found(empty))
+    for where, _ in empty:
+        stats.skip("no trail file found here", where)
     return order_raw(raw, stats.noted), stats
 
 

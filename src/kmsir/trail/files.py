@@ -1,13 +1,15 @@
 """Read CloudTrail log files fast: gzip by isal, records split by msgspec, key pre-check.
 
 Trail log files are ``{"Records": [...]}`` documents, gzipped (``*.json.gz``) or not; exports
-are often one event per line (JSON Lines). Every file is decompressed whole (a trail file is a
-few MB; memory stays flat in the total input), split into raw records without decoding them,
-and only records that contain one of the key's names as bytes are decoded and matched. Files
-are spread over one process per core. Malformed input (a truncated .gz, a line that is not
-JSON, a record without ``eventTime``, a record that is not an object, is not UTF-8 or nests
-deeper than any parser can follow) is counted and reported, never fatal, never silent, and
-costs only itself: a document that cannot be decoded whole is split record by record.
+are often one event per line (JSON Lines); digest files (``CloudTrail-Digest``) hold no
+events and are never read. Every file is decompressed whole (a trail file is a few MB; memory
+stays flat in the total input), split into raw records without decoding them, and only
+records that contain one of the key's names as bytes are decoded and matched. Files are
+spread over one process per core. Malformed input (a truncated .gz, a line that is not
+JSON, a record without ``eventTime`` or with one that is no ISO time, a record that is not an
+object, is not UTF-8 or nests deeper than any parser can follow) is counted and reported,
+never fatal, never silent, and costs only itself: a document that cannot be decoded whole is
+split record by record.
 """
 
 from __future__ import annotations
@@ -30,6 +32,12 @@ from kmsir.trail.match import KeyMatcher
 
 #: File name endings read when a folder is given.
 SUFFIXES = (".json.gz", ".json", ".jsonl", ".jsonl.gz", ".ndjson")
+#: What a folder is searched for, in words (for a folder that holds none).
+LOOKED_FOR = (
+    "files named "
+    + ", ".join(f"*{s}" for s in SUFFIXES)
+    + " at any depth, CloudTrail-Digest files aside"
+)
 #: Problems reported by name (the rest are counted).
 MAX_PROBLEMS = 20
 
@@ -74,15 +82,45 @@ class ScanStats:
             self.problems.append(f"{where}: {reason}")
 
 
+def is_digest(path: Path) -> bool:
+    """Whether ``path`` is a CloudTrail digest file (``.../CloudTrail-Digest/...``, named
+    ``..._CloudTrail-Digest_...json.gz``): hashes that prove the log files whole, no events."""
+    return "CloudTrail-Digest" in path.parts or "_CloudTrail-Digest_" in path.name
+
+
 def trail_files(paths: Iterable[Path]) -> Iterator[Path]:
-    """Files to read: given files as they are, folders searched recursively by suffix."""
+    """Files to read: given files as they are, folders searched recursively by suffix; digest
+    files are never read, wherever they are."""
     for path in paths:
         if path.is_dir():
             yield from sorted(
-                p for p in path.rglob("*") if p.is_file() and p.name.endswith(SUFFIXES)
+                p
+                for p in path.rglob("*")
+                if p.is_file() and p.name.endswith(SUFFIXES) and not is_digest(p)
             )
-        else:
+        elif not is_digest(path):
             yield path
+
+
+def files_by_path(paths: Iterable[Path]) -> list[tuple[Path, list[Path]]]:
+    """Each path with the files to read in it (none when it does not exist)."""
+    return [(path, list(trail_files([path])) if path.exists() else []) for path in paths]
+
+
+def looked_for(path: Path) -> str:
+    """What was looked for in a path that gave no file to read, in words."""
+    return LOOKED_FOR if path.exists() else f"{LOOKED_FOR}; there is no such file or folder"
+
+
+def none_found(empty: list[tuple[str, str]]) -> str:
+    """One line: the paths that hold no trail file, and what was looked for in each."""
+    from kmsir.inert import one_line
+
+    return (
+        "no trail file found: "
+        + "; ".join(f"{one_line(where, 200)} (looked for {what})" for where, what in empty[:5])
+        + (f"; and {len(empty) - 5} more" if len(empty) > 5 else "")
+    )
 
 
 def _decompress(data: bytes) -> bytes:
@@ -250,7 +288,13 @@ def _keep(
     for raw, event in candidates:
         moment = event_time(event)
         if moment is None:
-            stats.skip("record without eventTime", where)
+            # no time at all, or one that is no ISO time: different faults, told apart
+            stats.skip(
+                "record without eventTime"
+                if event.get("eventTime") is None
+                else "record with a malformed eventTime",
+                where,
+            )
             continue
         if (since and moment < since) or (until and moment > until):
             continue
@@ -301,7 +345,18 @@ def scan(
     workers: int | None = None,
 ) -> tuple[list[bytes], ScanStats]:
     """Scan every trail file under ``paths``; matching records and the figures."""
-    files = list(trail_files(paths))
+    return scan_files(list(trail_files(paths)), matcher, since=since, until=until, workers=workers)
+
+
+def scan_files(
+    files: list[Path],
+    matcher: KeyMatcher,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    workers: int | None = None,
+) -> tuple[list[bytes], ScanStats]:
+    """Scan ``files`` (listed already, by ``trail_files``); matching records and the figures."""
     total = ScanStats()
     matched: list[bytes] = []
     workers = workers or min(os.cpu_count() or 1, max(len(files), 1))
