@@ -13,6 +13,7 @@ from kmsir.actions.cloudtrail import Collect, CollectParams
 from kmsir.errors import AwsError
 from kmsir.sandbox import Sandbox
 from kmsir.sandbox import scenario as scenarios
+from kmsir.trail.catalogue import TRAIL_EVENTS
 
 from .fakes import context
 
@@ -115,7 +116,7 @@ def test_collect_writes_sorted_deduplicated_events(rogue_grant: Sandbox) -> None
         c.params["LookupAttributes"][0]["AttributeValue"]
         for c in calls
         if c.operation == "LookupEvents"
-    } == {rogue_grant.keys["payments"]["arn"], rogue_grant.keys["payments"]["id"]}
+    } == {rogue_grant.keys["payments"]["arn"], rogue_grant.keys["payments"]["id"], *TRAIL_EVENTS}
 
 
 def test_collect_window(rogue_grant: Sandbox) -> None:

@@ -604,8 +604,27 @@ def test_every_action_live_with_the_run_s_own_credentials_writes_no_secret(
     assert_every_action_ran(bundle)
     assert set(probes.credentials) == {(RUN_KEY_ID, RUN_SECRET, RUN_TOKEN)}
     assert_decrypted_through_the_recorder(bundle, probes)
-    assert find(markers(probes), texts) == []
+    assert find(markers(probes), trail_callers_masked(texts, RUN_KEY_ID)) == []
     assert net.refused == []
+
+
+def trail_callers_masked(texts: dict[str, bytes], key_id: str) -> dict[str, bytes]:
+    """``texts`` with ``key_id`` masked where CloudTrail itself logged it: the
+    ``userIdentity.accessKeyId`` of the run's own calls, which the sandbox's trail records as
+    AWS does and a later collect step keeps as evidence. Anywhere else it is still a leak."""
+    masked = {}
+    for where, data in texts.items():
+        if where.endswith("events.jsonl.gz!gunzip") and key_id.encode() in data:
+            lines = []
+            for line in data.splitlines():
+                event = json.loads(line)
+                identity = event.get("userIdentity") or {}
+                if identity.get("accessKeyId") == key_id:
+                    identity["accessKeyId"] = "<the run's own access key, as CloudTrail logs it>"
+                lines.append(json.dumps(event).encode())
+            data = b"\n".join(lines)
+        masked[where] = data
+    return masked
 
 
 @pytest.mark.parametrize("misuse", ["step", "internal"])

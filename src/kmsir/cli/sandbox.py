@@ -39,6 +39,11 @@ def serve(
             err(f"kmsir sandbox: scenario {world.id} (SIMULATED) served at {endpoint}")
             keys = [f"{n} {k['id']} {k['alias']}".strip() for n, k in sandbox.keys.items()]
             err(f"keys: {', '.join(keys)}")
+            trail = f"trail {sandbox.trail_name}: " if sandbox.trail_name else ""
+            err(
+                f"CloudTrail: {trail}what any client changes, or uses a key for, is logged "
+                f"(lookup-events; s3://{sandbox.trail_bucket}/AWSLogs/)"
+            )
             for name, value in sandbox.client_environment(endpoint).items():
                 print(f"export {name}={shlex.quote(value)}", flush=True)
             err("point any AWS client at it with the lines above; Ctrl-C stops it")

@@ -3,7 +3,10 @@
 ``Sandbox`` forces dummy credentials (and hides every profile, credentials file and other
 ``AWS_*`` setting of the shell), starts moto's in-process mock with its random generator
 seeded (the same scenario always gets the same key, grant and access key ids), installs
-LookupEvents, seeds the scenario's world, and hands out a ``ClientFactory``. Every client made
+LookupEvents and its CloudTrail recorder, seeds the scenario's world (with a trail delivering to
+the trail bucket, which holds the scenario's history, unless the scenario has trails of its
+own), then records every call that changes it or uses a key (``recorder``: in LookupEvents,
+and in the bucket of each trail that logs it), and hands out a ``ClientFactory``. Every client made
 from the sandbox's session, its own seeding and injects included, refuses anything moto did
 not answer, so nothing goes on the wire. After each step of a run, ``after_step`` fires the
 scenario's injects for that step.
@@ -25,7 +28,16 @@ from kmsir.evidence.bundle import canonical, sha256_hex, timestamp
 from kmsir.evidence.view import RunView
 from kmsir.playbook import templating
 from kmsir.playbook.values import duration_seconds
-from kmsir.sandbox import containment, history, lookup, resources, seed_kms, shim
+from kmsir.sandbox import (
+    containment,
+    history,
+    lookup,
+    posture_seed,
+    recorder,
+    resources,
+    seed_kms,
+    shim,
+)
 from kmsir.sandbox.injects import Injects
 from kmsir.sandbox.scenario import ACCOUNT, trail_bucket
 from kmsir.sandbox.scenario_model import Scenario
@@ -69,6 +81,10 @@ class Sandbox:
         self._factories: list[ClientFactory] = []
         self._saved_env: dict[str, str | None] = {}
         self._mock: Any = None
+        #: The sandbox's CloudTrail recording (``recorder``), from the end of seeding on.
+        self.trail: recorder.Trail | None = None
+        #: The trail the sandbox seeded (``None``: the scenario declares its own trails).
+        self.trail_name: str | None = None
 
     def __enter__(self) -> Sandbox:
         self._force_environment()
@@ -81,7 +97,16 @@ class Sandbox:
             mock_random.seed(self.scenario.seed)
             lookup.install()
             shim.install()
+            recorder.install()
             self._seed()
+            # from here on, what changes the world is recorded (seeding is the story's)
+            self.trail = recorder.Trail(
+                account=self.account,
+                region=self.region,
+                clock=self.clock,
+                seed=str(self.scenario.seed),
+            )
+            recorder.attach(self.trail)
         except BaseException:
             self.__exit__(None, None, None)
             raise
@@ -93,6 +118,9 @@ class Sandbox:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self.trail is not None:
+            recorder.detach(self.trail)
+            self.trail = None
         if self._mock is not None:
             self._mock.stop()
             self._mock = None
@@ -279,7 +307,22 @@ class Sandbox:
         history.write_trail_files(s3, self.trail_bucket, self.account, self.region, history_events)
         # buckets, volumes, secrets... encrypted with the keys; IAM, trails, rules, stacks
         self.resources = resources.seed(self)
+        self._seed_trail()
         containment.seed(self)  # last: it leaves moto's random generator as it found it
+
+    def _seed_trail(self) -> None:
+        """The trail that delivers to the trail bucket, unless the scenario has its own; moto's
+        random generator is left as it found it (ids made after seeding stay what they were)."""
+        from moto.moto_api._internal import mock_random
+
+        state = mock_random.getstate()
+        try:
+            arn = posture_seed.sandbox_trail(
+                self.session(), self, recorder.TRAIL_NAME, self.trail_bucket
+            )
+            self.trail_name = recorder.TRAIL_NAME if arn is not None else None
+        finally:
+            mock_random.setstate(state)
 
     def _seed_users(self) -> None:
         """The scenario's IAM users and their access keys (moto's seeded ids: stable)."""

@@ -3,8 +3,11 @@
 An inject (``injects:`` in a scenario) fires once, right after the step it names: the line it
 says is shown to the people in the exercise, the attacker's calls are made in the sandbox
 (through moto's request handling, so the fidelity shim applies), and the CloudTrail events
-it describes are added to LookupEvents and to the trail bucket. The engine journals each
-record ``fire`` returns as an ``inject`` entry.
+it describes are added to LookupEvents and to the trail bucket. Its calls themselves are
+recorded by the sandbox's trail (``recorder``) as its actor's, from the address and with the
+user agent of its story, unless that story already has an event of the call's name (the
+scenario's record stands for it). The engine journals each record ``fire`` returns as an
+``inject`` entry.
 
 Only a step that was done (it succeeded, or found things already so) sets its injects off;
 one that was skipped (by ``when``, by the responder, by ``--start-at``) or failed does not.
@@ -20,10 +23,10 @@ injects wait for the resumed run to do it.
 An inject's calls stand for its actor (its ``identity``, or that of its first event). One the
 responder has contained (sessions revoked, denied by an identity or key policy, access key
 inactive: ``sandbox.containment``) is refused as AWS would refuse it: the call is not made and
-its record carries AWS's error and ``blocked: true``, the actor's CloudTrail events are recorded
-as failed (``failed_events``), and the record says ``blocked`` (why, in words) with a ``say``
-line telling the players the attempt was blocked. A rebuilt world replays that outcome from the
-journaled record, never deciding it again.
+its record carries AWS's error and ``blocked: true`` (the trail logs the refused attempt), the
+actor's CloudTrail events are recorded as failed (``failed_events``), and the record says
+``blocked`` (why, in words) with a ``say`` line telling the players the attempt was blocked. A
+rebuilt world replays that outcome from the journaled record, never deciding it again.
 
 Everything an inject renders (its line, its calls' parameters, its events) is rendered before
 anything is changed in the sandbox, so a template that fails leaves the world as it was.
@@ -39,7 +42,7 @@ from typing import Any, Protocol
 from kmsir.evidence.bundle import timestamp
 from kmsir.evidence.view import RunView
 from kmsir.playbook.values import parse_time
-from kmsir.sandbox import containment, history, lookup
+from kmsir.sandbox import containment, history, lookup, recorder, trail_record
 from kmsir.sandbox.scenario_model import (
     CallSpec,
     CreateGrantCall,
@@ -102,10 +105,31 @@ class Injects:
             refusals = _journaled(journaled, len(prepared), len(events))
         call_denials, event_denials = refusals
         self.fired.add(index)
-        calls = [
-            self._call(operation, params) if denial is None else _refused(operation, params, denial)
-            for (operation, params), denial in zip(prepared, call_denials, strict=True)
-        ]
+        caller = _caller(world, inject, moment)
+        skip = frozenset(event.event for event in inject.history)
+        calls = []
+        with recorder.acting(
+            caller.identity,
+            skip=skip,
+            moment=moment,
+            source_ip=caller.source_ip,
+            user_agent=caller.user_agent,
+        ):
+            for (operation, params), denial, spec in zip(
+                prepared, call_denials, inject.calls, strict=True
+            ):
+                if denial is None:
+                    calls.append(self._call(operation, params))
+                    continue
+                calls.append(_refused(operation, params, denial))
+                if caller.identity is not None:  # the refused attempt is logged as AWS logs it
+                    error = (denial.error_code, denial.error_message)
+                    arn = world.keys[spec.key]["arn"]
+                    recorder.add(
+                        trail_record.refused(
+                            world.account, world.region, operation, params, error, caller, arn
+                        )
+                    )
         for event, denial in zip(events, event_denials, strict=True):
             if denial is not None:
                 event.update(
@@ -187,6 +211,21 @@ class Injects:
         except ClientError as exc:
             error = str(exc.response.get("Error", {}).get("Code", "Unknown"))
         return {"service": "kms", "operation": operation, "params": params, "error_code": error}
+
+
+def _caller(world: InjectWorld, inject: InjectSpec, moment: datetime) -> trail_record.Caller:
+    """Whom the sandbox's trail records the inject's calls as (``recorder.acting``): its actor,
+    with the address and user agent of its story, at the moment it fires (a call whose event
+    the inject's ``history`` tells of is not recorded a second time: ``fire`` skips it)."""
+    name = inject.identity or (inject.history[0].identity if inject.history else None)
+    who = history.identity(world, world.scenario.identities[name]) if name else None
+    first = inject.history[0] if inject.history else None
+    return trail_record.Caller(
+        moment,
+        who,
+        source_ip=str(world.render(first.source_ip)) if first else None,
+        user_agent=str(world.render(first.user_agent)) if first else None,
+    )
 
 
 def _refused(operation: str, params: dict[str, Any], denial: containment.Denial) -> dict[str, Any]:

@@ -39,9 +39,34 @@ def add_events(account: str, region: str, events: list[dict[str, Any]]) -> None:
     """Add CloudTrail records to the event history of ``account`` in ``region``."""
     backend = _backend(account, region)
     history: list[dict[str, Any]] = getattr(backend, _STORE_ATTRIBUTE, [])
-    history.extend(events)
-    history.sort(key=lambda e: str(e.get("eventTime", "")), reverse=True)
+    if len(events) > _SORT_ABOVE:
+        history.extend(events)
+        history.sort(key=_time, reverse=True)
+    else:  # a recorded call or two: put in place, as the (stable) sort would
+        for event in events:
+            history.insert(_place(history, _time(event)), event)
     setattr(backend, _STORE_ATTRIBUTE, history)
+
+
+#: Above this many events at once, sorting the history beats placing each.
+_SORT_ABOVE = 16
+
+
+def _time(event: dict[str, Any]) -> str:
+    return str(event.get("eventTime", ""))
+
+
+def _place(history: list[dict[str, Any]], moment: str) -> int:
+    """Where an event at ``moment`` goes in ``history`` (newest first): after every event
+    at the same time or later, as a stable sort of the extended history would put it."""
+    low, high = 0, len(history)
+    while low < high:
+        middle = (low + high) // 2
+        if _time(history[middle]) >= moment:
+            low = middle + 1
+        else:
+            high = middle
+    return low
 
 
 def history(account: str, region: str) -> list[dict[str, Any]]:

@@ -89,7 +89,17 @@ def _role(session: Any, spec: IamRoleSpec, world: World) -> str:
     return str(role["Arn"])
 
 
-def _trail(session: Any, world: World, spec: TrailSpec) -> str:
+def sandbox_trail(session: Any, world: World, name: str, bucket: str) -> str | None:
+    """The sandbox's own trail ``name`` (multi-Region, logging, log file validation on),
+    delivering to its existing trail ``bucket``, unless the scenario declares trails of its
+    own (``None``: those stand, as the scenario has them)."""
+    if any(isinstance(spec, TrailSpec) for spec in world.scenario.resources):
+        return None
+    spec = TrailSpec(kind="trail", name=name, bucket=bucket)
+    return _trail(session, world, spec, bucket_exists=True)
+
+
+def _trail(session: Any, world: World, spec: TrailSpec, *, bucket_exists: bool = False) -> str:
     """The trail's bucket (AWS's CloudTrail bucket policy; public access blocked, or open to
     anyone), then the trail, its event selectors and whether it logs."""
     s3 = session.client("s3")
@@ -97,7 +107,9 @@ def _trail(session: Any, world: World, spec: TrailSpec) -> str:
     region, account = world.region, world.account
     trail_arn = f"arn:{_partition(world)}:cloudtrail:{region}:{account}:trail/{spec.name}"
     location = {} if region == "us-east-1" else {"LocationConstraint": region}
-    s3.create_bucket(Bucket=bucket, **({"CreateBucketConfiguration": location} if location else {}))
+    if not bucket_exists:
+        config = {"CreateBucketConfiguration": location} if location else {}
+        s3.create_bucket(Bucket=bucket, **config)
     s3.put_bucket_encryption(
         Bucket=bucket,
         ServerSideEncryptionConfiguration={

@@ -11,13 +11,14 @@ imported again, if it still has the sha256 the journal recorded).
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kmsir.evidence.bundle import sha256_hex
 from kmsir.evidence.calls import Call
 from kmsir.evidence.view import RunView
-from kmsir.sandbox import seed_kms, shim
+from kmsir.sandbox import recorder, seed_kms, shim
 
 if TYPE_CHECKING:
     from kmsir.sandbox import Sandbox
@@ -28,9 +29,12 @@ def replay(sandbox: Sandbox, view: RunView) -> dict[str, Any]:
     journal order, to ``sandbox``'s re-seeded world.
 
     A call whose intent was journaled but whose result was not (the process died in between)
-    is re-applied as if it reached AWS; one that AWS refused is not. An inject whose step
-    succeeded but that was never journaled fires now, before the run goes on, and is listed
-    under ``injects`` (the engine journals this result in ``run-resumed``).
+    is re-applied as if it reached AWS; one that AWS refused is not. Each call re-applied is
+    recorded in the sandbox's trail at its journal entry's moment, with the ids it had when
+    first made (``recorder``); the refused calls, and the run's reads and cryptographic calls
+    (not journaled), have no record in the rebuilt world. An inject whose step succeeded but
+    that was never journaled fires now, before the run goes on, and is listed under
+    ``injects`` (the engine journals this result in ``run-resumed``).
     """
     from botocore import xform_name
     from botocore.exceptions import ClientError
@@ -42,25 +46,26 @@ def replay(sandbox: Sandbox, view: RunView) -> dict[str, Any]:
         if not isinstance(intent, Call):
             injects += sandbox.injects.refire(intent)
             continue
-        client = session.client(intent.service, region_name=intent.region)
-        if intent.operation == "ImportKeyMaterial":
-            error = reimport(client, intent, view, change.seq, change.step)
-            if error is None:
-                replayed += 1
+        client = _client(session, intent.service, intent.region)
+        with recorder.acting(moment=_moment(change.ts)):
+            if intent.operation == "ImportKeyMaterial":
+                error = reimport(client, intent, view, change.seq, change.step)
+                if error is None:
+                    replayed += 1
+                else:
+                    refused.append(f"ImportKeyMaterial: {error}")
+                continue
+            params = shim.grants.journaled_params(  # grant ids of older releases' journals
+                intent.operation, intent.params, sandbox.account, intent.region or sandbox.region
+            )
+            try:
+                getattr(client, xform_name(intent.operation))(**params)
+            except ClientError as exc:
+                refused.append(f"{intent.operation}: {exc.response['Error'].get('Code')}")
+            except Exception as exc:  # moto may not implement it: say so and go on
+                refused.append(f"{intent.operation}: {type(exc).__name__}")
             else:
-                refused.append(f"ImportKeyMaterial: {error}")
-            continue
-        params = shim.grants.journaled_params(  # grant ids of older releases' journals
-            intent.operation, intent.params, sandbox.account, intent.region or sandbox.region
-        )
-        try:
-            getattr(client, xform_name(intent.operation))(**params)
-        except ClientError as exc:
-            refused.append(f"{intent.operation}: {exc.response['Error'].get('Code')}")
-        except Exception as exc:  # moto may not implement it: say so and go on
-            refused.append(f"{intent.operation}: {type(exc).__name__}")
-        else:
-            replayed += 1
+                replayed += 1
     result: dict[str, Any] = {"replayed": replayed, "refused": refused}
     if injects:
         result["injects_replayed"] = injects
@@ -69,6 +74,33 @@ def replay(sandbox: Sandbox, view: RunView) -> dict[str, Any]:
         if late:
             result["injects"] = late
     return result
+
+
+def _client(session: Any, service: str, region: str | None) -> Any:
+    """A client configured as ``kmsir.aws.ClientFactory`` configures the run's (the same user
+    agent: the sandbox's trail records the replayed calls as it recorded the run's), without
+    the factory's hooks: replaying is not the run making calls (no intents, no pacing)."""
+    from botocore.config import Config
+
+    from kmsir import __version__
+    from kmsir.aws import MAX_ATTEMPTS, MAX_POOL_CONNECTIONS
+
+    config = Config(
+        retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
+        user_agent_extra=f"kmsir/{__version__}",
+        connect_timeout=10,
+        read_timeout=60,
+        max_pool_connections=MAX_POOL_CONNECTIONS,
+    )
+    return session.client(service, region_name=region, config=config)
+
+
+def _moment(ts: str | None) -> datetime | None:
+    """A journal entry's time (``None``: none readable, the sandbox's clock stands)."""
+    try:
+        return datetime.fromisoformat(str(ts).replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 def reimport(client: Any, intent: Call, view: RunView, seq: int, step: str | None) -> str | None:
