@@ -29,6 +29,23 @@ def pytest_configure(config: pytest.Config) -> None:
     import gc
 
     gc.set_threshold(50_000, 20, 100)
+    _build_each_cli_once()
+
+
+def _build_each_cli_once() -> None:
+    """typer's ``CliRunner.invoke`` builds the click command from the typer app on every call
+    (type hints and signatures of every command's parameters: about 20 ms, more than most
+    commands' own work, and ten times that under tracemalloc), and the tests run thousands of
+    commands in process. Build each app's once, as one process running many commands would:
+    click commands are made to be invoked again, and kmsir's touches to them (``helptext``)
+    are made once. A typer without that helper builds them each time, as before."""
+    import functools
+
+    import typer.testing
+
+    build = getattr(typer.testing, "_get_command", None)
+    if build is not None and not hasattr(build, "cache_info"):
+        typer.testing._get_command = functools.cache(build)  # type: ignore[attr-defined]
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
@@ -62,6 +79,32 @@ def _dummy_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     # as the sandbox does: no thousand public AMIs (and their snapshots) per Region's EC2
     monkeypatch.setenv("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
+
+
+@pytest.fixture(autouse=True)
+def _symmetric_keys_share_one_rsa_key() -> None:
+    """moto makes a 2048-bit RSA key pair for every KMS key, symmetric and HMAC keys too,
+    which never use it (30 to 60 ms of CPU a key: a tenth of an in-process scenario's run).
+    In the test processes those keys share one, as ``tests/faultkit.py`` does; asymmetric
+    keys keep their own. Speed only: it changes no answer. Applied from the first test after
+    moto's KMS is imported (importing it here would slow every test that never uses it)."""
+    import sys
+
+    models = sys.modules.get("moto.kms.models")
+    if models is None or getattr(models.generate_private_key, "shares_unused_keys", False):
+        return
+    generate = models.generate_private_key
+    unused: dict[str, Any] = {}
+
+    def generate_private_key(key_spec: str) -> Any:
+        if key_spec != "SYMMETRIC_DEFAULT" and not key_spec.startswith("HMAC_"):
+            return generate(key_spec)
+        if key_spec not in unused:
+            unused[key_spec] = generate(key_spec)
+        return unused[key_spec]
+
+    generate_private_key.shares_unused_keys = True  # type: ignore[attr-defined]
+    models.generate_private_key = generate_private_key
 
 
 @pytest.fixture(autouse=True)

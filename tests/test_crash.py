@@ -1,6 +1,6 @@
 """Crash safety, end to end: SIGKILL a demo run at many points, then verify and resume.
 
-Each point runs ``kmsir demo`` in a subprocess (``tests/crashkit.py``) that kills itself at
+Each point runs ``kmsir demo`` in a process (``tests/crashkit.py``) that kills itself at
 one precise moment: after a given journal line, half-way through writing one, after AWS
 answered a state-changing call but before its result was journaled, or after an artifact's
 bytes landed but before its journal line. For every point: ``verify`` passes or names only the
@@ -15,9 +15,13 @@ import difflib
 import json
 import os
 import re
+import select
+import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -51,22 +55,86 @@ _RESUME_ROWS = re.compile(
 )
 
 
-def kmsir(args: list[str], tmp: Path, kill: str = "") -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "CRASHKIT_KILL": kill,
-        "CRASHKIT_CALLS": str(tmp / "calls.jsonl"),
-        "COLUMNS": "200",
-    }
-    return subprocess.run(
-        [sys.executable, str(CRASHKIT), *args],
-        env=env,
-        cwd=tmp,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+#: The longest one run may take (a guard against a hang, not a timing).
+TIMEOUT = 120
+
+
+class Crashkit:
+    """``tests/crashkit.py --serve``: each run in a process of its own, forked from a server
+    that imported kmsir, boto3 and moto once (see crashkit's docstring). A run is killed at
+    its kill point like a process started for it, and shares no state with the others."""
+
+    def __init__(self, outputs: Path) -> None:
+        self.outputs = outputs
+        self.runs = 0
+        self._buffer = b""
+        self._server = subprocess.Popen(
+            [sys.executable, str(CRASHKIT), "--serve"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env={**os.environ, "COLUMNS": "200"},
+        )
+
+    def __call__(
+        self, args: list[str], tmp: Path, kill: str = "", *, fork: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """``kmsir ARGS`` run in ``tmp``, killed at ``kill``; as ``subprocess.run`` returns
+        it. Without ``fork``, in the server itself (its first run: the warm-up)."""
+        self.runs += 1
+        stdout, stderr = (self.outputs / f"{self.runs}.{name}" for name in ("out", "err"))
+        env = {
+            **os.environ,
+            "CRASHKIT_KILL": kill,
+            "CRASHKIT_CALLS": str(tmp / "calls.jsonl"),
+            "COLUMNS": "200",
+        }
+        request = {"argv": args, "cwd": str(tmp), "env": env, "fork": fork}
+        request.update(stdout=str(stdout), stderr=str(stderr))
+        assert self._server.stdin is not None
+        self._server.stdin.write(json.dumps(request).encode() + b"\n")
+        self._server.stdin.flush()
+        pid = self._answer()["pid"] if fork else None
+        try:
+            code = self._answer()["returncode"]
+        except subprocess.TimeoutExpired:
+            if pid is not None:  # killed; its answer read, so that the next run gets its own
+                os.kill(pid, signal.SIGKILL)
+                self._answer()
+            raise
+        return subprocess.CompletedProcess(
+            ["crashkit", *args], code, stdout.read_text(), stderr.read_text()
+        )
+
+    def _answer(self) -> dict[str, Any]:
+        assert self._server.stdout is not None
+        fd = self._server.stdout.fileno()
+        while b"\n" not in self._buffer:
+            ready, _, _ = select.select([fd], [], [], TIMEOUT)
+            if not ready:
+                raise subprocess.TimeoutExpired(["crashkit"], TIMEOUT)
+            chunk = os.read(fd, 65536)
+            assert chunk, f"the crashkit server stopped (exit {self._server.poll()})"
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    def close(self) -> None:
+        assert self._server.stdin is not None
+        self._server.stdin.close()
+        try:
+            self._server.wait(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self._server.kill()
+            self._server.wait()
+
+
+@pytest.fixture(scope="module")
+def kmsir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Crashkit]:
+    """The module's crashkit server."""
+    server = Crashkit(tmp_path_factory.mktemp("crashkit-output"))
+    yield server
+    server.close()
 
 
 def verify(bundle: Path) -> tuple[int, str]:
@@ -103,9 +171,11 @@ def only_bundle(evidence: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[str]]:
+def reference(tmp_path_factory: pytest.TempPathFactory, kmsir: Crashkit) -> tuple[str, list[str]]:
+    """An uninterrupted run: in the crashkit server itself, as a process started for it
+    would run it (its warm-up: the runs forked after it start warm)."""
     tmp = tmp_path_factory.mktemp("reference")
-    done = kmsir(["demo", "--evidence-dir", "ev"], tmp)
+    done = kmsir(["demo", "--evidence-dir", "ev"], tmp, fork=False)
     assert done.returncode == 0, done.stderr
     report = (only_bundle(tmp / "ev") / "report.md").read_text()
     return normalised(report, tmp / "ev"), (tmp / "calls.jsonl").read_text().splitlines()
@@ -113,7 +183,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[str]]
 
 @pytest.mark.parametrize("point", POINTS)
 def test_killed_run_verifies_resumes_and_matches(
-    point: str, tmp_path: Path, reference: tuple[str, list[str]]
+    point: str, tmp_path: Path, reference: tuple[str, list[str]], kmsir: Crashkit
 ) -> None:
     crashed = kmsir(["demo", "--evidence-dir", "ev"], tmp_path, kill=point)
     assert crashed.returncode == -9, f"not killed at {point}: {crashed.stderr[-500:]}"
@@ -155,7 +225,7 @@ def test_killed_run_verifies_resumes_and_matches(
 
 @pytest.mark.parametrize("second", ["entry:3", "entry:5", "entry:8", "torn:4", "artifact:1"])
 def test_a_resume_killed_in_turn_still_sends_nothing_twice(
-    second: str, tmp_path: Path, reference: tuple[str, list[str]]
+    second: str, tmp_path: Path, reference: tuple[str, list[str]], kmsir: Crashkit
 ) -> None:
     """Killed after AWS disabled the key (before the journal knew), then killed again while
     resuming: the last resume still reports the change as made, and sends nothing twice."""

@@ -173,7 +173,8 @@ CALLS: dict[str, tuple[str, ...]] = {
         "ListAccessKeys",
         "GetAccessKeyLastUsed",
     ),
-    "cloudtrail.collect": ("DescribeKey", "LookupEvents", "LookupEvents"),
+    # the key by ARN and by id, then the trail events that can blind a trail to KMS
+    "cloudtrail.collect": ("DescribeKey", *("LookupEvents",) * 5),
 }
 
 #: The service of each operation that is not KMS's.
@@ -516,6 +517,13 @@ def expected_words(fault: str, operation: str) -> list[str]:
 # -- the cases -----------------------------------------------------------------------------
 
 
+#: Calls struck one by one, of an operation an action sends again and again down the same
+#: path: the collect's LookupEvents of each query (by key, then each trail event) past the
+#: second are struck only all at once, by
+#: ``test_passing_fault_on_every_call_is_retried_and_the_step_succeeds``.
+REPEATS_STRUCK = {("cloudtrail.collect", "LookupEvents"): 2}
+
+
 def numbered(action: str) -> list[tuple[str, int]]:
     """The action's calls as (operation, its nth call)."""
     seen: Counter[str] = Counter()
@@ -526,15 +534,39 @@ def numbered(action: str) -> list[tuple[str, int]]:
     return calls
 
 
+def lasting_faults(action: str, position: int, operation: str, call: int) -> tuple[str, ...]:
+    """The lasting faults and refusals struck on one call (``position`` in the action's
+    calls). Every one on each change and on the action's first read. A later read fails the
+    same way whatever the fault (botocore's retries, then the step fails there; a refusal,
+    at once), and the wording of each fault's line is the first read's: so one retryable
+    fault and one refusal, in turn, so that every fault still meets reads in every position
+    across the actions (and the read-backs ``CALL_OUTCOMES`` names keep theirs)."""
+    reads = [n for n, op in enumerate(CALLS[action]) if is_read_only(op)]
+    if not is_read_only(operation) or position == reads[0]:
+        return RETRYABLE_FAULTS + REFUSALS
+    turn = reads.index(position) + list(CALLS).index(action)
+    refusals = [f for f in REFUSALS if applies(f, operation)]
+    special = tuple(
+        fault
+        for fault in RETRYABLE_FAULTS + REFUSALS
+        if (action, f"{operation}#{call}", fault) in CALL_OUTCOMES
+    )
+    chosen = (RETRYABLE_FAULTS[turn % len(RETRYABLE_FAULTS)], refusals[turn % len(refusals)])
+    return tuple(dict.fromkeys(chosen + special))
+
+
 def call_cases() -> list[Any]:
-    """(action, operation, nth call, fault, times) for every call each action makes: each
-    lasting fault and refusal, and the passing faults whose outcome on that call departs
-    from the action's row (the others are struck on every call at once, below)."""
+    """(action, operation, nth call, fault, times) for every call each action makes: the
+    lasting faults and refusals ``lasting_faults`` picks, and the passing faults whose
+    outcome on that call departs from the action's row (the others are struck on every call
+    at once, below)."""
     cases = []
     for action in CALLS:
-        for operation, call in numbered(action):
+        for position, (operation, call) in enumerate(numbered(action)):
+            if call > REPEATS_STRUCK.get((action, operation), call):
+                continue  # the same request again, down the same path as the ones struck
             variants: list[tuple[str, int | None]] = [
-                (fault, None) for fault in RETRYABLE_FAULTS + REFUSALS
+                (fault, None) for fault in lasting_faults(action, position, operation, call)
             ]
             variants += [
                 (fault, times)

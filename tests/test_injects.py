@@ -8,6 +8,7 @@ cancels it.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,15 @@ from kmsir.sandbox import scenario as scenarios
 
 from .conftest import bundles, played, refused_scenario
 from .journalkit import RUN, failed, skipped, started, succeeded, view_of
-from .test_crash import kmsir, normalised, only_bundle, verify
+from .test_crash import Crashkit, normalised, only_bundle, verify
+
+
+@pytest.fixture(scope="module")
+def crashkit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Crashkit]:
+    """A crashkit server (``test_crash``): kmsir runs in processes forked from it."""
+    server = Crashkit(tmp_path_factory.mktemp("crashkit-output"))
+    yield server
+    server.close()
 
 
 def journal(bundle: Path) -> list[dict[str, Any]]:
@@ -220,7 +229,7 @@ def _answers(tmp_path: Path, name: str, text: str) -> str:
 
 
 def test_a_run_stopped_at_the_steps_preview_fires_its_inject_once_the_step_is_done(
-    tmp_path: Path,
+    tmp_path: Path, crashkit: Crashkit
 ) -> None:
     """Stopped at ``disable`` for want of an answer (journaled ``step-failed``), then resumed
     with the answer: the world is rebuilt without the inject, which fires once, right after
@@ -228,7 +237,7 @@ def test_a_run_stopped_at_the_steps_preview_fires_its_inject_once_the_step_is_do
     run = ["run", "kms-key-compromise", "--sandbox", "rogue-grant", "--incident", "INC-7"]
     run += ["--evidence-dir", "ev"]
     partial = _answers(tmp_path, "partial.yaml", "decide: revoke-grants-and-disable\nrevoke: y\n")
-    stopped = kmsir([*run, "--answers", partial], tmp_path)
+    stopped = crashkit([*run, "--answers", partial], tmp_path)
     assert stopped.returncode == 1 and "no answer for 'disable'" in stopped.stderr
     (bundle,) = bundles(tmp_path / "ev" / "INC-7")
     before = journal(bundle)
@@ -236,7 +245,7 @@ def test_a_run_stopped_at_the_steps_preview_fires_its_inject_once_the_step_is_do
     assert not [e for e in before if e["type"] == "inject"]
 
     full = _answers(tmp_path, "full.yaml", "disable: approve\ncancel: approve\nactors: none\n")
-    resumed = kmsir(["resume", str(bundle), "--answers", full], tmp_path)
+    resumed = crashkit(["resume", str(bundle), "--answers", full], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert verify(bundle)[0] == 0
     entries = journal(bundle)
@@ -265,10 +274,10 @@ def test_a_skipped_step_fires_no_inject(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, int]:
+def reference(tmp_path_factory: pytest.TempPathFactory, crashkit: Crashkit) -> tuple[str, int]:
     """An uninterrupted demo: its normalised report and the journal line of the inject."""
     tmp = tmp_path_factory.mktemp("reference")
-    done = kmsir(["demo", "--evidence-dir", "ev"], tmp)
+    done = crashkit(["demo", "--evidence-dir", "ev"], tmp)
     assert done.returncode == 0, done.stderr
     bundle = only_bundle(tmp / "ev")
     (inject,) = [e for e in journal(bundle) if e["type"] == "inject"]
@@ -277,16 +286,16 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, int]:
 
 @pytest.mark.parametrize("offset", [-1, 0], ids=["before-journaled", "journaled"])
 def test_a_crash_around_the_inject_neither_loses_nor_repeats_it(
-    offset: int, tmp_path: Path, reference: tuple[str, int]
+    offset: int, tmp_path: Path, reference: tuple[str, int], crashkit: Crashkit
 ) -> None:
     """Killed just before the inject was journaled (its step had ended), or just after: the
     resumed run has the attacker's deletion in its world before going on, journals the
     inject exactly once, and reports the same as an uninterrupted run."""
     reference_report, line = reference
-    crashed = kmsir(["demo", "--evidence-dir", "ev"], tmp_path, kill=f"entry:{line + offset}")
+    crashed = crashkit(["demo", "--evidence-dir", "ev"], tmp_path, kill=f"entry:{line + offset}")
     assert crashed.returncode == -9, crashed.stderr[-500:]
     bundle = only_bundle(tmp_path / "ev")
-    resumed = kmsir(["resume", str(bundle)], tmp_path)
+    resumed = crashkit(["resume", str(bundle)], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert verify(bundle)[0] == 0
 
@@ -449,9 +458,11 @@ def test_a_template_mistake_in_the_world_is_refused_when_the_scenario_loads(
     assert problem.startswith(f"{path}:{changed}:") and message in problem, problem
 
 
-def test_the_cli_refuses_a_template_mistake_before_the_run(tmp_path: Path) -> None:
+def test_the_cli_refuses_a_template_mistake_before_the_run(
+    tmp_path: Path, crashkit: Crashkit
+) -> None:
     path = _scenario(tmp_path, '  - {after: disable, say: "{{ keys.nope.alias }} is gone"}\n')
-    result = kmsir(["demo", "--scenario", str(path), "--evidence-dir", "ev"], tmp_path)
+    result = crashkit(["demo", "--scenario", str(path), "--evidence-dir", "ev"], tmp_path)
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith(f"{path}:") and "injects.0.say: template" in line
@@ -488,9 +499,9 @@ def test_an_inject_that_fails_to_render_changes_nothing(rogue_grant: Sandbox) ->
     assert rogue_grant.injects.fired == set()
 
 
-def test_the_cli_refuses_a_bad_scenario_in_one_line(tmp_path: Path) -> None:
+def test_the_cli_refuses_a_bad_scenario_in_one_line(tmp_path: Path, crashkit: Crashkit) -> None:
     path = _scenario(tmp_path, "  - {after: revok, say: hi}\n")
-    result = kmsir(["demo", "--scenario", str(path), "--evidence-dir", "ev"], tmp_path)
+    result = crashkit(["demo", "--scenario", str(path), "--evidence-dir", "ev"], tmp_path)
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith(f"{path}:") and "has no step 'revok'" in line
