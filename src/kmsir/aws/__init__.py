@@ -55,6 +55,22 @@ CallRecorder = Callable[[Call], None]
 SessionFactory = Callable[[], "boto3.Session"]
 
 
+def client_config() -> Any:
+    """The botocore configuration of every client kmsir makes: bounded retries, timeouts, a
+    pool for the worker threads, and ``kmsir/VERSION`` in the user agent (CloudTrail logs it)."""
+    from botocore.config import Config
+
+    return Config(
+        # botocore reads "max_attempts" as retries after the first attempt (6 in all):
+        # "total_max_attempts" is the number of attempts, first one included.
+        retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
+        user_agent_extra=f"kmsir/{__version__}",
+        connect_timeout=10,
+        read_timeout=60,
+        max_pool_connections=MAX_POOL_CONNECTIONS,
+    )
+
+
 @dataclass
 class ClientFactory:
     """Makes boto3 clients with kmsir's retry config, pacing, guards and call recording.
@@ -130,22 +146,11 @@ class ClientFactory:
             cached = self._clients.get(key)
             if cached is not None:
                 return cached
-            from botocore.config import Config
-
-            config = Config(
-                # botocore reads "max_attempts" as retries after the first attempt (6 in
-                # all): "total_max_attempts" is the number of attempts, first one included.
-                retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
-                user_agent_extra=f"kmsir/{__version__}",
-                connect_timeout=10,
-                read_timeout=60,
-                max_pool_connections=MAX_POOL_CONNECTIONS,
-            )
             client = session.client(
                 service,  # type: ignore[call-overload]
                 region_name=region,
                 endpoint_url=self.endpoint_url,
-                config=config,
+                config=client_config(),
             )
             self._install_hooks(client)
             self._clients[key] = client

@@ -23,26 +23,12 @@ from typing import Any
 
 import msgspec
 
+from kmsir.trail.catalogue import CRYPTO_OPERATIONS
+
 #: Bars of the chart, in drawing order.
 CATEGORIES = ("data", "management", "read", "failed")
 #: Cryptographic operations: the key in use.
-_DATA = frozenset(
-    {
-        "Decrypt",
-        "Encrypt",
-        "ReEncrypt",
-        "GenerateDataKey",
-        "GenerateDataKeyWithoutPlaintext",
-        "GenerateDataKeyPair",
-        "GenerateDataKeyPairWithoutPlaintext",
-        "GenerateMac",
-        "VerifyMac",
-        "Sign",
-        "Verify",
-        "DeriveSharedSecret",
-        "GenerateRandom",
-    }
-)
+_DATA = CRYPTO_OPERATIONS
 #: Past this many hours the chart counts per day.
 _HOURLY_UP_TO = 24 * 31
 #: What an event of interest keeps of each text, list or object, and how deep.

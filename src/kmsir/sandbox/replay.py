@@ -80,19 +80,9 @@ def _client(session: Any, service: str, region: str | None) -> Any:
     """A client configured as ``kmsir.aws.ClientFactory`` configures the run's (the same user
     agent: the sandbox's trail records the replayed calls as it recorded the run's), without
     the factory's hooks: replaying is not the run making calls (no intents, no pacing)."""
-    from botocore.config import Config
+    from kmsir.aws import client_config
 
-    from kmsir import __version__
-    from kmsir.aws import MAX_ATTEMPTS, MAX_POOL_CONNECTIONS
-
-    config = Config(
-        retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
-        user_agent_extra=f"kmsir/{__version__}",
-        connect_timeout=10,
-        read_timeout=60,
-        max_pool_connections=MAX_POOL_CONNECTIONS,
-    )
-    return session.client(service, region_name=region, config=config)
+    return session.client(service, region_name=region, config=client_config())
 
 
 def _moment(ts: str | None) -> datetime | None:

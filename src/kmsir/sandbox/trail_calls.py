@@ -14,24 +14,10 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from kmsir.trail.catalogue import CRYPTO_OPERATIONS
+
 #: KMS's cryptographic operations: recorded although they change nothing, read-only.
-CRYPTO = frozenset(
-    {
-        "Encrypt",
-        "Decrypt",
-        "ReEncrypt",
-        "GenerateDataKey",
-        "GenerateDataKeyWithoutPlaintext",
-        "GenerateDataKeyPair",
-        "GenerateDataKeyPairWithoutPlaintext",
-        "Sign",
-        "Verify",
-        "GenerateMac",
-        "VerifyMac",
-        "DeriveSharedSecret",
-        "GenerateRandom",
-    }
-)
+CRYPTO = CRYPTO_OPERATIONS
 _READ_PREFIXES = ("Describe", "Get", "List", "Lookup", "Head")
 #: Named like a read, but hands out material that changes what the key can become.
 _NOT_READS = frozenset({"GetParametersForImport"})

@@ -282,6 +282,8 @@ CATALOGUE: dict[str, tuple[Kind, Severity, str, str]] = {
     },
 }
 
+#: KMS's cryptographic operations: uses of a key (or, GenerateRandom, of KMS), read-only.
+CRYPTO_OPERATIONS = frozenset(n for n, entry in CATALOGUE.items() if entry[0] == "crypto")
 #: Uses of a key and reads: no finding of their own (a fast pre-check over millions of them).
 QUIET = frozenset(n for n, entry in CATALOGUE.items() if entry[0] in ("crypto", "read"))
 #: Calls that set a key policy and may bypass its lockout safety check, titled when they do.
