@@ -26,6 +26,9 @@ from kmsir.sandbox.trail_calls import CRYPTO, read_only
 
 __all__ = ["CRYPTO", "Caller", "build", "caller_identity", "camel", "refused"]
 
+#: What every record of a call to an AWS API says of its kind.
+_API_CALL = {"eventType": "AwsApiCall", "managementEvent": True, "eventCategory": "Management"}
+
 #: Request parameters that name a key (the record's ``resources``).
 _KEY_PARAMS = ("KeyId", "SourceKeyId", "DestinationKeyId", "TargetKeyId")
 #: KMS's alias calls: their records name the alias and its keys.
@@ -118,12 +121,7 @@ def build(
         record["resources"] = [
             {"accountId": arn.split(":")[4], "type": "AWS::KMS::Key", "ARN": arn} for arn in arns
         ]
-    record.update(
-        eventType="AwsApiCall",
-        managementEvent=True,
-        recipientAccountId=account,
-        eventCategory="Management",
-    )
+    record.update(_API_CALL, recipientAccountId=account)
     return record
 
 
@@ -160,12 +158,7 @@ def refused(
     }
     if key_arn:
         record["resources"] = [{"accountId": account, "type": "AWS::KMS::Key", "ARN": key_arn}]
-    record.update(
-        eventType="AwsApiCall",
-        managementEvent=True,
-        recipientAccountId=account,
-        eventCategory="Management",
-    )
+    record.update(_API_CALL, recipientAccountId=account)
     return record
 
 
