@@ -364,3 +364,59 @@ def refused_scenario(tmp_path: Path, name: str, good: str, bad: str) -> tuple[Pa
         scenarios.load(str(path))
     (problem,) = raised.value.problems
     return path, problem
+
+
+_RSA_KEYS: dict[tuple[int, int], Any] = {}
+
+
+@pytest.fixture
+def rsa_keys_made_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every RSA key pair ``cryptography`` makes during the test is the one this process made
+    first for that size and exponent: the sandbox's GetParametersForImport makes a new 4096-bit
+    wrapping key per call (0.2 to 1 s of CPU each, more than the rest of the call), and runs of
+    every action call it twice. Only for tests that check nothing about keys being apart (not
+    autouse: the shim's own tests look at fresh wrapping keys)."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    generate = rsa.generate_private_key
+
+    def generate_private_key(public_exponent: int, key_size: int, backend: Any = None) -> Any:
+        made = _RSA_KEYS.get((public_exponent, key_size))
+        if made is None:
+            made = _RSA_KEYS[(public_exponent, key_size)] = generate(public_exponent, key_size)
+        return made
+
+    monkeypatch.setattr(rsa, "generate_private_key", generate_private_key)
+
+
+@pytest.fixture
+def unsynced(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``os.fsync`` does nothing during the test: a run fsyncs each journal entry and each
+    artifact with its folder (a thousand calls in a run of every action, seconds of waiting
+    on a disk). Only for tests that read what a run wrote, never what survives a crash."""
+    import os
+
+    monkeypatch.setattr(os, "fsync", lambda fd: None)
+
+
+_BOTOCORE_FILES: dict[str, Any] = {}
+
+
+@pytest.fixture
+def botocore_files_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """botocore reads and parses its JSON data (service models, endpoints, partitions, retry
+    rules) once per session, and every run, sandbox and live-style account makes sessions of
+    its own: a run of every action parsed about 60 files again, a second of CPU. Here each file
+    is parsed once per process and the parsed data shared, as one session already shares it
+    between its clients (what botocore does to loaded data, resolving the retry rules'
+    references and merging a model's extras, comes out the same when done again)."""
+    from botocore import loaders
+
+    read = loaders.JSONFileLoader.load_file
+
+    def load_file(self: Any, file_path: str) -> Any:
+        if file_path not in _BOTOCORE_FILES:
+            _BOTOCORE_FILES[file_path] = read(self, file_path)
+        return _BOTOCORE_FILES[file_path]
+
+    monkeypatch.setattr(loaders.JSONFileLoader, "load_file", load_file)

@@ -1,4 +1,9 @@
-"""The command line as a user meets it: exit codes, one-line errors, the demo end to end."""
+"""The command line as a user meets it: exit codes, one-line errors, the demo end to end.
+
+The demo runs as a process of its own (``python -m kmsir``), as do the help's import checks;
+the other commands run in process (``clikit.cli``: the same exit code, stdout and stderr,
+without a second of imports for each).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import pytest
 
 from kmsir.evidence import integrity
 
+from .clikit import Ran, cli
 from .conftest import PLAYBOOKS
 
 HEAVY = ("boto3", "botocore", "moto", "jinja2", "pydantic", "questionary")
@@ -31,7 +37,7 @@ def kmsir(
     )
 
 
-def assert_no_traceback(result: subprocess.CompletedProcess[str]) -> None:
+def assert_no_traceback(result: subprocess.CompletedProcess[str] | Ran) -> None:
     assert "Traceback" not in result.stderr + result.stdout
 
 
@@ -93,8 +99,8 @@ def test_help_is_fast_and_imports_nothing_heavy(command: list[str]) -> None:
 def test_validate_reports_one_clear_line(tmp_path: Path, text: str, expected: str) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(text)
-    result = kmsir("validate", str(path))
-    assert result.returncode == 2
+    result = cli("validate", path)
+    assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, lines
     assert lines[0].startswith(f"{path}:") and expected in lines[0]
@@ -102,8 +108,8 @@ def test_validate_reports_one_clear_line(tmp_path: Path, text: str, expected: st
 
 
 def test_validate_shipped_playbooks() -> None:
-    result = kmsir("validate", *map(str, PLAYBOOKS.glob("*.yaml")))
-    assert result.returncode == 0, result.stderr
+    result = cli("validate", *PLAYBOOKS.glob("*.yaml"))
+    assert result.exit_code == 0, result.stderr
     assert "valid" in result.stdout
 
 
@@ -124,19 +130,19 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     disabled = next(e for e in journal if e["step"] == "disable" and e["type"] == "step-succeeded")
     assert disabled["data"]["after"]["state"] == "Disabled"
 
-    verified = kmsir("verify", str(bundle))
-    assert verified.returncode == 0 and verified.stdout.startswith("intact:")
+    verified = cli("verify", bundle)
+    assert verified.exit_code == 0 and verified.stdout.startswith("intact:")
 
     target = bundle / "artifacts" / "07-revoke" / "grants-before.json"
     data = bytearray(target.read_bytes())
     data[10] ^= 1
     target.write_bytes(bytes(data))
-    tampered = kmsir("verify", str(bundle))
-    assert tampered.returncode == 1
+    tampered = cli("verify", bundle)
+    assert tampered.exit_code == 1
     assert "TAMPERED: artifacts/07-revoke/grants-before.json: content changed" in tampered.stdout
 
-    rerendered = kmsir("report", str(bundle), "--out", str(tmp_path / "again.md"))
-    assert rerendered.returncode == 0
+    rerendered = cli("report", bundle, "--out", tmp_path / "again.md")
+    assert rerendered.exit_code == 0
     assert (tmp_path / "again.md").read_text() == report
 
 
@@ -145,19 +151,19 @@ def test_run_in_sandbox_with_answers_file(tmp_path: Path) -> None:
     # revoke the grants, keep the key enabled: disable is skipped (by its `when`), so the
     # scenario's attacker, who strikes once the key is disabled, never does
     answers.write_text("decide: revoke-grants\nrevoke: approve\nactors: none\n")
-    result = kmsir(
+    result = cli(
         "run",
         "kms-key-compromise",
         "--sandbox",
         "rogue-grant",
         "--answers",
-        str(answers),
+        answers,
         "--incident",
         "INC-42",
         "--evidence-dir",
-        str(tmp_path / "ev"),
+        tmp_path / "ev",
     )
-    assert result.returncode == 0, result.stderr
+    assert result.exit_code == 0, result.stderr
     bundle = Path(result.stdout.strip()).parent
     assert integrity.verify(bundle) == []
     entries = [json.loads(line) for line in (bundle / "journal.jsonl").read_text().splitlines()]
@@ -170,16 +176,16 @@ def test_run_in_sandbox_with_answers_file(tmp_path: Path) -> None:
 
 
 def test_run_without_answer_or_terminal_names_the_missing_answer(tmp_path: Path) -> None:
-    result = kmsir(
+    result = cli(
         "run",
         "kms-key-compromise",
         "--sandbox",
         "rogue-grant",
         "--evidence-dir",
-        str(tmp_path / "ev"),
+        tmp_path / "ev",
         stdin="",
     )
-    assert result.returncode == 1
+    assert result.exit_code == 1
     assert "no answer for 'decide'" in result.stderr
     assert_no_traceback(result)
     (bundle,) = [p.parent for p in (tmp_path / "ev").glob("*/*/journal.jsonl")]
@@ -203,8 +209,8 @@ def test_run_without_answer_or_terminal_names_the_missing_answer(tmp_path: Path)
     ],
 )
 def test_bad_usage_exits_2_with_one_line(tmp_path: Path, args: list[str], message: str) -> None:
-    result = kmsir(*args, "--evidence-dir", str(tmp_path)) if args[0] != "verify" else kmsir(*args)
-    assert result.returncode == 2, result.stderr
+    result = cli(*args, "--evidence-dir", tmp_path) if args[0] != "verify" else cli(*args)
+    assert result.exit_code == 2, result.stderr
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert_no_traceback(result)
@@ -226,17 +232,17 @@ def test_on_error_ask_skip_still_reports(tmp_path: Path) -> None:
     )
     answers = tmp_path / "answers.yaml"
     answers.write_text("a.on-error: skip\n")
-    result = kmsir(
+    result = cli(
         "run",
-        str(playbook),
+        playbook,
         "--sandbox",
         "rogue-grant",
         "--answers",
-        str(answers),
+        answers,
         "--evidence-dir",
-        str(tmp_path / "ev"),
+        tmp_path / "ev",
     )
-    assert result.returncode == 0, result.stderr
+    assert result.exit_code == 0, result.stderr
     report = Path(result.stdout.strip()).read_text()
     assert "AWS NotFoundException" in report
     assert "on error -\\> skip (answers file)" in report
@@ -245,18 +251,18 @@ def test_on_error_ask_skip_still_reports(tmp_path: Path) -> None:
 def test_check_mode_in_the_sandbox_is_simulated_and_changes_nothing(tmp_path: Path) -> None:
     answers = tmp_path / "answers.yaml"
     answers.write_text("decide: revoke-grants-and-disable\nactors: revoke-sessions\n")
-    result = kmsir(
+    result = cli(
         "run",
         "kms-key-compromise",
         "--sandbox",
         "rogue-grant",
         "--check",
         "--answers",
-        str(answers),
+        answers,
         "--evidence-dir",
-        str(tmp_path / "ev"),
+        tmp_path / "ev",
     )
-    assert result.returncode == 0, result.stderr
+    assert result.exit_code == 0, result.stderr
     bundle = Path(result.stdout.strip()).parent
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert (manifest["mode"], manifest["simulated"]) == ("check", True)

@@ -11,6 +11,7 @@ attacker's text stays text (escaped, never markup, never a terminal control).
 
 from __future__ import annotations
 
+import functools
 import gzip
 import html.parser
 import json
@@ -248,8 +249,11 @@ def structural(arn: str) -> dict[str, list[Record]]:
     }
 
 
+@functools.cache
 def payloads(arn: str = ARN) -> dict[str, list[Record]]:
-    """Every payload by name: its hostile records (the ordinary event is added by each test)."""
+    """Every payload by name: its hostile records (the ordinary event is added by each test).
+    Built once per key ARN (the 100,000-item payloads take a tenth of a second to build, more
+    than most cases' own work) and only read: no consumer changes the records it is given."""
     return {
         **{f"text:{name}": text_payload(text, arn) for name, text in TEXTS.items()},
         **structural(arn),
@@ -478,6 +482,31 @@ def test_a_failed_query_is_one_visible_line(moto_clients: ClientFactory) -> None
 # -- (b) cloudtrail.collect, every source, and (c) cloudtrail.findings ------------------------
 
 
+@pytest.fixture(scope="module")
+def world() -> Iterator[ClientFactory]:
+    """One moto account for the module's per-payload collects (five sources times every
+    payload), with its clients made once: the collects read it (a key to describe, a trail
+    bucket and Athena results each case adds under its own name), none changes what another
+    reads. Starting moto and making its clients per case cost more than most collects.
+    Set up before the per-test dummy environment: the session's credentials are given."""
+    import boto3
+    from moto import mock_aws
+
+    dummy = {f"aws_{k}": "testing" for k in ("access_key_id", "secret_access_key", "session_token")}
+    with mock_aws():
+        yield ClientFactory(
+            session_factory=lambda: boto3.Session(region_name="eu-west-1", **dummy),
+            region="eu-west-1",
+            guard_send=True,
+        )
+
+
+@pytest.fixture(scope="module")
+def world_key(world: ClientFactory) -> str:
+    """The ARN of a key in ``world`` (what a lookup describes before it looks events up)."""
+    return key_arn(world)
+
+
 def run_collect(clients: ClientFactory, params: CollectParams) -> tuple[dict[str, Any], Any]:
     """Collect, then findings over what was collected; both outputs and the context."""
     ctx, _ = context(clients)
@@ -509,26 +538,27 @@ def key_arn(clients: ClientFactory) -> str:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_collect_from_files(name: str, moto_clients: ClientFactory, tmp_path: Path) -> None:
+def test_collect_from_files(name: str, world: ClientFactory, tmp_path: Path) -> None:
     records = [good(), *payloads()[name]]
     (tmp_path / "trail.json.gz").write_bytes(trail_file(records))
     params = CollectParams(key=ARN, aliases=[ALIAS], source="files", path=str(tmp_path), since="7d")
-    outputs, ctx = run_collect(moto_clients, params)
+    outputs, ctx = run_collect(world, params)
     assert_accounted(outputs, ctx, records)
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_collect_from_s3(name: str, moto_clients: ClientFactory) -> None:
-    s3 = moto_clients.client("s3")
-    s3.create_bucket(Bucket="trail", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+def test_collect_from_s3(name: str, world: ClientFactory) -> None:
+    s3 = world.client("s3")
+    bucket = f"trail-{NAMES.index(name)}"  # each payload's own trail bucket
+    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
     records = [good(), *payloads()[name]]
     s3.put_object(
-        Bucket="trail",
+        Bucket=bucket,
         Key=f"AWSLogs/{ACCOUNT}/CloudTrail/eu-west-1/2026/11/28/{ACCOUNT}_x.json.gz",
         Body=trail_file(records),
     )
-    params = CollectParams(key=ARN, aliases=[ALIAS], source="s3", bucket="trail", since="7d")
-    outputs, ctx = run_collect(moto_clients, params)
+    params = CollectParams(key=ARN, aliases=[ALIAS], source="s3", bucket=bucket, since="7d")
+    outputs, ctx = run_collect(world, params)
     assert_accounted(outputs, ctx, records)
 
 
@@ -538,13 +568,13 @@ def _text(record: Record) -> str:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_collect_from_lookup(name: str, moto_clients: ClientFactory) -> None:
-    arn = key_arn(moto_clients)
+def test_collect_from_lookup(name: str, world: ClientFactory, world_key: str) -> None:
+    arn = world_key
     records = [good(arn), *payloads(arn)[name]]
     items = [{"EventId": f"e{n}", "CloudTrailEvent": _text(r)} for n, r in enumerate(records)]
-    ctx, _ = context(moto_clients)
+    ctx, _ = context(world)
     ctx.now = lambda: NOW
-    trail = moto_clients.client("cloudtrail")
+    trail = world.client("cloudtrail")
     with Stubber(trail) as stub:
         stub.add_response("lookup_events", {"Events": items})  # by key ARN
         stub.add_response("lookup_events", {"Events": items})  # by key id: the same events
@@ -630,12 +660,14 @@ def athena_rows(records: list[Record]) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_collect_from_athena(name: str, moto_clients: ClientFactory) -> None:
+def test_collect_from_athena(name: str, world: ClientFactory) -> None:
     from moto.athena.models import QueryResults, athena_backends
 
     records = [good(), *payloads()[name]]
     rows = athena_rows(records)
-    athena_backends["123456789012"]["eu-west-1"].query_results_queue.append(
+    queue = athena_backends["123456789012"]["eu-west-1"].query_results_queue
+    queue.clear()  # the world is shared: only this case's results are waiting
+    queue.append(
         QueryResults(
             rows=rows,
             column_info=[{"Name": c["VarCharValue"], "Type": "varchar"} for c in rows[0]["Data"]],
@@ -644,7 +676,7 @@ def test_collect_from_athena(name: str, moto_clients: ClientFactory) -> None:
     params = CollectParams(
         key=ARN, aliases=[ALIAS], source="athena", database="d", table="t", since="7d"
     )
-    outputs, ctx = run_collect(moto_clients, params)
+    outputs, ctx = run_collect(world, params)
     assert "good-1" in collected_ids(ctx)
     naming = sum(1 for row in rows[1:] if KEY in json.dumps(row))
     assert outputs["count"] + sum(outputs["skipped"].values()) >= naming, outputs
@@ -652,7 +684,7 @@ def test_collect_from_athena(name: str, moto_clients: ClientFactory) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_collect_from_lake(
-    name: str, moto_clients: ClientFactory, monkeypatch: pytest.MonkeyPatch
+    name: str, world: ClientFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import kmsir.actions.trail_query as tq
 
@@ -660,9 +692,9 @@ def test_collect_from_lake(
     records = [good(), *payloads()[name]]
     store = "arn:aws:cloudtrail:eu-west-1:111122223333:eventdatastore/abcd-1234"
     query = "0123456789abcdef0123456789abcdef0123"
-    ctx, _ = context(moto_clients)
+    ctx, _ = context(world)
     ctx.now = lambda: NOW
-    client = moto_clients.client("cloudtrail")
+    client = world.client("cloudtrail")
     with Stubber(client) as stub:
         stub.add_response("start_query", {"QueryId": query})
         stub.add_response("describe_query", {"QueryId": query, "QueryStatus": "FINISHED"})

@@ -368,10 +368,14 @@ def test_the_steps_details_list_only_its_paths_permissions() -> None:
 
 
 @pytest.mark.parametrize("playbook_id", SHIPPED)
+@pytest.mark.usefixtures("rsa_keys_made_once", "unsynced", "botocore_files_read_once")
 def test_the_policy_covers_every_call_of_every_run_and_nothing_more(playbook_id: str) -> None:
     """Each shipped playbook played in its scenario's sandbox as scripted and once per
     deviation (each other choice of each ask, each skip): every call any run made is granted,
-    and every action granted is called by some run."""
+    and every action granted is called by some run. The calls are what is compared: the runs
+    skip fsync, share one RSA key pair per size (a new 4096-bit wrapping key for each
+    GetParametersForImport was most of the imported-material runs' time) and botocore's
+    parsed data files (``conftest``)."""
     from .deviations import deviations, scenario_of
 
     runs = deviations(playbook_id)

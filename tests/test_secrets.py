@@ -302,6 +302,14 @@ def probes(monkeypatch: pytest.MonkeyPatch) -> Seen:
     return SEEN
 
 
+@pytest.fixture(autouse=True)
+def _cheaper_runs(rsa_keys_made_once: None, unsynced: None, botocore_files_read_once: None) -> None:
+    """What is searched for is what the runs wrote, never what a crash would leave nor a
+    wrapping key: the runs skip fsync (a thousand calls in each run of every action), share
+    one RSA key pair per size (each imports key material twice, a new 4096-bit wrapping key
+    per GetParametersForImport) and botocore's parsed data files. All in ``conftest``."""
+
+
 # -- scenarios and playbooks -----------------------------------------------------------------
 
 
