@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -400,6 +401,9 @@ def unsynced(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 _BOTOCORE_FILES: dict[str, Any] = {}
+#: Services whose loaded model botocore changes in place for each client (S3 takes
+#: ``/{Bucket}`` out of its request URIs, S3 Control its account host prefix): read afresh.
+_CHANGED_BY_BOTOCORE = ("s3", "s3control")
 
 
 @pytest.fixture
@@ -415,8 +419,18 @@ def botocore_files_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
     read = loaders.JSONFileLoader.load_file
 
     def load_file(self: Any, file_path: str) -> Any:
+        if any(f"{os.sep}{name}{os.sep}" in file_path for name in _CHANGED_BY_BOTOCORE):
+            return read(self, file_path)
         if file_path not in _BOTOCORE_FILES:
             _BOTOCORE_FILES[file_path] = read(self, file_path)
         return _BOTOCORE_FILES[file_path]
 
     monkeypatch.setattr(loaders.JSONFileLoader, "load_file", load_file)
+
+
+@pytest.fixture(autouse=True)
+def _in_process_io_once(unsynced: None, botocore_files_read_once: None) -> None:
+    """Every test: in this process, writes are not fsync'd and botocore's data files are
+    parsed once (see both fixtures). What must survive a crash is tested in processes of
+    their own (test_crash, test_stops, test_resume), which keep the real fsync; the code
+    that calls fsync still runs here."""
