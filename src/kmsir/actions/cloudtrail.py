@@ -286,15 +286,10 @@ def _scan_paths(
     """The ``files`` source: the trail files under ``paths``. No trail file under any of them
     fails the step (a mistyped path is no quiet incident); a path without one among others
     is counted as skipped."""
-    listed = files.files_by_path(paths)
-    empty = [(str(path), files.looked_for(path)) for path, found in listed if not found]
-    if len(empty) == len(listed):
+    raw, stats, empty = files.scan_paths(paths, matcher, since=start, until=end)
+    if len(empty) == len(paths):
         raise ActionError(files.none_found(empty))
-    raw, stats = files.scan_files(
-        [f for _, found in listed for f in found], matcher, since=start, until=end
-    )
-    for where, _ in empty:
-        stats.skip("no trail file found here", where)
+    files.count_empty(stats, empty)
     return raw, stats
 
 

@@ -38,13 +38,7 @@ def matched_records(
     from kmsir.trail import files
     from kmsir.trail.events import order_raw
 
-    listed = files.files_by_path(local)
-    empty = [(str(path), files.looked_for(path)) for path, found in listed if not found]
-    if not buckets and len(empty) == len(listed):
-        raise UsageError(files.none_found(empty))
-    raw, stats = files.scan_files(
-        [f for _, found in listed for f in found], matcher, since=since, until=until
-    )
+    raw, stats, empty = files.scan_paths(local, matcher, since=since, until=until)
     for uri in buckets:
         # the actions (and AWS) are imported only to read a bucket: a scan of files on disk
         # starts without them
@@ -61,8 +55,7 @@ def matched_records(
         stats.add(more)
     if len(empty) == len(local) + len(buckets):
         raise UsageError(files.none_found(empty))
-    for where, _ in empty:
-        stats.skip("no trail file found here", where)
+    files.count_empty(stats, empty)
     return order_raw(raw, stats.noted), stats
 
 

@@ -102,11 +102,6 @@ def trail_files(paths: Iterable[Path]) -> Iterator[Path]:
             yield path
 
 
-def files_by_path(paths: Iterable[Path]) -> list[tuple[Path, list[Path]]]:
-    """Each path with the files to read in it (none when it does not exist)."""
-    return [(path, list(trail_files([path])) if path.exists() else []) for path in paths]
-
-
 def looked_for(path: Path) -> str:
     """What was looked for in a path that gave no file to read, in words."""
     return LOOKED_FOR if path.exists() else f"{LOOKED_FOR}; there is no such file or folder"
@@ -346,6 +341,29 @@ def scan(
 ) -> tuple[list[bytes], ScanStats]:
     """Scan every trail file under ``paths``; matching records and the figures."""
     return scan_files(list(trail_files(paths)), matcher, since=since, until=until, workers=workers)
+
+
+def scan_paths(
+    paths: Iterable[Path],
+    matcher: KeyMatcher,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> tuple[list[bytes], ScanStats, list[tuple[str, str]]]:
+    """``scan`` of the trail files under ``paths``, and the paths that hold none (each with
+    what was looked for in it, for ``none_found``); the caller decides whether that is an
+    error, and counts them with ``count_empty``."""
+    listed = [(path, list(trail_files([path])) if path.exists() else []) for path in paths]
+    empty = [(str(path), looked_for(path)) for path, found in listed if not found]
+    found = [f for _, in_path in listed for f in in_path]
+    raw, stats = scan_files(found, matcher, since=since, until=until)
+    return raw, stats, empty
+
+
+def count_empty(stats: ScanStats, empty: list[tuple[str, str]]) -> None:
+    """Count each path that held no trail file as skipped (others did hold some)."""
+    for where, _ in empty:
+        stats.skip("no trail file found here", where)
 
 
 def scan_files(
