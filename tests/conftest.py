@@ -338,6 +338,19 @@ def served(scenario: str, workdir: Path) -> Iterator[dict[str, str]]:
     assert "stopped" in stderr
 
 
+def served_cli_env(exported: dict[str, str]) -> dict[str, str]:
+    """The environment of an AWS CLI pointed at ``kmsir sandbox serve`` by the variables it
+    printed alone: no profile, config or credentials file of the machine."""
+    env = {
+        **os.environ,
+        **exported,
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    }
+    env.pop("AWS_PROFILE", None)
+    return env
+
+
 def served_client(exported: dict[str, str], service: str) -> Any:
     """A boto3 client made only from the variables ``kmsir sandbox serve`` printed."""
     import boto3

@@ -31,7 +31,7 @@ from kmsir.aws import ClientFactory
 from kmsir.posture import Check, Review
 from kmsir.sandbox import shim
 
-from .conftest import served
+from .conftest import served, served_cli_env
 from .fakes import MemoryArtifacts, context
 
 REGION = "eu-west-1"
@@ -223,12 +223,7 @@ def test_get_ebs_default_kms_key_id_answers_the_aws_managed_alias_until_modified
 def test_the_aws_cli_gets_the_default_key_from_kmsir_sandbox_serve(tmp_path: Path) -> None:
     assert AWS_CLI is not None
     with served("rogue-grant", tmp_path) as exported:
-        env = {
-            **os.environ,
-            **exported,
-            "AWS_CONFIG_FILE": os.devnull,
-            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-        }
+        env = served_cli_env(exported)
         done = subprocess.run(
             [AWS_CLI, "ec2", "get-ebs-default-kms-key-id", "--output", "json"],
             env=env,

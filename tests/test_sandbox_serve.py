@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import served
+from .conftest import served, served_cli_env
 
 AWS = shutil.which("aws", path=str(Path(sys.executable).parent)) or shutil.which("aws")
 
@@ -23,13 +23,7 @@ def test_the_aws_cli_works_against_a_served_scenario(tmp_path: Path) -> None:
     assert AWS is not None
     with served("rogue-grant", tmp_path) as exported:
         assert exported["AWS_ENDPOINT_URL"].startswith("http://127.0.0.1:")  # never 0.0.0.0
-        env = {
-            **os.environ,
-            **exported,
-            "AWS_CONFIG_FILE": os.devnull,
-            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-        }
-        env.pop("AWS_PROFILE", None)
+        env = served_cli_env(exported)
 
         def aws(*args: str) -> dict:  # type: ignore[type-arg]
             done = subprocess.run(

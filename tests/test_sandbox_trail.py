@@ -29,7 +29,7 @@ from botocore.exceptions import ClientError
 from kmsir.sandbox import Sandbox, lookup, recorder
 from kmsir.sandbox import scenario as scenarios
 
-from .conftest import played, served
+from .conftest import played, served, served_cli_env
 
 AWS = shutil.which("aws", path=str(Path(sys.executable).parent)) or shutil.which("aws")
 
@@ -292,13 +292,7 @@ def test_a_rebuilt_world_holds_the_same_records_for_the_journaled_calls(tmp_path
 def test_the_aws_clis_disable_key_is_in_the_trail_with_its_identity(tmp_path: Path) -> None:
     assert AWS is not None
     with served("rogue-grant", tmp_path) as exported:
-        env = {
-            **os.environ,
-            **exported,
-            "AWS_CONFIG_FILE": os.devnull,
-            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-        }
-        env.pop("AWS_PROFILE", None)
+        env = served_cli_env(exported)
 
         def run(*args: str) -> str:
             done = subprocess.run(args, env=env, capture_output=True, text=True, cwd=tmp_path)
