@@ -46,7 +46,7 @@ def test_choices_are_shown_where_there_are_few() -> None:
 
 
 def test_paths_and_playbooks_read_as_such() -> None:
-    assert "Usage: kmsir validate [OPTIONS] PLAYBOOK..." in cli("validate", "--help").stdout
+    assert "Usage: kmsir validate [OPTIONS] FILE..." in cli("validate", "--help").stdout
     run = cli("run", "--help", env={"COLUMNS": "120"}).stdout
     assert "Usage: kmsir run [OPTIONS] PLAYBOOK" in run
     assert "--evidence-dir DIR" in run and "--answers FILE" in run and "--start-at STEP" in run

@@ -43,7 +43,7 @@ ESCROW = scenarios.scenario_dir() / "escrow" / "payments-tokens.key"
 BASE: dict[str, Any] = {
     "id": "kms-extra",
     "title": "t",
-    "story": "s",
+    "briefing": "s",
     "playbook": "kms-key-outage",
     "keys": {"k": {"description": "d"}},
 }

@@ -28,15 +28,23 @@ def schema(
         Path | None,
         typer.Option("--out", metavar="FILE", help="Write the schema here, not to stdout."),
     ] = None,
+    scenario: Annotated[
+        bool, typer.Option("--scenario", help="The sandbox scenario files' schema instead.")
+    ] = False,
 ) -> None:
-    """Print the playbook JSON Schema, generated from the models and the actions.
+    """Print the playbook JSON Schema (or with --scenario the scenario one), generated from
+    the models and the actions.
 
     Example: kmsir schema --out schema/playbook.schema.json
     """
     from kmsir import actions
     from kmsir.playbook import schema as playbook_schema
+    from kmsir.sandbox import scenario_schema
 
-    text = playbook_schema.schema_text(actions.catalog())
+    if scenario:
+        text = scenario_schema.schema_text()
+    else:
+        text = playbook_schema.schema_text(actions.catalog())
     if out is None:
         say(text.removesuffix("\n"))
     else:

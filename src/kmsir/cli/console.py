@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from kmsir.prompts import StepPreview
     from kmsir.run.engine import RunResult
+    from kmsir.sandbox.scenario_model import Scenario
 
 STATUS_STYLE = {
     "succeeded": "green",
@@ -127,6 +128,16 @@ def banner(text: str) -> None:
     from rich.text import Text
 
     console().print(Text(visible(text), style="bold reverse"))
+
+
+def simulated(world: Scenario) -> None:
+    """The banner of a run in a sandbox scenario, then what its players are told: its title
+    and briefing (never the hidden parts, which only the facilitator sees)."""
+    from rich.text import Text
+
+    banner(f"SIMULATED · sandbox scenario {world.id}, no AWS account")
+    briefing = " ".join(world.briefing.split())
+    console().print(Text(visible(f"{world.title}. {briefing}")))
 
 
 def _visible_preview(preview: StepPreview) -> StepPreview:

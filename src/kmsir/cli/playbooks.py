@@ -32,22 +32,33 @@ if TYPE_CHECKING:
 @app.command()
 @handled
 def validate(
-    playbooks: Annotated[list[Path], typer.Argument(metavar="PLAYBOOK...", help="Files to check.")],
+    files: Annotated[
+        list[Path], typer.Argument(metavar="FILE...", help="Playbooks or scenarios to check.")
+    ],
     strict: Annotated[
         bool, typer.Option("--strict", help="Count lint warnings as problems (exit 2).")
     ] = False,
 ) -> None:
-    """Validate playbooks without any AWS call: every problem of a file at once, then lint
-    warnings (exit 0 valid, 2 invalid; with --strict a warning makes a file invalid).
+    """Validate playbooks and sandbox scenarios without any AWS call: every problem of a file
+    at once, each naming file:line, then a playbook's lint warnings (exit 0 valid, 2 invalid;
+    with --strict a warning makes a file invalid).
 
-    Example: kmsir validate --strict playbooks/*.yaml
+    A file is a scenario when it has no steps: and either lies under a directory named
+    scenarios/ or has keys: or briefing:; a scenario is loaded as a run would load it (its
+    model, the JSON Schema's source, then what spans its sections: references, its
+    playbook's steps and choices, templates).
+
+    Example: kmsir validate --strict playbooks/*.yaml playbooks/scenarios/*.yaml
     """
     from kmsir import actions
     from kmsir.playbook import model as playbook
 
     catalog = actions.catalog()
     invalid = 0
-    for path in playbooks:
+    for path in files:
+        if _is_scenario(path):
+            invalid += not _valid_scenario(path)
+            continue
         checked = playbook.check_file(path, catalog)
         for problem in checked.problems:
             err(problem)
@@ -62,6 +73,44 @@ def validate(
         say(f"{path}: valid ({len(checked.playbook.steps)} steps)")
     if invalid:
         raise typer.Exit(2)
+
+
+def _is_scenario(path: Path) -> bool:
+    """Whether ``validate`` checks ``path`` as a scenario: a mapping without ``steps:``
+    (a playbook beside its scenarios has them) under a ``scenarios/`` directory or with
+    ``keys:`` or ``briefing:``. A file that does not parse is checked as a playbook, which
+    reports why, unless it lies under ``scenarios/``."""
+    from kmsir.errors import PlaybookError
+    from kmsir.playbook import yamlsafe
+
+    under = "scenarios" in path.resolve().parent.parts
+    try:
+        data = yamlsafe.load_file(path).data
+    except PlaybookError:
+        return under
+    if not isinstance(data, dict) or "steps" in data:
+        return False
+    return under or bool({"keys", "briefing"} & set(data))
+
+
+def _valid_scenario(path: Path) -> bool:
+    """Load the scenario at ``path``: its problems to stderr (each naming file:line), or a
+    line saying it is valid."""
+    from kmsir.errors import PlaybookError
+    from kmsir.sandbox import scenario
+
+    try:
+        world = scenario.load(path)
+    except PlaybookError as exc:
+        for problem in exc.problems:
+            err(problem)
+        return False
+    hidden = "with" if world.ground_truth or world.expected else "without"
+    say(
+        f"{path}: valid scenario (playbook {world.playbook}, {len(world.keys)} keys, "
+        f"{len(world.injects)} injects, {hidden} a facilitator's rubric)"
+    )
+    return True
 
 
 @app.command("actions")
@@ -153,14 +202,26 @@ def _type_word(annotation: Any) -> str:
 @app.command()
 @handled
 def scenarios() -> None:
-    """List the sandbox scenarios."""
+    """List the sandbox scenarios: each one's id, title, the playbook it was written for and
+    its briefing (what the players are told; never what only the facilitator knows).
+    """
     from kmsir.sandbox import scenario
 
-    for name in scenario.available():
+    for n, name in enumerate(scenario.available()):
         world = scenario.load(name)
-        say(f"{name:<24} {world.story}")
+        say(("\n" if n else "") + f"{name}: {world.title}")
+        say(f"    playbook: {world.playbook}")
+        say(
+            textwrap.fill(
+                " ".join(world.briefing.split()),
+                width=100,
+                initial_indent="    briefing: ",
+                subsequent_indent=" " * 6,
+                break_on_hyphens=False,
+            )
+        )
         if world.planted:  # a review scenario: what it plants is in its file, for the debrief
-            say(f"{'':<24} plants {len(world.planted)} problems: kmsir audit --sandbox {name}")
+            say(f"    plants {len(world.planted)} problems: kmsir audit --sandbox {name}")
 
 
 @app.command()

@@ -80,13 +80,13 @@ def rollback(
     )
     with contextlib.ExitStack() as stack:
         if meta.scenario:
-            from kmsir.cli.console import banner
+            from kmsir.cli.console import simulated
 
             sandbox = launch.rebuild_sandbox(meta.sandbox or {}, meta.scenario)
             stack.enter_context(sandbox)
             replayed = rollback_run.replay_world(sandbox, view)
             world = sandbox.scenario
-            banner(f"SIMULATED · sandbox scenario {world.id}, no AWS account: {world.story}")
+            simulated(world)
             calls = replayed["replayed"]
             err(f"sandbox: rebuilt the world run {meta.run_id} left ({calls} call(s) replayed)")
             recorded = {

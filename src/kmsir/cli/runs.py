@@ -113,10 +113,10 @@ def execute(
     inputs = launch.run_inputs(loaded, given, prompter, world)
     with contextlib.ExitStack() as stack:
         if world is not None:
-            from kmsir.cli.console import banner
+            from kmsir.cli.console import simulated
             from kmsir.sandbox import Sandbox
 
-            banner(f"SIMULATED · sandbox scenario {world.id}, no AWS account: {world.story}")
+            simulated(world)
             sandbox = stack.enter_context(Sandbox(world))
             # the clock and scenario, so that resume can rebuild this same world
             recorded = {"sandbox": {**sandbox.record(), "source": source}}
@@ -193,6 +193,7 @@ def run(
         from kmsir.sandbox import scenario as scenarios
 
         world = scenarios.load(sandbox)
+        _written_for(world, loaded, yes=yes)
     options = RunOptions(
         incident_id=incident_id,
         evidence_dir=evidence_dir,
@@ -225,6 +226,27 @@ def run(
             resume=Resume(profile, answers if answers and not world else None, yes),
         )
     )
+
+
+def _written_for(world: Any, loaded: LoadedPlaybook, *, yes: bool) -> None:
+    """A scenario run with a playbook it was not written for: its injects and expected
+    decisions follow its own playbook's steps. Say so; at a terminal ask whether to go on
+    (declined: exit 1, nothing run), else (``--yes``, no terminal) go on with a warning."""
+    book = loaded.playbook.id
+    if book in (world.playbook, Path(world.playbook).stem):
+        return
+    said = (
+        f"scenario {world.id} was written for playbook {world.playbook}, not {book}: its "
+        "injects and expected decisions follow the other playbook's steps"
+    )
+    prompter = None if yes else prompter_for({}, "scenario", yes=False)
+    if prompter is None or not prompter.interactive:
+        err(f"kmsir: warning: {said}; going on")
+        return
+    err(f"kmsir: {said}")
+    if not prompter.confirm("scenario-playbook", f"Run {book} in scenario {world.id}?").value:
+        err("kmsir run: not confirmed; nothing was run")
+        raise typer.Exit(1)
 
 
 def _refuse_start_at_over_unfinished(
@@ -300,7 +322,7 @@ def resume(
     err(f"kmsir resume: {bundle} ({state.view.lines} journal entries)")
     with contextlib.ExitStack() as stack:
         if options.scenario:
-            from kmsir.cli.console import banner
+            from kmsir.cli.console import simulated
             from kmsir.run import rollback_run
 
             sandbox = launch.rebuild_sandbox(meta.sandbox or {}, options.scenario)
@@ -308,7 +330,7 @@ def resume(
             # a rollback's world is the rolled-back run's, then its own changes
             replayed = rollback_run.replay_world(sandbox, state.view)
             world = sandbox.scenario
-            banner(f"SIMULATED · sandbox scenario {world.id}, no AWS account: {world.story}")
+            simulated(world)
             err(f"sandbox: rebuilt scenario {world.id}, replayed {replayed['replayed']} call(s)")
             venue = launch.sandboxed(sandbox, options, {"sandbox_replay": replayed})
         else:

@@ -49,10 +49,11 @@ def available() -> dict[str, Path]:
     return {p.stem: p for p in sorted(scenario_dir().glob("*.yaml"))}
 
 
-def load(name_or_path: str) -> Scenario:
-    """Load a built-in scenario by name, or a scenario file by path."""
+def load(name_or_path: str | Path) -> Scenario:
+    """Load a built-in scenario by name, or a scenario file by path (a ``Path`` always is
+    one; a string is a name unless it has a suffix)."""
     path = Path(name_or_path)
-    if not path.suffix:
+    if isinstance(name_or_path, str) and not path.suffix:
         known = available()
         if name_or_path not in known:
             raise UsageError(f"no scenario {name_or_path!r}; known: {', '.join(known) or 'none'}")

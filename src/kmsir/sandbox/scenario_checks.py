@@ -1,11 +1,13 @@
 """What a scenario's loading checks beyond its model: everything that spans its records.
 
-References between sections (a grant's key, an event's identity, an inject's calls) must name
-something the scenario defines, with a did-you-mean; replicas must be in other Regions where
-KMS is offered; injects must follow steps of the scenario's playbook; and every template must
-render against a stand-in of the seeded world (same names, made-up ids), so a broken one is
-refused when the scenario loads, not mid-run. Every problem is one line naming its file and
-line.
+References between sections (a grant's key, an event's identity, an inject's calls, the
+ground truth's names) must name something the scenario defines, with a did-you-mean; replicas
+must be in other Regions where KMS is offered; injects, expected decisions and the evidence to
+see must name steps of the scenario's playbook, and an expected answer one that step's decision
+can record (a choice of an ``ask``; ``approved`` or ``skipped`` for an approval); the hidden
+parts must be plain text; and every template must render against a stand-in of the seeded
+world (same names, made-up ids), so a broken one is refused when the scenario loads, not
+mid-run. Every problem is one line naming its file and line.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ from typing import Any
 from kmsir import resources
 from kmsir.errors import PlaybookError
 from kmsir.playbook import yamlsafe
+from kmsir.sandbox.hidden_model import HIDDEN_FIELDS
 from kmsir.sandbox.resource_model import templates as resource_templates
 from kmsir.sandbox.scenario_model import (
     CreateGrantCall,
     EventSpec,
+    ExpectedSpec,
     KeySpec,
     PutKeyPolicyCall,
     Scenario,
@@ -64,16 +68,41 @@ def check(
                 unknown(("injects", n, "calls", c, "key"), "key", call.key, scenario.keys)
         if inject.identity is not None and inject.identity not in scenario.identities:
             unknown(("injects", n, "identity"), "identity", inject.identity, scenario.identities)
-    if scenario.injects:
+    steps = None
+    if scenario.injects or scenario.expected or scenario.evidence_to_see:
         steps = _playbook_steps(scenario, document, path, problems)
-        for n, inject in enumerate(scenario.injects):
-            if steps is not None and inject.after not in steps:
-                close = difflib.get_close_matches(inject.after, steps, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                problems.append(
-                    f"{document.where(('injects', n, 'after'))}: playbook {scenario.playbook} "
-                    f"has no step {inject.after!r}{hint}"
-                )
+
+    def step_named(at: tuple[Any, ...], step: str) -> bool:
+        """Whether ``step`` (at ``at``) is a step of the playbook (else a problem)."""
+        if steps is None or step in steps:
+            return steps is not None
+        close = difflib.get_close_matches(step, list(steps), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        problems.append(
+            f"{document.where(at)}: playbook {scenario.playbook} has no step {step!r}{hint}"
+        )
+        return False
+
+    for n, inject in enumerate(scenario.injects):
+        if inject.after is not None:  # a timed inject follows no step
+            step_named(("injects", n, "after"), inject.after)
+    for step, expected in scenario.expected.items():
+        if step_named(("expected", step), step) and steps is not None:
+            problems += _check_expected(step, expected, steps[step], document)
+    for n, evidence in enumerate(scenario.evidence_to_see):
+        step_named(("evidence_to_see", n, "step"), evidence.step)
+    truth = scenario.ground_truth
+    if truth is not None:
+        named: list[tuple[str, str | None, str, Mapping[str, Any]]] = [
+            ("key", truth.key, "key", scenario.keys),
+            ("principal", truth.principal, "identity", scenario.identities),
+            ("grant", truth.grant, "grant", scenario.grants),
+            ("access_key", truth.access_key, "user", scenario.users),
+        ]
+        for field, value, what, known in named:
+            if value is not None and value not in known:
+                unknown(("ground_truth", field), what, value, known)
+    problems += _check_plain(scenario, document)
     problems += _check_templates(scenario, document, world)
     if problems:
         raise PlaybookError(problems)
@@ -208,20 +237,78 @@ def _event_templates(event: EventSpec) -> list[tuple[str, Any]]:
 
 def _playbook_steps(
     scenario: Scenario, document: yamlsafe.Document, path: Path, problems: list[str]
-) -> list[str] | None:
-    """The step ids of the scenario's playbook (a built-in name, or a file beside the
-    scenario), for checking where injects go; ``None`` (and a problem) if it is missing."""
+) -> dict[str, dict[str, Any]] | None:
+    """The steps of the scenario's playbook (a built-in name, or a file beside the scenario),
+    by id, as written: for checking where injects go and what is expected at them; ``None``
+    (and a problem) if it is missing."""
     name = scenario.playbook
     candidates = [path.parent / name, resources.playbooks_dir() / f"{name}.yaml"]
     found = next((c for c in candidates if c.suffix in (".yaml", ".yml") and c.is_file()), None)
     if found is None:
         problems.append(
             f"{document.where(('playbook',))}: no playbook {name!r} (built-in name or a file "
-            "beside the scenario) to check the injects' steps against"
+            "beside the scenario) to check the steps its injects and rubric name against"
         )
         return None
     data = yamlsafe.load_file(found).data
     steps = data.get("steps") if isinstance(data, dict) else None
-    return (
-        [str(s.get("id")) for s in steps if isinstance(s, dict)] if isinstance(steps, list) else []
-    )
+    if not isinstance(steps, list):
+        return {}
+    return {str(s.get("id")): s for s in steps if isinstance(s, dict)}
+
+
+#: What the journal's decision records at a step asking its own question (``ask``: one of
+#: its choices); any other step is ``approved`` or ``skipped`` before it runs.
+_ANSWERS = {"confirm": ("confirmed", "declined")}
+_APPROVAL = ("approved", "skipped")
+
+
+def _check_expected(
+    step: str, expected: ExpectedSpec, written: Mapping[str, Any], document: yamlsafe.Document
+) -> list[str]:
+    """The expected answer and alternatives at ``step`` (the playbook's step as written):
+    answers its decision can record."""
+    action = str(written.get("action"))
+    given = written.get("with")
+    if action == "ask":
+        choices = given.get("choices") if isinstance(given, Mapping) else None
+        if not isinstance(choices, list) or any(
+            not isinstance(c, str) or "{{" in c or "{%" in c for c in choices
+        ):
+            return []  # choices made at run time: nothing to check them against
+        allowed, what = tuple(choices), "one of its choices"
+    elif action in _ANSWERS:
+        allowed, what = _ANSWERS[action], f"what {action} records"
+    else:
+        allowed, what = _APPROVAL, "what its approval records"
+    problems = []
+    answers: list[tuple[tuple[Any, ...], str]] = [(("answer",), expected.answer)]
+    answers += [(("alternatives", n), a) for n, a in enumerate(expected.alternatives)]
+    for at, answer in answers:
+        if answer not in allowed:
+            close = difflib.get_close_matches(answer, allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(
+                f"{document.where(('expected', step, *at))}: expected.{step}: {answer!r} is "
+                f"not {what} ({', '.join(allowed)}){hint}"
+            )
+    return problems
+
+
+def _check_plain(scenario: Scenario, document: yamlsafe.Document) -> list[str]:
+    """The hidden parts are shown as written: a template in one is a mistake."""
+    problems = []
+    dumped = scenario.model_dump(mode="json")
+    queue: list[tuple[tuple[Any, ...], Any]] = [((n,), dumped.get(n)) for n in HIDDEN_FIELDS]
+    while queue:
+        at, value = queue.pop(0)
+        if isinstance(value, dict):
+            queue += [((*at, k), v) for k, v in value.items()]
+        elif isinstance(value, list):
+            queue += [((*at, n), v) for n, v in enumerate(value)]
+        elif isinstance(value, str) and ("{{" in value or "{%" in value):
+            problems.append(
+                f"{document.where(at)}: {'.'.join(map(str, at))}: a hidden part is plain "
+                "text, shown as written: no template"
+            )
+    return problems

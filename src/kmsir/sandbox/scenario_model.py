@@ -13,7 +13,7 @@ between them, templates, the playbook's steps) is checked when the scenario load
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import (
     BaseModel,
@@ -22,12 +22,21 @@ from pydantic import (
     PrivateAttr,
     SerializerFunctionWrapHandler,
     ValidationInfo,
+    ValidatorFunctionWrapHandler,
     field_validator,
     model_serializer,
     model_validator,
 )
 
 from kmsir.playbook.values import duration_seconds
+from kmsir.sandbox.hidden_model import (
+    HIDDEN_FIELDS,
+    EvidenceSpec,
+    ExpectedSpec,
+    GroundTruth,
+    PreventionSpec,
+    TargetsSpec,
+)
 from kmsir.sandbox.key_model import (
     KEY_USAGES,
     KeySpec,
@@ -54,14 +63,19 @@ __all__ = [
     "KEY_USAGES",
     "CallSpec",
     "EventSpec",
+    "EvidenceSpec",
+    "ExpectedSpec",
     "GrantSpec",
+    "GroundTruth",
     "IdentitySpec",
     "InjectSpec",
     "KeySpec",
     "KeySpecName",
     "KeyStoreSpec",
     "MaterialSpec",
+    "PreventionSpec",
     "Scenario",
+    "TargetsSpec",
     "UserSpec",
 ]
 
@@ -204,10 +218,16 @@ CallSpec = Annotated[
 
 class InjectSpec(_Model):
     """What happens in the sandbox once the step ``after`` was done (succeeded, or found
-    already so): a line for the people in the exercise, the attacker's calls, and the
-    CloudTrail events they leave."""
+    already so), or once ``after_minutes`` have passed since the world's start (at the next
+    step boundary, unless the facilitator holds it): a line for the people in the exercise,
+    the attacker's calls, and the CloudTrail events they leave. Exactly one of ``after`` and
+    ``after_minutes``; a facilitator may also fire any inject at once."""
 
-    after: str
+    after: str | None = None
+    #: Minutes after the world's start (the sandbox's ``now``) when it is due.
+    after_minutes: float | None = Field(default=None, ge=0, le=24 * 60)
+    #: A short name for the facilitator's list of injects (never shown to the players).
+    title: str | None = Field(default=None, min_length=1, max_length=80)
     say: str = Field(min_length=1, max_length=500)
     calls: list[CallSpec] = Field(default_factory=list, max_length=20)
     history: list[InjectEventSpec] = Field(default_factory=list, max_length=100)
@@ -228,23 +248,39 @@ class InjectSpec(_Model):
             raise ValueError(f"{info.field_name}: one line (use a folded block, >-, for long text)")
         return value
 
+    @model_validator(mode="after")
+    def _one_trigger(self) -> InjectSpec:
+        if (self.after is None) == (self.after_minutes is None):
+            raise ValueError("give exactly one of after (a step id) and after_minutes")
+        return self
+
+    @property
+    def timed(self) -> bool:
+        """Whether it fires on a timer (``after_minutes``) rather than after a step."""
+        return self.after_minutes is not None
+
     @model_serializer(mode="wrap")
     def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """Without ``identity`` and ``say_blocked`` when unset: a scenario's fingerprint stays
-        what it was before they existed (a recorded sandbox run still resumes)."""
+        """Without the fields added later when unset (``identity``, ``say_blocked``,
+        ``after_minutes``, ``after``), and never ``title`` (a name, not the world): a
+        scenario's fingerprint stays what it was before they existed (a recorded sandbox run
+        still resumes)."""
         data: dict[str, Any] = handler(self)
-        for name in ("identity", "say_blocked"):
+        for name in ("identity", "say_blocked", "after_minutes", "after"):
             if data.get(name) is None:
                 data.pop(name, None)
+        data.pop("title", None)
         return data
 
 
 class Scenario(_Model):
-    """A whole scenario."""
+    """A whole scenario: ``title`` and ``briefing`` are what the players are told, the
+    hidden parts (``hidden_model``) what the facilitator knows."""
 
     id: str = Field(pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$")
     title: str
-    story: str
+    #: What the players are told: the alert or page that starts the exercise.
+    briefing: str = Field(min_length=1)
     playbook: str
     region: str = "eu-west-1"
     seed: int = 0
@@ -265,11 +301,31 @@ class Scenario(_Model):
     resources: list[Resource] = Field(default_factory=list, max_length=100)
     #: The problems a review scenario plants on purpose (``planted`` compares a review).
     planted: list[PlantedSpec] = Field(default_factory=list, max_length=200)
+    #: The hidden parts (``hidden_model``): never shown to the players.
+    ground_truth: GroundTruth | None = None
+    expected: dict[str, ExpectedSpec] = Field(default_factory=dict)
+    evidence_to_see: list[EvidenceSpec] = Field(default_factory=list, max_length=50)
+    prevented_by: list[PreventionSpec] = Field(default_factory=list, max_length=10)
+    targets: TargetsSpec | None = None
 
     #: The folder of the scenario file, once ``scenario.load`` located it, and the inputs it
     #: turned from ``{file: PATH}`` into paths (by name: the PATH as written).
     _folder: Path | None = PrivateAttr(default=None)
     _file_inputs: dict[str, str] = PrivateAttr(default_factory=dict)
+    #: Written with ``story:``, as release 0.2 wrote scenarios (``briefing`` since).
+    _story: bool = PrivateAttr(default=False)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _old_story(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Scenario:
+        """Read a scenario written before ``briefing`` (its ``story:`` is the briefing), so a
+        run recorded in it then still resumes (``world_dump``)."""
+        if not (isinstance(data, dict) and "story" in data and "briefing" not in data):
+            return cast(Scenario, handler(data))
+        data = {("briefing" if k == "story" else k): v for k, v in data.items()}
+        scenario = cast(Scenario, handler(data))
+        scenario._story = True
+        return scenario
 
     @field_validator("inputs")
     @classmethod
@@ -305,7 +361,22 @@ class Scenario(_Model):
         )
         copy._folder = folder
         copy._file_inputs = written
+        copy._story = self._story
         return copy
+
+    def world_dump(self) -> dict[str, Any]:
+        """What shapes the seeded world (what ``Sandbox.fingerprint`` covers): the scenario
+        without what the players are told (``title``, ``briefing``) or the hidden parts, so
+        editing either never breaks a resume. A scenario written with ``story:`` dumps as
+        release 0.2 fingerprinted it (title and story included)."""
+        data = self.model_dump(mode="json")
+        for name in HIDDEN_FIELDS:
+            data.pop(name, None)
+        if self._story:
+            data["story"] = data.pop("briefing")
+            return data
+        del data["title"], data["briefing"]
+        return data
 
     @model_validator(mode="after")
     def _store_references(self) -> Scenario:
