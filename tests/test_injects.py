@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
 
-from kmsir.errors import PlaybookError, TemplateError
+from kmsir.errors import PlaybookError, TemplateError, UsageError
 from kmsir.evidence import entries
 from kmsir.sandbox import Sandbox
 from kmsir.sandbox import scenario as scenarios
@@ -48,6 +49,7 @@ def test_an_inject_fires_after_its_step_only_and_once(rogue_grant: Sandbox) -> N
     (record,) = rogue_grant.after_step("disable")
     assert key_state(rogue_grant) == "PendingDeletion"
     assert record["after"] == "disable" and record["inject"] == 0
+    assert record["trigger"] == "step" and "before" not in record
     assert record["say"].startswith("The attacker's Decrypt calls fail now")
     assert "alias/payments-prod" in record["say"]  # a template over the world
     (call,) = record["calls"]
@@ -348,6 +350,12 @@ def _scenario(tmp_path: Path, injects: str) -> Path:
             "unknown identity 'nobody'",
         ),
         ('  - after: revoke\n    say: "two\\nlines"\n', "say: one line"),
+        (
+            "  - {after: revoke, after_minutes: 5, say: hi}\n",
+            "injects.0: Value error, give exactly one of after (a step id) and after_minutes",
+        ),
+        ("  - {title: soon, say: hi}\n", "give exactly one of after (a step id) and after_m"),
+        ("  - {after_minutes: -1, say: hi}\n", "greater than or equal to 0"),
     ],
 )
 def test_a_bad_inject_is_one_line_naming_file_and_line(
@@ -516,3 +524,140 @@ def test_an_identity_naming_an_unknown_user_is_refused(tmp_path: Path) -> None:
     )
     assert problem.startswith(f"{path}:") and "unknown user 'report'" in problem
     assert "did you mean 'reports'?" in problem
+
+
+# -- timed injects, holds and the facilitator's -------------------------------------------
+
+T0 = datetime(2026, 12, 1, 10, 0, tzinfo=timezone.utc)
+
+
+class FakeClock:
+    """The sandbox's clock, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def at(self, minutes: float) -> None:
+        self.now = T0 + timedelta(minutes=minutes)
+
+
+def timed_world(tmp_path: Path) -> scenarios.Scenario:
+    """rogue-grant with its deletion inject on a timer (10 minutes into the exercise)."""
+    text = (scenarios.scenario_dir() / "rogue-grant.yaml").read_text()
+    assert text.count("  - after: disable\n") == 1
+    path = tmp_path / "timed.yaml"
+    path.write_text(text.replace("  - after: disable\n", "  - after_minutes: 10\n    title: t\n"))
+    return scenarios.load(str(path))
+
+
+def test_a_timed_inject_fires_at_the_first_boundary_once_due_and_once(tmp_path: Path) -> None:
+    clock = FakeClock()
+    with Sandbox(timed_world(tmp_path), now=T0, clock=clock) as sandbox:
+        clock.at(9.9)
+        assert sandbox.before_step("recheck") == []
+        assert sandbox.after_step("disable") == []  # no step sets a timed inject off
+        clock.at(10)
+        (record,) = sandbox.before_step("recheck")
+        assert (record["trigger"], record["before"], record["after"]) == ("timer", "recheck", None)
+        assert record["after_minutes"] == 10 and record["at"].startswith("2026-12-01T10:10:00")
+        assert key_state(sandbox) == "PendingDeletion"
+        clock.at(60)
+        assert sandbox.before_step(None) == []  # a timer fires once
+
+
+def test_a_held_timer_waits_for_its_release(tmp_path: Path) -> None:
+    clock = FakeClock()
+    with Sandbox(timed_world(tmp_path), now=T0, clock=clock) as sandbox:
+        sandbox.hold()
+        clock.at(30)
+        assert sandbox.before_step("recheck") == []
+        assert key_state(sandbox) == "Enabled"
+        sandbox.release()
+        (record,) = sandbox.before_step(None)
+        assert (record["trigger"], record["before"]) == ("timer", None)
+
+
+def test_the_facilitator_fires_an_inject_now_once(tmp_path: Path) -> None:
+    clock = FakeClock()
+    with Sandbox(timed_world(tmp_path), now=T0, clock=clock) as sandbox:
+        record = sandbox.fire_now(0, before="snapshot", command=3)
+        assert (record["trigger"], record["before"], record["command"]) == (
+            "facilitator",
+            "snapshot",
+            3,
+        )
+        assert key_state(sandbox) == "PendingDeletion"
+        clock.at(30)
+        assert sandbox.before_step("recheck") == []  # its timer does not fire it again
+        with pytest.raises(UsageError, match="inject 0 fired already"):
+            sandbox.fire_now(0, before="recheck")
+        with pytest.raises(UsageError, match="has no inject 5"):
+            sandbox.fire_now(5, before="recheck")
+
+
+def test_no_timer_fires_in_check_mode(tmp_path: Path) -> None:
+    clock = FakeClock()
+    with Sandbox(timed_world(tmp_path), now=T0, clock=clock) as sandbox:
+        sandbox.client_factory().check_mode = True
+        clock.at(30)
+        assert sandbox.before_step("recheck") == []
+        with pytest.raises(UsageError, match="check mode"):
+            sandbox.fire_now(0, before="recheck")
+        assert key_state(sandbox) == "Enabled"
+
+
+def test_a_rebuilt_world_refires_a_timer_from_the_journal_never_again(tmp_path: Path) -> None:
+    world = timed_world(tmp_path)
+    clock = FakeClock()
+    with Sandbox(world, now=T0, clock=clock) as first:
+        clock.at(12)
+        (record,) = first.before_step("recheck")
+    inject = (None, entries.Inject(record=record))
+    with Sandbox(world, now=T0, clock=clock) as again:
+        result = again.replay(view_of((None, RUN), succeeded("disable"), inject))
+        assert result == {"replayed": 0, "refused": [], "injects_replayed": 1}
+        assert key_state(again) == "PendingDeletion"
+        clock.at(90)
+        assert again.before_step("cancel") == []
+
+
+def test_a_sandbox_run_fires_a_due_timer_at_its_next_step_boundary(tmp_path: Path) -> None:
+    """``run --sandbox`` and ``demo`` are wired as this: the sandbox's ``before_step`` is the
+    engine's; the timer is due from the start here, so it fires before the first step."""
+    from kmsir.actions.base import NullReporter
+    from kmsir.prompts import ScriptedPrompter
+    from kmsir.run import launch
+    from kmsir.run.engine import RunOptions
+
+    from .conftest import PLAYBOOKS, load_playbook
+
+    world = timed_world(tmp_path)
+    loaded = load_playbook(PLAYBOOKS / f"{world.playbook}.yaml")
+    prompter = ScriptedPrompter(world.answers, source="scenario script")
+    late = T0 + timedelta(minutes=11)
+    with Sandbox(world, now=T0, clock=lambda: late) as sandbox:
+        options = RunOptions(
+            incident_id="INC-timer", evidence_dir=tmp_path / "ev", mode="sandbox", scenario=world.id
+        )
+        venue = launch.sandboxed(sandbox, options, {})
+        engine = launch.engine(
+            venue,
+            prompter=prompter,
+            reporter=NullReporter(),
+            anchor_key=None,
+            on_bundle=lambda _: None,
+            warn=lambda _: None,
+        )
+        result = engine.run(loaded, launch.run_inputs(loaded, {}, prompter, world), venue.options)
+    lines = journal(result.bundle)
+    (inject,) = [e for e in lines if e["type"] == "inject"]
+    assert (inject["data"]["trigger"], inject["data"]["before"], inject["step"]) == (
+        "timer",
+        "snapshot",
+        None,
+    )
+    after = lines[lines.index(inject) + 1]
+    assert (after["type"], after["step"]) == ("step-started", "snapshot")

@@ -54,11 +54,38 @@ from kmsir.run.resume import RunState
 from kmsir.run.steps import RETRYABLE, Mode, RunOptions, Services, StepRecord, StepRunner
 from kmsir.signer import KmsSigner
 
-__all__ = ["RETRYABLE", "AfterStep", "Engine", "Mode", "RunOptions", "RunResult", "StepRecord"]
+__all__ = [
+    "RETRYABLE",
+    "AfterStep",
+    "BeforeStep",
+    "EndAtBoundary",
+    "Engine",
+    "Mode",
+    "RunOptions",
+    "RunResult",
+    "StepRecord",
+]
 
 #: Called with a step's id after it succeeded; returns what happened in the world because of it
 #: (a sandbox scenario's injects), each a JSON-able record with a ``say`` line for the person.
 AfterStep = Callable[[str], Sequence[Mapping[str, Any]]]
+#: Called with the next step's id before its preview (``None``: after the last step), at each
+#: step boundary: returns what happened in the world meanwhile (a scenario's timed injects, a
+#: tabletop facilitator's), each a record as ``AfterStep``'s, or raises ``Aborted`` (the
+#: facilitator ended the exercise).
+BeforeStep = Callable[[str | None], Sequence[Mapping[str, Any]]]
+
+
+class EndAtBoundary(Aborted):
+    """Raised by a ``BeforeStep`` hook to end the run at a step boundary (a tabletop's
+    facilitator ended the exercise); ``records``: what happened in the world just before,
+    journaled first."""
+
+    def __init__(self, message: str, records: Sequence[Mapping[str, Any]] = ()) -> None:
+        super().__init__(message)
+        self.records = list(records)
+
+
 RunStatus = Literal["succeeded", "failed", "aborted", "interrupted"]
 
 
@@ -87,12 +114,14 @@ class Engine:
         clock: Clock = utc_now,
         sleep: Callable[[float], None] = time.sleep,
         after_step: AfterStep | None = None,
+        before_step: BeforeStep | None = None,
         anchor: KmsSigner | None = None,
         on_bundle: Callable[[Path], None] | None = None,
         warn: Callable[[str], None] | None = None,
     ) -> None:
         self.actions = actions
         self.after_step = after_step
+        self.before_step = before_step
         #: Signs the journal's chain head after every step (``run --anchor-key``).
         self.anchor = anchor
         #: Told where the bundle is as soon as it exists (the CLI prints it).
@@ -263,6 +292,7 @@ class Engine:
             elif looping:
                 return loop(index, step)
             else:
+                self._before_step(bundle, step.id)  # the world moves on between steps
                 record = runner.run(index, step, context, prior)
             return self._account(runner, result, bundle, info, step, record)
 
@@ -296,6 +326,8 @@ class Engine:
                 started = started or step.id == options.start_at
                 if one(index, step, looping=step.for_each is not None):
                     break
+            else:
+                self._before_step(bundle, None)  # what came due while the last step ran
             result.open_risks = self._open_risks(bundle, loaded, runner)
         except (Aborted, MissingAnswer) as exc:
             result.status, result.error = "aborted", str(exc)
@@ -427,6 +459,25 @@ class Engine:
         for record in self.after_step(step_id):
             bundle.append(Inject(record=dict(record)), step=step_id)
             self.reporter.notice(str(record.get("say") or f"inject after step {step_id}"))
+
+    def _before_step(self, bundle: BundleWriter, step_id: str | None) -> None:
+        """What the world did before this step (timed or facilitator's injects): journaled,
+        then shown; ``Aborted`` from the hook stops the run (``EndAtBoundary`` after
+        journaling what it carries)."""
+        if self.before_step is None:
+            return
+        try:
+            records = self.before_step(step_id)
+        except EndAtBoundary as exc:
+            records = exc.records
+            self._journal_injects(bundle, records)
+            raise
+        self._journal_injects(bundle, records)
+
+    def _journal_injects(self, bundle: BundleWriter, records: Sequence[Mapping[str, Any]]) -> None:
+        for record in records:
+            bundle.append(Inject(record=dict(record)))
+            self.reporter.notice(str(record.get("say") or "the scenario's world reacted"))
 
     # -- journal helpers ------------------------------------------------------------------
 

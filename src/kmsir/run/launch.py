@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kmsir.errors import UsageError
-from kmsir.run.engine import AfterStep, Engine, RunOptions
+from kmsir.run.engine import AfterStep, BeforeStep, Engine, RunOptions
 
 if TYPE_CHECKING:
     from kmsir.actions.base import Reporter
     from kmsir.aws import ClientFactory
+    from kmsir.evidence.bundle import Clock
     from kmsir.playbook.model import LoadedPlaybook
     from kmsir.prompts import Prompter
     from kmsir.sandbox import Sandbox
@@ -32,12 +33,14 @@ if TYPE_CHECKING:
 class Venue:
     """Where a run calls AWS: the clients its steps use, the separate clients that sign its
     journal (those calls are not steps' calls; they are journaled as anchors), what runs
-    after each step, and the run's options recording where it happens."""
+    after each step and at each step boundary (a sandbox's injects), and the run's options
+    recording where it happens."""
 
     clients: ClientFactory
     signing: ClientFactory
     options: RunOptions
     after_step: AfterStep | None = None
+    before_step: BeforeStep | None = None
 
 
 def key_world() -> str:
@@ -72,6 +75,7 @@ def sandboxed(sandbox: Sandbox, options: RunOptions, extra: Mapping[str, Any]) -
         sandbox.client_factory(),
         dataclasses.replace(options, extra={**options.extra, **extra}),
         sandbox.after_step,
+        sandbox.before_step,  # its timed injects
     )
 
 
@@ -88,10 +92,13 @@ def engine(
     anchor_key: str | None,
     on_bundle: Callable[[Path], None],
     warn: Callable[[str], None],
+    clock: Clock | None = None,
 ) -> Engine:
     """The engine for a run in ``venue``, with every action; ``anchor_key``: sign the
-    journal's chain head with this KMS key after every step."""
+    journal's chain head with this KMS key after every step; ``clock``: the journal's (a
+    tabletop's, shared with its world's timers)."""
     from kmsir import actions
+    from kmsir.evidence.bundle import utc_now
     from kmsir.signer import KmsSigner
 
     return Engine(
@@ -100,9 +107,11 @@ def engine(
         prompter=prompter,
         reporter=reporter,
         after_step=venue.after_step,
+        before_step=venue.before_step,
         anchor=KmsSigner(venue.signing, anchor_key) if anchor_key else None,
         on_bundle=on_bundle,
         warn=warn,
+        clock=clock or utc_now,
     )
 
 

@@ -9,7 +9,8 @@ own), then records every call that changes it or uses a key (``recorder``: in Lo
 and in the bucket of each trail that logs it), and hands out a ``ClientFactory``. Every client made
 from the sandbox's session, its own seeding and injects included, refuses anything moto did
 not answer, so nothing goes on the wire. After each step of a run, ``after_step`` fires the
-scenario's injects for that step.
+scenario's injects for that step; before each, ``before_step`` fires its timed injects once
+due (``hold``/``release`` pause them; ``fire_now`` is a facilitator's inject).
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ import random
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from kmsir.aws import ClientFactory, refuse_unanswered
+from kmsir.errors import UsageError
 from kmsir.evidence.bundle import canonical, sha256_hex, timestamp
 from kmsir.evidence.view import RunView
 from kmsir.playbook import templating
@@ -185,9 +187,57 @@ class Sandbox:
         Nothing fires while the run is in check mode: the responder changes nothing then,
         so the world has nothing to react to.
         """
-        if any(factory.check_mode for factory in self._factories):
+        if self._checking():
             return []
         return self.injects.after(step_id, self.clock())
+
+    def before_step(self, step_id: str | None) -> list[dict[str, Any]]:
+        """Fire the timed injects due by the sandbox's clock (``after_minutes`` from its
+        ``now``), unless held, at the boundary before step ``step_id`` (``None``: the run's
+        end); records for the engine to journal, as ``after_step``'s (none in check mode)."""
+        if self._checking():
+            return []
+        moment = self.clock()
+        return [
+            self.injects.fire(n, moment, trigger="timer", before=step_id)
+            for n in self.injects.due(self.now, moment)
+        ]
+
+    def hold(self) -> None:
+        """Hold the timed injects (a facilitator's ``hold``): none fires until ``release``."""
+        self.injects.held = True
+
+    def release(self) -> None:
+        """Let the timed injects fire again; those due fire at the next step boundary."""
+        self.injects.held = False
+
+    def fire_now(
+        self,
+        index: int,
+        *,
+        before: str | None,
+        command: int | None = None,
+        trigger: Literal["facilitator", "timer"] = "facilitator",
+    ) -> dict[str, Any]:
+        """Fire inject ``index`` now, at the boundary before step ``before`` (a facilitator's
+        ``fire``, ``command`` its number on the channel; a replay passes the journaled
+        ``trigger``); its record. ``UsageError`` when it cannot: no such inject, fired
+        already, or the run is in check mode."""
+        injects = self.scenario.injects
+        if not 0 <= index < len(injects):
+            raise UsageError(f"scenario {self.scenario.id} has no inject {index}")
+        if index in self.injects.fired:
+            raise UsageError(f"inject {index} fired already")
+        if self._checking():
+            raise UsageError("nothing fires in check mode")
+        return self.injects.fire(
+            index, self.clock(), trigger=trigger, before=before, command=command
+        )
+
+    def _checking(self) -> bool:
+        """Whether the run is in check mode: the responder changes nothing then, so the world
+        has nothing to react to."""
+        return any(factory.check_mode for factory in self._factories)
 
     # -- serving other clients ------------------------------------------------------------
 
@@ -230,8 +280,9 @@ class Sandbox:
 
     @property
     def fingerprint(self) -> str:
-        """sha256 of the scenario as loaded: a changed scenario would seed another world."""
-        return sha256_hex(canonical(self.scenario.model_dump(mode="json")))
+        """sha256 of what of the scenario shapes the world (``Scenario.world_dump``): a
+        changed world would seed another; a changed briefing or rubric would not."""
+        return sha256_hex(canonical(self.scenario.world_dump()))
 
     def replay(self, view: RunView) -> dict[str, Any]:
         """Re-apply the state-changing calls and the injects a journal records to this

@@ -1,6 +1,11 @@
-"""Scenario injects: what the world does after a step of the playbook ends.
+"""Scenario injects: what the world does after a step of the playbook ends, or on a timer.
 
-An inject (``injects:`` in a scenario) fires once, right after the step it names: the line it
+An inject (``injects:`` in a scenario) fires once: right after the step it names (``after``;
+its record's ``trigger`` is ``step``), or at the first step boundary once ``after_minutes``
+have passed since the world's start (``trigger: timer``; not while the facilitator holds the
+timers), or when a tabletop's facilitator fires it (``trigger: facilitator``, with the
+channel's ``command`` number). A timer's or a facilitator's record names the step about to
+start when it took effect (``before``; ``None`` at the run's end). The line it
 says is shown to the people in the exercise, the attacker's calls are made in the sandbox
 (through moto's request handling, so the fidelity shim applies), and the CloudTrail events
 it describes are added to LookupEvents and to the trail bucket. Its calls themselves are
@@ -12,10 +17,11 @@ scenario's record stands for it). The engine journals each record ``fire`` retur
 Only a step that was done (it succeeded, or found things already so) sets its injects off;
 one that was skipped (by ``when``, by the responder, by ``--start-at``) or failed does not.
 
-A resumed run rebuilds the world from the journal: injects already journaled are fired again
-in journal order (with the moment they first fired, so their events are the same), never a
-second time in the run; an inject whose step succeeded before the run stopped but which was
-not journaled (the process died in between) fires while the world is rebuilt, before the run
+A resumed run rebuilds the world from the journal: injects already journaled (whatever set
+them off) are fired again in journal order (with the moment they first fired, so their events
+are the same), never a second time in the run (a timer already fired never fires again); an
+inject whose step succeeded before the run stopped but which was not journaled (the process
+died in between) fires while the world is rebuilt, before the run
 continues, and is recorded in the ``run-resumed`` entry (``sandbox_replay.injects``). A step
 that stopped at its preview (aborted, or no scripted answer) journaled ``step-failed``: its
 injects wait for the resumed run to do it.
@@ -36,8 +42,8 @@ from __future__ import annotations
 
 import json
 import random
-from datetime import datetime, timezone
-from typing import Any, Protocol
+from datetime import datetime, timedelta, timezone
+from typing import Any, Literal, Protocol
 
 from kmsir.evidence.bundle import timestamp
 from kmsir.evidence.view import RunView
@@ -65,12 +71,20 @@ class InjectWorld(containment.ContainmentWorld, Protocol):
         ...
 
 
+#: What set an inject off: its step was done, its timer was due, or the facilitator fired it.
+Trigger = Literal["step", "timer", "facilitator"]
+
+
 class Injects:
     """The injects of one sandbox world, each fired at most once."""
 
     def __init__(self, world: InjectWorld) -> None:
         self.world = world
         self.fired: set[int] = set()
+        #: The facilitator holds the timed injects: none fires until released.
+        self.held = False
+        #: Whether timed injects fire at all (a replay fires them where the journal says).
+        self.timers = True
 
     def after(self, step_id: str, moment: datetime) -> list[dict[str, Any]]:
         """Fire the injects that wait for ``step_id`` (in scenario order)."""
@@ -80,10 +94,32 @@ class Injects:
             if inject.after == step_id and n not in self.fired
         ]
 
+    def due(self, start: datetime, moment: datetime) -> list[int]:
+        """The timed injects due at ``moment`` in a world that started at ``start`` and not
+        fired yet, in scenario order (none while held, or with the timers off)."""
+        if self.held or not self.timers:
+            return []
+        return [
+            n
+            for n, inject in enumerate(self.world.scenario.injects)
+            if inject.after_minutes is not None
+            and n not in self.fired
+            and start + timedelta(minutes=inject.after_minutes) <= moment
+        ]
+
     def fire(
-        self, index: int, moment: datetime, journaled: dict[str, Any] | None = None
+        self,
+        index: int,
+        moment: datetime,
+        journaled: dict[str, Any] | None = None,
+        *,
+        trigger: Trigger = "step",
+        before: str | None = None,
+        command: int | None = None,
     ) -> dict[str, Any]:
-        """Make inject ``index`` happen at ``moment``; the record says what was done.
+        """Make inject ``index`` happen at ``moment``; the record says what was done and what
+        set it off (``trigger``; for a timer's or a facilitator's, ``before``: the step about
+        to start, and a facilitator's ``command`` number).
 
         A request its actor would be refused now (``sandbox.containment``) is not made: the
         call is answered with AWS's error, its CloudTrail event is recorded as failed, and
@@ -157,7 +193,14 @@ class Injects:
             "at": timestamp(moment),
             "calls": calls,
             "events": [str(e["eventName"]) for e in events],
+            "trigger": trigger,
         }
+        if inject.after_minutes is not None:
+            record["after_minutes"] = inject.after_minutes
+        if trigger != "step":
+            record["before"] = before
+        if command is not None:
+            record["command"] = command
         if actor is not None:
             record["actor"] = {"identity": actor.identity, "arn": actor.arn}
         if blocked is not None:
@@ -183,7 +226,15 @@ class Injects:
         if injects[index].after != record.get("after"):
             return False
         moment = parse_time(str(record.get("at")), datetime.now(timezone.utc))
-        self.fire(index, moment, journaled=record)
+        trigger = record.get("trigger")
+        self.fire(
+            index,
+            moment,
+            journaled=record,
+            trigger=trigger if trigger in ("timer", "facilitator") else "step",
+            before=record.get("before"),
+            command=record.get("command"),
+        )
         return True
 
     def owed(self, view: RunView) -> list[int]:

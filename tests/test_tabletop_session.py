@@ -1,0 +1,333 @@
+"""The players' process of a tabletop: timed injects at step boundaries, the facilitator's
+commands through the channel (fire, hold, release, end), reset between teams, and what
+``kmsir tabletop start`` prints.
+
+The runs play ransom-deletion (a timed inject, "Ransom email", 10 minutes in) with its scripted
+answers, on a fake clock; a test reporter stands for the players' screen and acts (moves the
+clock, sends the facilitator's commands) after the steps it names, as the people would while
+the team works.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kmsir import actions
+from kmsir.actions.base import NullReporter
+from kmsir.evidence import integrity
+from kmsir.playbook import model as playbook
+from kmsir.prompts import ScriptedPrompter
+from kmsir.run.engine import RunResult
+from kmsir.sandbox import scenario as scenarios
+from kmsir.tabletop import channel, session
+
+from .clikit import cli
+from .conftest import PLAYBOOKS
+
+T0 = datetime(2026, 12, 1, 9, 0, tzinfo=timezone.utc)
+SCENARIO = "ransom-deletion"
+
+
+class FakeClock:
+    """The players' process's clock (``session.clock``), moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def at(self, minutes: float) -> None:
+        self.now = T0 + timedelta(minutes=minutes)
+
+
+@dataclass
+class Screen(NullReporter):
+    """The players' screen: what was shown, in order; ``after`` runs a test's action once
+    the step it names was shown (as the facilitator or the clock would act meanwhile)."""
+
+    after: dict[str, Callable[[], None]] = field(default_factory=dict)
+    shown: list[tuple[str, str]] = field(default_factory=list)
+
+    def step(self, step_id: str, title: str, status: str, summary: str) -> None:
+        self.shown.append(("step", step_id))
+        action = self.after.pop(step_id, None)
+        if action is not None:
+            action()
+
+    def notice(self, text: str) -> None:
+        self.shown.append(("notice", text))
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    fake = FakeClock()
+    monkeypatch.setattr(session, "clock", fake)
+    return fake
+
+
+@pytest.fixture(scope="module")
+def world() -> Any:
+    return scenarios.load(SCENARIO)
+
+
+@pytest.fixture(scope="module")
+def loaded(world: Any) -> playbook.LoadedPlaybook:
+    return playbook.load(PLAYBOOKS / f"{world.playbook}.yaml", actions.catalog())
+
+
+class Team:
+    """One team's players' session, played in this thread (or in another one)."""
+
+    def __init__(
+        self,
+        world: Any,
+        loaded: playbook.LoadedPlaybook,
+        evidence: Path,
+        screen: Screen,
+        source: str = SCENARIO,
+    ) -> None:
+        self.screen = screen
+        self.sent: list[int] = []
+        self.runs: list[tuple[str, Path]] = []
+        self.served: list[str] = []
+        self.said: list[str] = []
+        self.setup = session.Setup(
+            scenario=world,
+            source=source,
+            loaded=loaded,
+            team="Blue",
+            evidence_dir=evidence,
+            answers=world.answers,
+        )
+
+    def players(self) -> session.Players:
+        return session.Players(
+            prompter=ScriptedPrompter(self.setup.answers, source="answers file"),
+            reporter=self.screen,
+            say=self.said.append,
+            served=lambda endpoint, _: self.served.append(endpoint),
+            run_started=lambda run_id, bundle: self.runs.append((run_id, bundle)),
+            run_finished=lambda _: None,
+            warn=self.said.append,
+        )
+
+    def play(self, *, keep_serving: bool = False) -> list[RunResult]:
+        setup = self.setup
+        if keep_serving:
+            from dataclasses import replace
+
+            setup = replace(setup, keep_serving=True)
+        self.process = session.PlayersSession(
+            setup, self.players(), sleep=lambda _: time.sleep(0.05)
+        )
+        return self.process.play()
+
+    def send(self, action: str, inject: int | None = None) -> Callable[[], None]:
+        """The facilitator's command, as an action for ``Screen.after``."""
+
+        def send() -> None:
+            self.sent.append(channel.send(self.channel(), action, inject, by="facilitator"))
+
+        return send
+
+    def channel(self) -> channel.Session:
+        (run_id, _), *_ = self.runs
+        return channel.find(self.setup.evidence_dir, run_id)
+
+
+def journal(bundle: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (bundle / "journal.jsonl").read_text().splitlines()]
+
+
+def injects(bundle: Path) -> list[dict[str, Any]]:
+    return [e for e in journal(bundle) if e["type"] == "inject"]
+
+
+def next_step(entries: list[dict[str, Any]], entry: dict[str, Any]) -> str | None:
+    """The step the journal starts next after ``entry``."""
+    later = entries[entries.index(entry) + 1 :]
+    return next((e["step"] for e in later if e["type"] == "step-started"), None)
+
+
+def test_a_timed_inject_fires_at_the_first_step_boundary_after_its_time(
+    world: Any, loaded: playbook.LoadedPlaybook, tmp_path: Path, clock: FakeClock
+) -> None:
+    screen = Screen()
+    team = Team(world, loaded, tmp_path, screen)
+    screen.after = {
+        "snapshot": lambda: clock.at(9.9),  # not yet due at the boundary before collect
+        "collect": lambda: clock.at(10.5),  # due by the boundary before findings
+        "triage": team.send("end"),  # enough: the rest is the same as without a timer
+    }
+    (result,) = team.play()
+    entries = journal(result.bundle)
+    (fired,) = injects(result.bundle)
+    record = fired["data"]
+    assert (record["trigger"], record["before"], record["inject"]) == ("timer", "findings", 0)
+    assert fired["step"] is None and next_step(entries, fired) == "findings"
+    assert record["at"].startswith("2026-12-01T09:10:30") and fired["ts"] == record["at"]
+    ransom = ("notice", record["say"])
+    assert screen.shown.index(ransom) == screen.shown.index(("step", "collect")) + 1
+    assert record["say"].startswith("The support inbox received an email demanding 40 BTC")
+    assert record["events"] == ["DescribeKey"]
+
+
+def test_hold_keeps_a_due_timer_until_release(
+    world: Any, loaded: playbook.LoadedPlaybook, tmp_path: Path, clock: FakeClock
+) -> None:
+    screen = Screen()
+    team = Team(world, loaded, tmp_path, screen)
+
+    def hold() -> None:
+        team.send("hold")()
+        clock.at(30)
+
+    screen.after = {"snapshot": hold, "findings": team.send("release"), "cancel": team.send("end")}
+    (result,) = team.play()
+    (fired,) = injects(result.bundle)
+    assert (fired["data"]["trigger"], fired["data"]["before"]) == (
+        "timer",
+        "triage",
+    )
+    acks = channel.acks(team.channel())
+    assert [(a["action"], a["ok"]) for a in acks] == [
+        ("hold", True),
+        ("release", True),
+        ("end", True),
+    ]
+    assert acks[0]["what"] == "timed injects held before step collect"
+
+
+def test_the_facilitator_fires_an_inject_and_ends_the_exercise(
+    world: Any, loaded: playbook.LoadedPlaybook, tmp_path: Path, clock: FakeClock
+) -> None:
+    screen = Screen()
+    team = Team(world, loaded, tmp_path, screen)
+
+    def fire_twice() -> None:
+        team.send("fire", 1)()
+        team.send("fire", 1)()
+        team.send("fire", 7)()
+
+    screen.after = {"collect": fire_twice, "triage": team.send("end")}
+    (result,) = team.play()
+    assert (result.status, result.error) == ("aborted", "the facilitator ended the exercise")
+    entries = journal(result.bundle)
+    (fired,) = injects(result.bundle)
+    record = fired["data"]
+    assert (record["trigger"], record["before"], record["command"]) == (
+        "facilitator",
+        "findings",
+        team.sent[0],
+    )
+    assert record["after"] == "enable"  # a step's inject, fired before its step by the facilitator
+    # the players see it at their next prompt: right after the step they were on
+    assert screen.shown.index(("notice", record["say"])) == (
+        screen.shown.index(("step", "collect")) + 1
+    )
+    acks = channel.acks(team.channel())
+    assert [(a["seq"], a["ok"]) for a in acks] == [
+        (team.sent[0], True),
+        (team.sent[1], False),
+        (team.sent[2], False),
+        (team.sent[3], True),
+    ]
+    assert acks[1]["what"] == "inject 1 fired already"
+    assert "has no inject 7" in acks[2]["what"]
+    assert acks[3]["what"] == "exercise ended before step cancel"
+    started_steps = [e["step"] for e in entries if e["type"] == "step-started"]
+    assert "cancel" not in started_steps
+    assert entries[-1]["type"] == "run-finished"
+    assert entries[-1]["data"]["error"] == "the facilitator ended the exercise"
+    assert integrity.check(result.bundle).intact
+
+
+def test_reset_restores_the_served_world_on_the_same_endpoint(
+    world: Any, loaded: playbook.LoadedPlaybook, tmp_path: Path, clock: FakeClock
+) -> None:
+    import boto3
+
+    screen = Screen()
+    team = Team(world, loaded, tmp_path, screen)
+    done = threading.Event()
+    results: list[list[RunResult]] = []
+
+    def serve() -> None:
+        try:
+            results.append(team.play(keep_serving=True))
+        finally:
+            done.set()
+
+    screen.after = {"lessons": lambda: None}
+    player = threading.Thread(target=serve, daemon=True)
+    player.start()
+    deadline = time.monotonic() + 60
+    while not (team.runs and screen.after == {} and not team.process.running):
+        assert time.monotonic() < deadline and not done.is_set(), team.said
+        time.sleep(0.05)
+    (endpoint,) = team.served
+    (run_id, _bundle) = team.runs[0]
+    key_id = team.process.sandbox.keys["orders"]["id"]  # type: ignore[union-attr]
+    kms = boto3.client(
+        "kms",
+        endpoint_url=endpoint,
+        region_name=world.region,
+        aws_access_key_id="AKIAIOSFODNN7SANDBOX",
+        aws_secret_access_key="x",
+    )
+
+    def state() -> str:
+        return str(kms.describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"])
+
+    assert state() == "Disabled"  # the team cancelled the deletion, kept it disabled
+    ran = cli("tabletop", "reset", run_id, "--evidence-dir", tmp_path)
+    assert ran.exit_code == 0, ran.output
+    assert "world reset to its start" in ran.stdout
+    assert state() == "PendingDeletion"  # the scenario's start, at the same endpoint
+    record = channel.find(tmp_path, run_id).record()
+    assert record["endpoint"] == endpoint and record["world"]["keys"]["orders"]["id"] == key_id
+    channel.send(channel.find(tmp_path, run_id), "end", by="facilitator")
+    assert done.wait(30)
+    ((result,),) = results
+    assert result.status == "succeeded"
+
+
+def test_start_prints_the_run_id_the_facilitators_command_and_the_exports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, world: Any
+) -> None:
+    """The whole command, scripted: a clock a minute further at each reading, so the
+    ransom email's timer (10 minutes) comes due during the run."""
+    ticks = iter(range(10_000))
+    monkeypatch.setattr(session, "clock", lambda: T0 + timedelta(minutes=next(ticks)))
+    answers = tmp_path / "answers.yaml"
+    answers.write_text("cancel: approve\ndecide: keep-disabled\n")
+    evidence = tmp_path / "ev"
+    ran = cli(
+        "tabletop", "start", SCENARIO, "--team", "Red Team!", "--evidence-dir", evidence,
+        "--answers", answers,
+    )  # fmt: skip
+    assert ran.exit_code == 0, ran.output
+    lines = ran.stdout.splitlines()
+    assert any(line.startswith("export AWS_ENDPOINT_URL=http://127.0.0.1:") for line in lines)
+    assert "export AWS_ACCESS_KEY_ID=AKIAIOSFODNN7SANDBOX" in lines
+    (run_line,) = [line for line in lines if line.startswith("run id: ")]
+    run_id = run_line.removeprefix("run id: ")
+    assert f"facilitator: kmsir tabletop facilitator {run_id} --evidence-dir {evidence}" in lines
+    assert lines.index(run_line) > max(i for i, x in enumerate(lines) if x.startswith("export"))
+    assert "SIMULATED" in ran.stderr and world.briefing.split()[0] in ran.stderr
+    bundle = evidence / "tabletop-ransom-deletion-red-team" / run_id
+    (fired,) = injects(bundle)
+    assert fired["data"]["trigger"] == "timer"
+    started = journal(bundle)[0]["data"]
+    assert started["sandbox"]["tabletop"]["team"] == "Red Team!"
+    assert channel.find(evidence, bundle).record()["runs"][0]["run_id"] == run_id
