@@ -14,6 +14,7 @@ from kmsir.cli import rollback  # isort: skip
 from kmsir.cli import status  # isort: skip
 from kmsir.cli import audit  # isort: skip
 from kmsir.cli import playbooks, sandbox, trail  # isort: skip
+from kmsir.cli import tabletop, tabletop_watch, tabletop_debrief  # isort: skip
 from kmsir.cli import authoring  # isort: skip
 from kmsir.cli.common import app
 
@@ -28,6 +29,9 @@ __all__ = [
     "runs",
     "sandbox",
     "status",
+    "tabletop",
+    "tabletop_debrief",
+    "tabletop_watch",
     "trail",
 ]
 

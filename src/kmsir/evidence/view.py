@@ -59,6 +59,7 @@ class RunView(msgspec.Struct, kw_only=True):
     lines: int = 0  # journal lines read
     head: str | None = None
     hashes: list[str] = []  # each line's hash, by seq - 1
+    times: list[str] = []  # each line's ts, by seq - 1 (how long a decision took)
     meta: e.RunStarted | None = None
     started: str | None = None
     custody: list[Custody] = []
@@ -72,6 +73,8 @@ class RunView(msgspec.Struct, kw_only=True):
     artifacts: list[Seen] = []
     artifact_intents: list[Seen] = []
     injects: list[Moment] = []  # journaled after steps, and those a resume replayed
+    #: A facilitator's bundle: what the facilitator did (``FacilitatorAction`` records).
+    facilitation: list[Seen] = []
     reports: dict[str, Seen] = {}  # the last record of each report, by name
     report_seqs: list[int] = []
     repairs: list[Seen] = []
@@ -120,6 +123,7 @@ def fold(entries: Iterable[e.Entry]) -> RunView:
         view.lines += 1
         view.head = entry.hash
         view.hashes.append(entry.hash)
+        view.times.append(entry.ts)
         record = entry.data
         step = _step(view, entry)
         seen = Seen(seq=entry.seq, ts=entry.ts, record=record)
@@ -176,6 +180,8 @@ def fold(entries: Iterable[e.Entry]) -> RunView:
             fired = Moment(seq=entry.seq, ts=entry.ts, step=entry.step, record=record.record)
             view.injects.append(fired)
             view.world.append(fired)
+        elif isinstance(record, e.FacilitatorAction):
+            view.facilitation.append(seen)
         elif isinstance(record, e.ReportWritten):
             view.reports[record.path] = seen
             view.report_seqs.append(entry.seq)

@@ -90,6 +90,11 @@ def render(
     if fmt not in FORMATS:
         raise UsageError(f"unknown report format {fmt!r}; known: {', '.join(FORMATS)}")
     bundle = Bundle.open(bundle_root)
+    if bundle.view.meta is not None and bundle.view.meta.facilitates is not None:
+        raise UsageError(
+            f"{bundle_root} is a tabletop facilitator's bundle (its actions, not an incident "
+            "response): kmsir tabletop debrief PLAYERS-BUNDLE --facilitator BUNDLE reports on it"
+        )
     if template is not None:
         # escaped unless the template says it makes Markdown or text: a page named mine.j2
         # must not carry attacker text raw

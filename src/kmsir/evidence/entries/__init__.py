@@ -31,6 +31,7 @@ from kmsir.evidence.entries.records import (
     CheckMode,
     Custody,
     Decision,
+    FacilitatorAction,
     Inject,
     InputChanged,
     InputFile,
@@ -91,6 +92,7 @@ RECORDS: dict[str, type[Any]] = {
         ApiCall,
         Query,
         Inject,
+        FacilitatorAction,
     )
 }
 
@@ -198,6 +200,7 @@ __all__ = [
     "Custody",
     "Decision",
     "Entry",
+    "FacilitatorAction",
     "Inject",
     "InputChanged",
     "InputFile",

@@ -54,6 +54,9 @@ class RunStarted(Custody, frozen=True, kw_only=True):
     #: The run this one rolls back (``kmsir rollback``): its run id, bundle, journal head, and
     #: what its steps came to (undone, or why not).
     rollback_of: Json | None = None
+    #: The tabletop run a facilitator's run follows (``kmsir tabletop facilitator``): the
+    #: players' run id, bundle and incident. Its bundle holds the facilitator's actions only.
+    facilitates: Json | None = None
 
 
 class RunResumed(Custody, frozen=True, kw_only=True):
@@ -311,3 +314,23 @@ class Inject(Record, frozen=True, kw_only=True):
 
     TYPE = "inject"
     record: Json
+
+
+class FacilitatorAction(Record, frozen=True, kw_only=True):
+    """What a tabletop's facilitator did, journaled in the facilitator's own bundle (the
+    players' bundle keeps its one writer): fire an inject now, hold or release the timed
+    injects, an observation, end the exercise, or stop following it."""
+
+    TYPE = "facilitator-action"
+    #: Every action a facilitator journals, in the order ``help`` lists them.
+    ACTIONS: ClassVar[tuple[str, ...]] = ("fire", "hold", "release", "note", "end", "quit")
+    action: str
+    #: The players' journal length when it was taken: where it stands in their run.
+    players_entries: int
+    #: The inject fired (its index in the scenario), for ``fire``.
+    inject: int | None = None
+    #: The observation, for ``note``.
+    text: str | None = None
+    #: The command channel's sequence number, for what was sent to the players' process.
+    command: int | None = None
+    by: str | None = None

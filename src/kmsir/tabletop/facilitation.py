@@ -1,0 +1,261 @@
+"""The facilitator's side of a tabletop: their own bundle, linked to the players' run, and the
+players' journal followed read-only.
+
+The players' bundle has one writer, the players' process; the facilitator never locks or
+writes it. What the facilitator does (fire an inject, hold or release the timed injects, an
+observation, end the exercise, stop following) is journaled in the facilitator's own bundle,
+``<evidence-dir>/<players-incident>-facilitator/<run-id>/`` (its ``playbook.yaml`` a copy of
+the scenario file, its ``run-started`` naming the run it ``facilitates``), and what must reach
+the players' process goes through the command channel (``channel``), which it polls at each
+step boundary.
+"""
+
+from __future__ import annotations
+
+import getpass
+import glob
+import platform
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kmsir import __version__
+from kmsir.errors import UsageError
+from kmsir.evidence.bundle import JOURNAL, NAME_PART, read_journal, sha256_hex
+from kmsir.evidence.entries import FacilitatorAction, RunStarted
+from kmsir.evidence.journal import BundleWriter
+from kmsir.evidence.view import RunView
+from kmsir.tabletop import channel
+
+Json = dict[str, Any]
+
+#: The actions a facilitator takes, as ``FacilitatorAction`` names them.
+FIRE, HOLD, RELEASE, NOTE, END, QUIT = FacilitatorAction.ACTIONS
+#: The actions that reach the players' process through the command channel.
+SENT = (FIRE, HOLD, RELEASE, END)
+#: The mode a facilitator's run-started records.
+MODE = "facilitation"
+
+
+@dataclass(frozen=True)
+class Players:
+    """The players' run a facilitator follows: its bundle, and its tabletop session when it
+    has one (a run started with ``kmsir tabletop start``; without one, only notes)."""
+
+    bundle: Path
+    session: channel.Session | None
+
+    @property
+    def journal(self) -> Path:
+        return self.bundle / JOURNAL
+
+
+def locate(evidence_dir: Path, run: str) -> Players:
+    """The players' run ``run`` (a run id, or its bundle's path) and its session."""
+    try:
+        session: channel.Session | None = channel.find(evidence_dir, run)
+    except UsageError:
+        session = None
+    bundle = _bundle_of(evidence_dir, run, session)
+    if not (bundle / JOURNAL).is_file():
+        raise UsageError(f"{bundle}: not an evidence bundle (no {JOURNAL})")
+    return Players(bundle, session)
+
+
+def _bundle_of(evidence_dir: Path, run: str, session: channel.Session | None) -> Path:
+    as_path = Path(run)
+    if (as_path / JOURNAL).is_file():
+        return as_path
+    if session is not None:
+        runs = [r for r in session.record().get("runs") or [] if isinstance(r, dict)]
+        for played in runs:
+            if run in (played.get("run_id"), played.get("bundle")):
+                return Path(str(played["bundle"]))
+    if not NAME_PART.fullmatch(run) or ".." in run:
+        raise UsageError(f"{run[:70]!r}: neither a run id nor a bundle directory")
+    found = sorted(evidence_dir.glob(f"*/{glob.escape(run)}/{JOURNAL}"))
+    if len(found) == 1:
+        return found[0].parent
+    if not found:
+        raise UsageError(f"no run {run!r} under {evidence_dir} (give its run id or bundle path)")
+    raise UsageError(f"run id {run!r} names several bundles: give the bundle path")
+
+
+def players_run(players: Players) -> RunView:
+    """The players' run as their journal tells it now (read-only; a line being written is
+    left for the next read)."""
+    return read_journal(players.journal).view()
+
+
+class Follower:
+    """The players' journal, followed: ``changed`` says whether it grew since last asked."""
+
+    def __init__(self, players: Players) -> None:
+        self.players = players
+        self._size = -1
+
+    def changed(self) -> bool:
+        """True when the journal's size changed since the last call (the first call: True)."""
+        try:
+            size = self.players.journal.stat().st_size
+        except OSError:
+            return False
+        grown, self._size = size != self._size, size
+        return grown
+
+
+@dataclass
+class Facilitation:
+    """One facilitator following one players' run, writing their own bundle."""
+
+    players: Players
+    writer: BundleWriter
+    by: str
+    actions: list[FacilitatorAction] = field(default_factory=list)
+    closed: bool = False
+    _acked: set[Any] = field(default_factory=set)
+
+    @property
+    def bundle(self) -> Path:
+        return self.writer.root
+
+    @property
+    def can_send(self) -> bool:
+        """True when the players' process has a command channel (a tabletop session)."""
+        return self.players.session is not None
+
+    def act(self, action: str, *, inject: int | None = None, text: str | None = None) -> int | None:
+        """Take ``action``: sent through the channel when it is one the players' process
+        applies, then journaled here with the players' journal length. Returns the channel's
+        sequence number (None for what is not sent)."""
+        if action not in FacilitatorAction.ACTIONS:
+            raise UsageError(f"unknown action {action!r}")
+        if self.closed:
+            raise UsageError("the facilitation has ended")
+        command = None
+        if action in SENT:
+            if self.players.session is None:
+                raise UsageError(
+                    "this run has no tabletop session (it was not started with kmsir tabletop "
+                    "start): nothing can reach the players; notes only"
+                )
+            command = channel.send(self.players.session, action, inject=inject, by=self.by)
+        record = FacilitatorAction(
+            action=action,
+            players_entries=players_run(self.players).lines,
+            inject=inject,
+            text=text,
+            command=command,
+            by=self.by,
+        )
+        self.writer.append(record)
+        self.actions.append(record)
+        return command
+
+    def answers(self) -> list[Json]:
+        """What the players' process did with this facilitator's commands since the last
+        call (its acknowledgements, each once)."""
+        if self.players.session is None:
+            return []
+        mine = {a.command for a in self.actions if a.command is not None}
+        fresh = [
+            a for a in channel.acks(self.players.session) if a.get("seq") in mine - self._acked
+        ]
+        self._acked |= {a.get("seq") for a in fresh if isinstance(a.get("seq"), int)}
+        return fresh
+
+    def close(self) -> Path:
+        """Stop following: journal ``quit`` and finish the bundle (its manifest written)."""
+        if self.closed:
+            return self.bundle
+        self.act(QUIT)
+        self.closed = True
+        self.writer.finish("succeeded")
+        return self.bundle
+
+
+def start(
+    evidence_dir: Path,
+    players: Players,
+    *,
+    by: str | None = None,
+    clock: Callable[[], Any] | None = None,
+) -> Facilitation:
+    """Open the facilitator's bundle for ``players``' run (nothing of theirs is written)."""
+    view = players_run(players)
+    meta = view.meta
+    if meta is None:
+        raise UsageError(f"{players.bundle}: the players' journal has no run-started entry yet")
+    if meta.facilitates is not None:
+        raise UsageError(f"{players.bundle} is a facilitator's bundle, not the players' run")
+    source = _scenario_file(meta)
+    raw = source.read_bytes()
+    from kmsir.sandbox import scenario as scenarios
+
+    scenario = scenarios.load(str(source))
+    who = by or _local_user()
+    kwargs = {} if clock is None else {"clock": clock}
+    writer = BundleWriter.create(
+        evidence_dir, f"{meta.incident}-facilitator", playbook_raw=raw, **kwargs
+    )
+    try:
+        writer.append(
+            RunStarted(
+                tool={"name": "kmsir", "version": __version__},
+                versions={"python": platform.python_version(), "platform": sys.platform},
+                operator={"local_user": who},
+                host=socket.gethostname(),
+                location=str(evidence_dir.resolve()),
+                playbook={
+                    "id": scenario.id,
+                    "title": scenario.title,
+                    "sha256": sha256_hex(raw),
+                    "path": source.name,
+                },
+                incident=f"{meta.incident}-facilitator",
+                run_id=writer.run_id,
+                inputs={},
+                mode=MODE,
+                simulated=True,
+                scenario=scenario.id,
+                region=meta.region,
+                facilitates={
+                    "run_id": meta.run_id,
+                    "bundle": str(players.bundle.resolve()),
+                    "incident": meta.incident,
+                },
+            )
+        )
+    except BaseException:
+        writer.close()
+        raise
+    return Facilitation(players, writer, who)
+
+
+def _scenario_file(meta: RunStarted) -> Path:
+    """The scenario file the players' run was played in (its journal's sandbox source)."""
+    from kmsir.sandbox import scenario as scenarios
+
+    recorded = meta.sandbox or {}
+    source = str(recorded.get("source") or meta.scenario or "")
+    if not source:
+        raise UsageError(f"run {meta.run_id} was not played in a sandbox scenario")
+    path = Path(source)
+    if not path.suffix:
+        known = scenarios.available()
+        if source not in known:
+            raise UsageError(f"run {meta.run_id}: no scenario {source!r} any more")
+        path = known[source]
+    if not path.is_file():
+        raise UsageError(f"run {meta.run_id}: its scenario file {path} is gone")
+    return path
+
+
+def _local_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "facilitator"
