@@ -274,3 +274,18 @@ def test_check_mode_in_the_sandbox_is_simulated_and_changes_nothing(tmp_path: Pa
     assert len(after["data"]["outputs"]["external_grant_ids"]) == 1
     report = Path(result.stdout.strip()).read_text()
     assert "**CHECK MODE**" in report and "**SIMULATED**" in report
+
+
+def test_a_reader_that_goes_away_stops_the_listing_quietly() -> None:
+    """`kmsir scenarios | head -0`: no internal error when the reader has closed the pipe."""
+    listing = subprocess.Popen(
+        [sys.executable, "-m", "kmsir", "scenarios"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert listing.stdout is not None and listing.stderr is not None
+    listing.stdout.close()  # gone before the listing's first line (Python starts slower)
+    stderr = listing.stderr.read().decode()
+    assert listing.wait(timeout=60) == 141
+    assert stderr == ""

@@ -10,6 +10,7 @@ proven; 130 interrupted. Errors are one line on stderr;
 from __future__ import annotations
 
 import functools
+import os
 import shlex
 import sys
 import traceback
@@ -34,6 +35,8 @@ EXIT_INTERNAL = 3
 #: ``verify``: consistent, but the end of an unfinished, unanchored run cannot be proven.
 EXIT_UNPROVEN = 4
 EXIT_INTERRUPTED = 130
+#: 128 + SIGPIPE, what a shell reports for a tool whose reader went away.
+EXIT_BROKEN_PIPE = 141
 
 
 class _OneLineErrors(TyperGroup):
@@ -135,6 +138,11 @@ def handled(func: F) -> F:
             _end_display()
             err(f"kmsir: interrupted{how_to_continue()}")
             raise typer.Exit(EXIT_INTERRUPTED) from None
+        except BrokenPipeError:
+            # the reader of stdout went away (`kmsir scenarios | head`): stop quietly, as
+            # other tools do; what is left unflushed goes nowhere instead of failing at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(EXIT_BROKEN_PIPE) from None
         except Exception as exc:
             _end_display()
             if _state["debug"]:
