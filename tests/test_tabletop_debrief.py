@@ -12,15 +12,16 @@ from __future__ import annotations
 import html
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from kmsir.evidence.bundle import read_journal, sha256_hex
 from kmsir.sandbox import scenario as scenarios
 from kmsir.sandbox.hidden_model import HIDDEN_FIELDS
-from kmsir.tabletop import debrief, exercise, score
+from kmsir.tabletop import debrief, exercise, progress, score
 from kmsir.tabletop.exercise import Evidence, Exercise, Judged, Targets
 from kmsir.tabletop.progress import Timing
 from tests.clikit import cli
@@ -122,12 +123,6 @@ def test_evidence_not_seen_and_parts_with_nothing_to_judge() -> None:
     judged = score.score(bare)
     assert [p.name for p in judged.parts] == ["decisions"] and judged.total == 50
     assert score.score(_exercise(decisions=(), evidence=(), targets=None)).total == 0
-
-
-def test_the_score_is_deterministic() -> None:
-    ex = _exercise(decisions=(_judged("a", "acceptable"), _judged("b", "wrong")))
-    assert score.score(ex) == score.score(ex)
-    assert score.score(ex).as_dict()["total"] == score.score(ex).total
 
 
 class _Clock:
@@ -232,7 +227,8 @@ def test_the_facilitator_sees_each_decision_against_the_expected_one(
     assert view["findings"][0]["severity"] == "critical"
     timing = view["timing"]
     assert 0 < timing["identify_seconds"] < timing["contain_seconds"] < timing["recover_seconds"]
-    assert view["ground_truth"]["principal"] == "attacker"
+    assert view["ground_truth"]["principal"] == "AssumedRole ops-automation (session maint-2291)"
+    assert view["ground_truth"]["key"] == "alias/orders-db (Orders database envelope key)"
     assert view["next_injects"] == []  # both fired
     assert view["score"]["total"] < 100 and view["score"]["rubric"] == list(score.RUBRIC)
     assert json.loads(json.dumps(view)) == view  # JSON-able, as the room serves it
@@ -256,8 +252,11 @@ def test_the_debrief_flags_the_wrong_decision_and_is_written_outside_the_bundle(
     assert ran.exit_code == 0, ran.output
     md = (tmp_path / f"debrief-{players.name}.md").read_text()
     page = (tmp_path / f"debrief-{players.name}.html").read_text()
+    for written in tmp_path.glob("debrief-*"):  # every hidden part is in them
+        assert written.stat().st_mode & 0o777 == 0o600
     assert re.search(r"\*\*\d+ / 100\*\*", md) and "Rubric:" in md
     assert "Practice 3, Audit and monitor key use" in md  # the posture review's name
+    assert "| Principal | AssumedRole ops-automation (session maint-2291) |" in md
     assert "default-src 'none'" in page and "<script" not in page
     assert "Least-privilege access to keys" in page and "v-wrong" in page
     assert sorted(p.name for p in players.rglob("*")) == before  # nothing written there
@@ -319,7 +318,7 @@ def test_a_run_that_goes_on_is_read_as_far_as_its_journal_goes(
     (copy / "journal.jsonl").write_text("".join(lines[: asked + 1]) + lines[asked + 1][:30])
     later = datetime.now(timezone.utc) + timedelta(days=1)  # the fake clock ran ahead
     view = exercise.facilitator_view(exercise.load(copy, now=later))
-    assert (view["status"], view["current_step"]) == ("incomplete", "decide")
+    assert (view["status"], view["current_step"]) == ("in progress", "decide")
     verdicts = {d["step"]: d["verdict"] for d in view["decisions"]}
     assert verdicts == {"cancel": "right", "decide": "pending"}
     assert [i["trigger"] for i in view["injects"]] == ["timer"]
@@ -329,30 +328,271 @@ def test_a_run_that_goes_on_is_read_as_far_as_its_journal_goes(
     assert view["timing"]["recover_seconds"] is None and view["clock_seconds"] > 0
 
 
-def test_a_timed_inject_is_due_from_the_world_s_start_and_held_until_released() -> None:
+def _unfinished(players: Path, dest: Path, cut: Callable[[str], bool]) -> Path:
+    """A copy of the players' bundle (under ``dest``/ev, as an evidence directory) as it
+    stood before the first journal line ``cut`` picks: the run not finished, its manifest,
+    reports and the artifacts of later lines not written yet (it verifies: unproven)."""
+    import shutil
+
+    from kmsir.evidence import integrity
+
+    copy = dest / "ev" / players.parent.name / players.name
+    shutil.copytree(players, copy)
+    lines = (players / "journal.jsonl").read_text().splitlines(keepends=True)
+    at = next(n for n, line in enumerate(lines) if cut(line))
+    (copy / "journal.jsonl").write_text("".join(lines[:at]))
+    for name in ("manifest.json", "report.md", "report.html"):
+        (copy / name).unlink(missing_ok=True)
+    for problem in integrity.check(copy).problems:
+        assert problem.endswith("extra file, not recorded in the journal"), problem
+        (copy / problem.split(":", 1)[0]).unlink()
+    return copy
+
+
+def test_at_a_prompt_the_team_is_at_the_step_asked(
+    teams: dict[str, tuple[Any, Path]], tmp_path: Path
+) -> None:
+    """Cut as the team is asked to approve ``cancel`` (no step in flight, the run not over):
+    the room's "Now:" is the step whose prompt is up, and its clock stops at the journal's
+    last line once the players' process is gone (the session's pid)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from kmsir.tabletop import channel
+
+    players = teams["blue"][1]
+    copy = _unfinished(players, tmp_path, lambda line: '"answer":"approved"' in line)
+    shutil.copytree(players.parent.parent / ".tabletop", tmp_path / "ev" / ".tabletop")
+    view = exercise.players_view(exercise.load(copy))
+    assert (view["status"], view["current_step"]) == ("in progress", "cancel")
+    last = read_journal(copy / "journal.jsonl").view().times[-1]
+    stopped = progress.seconds_between(view["started"], last)
+    assert view["clock_seconds"] != stopped  # the process runs (this one): the clock goes on
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    session = channel.find(tmp_path / "ev", copy)
+    assert session.record()["pid"] == os.getpid()
+    channel.update(session, pid=int(done.stdout))
+    assert exercise.players_view(exercise.load(copy))["clock_seconds"] == stopped
+
+
+def test_a_debrief_verifies_the_players_bundle_first(
+    teams: dict[str, tuple[Any, Path]], tmp_path: Path
+) -> None:
+    """Altered: refused as ``kmsir verify`` refuses it (TAMPERED lines, exit 1), no score;
+    unfinished (its end unproven): debriefed, saying so at the top, its clock stopped at its
+    last journal line."""
+    import shutil
+
+    players = teams["blue"][1]
+    altered = tmp_path / "altered" / players.parent.name / players.name
+    shutil.copytree(players, altered)
+    artifact = next(p for p in sorted((altered / "artifacts").rglob("*.json")))
+    artifact.write_text(artifact.read_text() + " ")
+    out = tmp_path / "out"
+    refused = cli("tabletop", "debrief", altered, "--out", out, cwd=tmp_path)
+    assert refused.exit_code == 1 and "TAMPERED: " in refused.stderr
+    assert not list(tmp_path.glob("out.*")) and "/ 100" not in refused.output
+    compared = cli("tabletop", "compare", players, altered, cwd=tmp_path)
+    assert compared.exit_code == 1 and "TAMPERED: " in compared.stderr
+    assert "Score" not in compared.stdout
+
+    cut = _unfinished(players, tmp_path, lambda line: '"step":"decide"' in line)
+    ran = cli("tabletop", "debrief", cut, "--out", out, cwd=tmp_path)
+    assert ran.exit_code == 0, ran.output
+    md = out.with_suffix(".md").read_text()
+    assert md.split("\n")[2] == "**unfinished run: its end cannot be proven**"
+    assert "unfinished run: its end cannot be proven" in out.with_suffix(".html").read_text()
+    assert "| Status | in progress |" in md
+    ex = exercise.load(cut, debrief=True)
+    last = read_journal(cut / "journal.jsonl").view().times[-1]
+    assert ex.clock_seconds == progress.seconds_between(ex.started, last)
+
+
+def test_what_is_no_tabletop_run_is_refused_in_one_line(
+    teams: dict[str, tuple[Any, Path]], tmp_path: Path
+) -> None:
+    """A run played in no sandbox scenario (a live run), and a `--facilitator` that is a
+    file: one line each, never a traceback nor a "scenario None" debrief."""
+    import platform
+    import sys
+
+    from kmsir.evidence.entries import RunStarted
+    from kmsir.evidence.journal import BundleWriter
+
+    raw = b"id: x\n"
+    writer = BundleWriter.create(tmp_path / "ev", "INC-live", playbook_raw=raw)
+    writer.append(
+        RunStarted(
+            tool={"name": "kmsir", "version": "0"},
+            versions={"python": platform.python_version(), "platform": sys.platform},
+            operator={"local_user": "test"},
+            host="test",
+            location=str(tmp_path),
+            playbook={"id": "x", "title": "x", "sha256": sha256_hex(raw), "path": "x.yaml"},
+            incident="INC-live",
+            run_id=writer.run_id,
+            inputs={},
+            mode="live",
+            simulated=False,
+            scenario=None,
+            region="eu-west-1",
+        )
+    )
+    writer.close()
+    (live,) = bundles(tmp_path / "ev" / "INC-live")
+    ran = cli("tabletop", "debrief", live, cwd=tmp_path)
+    assert ran.exit_code == 2 and ran.stderr.count("\n") == 1, ran.output
+    assert "not a tabletop run (played in no sandbox scenario)" in ran.stderr
+    assert not list(tmp_path.glob("debrief-*"))
+
+    players, stray = teams["green"][1], tmp_path / "notes.txt"
+    stray.write_text("not a bundle")
+    ran = cli("tabletop", "debrief", players, "--facilitator", stray, "--out",
+              tmp_path / "d")  # fmt: skip
+    assert ran.exit_code == 0, ran.output
+    assert f"warning: {stray} does not follow this run" in ran.stderr
+
+
+def test_a_scenario_no_longer_found_is_read_from_the_facilitator_s_copy(
+    teams: dict[str, tuple[Any, Path]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scenario file is gone: the facilitator's bundle's exact copy of it judges the run
+    (its world fingerprint is the run's); without such a copy, one line naming the source
+    (exit 2), never a 0/100 score."""
+    from kmsir.tabletop import facilitation
+
+    players = teams["blue"][1]
+    copy = _unfinished(players, tmp_path, lambda line: '"type":"run-finished"' in line)
+    followed = facilitation.start(
+        tmp_path / "ev", facilitation.locate(tmp_path / "ev", str(copy)), by="fac"
+    )
+    mine = followed.close()
+    monkeypatch.setattr(scenarios, "available", dict)  # no built-in scenario any more
+    ex = exercise.load(copy)
+    assert ex.scenario_id == SCENARIO and any(str(mine) in w for w in ex.warnings)
+    assert {d.step: d.verdict for d in ex.decisions}["decide"] == "wrong"
+    (mine / "playbook.yaml").write_text(
+        (mine / "playbook.yaml").read_text().replace("seed: 7007", "seed: 7008")
+    )  # another world: no longer the run's scenario
+    ran = cli("tabletop", "debrief", copy, cwd=tmp_path)
+    assert ran.exit_code == 2 and ran.stderr.count("\n") == 1, ran.output
+    assert f"scenario {SCENARIO}: cannot load it" in ran.stderr
+    assert not list(tmp_path.glob("debrief-*"))
+
+
+def test_a_step_its_condition_skipped_is_not_applicable_and_left_out_of_the_shares(
+    teams: dict[str, tuple[Any, Path]],
+) -> None:
+    """Green kept the key disabled: ``enable`` was skipped by its ``when:`` (no one's
+    choice). Expected there, it is not applicable, not "not reached", and scores nothing
+    either way; the same inputs always give the same score, and a changed one changes it."""
+    from kmsir.sandbox.scenario_model import ExpectedSpec
+
+    players = teams["green"][1]
+    loaded = scenarios.load(SCENARIO)
+    spec = ExpectedSpec(answer="approved", why="recovery")
+    widened = loaded.model_copy(update={"expected": {**loaded.expected, "enable": spec}})
+    ex = exercise.load(players, scenario=widened)
+    assert {d.step: d.verdict for d in ex.decisions}["enable"] == "not-applicable"
+    plain = exercise.load(players, scenario=loaded)
+    assert score.score(ex) == score.score(plain)
+    assert score.score(plain) == score.score(exercise.load(players))  # built again: the same
+    assert debrief.context(ex)["decisions"][-1]["verdict_text"] == "not applicable"
+    stricter = {**loaded.expected, "decide": loaded.expected["decide"].model_copy(
+        update={"answer": "enable", "alternatives": []})}  # fmt: skip
+    changed = exercise.load(players, scenario=loaded.model_copy(update={"expected": stricter}))
+    assert score.score(changed).total < score.score(plain).total
+
+
+def test_recovery_is_never_without_containment() -> None:
+    """The run's successful end counts as recovery only once something was contained."""
+    from kmsir.evidence.view import Finished, RunView
+
+    ended = Finished(seq=3, ts="2026-12-02T09:30:00.000000Z", status="succeeded")
+    view = RunView(started="2026-12-02T09:00:00.000000Z", finished=ended)
+    assert progress.timing(view).recover_seconds is None
+
+
+def test_a_decision_is_timed_from_when_its_question_was_put() -> None:
+    """A note taken at the prompt (or an earlier answer of the same step) does not restart
+    the clock; the step's own prompt, put after what came before, does."""
+    from kmsir.evidence import entries as e
+    from kmsir.evidence.stepview import Moment
+    from kmsir.evidence.view import RunView
+
+    times = [f"2026-12-02T09:0{n}:00.000000Z" for n in range(5)]
+    note = e.Note(text="we argue", by="t")
+    answer = e.Decision(question="Enable it?", answer="enable", by="t", reason=None)
+    view = RunView(
+        times=times,
+        timeline=[
+            Moment(seq=2, ts=times[1], step="before", record=note),
+            Moment(seq=4, ts=times[3], step="decide", record=note),
+            Moment(seq=5, ts=times[4], step="decide", record=answer),
+        ],
+    )
+    (made,) = progress.decisions(view)
+    assert made.seconds == 120.0  # from line 3 (the question put), not from the note
+
+
+def test_iterations_of_a_step_expected_as_a_whole_are_judged_together() -> None:
+    from kmsir.evidence.view import RunView
+    from kmsir.sandbox.scenario_model import ExpectedSpec
+    from kmsir.tabletop import hidden
+    from kmsir.tabletop.progress import Made
+
+    spec = ExpectedSpec(answer="approved", alternatives=["skipped"], why="each one")
+    loaded = scenarios.load(SCENARIO).model_copy(update={"expected": {"revoke": spec}})
+
+    def made(*answers: str) -> list[Made]:
+        return [Made(f"revoke[{n}]", a, "t", "", float(n), "run") for n, a in
+                enumerate(answers, 1)]  # fmt: skip
+
+    (right,) = hidden.judge(RunView(), made("approved", "approved"), loaded)
+    assert (right.step, right.verdict, right.seconds) == ("revoke", "right", 2.0)
+    assert "2 iterations" in (right.why or "")
+    (one_skipped,) = hidden.judge(RunView(), made("approved", "skipped"), loaded)
+    assert one_skipped.verdict == "acceptable"
+    (wrong,) = hidden.judge(RunView(), made("approved", "aborted"), loaded)
+    assert (wrong.verdict, wrong.answer) == ("wrong", "approved, aborted")
+
+
+def test_a_timed_inject_is_due_from_the_world_s_start_and_held_as_the_players_acknowledged() -> (
+    None
+):
+    """Held: as the players' process acknowledged a hold or release that took effect (a
+    refused one, or a reset of the world, leaves it unheld), not as the facilitator asked;
+    once the run is over, what is left is "not fired (the run ended)", with no countdown."""
     from datetime import datetime, timedelta, timezone
 
-    from kmsir.evidence.entries import FacilitatorAction
-    from kmsir.evidence.stepview import Seen
-    from kmsir.evidence.view import RunView
+    from kmsir.evidence.view import Finished, RunView
     from kmsir.tabletop import hidden
 
     loaded = scenarios.load(SCENARIO)
     start = datetime(2026, 12, 2, 9, 0, tzinfo=timezone.utc)
     view = RunView(started="2026-12-02T09:00:00.000000Z")
 
-    def did(*actions: str) -> list[Seen]:
-        return [
-            Seen(seq=n, ts="", record=FacilitatorAction(action=a, players_entries=n))
-            for n, a in enumerate(actions, 1)
-        ]
+    def acked(*actions: str, ok: bool = True) -> list[dict[str, Any]]:
+        return [{"seq": n, "action": a, "ok": ok} for n, a in enumerate(actions, 1)]
 
     now = start + timedelta(minutes=4)
-    (timed, after) = hidden.next_injects(view, loaded, [], did("hold"), now)
+    (timed, after) = hidden.next_injects(view, loaded, [], hidden.held(acked("hold")), now)
     assert (timed.after_minutes, timed.due_in_seconds, timed.held) == (10, 360.0, True)
     assert not after.held and after.due_in_seconds is None  # a hold holds the timers only
-    released = hidden.next_injects(view, loaded, [], did("hold", "note", "release"), now)
-    assert not any(n.held for n in released)
+    assert not hidden.held(acked("hold", "release"))
+    assert not hidden.held(acked("hold", "reset"))
+    assert not hidden.held(acked("hold", ok=False))  # refused: nothing was held
+    assert not hidden.held([])  # asked, not applied yet
+    ended = RunView(
+        started=view.started, finished=Finished(seq=9, ts=view.started, status="succeeded")
+    )
+    left = hidden.next_injects(ended, loaded, [], True, now)
+    assert [(n.due_in_seconds, n.held, n.note) for n in left] == [
+        (None, False, "not fired (the run ended)")
+    ] * 2
 
 
 # -- hidden strings --------------------------------------------------------------------------
@@ -497,7 +737,9 @@ def test_compare_puts_two_teams_side_by_side(
     red, green_score = (int(n) for n in re.findall(r"\| (\d+) ", rows["| Score (out of 100)"]))
     assert red < green_score
     out = tmp_path / "both.md"
+    out.write_text("")
+    out.chmod(0o644)
     assert cli("tabletop", "compare", blue, green, "--out", out).exit_code == 0
-    assert out.read_text() == ran.stdout
+    assert out.read_text() == ran.stdout and out.stat().st_mode & 0o777 == 0o600
     refused = cli("tabletop", "compare", blue, green, "--out", blue / "x.md")
     assert refused.exit_code == 2 and not (blue / "x.md").exists()

@@ -19,12 +19,14 @@ import pytest
 
 from kmsir.evidence.bundle import JOURNAL
 from kmsir.sandbox import scenario as scenarios
-from kmsir.tabletop import room
+from kmsir.tabletop import facilitation, room
+from tests.clikit import cli
 
 from .conftest import played
 from .test_report import chromium
+from .test_tabletop_facilitator import players_bundle, session_of
 
-pytestmark = pytest.mark.skipif(
+needs_chromium = pytest.mark.skipif(
     chromium() is None and not os.environ.get("CI"),
     reason="needs Chromium (apt-get install chromium); .ci/run installs it",
 )
@@ -148,6 +150,7 @@ def network(log: dict[str, Any]) -> tuple[list[tuple[str, str]], set[str]]:
     return requests, addresses
 
 
+@needs_chromium
 def test_the_room_shows_a_decision_soon_after_its_journal_entry(
     players: Path, tmp_path: Path
 ) -> None:
@@ -175,7 +178,9 @@ def test_the_room_shows_a_decision_soon_after_its_journal_entry(
         asked = list(server.requests)
 
     first = json.dumps(answered[0])
-    assert "keep-disabled" not in first and answered[0]["status"] == "incomplete"
+    assert "keep-disabled" not in first and answered[0]["status"] == "in progress"
+    said = answered[-1]["status"]  # the view's word for a run going on, as it is
+    assert f'<span id="status" class="muted">{said}</span>' in dom
     timeline = dom[dom.index('id="timeline"') :]
     rows = re.findall(r'<tr class="kind-decision">(.*?)</tr>', timeline, re.S)
     assert any("<td>decide</td>" in row and "keep-disabled" in row for row in rows), timeline
@@ -203,18 +208,32 @@ def test_the_room_shows_a_decision_soon_after_its_journal_entry(
         assert secret not in dom and secret not in json.dumps(served), secret
 
 
+@needs_chromium
 def test_the_facilitators_room_adds_the_hidden_parts(players: Path, tmp_path: Path) -> None:
     hidden = hidden_strings("ransom-deletion")
     state = room.state_of(players, facilitator=True)
-    with serving(state, facilitator=True) as server:
+    at = "2026-12-02T08:21:34Z"
+
+    def with_an_inject_and_a_note() -> dict[str, Any]:
+        view: dict[str, Any] = state()
+        fired = [{"at": at, "say": "A ransom email arrives", "trigger": "timer"}]
+        noted = [{"at": at, "text": "they never looked at the grants", "by": "fac"}]
+        return {**view, "injects": fired, "observations": noted}
+
+    with serving(with_an_inject_and_a_note, facilitator=True) as server:
         dom, _ = open_page(server.url, tmp_path, budget_ms=1500)
     summary = hidden[0]
     assert summary in dom[dom.index('id="ground-truth"') :]
+    # times never wrap ("08:2" over "1:34"): their cells do not break
+    for table in ("injects", "observations"):
+        shown = dom[dom.index(f'id="{table}"') :]
+        assert shown.index('<td class="time">08:21:34</td>') < shown.index("</table>"), table
     decisions = dom[dom.index('id="decisions"') :]
     assert re.search(r"<td>decide</td><td>keep-disabled</td><td>keep-disabled</td>", decisions)
     assert all(secret in json.dumps(state()) for secret in hidden)
 
 
+@needs_chromium
 def test_the_room_answers_only_requests_addressed_to_it(players: Path) -> None:
     """A page elsewhere that rebinds a name of its own onto 127.0.0.1 gets nothing."""
     with serving(room.state_of(players, facilitator=False), facilitator=False) as server:
@@ -224,3 +243,50 @@ def test_the_room_answers_only_requests_addressed_to_it(players: Path) -> None:
         fine = get(server, "/state.json", host=f"localhost:{server.server_address[1]}")[0]
     assert (refused, unknown, fine) == (421, 404, 200)
     assert b"orders" not in said
+
+
+@pytest.fixture
+def served_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``kmsir tabletop room`` stops as soon as it would serve (as Ctrl-C stops it)."""
+
+    def stop(self: room.Room, poll_interval: float = 0.5) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(room.Room, "serve_forever", stop)
+
+
+@pytest.mark.usefixtures("served_at_once")
+def test_the_room_finds_the_run_from_any_directory(tmp_path: Path) -> None:
+    """The players' session recorded its bundle relative to where the players started; the
+    room is opened from another directory with --evidence-dir, and from inside the
+    evidence directory with ``--evidence-dir .``."""
+    evidence = tmp_path / "evidence"
+    players = players_bundle(evidence)
+    session_of(players, evidence, bundle=f"evidence/{players.parent.name}/{players.name}", pid=1)
+    (tmp_path / "elsewhere").mkdir()
+    for cwd, where in ((tmp_path / "elsewhere", evidence), (evidence, Path("."))):
+        ran = cli("tabletop", "room", players.name, "--evidence-dir", where, cwd=cwd)
+        assert ran.exit_code == 0, ran.output
+        bundle = where / players.parent.name / players.name
+        assert f"kmsir tabletop room: the room's screen for {bundle}" in ran.stdout
+        assert "http://127.0.0.1:" in ran.stdout
+
+
+@pytest.mark.usefixtures("served_at_once")
+def test_the_room_refuses_what_it_cannot_show_before_serving(tmp_path: Path) -> None:
+    """A facilitator's bundle, a run whose scenario is gone, a run played in no scenario:
+    refused in one line before any URL is printed (never a page answered 500 forever)."""
+    evidence = tmp_path / "evidence"
+    players = players_bundle(evidence)
+    followed = facilitation.start(evidence, facilitation.locate(evidence, players.name))
+    followed.close()
+    cases = {
+        followed.bundle: "is a facilitator's bundle, not the players' run",
+        players_bundle(evidence, source="no-such-scenario"): "no scenario 'no-such-scenario'",
+        players_bundle(evidence, source=""): "was not played in a sandbox scenario",
+    }
+    for bundle, why in cases.items():
+        for facilitator in ([], ["--facilitator"]):
+            ran = cli("tabletop", "room", bundle, *facilitator, "--evidence-dir", evidence)
+            assert ran.exit_code == 2 and ran.stdout == "", ran.output
+            assert len(ran.stderr.splitlines()) == 1 and why in ran.stderr, ran.stderr

@@ -61,10 +61,12 @@ def rollback(
     from kmsir.run import launch, rollback_drift, rollback_run
     from kmsir.run import rollback as rolling
     from kmsir.run.engine import RunOptions
+    from kmsir.run.resume import refuse_facilitators
 
     view = rolling.load(bundle)
     meta = view.meta
     assert meta is not None  # load refuses a journal without its first line
+    refuse_facilitators(bundle, meta, "roll back")
     if meta.mode == "check":
         err(f"{bundle}: run {meta.run_id} ran in check mode and changed nothing: nothing to undo")
         return

@@ -92,6 +92,7 @@ def as_json(listing: Listing) -> dict[str, Any]:
             "open_risks": run.open_risks,
             "journal_problems": run.journal_problems,
             "holder": run.holder,
+            "facilitates": run.facilitates,
         }
 
     return {
@@ -122,6 +123,10 @@ def _then(run: RunStatus) -> str | None:
     if run.state == "unreadable":
         said = f"{run.run}: cannot be listed: {run.problem}"
         return said + (f"; check it with: {command}" if command else "")
+    if run.facilitates is not None and command is None and run.state != "running":
+        debrief = ["kmsir", "tabletop", "debrief", str(run.facilitates.get("bundle") or "PLAYERS")]
+        read = shlex.join([*debrief, "--facilitator", str(run.path)])
+        return f"{run.run} is a tabletop facilitator's bundle ({run.state}), read with: {read}"
     if command is not None:
         doing = {"report": "read them with", "verify": "check it with"}.get(run.next or "")
         return f"{run.run} {_state(run)}, {doing or 'continue with'}: {command}"

@@ -5,11 +5,15 @@ the players' journal is polled about twice a second: what happens in the exercis
 above the prompt as it comes. The facilitator types commands (``help``); their actions are
 journaled in their own bundle and sent to the players' process (``tabletop.facilitation``).
 Everything shown comes from ``exercise.facilitator_view`` and is made inert first (journal
-text is untrusted).
+text is untrusted; the lines are drawn in ``tabletop_screen``). A closed terminal or a kill
+ends the facilitation as ``quit`` does: the facilitator's bundle is always finished.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import signal
 import sys
 import threading
 from collections.abc import Callable
@@ -20,6 +24,7 @@ import typer
 
 from kmsir.cli.common import EvidenceDir, app, err, handled
 from kmsir.cli.tabletop import tabletop_app
+from kmsir.cli.tabletop_screen import Screen, status_lines
 from kmsir.errors import KmsirError, UsageError
 from kmsir.inert import one_line, visible
 
@@ -37,156 +42,6 @@ HELP = """commands:
   help         this list"""
 
 
-def _hms(seconds: Any) -> str:
-    if not isinstance(seconds, (int, float)):
-        return "-"
-    whole = max(0, int(seconds))
-    return f"{whole // 3600:02d}:{whole // 60 % 60:02d}:{whole % 60:02d}"
-
-
-def _clock(at: Any) -> str:
-    text = str(at or "")
-    return text[11:19] if len(text) >= 19 and text[10] == "T" else text
-
-
-def _expected(decision: Json) -> str:
-    wanted = [str(decision.get("expected") or "")] + [
-        str(a) for a in decision.get("alternatives") or []
-    ]
-    return " / ".join(w for w in wanted if w) or "(not scored)"
-
-
-def event_line(item: Json) -> str:
-    """One timeline item as one inert line."""
-    step = f" {item['step']}" if item.get("step") else ""
-    return one_line(
-        f"{_clock(item.get('at'))} {item.get('kind', '')}{step}: {item.get('text', '')}"
-    )
-
-
-def decision_line(decision: Json) -> str:
-    """A team's decision against the expected one, with its time, as one inert line."""
-    made = (
-        f"{decision['answer']} (by {decision.get('by')}, {_hms(decision.get('seconds'))})"
-        if decision.get("answer") is not None
-        else "-"
-    )
-    late = " LATE" if decision.get("late") else ""
-    return one_line(
-        f"  decision {decision.get('step')}: {made}; expected {_expected(decision)}"
-        f" -> {str(decision.get('verdict', '')).upper()}{late}"
-    )
-
-
-def _score(view: Json) -> str:
-    score = view.get("score")
-    if isinstance(score, dict):
-        return f"{score.get('total')}/{score.get('out_of', 100)}"
-    return str(score) if score is not None else "-"
-
-
-def status_lines(view: Json) -> list[str]:
-    """The whole facilitator view, for ``status``."""
-    scenario = view.get("scenario") or {}
-    lines = [
-        f"{scenario.get('title') or scenario.get('id')} · team {view.get('team') or '-'} · run "
-        f"{view.get('run_id')} · {view.get('status')} · clock {_hms(view.get('clock_seconds'))}",
-        f"now at: {view.get('current_step') or '-'}",
-        "ground truth:",
-    ]
-    truth = view.get("ground_truth") or {}
-    for name in ("summary", "key", "principal", "grant", "access_key"):
-        if truth.get(name):
-            lines.append(f"  {name}: {truth[name]}")
-    lines += [f"  {m.get('at')}: {m.get('what')}" for m in truth.get("timeline") or []]
-    decisions = view.get("decisions") or []
-    scored = [d for d in decisions if d.get("expected") is not None]
-    lines.append("decisions:")
-    lines += [decision_line(d) for d in scored] or ["  none expected"]
-    if len(decisions) > len(scored):
-        lines.append(f"  and {len(decisions) - len(scored)} not scored (step approvals)")
-    lines.append("next injects:")
-    for inject in view.get("next_injects") or []:
-        when = (
-            f"after {inject['after']}"
-            if inject.get("after")
-            else f"at {inject.get('after_minutes')} min"
-        )
-        due = inject.get("due_in_seconds")
-        lines.append(
-            f"  #{inject.get('index')} {inject.get('title') or inject.get('say')} ({when}"
-            + (f", due in {_hms(due)}" if isinstance(due, (int, float)) else "")
-            + (", HELD" if inject.get("held") else "")
-            + ")"
-        )
-    if not view.get("next_injects"):
-        lines.append("  none left")
-    unseen = [e.get("what") for e in view.get("evidence") or [] if not e.get("seen")]
-    lines.append("evidence not yet seen:")
-    lines += [f"  {what}" for what in unseen] or ["  none"]
-    timing = view.get("timing") or {}
-    lines.append(
-        f"times: identify {_hms(timing.get('identify_seconds'))}, contain "
-        f"{_hms(timing.get('contain_seconds'))}, recover {_hms(timing.get('recover_seconds'))}"
-        f" · score so far {_score(view)}"
-    )
-    lines += [f"warning: {w}" for w in view.get("warnings") or []]
-    for seen in view.get("observations") or []:
-        when, who = _clock(seen.get("at")), seen.get("by")
-        lines.append(f"observation {when} {who}: {seen.get('text')}")
-    # one inert line each (journal and scenario text is untrusted), indentation kept
-    return [line[: len(line) - len(line.lstrip())] + one_line(line.lstrip()) for line in lines]
-
-
-class Screen:
-    """What the facilitator has been shown: prints what is new in the exercise."""
-
-    def __init__(self, load: Callable[[], Json], show: Callable[[str], None]) -> None:
-        self._load = load
-        self.show = show
-        self._lock = threading.Lock()
-        self._seen: set[str] = set()
-        self._decided: set[str] = set()
-        self._status: str | None = None
-        self.view: Json = {}
-
-    def refresh(self) -> None:
-        """Read the exercise again and print what happened since the last time."""
-        with self._lock:
-            self._refresh()
-
-    def _refresh(self) -> None:
-        self.view = view = self._load()
-        # a scored decision is shown with the expected one right after its timeline line
-        judged = {
-            (d.get("step"), d.get("at")): d
-            for d in view.get("decisions") or []
-            if d.get("answer") is not None and d.get("expected") is not None
-        }
-        for item in view.get("timeline") or []:
-            key = repr(sorted(item.items()))
-            if key in self._seen:
-                continue
-            self._seen.add(key)
-            self.show(event_line(item))
-            decision = judged.get((item.get("step"), item.get("at")))
-            if decision is not None:
-                self._decision(decision)
-        for decision in judged.values():
-            self._decision(decision)
-        status = str(view.get("status"))
-        if status != self._status:
-            if self._status is not None:
-                self.show(one_line(f"the players' run is now {status}"))
-            self._status = status
-
-    def _decision(self, decision: Json) -> None:
-        key = f"{decision.get('step')}@{decision.get('at')}"
-        if key not in self._decided:
-            self._decided.add(key)
-            self.show(decision_line(decision))
-
-
 @tabletop_app.command("facilitator")
 @handled
 def facilitator(
@@ -199,18 +54,74 @@ def facilitator(
     from kmsir.tabletop import facilitation
 
     players = facilitation.locate(evidence_dir, run)
-    followed = facilitation.start(evidence_dir, players)
-    print(visible(f"kmsir tabletop facilitator: following {players.bundle}"))
-    print(visible(f"your bundle: {followed.bundle}"))
-    if not followed.can_send:
-        print("this run has no tabletop session: notes only (nothing reaches the players)")
-    print("type help for the commands")
-    screen = Screen(lambda: _facilitator_view(players.bundle), _printer())
-    try:
-        _follow(screen, followed)
-    finally:
-        bundle = followed.close()
-        print(visible(f"facilitation finished; your bundle: {bundle}"))
+    with _Ending() as ending:
+        followed = facilitation.start(evidence_dir, players)
+        try:
+            print(visible(f"kmsir tabletop facilitator: following {players.bundle}"))
+            print(visible(f"your bundle: {followed.bundle}"))
+            if not followed.can_send:
+                print("this run has no tabletop session: notes only (nothing reaches the players)")
+            print("type help for the commands")
+            screen = Screen(lambda: _facilitator_view(players.bundle), _printer())
+            _refresh(screen)  # where things stand, then what happened so far
+            _follow(screen, followed, ending)
+        except OSError:
+            if ending.signal is None:
+                raise  # else: its terminal is gone; the bundle is finished all the same
+        finally:
+            bundle = followed.close(ending.why)
+            with contextlib.suppress(OSError):
+                print(visible(f"facilitation finished; your bundle: {bundle}"))
+    if ending.signal is not None:
+        raise typer.Exit(128 + ending.signal)
+
+
+class _Ending:
+    """SIGHUP (the facilitator's terminal closed) and SIGTERM (a kill) end the facilitation
+    as ``quit`` does, so that the facilitator's bundle is finished: the prompt waiting for a
+    command ends at once; a command being carried out is done first (never cut mid-write)."""
+
+    SIGNALS = (signal.SIGHUP, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        #: The signal that ended the facilitation, once one came.
+        self.signal: int | None = None
+        self._wake: Callable[[], None] | None = None
+        self._before: dict[int, Any] = {}
+
+    def __enter__(self) -> _Ending:
+        for number in self.SIGNALS:
+            self._before[number] = signal.signal(number, self._caught)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for number, handler in self._before.items():
+            signal.signal(number, handler)
+
+    @property
+    def why(self) -> str | None:
+        """What ended it, for the facilitator's journal (None: the facilitator did)."""
+        if self.signal is None:
+            return None
+        closed = " (its terminal closed)" if self.signal == signal.SIGHUP else ""
+        return f"stopped by {signal.Signals(self.signal).name}{closed}"
+
+    def _caught(self, number: int, frame: Any) -> None:
+        if self.signal is None:
+            self.signal = number
+            if self._wake is not None:
+                self._wake()
+
+    def ask(self, ask: Callable[[], str], wake: Callable[[], None]) -> str:
+        """``ask()``; ended with ``EOFError`` (as Ctrl-D) when a signal came or comes while
+        it waits (``wake`` ends a waiting prompt: run from the signal handler)."""
+        self._wake = wake
+        try:
+            if self.signal is not None:
+                raise EOFError
+            return ask()
+        finally:
+            self._wake = None
 
 
 def _facilitator_view(bundle: Path) -> Json:
@@ -230,7 +141,14 @@ def _printer() -> Callable[[str], None]:
     return show
 
 
-def _follow(screen: Screen, followed: Any) -> None:
+def _refresh(screen: Screen) -> None:
+    try:
+        screen.refresh()
+    except KmsirError as exc:
+        screen.show(one_line(f"cannot read the exercise: {exc}"))
+
+
+def _follow(screen: Screen, followed: Any, ending: _Ending) -> None:
     """Poll the players' journal in the background; read commands until ``quit``."""
     from kmsir.tabletop import facilitation
 
@@ -239,9 +157,9 @@ def _follow(screen: Screen, followed: Any) -> None:
 
     def poll() -> None:
         while not stop.is_set():
+            if follower.changed():
+                _refresh(screen)
             try:
-                if follower.changed():
-                    screen.refresh()
                 for answer in followed.answers():
                     said = "done" if answer.get("ok") else "not done"
                     screen.show(
@@ -251,8 +169,11 @@ def _follow(screen: Screen, followed: Any) -> None:
                         )
                     )
             except KmsirError as exc:
-                screen.show(one_line(f"cannot read the exercise: {exc}"))
+                screen.show(one_line(f"cannot read the players' answers: {exc}"))
             stop.wait(POLL)
+
+    def interrupt() -> None:
+        raise EOFError
 
     if sys.stdin.isatty() and sys.stdout.isatty():
         from prompt_toolkit import PromptSession
@@ -263,19 +184,30 @@ def _follow(screen: Screen, followed: Any) -> None:
         def ask() -> str:
             return str(session.prompt("facilitator> "))
 
+        def wake() -> None:
+            app = session.app
+            if not (app.is_running and app.loop is not None):
+                raise EOFError
+            app.loop.call_soon_threadsafe(functools.partial(app.exit, exception=EOFError))
+
         with patch_stdout(raw=True):
-            _loop(ask, screen, followed, stop, poll)
+            _loop(lambda: ending.ask(ask, wake), ending, screen, followed, stop, poll)
     else:
-        _loop(lambda: input(), screen, followed, stop, poll)
+        _loop(lambda: ending.ask(input, interrupt), ending, screen, followed, stop, poll)
 
 
 def _loop(
-    ask: Callable[[], str], screen: Screen, followed: Any, stop: threading.Event, poll: Any
+    ask: Callable[[], str],
+    ending: _Ending,
+    screen: Screen,
+    followed: Any,
+    stop: threading.Event,
+    poll: Any,
 ) -> None:
     poller = threading.Thread(target=poll, name="kmsir-follow", daemon=True)
     poller.start()
     try:
-        while True:
+        while ending.signal is None:
             try:
                 line = ask()
             except (EOFError, KeyboardInterrupt):
@@ -311,15 +243,19 @@ def _command(line: str, screen: Screen, followed: Any) -> bool:
             else:
                 followed.act(f.NOTE, text=rest)
                 show("noted.")
-        elif word == f.FIRE:
-            if not rest.isdigit():
-                show("fire which inject? (fire N; status lists them)")
-            else:
-                seq = followed.act(f.FIRE, inject=int(rest))
-                show(f"sent (command {seq}): inject {int(rest)} fires at the players' next step")
-        elif word in (f.HOLD, f.RELEASE, f.END):
-            seq = followed.act(word)
+        elif word == f.FIRE and not rest.isdigit():
+            show("fire which inject? (fire N; status lists them)")
+        elif word in f.SENT:
+            inject = int(rest) if word == f.FIRE else None
+            if followed.can_send:  # without a session, act says why nothing is sent
+                screen.refresh()
+                why = followed.refusal(word, screen.view, inject)
+                if why is not None:
+                    show(one_line(f"cannot: {why}"))
+                    return True
+            seq = followed.act(word, inject=inject)
             done = {
+                f.FIRE: f"inject {inject} fires at the players' next step",
                 f.HOLD: "timed injects are held until you release them",
                 f.RELEASE: "held injects are released",
                 f.END: "the exercise ends at the players' next step",
@@ -327,7 +263,7 @@ def _command(line: str, screen: Screen, followed: Any) -> bool:
             show(f"sent (command {seq}): {done}")
         else:
             show(one_line(f"unknown command {word!r}; type help"))
-    except UsageError as exc:
+    except KmsirError as exc:  # refused, or the exercise does not read: the prompt goes on
         show(one_line(f"cannot: {exc}"))
     return True
 
@@ -356,6 +292,7 @@ def room(
     if not 0 <= port <= 65535:
         raise UsageError(f"--port {port}: not a port number")
     players = facilitation.locate(evidence_dir, run)
+    facilitation.check(players)  # what cannot be shown is refused now, not answered 500
     try:
         server = rooms.serve(players.bundle, port=port, facilitator=facilitator)
     except OSError as exc:

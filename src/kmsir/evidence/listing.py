@@ -63,6 +63,8 @@ class RunStatus:
     journal_problems: list[str] = field(default_factory=list)
     #: Who holds the run's lock, as the lock file says (running runs).
     holder: dict[str, Any] | None = None
+    #: A tabletop facilitator's bundle: the players' run it follows (never resumed).
+    facilitates: dict[str, Any] | None = None
 
     @property
     def sort_key(self) -> str:
@@ -174,6 +176,7 @@ def _status(
         last_step=last.id if last is not None else None,
         last_status=last.status if last is not None else None,
         journal_problems=tampered,
+        facilitates=meta.facilitates,
     )
     if view.finished is not None:
         risks = [str(risk.get("text", risk)) for risk in view.open_risks]
@@ -181,6 +184,8 @@ def _status(
         state = "open risks" if ok and risks else view.finished.status
         # a plain success needs nothing more; its open risks are told in its report
         then = ("report" if risks else None) if ok else "resume"
+        if meta.facilitates is not None:  # a tabletop facilitator's actions: never resumed
+            then = None
         return replace(
             status,
             state=state,
@@ -192,7 +197,9 @@ def _status(
     named = holder is not None and holder.get("run_id") == status.run
     if named or (locks is not None and locks.holds(journal)):
         return replace(status, state="running", holder=holder if named else None)
-    return replace(status, state="unfinished", next="verify" if tampered else "resume")
+    # a facilitator's bundle is never resumed: its facilitator has gone
+    then = "verify" if tampered else None if meta.facilitates is not None else "resume"
+    return replace(status, state="unfinished", next=then)
 
 
 def _unreadable(path: Path, journal: Path) -> str | None:

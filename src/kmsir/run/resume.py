@@ -70,7 +70,21 @@ def load(root: Path) -> RunState:
             f"{root}: the run stopped while writing its first journal line; there is nothing "
             "to resume (start it again with kmsir run)"
         )
+    refuse_facilitators(root, checked.view.meta, "resume")
     return RunState(root, checked.view, checked.torn_tail)
+
+
+def refuse_facilitators(root: Path, meta: RunStarted, doing: str) -> None:
+    """Refuse, in one line, a tabletop facilitator's bundle: it holds the facilitator's
+    actions, not an incident response, so there is nothing to ``doing`` (resume, roll back);
+    the debrief reads it."""
+    if meta.facilitates is None:
+        return
+    players = str(meta.facilitates.get("bundle") or "PLAYERS-BUNDLE")
+    raise UsageError(
+        f"{root} is a tabletop facilitator's bundle (its actions, not an incident response): "
+        f"nothing to {doing}; kmsir tabletop debrief {players} --facilitator {root} reads it"
+    )
 
 
 def unfinished_runs(incident_dir: Path, playbook_id: str) -> list[Path]:

@@ -5,7 +5,8 @@
 acceptable, wrong, not reached, with the why), the times against the targets, the evidence
 never looked at, the injects, the facilitator's observations, the ground truth, the best
 practices that would have prevented or shortened the incident (named as the posture review
-names them) and the score with its rubric beside it. ``compare`` puts two teams' debriefs
+names them) and the score with its rubric beside it; written readable by its owner alone
+(0600: it holds every hidden part). ``compare`` puts two teams' debriefs
 side by side (``debrief.compare.md.j2``). Templates render in the report's bounded sandbox:
 the HTML one autoescaped under a strict CSP, the Markdown ones through the report's filters
 (journal text is untrusted). Nothing is ever written into a bundle: the players' bundle
@@ -14,6 +15,7 @@ keeps its one writer, and a facilitator's bundle is evidence too.
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from kmsir import resources
 from kmsir.errors import TemplateError, UsageError
 from kmsir.posture import PRACTICES
 from kmsir.tabletop import score as scoring
-from kmsir.tabletop.exercise import Exercise, Judged
+from kmsir.tabletop.exercise import IN_PROGRESS, Exercise, Judged
 from kmsir.tabletop.progress import duration
 
 __all__ = ["compare", "context", "out_paths", "render", "render_compare", "write"]
@@ -33,6 +35,7 @@ VERDICT_TEXT = {
     "acceptable": "acceptable",
     "wrong": "wrong",
     "not-reached": "not reached",
+    "not-applicable": "not applicable",
     "pending": "not yet",
     "unscored": "not scored",
 }
@@ -59,6 +62,7 @@ def context(ex: Exercise) -> dict[str, Any]:
             "status": ex.status,
             "clock": duration(ex.clock_seconds),
         },
+        "proof": ex.proof,
         "warnings": list(ex.warnings),
         "score": judged.as_dict(),
         "decisions": [_decision(d) for d in ex.decisions],
@@ -74,6 +78,9 @@ def context(ex: Exercise) -> dict[str, Any]:
         "evidence_seen": [asdict(e) for e in ex.evidence if e.seen],
         "injects": [asdict(f) for f in ex.injects],
         "injects_left": [asdict(n) for n in ex.next_injects],
+        "injects_left_label": (
+            "Not fired (the run ended)" if ex.status != IN_PROGRESS else "Not fired yet"
+        ),
         "observations": [asdict(o) for o in ex.observations],
         "ground_truth": ex.ground_truth,
         "practices": [
@@ -168,11 +175,24 @@ def write(ex: Exercise, *, out: Path | None = None, cwd: Path | None = None) -> 
         refuse_inside(bundles, path)
     texts = {md: render(ex, "md"), html: render(ex, "html")}
     for path, text in texts.items():
-        try:
-            path.write_text(text, encoding="utf-8")
-        except OSError as exc:
-            raise UsageError(f"--out {path}: cannot write: {exc.strerror or exc}") from None
+        private_text(path, text)
     return md, html
+
+
+def private_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner alone (0600, an existing file
+    included): a debrief holds every hidden part of the scenario."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            os.fchmod(file.fileno(), 0o600)
+            file.write(text)
+    except OSError as exc:
+        raise UsageError(f"--out {path}: cannot write: {exc.strerror or exc}") from None
+
+
+#: Never write through a symbolic link planted at the debrief's path.
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 def compare(a: Exercise, b: Exercise) -> dict[str, Any]:

@@ -14,21 +14,25 @@ from __future__ import annotations
 
 import getpass
 import glob
+import os
 import platform
 import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kmsir import __version__
-from kmsir.errors import UsageError
+from kmsir.errors import KmsirError, UsageError
 from kmsir.evidence.bundle import JOURNAL, NAME_PART, read_journal, sha256_hex
 from kmsir.evidence.entries import FacilitatorAction, RunStarted
 from kmsir.evidence.journal import BundleWriter
 from kmsir.evidence.view import RunView
 from kmsir.tabletop import channel
+
+if TYPE_CHECKING:
+    from kmsir.sandbox.scenario_model import Scenario
 
 Json = dict[str, Any]
 
@@ -70,10 +74,14 @@ def _bundle_of(evidence_dir: Path, run: str, session: channel.Session | None) ->
     if (as_path / JOURNAL).is_file():
         return as_path
     if session is not None:
+        # the session records the bundle as the players' process named it: a path relative
+        # to its working directory is only right from there; else look under evidence_dir
         runs = [r for r in session.record().get("runs") or [] if isinstance(r, dict)]
         for played in runs:
-            if run in (played.get("run_id"), played.get("bundle")):
-                return Path(str(played["bundle"]))
+            recorded = Path(str(played.get("bundle") or ""))
+            mine = run in (played.get("run_id"), played.get("bundle"))
+            if mine and played.get("bundle") and (recorded / JOURNAL).is_file():
+                return recorded
     if not NAME_PART.fullmatch(run) or ".." in run:
         raise UsageError(f"{run[:70]!r}: neither a run id nor a bundle directory")
     found = sorted(evidence_dir.glob(f"*/{glob.escape(run)}/{JOURNAL}"))
@@ -114,6 +122,8 @@ class Facilitation:
     players: Players
     writer: BundleWriter
     by: str
+    #: How many injects the scenario has (``fire N`` takes 0 to injects - 1).
+    injects: int = 0
     actions: list[FacilitatorAction] = field(default_factory=list)
     closed: bool = False
     _acked: set[Any] = field(default_factory=set)
@@ -155,6 +165,52 @@ class Facilitation:
         self.actions.append(record)
         return command
 
+    def refusal(self, action: str, view: Json, inject: int | None = None) -> str | None:
+        """Why ``action`` cannot be taken now (None: it can), from the players' journal and
+        the exercise as ``view`` (its facilitator view) tells it: an inject the scenario does
+        not have, or one fired or sent already; anything but ``end`` once the players' run
+        has finished, and ``end`` too when its process is gone. A refused action is neither
+        sent nor journaled."""
+        session = self.players.session
+        if action not in SENT or session is None:
+            return None  # ``act`` refuses what cannot be sent without a session
+        finished = players_run(self.players).finished
+        if finished is not None:
+            said = f"the players' run has finished ({finished.status})"
+            if action == END:
+                return None if self.serving() else f"{said} and its process is gone"
+            if self.serving():
+                return f"{said}; its process only serves the world on now (end stops it)"
+            return f"{said}: nothing reaches the players any more"
+        if action != FIRE:
+            return None
+        if inject is None or not 0 <= inject < self.injects:
+            numbered = f"0 to {self.injects - 1}" if self.injects else "none"
+            return f"no inject {inject}: the scenario's injects are numbered {numbered}"
+        upcoming = {i.get("index") for i in view.get("next_injects") or [] if isinstance(i, dict)}
+        if inject not in upcoming:
+            return f"inject {inject} has fired already (status lists those still to come)"
+        for sent in self.actions:
+            if sent.action == FIRE and sent.inject == inject and sent.command is not None:
+                answer = channel.acked(session, sent.command)
+                if answer is None or answer.get("ok"):
+                    return f"inject {inject} was sent already (command {sent.command})"
+        return None
+
+    def serving(self) -> bool:
+        """True while the session's players' process is alive (after the run it may serve
+        the world on, until an ``end``)."""
+        pid = self.players.session.record().get("pid") if self.players.session else None
+        if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # alive, someone else's
+            return True
+        return True
+
     def answers(self) -> list[Json]:
         """What the players' process did with this facilitator's commands since the last
         call (its acknowledgements, each once)."""
@@ -167,14 +223,41 @@ class Facilitation:
         self._acked |= {a.get("seq") for a in fresh if isinstance(a.get("seq"), int)}
         return fresh
 
-    def close(self) -> Path:
-        """Stop following: journal ``quit`` and finish the bundle (its manifest written)."""
+    def close(self, why: str | None = None) -> Path:
+        """Stop following: journal ``quit`` (``why``: what stopped it, when not the
+        facilitator) and finish the bundle (its manifest written)."""
         if self.closed:
             return self.bundle
-        self.act(QUIT)
+        self.act(QUIT, text=why)
         self.closed = True
         self.writer.finish("succeeded")
         return self.bundle
+
+
+def check(players: Players) -> tuple[RunStarted, Path, Scenario]:
+    """The players' run-started, its scenario file and that scenario: what a facilitator or
+    the room follows. Refuses in one line (``UsageError``) what cannot be followed: a journal
+    with no run yet, a facilitator's bundle, a run not played in a scenario, or whose
+    scenario file is gone or no longer loads."""
+    meta = players_run(players).meta
+    if meta is None:
+        raise UsageError(f"{players.bundle}: the players' journal has no run-started entry yet")
+    if meta.facilitates is not None:
+        theirs = meta.facilitates.get("run_id") if isinstance(meta.facilitates, dict) else None
+        raise UsageError(
+            f"{players.bundle} is a facilitator's bundle, not the players' run"
+            + (f" (it follows run {theirs}: give that one)" if theirs else "")
+        )
+    from kmsir.sandbox import scenario as scenarios
+
+    source = _scenario_file(meta)
+    try:
+        return meta, source, scenarios.load(str(source))
+    except KmsirError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UsageError(
+            f"run {meta.run_id}: its scenario {source} does not load: {first}"
+        ) from None
 
 
 def start(
@@ -185,17 +268,8 @@ def start(
     clock: Callable[[], Any] | None = None,
 ) -> Facilitation:
     """Open the facilitator's bundle for ``players``' run (nothing of theirs is written)."""
-    view = players_run(players)
-    meta = view.meta
-    if meta is None:
-        raise UsageError(f"{players.bundle}: the players' journal has no run-started entry yet")
-    if meta.facilitates is not None:
-        raise UsageError(f"{players.bundle} is a facilitator's bundle, not the players' run")
-    source = _scenario_file(meta)
+    meta, source, scenario = check(players)
     raw = source.read_bytes()
-    from kmsir.sandbox import scenario as scenarios
-
-    scenario = scenarios.load(str(source))
     who = by or _local_user()
     kwargs = {} if clock is None else {"clock": clock}
     writer = BundleWriter.create(
@@ -232,7 +306,7 @@ def start(
     except BaseException:
         writer.close()
         raise
-    return Facilitation(players, writer, who)
+    return Facilitation(players, writer, who, injects=len(scenario.injects))
 
 
 def _scenario_file(meta: RunStarted) -> Path:

@@ -17,7 +17,8 @@ from typing import Any
 from kmsir.actions.human import Ask
 from kmsir.actions.human import Note as NoteAction
 from kmsir.evidence import entries as e
-from kmsir.evidence.stepview import StepView
+from kmsir.evidence.journal import ITERATION
+from kmsir.evidence.stepview import Moment, StepView
 from kmsir.evidence.view import RunView
 
 #: Steps whose outcome repeats the record just before it (the answer, the note's text).
@@ -29,6 +30,8 @@ _STATE_AFTER = {
     "ScheduleKeyDeletion": "PendingDeletion",
     "CancelKeyDeletion": "Disabled",
 }
+#: What is recorded while a question waits for its answer (the clock runs from before them).
+_AT_THE_PROMPT = (e.Note, e.Decision, e.InputChanged)
 #: The decisions that are not a choice of the team's: how to go on after a failure.
 _NOT_A_CHOICE = frozenset({"on error"})
 
@@ -130,10 +133,19 @@ def ordered_steps(view: RunView) -> list[StepView]:
     return sorted(done, key=lambda s: s.outcome_seq or 0)
 
 
-def current_step(view: RunView) -> str | None:
-    """The step the team is in (started, no outcome since), if any."""
+def current_step(view: RunView, order: list[str] | None = None) -> str | None:
+    """The step the team is at: the one started with no outcome since; else, while the run
+    goes on, the first step of the playbook's ``order`` without an outcome (its prompt is
+    awaiting the team's decision: an approval or a question is asked before a step starts).
+    A ``for_each`` step has an outcome once one of its iterations (``step[n]``) has."""
     running = [s for s in view.steps.values() if s.in_flight]
-    return running[-1].id if running else None
+    if running:
+        return running[-1].id
+    if view.finished is not None or not order:
+        return None
+    ended = {s.id for s in view.steps.values() if s.outcome is not None}
+    ended |= {match[1] for s in ended if (match := ITERATION.fullmatch(s))}
+    return next((step for step in order if step not in ended), None)
 
 
 def findings(view: RunView) -> list[Finding]:
@@ -182,7 +194,7 @@ def decisions(view: RunView) -> list[Made]:
     """The team's decision at each step, in journal order: the answer to the step's own
     question (an ``ask``, a ``confirm``...) when it put one, else its approval (``approved``,
     ``skipped``, ``aborted``); the last one when it was asked again. ``seconds``: from the
-    journal line before it (the moment the question was put) to the answer."""
+    moment the question was put (``asked``) to the answer."""
     own: dict[str, tuple[int, Made]] = {}
     approvals: dict[str, tuple[int, Made]] = {}
     for moment in view.timeline:
@@ -196,7 +208,7 @@ def decisions(view: RunView) -> list[Made]:
             answer=str(record.answer),
             by=record.by,
             at=moment.ts,
-            seconds=seconds_between(_ts(view, moment.seq - 1), moment.ts),
+            seconds=seconds_between(asked(view, moment), moment.ts),
             question=record.question,
         )
         approval = record.calls is not None or record.question.startswith("run ")
@@ -208,7 +220,7 @@ def decisions(view: RunView) -> list[Made]:
 def timing(view: RunView) -> Timing:
     """Identify: the first findings step that found something; contain: the first
     containment step that changed something and succeeded; recover: the first such recovery
-    step, else the run's successful end. Seconds from the run's start."""
+    step, else (once contained) the run's successful end. Seconds from the run's start."""
     identify = contain = recover = None
     for step in ordered_steps(view):
         if not step.done_ok:
@@ -220,8 +232,9 @@ def timing(view: RunView) -> Timing:
                 contain = step.finished
             if recover is None and step.phase == "recovery":
                 recover = step.finished
-    if recover is None and view.finished is not None and view.finished.status == "succeeded":
-        recover = view.finished.ts
+    finished = view.finished
+    if recover is None and contain is not None and finished and finished.status == "succeeded":
+        recover = finished.ts
     return Timing(
         identify_seconds=seconds_between(view.started, identify),
         contain_seconds=seconds_between(view.started, contain),
@@ -332,6 +345,21 @@ def timeline(view: RunView, fired: list[Fired]) -> list[Line]:
         where = inject.after or inject.before
         lines.append((seq, Line(inject.at, e.Inject.TYPE, where, inject.say)))
     return [line for _, line in sorted(lines, key=lambda pair: pair[0])]
+
+
+def asked(view: RunView, decision: Moment) -> str | None:
+    """When the question a decision answers was put: the time of the last journal line
+    before it that is not a note, a decision or an input change of the same step (a note
+    taken at the prompt, or an earlier answer to it, does not restart the clock)."""
+    same_step = {
+        m.seq
+        for m in view.timeline
+        if m.step == decision.step and isinstance(m.record, _AT_THE_PROMPT)
+    }
+    seq = decision.seq - 1
+    while seq in same_step:
+        seq -= 1
+    return _ts(view, seq)
 
 
 def _ts(view: RunView, seq: int) -> str | None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from kmsir import resources
-from kmsir.errors import KmsirError
+from kmsir.errors import KmsirError, UsageError
 
 Json = dict[str, Any]
 #: The only address the room listens on.
@@ -161,5 +161,13 @@ class _Handler(BaseHTTPRequestHandler):
 
 def serve(bundle: Path, *, port: int = 0, facilitator: bool = False) -> Room:
     """The room for the players' ``bundle`` on 127.0.0.1:``port`` (0: any free port), bound
-    but not yet serving (``serve_forever``)."""
-    return Room(port, state_of(bundle, facilitator=facilitator), facilitator=facilitator)
+    but not yet serving (``serve_forever``). The exercise is read once first: what cannot be
+    shown (a facilitator's bundle, a journal that does not read) is refused here, in one
+    line (``KmsirError``), rather than answered 500 at every poll of a page that never
+    fills."""
+    state = state_of(bundle, facilitator=facilitator)
+    try:
+        state()
+    except OSError as exc:
+        raise UsageError(f"{bundle}: cannot read the exercise: {exc.strerror or exc}") from None
+    return Room(port, state, facilitator=facilitator)

@@ -2,8 +2,9 @@
 
 Pure and deterministic: the same ``Exercise`` always gets the same score. Three parts:
 
-- decisions, 60 points shared equally by the scenario's expected decisions: the expected
-  answer earns its whole share, an acceptable alternative 60 %, a wrong answer or none 0; a
+- decisions, 60 points shared equally by the scenario's expected decisions that applied (one
+  whose step was skipped because its ``when:`` was false is left out): the expected answer
+  earns its whole share, an acceptable alternative 60 %, a wrong answer or none 0; a
   decision taken later than its ``within_minutes`` earns half of that;
 - evidence, 15 points shared equally by the evidence the team should have looked at: seen
   earns its share, not seen 0;
@@ -29,15 +30,18 @@ PARTS = {"decisions": 60, "evidence": 15, "timing": 25}
 TIMING_POINTS = {"identify": 10, "contain": 15}
 #: What each verdict earns of a decision's share.
 CREDIT = {"right": 1.0, "acceptable": 0.6}
+#: The verdict of an expected decision left out of the shares.
+NOT_APPLICABLE = "not-applicable"
 #: What a late decision keeps of its credit.
 LATE = 0.5
 #: Past a target, credit reaches 0 at this many times the target.
 ZERO_AT = 3.0
 
 RUBRIC = (
-    "Decisions (60): shared equally by the expected decisions; the expected answer earns its "
-    "whole share, an acceptable alternative 60%, a wrong answer or none 0; later than its "
-    "time limit, half of that.",
+    "Decisions (60): shared equally by the expected decisions that applied (a step skipped "
+    "because its condition was false is left out); the expected answer earns its whole "
+    "share, an acceptable alternative 60%, a wrong answer or none 0; later than its time "
+    "limit, half of that.",
     "Evidence (15): shared equally by the evidence the team should have looked at; seen earns "
     "its share.",
     "Timing (25): identify (10) and contain (15) within the scenario's targets; past a target "
@@ -81,7 +85,7 @@ def score(ex: Exercise) -> Score:
 
 
 def _decisions(ex: Exercise) -> Part | None:
-    judged = [d for d in ex.decisions if d.expected is not None]
+    judged = [d for d in ex.decisions if d.expected is not None and d.verdict != NOT_APPLICABLE]
     if not judged:
         return None
     share = PARTS["decisions"] / len(judged)
