@@ -120,7 +120,7 @@ def test_a_contained_roles_inject_is_blocked(
     (record,) = rogue_grant.after_step("disable")
     assert key_state(rogue_grant) == "Enabled"  # the deletion was never scheduled
     assert record["blocked"].startswith(reason), record["blocked"]
-    assert record["actor"] == {"identity": "ci", "arn": CI_SESSION}
+    assert record["actor"] == {"arn": CI_SESSION}  # no scenario name: the players see it
     # what the scenario has the players told when the attempt fails (its say_blocked)
     assert record["say"].startswith("The attacker's Decrypt calls fail now; they tried to")
     assert "AWS refused it (AccessDenied)" in record["say"]
@@ -245,7 +245,7 @@ def test_an_inactive_access_key_is_refused_before_any_policy(stolen_key: Sandbox
     (record,) = stolen_key.after_step("disable")
     assert key_state(stolen_key) == "Enabled"
     assert record["blocked"] == f"user ci-deployer's access key {user['access_key_id']} is Inactive"
-    assert record["actor"] == {"identity": "thief", "arn": user["arn"]}
+    assert record["actor"] == {"arn": user["arn"]}
     (call,) = record["calls"]
     assert (call["error_code"], call["blocked"]) == ("UnrecognizedClientException", True)
     (event,) = failed_deletion_events(stolen_key)
@@ -404,7 +404,7 @@ def test_an_inject_as_the_outsider_is_stopped_by_a_deny_of_its_account(tmp_path:
         revoke_sessions(sandbox)  # the CI role: not this inject's actor
         deny_in_key_policy(sandbox, principal="444455556666")
         (record,) = sandbox.after_step("disable")
-        assert record["actor"]["identity"] == "outsider"
+        assert record["actor"] == {"arn": "arn:aws:sts::444455556666:assumed-role/backup-sync/sync"}
         assert record["blocked"].startswith(
             "the key policy denies arn:aws:iam::444455556666:role/backup-sync"
         )

@@ -10,6 +10,7 @@ clock; the ransom email's timer comes due before ``collect``, and the facilitato
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +31,11 @@ from .conftest import PLAYBOOKS
 from .test_tabletop_session import SCENARIO, FakeClock, Screen, Team, injects, journal
 
 
-def play(evidence: Path, source: str, script: dict[str, Any]) -> Path:
+def play(
+    evidence: Path, source: str, script: dict[str, Any], answers: dict[str, Any] | None = None
+) -> Path:
     """One team's recorded run of ``source``; ``script``: step id -> an action taking the
-    fake clock and the team, run once the step was shown."""
+    fake clock and the team, run once the step was shown; ``answers`` over the scenario's."""
     world = scenarios.load(source)
     loaded = playbook.load(PLAYBOOKS / f"{world.playbook}.yaml", actions.catalog())
     fake = FakeClock()
@@ -40,6 +43,8 @@ def play(evidence: Path, source: str, script: dict[str, Any]) -> Path:
         patch.setattr(session, "clock", fake)
         screen = Screen()
         team = Team(world, loaded, evidence, screen, source=source)
+        if answers:
+            team.setup = replace(team.setup, answers={**world.answers, **answers})
         screen.after = {step: (lambda act=act: act(fake, team)) for step, act in script.items()}
         (result,) = team.play()
     return result.bundle
@@ -168,3 +173,20 @@ def test_an_ended_exercise_replays_and_an_edited_scenario_is_refused(tmp_path: P
     ran = cli("tabletop", "replay", bundle)
     assert ran.exit_code == 2, ran.output
     assert f"scenario {SCENARIO} ({scenario}) changed since this run was played" in ran.stderr
+
+
+@pytest.mark.parametrize(
+    ("source", "answers"),
+    [("policy-tampering", None), (SCENARIO, {"cancel": "skip"})],
+    ids=["quarantine-sid-names-the-incident", "skipped-step-question-holds-a-time"],
+)
+def test_what_names_the_incident_or_a_time_is_no_difference(
+    tmp_path: Path, source: str, answers: dict[str, Any] | None
+) -> None:
+    """The quarantine policy's Sid names the incident (the replay's ends in ``-replay``);
+    a skipped step's question holds the time it was asked: neither is a difference."""
+    bundle = play(tmp_path / "ev", source, {}, answers)
+    ran = cli("tabletop", "replay", bundle, "--evidence-dir", tmp_path / "replays")
+    assert ran.exit_code == 0, ran.stdout
+    again = replay_bundle(ran.stderr)
+    assert [d[::2] for d in decisions(again)] == [d[::2] for d in decisions(bundle)]

@@ -11,6 +11,8 @@ the team works.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -101,6 +103,8 @@ class Team:
         self.runs: list[tuple[str, Path]] = []
         self.served: list[str] = []
         self.said: list[str] = []
+        #: After a reset: the next team's name (``None``: none, serve on).
+        self.next_team: Callable[[], str | None] | None = None
         self.setup = session.Setup(
             scenario=world,
             source=source,
@@ -119,6 +123,7 @@ class Team:
             run_started=lambda run_id, bundle: self.runs.append((run_id, bundle)),
             run_finished=lambda _: None,
             warn=self.said.append,
+            next_team=self.next_team,
         )
 
     def play(self, *, keep_serving: bool = False) -> list[RunResult]:
@@ -209,7 +214,11 @@ def test_hold_keeps_a_due_timer_until_release(
 
 
 def test_the_facilitator_fires_an_inject_and_ends_the_exercise(
-    world: Any, loaded: playbook.LoadedPlaybook, tmp_path: Path, clock: FakeClock
+    world: Any,
+    loaded: playbook.LoadedPlaybook,
+    tmp_path: Path,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     screen = Screen()
     team = Team(world, loaded, tmp_path, screen)
@@ -219,8 +228,20 @@ def test_the_facilitator_fires_an_inject_and_ends_the_exercise(
         team.send("fire", 1)()
         team.send("fire", 7)()
 
+    journaled_when_acked: list[bool] = []
+    real_ack = channel.ack
+
+    def ack(channel_session: channel.Session, seq: int, action: str, **more: Any) -> None:
+        if action == "fire" and more["ok"]:  # its inject is in the journal by then
+            (_, bundle), *_ = team.runs
+            journaled_when_acked.append(any(r["data"].get("command") == seq
+                                            for r in injects(bundle)))  # fmt: skip
+        real_ack(channel_session, seq, action, **more)
+
+    monkeypatch.setattr(session.channel, "ack", ack)
     screen.after = {"collect": fire_twice, "triage": team.send("end")}
     (result,) = team.play()
+    assert journaled_when_acked == [True]
     assert (result.status, result.error) == ("aborted", "the facilitator ended the exercise")
     entries = journal(result.bundle)
     (fired,) = injects(result.bundle)
@@ -252,15 +273,26 @@ def test_the_facilitator_fires_an_inject_and_ends_the_exercise(
     assert integrity.check(result.bundle).intact
 
 
-def test_reset_restores_the_served_world_on_the_same_endpoint(
+def test_reset_restores_the_served_world_for_the_next_team(
     world: Any, loaded: playbook.LoadedPlaybook, tmp_path: Path, clock: FakeClock
 ) -> None:
+    """A reset re-seeds the served world on the same endpoint; the next team's world (and
+    so its timers) starts when its run does, not at the reset."""
     import boto3
 
     screen = Screen()
     team = Team(world, loaded, tmp_path, screen)
     done = threading.Event()
     results: list[list[RunResult]] = []
+    names = iter(["Green"])
+    at_reset: list[str] = []
+
+    def next_team() -> str | None:
+        at_reset.append(state())
+        clock.at(45)  # the facilitator takes a while to type it
+        return next(names, None)
+
+    team.next_team = next_team
 
     def serve() -> None:
         try:
@@ -268,15 +300,19 @@ def test_reset_restores_the_served_world_on_the_same_endpoint(
         finally:
             done.set()
 
+    def wait_for(runs: int) -> None:
+        deadline = time.monotonic() + 60
+        while not (len(team.runs) == runs and screen.after == {} and not team.process.running):
+            assert time.monotonic() < deadline and not done.is_set(), team.said
+            time.sleep(0.05)
+
     screen.after = {"lessons": lambda: None}
     player = threading.Thread(target=serve, daemon=True)
     player.start()
-    deadline = time.monotonic() + 60
-    while not (team.runs and screen.after == {} and not team.process.running):
-        assert time.monotonic() < deadline and not done.is_set(), team.said
-        time.sleep(0.05)
+    wait_for(1)
     (endpoint,) = team.served
     (run_id, _bundle) = team.runs[0]
+    assert any(f"the world stays served at {endpoint}" in line for line in team.said), team.said
     key_id = team.process.sandbox.keys["orders"]["id"]  # type: ignore[union-attr]
     kms = boto3.client(
         "kms",
@@ -289,17 +325,28 @@ def test_reset_restores_the_served_world_on_the_same_endpoint(
     def state() -> str:
         return str(kms.describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"])
 
-    assert state() == "Disabled"  # the team cancelled the deletion, kept it disabled
-    ran = cli("tabletop", "reset", run_id, "--evidence-dir", tmp_path)
-    assert ran.exit_code == 0, ran.output
-    assert "world reset to its start" in ran.stdout
-    assert state() == "PendingDeletion"  # the scenario's start, at the same endpoint
-    record = channel.find(tmp_path, run_id).record()
-    assert record["endpoint"] == endpoint and record["world"]["keys"]["orders"]["id"] == key_id
-    channel.send(channel.find(tmp_path, run_id), "end", by="facilitator")
-    assert done.wait(30)
-    ((result,),) = results
-    assert result.status == "succeeded"
+    try:
+        assert state() == "Disabled"  # the team cancelled the deletion, kept it disabled
+        clock.at(30)
+        screen.after = {"lessons": lambda: None}
+        ran = cli("tabletop", "reset", run_id, "--evidence-dir", tmp_path)
+        assert ran.exit_code == 0, ran.output
+        assert "world reset to its start" in ran.stdout
+        wait_for(2)
+        assert at_reset == ["PendingDeletion"]  # the scenario's start, at the same endpoint
+        assert state() == "Disabled"  # as team Green left it
+        record = channel.find(tmp_path, run_id).record()
+        assert record["endpoint"] == endpoint and key_id in record["world"]["keys"]
+        # the players may read session.json: no name the scenario gives its parts
+        assert set(record["world"]) == {"keys"} and '"orders"' not in json.dumps(record["world"])
+        green = journal(team.runs[1][1])[0]["data"]["sandbox"]
+        assert green["tabletop"]["team"] == "Green"
+        assert green["now"].startswith("2026-12-01T09:45:00")  # its run's start
+    finally:
+        channel.send(channel.find(tmp_path, run_id), "end", by="facilitator")
+        assert done.wait(30)
+    ((blue, green_result),) = results
+    assert blue.status == green_result.status == "succeeded"
 
 
 def test_start_prints_the_run_id_the_facilitators_command_and_the_exports(
@@ -331,3 +378,126 @@ def test_start_prints_the_run_id_the_facilitators_command_and_the_exports(
     started = journal(bundle)[0]["data"]
     assert started["sandbox"]["tabletop"]["team"] == "Red Team!"
     assert channel.find(evidence, bundle).record()["runs"][0]["run_id"] == run_id
+
+
+def test_bad_command_files_are_skipped_acknowledged_and_the_run_goes_on(
+    world: Any,
+    loaded: playbook.LoadedPlaybook,
+    tmp_path: Path,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whatever lands in the commands directory, the players' run goes on: each file that is
+    no command is acknowledged once as refused (by its file name's number) with a warning
+    line; a channel that cannot be read is warned about."""
+    import os
+
+    screen = Screen()
+    team = Team(world, loaded, tmp_path, screen)
+
+    def drop_bad_files() -> None:
+        commands = team.channel().root / "commands"
+        bad: list[Any] = [
+            b'{"seq": 1, "action": "ho',  # half-written
+            {"action": "hold"},  # no seq
+            {"seq": "x3", "action": "hold"},
+            "directory",
+            "fifo",
+            b" " * (1024 * 1024 + 1),
+            {"seq": 7, "action": "fire", "inject": "1"},
+            {"seq": 8, "action": ["end"]},
+        ]
+        for n, content in enumerate(bad, start=1):
+            path = commands / f"{n:06d}.json"
+            if content == "directory":
+                path.mkdir()
+            elif content == "fifo":
+                os.mkfifo(path)
+            else:
+                data = content if isinstance(content, bytes) else json.dumps(content).encode()
+                path.write_bytes(data)
+        team.send("reset")()  # refused during a run, in one "reset refused"
+        team.send("hold")()
+
+    real = session.channel.commands
+    failing = iter([OSError(5, "Input/output error")])
+
+    def commands(channel_session: channel.Session, after: int = 0) -> list[dict[str, Any]]:
+        problem = next(failing, None) if team.sent else None
+        if problem is not None:
+            raise problem
+        return real(channel_session, after)
+
+    monkeypatch.setattr(session.channel, "commands", commands)
+    screen.after = {"snapshot": drop_bad_files}
+    (result,) = team.play()
+    assert result.status == "succeeded"
+    acks = channel.acks(team.channel())
+    assert [(a["seq"], a["ok"]) for a in acks] == [(n, False) for n in range(1, 10)] + [(10, True)]
+    assert all(a["what"].startswith("skipped: ") for a in acks[:8])
+    assert acks[8]["what"] == "a team's run is going on (end it first)"
+    warned = [line for line in team.said if "skipped" in line]
+    assert len(warned) == 8 and warned[0].startswith("kmsir tabletop: command 1 skipped: ")
+    assert [line for line in team.said if "cannot be read" in line] == [
+        "kmsir tabletop: the command channel cannot be read: [Errno 5] Input/output error"
+    ]
+
+
+def test_an_end_after_the_last_step_finishes_the_run_normally(
+    world: Any, loaded: playbook.LoadedPlaybook, tmp_path: Path, clock: FakeClock
+) -> None:
+    screen = Screen()
+    team = Team(world, loaded, tmp_path, screen)
+    screen.after = {"lessons": team.send("end")}
+    (result,) = team.play(keep_serving=True)  # ended: it serves no more
+    assert (result.status, result.error) == ("succeeded", None)
+    assert any(e["type"] == "open-risks" for e in journal(result.bundle))
+    (ended,) = channel.acks(team.channel())
+    assert (ended["ok"], ended["what"]) == (True, "exercise ended at the end of the run")
+    assert team.said[-1] == "kmsir tabletop: the facilitator ended the exercise"
+
+
+def test_a_stopped_team_run_goes_on_with_tabletop_resume(
+    world: Any, loaded: playbook.LoadedPlaybook, tmp_path: Path, clock: FakeClock
+) -> None:
+    """Ctrl-C during a team's run: `kmsir resume` and `tabletop replay` refuse it in one line;
+    `kmsir tabletop resume` serves the rebuilt world again on the same channel, with the
+    timers held as the facilitator left them, and finishes the run."""
+    import os
+
+    def interrupt() -> None:
+        raise KeyboardInterrupt
+
+    screen = Screen()
+    team = Team(world, loaded, tmp_path, screen)
+    screen.after = {"snapshot": team.send("hold"), "collect": interrupt}
+    with pytest.raises(KeyboardInterrupt):
+        team.play()
+    ((run_id, bundle),) = team.runs
+    ran = cli("resume", bundle)
+    assert ran.exit_code == 2 and ran.stderr.count("\n") == 1, ran.output
+    assert "`kmsir tabletop resume BUNDLE`" in ran.stderr
+    ran = cli("tabletop", "replay", bundle)
+    assert ran.exit_code == 2 and "the run has not finished" in ran.stderr, ran.output
+    serving = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        channel.update(team.channel(), pid=serving.pid)
+        ran = cli("tabletop", "resume", bundle)
+        assert ran.exit_code == 2 and f"(pid {serving.pid}) still serves it" in ran.stderr
+    finally:
+        serving.kill()
+        serving.wait()
+    channel.update(team.channel(), pid=serving.pid, endpoint="gone")
+    clock.at(60)  # the ransom email is due, but held
+    ran = cli("tabletop", "resume", bundle)
+    assert ran.exit_code == 0, ran.output
+    assert f"kmsir tabletop resume {bundle}" not in ran.stderr
+    record = team.channel().record()
+    assert record["pid"] == os.getpid() and record["endpoint"].startswith("http://127.0.0.1:")
+    assert [r["run_id"] for r in record["runs"]] == [run_id]
+    entries = journal(bundle)
+    assert [e["type"] for e in entries].count("run-resumed") == 1
+    finished = [e["data"]["status"] for e in entries if e["type"] == "run-finished"]
+    assert finished == ["succeeded"]
+    assert injects(bundle) == []  # held
+    assert integrity.check(bundle).intact

@@ -302,6 +302,9 @@ def resume(
             err(f"{bundle}: wrote the manifest and reports the interrupted finish did not")
         err(f"{bundle}: the run already finished (succeeded); nothing to resume")
         return
+    from kmsir.tabletop.session import refuse_resume
+
+    refuse_resume(state.view)  # a tabletop's run: `kmsir tabletop resume`, unless ended
     meta = state.meta
     loaded = playbook.load(bundle / evidence.PLAYBOOK_COPY, actions.catalog())
     # a sandbox run reuses its scripted answers; a live one asks, unless given --answers

@@ -56,6 +56,7 @@ from kmsir.signer import KmsSigner
 
 __all__ = [
     "RETRYABLE",
+    "AfterBoundary",
     "AfterStep",
     "BeforeStep",
     "EndAtBoundary",
@@ -74,6 +75,10 @@ AfterStep = Callable[[str], Sequence[Mapping[str, Any]]]
 #: tabletop facilitator's), each a record as ``AfterStep``'s, or raises ``Aborted`` (the
 #: facilitator ended the exercise).
 BeforeStep = Callable[[str | None], Sequence[Mapping[str, Any]]]
+#: Called once what a ``BeforeStep`` hook returned (or carried in ``EndAtBoundary``) is
+#: journaled: a tabletop acknowledges the facilitator's commands then, never before (a crash
+#: in between never leaves an acknowledged inject missing from the journal).
+AfterBoundary = Callable[[], None]
 
 
 class EndAtBoundary(Aborted):
@@ -115,6 +120,7 @@ class Engine:
         sleep: Callable[[float], None] = time.sleep,
         after_step: AfterStep | None = None,
         before_step: BeforeStep | None = None,
+        after_boundary: AfterBoundary | None = None,
         anchor: KmsSigner | None = None,
         on_bundle: Callable[[Path], None] | None = None,
         warn: Callable[[str], None] | None = None,
@@ -122,6 +128,7 @@ class Engine:
         self.actions = actions
         self.after_step = after_step
         self.before_step = before_step
+        self.after_boundary = after_boundary
         #: Signs the journal's chain head after every step (``run --anchor-key``).
         self.anchor = anchor
         #: Told where the bundle is as soon as it exists (the CLI prints it).
@@ -462,17 +469,20 @@ class Engine:
 
     def _before_step(self, bundle: BundleWriter, step_id: str | None) -> None:
         """What the world did before this step (timed or facilitator's injects): journaled,
-        then shown; ``Aborted`` from the hook stops the run (``EndAtBoundary`` after
-        journaling what it carries)."""
+        then shown, then ``after_boundary`` told; ``Aborted`` from the hook stops the run
+        (``EndAtBoundary`` after journaling what it carries)."""
         if self.before_step is None:
             return
         try:
             records = self.before_step(step_id)
         except EndAtBoundary as exc:
-            records = exc.records
-            self._journal_injects(bundle, records)
+            self._journal_injects(bundle, exc.records)
+            if self.after_boundary is not None:
+                self.after_boundary()
             raise
         self._journal_injects(bundle, records)
+        if self.after_boundary is not None:
+            self.after_boundary()
 
     def _journal_injects(self, bundle: BundleWriter, records: Sequence[Mapping[str, Any]]) -> None:
         for record in records:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kmsir.errors import UsageError
-from kmsir.run.engine import AfterStep, BeforeStep, Engine, RunOptions
+from kmsir.run.engine import AfterBoundary, AfterStep, BeforeStep, Engine, RunOptions
 
 if TYPE_CHECKING:
     from kmsir.actions.base import Reporter
@@ -41,6 +41,8 @@ class Venue:
     options: RunOptions
     after_step: AfterStep | None = None
     before_step: BeforeStep | None = None
+    #: Told once what ``before_step`` returned is journaled (a tabletop's acknowledgements).
+    after_boundary: AfterBoundary | None = None
 
 
 def key_world() -> str:
@@ -108,6 +110,7 @@ def engine(
         reporter=reporter,
         after_step=venue.after_step,
         before_step=venue.before_step,
+        after_boundary=venue.after_boundary,
         anchor=KmsSigner(venue.signing, anchor_key) if anchor_key else None,
         on_bundle=on_bundle,
         warn=warn,

@@ -241,22 +241,29 @@ class Sandbox:
 
     # -- serving other clients ------------------------------------------------------------
 
-    def serve(self, port: int = 0) -> tuple[Any, str]:
+    def serve(self, port: int = 0, *, start_seconds: float = 10.0) -> tuple[Any, str]:
         """This world as a moto server on 127.0.0.1 (never another address), for any other
         AWS client; the fidelity shim and LookupEvents apply to it too. Returns the server
-        (``stop()`` it) and its endpoint URL."""
+        (``stop()`` it) and its endpoint URL. ``OSError`` when the port cannot be listened
+        on (it is probed first: moto's server would wait forever for a bind that failed), or
+        when the server has not started within ``start_seconds``."""
+        import errno
         import logging
         import socket
+        import threading
 
         from moto.server import ThreadedMotoServer
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log per request
-        if port == 0:
-            with socket.socket() as probe:
-                probe.bind(("127.0.0.1", 0))
-                port = probe.getsockname()[1]
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", port))  # in use, or not allowed: OSError
+            port = probe.getsockname()[1]
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-        server.start()
+        starting = threading.Thread(target=server.start, daemon=True)
+        starting.start()
+        starting.join(start_seconds)
+        if starting.is_alive():  # the bind failed in moto's thread (taken meanwhile)
+            raise OSError(errno.EADDRINUSE, f"no server started on port {port}")
         return server, f"http://127.0.0.1:{port}"
 
     def client_environment(self, endpoint: str) -> dict[str, str]:

@@ -32,7 +32,9 @@ inactive: ``sandbox.containment``) is refused as AWS would refuse it: the call i
 its record carries AWS's error and ``blocked: true`` (the trail logs the refused attempt), the
 actor's CloudTrail events are recorded as failed (``failed_events``), and the record says
 ``blocked`` (why, in words) with a ``say`` line telling the players the attempt was blocked. A
-rebuilt world replays that outcome from the journaled record, never deciding it again.
+rebuilt world replays that outcome from the journaled record, never deciding it again. The
+record names the actor by its ARN only (``actor.arn``; older journals also carry the
+scenario's name for it, ``identity``, which nothing reads).
 
 Everything an inject renders (its line, its calls' parameters, its events) is rendered before
 anything is changed in the sandbox, so a template that fails leaves the world as it was.
@@ -202,7 +204,8 @@ class Injects:
         if command is not None:
             record["command"] = command
         if actor is not None:
-            record["actor"] = {"identity": actor.identity, "arn": actor.arn}
+            # its ARN only: the scenario's name for it ("attacker") would tell the players
+            record["actor"] = {"arn": actor.arn}
         if blocked is not None:
             record["say"] = str(say_blocked or f"Attempt blocked: {blocked}. The attempt: {say}")
             record["blocked"] = blocked

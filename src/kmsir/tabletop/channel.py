@@ -24,7 +24,8 @@ import os
 import re
 import secrets
 import stat
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -88,11 +89,15 @@ def update(session: Session, **fields: Any) -> None:
 
 
 def link(session: Session, *, run_id: str, bundle: Path, team: str, incident: str) -> None:
-    """A run of this session: listed in ``session.json`` and findable by its id (``find``)."""
+    """A run of this session: listed in ``session.json`` (its bundle's absolute path: the
+    facilitator may work from another directory) and findable by its id (``find``)."""
     name = _name(run_id, "run id")
     runs = [*session.record().get("runs", [])]
-    runs.append({"run_id": run_id, "bundle": str(bundle), "team": team, "incident": incident})
-    update(session, runs=runs)
+    if all(r.get("run_id") != run_id for r in runs):  # a resumed run is listed already
+        runs.append(
+            {"run_id": run_id, "bundle": str(bundle.resolve()), "team": team, "incident": incident}
+        )
+        update(session, runs=runs)
     path = session.evidence_dir / ROOT / "runs" / f"{name}.json"
     with contextlib.suppress(FileExistsError):  # a resumed run links again
         write_new(path, _dump({"session": session.id}))
@@ -150,8 +155,46 @@ def send(
 
 
 def commands(session: Session, after: int = 0) -> list[dict[str, Any]]:
-    """The commands numbered above ``after``, in order."""
-    return [c for n, c in _numbered(session.root / "commands") if n > after]
+    """The commands numbered above ``after``, in order. Each one's ``seq`` is its file name's
+    number; a file that is no command (not JSON, not a plain file, too large, a ``seq``
+    other than its name's number, an unknown action, a ``fire`` without an inject number...) is
+    ``{"seq": n, "invalid": why}``: the players' process skips it, saying why."""
+    found = []
+    for n, path in _numbered(session.root / "commands"):
+        if n <= after:
+            continue
+        try:
+            record = _read(path)
+        except FileNotFoundError:
+            continue  # removed meanwhile
+        except (UsageError, OSError) as exc:
+            found.append({"seq": n, "invalid": _why(exc)})
+            continue
+        why = _invalid(record, n)
+        found.append({"seq": n, "invalid": why} if why else {**record, "seq": n})
+    return found
+
+
+def _invalid(record: Any, number: int) -> str | None:
+    """Why command file ``number``'s JSON is no command (``None``: it is one)."""
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    seq, action, inject = record.get("seq"), record.get("action"), record.get("inject")
+    if isinstance(seq, bool) or seq != number:
+        return f"its seq {str(seq)[:20]!r} is not its file's number {number}"
+    if action not in ACTIONS:
+        return f"unknown action {str(action)[:40]!r}"
+    if inject is not None and (isinstance(inject, bool) or not isinstance(inject, int)):
+        return f"inject {str(inject)[:20]!r} is not a number"
+    if (action == "fire") != (inject is not None):
+        return "fire takes an inject number; no other command does"
+    return None
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, OSError):
+        return f"unreadable: {exc.strerror or type(exc).__name__}"
+    return "not a tabletop command (a plain JSON file under 1 MB)"
 
 
 def ack(session: Session, seq: int, action: str, *, ok: bool, what: str, **more: Any) -> None:
@@ -162,8 +205,14 @@ def ack(session: Session, seq: int, action: str, *, ok: bool, what: str, **more:
 
 
 def acks(session: Session) -> list[dict[str, Any]]:
-    """Every acknowledgement, in command order."""
-    return [a for _, a in _numbered(session.root / "acks")]
+    """Every acknowledgement, in command order (an unreadable file is left out)."""
+    found = []
+    for _, path in _numbered(session.root / "acks"):
+        with contextlib.suppress(FileNotFoundError, UsageError, OSError):
+            record = _read(path)
+            if isinstance(record, dict):
+                found.append(record)
+    return found
 
 
 def acked(session: Session, seq: int) -> dict[str, Any] | None:
@@ -173,6 +222,51 @@ def acked(session: Session, seq: int) -> dict[str, Any] | None:
     except FileNotFoundError:
         return None
     return found if isinstance(found, dict) else None
+
+
+def reset(
+    evidence_dir: Path,
+    run: str | Path,
+    *,
+    by: str,
+    timeout: float = 30.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
+    """Ask the players' process of ``run``'s session to reset its world; its acknowledgement
+    (``UsageError`` at once when that process is gone, or when no answer comes within
+    ``timeout`` seconds: it is busy with a team's run)."""
+    session = find(evidence_dir, run)
+    pid = session.record().get("pid")
+    if isinstance(pid, int) and not alive(pid):
+        raise UsageError(
+            f"the players' process of session {session.id} (pid {pid}) is gone: nothing "
+            "serves the world to reset (start it again with `kmsir tabletop start`)"
+        )
+    seq = send(session, "reset", by=by)
+    waited = 0.0
+    while waited < timeout:
+        answer = acked(session, seq)
+        if answer is not None:
+            return answer
+        sleep(0.2)
+        waited += 0.2
+    raise UsageError(
+        f"the players' process of session {session.id} did not answer the reset in "
+        f"{timeout:.0f} s (is a team's run going on? pid {pid}); the command stays queued"
+    )
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` is there (a session's players' process)."""
+    if pid <= 0:  # never a process group
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: there
+        return True
+    return True
 
 
 # -- files ----------------------------------------------------------------------------------
@@ -185,16 +279,14 @@ def _name(value: str, what: str) -> str:
     return value
 
 
-def _numbered(directory: Path) -> list[tuple[int, dict[str, Any]]]:
+def _numbered(directory: Path) -> list[tuple[int, Path]]:
+    """The numbered files of ``directory`` (by name only: none is opened), in order."""
     found = []
     with contextlib.suppress(FileNotFoundError):
         for path in directory.iterdir():
             match = _NUMBERED.match(path.name)
-            if match is None:
-                continue  # a temporary being written, or anything else
-            record = _read(path)
-            if isinstance(record, dict):
-                found.append((int(match[1]), record))
+            if match is not None:  # else a temporary being written, or anything else
+                found.append((int(match[1]), path))
     return sorted(found, key=lambda item: item[0])
 
 

@@ -9,11 +9,13 @@ its ``before``; ``None``: at the run's end), each step's inject after its step a
 exercise the facilitator ended ends before the same step. The replay is a new run with its own
 bundle (incident ``<incident>-replay``).
 
-The outcome is compared with the recorded run's: its status, its decisions (step, question,
-answer), the injects fired (which, set off how, where), and the final AWS state of the
+An unfinished run is not replayed (its outcome is not known yet). The outcome is compared
+with the recorded run's: its status, its decisions (step and answer: a question's text may
+hold a time), the injects fired (which, set off how, where), and the final AWS state of the
 recorded run's world, rebuilt from its journal by the resume machinery (``Sandbox.replay``),
 against the replay's: each key's state, deletion date (the date only), policy, grants and
-aliases, and the IAM containment of users and roles (access keys' status, policies by name).
+aliases, and the IAM containment of users and roles (access keys' status, policies by name),
+the replay's incident id written as the recorded run's (a quarantine policy's Sid names it).
 """
 
 from __future__ import annotations
@@ -78,6 +80,11 @@ def replay(
     recorded = meta.sandbox if meta is not None else None
     if meta is None or not meta.scenario or not isinstance(recorded, dict):
         raise UsageError(f"{bundle}: not a sandbox run (only a scenario's world can be replayed)")
+    if view.finished is None:
+        raise UsageError(
+            f"{bundle}: the run has not finished (resume it first): an unfinished run's outcome "
+            "cannot be compared"
+        )
     loaded = playbook.load(root / PLAYBOOK_COPY, actions.catalog())
     source = str(recorded.get("source") or meta.scenario)
     if Sandbox(scenarios.load(source)).fingerprint != recorded.get("scenario_sha256"):
@@ -92,8 +99,9 @@ def replay(
     fresh = Sandbox(original.scenario)
     with fresh:
         fresh.injects.timers = False  # they fire where the journal says they took effect
+        incident = check_incident_id(f"{meta.incident}-replay"[:64].rstrip("-."))
         options = RunOptions(
-            incident_id=check_incident_id(f"{meta.incident}-replay"[:64].rstrip("-.")),
+            incident_id=incident,
             evidence_dir=evidence_dir or root.parent.parent,
             mode="sandbox",
             scenario=meta.scenario,
@@ -114,7 +122,8 @@ def replay(
             warn=warn,
         )
         result = engine.run(loaded, dict(view.inputs), venue.options)
-        after = final_state(fresh)
+        # what names the incident (a quarantine's Sid) names the recorded one, as it did then
+        after = _renamed(final_state(fresh), incident, meta.incident)
     replayed = read_journal(result.bundle / JOURNAL).view()
     return Replayed(result, compare(view, replayed, before, after))
 
@@ -170,8 +179,9 @@ def compare(
     found: list[str] = []
     if recorded.status != replayed.status:
         found.append(f"status: {recorded.status} recorded, {replayed.status} in the replay")
-    ours = [(s, d.question, d.answer) for s, d in decisions(recorded)]
-    theirs = [(s, d.question, d.answer) for s, d in decisions(replayed)]
+    # by step and answer: a question's text may hold a time (when the team was asked)
+    ours = [(s, d.answer) for s, d in decisions(recorded)]
+    theirs = [(s, d.answer) for s, d in decisions(replayed)]
     for n in range(max(len(ours), len(theirs))):
         one = ours[n] if n < len(ours) else None
         two = theirs[n] if n < len(theirs) else None
@@ -187,11 +197,18 @@ def compare(
     return found
 
 
-def _decision(item: tuple[str | None, str, Any] | None) -> str:
+def _decision(item: tuple[str | None, Any] | None) -> str:
     if item is None:
         return "none"
-    step, question, answer = item
-    return f"step {step} {question[:60]!r} -> {answer!r}"
+    step, answer = item
+    return f"step {step} -> {answer!r}"
+
+
+def _renamed(state: dict[str, Any], replay_incident: str, incident: str) -> dict[str, Any]:
+    """The replay's final state with its incident id written as the recorded run's."""
+    text = json.dumps(state, sort_keys=True, default=str).replace(replay_incident, incident)
+    renamed: dict[str, Any] = json.loads(text)
+    return renamed
 
 
 def _inject(record: Any) -> str:

@@ -6,10 +6,13 @@ it on 127.0.0.1 (as ``sandbox serve``: the players may use the AWS CLI on the sa
 opens a session on the command channel (``channel``) and runs the playbook with the team's
 answers (a person at a terminal, or an answers file). At each step boundary (the engine's
 ``before_step``) it applies the facilitator's commands in order (fire an inject now, hold or
-release the timed injects, end the exercise) and acknowledges each, then fires the timed
-injects that came due; what fired is journaled in the players' bundle by the run itself, which
-stays the bundle's one writer. After the run it may keep serving: a ``reset`` re-seeds the
-served world to the scenario's start on the same endpoint for the next team, ``end`` stops.
+release the timed injects, end the exercise: mid-run the run stops, aborted; after the last
+step it finishes as it is), then fires the timed injects that came due; what fired is
+journaled in the players' bundle by the run itself, which stays the bundle's one writer, and
+only then are the commands acknowledged (``inbox``). After the run it may keep serving: a
+``reset`` re-seeds the served world to the scenario's start on the same endpoint, and the next
+team's run re-seeds it once more as it starts (its timers count from its own start); ``end``
+stops. ``kmsir tabletop resume`` goes on with a stopped run (``PlayersSession.resume``).
 
 For tests (H3: the scripted ransom-deletion team drives ``tabletop start --answers`` through
 ``tests/clikit.cli``): every moment of this process (the world's start, its timers, the
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import os
 import re
 import time
@@ -42,12 +46,15 @@ from kmsir.errors import KmsirError, UsageError
 from kmsir.evidence.bundle import check_incident_id, timestamp, utc_now
 from kmsir.run.engine import EndAtBoundary
 from kmsir.tabletop import channel
+from kmsir.tabletop.inbox import Inbox, where
 
 if TYPE_CHECKING:
     from kmsir.actions.base import Reporter
+    from kmsir.evidence.view import RunView
     from kmsir.playbook.model import LoadedPlaybook
     from kmsir.prompts import Prompter
     from kmsir.run.engine import RunResult
+    from kmsir.run.resume import RunState
     from kmsir.sandbox import Sandbox
     from kmsir.sandbox.scenario_model import Scenario
 
@@ -56,6 +63,10 @@ clock: Callable[[], datetime] = utc_now
 #: How often the process looks for commands while it only serves, in seconds.
 POLL_SECONDS = 0.5
 ENDED = "the facilitator ended the exercise"
+#: An incident id's length, leaving room for a replay's ``-replay`` (ids stop at 64).
+_MAX_INCIDENT = 64 - len("-replay")
+#: A team slug's longest; the hex digits of the team name's hash a cut slug ends with.
+_SLUG, _HASHED = 24, 6
 
 
 def now() -> datetime:
@@ -64,11 +75,22 @@ def now() -> datetime:
 
 
 def incident_id(scenario_id: str, team: str) -> str:
-    """``tabletop-<scenario>-<team-slug>``: each team's runs of a scenario in one incident."""
-    slug = re.sub(r"[^a-z0-9]+", "-", team.lower()).strip("-")[:24].strip("-")
-    if not slug:
-        raise UsageError(f"--team {team[:40]!r}: give a name with letters or digits")
-    return check_incident_id(f"tabletop-{scenario_id}-{slug}"[:64].rstrip("-."))
+    """``tabletop-<scenario>-<team-slug>``: each team's runs of a scenario in one incident.
+
+    The id leaves room for a replay's ``-replay``; a slug that had to be cut, or a name with
+    no ASCII letter or digit ("日本"), ends with a short hash of the name, so two long names
+    sharing their beginning stay two incidents."""
+    if not team.strip():
+        raise UsageError("--team: give the team a name")
+    full = re.sub(r"[^a-z0-9]+", "-", team.lower()).strip("-")
+    base = f"tabletop-{scenario_id}-"
+    room = max(_HASHED + 1, min(_SLUG, _MAX_INCIDENT - len(base)))
+    slug = full[:room].strip("-")
+    if slug != full or not slug:
+        digest = hashlib.sha256(team.strip().encode()).hexdigest()[:_HASHED]
+        slug = f"{full[: room - _HASHED - 1].strip('-')}-{digest}".strip("-")
+    base = base[: _MAX_INCIDENT - len(slug)]
+    return check_incident_id(f"{base}{slug}")
 
 
 @dataclass(frozen=True)
@@ -118,8 +140,9 @@ class PlayersSession:
         self.sleep = sleep
         self.sandbox: Sandbox | None = None
         self.channel: channel.Session | None = None
+        self.endpoint = ""
         self.results: list[RunResult] = []
-        self._seen = 0  # the last command applied
+        self.inbox: Inbox | None = None
         self._ended = False
         #: A team's run is going on (Ctrl-C then interrupts it, rather than the serving).
         self.running = False
@@ -130,58 +153,114 @@ class PlayersSession:
         team... The result of each run, in order."""
         with contextlib.ExitStack() as stack:
             stack.callback(self._close_world)
-            sandbox = self._seed()
-            try:
-                server, endpoint = sandbox.serve(self.setup.port)
-            except OSError as exc:
-                raise UsageError(
-                    f"--port {self.setup.port}: cannot listen on 127.0.0.1: {exc.strerror}"
-                ) from None
-            stack.callback(server.stop)
+            self._seed()
+            self._listen(stack)
             self.channel = channel.create(
                 self.setup.evidence_dir,
                 {
                     "scenario": self.setup.scenario.id,
                     "source": self.setup.source,
                     "team": self.setup.team,
-                    "endpoint": endpoint,
+                    "endpoint": self.endpoint,
                     "pid": os.getpid(),
                     "world": self._world_ids(),
                 },
                 now=now(),
             )
-            self.players.served(endpoint, sandbox.client_environment(endpoint))
-            team: str | None = self.setup.team
-            while team is not None:
-                self.results.append(self._run(team))
-                team = self._serve() if self.setup.keep_serving and not self._ended else None
+            self.inbox = Inbox(self.channel, self.players.warn)
+            self._serve_teams(self.setup.team, None)
         return self.results
+
+    def resume(self, state: RunState) -> list[RunResult]:
+        """Go on with a team's interrupted run (``kmsir tabletop resume``): its world rebuilt
+        from the journal and served again, its session's channel re-opened (a new endpoint
+        and pid in ``session.json``; held timers held again, as the acknowledgements say),
+        the run resumed, then served on as after ``play``'s run."""
+        from kmsir.run import launch, rollback_run
+
+        self.channel = channel.find(self.setup.evidence_dir, state.root)
+        pid = self.channel.record().get("pid")
+        if isinstance(pid, int) and pid != os.getpid() and channel.alive(pid):
+            raise UsageError(
+                f"the players' process of session {self.channel.id} (pid {pid}) still "
+                "serves it: stop it (Ctrl-C) before resuming the run"
+            )
+        with contextlib.ExitStack() as stack:
+            stack.callback(self._close_world)
+            sandbox = launch.rebuild_sandbox(state.meta.sandbox or {}, self.setup.scenario.id)
+            sandbox.clock = now
+            self.sandbox = sandbox.__enter__()
+            replayed = rollback_run.replay_world(sandbox, state.view)
+            self._listen(stack)
+            channel.update(self.channel, endpoint=self.endpoint, pid=os.getpid())
+            self.inbox = Inbox(self.channel, self.players.warn)
+            if self.inbox.reopen(state.view):
+                sandbox.hold()
+            self._serve_teams(self.setup.team, (state, replayed))
+        return self.results
+
+    def _serve_teams(self, team: str | None, resumed: tuple[RunState, Any] | None) -> None:
+        self.players.served(self.endpoint, self._world().client_environment(self.endpoint))
+        while team is not None:
+            self.results.append(self._run(team, resumed))
+            resumed = None
+            if self._ended:  # mid-run, the run says so; after its last step, this does
+                if self.results[-1].status == "succeeded":
+                    self.players.say(f"kmsir tabletop: {ENDED}")
+                break
+            if not self.setup.keep_serving:
+                break
+            self.players.say(
+                f"kmsir tabletop: the world stays served at {self.endpoint}: `kmsir tabletop "
+                f"reset {self.results[-1].bundle.name}` restores it for the next team; "
+                "Ctrl-C stops"
+            )
+            team = self._serve()
+
+    def _listen(self, stack: contextlib.ExitStack) -> None:
+        try:
+            server, self.endpoint = self._world().serve(self.setup.port)
+        except OSError as exc:
+            raise UsageError(
+                f"--port {self.setup.port}: cannot listen on 127.0.0.1: {exc.strerror or exc}"
+            ) from None
+        stack.callback(server.stop)
 
     # -- one team's run -------------------------------------------------------------------
 
-    def _run(self, team: str) -> RunResult:
+    def _run(self, team: str, resumed: tuple[RunState, Any] | None = None) -> RunResult:
         from kmsir.run import launch
         from kmsir.run.engine import RunOptions
 
+        if self.results and resumed is None:
+            self.reset()  # the next team's world, its timers counted from its run's start
         sandbox, session, setup = self._world(), self._session(), self.setup
-        incident = incident_id(setup.scenario.id, team)
+        incident = resumed[0].meta.incident if resumed else incident_id(setup.scenario.id, team)
         answers = dict(setup.answers)
         options = RunOptions(
             incident_id=incident,
             evidence_dir=setup.evidence_dir,
             mode="sandbox",
             scenario=setup.scenario.id,
-            extra={"answers": {"source": "answers file", "values": answers}} if answers else {},
+            extra={"answers": {"source": "answers file", "values": answers}}
+            if answers and not resumed
+            else {},
         )
-        recorded = {
-            "sandbox": {
-                **sandbox.record(),
-                "source": setup.source,
-                "tabletop": {"session": session.id, "team": team},
+        recorded = (
+            {"sandbox_replay": resumed[1]}
+            if resumed
+            else {
+                "sandbox": {
+                    **sandbox.record(),
+                    "source": setup.source,
+                    "tabletop": {"session": session.id, "team": team},
+                }
             }
-        }
+        )
         venue = launch.sandboxed(sandbox, options, recorded)
-        venue = dataclasses.replace(venue, before_step=self._boundary)
+        venue = dataclasses.replace(
+            venue, before_step=self._boundary, after_boundary=self._inbox().acknowledge
+        )
 
         def bundle_made(root: Path) -> None:
             channel.link(session, run_id=root.name, bundle=root, team=team, incident=incident)
@@ -196,37 +275,41 @@ class PlayersSession:
             warn=self.players.warn,
             clock=now,
         )
-        inputs = launch.run_inputs(setup.loaded, {}, self.players.prompter, setup.scenario)
         self.running = True
         try:
-            result = engine.run(setup.loaded, inputs, venue.options)
+            if resumed:
+                result = engine.resume(setup.loaded, resumed[0], venue.options)
+            else:
+                inputs = launch.run_inputs(setup.loaded, {}, self.players.prompter, setup.scenario)
+                result = engine.run(setup.loaded, inputs, venue.options)
         finally:
             self.running = False
         self.players.run_finished(result)
         return result
 
     def _boundary(self, step_id: str | None) -> list[dict[str, Any]]:
-        """The engine's ``before_step``: the facilitator's commands, then the due timers."""
-        sandbox, session = self._world(), self._session()
+        """The engine's ``before_step``: the facilitator's commands, then the due timers.
+        A command file that is none is skipped (acknowledged as refused, the players warned);
+        a channel that cannot be read is warned about, and the run goes on."""
+        sandbox = self._world()
         records: list[dict[str, Any]] = []
-        for command in channel.commands(session, after=self._seen):
-            self._seen = int(command["seq"])
+        inbox = self._inbox()
+        for command in inbox.commands():
             if command.get("action") == "end":
                 self._ended = True
-                where = f"before step {step_id}" if step_id else "at the end of the run"
-                what = f"exercise ended {where}"
-                channel.ack(session, self._seen, "end", ok=True, what=what)
-                raise EndAtBoundary(ENDED, records)  # what fired before it is journaled
+                inbox.later(command, ok=True, what=f"exercise ended {where(step_id)}")
+                if step_id is not None:  # mid-run; at the end the run finishes as it is
+                    raise EndAtBoundary(ENDED, records)  # what fired before it is journaled
+                return records
             fired = self._apply(command, step_id)
             if fired is not None:
                 records.append(fired)
         return records + sandbox.before_step(step_id)
 
     def _apply(self, command: Mapping[str, Any], step_id: str | None) -> dict[str, Any] | None:
-        """Apply one command during a run and acknowledge it; the inject it fired, if any."""
-        sandbox, session = self._world(), self._session()
+        """Apply one command during a run (acknowledged later); the inject it fired, if any."""
+        sandbox, inbox = self._world(), self._inbox()
         seq, action = int(command["seq"]), str(command.get("action"))
-        where = f"before step {step_id}" if step_id else "at the end of the run"
         if action == "fire":
             index = command.get("inject")
             try:
@@ -234,24 +317,17 @@ class PlayersSession:
                     raise UsageError("fire: no inject number")
                 record = sandbox.fire_now(index, before=step_id, command=seq)
             except KmsirError as exc:
-                channel.ack(session, seq, action, ok=False, what=str(exc), inject=index)
+                inbox.later(command, ok=False, what=str(exc), inject=index)
                 return None
-            channel.ack(
-                session, seq, action, ok=True, what=f"inject {index} fired {where}", inject=index
-            )
+            what = f"inject {index} fired {where(step_id)}"
+            inbox.later(command, ok=True, what=what, inject=index)
             return record
         if action in ("hold", "release"):
             (sandbox.hold if action == "hold" else sandbox.release)()
             what = "timed injects held" if action == "hold" else "timed injects released"
-            channel.ack(session, seq, action, ok=True, what=f"{what} {where}")
+            inbox.later(command, ok=True, what=f"{what} {where(step_id)}")
             return None
-        channel.ack(
-            session,
-            seq,
-            action,
-            ok=False,
-            what=f"{action} refused: a team's run is going on (end it first)",
-        )
+        inbox.later(command, ok=False, what="a team's run is going on (end it first)")
         return None
 
     # -- between teams --------------------------------------------------------------------
@@ -259,24 +335,27 @@ class PlayersSession:
     def _serve(self) -> str | None:
         """Serve the world after a run until a command decides: ``end`` (``None``: stop), or
         ``reset`` (the world re-seeded; the next team's name, or serve on without one)."""
-        session = self._session()
+        inbox = self._inbox()
         while True:
-            for command in channel.commands(session, after=self._seen):
-                seq, action = int(command["seq"]), str(command.get("action"))
-                self._seen = seq
+            for command in inbox.commands():
+                action = str(command.get("action"))
                 if action == "end":
-                    channel.ack(session, seq, action, ok=True, what="session ended")
+                    inbox.later(command, ok=True, what="session ended")
+                    inbox.acknowledge()
                     self.players.say("kmsir tabletop: the facilitator ended the session")
                     return None
                 if action != "reset":
-                    channel.ack(session, seq, action, ok=False, what="no run is going on")
+                    inbox.later(command, ok=False, what="no run is going on")
+                    inbox.acknowledge()
                     continue
                 self.reset()
-                channel.ack(session, seq, action, ok=True, what="world reset to its start")
+                inbox.later(command, ok=True, what="world reset to its start")
+                inbox.acknowledge()
                 self.players.say("kmsir tabletop: the world was reset to the scenario's start")
                 team = self.players.next_team() if self.players.next_team else None
                 if team:
                     return team
+            inbox.acknowledge()  # the bad files' refusals
             self.sleep(POLL_SECONDS)
 
     def reset(self) -> None:
@@ -305,43 +384,30 @@ class PlayersSession:
             raise UsageError("the tabletop world is not up")
         return self.sandbox
 
+    def _inbox(self) -> Inbox:
+        if self.inbox is None:
+            raise UsageError("the tabletop session is not open")
+        return self.inbox
+
     def _session(self) -> channel.Session:
         if self.channel is None:
             raise UsageError("the tabletop session is not open")
         return self.channel
 
     def _world_ids(self) -> dict[str, Any]:
-        """The seeded world's ids (the same for every seeding of a scenario)."""
-        sandbox = self._world()
-        return {
-            "keys": {n: {"id": k["id"], "alias": k["alias"]} for n, k in sandbox.keys.items()},
-            "grants": {n: g["id"] for n, g in sandbox.grants.items()},
-            "users": {n: u["access_key_ids"] for n, u in sandbox.users.items()},
-        }
+        """The seeded world's key ids and aliases (the same for every seeding of a scenario;
+        nothing named as the scenario names it: the players may read this file)."""
+        return {"keys": {k["id"]: k["alias"] for k in self._world().keys.values()}}
 
 
-def reset(
-    evidence_dir: Path,
-    run: str | Path,
-    *,
-    by: str,
-    timeout: float = 30.0,
-    sleep: Callable[[float], None] = time.sleep,
-) -> dict[str, Any]:
-    """Ask the players' process of ``run``'s session to reset its world; its acknowledgement
-    (``UsageError`` when none comes within ``timeout`` seconds: the process is gone, or
-    busy with a team's run)."""
-    session = channel.find(evidence_dir, run)
-    seq = channel.send(session, "reset", by=by)
-    waited = 0.0
-    while waited < timeout:
-        answer = channel.acked(session, seq)
-        if answer is not None:
-            return answer
-        sleep(0.2)
-        waited += 0.2
-    raise UsageError(
-        f"the players' process of session {session.id} did not answer the reset in "
-        f"{timeout:.0f} s (is `kmsir tabletop start` still serving? pid "
-        f"{session.record().get('pid')}); the command stays queued"
-    )
+def refuse_resume(view: RunView) -> None:
+    """``kmsir resume`` of a tabletop's run, refused in one line: one the facilitator ended
+    stays ended; any other goes on with ``kmsir tabletop resume`` (its world served again,
+    its channel re-opened)."""
+    if view.finished is not None and view.finished.error == ENDED:
+        raise UsageError(f"{ENDED} (run {view.run_id}): it is not resumed")
+    sandbox = view.meta.sandbox if view.meta is not None else None
+    if isinstance(sandbox, dict) and sandbox.get("tabletop"):
+        raise UsageError(
+            f"run {view.run_id} is a tabletop's: go on with `kmsir tabletop resume BUNDLE`"
+        )
