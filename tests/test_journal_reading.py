@@ -35,6 +35,7 @@ NOT_ENTRY_TYPES = {
     ("sandbox/injects.py", "inject"): "the index field of a scenario's inject record",
     ("tabletop/channel.py", "inject"): "a facilitator command's inject number",
     ("tabletop/session.py", "inject"): "a facilitator command's inject number",
+    ("tabletop/inbox.py", "inject"): "the inject number of a command and of its record",
     ("tabletop/replay.py", "inject"): "the index field of a journaled inject record",
     ("tabletop/progress.py", "inject"): "the index field of a scenario's inject record",
     ("actions/kms_blast.py", "artifact"): "the blast-radius step's output naming its file",
