@@ -90,7 +90,13 @@ def test_the_facilitator_finds_the_run_from_any_directory(tmp_path: Path) -> Non
         assert shown[0].startswith(f"{world.title} · team red · run {players.name}"), shown
         assert shown[1].startswith("now at: ") and shown[2] == "next injects:", shown
         assert f"#0 {first_inject.title or first_inject.say}"[:60] in ran.stdout
-    assert len(bundles(evidence / "tabletop-ransom-deletion-red-facilitator")) == 2
+    # by the bundle's path, with no --evidence-dir: the facilitator's bundle still goes
+    # beside the players' run (where the exercise and the room look for it)
+    ran = cli("tabletop", "facilitator", players, cwd=tmp_path / "elsewhere", stdin="quit\n")
+    assert ran.exit_code == 0, ran.output
+    assert not (tmp_path / "elsewhere" / "evidence").exists()
+    assert len(bundles(evidence / "tabletop-ransom-deletion-red-facilitator")) == 3
+    assert len(exercise.facilitators(players, players.name)) == 3
 
 
 def test_fire_takes_only_an_inject_still_to_come(tmp_path: Path) -> None:
@@ -100,9 +106,10 @@ def test_fire_takes_only_an_inject_still_to_come(tmp_path: Path) -> None:
     players = players_bundle(evidence)
     session = session_of(players, evidence, bundle=str(players), pid=os.getpid())
     count = len(scenarios.load("ransom-deletion").injects)
-    typed = "fire 99\nfire 0\nfire 0\nhold\nquit\n"
+    typed = "fire ²\nfire 99\nfire 0\nfire 0\nhold\nquit\n"
     ran = cli("tabletop", "facilitator", players.name, "--evidence-dir", evidence, stdin=typed)
     assert ran.exit_code == 0, ran.output
+    assert "fire which inject? (fire N; status lists them)" in ran.stdout  # "²" is no number
     assert f"cannot: no inject 99: the scenario's injects are numbered 0 to {count - 1}" in (
         ran.stdout
     )
@@ -141,8 +148,10 @@ def test_once_the_players_run_is_over_only_end_reaches_a_session_serving_on(
     refused = [line for line in ran.stdout.splitlines() if line.startswith(over)]
     if serving:
         assert len(refused) == 3 and all("only serves the world on" in r for r in refused)
-        assert "sent (command 1): the exercise ends" in ran.stdout
-        assert [c["action"] for c in channel.commands(session)] == ["end"]
+        assert "sent (command 1): the players' process stops serving the world" in ran.stdout
+        assert [(c["action"], c["run"]) for c in channel.commands(session)] == [
+            ("end", players.name)  # meant for this run only
+        ]
     else:
         assert len(refused) == 4 and refused[-1].endswith("and its process is gone")
         assert channel.commands(session) == []
@@ -152,6 +161,47 @@ def test_once_the_players_run_is_over_only_end_reaches_a_session_serving_on(
         if e["type"] == "facilitator-action"
     ]
     assert acted == (["end", "quit"] if serving else ["quit"])
+
+
+def test_a_facilitator_left_on_a_finished_run_never_steers_the_next_team(
+    tmp_path: Path,
+) -> None:
+    """After a reset the session plays another team's run: the facilitator of the finished
+    one is told to attach to it, and nothing is sent."""
+    evidence = tmp_path / "evidence"
+    players = players_bundle(evidence, finished=True)
+    session = session_of(players, evidence, bundle=str(players), pid=os.getpid())
+    later = "20261201T100000Z-0002"
+    channel.link(session, run_id=later, bundle=players.parent / later, team="blue", incident="b")
+    ran = cli("tabletop", "facilitator", players.name, "--evidence-dir", evidence,
+              stdin="end\nhold\nquit\n")  # fmt: skip
+    assert ran.exit_code == 0, ran.output
+    attach = f"the session now plays run {later}: attach to it"
+    assert sum(line.endswith(attach) for line in ran.stdout.splitlines()) == 2, ran.stdout
+    assert channel.commands(session) == []
+
+
+def test_the_poll_thread_shows_any_failure_in_one_line_and_goes_on() -> None:
+    from kmsir.cli import tabletop_watch
+
+    shown: list[str] = []
+
+    class Broken:
+        def changed(self) -> bool:
+            raise RuntimeError("the disk went away\nfor a while")
+
+    class Followed:
+        def answers(self) -> list[dict[str, Any]]:
+            return []
+
+    class Lines:
+        def show(self, line: str) -> None:
+            shown.append(line)
+
+    for _ in range(2):  # it goes on
+        tabletop_watch._poll_once(Lines(), Broken(), Followed())  # type: ignore[arg-type]
+    assert len(shown) == 2 and shown[0].startswith("cannot follow the exercise now: the disk")
+    assert "\n" not in shown[0]
 
 
 def test_the_facilitators_actions_go_into_their_own_linked_bundle(tmp_path: Path) -> None:

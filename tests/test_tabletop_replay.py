@@ -190,3 +190,21 @@ def test_what_names_the_incident_or_a_time_is_no_difference(
     assert ran.exit_code == 0, ran.stdout
     again = replay_bundle(ran.stderr)
     assert [d[::2] for d in decisions(again)] == [d[::2] for d in decisions(bundle)]
+
+
+def test_an_ended_run_ends_its_replay_at_the_first_iteration_it_never_began() -> None:
+    """Ended inside a loop (``contain[1]`` ran, ``contain[2]`` never began): the replay
+    ends before ``contain[2]``, not at the next step the run never reached."""
+    from types import SimpleNamespace
+
+    from kmsir.run.engine import EndAtBoundary
+
+    view: Any = SimpleNamespace(
+        injects=[],
+        finished=SimpleNamespace(error=session.ENDED),
+        steps={"triage": None, "contain[1]": None},
+    )
+    boundary = replaying._boundaries(None, view)  # type: ignore[arg-type]
+    assert boundary("triage") == [] and boundary("contain[1]") == []
+    with pytest.raises(EndAtBoundary):
+        boundary("contain[2]")

@@ -349,6 +349,68 @@ def test_reset_restores_the_served_world_for_the_next_team(
     assert blue.status == green_result.status == "succeeded"
 
 
+def test_a_command_meant_for_another_run_is_refused_not_applied(
+    world: Any, loaded: playbook.LoadedPlaybook, tmp_path: Path, clock: FakeClock
+) -> None:
+    """A facilitator left on an earlier team's run sends ``end``: during this team's run,
+    and between runs, it is acknowledged as refused and nothing ends; the session ends at
+    an ``end`` meant for its last run (or one naming no run, as older files do)."""
+    from dataclasses import replace
+
+    screen = Screen()
+    team = Team(world, loaded, tmp_path, screen)
+    earlier = "20261201T080000Z-0001"
+
+    def end(run: str | None) -> Callable[[], None]:
+        return lambda: team.sent.append(
+            channel.send(team.channel(), "end", by="facilitator", run=run)
+        )
+
+    screen.after = {"collect": end(earlier)}
+    between = [end(earlier), lambda: end(team.runs[0][0])()]
+
+    def sleep(_: float) -> None:  # the process only serves: the facilitator acts meanwhile
+        assert between, team.said
+        between.pop(0)()
+
+    process = session.PlayersSession(
+        replace(team.setup, keep_serving=True), team.players(), sleep=sleep
+    )
+    (result,) = process.play()
+    assert result.status == "succeeded"
+    (run_id, _), *_ = team.runs
+    assert [(a["seq"], a["ok"], a["what"]) for a in channel.acks(team.channel())] == [
+        (team.sent[0], False, f"meant for run {earlier}, not the run going on ({run_id}): "
+         "not applied"),
+        (team.sent[1], False, f"meant for run {earlier}, not the session's last run "
+         f"({run_id}): not applied"),
+        (team.sent[2], True, "session ended"),
+    ]  # fmt: skip
+
+
+def test_a_resumed_run_holds_the_timers_as_the_acknowledgements_say(tmp_path: Path) -> None:
+    """A ``reset`` since the last ``hold`` starts unheld, for a resumed players' process as
+    for the facilitator's screen (one reading: ``channel.holding``)."""
+    from types import SimpleNamespace
+
+    from kmsir.tabletop import hidden
+    from kmsir.tabletop.inbox import Inbox
+
+    players = channel.create(tmp_path, {"pid": 1})
+    no_injects: Any = SimpleNamespace(injects=[])
+
+    def acked(action: str) -> bool:
+        seq = channel.send(players, action, by="facilitator")
+        channel.ack(players, seq, action, ok=True, what="done")
+        held = Inbox(players, warn=lambda _: None).reopen(no_injects)
+        assert held == hidden.held(channel.acks(players))
+        return held
+
+    assert [acked(a) for a in ("hold", "reset", "hold", "release")] == [
+        True, False, True, False
+    ]  # fmt: skip
+
+
 def test_start_prints_the_run_id_the_facilitators_command_and_the_exports(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, world: Any
 ) -> None:

@@ -5,6 +5,7 @@ exercise, what the players' terminal asks between teams."""
 from __future__ import annotations
 
 import itertools
+import os
 import socket
 import subprocess
 import sys
@@ -81,6 +82,29 @@ def test_a_reset_of_a_gone_players_process_says_so_at_once(tmp_path: Path) -> No
     assert ran.exit_code == 2 and time.monotonic() - began < 5, ran.output
     assert f"(pid {gone.pid}) is gone" in ran.stderr
     assert channel.commands(players) == []  # nothing queued for nobody
+
+
+def test_a_reset_while_a_teams_run_goes_on_is_refused_at_once(tmp_path: Path) -> None:
+    from .test_tabletop_facilitator import players_bundle
+
+    evidence = tmp_path / "evidence"
+    going_on = players_bundle(evidence)  # its run-started, no run-finished yet
+    players = channel.create(evidence, {"scenario": SCENARIO, "pid": os.getpid()})
+    channel.link(players, run_id=going_on.name, bundle=going_on, team="red", incident="x")
+    began = time.monotonic()
+    ran = cli("tabletop", "reset", going_on.name, "--evidence-dir", evidence)
+    assert ran.exit_code == 2 and time.monotonic() - began < 5, ran.output
+    (line,) = ran.stderr.strip().splitlines()
+    assert f"team red's run {going_on.name} is going on: reset the world after it ends" in line
+    assert channel.commands(players) == []  # nothing queued to be refused later
+
+
+def test_the_facilitators_command_works_from_any_directory() -> None:
+    command = tabletop_cli.facilitator_command("20261201T090000Z-0001", Path("evidence"))
+    assert command == (
+        f"kmsir tabletop facilitator 20261201T090000Z-0001 --evidence-dir "
+        f"{Path('evidence').resolve()}"
+    )
 
 
 def test_the_facilitators_end_mid_run_is_the_exercises_end(

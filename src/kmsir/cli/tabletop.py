@@ -41,14 +41,10 @@ RunRef = Annotated[str, typer.Argument(metavar="RUN", help="The players' run id 
 
 
 def facilitator_command(run_id: str, evidence_dir: Path) -> str:
-    """The command a facilitator attaches to the players' run with (from any directory: the
-    evidence directory is absolute unless it is the default one here)."""
-    where = (
-        ""
-        if evidence_dir == Path("evidence")
-        else f" --evidence-dir {shlex.quote(str(evidence_dir.resolve()))}"
-    )
-    return f"kmsir tabletop facilitator {run_id}{where}"
+    """The command a facilitator attaches to the players' run with, from any directory (the
+    evidence directory absolute)."""
+    where = shlex.quote(str(evidence_dir.resolve()))
+    return f"kmsir tabletop facilitator {run_id} --evidence-dir {where}"
 
 
 def tabletop_resume_command(bundle: Path) -> str:
@@ -261,15 +257,15 @@ def _play(session: PlayersSession, play: Callable[[], list[RunResult]]) -> None:
 @handled
 def reset(run: RunRef, evidence_dir: EvidenceDir = Path("evidence")) -> None:
     """Reset the world a players' session serves to the scenario's start (same endpoint),
-    for the next team; waits for the players' process to say it did."""
+    for the next team, once the team's run has ended (refused while it goes on); waits for
+    the players' process to say it did."""
     import getpass
 
     from kmsir.tabletop import channel
 
     answer = channel.reset(evidence_dir, run, by=getpass.getuser())
     if not answer.get("ok"):
-        what = str(answer.get("what") or "")
-        err(f"kmsir tabletop: reset refused: {what.removeprefix('reset refused: ')}")
+        err(f"kmsir tabletop: reset refused: {answer.get('what') or ''}")
         raise typer.Exit(1)
     say(f"kmsir tabletop: {answer.get('what')}")
 

@@ -37,7 +37,8 @@ HELP = """commands:
   release      release the held injects
   note TEXT    add an observation to your bundle
   status       where the team is, decisions against the expected ones, what comes next
-  end          end the exercise (the players' run stops at its next step)
+  end          end the exercise (the players' run stops at its next step; after the run,
+               the players' process stops serving the world)
   quit         stop following (your bundle is finished); Ctrl-D does the same
   help         this list"""
 
@@ -55,7 +56,9 @@ def facilitator(
 
     players = facilitation.locate(evidence_dir, run)
     with _Ending() as ending:
-        followed = facilitation.start(evidence_dir, players)
+        # beside the players' run (``exercise.facilitators`` and the room look there),
+        # whatever this directory or --evidence-dir
+        followed = facilitation.start(players.bundle.resolve().parent.parent, players)
         try:
             print(visible(f"kmsir tabletop facilitator: following {players.bundle}"))
             print(visible(f"your bundle: {followed.bundle}"))
@@ -157,19 +160,7 @@ def _follow(screen: Screen, followed: Any, ending: _Ending) -> None:
 
     def poll() -> None:
         while not stop.is_set():
-            if follower.changed():
-                _refresh(screen)
-            try:
-                for answer in followed.answers():
-                    said = "done" if answer.get("ok") else "not done"
-                    screen.show(
-                        one_line(
-                            f"players' process, command {answer.get('seq')} ({said}): "
-                            f"{answer.get('what')}"
-                        )
-                    )
-            except KmsirError as exc:
-                screen.show(one_line(f"cannot read the players' answers: {exc}"))
+            _poll_once(screen, follower, followed)
             stop.wait(POLL)
 
     def interrupt() -> None:
@@ -194,6 +185,21 @@ def _follow(screen: Screen, followed: Any, ending: _Ending) -> None:
             _loop(lambda: ending.ask(ask, wake), ending, screen, followed, stop, poll)
     else:
         _loop(lambda: ending.ask(input, interrupt), ending, screen, followed, stop, poll)
+
+
+def _poll_once(screen: Screen, follower: Any, followed: Any) -> None:
+    """One look at the exercise: the screen refreshed when the players' journal grew, the
+    players' process's answers to this facilitator's commands shown. Whatever goes wrong is
+    one line on the screen: the following goes on (the poll thread never dies)."""
+    try:
+        if follower.changed():
+            _refresh(screen)
+        for answer in followed.answers():
+            said = "done" if answer.get("ok") else "not done"
+            what = f"({said}): {answer.get('what')}"
+            screen.show(one_line(f"players' process, command {answer.get('seq')} {what}"))
+    except Exception as exc:  # any: one line, and the following goes on
+        screen.show(one_line(f"cannot follow the exercise now: {exc}"))
 
 
 def _loop(
@@ -243,10 +249,10 @@ def _command(line: str, screen: Screen, followed: Any) -> bool:
             else:
                 followed.act(f.NOTE, text=rest)
                 show("noted.")
-        elif word == f.FIRE and not rest.isdigit():
+        elif word == f.FIRE and _number(rest) is None:
             show("fire which inject? (fire N; status lists them)")
         elif word in f.SENT:
-            inject = int(rest) if word == f.FIRE else None
+            inject = _number(rest) if word == f.FIRE else None
             if followed.can_send:  # without a session, act says why nothing is sent
                 screen.refresh()
                 why = followed.refusal(word, screen.view, inject)
@@ -260,12 +266,22 @@ def _command(line: str, screen: Screen, followed: Any) -> bool:
                 f.RELEASE: "held injects are released",
                 f.END: "the exercise ends at the players' next step",
             }[word]
+            if word == f.END and followed.can_send and followed.finished() is not None:
+                done = "the players' process stops serving the world"  # the run is over
             show(f"sent (command {seq}): {done}")
         else:
             show(one_line(f"unknown command {word!r}; type help"))
     except KmsirError as exc:  # refused, or the exercise does not read: the prompt goes on
         show(one_line(f"cannot: {exc}"))
     return True
+
+
+def _number(text: str) -> int | None:
+    """The inject number ``text`` gives, else None: ASCII digits only ("²" is a digit to
+    ``isdigit``, yet no number to ``int``)."""
+    if not (text.isascii() and text.isdigit()):
+        return None
+    return int(text)
 
 
 @tabletop_app.command("room")

@@ -254,11 +254,6 @@ class InjectSpec(_Model):
             raise ValueError("give exactly one of after (a step id) and after_minutes")
         return self
 
-    @property
-    def timed(self) -> bool:
-        """Whether it fires on a timer (``after_minutes``) rather than after a step."""
-        return self.after_minutes is not None
-
     @model_serializer(mode="wrap")
     def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         """Without the fields added later when unset (``identity``, ``say_blocked``,

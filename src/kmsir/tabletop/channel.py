@@ -7,7 +7,8 @@ and reads back what each did from the acknowledgements it writes. Everything liv
 
     sessions/<sid>/session.json          scenario id and source, team, endpoint, pid, started,
                                          runs [{run_id, bundle, team, incident}], world ids
-    sessions/<sid>/commands/NNNNNN.json  {"seq", "action", "inject", "by", "at"} (facilitator)
+    sessions/<sid>/commands/NNNNNN.json  {"seq", "action", "inject", "run", "by", "at"}
+                                         (facilitator; "run": the run it is meant for)
     sessions/<sid>/acks/NNNNNN.json      {"seq", "action", "ok", "what", "at", ...} (players)
     runs/<run-id>.json                   {"session": sid}
 
@@ -31,11 +32,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from kmsir.errors import UsageError
+from kmsir.errors import KmsirError, UsageError
 from kmsir.evidence.bundle import (
+    JOURNAL,
     NAME_PART,
     fsync_dir,
     make_private_dirs,
+    read_journal,
     timestamp,
     utc_now,
     write_all,
@@ -130,9 +133,13 @@ def send(
     inject: int | None = None,
     *,
     by: str,
+    run: str | None = None,
     now: datetime | None = None,
 ) -> int:
-    """Drop a command for the players' process; its sequence number (1, 2, ...)."""
+    """Drop a command for the players' process; its sequence number (1, 2, ...). ``run``:
+    the run it is meant for (the players' process refuses it during another run, or between
+    runs when the session's last run is another: a facilitator left on a finished team's run
+    never steers the next team's); without one (older files), it goes to whichever run."""
     if action not in ACTIONS:
         raise UsageError(f"unknown tabletop command {action!r} (one of {', '.join(ACTIONS)})")
     if (action == "fire") != (inject is not None):
@@ -146,6 +153,7 @@ def send(
             "inject": inject,
             "by": by,
             "at": timestamp(now or utc_now()),
+            **({} if run is None else {"run": run}),
         }
         try:
             write_new(directory / f"{seq:06d}.json", _dump(command))
@@ -188,6 +196,8 @@ def _invalid(record: Any, number: int) -> str | None:
         return f"inject {str(inject)[:20]!r} is not a number"
     if (action == "fire") != (inject is not None):
         return "fire takes an inject number; no other command does"
+    if "run" in record and not isinstance(record["run"], str):
+        return f"run {str(record['run'])[:40]!r} is not a run id"
     return None
 
 
@@ -224,6 +234,28 @@ def acked(session: Session, seq: int) -> dict[str, Any] | None:
     return found if isinstance(found, dict) else None
 
 
+def holding(answers: list[dict[str, Any]]) -> bool:
+    """Whether the timed injects are held, from the players' process's acknowledgements in
+    command order: as the last ``hold`` or ``release`` that took effect says, a world
+    ``reset`` since starting unheld. What was asked and not applied holds nothing."""
+    held = False
+    for answer in answers:
+        if not answer.get("ok"):
+            continue
+        action = answer.get("action")
+        if action in ("hold", "release"):
+            held = action == "hold"
+        elif action == "reset":
+            held = False
+    return held
+
+
+def last_run(session: Session) -> dict[str, Any] | None:
+    """The session's latest run as ``session.json`` lists it (``run_id``, ``bundle``...)."""
+    runs = [r for r in session.record().get("runs") or [] if isinstance(r, dict)]
+    return runs[-1] if runs else None
+
+
 def reset(
     evidence_dir: Path,
     run: str | Path,
@@ -232,9 +264,11 @@ def reset(
     timeout: float = 30.0,
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any]:
-    """Ask the players' process of ``run``'s session to reset its world; its acknowledgement
-    (``UsageError`` at once when that process is gone, or when no answer comes within
-    ``timeout`` seconds: it is busy with a team's run)."""
+    """Ask the players' process of ``run``'s session to reset its world; its acknowledgement.
+    Refused at once (``UsageError``) when that process is gone, or while the session's last
+    run has not finished (a team's run is going on: the process would refuse it at the next
+    step); ``UsageError`` too when no answer comes within ``timeout`` seconds. The command is
+    meant for that last run: should another team's run start meanwhile, it is refused."""
     session = find(evidence_dir, run)
     pid = session.record().get("pid")
     if isinstance(pid, int) and not alive(pid):
@@ -242,7 +276,14 @@ def reset(
             f"the players' process of session {session.id} (pid {pid}) is gone: nothing "
             "serves the world to reset (start it again with `kmsir tabletop start`)"
         )
-    seq = send(session, "reset", by=by)
+    last = last_run(session)
+    if last is not None and not _finished(Path(str(last.get("bundle") or ""))):
+        raise UsageError(
+            f"team {last.get('team')}'s run {last.get('run_id')} is going on: reset the world "
+            "after it ends"
+        )
+    meant = last.get("run_id") if last is not None else None
+    seq = send(session, "reset", by=by, run=meant if isinstance(meant, str) else None)
     waited = 0.0
     while waited < timeout:
         answer = acked(session, seq)
@@ -252,8 +293,17 @@ def reset(
         waited += 0.2
     raise UsageError(
         f"the players' process of session {session.id} did not answer the reset in "
-        f"{timeout:.0f} s (is a team's run going on? pid {pid}); the command stays queued"
+        f"{timeout:.0f} s (pid {pid}); the command stays queued"
     )
+
+
+def _finished(bundle: Path) -> bool:
+    """Whether the run in ``bundle`` has finished (its journal's ``run-finished``); a
+    journal that cannot be read: taken as finished (the players' process judges then)."""
+    try:
+        return read_journal(bundle / JOURNAL).view().finished is not None
+    except (KmsirError, OSError, ValueError):
+        return True
 
 
 def alive(pid: int) -> bool:

@@ -257,10 +257,6 @@ def _names(a: Exercise, b: Exercise) -> dict[str, str]:
     return {"a": one, "b": two}
 
 
-def _cell(value: Any) -> Any:
-    return "" if value is None else value
-
-
 def _part(parts: dict[str, dict[str, Any]], name: str) -> str:
     part = parts.get(name)
     return f"{part['points']:g} ({part['detail']})" if part else "not judged"

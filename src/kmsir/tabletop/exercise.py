@@ -12,7 +12,6 @@ scenario's hidden parts (not even the expected answers), ``facilitator_view`` ad
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -284,15 +283,7 @@ def _acks(session: channel.Session | None) -> list[dict[str, Any]]:
 def _gone(record: dict[str, Any]) -> bool:
     """The players' process (the session's ``pid``) is no longer running."""
     pid = record.get("pid")
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        return False  # another user's: it runs
-    return False
+    return isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 and not channel.alive(pid)
 
 
 def _team(record: dict[str, Any], view: RunView, scenario: Scenario) -> str | None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import getpass
 import glob
-import os
 import platform
 import socket
 import sys
@@ -74,8 +73,8 @@ def _bundle_of(evidence_dir: Path, run: str, session: channel.Session | None) ->
     if (as_path / JOURNAL).is_file():
         return as_path
     if session is not None:
-        # the session records the bundle as the players' process named it: a path relative
-        # to its working directory is only right from there; else look under evidence_dir
+        # the session records each run's bundle by its absolute path (``channel.link``): a
+        # bundle moved since is looked for under evidence_dir
         runs = [r for r in session.record().get("runs") or [] if isinstance(r, dict)]
         for played in runs:
             recorded = Path(str(played.get("bundle") or ""))
@@ -133,6 +132,12 @@ class Facilitation:
         return self.writer.root
 
     @property
+    def run_id(self) -> str:
+        """The players' run followed (its bundle's directory name): what each command sent
+        is meant for."""
+        return self.players.bundle.resolve().name
+
+    @property
     def can_send(self) -> bool:
         """True when the players' process has a command channel (a tabletop session)."""
         return self.players.session is not None
@@ -152,7 +157,9 @@ class Facilitation:
                     "this run has no tabletop session (it was not started with kmsir tabletop "
                     "start): nothing can reach the players; notes only"
                 )
-            command = channel.send(self.players.session, action, inject=inject, by=self.by)
+            command = channel.send(
+                self.players.session, action, inject=inject, by=self.by, run=self.run_id
+            )
         record = FacilitatorAction(
             action=action,
             players_entries=players_run(self.players).lines,
@@ -169,14 +176,19 @@ class Facilitation:
         """Why ``action`` cannot be taken now (None: it can), from the players' journal and
         the exercise as ``view`` (its facilitator view) tells it: an inject the scenario does
         not have, or one fired or sent already; anything but ``end`` once the players' run
-        has finished, and ``end`` too when its process is gone. A refused action is neither
-        sent nor journaled."""
+        has finished, and ``end`` too when its process is gone or the session has gone on to
+        another team's run (the players' process would refuse it). A refused action is
+        neither sent nor journaled."""
         session = self.players.session
         if action not in SENT or session is None:
             return None  # ``act`` refuses what cannot be sent without a session
-        finished = players_run(self.players).finished
+        finished = self.finished()
         if finished is not None:
-            said = f"the players' run has finished ({finished.status})"
+            said = f"the players' run has finished ({finished})"
+            last = channel.last_run(session)
+            later = last.get("run_id") if last is not None else None
+            if later and later != self.run_id:
+                return f"{said}; the session now plays run {later}: attach to it"
             if action == END:
                 return None if self.serving() else f"{said} and its process is gone"
             if self.serving():
@@ -197,19 +209,16 @@ class Facilitation:
                     return f"inject {inject} was sent already (command {sent.command})"
         return None
 
+    def finished(self) -> str | None:
+        """How the players' run finished (its status), or None while it goes on."""
+        done = players_run(self.players).finished
+        return None if done is None else done.status
+
     def serving(self) -> bool:
         """True while the session's players' process is alive (after the run it may serve
         the world on, until an ``end``)."""
         pid = self.players.session.record().get("pid") if self.players.session else None
-        if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:  # alive, someone else's
-            return True
-        return True
+        return isinstance(pid, int) and not isinstance(pid, bool) and channel.alive(pid)
 
     def answers(self) -> list[Json]:
         """What the players' process did with this facilitator's commands since the last

@@ -21,8 +21,8 @@ from kmsir.evidence.journal import ITERATION
 from kmsir.evidence.stepview import Seen, StepView
 from kmsir.evidence.view import RunView
 from kmsir.sandbox.scenario_model import ExpectedSpec, Scenario
-from kmsir.tabletop import progress
-from kmsir.tabletop.facilitation import HOLD, NOTE, RELEASE
+from kmsir.tabletop import channel, progress
+from kmsir.tabletop.facilitation import NOTE
 from kmsir.tabletop.progress import Fired, Made
 
 __all__ = [
@@ -53,8 +53,6 @@ VERDICTS = (
     "not-applicable",
     "unscored",
 )
-#: The facilitator's actions that hold or release the timed injects.
-HOLDS = (HOLD, RELEASE)
 #: What a skip that was no one's choice says: the step's condition was false, or its list
 #: empty (``run.engine``).
 _NOT_APPLICABLE = ("when: ", "for_each: ")
@@ -245,19 +243,9 @@ def targets(scenario: Scenario | None) -> Targets | None:
 
 
 def held(acks: list[dict[str, Any]]) -> bool:
-    """Whether the timed injects are held now: as the players' process last acknowledged a
-    ``hold`` or ``release`` that took effect (a world ``reset`` starts unheld). What the
-    facilitator asked and the players' process did not apply yet holds nothing."""
-    holding = False
-    for ack in acks:
-        if not ack.get("ok"):
-            continue
-        action = ack.get("action")
-        if action in HOLDS:
-            holding = action == HOLD
-        elif action == "reset":
-            holding = False
-    return holding
+    """Whether the timed injects are held now, as the players' process acknowledged it
+    (``channel.holding``: the same reading a resumed players' process makes)."""
+    return channel.holding(acks)
 
 
 def next_injects(

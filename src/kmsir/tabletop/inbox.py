@@ -11,7 +11,8 @@ line. A channel that cannot be read or written is warned about; the run goes on.
 
 A resumed run re-opens the inbox (``reopen``): the commands acknowledged are done, a fire the
 journal holds but whose acknowledgement the crash lost is acknowledged then, and the timers
-are held again if a ``hold`` was the last of hold and release to take effect.
+are held again as the acknowledgements say (``channel.holding``: the last hold or release
+that took effect, a world reset since starting unheld).
 """
 
 from __future__ import annotations
@@ -64,6 +65,18 @@ class Inbox:
         action = str(command.get("action") or "?")
         self._pending.append({"seq": seq, "action": action, "ok": ok, "what": what, **more})
 
+    def elsewhere(self, command: Mapping[str, Any], run_id: str | None, which: str) -> bool:
+        """Whether ``command`` is meant for another run than ``run_id`` (``which``: that run,
+        as the players' process sees it); then it is refused (``later``), never applied. A
+        command naming no run (an older file) is meant for any."""
+        meant = command.get("run")
+        if meant is None or meant == run_id:
+            return False
+        self.later(
+            command, ok=False, what=f"meant for run {meant}, not {which} ({run_id}): not applied"
+        )
+        return True
+
     def acknowledge(self) -> None:
         """Write the acknowledgements owed (the engine's ``after_boundary``)."""
         pending, self._pending = self._pending, []
@@ -82,7 +95,7 @@ class Inbox:
             for m in view.injects
             if isinstance(m.record, Mapping) and m.record.get("trigger") == "facilitator"
         }
-        holding = False
+        answers = []
         acked = {a.get("seq"): a for a in channel.acks(self.session)}
         for command in channel.commands(self.session):
             seq = command["seq"]
@@ -93,7 +106,7 @@ class Inbox:
                 channel.ack(self.session, seq, "fire", ok=True, what=what, inject=index)
             elif answer is None:
                 break  # applied at the next step boundary
-            elif answer.get("ok") and answer.get("action") in ("hold", "release"):
-                holding = answer.get("action") == "hold"
+            else:
+                answers.append(answer)
             self.seen = seq
-        return holding
+        return channel.holding(answers)

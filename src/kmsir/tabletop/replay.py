@@ -112,7 +112,7 @@ def replay(
             "replay_of": {"run_id": meta.run_id, "bundle": str(root), "head": view.head},
         }
         venue = launch.sandboxed(fresh, options, {"sandbox": again})
-        venue = dataclasses.replace(venue, before_step=_boundaries(fresh, view, loaded))
+        venue = dataclasses.replace(venue, before_step=_boundaries(fresh, view))
         engine = launch.engine(
             venue,
             prompter=RecordedPrompter(view),
@@ -128,9 +128,7 @@ def replay(
     return Replayed(result, compare(view, replayed, before, after))
 
 
-def _boundaries(
-    sandbox: Sandbox, view: RunView, loaded: Any
-) -> Callable[[str | None], list[dict[str, Any]]]:
+def _boundaries(sandbox: Sandbox, view: RunView) -> Callable[[str | None], list[dict[str, Any]]]:
     """The replay's ``before_step``: the recorded timer's and facilitator's injects before
     the steps where they took effect, and the facilitator's end where it came."""
     planned: dict[str | None, list[Mapping[str, Any]]] = {}
@@ -138,18 +136,8 @@ def _boundaries(
         record = moment.record
         if isinstance(record, Mapping) and record.get("trigger") in ("timer", "facilitator"):
             planned.setdefault(record.get("before"), []).append(record)
-    ended_before: str | None = None
     ended = view.finished is not None and view.finished.error == ENDED
-    if ended:
-        reached = set(view.steps)
-        ended_before = next(
-            (
-                s.id
-                for s in loaded.playbook.steps
-                if s.id not in reached and not any(r.startswith(f"{s.id}[") for r in reached)
-            ),
-            None,
-        )
+    reached = set(view.steps)  # each step and each loop iteration the run started
 
     def boundary(step_id: str | None) -> list[dict[str, Any]]:
         fired = [
@@ -161,9 +149,8 @@ def _boundaries(
             )
             for record in planned.pop(step_id, [])
         ]
-        at = step_id.partition("[")[0] if step_id else None
-        if ended and at == ended_before:
-            raise EndAtBoundary(ENDED, fired)
+        if ended and step_id is not None and step_id not in reached:
+            raise EndAtBoundary(ENDED, fired)  # the first step (or iteration) it never began
         return fired
 
     return boundary

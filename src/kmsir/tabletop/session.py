@@ -9,16 +9,19 @@ answers (a person at a terminal, or an answers file). At each step boundary (the
 release the timed injects, end the exercise: mid-run the run stops, aborted; after the last
 step it finishes as it is), then fires the timed injects that came due; what fired is
 journaled in the players' bundle by the run itself, which stays the bundle's one writer, and
-only then are the commands acknowledged (``inbox``). After the run it may keep serving: a
-``reset`` re-seeds the served world to the scenario's start on the same endpoint, and the next
-team's run re-seeds it once more as it starts (its timers count from its own start); ``end``
-stops. ``kmsir tabletop resume`` goes on with a stopped run (``PlayersSession.resume``).
+only then are the commands acknowledged (``inbox``); a command meant for another run than the
+one going on (after the run: than the last) is refused, never applied. After the run it may
+keep serving: a ``reset`` re-seeds the served world to the scenario's start on the same
+endpoint, and the next team's run re-seeds it once more as it starts (its timers count from
+its own start); ``end`` stops. ``kmsir tabletop resume`` goes on with a stopped run
+(``PlayersSession.resume``).
 
-For tests (H3: the scripted ransom-deletion team drives ``tabletop start --answers`` through
-``tests/clikit.cli``): every moment of this process (the world's start, its timers, the
-journal's times) is read from the module-level ``clock`` at each reading; replace it before
-the command runs, e.g. a clock a minute further at each reading, so the 10-minute timer comes
-due during the run (``tests/test_tabletop_session.py``, the ``start`` test)::
+For tests (``tests/test_tabletop_debrief.py``'s scripted ransom-deletion team drives
+``tabletop start --answers`` through ``tests/clikit.cli``): every moment of this process (the
+world's start, its timers, the journal's times) is read from the module-level ``clock`` at
+each reading; replace it before the command runs, e.g. a clock a minute further at each
+reading, so the 10-minute timer comes due during the run (``tests/test_tabletop_session.py``,
+the ``start`` test)::
 
     ticks = itertools.count()
     monkeypatch.setattr(kmsir.tabletop.session, "clock",
@@ -35,6 +38,7 @@ import dataclasses
 import hashlib
 import os
 import re
+import shlex
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -43,7 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kmsir.errors import KmsirError, UsageError
-from kmsir.evidence.bundle import check_incident_id, timestamp, utc_now
+from kmsir.evidence.bundle import check_incident_id, utc_now
 from kmsir.run.engine import EndAtBoundary
 from kmsir.tabletop import channel
 from kmsir.tabletop.inbox import Inbox, where
@@ -144,6 +148,8 @@ class PlayersSession:
         self.results: list[RunResult] = []
         self.inbox: Inbox | None = None
         self._ended = False
+        #: The run going on (its id), while one is.
+        self.run_id: str | None = None
         #: A team's run is going on (Ctrl-C then interrupts it, rather than the serving).
         self.running = False
 
@@ -212,8 +218,8 @@ class PlayersSession:
                 break
             self.players.say(
                 f"kmsir tabletop: the world stays served at {self.endpoint}: `kmsir tabletop "
-                f"reset {self.results[-1].bundle.name}` restores it for the next team; "
-                "Ctrl-C stops"
+                f"reset {shlex.quote(str(self.results[-1].bundle.resolve()))}` restores it "
+                "for the next team; Ctrl-C stops"
             )
             team = self._serve()
 
@@ -234,6 +240,7 @@ class PlayersSession:
 
         if self.results and resumed is None:
             self.reset()  # the next team's world, its timers counted from its run's start
+        self.run_id = resumed[0].root.resolve().name if resumed else None
         sandbox, session, setup = self._world(), self._session(), self.setup
         incident = resumed[0].meta.incident if resumed else incident_id(setup.scenario.id, team)
         answers = dict(setup.answers)
@@ -263,6 +270,7 @@ class PlayersSession:
         )
 
         def bundle_made(root: Path) -> None:
+            self.run_id = root.name
             channel.link(session, run_id=root.name, bundle=root, team=team, incident=incident)
             self.players.run_started(root.name, root)
 
@@ -289,12 +297,15 @@ class PlayersSession:
 
     def _boundary(self, step_id: str | None) -> list[dict[str, Any]]:
         """The engine's ``before_step``: the facilitator's commands, then the due timers.
-        A command file that is none is skipped (acknowledged as refused, the players warned);
-        a channel that cannot be read is warned about, and the run goes on."""
+        A command file that is none is skipped (acknowledged as refused, the players warned),
+        one meant for another run is refused; a channel that cannot be read is warned about,
+        and the run goes on."""
         sandbox = self._world()
         records: list[dict[str, Any]] = []
         inbox = self._inbox()
         for command in inbox.commands():
+            if inbox.elsewhere(command, self.run_id, "the run going on"):
+                continue
             if command.get("action") == "end":
                 self._ended = True
                 inbox.later(command, ok=True, what=f"exercise ended {where(step_id)}")
@@ -336,8 +347,12 @@ class PlayersSession:
         """Serve the world after a run until a command decides: ``end`` (``None``: stop), or
         ``reset`` (the world re-seeded; the next team's name, or serve on without one)."""
         inbox = self._inbox()
+        last = self.results[-1].bundle.name if self.results else None
         while True:
             for command in inbox.commands():
+                if inbox.elsewhere(command, last, "the session's last run"):
+                    inbox.acknowledge()
+                    continue
                 action = str(command.get("action"))
                 if action == "end":
                     inbox.later(command, ok=True, what="session ended")
@@ -363,7 +378,7 @@ class PlayersSession:
         moto's backends, which the new world seeds afresh); its clock starts again now."""
         self._close_world()
         self._seed()
-        channel.update(self._session(), world=self._world_ids(), reset=timestamp(now()))
+        channel.update(self._session(), world=self._world_ids())
 
     # -- the world ------------------------------------------------------------------------
 
