@@ -118,6 +118,91 @@ def test_practice_10_passes_without_new_failures_and_fails_with_one() -> None:
     assert worse_check.status == "fail" and worse_check.resources == ("arn:k",)
 
 
+def test_practice_9_against_moto_a_check_citing_no_aws_page_and_an_old_rule_set_fail(
+    moto_clients: ClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole review of a moto account: its shipped checks pass practice 9; the same
+    review with one check citing a blog, run more than a year after the rule set's date,
+    fails both practice 9 checks, naming the check."""
+    from dataclasses import replace
+    from datetime import datetime, timezone
+
+    from kmsir.actions import audit as audit_action
+
+    boto3.client("kms", region_name="eu-west-1").create_key()
+    ctx, _ = context(moto_clients)
+    Audit().run(ctx, AuditParams(all=True))
+    current = review_of(ctx)
+    (cited,) = by_id(current, "rules-cite-aws")
+    assert (cited.status, cited.practice, cited.resources) == ("pass", 9, ())
+    judged = {c.id for c in current.checks if c.practice not in (9, 10)}
+    assert f"{len(judged)} check(s), each citing its AWS page" == cited.detail
+    (recent,) = by_id(current, "ruleset-current")
+    assert (recent.status, recent.practice) == ("pass", 9)
+    assert RULESET_VERSION in recent.detail
+
+    blog = tuple(
+        replace(r, doc="https://example.com/kms-tips") if r.id == "rotation-enabled" else r
+        for r in audit_action.RULES
+    )
+    monkeypatch.setattr(audit_action, "RULES", blog)
+    ctx, _ = context(moto_clients)
+    dated = datetime.fromisoformat(RULESET_DATE).replace(tzinfo=timezone.utc)
+    later = dated + timedelta(days=practice_review.RULESET_MAX_AGE_DAYS + 1)
+    ctx.now = lambda: later
+    Audit().run(ctx, AuditParams(all=True))
+    stale = review_of(ctx)
+    (uncited,) = by_id(stale, "rules-cite-aws")
+    assert (uncited.status, uncited.practice, uncited.resources) == (
+        "fail",
+        9,
+        ("rotation-enabled",),
+    )
+    (old,) = by_id(stale, "ruleset-current")
+    assert (old.status, old.practice) == ("fail", 9)
+    assert f"older than {practice_review.RULESET_MAX_AGE_DAYS}" in old.detail
+
+
+def test_practice_10_against_moto_a_fixed_failure_passes_and_a_new_one_fails(
+    moto_clients: ClientFactory, tmp_path: Path
+) -> None:
+    """Three reviews of one moto account: the first fails a key's rotation; the key then
+    rotates, and the second, compared with the first, passes practice 10 with one fixed; a
+    new key that does not rotate makes the third, compared with the first, fail it, naming
+    the new key."""
+    kms = boto3.client("kms", region_name="eu-west-1")
+    old = kms.create_key()["KeyMetadata"]
+
+    def reviewed(compare: Path | None = None) -> Review:
+        ctx, _ = context(moto_clients)
+        Audit().run(ctx, AuditParams(all=True, compare=str(compare) if compare else None))
+        return review_of(ctx)
+
+    first = reviewed()
+    assert [c.status for c in by_id(first, "rotation-enabled")] == ["fail"]
+    earlier = tmp_path / "posture.json"
+    earlier.write_bytes(first.dumps())
+
+    kms.enable_key_rotation(KeyId=old["KeyId"])
+    better = reviewed(earlier)
+    (trend,) = by_id(better, "compared-with-previous")
+    assert (trend.status, trend.practice, trend.resources) == ("pass", 10, ())
+    assert trend.detail.startswith("0 new failure(s), 1 fixed")
+    assert better.comparison is not None
+    assert [(n["id"], n["resource"]) for n in better.comparison["fixed"]] == [
+        ("rotation-enabled", old["Arn"])
+    ]
+
+    fresh = kms.create_key()["KeyMetadata"]
+    worse = reviewed(earlier)
+    (trend,) = by_id(worse, "compared-with-previous")
+    assert (trend.status, trend.practice, trend.resources) == ("fail", 10, (fresh["Arn"],))
+    assert worse.comparison is not None
+    assert [(n["id"], n["resource"]) for n in worse.comparison["new"]] == [
+        ("rotation-enabled", fresh["Arn"])
+    ]
+
+
 def test_many_keys_are_read_within_kms_quotas(monkeypatch: pytest.MonkeyPatch) -> None:
     """ListGrants, the slowest per-key read of a review, goes at KMS's documented 100 a
     second, whatever the number of threads (KMS Developer Guide, "Request quotas":

@@ -475,6 +475,7 @@ def test_unrotated_overdue_and_aws_keyed_secrets_fail_practice_6(aws: ClientFact
     assert "AWS managed key alias/aws/secretsmanager" in keys[(never,)]
     assert "AWS managed key alias/aws/ssm" in keys[(token,)]
     assert done.statuses("secrets-customer-keys") == {"fail"}
+    assert {c.practice for c in done.checks} == {6}
 
 
 def test_a_refused_secrets_listing_leaves_parameters_judged(aws: ClientFactory) -> None:

@@ -21,6 +21,7 @@ run. Where moto lacks what AWS gives, the test says so and cites AWS's page:
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
@@ -476,6 +477,34 @@ def test_imported_material_expiring_within_30_days_fails_later_passes(
 
     failed_wider = {r for c in of(wider, "imported-material-expiry", "fail") for r in c.resources}
     assert failed_wider == {soon["Arn"], later["Arn"], lapsed["Arn"]}
+
+
+@pytest.mark.usefixtures("kms_emulator")
+def test_material_imported_as_aws_imports_it_is_judged_by_its_valid_to(
+    moto_clients: ClientFactory,
+) -> None:
+    """No DescribeKey field given by the test: the material is imported through the sandbox's
+    emulator as AWS takes it (GetParametersForImport, then ImportKeyMaterial with ValidTo:
+    https://docs.aws.amazon.com/kms/latest/APIReference/API_ImportKeyMaterial.html), and the
+    review reads the ExpirationModel and ValidTo DescribeKey reports."""
+    from .test_shim_imported import import_material
+
+    soon, later, lasting = (key(Origin="EXTERNAL") for _ in range(3))
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    import_material(kms(), soon["KeyId"], os.urandom(32), ValidTo=now + timedelta(days=10))
+    import_material(kms(), later["KeyId"], os.urandom(32), ValidTo=now + timedelta(days=200))
+    import_material(kms(), lasting["KeyId"], os.urandom(32))  # KEY_MATERIAL_DOES_NOT_EXPIRE
+
+    checks, _ = review(moto_clients, ORIGIN)
+
+    failed = one(checks, "imported-material-expiry", "fail")
+    assert failed.resources == (soon["Arn"],)
+    assert (failed.practice, failed.severity) == (7, "high")
+    assert f"on {day(now + timedelta(days=10))} (warning at 30 days)" in failed.detail
+    passed = one(checks, "imported-material-expiry", "pass")
+    assert set(passed.resources) == {later["Arn"], lasting["Arn"]} and passed.practice == 7
+    recorded = {r for c in of(checks, "key-origin-recorded", "info") for r in c.resources}
+    assert recorded == {soon["Arn"], later["Arn"], lasting["Arn"]}
 
 
 # -- practice 8: keys as code ----------------------------------------------------------------
