@@ -222,8 +222,15 @@ def test_a_planted_problem_is_named_by_the_arn_the_sandbox_gave_it(reviewed: Rev
     snapshot = database.arn.replace(":db:", ":snapshot:rds:") + "-2026-12-01-04-10"
     assert database.covers("rds-encrypted", snapshot)
     assert not database.covers("rds-encrypted", snapshot.replace("marketing", "ledger"))
-    account_wide = plants["kms-change-alarms", None]
-    assert account_wide.arn is None and account_wide.covers("kms-change-alarms", "")
+    # an alarm setting is named as the review names it: the missing ScheduleKeyDeletion
+    # alarm, not the DisableKey one the scenario did set up
+    alarm = plants["kms-change-alarms", "alarm-on/ScheduleKeyDeletion"]
+    assert alarm.arn == "arn:aws:kms:eu-west-1:123456789012:alarm-on/ScheduleKeyDeletion"
+    assert not alarm.covers("kms-change-alarms", alarm.arn.replace("Schedule", "Disable"))
+    # each trail short of KMS events is its own plant
+    assert plants["trail-multi-region-kms", "pci-audit"].arn == (
+        "arn:aws:cloudtrail:eu-west-1:123456789012:trail/pci-audit"
+    )
 
 
 # -- the new scenario fields, as moto holds them ---------------------------------------------
@@ -420,3 +427,11 @@ def test_a_scenario_without_the_new_fields_dumps_none_of_them(name: str) -> None
         assert "constraints" not in grant
     for resource in dumped.get("resources", []):
         assert set(resource) == {"kind", "name", "key", "key_reference"}
+
+
+def test_a_planted_alarm_setting_must_be_one_the_review_judges() -> None:
+    from kmsir.sandbox.resource_model import planted_problem
+
+    assert planted_problem("alarm-on/PutKeyPolicy", [], [], []) == ""
+    problem = planted_problem("alarm-on/CreateKey", [], [], [])
+    assert "alarm-on/CreateKey" in problem and "ScheduleKeyDeletion" in problem

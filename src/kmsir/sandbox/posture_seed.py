@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from kmsir.playbook.values import duration_seconds
 from kmsir.sandbox.resource_model import (
+    ALARM_SETTING,
     EbsDefaultSpec,
     EventRuleSpec,
     IamPolicySpec,
@@ -342,7 +343,9 @@ def planted(world: Any) -> list[Plant]:
         derived: tuple[str, ...] = ()
         if spec.resource is not None:
             name, _, inline = spec.resource.partition("#")
-            if name in world.keys:
+            if name.startswith(ALARM_SETTING):  # the review names settings like ARNs
+                arn = f"arn:{_partition(world)}:kms:{world.region}:{world.account}:{name}"
+            elif name in world.keys:
                 arn = str(world.keys[name]["arn"])
             elif name in world.grants:
                 grant = world.grants[name]

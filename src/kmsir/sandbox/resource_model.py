@@ -264,12 +264,23 @@ class PlantedSpec(_Model):
         return value
 
 
+#: A planted problem on the account's alarms names the setting the review judges:
+#: ``alarm-on/<event>`` (the three changes it watches, and the use of a key pending deletion).
+ALARM_SETTING = "alarm-on/"
+ALARMED = ("ScheduleKeyDeletion", "DisableKey", "PutKeyPolicy", "pending-deletion-use")
+
+
 def planted_problem(
     reference: str, keys: Collection[str], grants: Collection[str], resources: Sequence[Resource]
 ) -> str:
     """Why ``reference`` (a ``planted`` entry's resource) names nothing of a scenario with
     these keys, grants and resources, or ``""``: exactly one key, grant or resource, with
     ``#policy/NAME`` only for an inline policy of an iam-role resource."""
+    if reference.startswith(ALARM_SETTING):
+        watched = reference.removeprefix(ALARM_SETTING)
+        if watched in ALARMED:
+            return ""
+        return f"{reference!r}: an alarm setting is alarm-on/ and one of {', '.join(ALARMED)}"
     name, _, inline = reference.partition("#")
     found = [
         *(["key"] if name in keys else []),
