@@ -22,6 +22,10 @@ from .clikit import cli
 from .fakes import context
 
 
+#: A terminal of 80 columns (the CLI tests' default is wider).
+NARROW = {"COLUMNS": "80"}
+
+
 def review_of(ctx: Any) -> Review:
     return Review.loads(ctx.artifacts.files["posture.json"])
 
@@ -223,10 +227,22 @@ def test_many_keys_are_read_within_kms_quotas(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_kmsir_audit_prints_the_table_and_keeps_the_review_in_the_bundle(tmp_path: Path) -> None:
-    ran = cli("audit", "--sandbox", "rogue-grant", "--evidence-dir", tmp_path / "ev")
+    ran = cli("audit", "--sandbox", "rogue-grant", "--evidence-dir", tmp_path / "ev", env=NARROW)
     assert ran.exit_code == 0, ran.stderr
     assert "KMS posture review" in ran.stdout
-    for title in ("Least-privilege access to keys", "Rotate key material", "Improve continuously"):
+    # in a terminal of 80 columns the table fits and every column keeps its whole header
+    table = [line for line in ran.stdout.splitlines() if line[:1] in "┏┃┡│└"]
+    assert max(len(line) for line in table) <= 80
+    header = next(line for line in table if "practice" in line)
+    assert [c.strip() for c in header.strip("┃").split("┃")][2:] == [
+        "fail",
+        "unchecked",
+        "waived",
+        "pass",
+        "info",
+        "n/a",
+    ]
+    for title in ("Least-privilege access", "Rotate key material", "Improve continuously"):
         assert title in ran.stdout
     assert "SIMULATED" in ran.stderr and "bundle:" in ran.stderr
     bundle = Path(ran.stderr.split("bundle: ", 1)[1].split()[0])
@@ -281,6 +297,29 @@ def test_kmsir_audit_refuses_bad_options_in_one_line(
     assert message in ran.stderr
     assert "Traceback" not in ran.output
     assert not (tmp_path / "evidence").exists()  # refused before any run started
+
+
+@pytest.mark.parametrize(
+    ("option", "name", "content", "message"),
+    [
+        (
+            "--waivers",
+            "waivers.yaml",
+            "waivers:\n  - check: grant-age\n    bogus: 1\n",
+            "waivers.yaml:3: unknown field 'bogus'",
+        ),
+        ("--compare", "old.json", '{"findings": []}\n', 'not a posture review (no "checks" list)'),
+        ("--compare", "old.json", "{not json", "not JSON"),
+    ],
+)
+def test_a_waivers_or_compare_file_that_cannot_be_read_is_refused_before_the_review(
+    tmp_path: Path, option: str, name: str, content: str, message: str
+) -> None:
+    (tmp_path / name).write_text(content)
+    ran = cli("audit", "--sandbox", "rogue-grant", option, name, cwd=tmp_path)
+    assert ran.exit_code == 2, ran.stderr
+    assert message in ran.stderr and len(ran.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "evidence").exists()  # no review ran, no bundle was made
 
 
 def _bundle(ran: Any, cwd: Path) -> Path:

@@ -81,9 +81,9 @@ def audit(
         raise UsageError(f"--fail-on {fail_on}: expected one of {', '.join(SEVERITIES)}")
     given: dict[str, Any] = parse_inputs(inputs or [])
     if waivers is not None:
-        given["waivers"] = str(_existing(waivers, "--waivers").resolve())
+        given["waivers"] = str(_checked_waivers(_existing(waivers, "--waivers")))
     if compare is not None:
-        given["compare"] = str(earlier_review(compare))
+        given["compare"] = str(_checked_review(earlier_review(compare), compare))
     incident_id = evidence.check_incident_id(incident or default_incident())
     result = _review(given, incident_id, evidence_dir, sandbox, profile, region)
     written = write_reports(result.bundle)
@@ -140,6 +140,32 @@ def _review(
     )
 
 
+def _checked_waivers(path: Path) -> Path:
+    """``--waivers``, read as the review will read it: a file that is no list of waivers is
+    refused here, before any run or bundle (exit 2), not as a failed review."""
+    from kmsir.evidence.bundle import read_outside
+    from kmsir.posture import waivers as waiving
+
+    data, _ = read_outside(path)
+    try:
+        waiving.load(data, str(path))
+    except ValueError as exc:
+        raise UsageError(f"--waivers: {exc}") from None
+    return path.resolve()
+
+
+def _checked_review(path: Path, given: Path) -> Path:
+    """``--compare``'s review, read before the run: a file that is no review is refused."""
+    from kmsir.evidence.bundle import read_outside
+
+    data, _ = read_outside(path)
+    try:
+        Review.loads(data)
+    except ValueError as exc:
+        raise UsageError(f"--compare {given}: {exc}") from None
+    return path
+
+
 def _existing(path: Path, option: str) -> Path:
     if not path.exists():
         raise UsageError(f"{option} {path}: no such file or directory")
@@ -194,10 +220,12 @@ def _table(review: Review) -> None:
         f"{scope.get('keys', 0)} key(s); rule set {review.ruleset.get('version', '?')}"
     )
     table = Table(title=visible(title), title_justify="left")
-    table.add_column("#", justify="right")
-    table.add_column("practice", no_wrap=True)
+    table.add_column("#", justify="right", no_wrap=True)
+    # the counts keep their headers whole; the practice's title wraps (80 columns fit)
+    table.add_column("practice", ratio=1, overflow="fold")
     for column in summary.COLUMNS:
-        table.add_column(summary.HEADERS.get(column, column), justify="right")
+        header = summary.HEADERS.get(column, column)
+        table.add_column(header, justify="right", no_wrap=True, min_width=len(header))
     for number, practice, *counts, _ in summary.rows(review, worst=0):
         failed = counts[0] != "·"
         table.add_row(
