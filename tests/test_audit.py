@@ -187,7 +187,9 @@ def test_practice_10_against_moto_a_fixed_failure_passes_and_a_new_one_fails(
     earlier = tmp_path / "posture.json"
     earlier.write_bytes(first.dumps())
 
-    kms.enable_key_rotation(KeyId=old["KeyId"])
+    # every 90 days, so the fix brings no new failure of the period (AWS's default is 365;
+    # with the sandbox's shim installed by an earlier test, moto answers the period too)
+    kms.enable_key_rotation(KeyId=old["KeyId"], RotationPeriodInDays=90)
     better = reviewed(earlier)
     (trend,) = by_id(better, "compared-with-previous")
     assert (trend.status, trend.practice, trend.resources) == ("pass", 10, ())
