@@ -21,7 +21,6 @@ from kmsir.posture import RULESET_DATE, RULESET_VERSION, Check, Review
 from .clikit import cli
 from .fakes import context
 
-
 #: A terminal of 80 columns (the CLI tests' default is wider).
 NARROW = {"COLUMNS": "80"}
 
