@@ -15,7 +15,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from kmsir.cli import app
+from kmsir.cli import app, console
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,10 @@ def cli(
 ) -> Ran:
     """Run ``kmsir ARGS...`` in this process; never raises for a failing command."""
     runner = CliRunner()
+    # each command draws on a console of its own, as a new process would: the one console
+    # of kmsir.cli.console reads COLUMNS when it is made (a narrow test must not narrow
+    # the next test's tables)
+    console._console.clear()
     with _cwd(cwd):
         result = runner.invoke(
             app,
