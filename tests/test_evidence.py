@@ -373,5 +373,3 @@ def test_a_change_answered_with_a_server_error_may_have_been_made() -> None:
     )
     assert [c.call for c in view.steps["act"].carried.sent] == [1, 3, 4, 5]
     assert [c.record.call for c in view.world] == [1, 3, 4, 5]
-
-

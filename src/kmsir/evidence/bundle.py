@@ -215,7 +215,8 @@ def read_outside(path: Path) -> tuple[bytes, dict[str, Any]]:
     if root is not None:
         relative = resolved.relative_to(root).as_posix()
         recorded = [
-            a.record for a in read_journal(root / JOURNAL).view().artifacts
+            a.record
+            for a in read_journal(root / JOURNAL).view().artifacts
             if a.record.path == relative
         ]
         if not recorded:

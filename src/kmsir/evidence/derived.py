@@ -66,9 +66,7 @@ def record_report(root: Path, name: str, data: bytes, details: dict[str, Any]) -
         temp = derived_temporary(target, data)
         try:
             writer.append(
-                ReportWritten(
-                    path=name, sha256=sha256_hex(data), bytes=len(data), **details
-                )
+                ReportWritten(path=name, sha256=sha256_hex(data), bytes=len(data), **details)
             )
         except BaseException:
             temp.unlink(missing_ok=True)

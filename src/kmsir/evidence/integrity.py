@@ -35,6 +35,8 @@ from kmsir.evidence.view import RunView
 
 #: kmsir records every report it writes into a bundle since this version (major, minor).
 REPORTS_RECORDED_SINCE = (0, 2)
+
+
 @dataclass
 class Verification:
     """What ``check`` found: problems mean altered, notes explain an interrupted run.
