@@ -39,6 +39,7 @@ NOT_ENTRY_TYPES = {
     ("tabletop/replay.py", "inject"): "the index field of a journaled inject record",
     ("tabletop/progress.py", "inject"): "the index field of a scenario's inject record",
     ("actions/kms_blast.py", "artifact"): "the blast-radius step's output naming its file",
+    ("actions/merges.py", "artifact"): "a fanned-out step's output naming its file",
     ("actions/kms_blast_enum.py", "note"): "a dependent's note (what a resource is)",
     ("actions/kms_blast_verdict.py", "note"): "a dependent's note (calls, operations)",
     ("report/impact.py", "note"): "a dependent's note in the impact section",

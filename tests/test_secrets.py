@@ -268,6 +268,27 @@ class KeyStoreProbe(Action[NoParams]):
         return Outcome(outputs={"store_id": store}, summary=store)
 
 
+class OrganisationProbe(Action[NoParams]):
+    """Test only: an organisation (SCPs enabled) managed by the run's account, and an OU in
+    it, for the org.* steps."""
+
+    name = "test.organisation"
+    params = NoParams
+    permissions = (
+        "organizations:CreateOrganization",
+        "organizations:EnablePolicyType",
+        "organizations:CreateOrganizationalUnit",
+    )
+
+    def run(self, ctx: ActionContext, params: NoParams) -> Outcome:
+        api = ctx.clients.client("organizations")
+        api.create_organization(FeatureSet="ALL")
+        root = api.list_roots()["Roots"][0]["Id"]
+        api.enable_policy_type(RootId=root, PolicyType="SERVICE_CONTROL_POLICY")
+        ou = api.create_organizational_unit(ParentId=root, Name="probe")["OrganizationalUnit"]
+        return Outcome(outputs={"ou": ou["Id"]}, summary=ou["Id"])
+
+
 def _iam_user_secrets() -> dict[str, str]:
     """The secret keys moto holds for the IAM users' access keys (the world's, not kmsir's)."""
     from moto.iam.models import iam_backends
@@ -292,6 +313,7 @@ def probes(monkeypatch: pytest.MonkeyPatch) -> Seen:
             RequestProbe(),
             ExternalKeyProbe(),
             KeyStoreProbe(),
+            OrganisationProbe(),
         ]
         return {**original(), **{probe.name: probe for probe in probes}}
 
@@ -417,6 +439,21 @@ EVERY_ACTION: list[dict[str, Any]] = [
     {"id": "restore-sessions", "action": "iam.restore-role-sessions", "with": {"role": PROBE_ROLE}},
     {"id": "deny-all", "action": "iam.attach-deny-policy", "with": {"user": PROBE_USER}},
     {"id": "allow-all", "action": "iam.detach-deny-policy", "with": {"user": PROBE_USER}},
+    {"id": "org", "action": "test.organisation", "with": {}},
+    {
+        "id": "scp",
+        "action": "org.attach-scp",
+        "with": {"targets": ["{{ steps.org.ou }}"], "break_glass": ["arn:aws:iam::*:role/Glass"]},
+    },
+    {
+        "id": "unscp",
+        "action": "org.detach-scp",
+        "with": {
+            "policy": "{{ steps.scp.policy_id }}",
+            "targets": "{{ steps.org.ou }}",
+            "delete": True,
+        },
+    },
     {"id": "external", "action": "test.external-key", "with": {}},
     {
         "id": "unimport",

@@ -386,9 +386,16 @@ def test_actions_lists_parameters_and_outputs() -> None:
 SNAPSHOT_OF_MANY = frozenset({"count", "keys", "external_grants", "failed"})
 
 
+#: Outputs only a step that fanned out over a run's accounts and Regions returns
+#: (``run.fanout``), by the actions that fan out: these runs have no scope.
+FANNED_OUT = {"targets", "artifacts"}
+FANNING = {"kms.snapshot", "kms.audit", "cloudtrail.collect", "cloudtrail.findings"}
+
+
 def expected_outputs(action: str, params: dict[str, Any]) -> set[str]:
-    """The outputs ``action`` declares for a run with ``params``."""
+    """The outputs ``action`` declares for a run with ``params`` (without a scope)."""
     declared = set(actions.registry()[action].outputs)
+    declared -= FANNED_OUT if action in FANNING else set()
     if action == "kms.snapshot":
         return set(SNAPSHOT_OF_MANY) if params.get("key") is None else declared - SNAPSHOT_OF_MANY
     if action in ("iam.attach-deny-policy", "iam.detach-deny-policy"):
@@ -429,6 +436,7 @@ inputs:
   external: {type: string, required: true}
   material: {type: string, required: true}
   store: {type: string, required: true}
+  ou: {type: string, required: true}
 steps:
   - {id: snap, action: kms.snapshot, with: {key: alias/payments-prod}}
   - {id: some, action: kms.snapshot, with: {keys: [alias/payments-prod]}}
@@ -494,7 +502,29 @@ steps:
     with: {key: "{{ inputs.external }}", material: "{{ inputs.material }}"}
   - {id: store-off, action: kms.disconnect-key-store, with: {store: "{{ inputs.store }}"}}
   - {id: store-on, action: kms.connect-key-store, with: {store: "{{ inputs.store }}"}}
+  - id: scp
+    action: org.attach-scp
+    with: {targets: ["{{ inputs.ou }}"], break_glass: ["arn:aws:iam::*:role/BreakGlass"]}
+  - id: scp-again
+    action: org.attach-scp
+    with: {targets: ["{{ inputs.ou }}"], break_glass: ["arn:aws:iam::*:role/BreakGlass"]}
+  - id: unscp
+    action: org.detach-scp
+    with: {policy: "{{ steps.scp.policy_id }}", targets: ["{{ inputs.ou }}"], delete: true}
+  - id: unscp-again
+    action: org.detach-scp
+    with: {policy: "{{ steps.scp.policy_id }}", targets: ["{{ inputs.ou }}"], delete: true}
 """
+
+
+def organisation(sandbox: Sandbox) -> str:
+    """An organisation (SCPs enabled) whose management account is the sandbox's, for the
+    org.* steps: the id of an OU in it."""
+    api = sandbox.session().client("organizations")
+    api.create_organization(FeatureSet="ALL")
+    root = api.list_roots()["Roots"][0]["Id"]
+    api.enable_policy_type(RootId=root, PolicyType="SERVICE_CONTROL_POLICY")
+    return str(api.create_organizational_unit(ParentId=root, Name="w")["OrganizationalUnit"]["Id"])
 
 
 def test_every_action_returns_the_outputs_it_declares(rogue_grant: Sandbox, tmp_path: Path) -> None:
@@ -508,6 +538,7 @@ def test_every_action_returns_the_outputs_it_declares(rogue_grant: Sandbox, tmp_
     material = tmp_path / "escrow.bin"
     material.write_bytes(MATERIAL)
     store, _ = hsm_store(rogue_grant, keys=0)
+    ou = organisation(rogue_grant)
     loaded = load_playbook(written(tmp_path, EVERY_ACTION))
     result = run_playbook(
         loaded,
@@ -520,6 +551,7 @@ def test_every_action_returns_the_outputs_it_declares(rogue_grant: Sandbox, tmp_
             "external": external_key(rogue_grant),
             "material": str(material),
             "store": store,
+            "ou": ou,
         },
         answers={"decide": "go", "sure": True, "check.1": DONE},
         yes=True,

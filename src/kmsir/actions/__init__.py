@@ -26,6 +26,8 @@ from kmsir.actions.kms_lifecycle import DisableKey, EnableKey, TagKey
 from kmsir.actions.kms_policy import PutPolicy, Quarantine, RestorePolicy
 from kmsir.actions.kms_rotation import EnableRotation, RotateNow
 from kmsir.actions.kms_snapshot import Snapshot
+from kmsir.actions.org_detach import DetachScp
+from kmsir.actions.org_scp import AttachScp
 
 if TYPE_CHECKING:
     from kmsir.playbook.model import Catalog
@@ -62,6 +64,8 @@ def registry() -> Registry:
         AttachDenyPolicy(),
         DetachDenyPolicy(),
         DenyPrincipals(),
+        AttachScp(),
+        DetachScp(),
         Collect(),
         Findings(),
         Ask(),

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
-from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -20,6 +20,9 @@ from kmsir.aws import ClientFactory
 from kmsir.evidence.calls import Call
 from kmsir.evidence.entries import BeforeChange, Decision, Note, Record
 from kmsir.prompts import Prompter
+
+if TYPE_CHECKING:
+    from kmsir.aws.targets import Target
 
 #: The action cannot be undone.
 IRREVERSIBLE = "irreversible"
@@ -154,6 +157,14 @@ class ActionContext:
     #: calls carry the moment they are shown (a session cutoff) shows those again, so the
     #: approval still covers them and is not asked twice.
     approved_before: tuple[Call, ...] = ()
+    #: The run's accounts and Regions as ``<account>/<region>`` (``Target.label``), when it
+    #: has a scope: where a fanned-out earlier step kept each target's artifacts.
+    scope: tuple[str, ...] = ()
+    #: The account and Region a step runs in when it is not the run's own (a key in another
+    #: account of the scope): the preview's target line names them.
+    where: str | None = None
+    #: The outputs of the run's steps done so far, by step id (what ``steps.<id>`` reads).
+    steps: Mapping[str, Any] = field(default_factory=dict)
 
     def changing(self, before: dict[str, Any]) -> None:
         """Record the state about to change, just before the first call that changes it.
@@ -190,6 +201,27 @@ class ActionContext:
         if found is None:
             return []
         return [dict(c.params) for c in found.sent if c.operation == operation]
+
+    def earlier_everywhere(self, step_id: str, name: str) -> list[bytes]:
+        """Artifact ``name`` of an earlier step: its own, or, when that step fanned out over
+        the run's accounts and Regions, each target's (in scope order; none: empty): those
+        its outputs' ``artifacts`` list when it lists them (the attempt that succeeded, not a
+        target's file an earlier attempt left)."""
+        outputs = self.steps.get(step_id)
+        listed = outputs.get("artifacts") if isinstance(outputs, Mapping) else None
+        if isinstance(listed, list):  # artifacts/NN-<step>[.attempt]/<account>/<region>/<name>
+            names = [
+                path.split("/", 2)[2]
+                for path in listed
+                if isinstance(path, str) and path.count("/") >= 2 and path.endswith(f"/{name}")
+            ]
+            read = (self.artifacts.earlier(step_id, n) for n in names)
+            return [data for data in read if data is not None]
+        found = self.artifacts.earlier(step_id, name)
+        if found is not None:
+            return [found]
+        each = (self.artifacts.earlier(step_id, f"{label}/{name}") for label in self.scope)
+        return [data for data in each if data is not None]
 
     def write_json(self, name: str, value: Any) -> str:
         """Store a JSON artifact (indented, sorted keys, dates as ISO strings)."""
@@ -261,6 +293,25 @@ class Action(Generic[P]):
     def run(self, ctx: ActionContext, params: P) -> Outcome:
         """Do the work; raise ``ActionError`` on failure."""
         raise NotImplementedError
+
+    def fans_out(self, params: P, steps: Mapping[str, Any]) -> bool:
+        """Whether, in a run whose scope names accounts and Regions, this step runs once per
+        target (``run.fanout``); ``steps``: the outputs of the steps done so far."""
+        return False
+
+    def merge(
+        self,
+        ctx: ActionContext,
+        results: Mapping[Target, Outcome],
+        failed: Mapping[Target, str],
+    ) -> Outcome:
+        """One outcome from the targets' (``results``: those reached; ``failed``: why the
+        others were not): each target's outputs by its label. ``ctx`` writes to the step's own
+        folder (a merged artifact); the run layer adds ``targets`` to the outputs."""
+        return Outcome(
+            outputs={"results": {t.label: dict(o.outputs) for t, o in sorted(results.items())}},
+            summary="; ".join(f"{t.label}: {o.summary}" for t, o in sorted(results.items())),
+        )
 
     def undo(self, done: Done) -> Undo | None:
         """How ``rollback`` undoes a step of this action that changed something: the

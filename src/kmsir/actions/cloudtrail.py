@@ -9,7 +9,10 @@ Sources:
 - ``s3``: a trail bucket (``bucket``, ``prefix``), standard or organisation layout, listing
   only the day prefixes inside the window (``trail_s3``);
 - ``athena``, ``lake``: a query of an Athena CloudTrail table or a CloudTrail Lake event data
-  store (``trail_query``).
+  store (``trail_query``). An organisation trail's table (``kmsir cloudtrail athena-ddl``) is
+  read with ``partitions: projection``: the window's days, and the ``accounts`` and
+  ``regions`` given, are its partition predicates. The recommended path at scale: a
+  ``lookup`` pull that would take more than a few minutes says so (``estimate``).
 
 Every event goes through the one matching function (``trail.match``), is de-duplicated by
 event id, sorted by time and kept unchanged in ``events.jsonl.gz``. Whatever the source, a
@@ -22,20 +25,21 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
 from itertools import chain
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from kmsir.actions.base import Action, ActionContext, Outcome
 from kmsir.actions.kmskeys import KeyParams, check_key_reference, describe
-from kmsir.actions.trail_lookup import lookup_regions
+from kmsir.actions.trail_lookup import Estimate, key_here, key_regions, lookup_regions
 from kmsir.actions.trail_query import (
     Partitions,
     athena_events,
@@ -52,8 +56,12 @@ from kmsir.trail import files
 from kmsir.trail.events import dedupe_sorted, summarize
 from kmsir.trail.match import KeyMatcher
 
+if TYPE_CHECKING:
+    from kmsir.aws.targets import Target
+
 #: Skipped records named in the journal (the rest are counted).
 MAX_EXAMPLES = 20
+_ACCOUNT = re.compile(r"\d{12}")
 
 #: What reading each source needs besides the key (the lookup's are ``LookupEvents``): a
 #: trail bucket is listed and read; Athena reads the Glue table and its S3 data and writes
@@ -91,6 +99,8 @@ class CollectParams(KeyParams):
     until: str | None = None
     aliases: list[str] = Field(default_factory=list, max_length=100)
     regions: list[str] | None = Field(default=None, min_length=1, max_length=40)
+    #: Accounts of an organisation trail's table read (``partitions: projection`` only).
+    accounts: list[str] | None = Field(default=None, min_length=1, max_length=1000)
     path: str | list[str] | None = None
     bucket: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
     prefix: str = ""
@@ -102,6 +112,9 @@ class CollectParams(KeyParams):
     event_data_store: str | None = Field(default=None, pattern=r"^[A-Za-z0-9:/._-]{3,256}$")
 
     _times = field_validator("since", "until", mode="before")(time_parameter)
+    #: The Regions where the key's use is logged, when the run fans the lookup out
+    #: (``Collect.fans_out``; ``None``: not known, every Region of the scope).
+    _key_regions: tuple[str, ...] | None = PrivateAttr(default=None)
 
     @field_validator("aliases")
     @classmethod
@@ -116,6 +129,14 @@ class CollectParams(KeyParams):
                 raise ValueError(f"{region[:40]!r} is not an AWS Region name")
         return value
 
+    @field_validator("accounts")
+    @classmethod
+    def _accounts(cls, value: list[str] | None) -> list[str] | None:
+        for account in value or []:
+            if not _ACCOUNT.fullmatch(account):
+                raise ValueError(f"{account[:40]!r} is not an AWS account id (12 digits)")
+        return value
+
     @model_validator(mode="after")
     def _source_needs(self) -> CollectParams:
         if self.source == "files" and not self.path:
@@ -126,6 +147,11 @@ class CollectParams(KeyParams):
             raise ValueError("source athena needs database and table (the CloudTrail table)")
         if self.source == "lake" and not self.event_data_store:
             raise ValueError("source lake needs event_data_store (its ARN or id)")
+        projected = self.source == "athena" and self.partitions == "projection"
+        if self.accounts and not projected:
+            raise ValueError("accounts needs source athena with partitions: projection")
+        if self.regions and self.source == "athena" and not projected:
+            raise ValueError("regions with source athena needs partitions: projection")
         return self
 
     def paths(self) -> list[Path]:
@@ -149,7 +175,13 @@ class Collect(Action[CollectParams]):
     Outputs: ``count``, ``first``, ``last``, ``event_names`` (name -> count), ``principals``,
     ``source_ips`` (each the 50 most frequent), ``errors`` (failed calls), ``skipped``
     (unreadable input, by reason), ``noted`` (kept but odd: a different event under an event
-    id already seen), ``window``, ``artifact``.
+    id already seen), ``window``, ``artifact``, ``estimate`` (a ``lookup`` that would take
+    more than a few minutes: its extrapolated remaining time, when Athena was suggested).
+    Over a run's accounts and Regions (a ``lookup`` fans out; the key must be its ARN):
+    ``artifacts`` (each target's events file; ``artifact`` is null), ``targets``, and the
+    largest ``estimate`` naming its ``target``. A target outside the Regions where the key's
+    use is logged (its own, its replicas' as an earlier snapshot names them, or ``regions``)
+    makes no LookupEvents call and says so.
     """
 
     name = "cloudtrail.collect"
@@ -163,11 +195,14 @@ class Collect(Action[CollectParams]):
             "principals": "dict",
             "source_ips": "dict",
             "errors": "int",
-            "artifact": "str",
+            "artifact": "str|null",
+            "artifacts": "list[str]",
+            "targets": "list[dict]",
             "key_arn": "str|null",
             "window": "dict",
             "skipped": "dict",
             "noted": "dict",
+            "estimate": "dict|null",
         }
     )
     permissions = tuple(
@@ -213,6 +248,24 @@ class Collect(Action[CollectParams]):
         window = {"ResourceName": params.key, "StartTime": params.since}
         return [Call(service="cloudtrail", operation="LookupEvents", params=window)]
 
+    def fans_out(self, params: CollectParams, steps: Mapping[str, Any]) -> bool:
+        if params.source != "lookup":
+            return False
+        params._key_regions = key_regions(params.key, steps)
+        return True
+
+    def merge(
+        self,
+        ctx: ActionContext,
+        results: Mapping[Target, Outcome],
+        failed: Mapping[Target, str],
+    ) -> Outcome:
+        """The targets' counts summed; their events stay in their own files (``artifacts``,
+        what the report, the findings and the blast radius read: ``merges``)."""
+        from kmsir.actions.merges import collections
+
+        return collections(results)
+
     def run(self, ctx: ActionContext, params: CollectParams) -> Outcome:
         now = ctx.now()
         start = parse_time(params.since, now).astimezone(timezone.utc)
@@ -222,6 +275,8 @@ class Collect(Action[CollectParams]):
         skipped: Counter[str] = Counter()
         problems: list[str] = []
         noted: Counter[str] = Counter()
+        estimate: dict[str, Any] | None = None
+        outside = ""  # a fanned-out lookup's target outside the key's Regions
         if params.source in ("files", "s3", "athena", "lake"):
             key_arn: str | None = params.key if params.key.startswith("arn:") else None
             if params.key.startswith("alias/") or ":alias/" in params.key:
@@ -249,11 +304,21 @@ class Collect(Action[CollectParams]):
                 noted.update(stats.noted)
                 problems = stats.problems
         else:
-            info = describe(ctx, params.key)
+            info = key_here(ctx, params.key)
             matcher = KeyMatcher.for_key(info.arn, params.aliases)
-            regions = params.regions or [info.region]
-            skips = _Skips(skipped, problems)
-            found = lookup_regions(ctx, info.arn, info.key_id, regions, start, end, matcher, skips)
+            regions = [info.region] if ctx.scope else params.regions or [info.region]
+            wanted = params.regions or params._key_regions  # under a scope: the target's
+            if ctx.scope and wanted is not None and info.region not in wanted:
+                why = "not in regions" if params.regions else "the key's use is logged in"
+                found, outside = [], f"; no LookupEvents in {info.region}: {why} "
+                outside += f"({', '.join(wanted)})" if params.regions else ", ".join(wanted)
+            else:
+                skips = _Skips(skipped, problems)
+                pace = Estimate(ctx, params.key, regions, start, end)
+                found = lookup_regions(
+                    ctx, info.arn, info.key_id, regions, start, end, matcher, skips, pace
+                )
+                estimate = pace.told
             key_arn = info.arn
         events = dedupe_sorted(found, noted)
         lines = b"".join(
@@ -272,9 +337,11 @@ class Collect(Action[CollectParams]):
                 "window": {"since": iso(start), "until": iso(end)},
                 "skipped": dict(skipped),
                 "noted": dict(noted),
+                "estimate": estimate,
             }
         )
         summary = f"{len(events)} event(s) for {params.key} from {iso(start)} to {iso(end)}"
+        summary += outside
         if skipped:
             summary += f"; skipped {sum(skipped.values())} unreadable input(s)"
         return Outcome(outputs=outputs, summary=summary)
@@ -319,8 +386,17 @@ def _query(
 ) -> Iterator[dict[str, Any]]:
     names = sorted(matcher.names)
     if params.source == "athena":
+        # an organisation table's partitions: those given, else the run's scope (if it has one)
+        scoped = [label.split("/", 1) for label in ctx.scope]
         sql = athena_sql(
-            str(params.database), str(params.table), names, start, end, params.partitions
+            str(params.database),
+            str(params.table),
+            names,
+            start,
+            end,
+            params.partitions,
+            accounts=params.accounts or sorted({account for account, _ in scoped}),
+            regions=params.regions or sorted({region for _, region in scoped}),
         )
         return athena_events(
             ctx,

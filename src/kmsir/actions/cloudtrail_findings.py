@@ -7,10 +7,12 @@ the baseline before it, and runs the rules of ``trail.findings`` over them.
 from __future__ import annotations
 
 import gzip
+import json
 from collections import Counter
+from collections.abc import Mapping
 from datetime import timedelta
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator
 
@@ -24,6 +26,9 @@ from kmsir.trail.events import decode_event
 from kmsir.trail.fields import event_time
 from kmsir.trail.finding import context_for
 from kmsir.trail.findings import findings
+
+if TYPE_CHECKING:
+    from kmsir.aws.targets import Target
 
 #: Actors behind the findings that the findings step lists in its outputs.
 MAX_ACTORS = 20
@@ -56,7 +61,9 @@ class Findings(Action[FindingsParams]):
     are what "new principal", "new source" and "volume spike" compare against.
     Outputs: ``count``, ``by_severity``, ``top`` (the first ten), ``actors`` (who is behind
     the findings, most severe first: ``principal``, ``type``, ``account``, ``user`` or
-    ``role``, ``access_keys``, ``severity``, ``findings``: how many), ``artifact``.
+    ``role``, ``access_keys``, ``severity``, ``findings``: how many), ``artifact``. Over a
+    collect that fanned out over accounts and Regions, each target's events are judged on
+    their own and ``findings.json`` holds them all, each with its ``account`` and ``region``.
     """
 
     name = "cloudtrail.findings"
@@ -70,11 +77,33 @@ class Findings(Action[FindingsParams]):
             "artifact": "str",
             "window": "dict",
             "skipped": "dict",
+            "targets": "list[dict]",
         }
     )
 
     def api_calls(self, params: FindingsParams) -> list[Call]:
         return []
+
+    def fans_out(self, params: FindingsParams, steps: Mapping[str, Any]) -> bool:
+        earlier = steps.get(params.events)
+        return isinstance(earlier, Mapping) and "targets" in earlier
+
+    def merge(
+        self,
+        ctx: ActionContext,
+        results: Mapping[Target, Outcome],
+        failed: Mapping[Target, str],
+    ) -> Outcome:
+        """One ``findings.json`` at the step's root, each finding naming its account and
+        Region: the report reads that one file."""
+        from kmsir.actions import merges
+
+        def read(target: Target) -> bytes | None:
+            return ctx.artifacts.earlier(ctx.step_id, f"{target.label}/findings.json")
+
+        data = merges.findings(results, read)
+        path = ctx.artifacts.write("findings.json", data)
+        return merges.finding_outputs(results, json.loads(data), path)
 
     def run(self, ctx: ActionContext, params: FindingsParams) -> Outcome:
         data = ctx.artifacts.earlier(params.events, "events.jsonl.gz")

@@ -180,7 +180,8 @@ def _events(ctx: ActionContext, step: str | None) -> list[dict[str, Any]]:
     """The events an earlier collect step kept (none without ``events``)."""
     if step is None:
         return []
-    data = ctx.artifacts.earlier(step, "events.jsonl.gz")
+    # a collect that fanned out kept one file per account and Region: all of them, one stream
+    data = b"".join(ctx.earlier_everywhere(step, "events.jsonl.gz")) or None
     if data is None:
         raise ActionError(f"step {step!r} collected no events.jsonl.gz")
     found = []

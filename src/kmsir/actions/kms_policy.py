@@ -209,13 +209,21 @@ def _kept_names(info: KeyInfo) -> list[str]:
     """Where a step may have kept the policy of ``info``, most specific first. Every Region's
     key of a multi-Region key has the same key id but a policy of its own: what a step kept
     for this Region's key (a ``replicas: true`` step's ``<Region>/``, a snapshot's
-    ``replica-<Region>-``) comes before what it kept for the key it was given."""
+    ``replica-<Region>-``) comes before what it kept for the key it was given. A snapshot
+    that fanned out over the run's accounts and Regions kept each key under
+    ``<account>/<region>/<key_id>/``: looked at first."""
     names = [f"{info.region}/policy-before.json"] if info.multi_region_role else []
+    fanned = f"{info.account}/{info.region}/{info.key_id}/"
     if info.multi_region_role:
         label = f"{info.multi_region_role}-{info.region}-".lower()
-        names += [f"{info.key_id}/{label}policy-default.json", f"{label}policy-default.json"]
+        names += [
+            f"{fanned}{label}policy-default.json",
+            f"{info.key_id}/{label}policy-default.json",
+            f"{label}policy-default.json",
+        ]
     return [
         *names,
+        f"{fanned}policy-default.json",
         f"{info.key_id}/policy-default.json",
         "policy-before.json",
         "policy-default.json",

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator, model_validator
 
@@ -33,8 +34,11 @@ from kmsir.actions.kmskeys import (
     strip_metadata,
 )
 from kmsir.aws import aws_errors, redacted
-from kmsir.errors import ActionError, KmsirError
+from kmsir.errors import Aborted, ActionError, EvidenceError, KmsirError, MissingAnswer
 from kmsir.evidence.calls import Call
+
+if TYPE_CHECKING:
+    from kmsir.aws.targets import Target
 
 #: Keys snapshotted at once; each makes about eight sequential calls.
 WORKERS = 16
@@ -83,7 +87,10 @@ class Snapshot(Action[SnapshotParams]):
     ``rotation_enabled``, ``rotation_period_days``, ``next_rotation_date``, ``rotations``,
     ``tags``, ``policies`` (name -> policy) and ``policy`` (the default one).
     For several keys: ``count``, ``keys`` (one summary each), ``external_grants``
-    (key id -> grant ids) and ``failed`` (key -> error).
+    (key id -> grant ids) and ``failed`` (key -> error). With ``all: true`` in a run over
+    several accounts and Regions, every one of them is snapshotted (artifacts under
+    ``<account>/<region>/``), each key's summary names its ``account`` and ``region``, and
+    ``targets`` says which were reached and why others were not.
     """
 
     name = "kms.snapshot"
@@ -122,6 +129,7 @@ class Snapshot(Action[SnapshotParams]):
             "keys": "list[dict]",
             "external_grants": "dict",
             "failed": "dict",
+            "targets": "list[dict]",
         }
     )
     permissions = (
@@ -142,6 +150,20 @@ class Snapshot(Action[SnapshotParams]):
 
     def api_calls(self, params: SnapshotParams) -> list[Call]:
         return permitted_calls(self.permissions_for(params))
+
+    def fans_out(self, params: SnapshotParams, steps: Mapping[str, Any]) -> bool:
+        return params.all
+
+    def merge(
+        self,
+        ctx: ActionContext,
+        results: Mapping[Target, Outcome],
+        failed: Mapping[Target, str],
+    ) -> Outcome:
+        """Every target's keys in one list (each with its ``account`` and ``region``)."""
+        from kmsir.actions.merges import snapshots
+
+        return snapshots(results)
 
     def run(self, ctx: ActionContext, params: SnapshotParams) -> Outcome:
         if params.key is not None:
@@ -177,18 +199,26 @@ class Snapshot(Action[SnapshotParams]):
                 started.add(info.key_id)
             return _summary(snapshot_key(ctx, reference, prefix=f"{info.key_id}/", info=info))
 
-        with ThreadPoolExecutor(max_workers=min(WORKERS, max(total, 1))) as pool:
+        pool = ThreadPoolExecutor(max_workers=min(WORKERS, max(total, 1)))
+        try:
             futures = {pool.submit(one, reference): reference for reference in references}
             for future in as_completed(futures):
                 reference = futures[future]
                 try:
                     done = future.result()
+                except (EvidenceError, Aborted, MissingAnswer):
+                    raise  # the run stops, not just this key
                 except KmsirError as exc:  # one key's failure does not lose the others
                     failed[reference] = str(exc)
                 else:
                     if done is not None:
                         summaries[done["key_id"]] = done
                 ctx.reporter.progress("keys", len(summaries) + len(failed), total)
+        except BaseException:
+            # Ctrl-C, or an error that stops the run: the keys not started never start
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
         ordered = [summaries[k] for k in sorted(summaries)]
         external_grants = {
             s["key_id"]: s["external_grant_ids"] for s in ordered if s["external_grant_ids"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -36,7 +36,10 @@ POLL_CAP = 5.0
 #: Longest a query may run before kmsir gives up on it.
 QUERY_TIMEOUT = 30 * 60
 
-Partitions = Literal["none", "timestamp", "year-month-day"]
+#: How the Athena table is partitioned: not at all; by ``timestamp`` (``yyyy/MM/dd``); by
+#: ``year``/``month``/``day``; or ``projection``: the organisation trail table of ``kmsir
+#: cloudtrail athena-ddl``, projected over ``account``, ``region`` and ``timestamp``.
+Partitions = Literal["none", "timestamp", "year-month-day", "projection"]
 #: CloudTrail delivers a log file some minutes after its events; a day's last events may sit in
 #: the next day's folder or partition.
 DELIVERY_LAG = timedelta(days=1)
@@ -114,8 +117,20 @@ def athena_sql(
     start: datetime,
     end: datetime,
     partitions: Partitions = "none",
+    *,
+    accounts: Sequence[str] = (),
+    regions: Sequence[str] = (),
 ) -> str:
-    """SQL over the standard Athena CloudTrail table for the events that may name the key."""
+    """SQL over the standard Athena CloudTrail table for the events that may name the key.
+
+    With ``projection``, ``accounts`` and ``regions`` (validated ids and names) narrow the
+    ``account`` and ``region`` partitions when given; without them every projected account
+    and Region is read. A resource naming the key is found with ``cardinality(filter(...))``
+    rather than ``any_match``: the same rows (a NULL or empty array selects none either
+    way), in functions Athena documents (https://docs.aws.amazon.com/athena/latest/ug/
+    filtering-arrays.html; Trino: https://trino.io/docs/current/functions/array.html) and
+    sqlglot translates for the DuckDB equivalence test (it has no ``any_match``).
+    """
     columns = [
         *_ATHENA_COLUMNS,
         *(f"json_format(CAST({c} AS JSON)) AS {c}" for c in _ATHENA_JSON_COLUMNS),
@@ -124,7 +139,7 @@ def athena_sql(
         [
             _like_any("requestparameters", names),
             _like_any("responseelements", names),
-            "any_match(resources, r -> " + _like_any("r.arn", names) + ")",
+            "cardinality(filter(resources, r -> " + _like_any("r.arn", names) + ")) > 0",
         ]
     )
     where = [
@@ -133,7 +148,7 @@ def athena_sql(
         _kms_or_trail("eventsource", "eventname", key_filter),
     ]
     last = end + DELIVERY_LAG  # files are dated when delivered, minutes after the events
-    if partitions == "timestamp":
+    if partitions in ("timestamp", "projection"):
         where.append(
             f"timestamp BETWEEN {_quote(f'{start:%Y/%m/%d}')} AND {_quote(f'{last:%Y/%m/%d}')}"
         )
@@ -142,6 +157,10 @@ def athena_sql(
             f"concat(year, month, day) BETWEEN {_quote(f'{start:%Y%m%d}')} "
             f"AND {_quote(f'{last:%Y%m%d}')}"
         )
+    if partitions == "projection":
+        for column, values in (("account", accounts), ("region", regions)):
+            if values:
+                where.append(f"{column} IN ({', '.join(_quote(v) for v in sorted(values))})")
     return (
         f'SELECT {", ".join(columns)}\nFROM "{database}"."{table}"\nWHERE '
         + "\n  AND ".join(where)
@@ -165,12 +184,15 @@ _RESOURCE = ("ARN", "accountId", "type")
 
 
 def _cloudtrail_case(value: Any, names: tuple[str, ...]) -> Any:
-    """An Athena struct (lower-case object, or positional array) with CloudTrail's names."""
+    """An Athena struct (lower-case object, or positional array) with CloudTrail's names.
+
+    A field the record did not carry is NULL in the struct: it is left out again (a resource
+    without ``type`` may be a key, as the ``files`` source reads it)."""
     by_lower = {n.lower(): n for n in names}
     if isinstance(value, dict):
-        return {by_lower.get(k.lower(), k): v for k, v in value.items()}
+        return {by_lower.get(k.lower(), k): v for k, v in value.items() if v is not None}
     if isinstance(value, list) and value and not isinstance(value[0], dict | list):
-        return dict(zip(names, value, strict=False))
+        return {n: v for n, v in zip(names, value, strict=False) if v is not None}
     return value
 
 
@@ -211,7 +233,16 @@ def athena_events(
     with aws_errors("Athena StartQueryExecution", service="athena"):
         query_id = athena.start_query_execution(**request)["QueryExecutionId"]
     ctx.artifacts.journal(Query(service="athena", id=query_id, sql=sql))
-    _wait(lambda: _athena_state(athena, query_id), sleep, f"Athena query {query_id}")
+    try:
+        _wait(lambda: _athena_state(athena, query_id), sleep, f"Athena query {query_id}")
+    except ActionError as exc:
+        if "CONSTRAINT_VIOLATION" not in str(exc):
+            raise
+        raise ActionError(  # an injected partition column read without its values
+            f"{exc} (the table's projected partitions need their values: give "
+            "cloudtrail.collect accounts: [...] and regions: [...], or run with --accounts "
+            "and --regions)"
+        ) from None
     header: list[str] | None = None
     rows = 0
     with aws_errors(f"Athena GetQueryResults {query_id}", service="athena"):

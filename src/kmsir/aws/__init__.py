@@ -30,8 +30,10 @@ if TYPE_CHECKING:
     import boto3
     from mypy_boto3_athena import AthenaClient
     from mypy_boto3_cloudtrail import CloudTrailClient
+    from mypy_boto3_ec2 import EC2Client
     from mypy_boto3_iam import IAMClient
     from mypy_boto3_kms import KMSClient
+    from mypy_boto3_organizations import OrganizationsClient
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sts import STSClient
 
@@ -71,6 +73,21 @@ def client_config() -> Any:
     )
 
 
+class CallNumbers:
+    """The numbers of a run's changing calls (the journal pairs each intent with its answer
+    by it): one after another, whatever the thread, and whichever ``Fleet`` account's factory
+    took it (they share one)."""
+
+    def __init__(self) -> None:
+        self._next = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def take(self) -> int:
+        """The next number."""
+        with self._lock:
+            return next(self._next)
+
+
 @dataclass
 class ClientFactory:
     """Makes boto3 clients with kmsir's retry config, pacing, guards and call recording.
@@ -89,7 +106,10 @@ class ClientFactory:
     guard_send: bool = False
     recorder: CallRecorder | None = None
     intent_recorder: CallRecorder | None = None
-    _calls: Iterator[int] = field(default_factory=lambda: itertools.count(1), init=False)
+    #: The account these clients reach, when it is not the one the run signs in to (a
+    #: ``Fleet``'s other accounts): named on every call recorded.
+    account: str | None = None
+    _calls: CallNumbers = field(default_factory=lambda: CallNumbers(), init=False)
     _session: Any = field(default=None, init=False, repr=False)
     _clients: dict[tuple[str, str | None], Any] = field(
         default_factory=dict, init=False, repr=False
@@ -126,9 +146,15 @@ class ClientFactory:
         self, service: Literal["cloudtrail"], region: str | None = None
     ) -> CloudTrailClient: ...
     @overload
+    def client(self, service: Literal["ec2"], region: str | None = None) -> EC2Client: ...
+    @overload
     def client(self, service: Literal["iam"], region: str | None = None) -> IAMClient: ...
     @overload
     def client(self, service: Literal["kms"], region: str | None = None) -> KMSClient: ...
+    @overload
+    def client(
+        self, service: Literal["organizations"], region: str | None = None
+    ) -> OrganizationsClient: ...
     @overload
     def client(self, service: Literal["s3"], region: str | None = None) -> S3Client: ...
     @overload
@@ -189,14 +215,14 @@ class ClientFactory:
                 region=region,
                 params=context.get("kmsir_params", {}),
                 call=context.get("kmsir_call"),
+                account=self.account,
                 **result,
             )
 
         def intent(model: Any, context: dict[str, Any], **_: Any) -> None:
             if is_read_only(model.name):
                 return
-            with self._lock:
-                context["kmsir_call"] = next(self._calls)
+            context["kmsir_call"] = self._calls.take()
             if self.intent_recorder is not None:
                 self.intent_recorder(call(model, context))
 

@@ -27,10 +27,12 @@ from kmsir.cli.common import (
     prompter_for,
     write_reports,
 )
+from kmsir.cli.scope import Accounts, Exclude, ExternalId, Org, Regions, RoleName, scope_request
 from kmsir.errors import UsageError
 from kmsir.posture import SEVERITIES, Review
 
 if TYPE_CHECKING:
+    from kmsir.aws.targets import ScopeRequest
     from kmsir.run.engine import RunResult
 
 PLAYBOOK = "kms-posture-review"
@@ -70,10 +72,26 @@ def audit(
         ),
     ] = None,
     inputs: InputPairs = None,
+    accounts: Accounts = None,
+    org: Org = False,
+    exclude: Exclude = None,
+    role_name: RoleName = None,
+    external_id: ExternalId = None,
+    regions: Regions = None,
 ) -> None:
     """Review the account (or a sandbox scenario) against the ten KMS security best
-    practices: read-only; a bundle and a report like every run."""
+    practices: read-only; a bundle and a report like every run. With --accounts or --org,
+    and --regions, every account and Region of the scope."""
     from kmsir.evidence import bundle as evidence
+
+    scope = scope_request(
+        accounts=accounts,
+        org=org,
+        exclude=exclude,
+        role_name=role_name,
+        external_id=external_id,
+        regions=regions,
+    )
 
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
@@ -85,7 +103,7 @@ def audit(
     if compare is not None:
         given["compare"] = str(_checked_review(earlier_review(compare), compare))
     incident_id = evidence.check_incident_id(incident or default_incident())
-    result = _review(given, incident_id, evidence_dir, sandbox, profile, region)
+    result = _review(given, incident_id, evidence_dir, sandbox, profile, region, scope)
     written = write_reports(result.bundle)
     if written:
         err(f"report: {written[0]} (HTML: {written[1]})")
@@ -106,8 +124,10 @@ def _review(
     sandbox: str | None,
     profile: str | None,
     region: str | None,
+    scope: ScopeRequest | None = None,
 ) -> RunResult:
-    """Run the posture-review playbook (against ``sandbox``'s world when given)."""
+    """Run the posture-review playbook (against ``sandbox``'s world when given), over
+    ``scope``'s accounts and Regions when given."""
     from kmsir.cli.runs import Resume, execute, scenario_source
     from kmsir.run.engine import RunOptions
 
@@ -136,6 +156,7 @@ def _review(
         source=scenario_source(sandbox) if sandbox else None,
         profile=profile,
         region=region,
+        scope=scope,
         resume=Resume(profile, None, True),
     )
 

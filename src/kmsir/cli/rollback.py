@@ -102,11 +102,13 @@ def rollback(
             )
         else:
             venue = launch.live(lambda: live_clients(profile, region or meta.region), options)
+        # a run over several accounts is undone in each key's own account: its recorded scope
+        venue = launch.rescoped(venue, meta.scope)
         if check:
             from kmsir.cli.console import banner
 
             banner("CHECK MODE · nothing is changed; each undo says what it would send")
-        plan = rollback_drift.drift(plan, venue.clients)
+        plan = rollback_drift.drift(plan, venue.clients, venue.fleet)
         _show(plan)
         if not plan.undos:
             err("kmsir rollback: nothing to undo: no run started")
@@ -122,6 +124,7 @@ def rollback(
         scripted, source = rollback_run.answers(asked, yes=yes, check=check)
         extra: dict[str, Any] = {
             **venue.options.extra,
+            **({"scope": meta.scope} if meta.scope else {}),  # its resume covers it again
             "rollback_of": rollback_run.link(plan, step=step, confirmed_by=confirmed_by),
         }
         if scripted:

@@ -12,6 +12,7 @@ import typer
 from kmsir.errors import UsageError
 
 if TYPE_CHECKING:
+    from kmsir.aws.targets import ScopeRequest
     from kmsir.playbook.model import LoadedPlaybook
     from kmsir.run.engine import RunOptions, RunResult
 
@@ -35,6 +36,7 @@ from kmsir.cli.common import (
     write_reports,
 )
 from kmsir.cli.console import ConsoleReporter
+from kmsir.cli.scope import Accounts, Exclude, ExternalId, Org, Regions, RoleName, scope_request
 
 
 @app.command()
@@ -101,13 +103,15 @@ def execute(
     profile: str | None = None,
     region: str | None = None,
     anchor_key: str | None = None,
+    scope: ScopeRequest | None = None,
     resume: Resume,
 ) -> RunResult:
     """Run against the scenario's sandbox when there is one, else against AWS.
 
     ``source`` is where the scenario came from (a built-in name or an absolute path), kept in
     the journal so that resume can rebuild the same world. ``anchor_key``: sign the journal's
-    chain head with this KMS key after every step."""
+    chain head with this KMS key after every step. ``scope``: the accounts and Regions to
+    cover (resolved before the run starts)."""
     from kmsir.run import launch
 
     inputs = launch.run_inputs(loaded, given, prompter, world)
@@ -123,6 +127,7 @@ def execute(
             venue = launch.sandboxed(sandbox, options, recorded)
         else:
             venue = launch.live(lambda: live_clients(profile, region), options)
+        venue = launch.scoped(venue, scope)
         engine = launch.engine(
             venue,
             prompter=prompter,
@@ -175,11 +180,25 @@ def run(
         bool,
         typer.Option("--force", help="Run although another run holds the incident's lock."),
     ] = False,
+    accounts: Accounts = None,
+    org: Org = False,
+    exclude: Exclude = None,
+    role_name: RoleName = None,
+    external_id: ExternalId = None,
+    regions: Regions = None,
 ) -> None:
     """Run a playbook step by step, asking before anything changes."""
     from kmsir.evidence import bundle as evidence
     from kmsir.run.engine import RunOptions
 
+    scope = scope_request(
+        accounts=accounts,
+        org=org,
+        exclude=exclude,
+        role_name=role_name,
+        external_id=external_id,
+        regions=regions,
+    )
     loaded = load_playbook(playbook_ref)
     incident_id = evidence.check_incident_id(incident or default_incident())
     given: dict[str, Any] = parse_inputs(inputs or [])
@@ -222,6 +241,7 @@ def run(
             profile=profile,
             region=region,
             anchor_key=anchor_key,
+            scope=scope,
             # a sandbox run reuses its recorded answers; a live one is given the file again
             resume=Resume(profile, answers if answers and not world else None, yes),
         )
@@ -338,6 +358,7 @@ def resume(
             venue = launch.sandboxed(sandbox, options, {"sandbox_replay": replayed})
         else:
             venue = launch.live(lambda: live_clients(profile, meta.region), options)
+        venue = launch.rescoped(venue, meta.scope)  # the accounts and Regions it started with
         again = Resume(profile, answers, yes)
         engine = launch.engine(
             venue,

@@ -13,6 +13,7 @@ import typer
 
 from kmsir.cli.common import (
     app,
+    err,
     handled,
     live_clients,
     write_out,
@@ -105,6 +106,79 @@ def cloudtrail_scan(
     if findings_out is not None:
         write_out(findings_out, json.dumps([f.to_json() for f in found], indent=2) + "\n")
     _scan_summary(stats, len(events), found, written=out is not None, findings_out=findings_out)
+
+
+@cloudtrail_app.command("athena-ddl")
+@handled
+def cloudtrail_athena_ddl(
+    bucket: Annotated[
+        str, typer.Option("--bucket", metavar="BUCKET", help="The trail's S3 bucket.")
+    ],
+    accounts: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--accounts",
+            metavar="IDS",
+            help="The accounts whose logs the table reads (12-digit ids, comma-separated or "
+            "repeated): the account partition's values. Without them the account partition is "
+            "injected: every query must name its accounts.",
+        ),
+    ] = None,
+    org_id: Annotated[
+        str | None,
+        typer.Option(
+            "--org-id", metavar="ORG_ID", help="An organisation trail's organization id (o-...)."
+        ),
+    ] = None,
+    prefix: Annotated[
+        str, typer.Option("--prefix", metavar="PREFIX", help="The trail's S3 key prefix.")
+    ] = "",
+    regions: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--regions",
+            metavar="REGIONS",
+            help="The Regions the table reads (default: every Region CloudTrail has in the "
+            "aws partition, as botocore knows them).",
+        ),
+    ] = None,
+    table: Annotated[
+        str, typer.Option("--table", metavar="NAME", help="The table's name.")
+    ] = "cloudtrail_org",
+    database: Annotated[
+        str, typer.Option("--database", metavar="NAME", help="Its Glue database.")
+    ] = "default",
+    since: Annotated[
+        str, typer.Option("--since", metavar="YYYY/MM/DD", help="The first day projected.")
+    ] = "2020/01/01",
+) -> None:
+    """Print the CREATE EXTERNAL TABLE of a trail's logs for Athena, partition-projected over
+    account, Region and day: what cloudtrail.collect reads with source: athena and
+    partitions: projection (the recommended path for an organisation's volume). The Regions,
+    and the accounts when given, are enum partitions: a query naming none reads them all.
+    Without --accounts every query must name its accounts (collect's accounts: [...]).
+
+    Example: kmsir cloudtrail athena-ddl --bucket org-trail --org-id o-abcdefghij
+    --accounts 111122223333,444455556666 --regions eu-west-1,us-east-1 > cloudtrail_org.sql"""
+    from kmsir.trail.athena_ddl import TrailTable, cloudtrail_regions, split_list
+
+    listed = split_list(regions) or cloudtrail_regions()
+    found = TrailTable(
+        bucket=bucket.strip(),
+        accounts=split_list(accounts),
+        regions=listed,
+        org_id=org_id.strip() if org_id is not None else None,
+        prefix=prefix.strip(),
+        database=database,
+        table=table,
+        since=since.strip(),
+    )
+    sys.stdout.write(found.ddl())
+    if not found.accounts:
+        err(
+            "athena-ddl: no --accounts: the account partition is injected, so every query "
+            "must name its accounts (cloudtrail.collect: accounts: [...])"
+        )
 
 
 #: An alias name as AWS allows it (``CreateAlias``'s AliasName), ``alias/`` included.

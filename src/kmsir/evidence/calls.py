@@ -41,6 +41,9 @@ class Call(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     error_code: str | None = None
     #: Pairs a state-changing call's intent with its result, within one process.
     call: int | None = None
+    #: The account the call went to, when a run spans several (``--accounts``/``--org``)
+    #: and it is not the run's own; ``None``: the account the run signs in to.
+    account: str | None = None
 
     @property
     def read_only(self) -> bool:

@@ -45,6 +45,8 @@ from kmsir.evidence.manifest import write_manifest
 #: The id iteration ``n`` of a ``for_each`` step is journaled under (``run.loops``): the
 #: step's id, then ``[n]``; ``fullmatch`` it (``match``: what follows is the caller's).
 ITERATION = re.compile(r"([^\[]+)\[([1-9][0-9]*)\]")
+#: The folder of one account and Region of a fanned-out step (``run.fanout``).
+FANNED = re.compile(r"\d{12}/[a-z]{2}(?:-[a-z]+)+-\d")
 
 
 class BundleWriter:
@@ -170,12 +172,16 @@ class BundleWriter:
     ) -> Artifact:
         """Write an artifact for a step and journal it. ``name`` is from the action's vocabulary.
 
-        ``name`` may have one sub-folder (``<key-id>/policy.json``); each part is checked so
-        that no name taken from AWS or input can leave the bundle. Each attempt of a retried
-        step writes to its own folder, so a retry never collides with what the first wrote.
+        ``name`` may have one sub-folder (``<key-id>/policy.json``), under one account and
+        Region of a fanned-out step (``<account>/<region>/<key-id>/policy.json``); each part
+        is checked so that no name taken from AWS or input can leave the bundle. Each attempt
+        of a retried step writes to its own folder, so a retry never collides with what the
+        first wrote.
         """
         parts = name.split("/")
-        if len(parts) > 2 or not all(NAME_PART.fullmatch(p) and ".." not in p for p in parts):
+        fanned = len(parts) > 2 and FANNED.fullmatch("/".join(parts[:2])) is not None
+        checked = all(NAME_PART.fullmatch(p) and ".." not in p for p in parts)
+        if len(parts) > (4 if fanned else 2) or not checked:
             raise EvidenceError(f"artifact name {name[:80]!r} is not allowed")
         relative = f"{self.artifact_dir(step_index, step_id, attempt)}/{name}"
         target = self.root / relative

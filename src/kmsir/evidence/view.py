@@ -32,6 +32,7 @@ _NOT_IN_TIMELINE: tuple[type[Any], ...] = (
     e.Anchor,
     e.AnchorKey,
     e.ReportWritten,
+    e.TargetResult,
 )
 
 
@@ -94,6 +95,9 @@ class RunView(msgspec.Struct, kw_only=True):
     #: What the run left open, from its last ``open-risks`` entry (keys read again, risks).
     open_risks: list[Json] = []
     final_keys: list[Json] = []
+    #: Each fanned-out step's accounts and Regions (``TargetResult`` records of its last
+    #: attempt), by step id, in journal order.
+    targets: dict[str, list[e.TargetResult]] = {}
 
     @property
     def status(self) -> str:
@@ -109,9 +113,7 @@ class RunView(msgspec.Struct, kw_only=True):
 
     def context_steps(self) -> dict[str, Json]:
         """``steps.<id>`` for the template context, as the original run had it."""
-        return {
-            s.id: {**s.outputs, "status": s.status} for s in self.steps.values() if s.done_ok
-        }
+        return {s.id: {**s.outputs, "status": s.status} for s in self.steps.values() if s.done_ok}
 
 
 def fold(entries: Iterable[e.Entry]) -> RunView:
@@ -204,6 +206,10 @@ def fold(entries: Iterable[e.Entry]) -> RunView:
             view.skipped_input.append(moment)
         elif isinstance(record, e.Query):
             view.queries.append(moment)
+        elif isinstance(record, e.StepStarted) and entry.step in view.targets:
+            del view.targets[entry.step]  # a new attempt: its targets replace the last one's
+        elif isinstance(record, e.TargetResult) and entry.step is not None:
+            view.targets.setdefault(entry.step, []).append(record)
         elif isinstance(record, e.ApiIntent):
             if entry.seq not in refused:
                 view.world.append(
@@ -263,5 +269,3 @@ def _step(view: RunView, entry: e.Entry) -> StepView | None:
     if found is None:
         found = view.steps[entry.step] = StepView(id=entry.step, name=entry.step, action="")
     return found
-
-

@@ -28,6 +28,7 @@ from kmsir.report.findings import EVENTS_PER_FINDING, SEVERITY_ORDER, TOP_FINDIN
 from kmsir.report.impact import impact
 from kmsir.report.lists import attachments, checklists
 from kmsir.report.posture import posture
+from kmsir.report.scope import scope
 from kmsir.report.steps import ReportStep, changes, deadlines, report_steps, snapshots
 from kmsir.report.timeline import line, runner, timeline
 from kmsir.report.trail import Chart, TrailView, chart, read_events
@@ -52,10 +53,10 @@ def build_context(bundle: Bundle, *, now: datetime | None = None) -> dict[str, A
     found = cloudtrail.findings(bundle, finding_step.outputs if finding_step else None)
     top = found[:TOP_FINDINGS]
     wanted = {i for f in top for i in (f.get("event_ids") or [])[:EVENTS_PER_FINDING]}
-    events_path = cloudtrail.artifact(bundle, collect_outputs, "events.jsonl.gz")
+    events_paths = cloudtrail.event_files(bundle, collect_outputs)
     trail = TrailView()
-    if events_path is not None:
-        trail = read_events(events_path, wanted)
+    if events_paths:
+        trail = read_events(events_paths, wanted)
     for f in top:
         f["events"] = [
             cloudtrail.event_view(trail.interesting[i])
@@ -103,6 +104,7 @@ def build_context(bundle: Bundle, *, now: datetime | None = None) -> dict[str, A
         "lessons": cloudtrail.lessons(found),
         "impact": impact(view),
         "posture": posture(bundle),
+        "scope": scope(view),
         "deadlines": deadlines(
             changed, key_after or (snapped[0].outputs if snapped else None), now, view.final_keys
         ),

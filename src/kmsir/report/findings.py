@@ -31,6 +31,9 @@ _FINDING_TEXT = {
     "event_time": 64,
     "principal": 300,
     "practice": 200,
+    # a finding of a collect that fanned out: the account and Region whose events it is from
+    "account": 64,
+    "region": 64,
 }
 
 
@@ -92,6 +95,17 @@ def artifact(bundle: Bundle, outputs: dict[str, Any] | None, name: str) -> Path 
     except EvidenceError:
         return None
     return found if found.is_file() else None
+
+
+def event_files(bundle: Bundle, outputs: dict[str, Any] | None) -> list[Path]:
+    """The events files a collect step (its ``outputs``) kept: its one ``artifact``, or, for
+    a collect that fanned out over accounts and Regions, each target's (``artifacts``)."""
+    listed = (outputs or {}).get("artifacts")
+    if not isinstance(listed, list):
+        found = artifact(bundle, outputs, "events.jsonl.gz")
+        return [found] if found is not None else []
+    paths = (artifact(bundle, {"artifact": p}, "events.jsonl.gz") for p in listed)
+    return [p for p in paths if p is not None]
 
 
 def findings(bundle: Bundle, outputs: dict[str, Any] | None) -> list[dict[str, Any]]:

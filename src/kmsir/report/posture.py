@@ -106,8 +106,9 @@ def _scope(scope: dict[str, Any]) -> dict[str, Any]:
             f" and {len(requested) - 20} more" if len(requested) > 20 else ""
         )
     return {
-        "account": shown(scope.get("account") or "unknown", 64),
-        "region": shown(scope.get("region") or "unknown", 64),
+        # a review that fanned out names every account and Region it covered
+        "account": shown(scope.get("account") or "unknown", 2_000),
+        "region": shown(scope.get("region") or "unknown", 1_000),
         "key_count": _count(scope.get("keys")),
         "customer_managed_keys": _count(scope.get("customer_managed_keys")),
         "requested": shown(requested or "all", 500),

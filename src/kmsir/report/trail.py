@@ -85,41 +85,46 @@ def _hour(when: str) -> str | None:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H") if moment else None
 
 
-def read_events(source: Path | bytes, wanted: Iterable[str] = (), *, keep: int = 500) -> TrailView:
-    """Stream ``events.jsonl.gz`` (a path or its bytes): counts, and the ``wanted`` event ids
-    in full (at most ``keep`` of them). A damaged file gives what could be read, and says so."""
+def read_events(
+    source: Path | bytes | list[Path], wanted: Iterable[str] = (), *, keep: int = 500
+) -> TrailView:
+    """Stream ``events.jsonl.gz`` (a path or its bytes; a list: each file in turn): counts,
+    and the ``wanted`` event ids in full (at most ``keep`` of them). A damaged file gives what
+    could be read, and says so."""
     want = set(wanted)
     view = TrailView()
     counts: Counter[tuple[str, str]] = Counter()  # (hour "YYYY-MM-DDTHH", category)
     first = last = None
-    try:
-        with (
-            open(source, "rb") if isinstance(source, Path) else io.BytesIO(source) as raw,
-            gzip.GzipFile(fileobj=raw) as stream,
-        ):
-            for line in _lines(stream):
-                try:
-                    event = _decode_light.decode(line)
-                except (msgspec.DecodeError, RecursionError):
-                    view.unreadable += 1
-                    continue
-                when = str(event.eventTime)
-                hour = _hour(when)
-                view.count += 1
-                if hour is None:
-                    view.untimed += 1
-                    continue
-                if first is None or when < first:
-                    first = when
-                if last is None or when > last:
-                    last = when
-                counts[(hour, category(str(event.eventName), event.errorCode))] += 1
-                event_id = event.eventID
-                wanted_here = want and isinstance(event_id, str) and event_id in want
-                if wanted_here and len(view.interesting) < keep:
-                    view.interesting[event_id] = trimmed(msgspec.json.decode(line))
-    except (OSError, EOFError, zlib.error) as exc:
-        view.damaged = f"{type(exc).__name__}: {exc}"[:200]
+    # a step that fanned out over accounts and Regions kept one file per target
+    for one in source if isinstance(source, list) else [source]:
+        try:
+            with (
+                open(one, "rb") if isinstance(one, Path) else io.BytesIO(one) as raw,
+                gzip.GzipFile(fileobj=raw) as stream,
+            ):
+                for line in _lines(stream):
+                    try:
+                        event = _decode_light.decode(line)
+                    except (msgspec.DecodeError, RecursionError):
+                        view.unreadable += 1
+                        continue
+                    when = str(event.eventTime)
+                    hour = _hour(when)
+                    view.count += 1
+                    if hour is None:
+                        view.untimed += 1
+                        continue
+                    if first is None or when < first:
+                        first = when
+                    if last is None or when > last:
+                        last = when
+                    counts[(hour, category(str(event.eventName), event.errorCode))] += 1
+                    event_id = event.eventID
+                    wanted_here = want and isinstance(event_id, str) and event_id in want
+                    if wanted_here and len(view.interesting) < keep:
+                        view.interesting[event_id] = trimmed(msgspec.json.decode(line))
+        except (OSError, EOFError, zlib.error) as exc:
+            view.damaged = f"{type(exc).__name__}: {exc}"[:200]
     view.first, view.last = first, last
     for (hour, kind), n in counts.items():
         view.by_bucket.setdefault(hour, Counter())[kind] += n

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from kmsir.actions.base import IRREVERSIBLE, Action, ActionContext, Preview
@@ -71,6 +71,8 @@ class Approval:
         preview: Preview | None = None
         if action.mutating:
             preview = action.preview(ctx, params)
+            if ctx.where is not None:  # a key in another account of the run's scope
+                preview = replace(preview, target=f"{preview.target} (in {ctx.where})")
             if prior is not None and prior.in_flight:
                 self._recheck(step, preview, prior)
             if self.check_mode:

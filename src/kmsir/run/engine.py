@@ -14,9 +14,9 @@ import os
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
@@ -49,10 +49,13 @@ from kmsir.evidence.signatures import ANCHOR_FORMAT, anchor_digest
 from kmsir.keypolicy import principal_arn
 from kmsir.playbook.model import LoadedPlaybook, Step
 from kmsir.prompts import Prompter
-from kmsir.run import custody, loops, risks
+from kmsir.run import custody, fanout, loops, risks
 from kmsir.run.resume import RunState
 from kmsir.run.steps import RETRYABLE, Mode, RunOptions, Services, StepRecord, StepRunner
 from kmsir.signer import KmsSigner
+
+if TYPE_CHECKING:
+    from kmsir.aws.targets import Fleet
 
 __all__ = [
     "RETRYABLE",
@@ -124,8 +127,11 @@ class Engine:
         anchor: KmsSigner | None = None,
         on_bundle: Callable[[Path], None] | None = None,
         warn: Callable[[str], None] | None = None,
+        fleet: Fleet | None = None,
     ) -> None:
         self.actions = actions
+        #: The run's accounts and Regions (``--accounts``/``--org``, ``--regions``).
+        self.fleet = fleet
         self.after_step = after_step
         self.before_step = before_step
         self.after_boundary = after_boundary
@@ -257,6 +263,7 @@ class Engine:
         services = Services(
             self.actions, self.clients, self.prompter, self.reporter, self.clock, self.sleep
         )
+        services = replace(services, fleet=self.fleet)
         runner = StepRunner(
             services,
             bundle=bundle,
@@ -388,7 +395,7 @@ class Engine:
         """Read every key the run touched again and journal what it leaves open."""
         runner.current_step = None  # the re-read's calls belong to no step
         view = read_journal(bundle.root / JOURNAL).view()
-        keys = risks.reread(self.clients, risks.keys_touched(view))
+        keys = fanout.reread(self.clients, self.fleet, risks.keys_touched(view))
         phases = {s.id: s.phase for s in loaded.playbook.steps}
         for step_id in view.steps:  # a for_each step's iterations are in its phase
             looped = loops.looped_step(step_id)
@@ -449,9 +456,7 @@ class Engine:
             )
         except KmsirError as exc:
             bundle.append(AnchorFailed(error=str(exc)[:500]))
-            self.warn(
-                f"kmsir: warning: the journal was not signed after entry {entry.seq}: {exc}"
-            )
+            self.warn(f"kmsir: warning: the journal was not signed after entry {entry.seq}: {exc}")
         except BaseException:
             # Ctrl-C while KMS signs: say the signature never came, before anything else is
             # journaled (the entry would otherwise stand for a signature anchor.json lacks)

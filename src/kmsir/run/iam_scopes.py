@@ -30,6 +30,10 @@ SCOPES: Mapping[str, str] = {
             "kms:DisconnectCustomKeyStore",
             "kms:ListAliases",
             "kms:ListKeys",
+            "organizations:CreatePolicy",
+            "organizations:DescribeOrganization",
+            "organizations:ListPolicies",
+            "organizations:ListRoots",
             "s3:ListAllMyBuckets",
             "secretsmanager:ListSecrets",
             "ssm:DescribeParameters",
@@ -124,12 +128,35 @@ SCOPES: Mapping[str, str] = {
         "stack",
     ),
     "cloudwatch:DescribeAlarms": "alarm",
+    # the organisation's id and its management account are not in the playbook: any
+    **dict.fromkeys(
+        (
+            "organizations:DeletePolicy",
+            "organizations:DescribePolicy",
+            "organizations:ListTargetsForPolicy",
+        ),
+        "org-policy",
+    ),
+    "organizations:ListPoliciesForTarget": "org-target",
+    # attaching names both the policy and the target: both are the request's resources
+    **dict.fromkeys(("organizations:AttachPolicy", "organizations:DetachPolicy"), "org-attachment"),
     **dict.fromkeys(("dynamodb:DescribeTable", "dynamodb:ListTagsOfResource"), "dynamodb-table"),
     "events:ListTargetsByRule": "rule",
     "logs:DescribeMetricFilters": "log-group",
     "rds:DescribeDBInstances": "rds-db",
     "rds:DescribeDBSnapshots": "rds-snapshot",
 }
+
+#: A customer-managed organisation policy of any type (the ``organizations:PolicyType``
+#: condition, ``SCP_ONLY``, narrows it to SCPs), in any organisation.
+ORG_POLICY = "arn:{p}:organizations::*:policy/o-*/*/p-*"
+#: The roots, OUs and accounts of any organisation (an account's ARN names the management
+#: account, which the playbook does not know).
+ORG_TARGETS = (
+    "arn:{p}:organizations::*:account/o-*/*",
+    "arn:{p}:organizations::*:ou/o-*/ou-*",
+    "arn:{p}:organizations::*:root/o-*/r-*",
+)
 
 #: Every resource of a type, in one account and Region (``{p}`` partition, ``{r}`` Region,
 #: ``{a}`` account).
@@ -156,6 +183,9 @@ EVERY: Mapping[str, tuple[str, ...]] = {
     "log-group": ("arn:{p}:logs:{r}:{a}:log-group:*",),
     "rds-db": ("arn:{p}:rds:{r}:{a}:db:*",),
     "rds-snapshot": ("arn:{p}:rds:{r}:{a}:db:*", "arn:{p}:rds:{r}:{a}:snapshot:*"),
+    "org-policy": (ORG_POLICY,),
+    "org-target": ORG_TARGETS,
+    "org-attachment": (ORG_POLICY, *ORG_TARGETS),
 }
 
 #: A statement's id, by the type of its resources, in the order statements are listed.
@@ -179,7 +209,25 @@ STATEMENT_IDS: Mapping[str, str] = {
     "log-group": "LogGroups",
     "rds-db": "RdsInstances",
     "rds-snapshot": "RdsSnapshots",
+    "org-policy": "OrganizationsPolicies",
+    "org-target": "OrganizationsTargets",
+    "org-attachment": "OrganizationsAttachments",
 }
+
+#: Organizations actions kmsir needs that take the ``organizations:PolicyType`` condition:
+#: granted for SCPs only (``org.attach-scp`` and ``org.detach-scp`` touch no other type).
+SCP_ONLY = frozenset(
+    {
+        "organizations:AttachPolicy",
+        "organizations:CreatePolicy",
+        "organizations:DeletePolicy",
+        "organizations:DescribePolicy",
+        "organizations:DetachPolicy",
+        "organizations:ListPolicies",
+        "organizations:ListPoliciesForTarget",
+        "organizations:ListTargetsForPolicy",
+    }
+)
 
 #: Attaching or detaching a managed policy: kmsir's actions attach and detach only AWS's
 #: ``AWSDenyAll`` (``iam.attach-deny-policy``), so the policy grants them with an

@@ -3,9 +3,10 @@
 ``cli`` parses the command line and hands in what only it has: the prompter, the reporter,
 the callbacks that say things, and how to make live AWS clients (a profile and Region). This
 module picks the run's inputs, its clients (a scenario's sandbox, or AWS), records where the
-run happens in its options, adds the journal anchor's signer and builds the ``Engine``. For
-``resume`` it rebuilds a sandbox run's world, and completes a finished run whose finish was
-cut short.
+run happens in its options, resolves the accounts and Regions it covers (``scoped``: its
+``Fleet``, recorded in the run-started entry), adds the journal anchor's signer and builds the
+``Engine``. For ``resume`` it rebuilds a sandbox run's world and the recorded scope's
+``Fleet`` (``rescoped``), and completes a finished run whose finish was cut short.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from kmsir.run.engine import AfterBoundary, AfterStep, BeforeStep, Engine, RunOp
 if TYPE_CHECKING:
     from kmsir.actions.base import Reporter
     from kmsir.aws import ClientFactory
+    from kmsir.aws.targets import Fleet, ScopeRequest
     from kmsir.evidence.bundle import Clock
     from kmsir.playbook.model import LoadedPlaybook
     from kmsir.prompts import Prompter
@@ -43,6 +45,8 @@ class Venue:
     before_step: BeforeStep | None = None
     #: Told once what ``before_step`` returned is journaled (a tabletop's acknowledgements).
     after_boundary: AfterBoundary | None = None
+    #: The accounts x Regions the run covers (``scoped``); None: its own account and Region.
+    fleet: Fleet | None = None
 
 
 def key_world() -> str:
@@ -86,6 +90,44 @@ def live(clients: Callable[[], ClientFactory], options: RunOptions) -> Venue:
     return Venue(clients(), clients(), dataclasses.replace(options, world=key_world()))
 
 
+def scoped(venue: Venue, request: ScopeRequest | None) -> Venue:
+    """``venue`` covering the accounts and Regions ``request`` names: the scope resolved
+    once, now (a bad value or a refused call is one line, before any bundle exists), recorded
+    in the run-started entry (``extra["scope"]``), and its ``Fleet`` for the engine. No scope
+    option given: ``venue`` as it is (the run's own account and Region, no fan-out)."""
+    if request is None or not request.given:
+        return venue
+    from kmsir.aws.targets import Fleet, session_name
+
+    scope = request.resolve(venue.clients)
+    options = venue.options
+    recorded = dataclasses.replace(options, extra={**options.extra, "scope": scope.to_json()})
+    fleet = Fleet(venue.clients, scope, session_name(options.incident_id))
+    return dataclasses.replace(venue, options=recorded, fleet=fleet)
+
+
+def rescoped(venue: Venue, recorded: Mapping[str, Any] | None) -> Venue:
+    """``venue`` covering the scope a run recorded when it started (``resume``): the same
+    accounts and Regions, without asking Organizations or EC2 again. Signed in to another
+    account than the run's caller (STS ``GetCallerIdentity``): ``UsageError``, one line."""
+    if not recorded:
+        return venue
+    from kmsir.aws import aws_errors
+    from kmsir.aws.targets import Fleet, Scope, session_name
+
+    scope = Scope.from_json(recorded)
+    with aws_errors("GetCallerIdentity (who is resuming the run)", service="sts"):
+        caller = str(venue.clients.client("sts").get_caller_identity()["Account"])
+    if caller != scope.caller_account:
+        raise UsageError(
+            f"this run was started by account {scope.caller_account} and covers its scope "
+            f"from there; you are signed in to {caller}: resume it with that account's "
+            "credentials (--profile)"
+        )
+    fleet = Fleet(venue.clients, scope, session_name(venue.options.incident_id))
+    return dataclasses.replace(venue, fleet=fleet)
+
+
 def engine(
     venue: Venue,
     *,
@@ -115,6 +157,7 @@ def engine(
         on_bundle=on_bundle,
         warn=warn,
         clock=clock or utc_now,
+        fleet=venue.fleet,
     )
 
 

@@ -42,7 +42,29 @@ def items(step: Step, context: dict[str, Any]) -> list[Any]:
             f"for_each: {len(found)} items, at most {MAX_ITEMS} (each is its own decision): "
             "narrow the list"
         )
-    return found
+    return grouped(found)
+
+
+def grouped(found: list[Any]) -> list[Any]:
+    """Keys from several accounts (key ARNs, or outputs naming an ``arn``) grouped by account
+    and Region, in their order otherwise: a run over an organisation confirms them one
+    account and Region at a time. Items from one account keep their order."""
+    where = [_account_region(item) for item in found]
+    if len({w[0] for w in where if w is not None}) < 2:
+        return found
+    rank: dict[tuple[str, str] | None, int] = {}
+    for w in where:
+        rank.setdefault(w, len(rank))  # first seen first; items naming no key stay together
+    ordered = sorted(range(len(found)), key=lambda n: (rank[where[n]], n))
+    return [found[n] for n in ordered]
+
+
+def _account_region(item: Any) -> tuple[str, str] | None:
+    arn = item.get("arn") if isinstance(item, Mapping) else item
+    if not isinstance(arn, str) or not arn.startswith("arn:"):
+        return None
+    parts = arn.split(":")
+    return (parts[4], parts[3]) if len(parts) > 5 and parts[2] == "kms" else None
 
 
 def per_item(step: Step) -> bool:

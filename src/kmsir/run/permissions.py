@@ -45,7 +45,9 @@ from kmsir.run.iam_scopes import (
     EVERY,
     INLINE_POLICY_CHANGES,
     MANAGED_POLICY_CHANGES,
+    ORG_POLICY,
     SCOPES,
+    SCP_ONLY,
     STATEMENT_IDS,
 )
 
@@ -104,6 +106,10 @@ class Qualifier:
 #: An inline policy written on users or roles decided at run time: no condition key restricts
 #: its document, so the role could write one on itself granting it anything.
 RUN_TIME_INLINE = Qualifier("AnyInlinePolicyCanSelfEscalate")
+
+
+#: Organizations policy actions for service control policies only (no other policy type).
+SCPS = Qualifier("ScpOnly", "StringEquals", "organizations:PolicyType", ("SERVICE_CONTROL_POLICY",))
 
 
 def _by_alias(alias: str) -> Qualifier:
@@ -197,6 +203,8 @@ def _qualifier(
     if permission in MANAGED_POLICY_CHANGES:
         arn = deny_all_arn(where.partition)
         return Qualifier("AWSDenyAllOnly", "ArnEquals", "iam:PolicyARN", (arn,))
+    if permission in SCP_ONLY:
+        return SCPS
     if permission in INLINE_POLICY_CHANGES and _names(values.get(scope)) is None:
         return RUN_TIME_INLINE  # on every user or role: those named are decided at run time
     if scope == "log-key":
@@ -301,12 +309,31 @@ def _resources(scope: str, values: Mapping[str, Any], where: Where) -> set[str]:
             f"arn:{p}:glue:*:{a}:database/{db}",
             f"arn:{p}:glue:*:{a}:table/{db}/{table}",
         }
+    if scope in ("org-target", "org-attachment"):
+        return _org_targets(scope, values, where)
     store = values.get("event_data_store")
     if scope == "event-data-store" and _literal(store):
         if str(store).startswith("arn:"):
             return {str(store)}
         return {f"arn:{p}:cloudtrail:*:{a}:eventdatastore/{store}"}
     return set(where.every(scope, region=False))
+
+
+def _org_targets(scope: str, values: Mapping[str, Any], where: Where) -> set[str]:
+    """The roots, OUs and accounts a step names (in any organisation: its id is not in the
+    playbook), and any policy for an attachment; every one when decided at run time."""
+    names = _names(values.get("targets"))
+    if names is None:
+        return set(where.every(scope, region=False))
+    p = where.partition
+    found = {f"arn:{p}:organizations::*:{_org_kind(n)}/o-*/{n}" for n in names}
+    if scope == "org-attachment":
+        found.add(ORG_POLICY.format(p=p))
+    return found
+
+
+def _org_kind(target: str) -> str:
+    return "ou" if target.startswith("ou-") else "root" if target.startswith("r-") else "account"
 
 
 def _principal(scope: str, name: str, where: Where) -> tuple[str, ...]:

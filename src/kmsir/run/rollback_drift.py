@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kmsir.actions.base import Undo
 from kmsir.aws import ClientFactory, aws_errors
@@ -21,13 +21,19 @@ from kmsir.evidence.stepview import StepView
 from kmsir.evidence.view import RunView
 from kmsir.run.rollback import Item, Plan
 
+if TYPE_CHECKING:
+    from kmsir.aws.targets import Fleet
 
-def drift(plan: Plan, clients: ClientFactory) -> Plan:
+
+def drift(plan: Plan, clients: ClientFactory, fleet: Fleet | None = None) -> Plan:
     """The plan with what changed since the run: the live state of each key an undo acts on,
     compared with the last the run saw of it (a later undo of the same key sees it first).
-    When it differs and is not already what the undo restores, the undo asks again."""
+    When it differs and is not already what the undo restores, the undo asks again. A run
+    over several accounts (``fleet``: its recorded scope) reads a key in another account of
+    it with that account's clients."""
     seen: dict[tuple[str, str], Item] = {}
     items = []
+    arns = key_arns(plan) if fleet is not None else {}
     for item in plan.items:
         aspect, key = item.aspect, item.key
         if item.kind != "undo" or aspect is None or key is None or item.undo is None:
@@ -37,18 +43,52 @@ def drift(plan: Plan, clients: ClientFactory) -> Plan:
         if first is not None:  # the newest undo of this key decided for the key
             items.append(dataclasses.replace(item, drift=first.drift, asks=first.asks))
             continue
-        checked = _compare(plan, item, item.undo, aspect, key, clients)
+        checked = _compare(plan, item, item.undo, aspect, key, clients, fleet, arns)
         seen[(key, aspect)] = checked
         items.append(checked)
     return dataclasses.replace(plan, items=tuple(items))
 
 
+def key_arns(plan: Plan) -> dict[str, str]:
+    """For a run over several accounts (it recorded a scope): each key id or alias its steps'
+    outputs name one key by, to that key's ARN, so the rollback's steps run in the key's own
+    account and Region (``fanout.route``). Without a scope: none (the run's own account)."""
+    meta = plan.view.meta
+    if meta is None or not meta.scope:
+        return {}
+    from kmsir.run import fanout
+
+    outputs = {s.id: s.outputs for s in plan.view.steps.values()}
+    found: dict[str, set[str]] = {}
+    for arn, names in fanout.known_keys(outputs, fanout.DEPTH):
+        for name in names:
+            found.setdefault(name, set()).add(arn)
+    return {name: arns.pop() for name, arns in found.items() if len(arns) == 1}
+
+
+def _clients(own: ClientFactory, fleet: Fleet | None, reference: str) -> ClientFactory:
+    """The clients of the account the key is in (its ARN says which)."""
+    from kmsir.run import fanout
+
+    target = fanout.key_target(fleet, reference)
+    return own if fleet is None or target is None else fanout.routed(fleet, target)[0]
+
+
 def _compare(
-    plan: Plan, item: Item, undo: Undo, aspect: str, key: str, clients: ClientFactory
+    plan: Plan,
+    item: Item,
+    undo: Undo,
+    aspect: str,
+    key: str,
+    own: ClientFactory,
+    fleet: Fleet | None,
+    arns: dict[str, str],
 ) -> Item:
     reference = str(undo.params.get("key") or key)
+    reference = arns.get(reference, reference)  # a key of another account: by its ARN
     region = reference.split(":")[3] if reference.startswith("arn:") else None
     try:
+        clients = _clients(own, fleet, reference)
         if aspect == "state":
             live: Any = _live_state(clients, reference, region)
             last, seen_at = _last_state(plan.view, key)

@@ -17,6 +17,7 @@ from kmsir.errors import UsageError
 from kmsir.evidence.bundle import JOURNAL, read_journal
 from kmsir.evidence.view import RunView
 from kmsir.run.rollback import Item, Plan, described
+from kmsir.run.rollback_drift import key_arns
 
 if TYPE_CHECKING:
     from kmsir.actions import Registry
@@ -37,8 +38,11 @@ def playbook(plan: Plan, actions: Registry) -> tuple[LoadedPlaybook, list[str]]:
     run_id = plan.view.run_id or plan.root.name
     steps: list[dict[str, Any]] = []
     used: set[str] = set()
+    arns = key_arns(plan)
     for n, key in enumerate(plan.keys, start=1):
-        steps.append(_snapshot(_id("before", str(n), used), key, "before the rollback"))
+        steps.append(
+            _snapshot(_id("before", str(n), used), arns.get(key, key), "before the rollback")
+        )
     asked: dict[tuple[str, str], str] = {}
     for item in plan.undos:
         assert item.undo is not None  # an "undo" item has one
@@ -47,7 +51,7 @@ def playbook(plan: Plan, actions: Registry) -> tuple[LoadedPlaybook, list[str]]:
             "name": _inert(f"Undo step {item.step_id}: {item.undo.summary}")[:300],
             "phase": "recovery",
             "action": item.undo.action,
-            "with": _literal(item.undo.params, item.step_id),
+            "with": _literal(_in_arns(item.undo.params, arns), item.step_id),
             "on_error": "continue",
         }
         if item.asks:
@@ -58,7 +62,9 @@ def playbook(plan: Plan, actions: Registry) -> tuple[LoadedPlaybook, list[str]]:
             step["when"] = f"steps['{asked[group]}'].answer == '{UNDO_ANYWAY}'"
         steps.append(step)
     for n, key in enumerate(plan.keys, start=1):
-        steps.append(_snapshot(_id("after", str(n), used), key, "is its state restored?"))
+        steps.append(
+            _snapshot(_id("after", str(n), used), arns.get(key, key), "is its state restored?")
+        )
     if not steps:
         raise UsageError(f"run {run_id}: nothing to roll back")
     meta = plan.view.meta
@@ -82,6 +88,12 @@ def playbook(plan: Plan, actions: Registry) -> tuple[LoadedPlaybook, list[str]]:
 
     loaded = model.from_document(document_read, catalog(actions), path=Path(f"{PLAYBOOK_ID}.yaml"))
     return loaded, list(asked.values())
+
+
+def _in_arns(params: dict[str, Any], arns: dict[str, str]) -> dict[str, Any]:
+    """An undo's parameters with its key named by ARN when ``arns`` knows it."""
+    key = params.get("key")
+    return {**params, "key": arns[key]} if isinstance(key, str) and key in arns else params
 
 
 def _snapshot(step_id: str, key: str, why: str) -> dict[str, Any]:

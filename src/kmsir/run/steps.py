@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ValidationError
 
@@ -51,8 +51,12 @@ from kmsir.evidence.stepview import StepView
 from kmsir.playbook import templating
 from kmsir.playbook.model import Playbook, Step, referenced_steps
 from kmsir.prompts import Prompter
+from kmsir.run import fanout
 from kmsir.run.approval import Approval
 from kmsir.run.failure import FailurePolicy
+
+if TYPE_CHECKING:
+    from kmsir.aws.targets import Fleet
 
 Mode = Literal["live", "check", "sandbox"]
 #: AWS error codes a step's ``retries:`` re-runs its action for: transient service failures
@@ -139,6 +143,9 @@ class Services:
     reporter: Reporter
     clock: Clock
     sleep: Callable[[float], None] = time.sleep
+    #: The run's accounts and Regions and a client factory per account (``--accounts``,
+    #: ``--org``, ``--regions``); ``None``: the run's own account and Region only.
+    fleet: Fleet | None = None
 
 
 class StepRunner:
@@ -200,6 +207,8 @@ class StepRunner:
             sleep=services.sleep,
             earlier_attempt=_earlier_attempt(prior),
             approved_before=_approved_before(prior),
+            scope=fanout.labels(services.fleet),
+            steps=context["steps"],
         )
         while True:
             try:
@@ -208,6 +217,9 @@ class StepRunner:
                 if step.when is not None and not self.when(step, context):
                     return self.skip(step, f"when: {step.when} is false")
                 params = self._params(action, step, context)
+                fanout.place(ctx, services.clients, services.fleet, params, context.get("steps"))
+                # a step over every account and Region of the scope (``fanout.run_fanned``)
+                fleet = services.fleet if fanout.fans_out(action, params, context) else None
                 impact = self._impact(action, params, context)
                 skipped = self.approval.ask(index, step, action, ctx, params, prior, impact)
                 prior = None  # after a failure, a retry is confirmed afresh
@@ -224,7 +236,7 @@ class StepRunner:
                     ),
                     step=step.id,
                 )
-                outcome = self._with_retries(step, action, ctx, sink, params)
+                outcome = self._with_retries(step, action, ctx, sink, params, fleet)
             except (Aborted, MissingAnswer) as exc:
                 self.fail(step, f"step '{step.id}' ({step.action}): {exc}")
                 raise
@@ -309,12 +321,20 @@ class StepRunner:
             raise ActionError(f"parameter {where}: {first['msg']}") from None
 
     def _with_retries(
-        self, step: Step, action: Action[Any], ctx: ActionContext, sink: _StepSink, params: Any
+        self,
+        step: Step,
+        action: Action[Any],
+        ctx: ActionContext,
+        sink: _StepSink,
+        params: Any,
+        fleet: Fleet | None = None,
     ) -> Outcome:
         attempt = 0
         while True:
             sink.attempt += 1
             try:
+                if fleet is not None:
+                    return fanout.run_fanned(action, ctx, params, fleet)
                 return action.run(ctx, params)
             except AwsError as exc:
                 if attempt >= step.retries or exc.code not in RETRYABLE:

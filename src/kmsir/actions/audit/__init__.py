@@ -9,8 +9,9 @@ the API responses judged; the step succeeds whatever the checks found.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator
 
@@ -32,6 +33,9 @@ from kmsir.evidence.calls import Call
 from kmsir.posture import PRACTICES, SEVERITIES, STATUSES, Check, Review
 from kmsir.posture import compare as comparing
 from kmsir.posture import waivers as waiving
+
+if TYPE_CHECKING:
+    from kmsir.aws.targets import Target
 
 #: Every check, by practice.
 RULES: tuple[Rule, ...] = (
@@ -82,7 +86,10 @@ class Audit(Action[AuditParams]):
     ```
     Writes ``posture.json`` (every check: practice, id, status, severity, resources, fix,
     doc) and the responses it judged. Outputs: ``posture`` (its artifact path), ``checks``,
-    ``statuses`` (status -> count), ``failed`` (severity -> failed checks), ``keys``.
+    ``statuses`` (status -> count), ``failed`` (severity -> failed checks), ``keys``. With
+    ``all: true`` in a run over several accounts and Regions, each is reviewed (artifacts
+    under ``<account>/<region>/``) and ``posture.json`` holds every check with its
+    ``account`` and ``region``; ``targets`` says which were reached.
     """
 
     name = "kms.audit"
@@ -94,6 +101,7 @@ class Audit(Action[AuditParams]):
             "statuses": "dict",
             "failed": "dict",
             "keys": "int",
+            "targets": "list[dict]",
         }
     )
     permissions = (
@@ -113,7 +121,34 @@ class Audit(Action[AuditParams]):
             for s, _, o in (p.partition(":") for p in dict.fromkeys(self.permissions))
         ]
 
+    def fans_out(self, params: AuditParams, steps: Mapping[str, Any]) -> bool:
+        return params.all
+
+    def merge(
+        self,
+        ctx: ActionContext,
+        results: Mapping[Target, Outcome],
+        failed: Mapping[Target, str],
+    ) -> Outcome:
+        """One ``posture.json`` at the step's root, each check naming its account and
+        Region (``merges.postures``): the report's posture section reads that one file."""
+        from kmsir.actions.merges import postures
+
+        def read(target: Target) -> bytes | None:
+            return ctx.artifacts.earlier(ctx.step_id, f"{target.label}/posture.json")
+
+        data = postures(results, read)
+        path = ctx.artifacts.write("posture.json", data)
+        review = Review.loads(data)
+        return Outcome(outputs=_outputs(review, path), summary=_summary(review))
+
     def run(self, ctx: ActionContext, params: AuditParams) -> Outcome:
+        if params.compare is not None and params.all and ctx.scope:
+            # each target would compare the whole earlier review with its own part of it
+            raise UsageError(
+                "compare is not supported over a run's accounts and Regions: compare in a "
+                "run without --accounts/--org/--regions"
+            )
         waivers = self._waivers(ctx, params)
         earlier = self._earlier(ctx, params)
         started = ctx.now()

@@ -54,6 +54,7 @@ from kmsir.evidence.entries.records import (
     StepSkipped,
     StepStarted,
     StepSucceeded,
+    TargetResult,
 )
 
 # -- envelopes -------------------------------------------------------------------------------
@@ -82,6 +83,7 @@ RECORDS: dict[str, type[Any]] = {
         StepSkipped,
         StepFailed,
         StepRetry,
+        TargetResult,
         Decision,
         Note,
         InputChanged,
@@ -184,8 +186,6 @@ def data_of(record: Journaled) -> tuple[str, Json]:
     return kind, data
 
 
-
-
 __all__ = [
     "RECORDS",
     "Anchor",
@@ -224,6 +224,7 @@ __all__ = [
     "StepSkipped",
     "StepStarted",
     "StepSucceeded",
+    "TargetResult",
     "data_of",
     "read",
 ]

@@ -57,6 +57,9 @@ class RunStarted(Custody, frozen=True, kw_only=True):
     #: The tabletop run a facilitator's run follows (``kmsir tabletop facilitator``): the
     #: players' run id, bundle and incident. Its bundle holds the facilitator's actions only.
     facilitates: Json | None = None
+    #: The accounts x Regions the run covers (``aws.targets.Scope.to_json``), when given
+    #: ``--accounts``, ``--org`` or ``--regions``: resume rebuilds the same scope from it.
+    scope: Json | None = None
 
 
 class RunResumed(Custody, frozen=True, kw_only=True):
@@ -215,6 +218,18 @@ class StepFailed(Record, frozen=True, kw_only=True):
     phase: str | None
     #: The evidence could not be kept: the run stopped whatever ``on_error`` said.
     stopped_run: bool = False
+
+
+class TargetResult(Record, frozen=True, kw_only=True):
+    """One account and Region of a fanned-out step (``run.fanout``): reached, with the
+    target's summary, or failed, with why (AccessDenied on AssumeRole, an opt-in Region)."""
+
+    TYPE = "target-result"
+    account: str
+    region: str
+    status: str  # "reached" | "failed"
+    summary: str | None = None
+    error: str | None = None
 
 
 class StepRetry(Record, frozen=True, kw_only=True):
