@@ -288,6 +288,10 @@ def test_kmsir_audit_json_is_the_review_and_fail_on_decides_the_exit_code(
         (["--fail-on", "severe"], "--fail-on severe: expected one of critical, high"),
         (["--compare", "nowhere"], "--compare nowhere: no such file or directory"),
         (["--waivers", "missing.yaml"], "--waivers missing.yaml: no such file or directory"),
+        (
+            ["--compare", "old.json", "--regions", "eu-west-1,us-east-1"],
+            "--compare: a review over several accounts or Regions cannot be compared",
+        ),
     ],
 )
 def test_kmsir_audit_refuses_bad_options_in_one_line(

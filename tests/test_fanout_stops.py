@@ -212,3 +212,39 @@ def test_resume_refuses_another_account_than_the_run_s_caller(
 
 def test_a_kmsir_error_in_a_target_is_still_only_that_target_s_failure() -> None:
     assert not issubclass(ActionError, fanout.STOPS_RUN) and issubclass(ActionError, KmsirError)
+
+
+def test_only_key_actions_run_where_their_key_is(moto_clients: ClientFactory) -> None:
+    """A collect from Athena, S3 or CloudTrail Lake reads where the trail is (the run's own
+    account), whatever account its key is in; a KMS action on the key runs in the key's
+    account and Region, the caller's own account included."""
+    fleet = _fleet(moto_clients, (CALLER, OTHER))
+    arn = f"arn:aws:kms:us-east-1:{OTHER}:key/1234abcd-0000"
+    ctx, _ = context(moto_clients)
+    key = SimpleNamespace(key=arn)
+    fanout.place(ctx, moto_clients, fleet, key, {}, action="cloudtrail.collect")
+    assert ctx.clients is moto_clients and ctx.where == f"account {CALLER}, eu-west-1"
+    fanout.place(ctx, moto_clients, fleet, key, {}, action="kms.disable-key")
+    assert ctx.where == f"account {OTHER}, us-east-1"
+    mine = SimpleNamespace(key=f"arn:aws:kms:us-east-1:{CALLER}:key/9")
+    fanout.place(ctx, moto_clients, fleet, mine, {}, action="kms.disable-key")
+    assert ctx.where == f"account {CALLER}, us-east-1"
+    assert ctx.clients.resolved_region == "us-east-1"
+
+
+def test_the_end_of_run_re_read_finds_a_key_named_by_alias_in_its_own_account(
+    moto_clients: ClientFactory,
+) -> None:
+    """The same alias names another key in the caller's account: the key the run touched
+    (the one its snapshot recorded, in another account) is the one read again."""
+    fleet = _fleet(moto_clients, (CALLER, OTHER))
+    theirs = fleet.clients(OTHER).client("kms", "us-east-1")
+    key = theirs.create_key()["KeyMetadata"]
+    theirs.create_alias(AliasName="alias/app", TargetKeyId=key["KeyId"])
+    theirs.disable_key(KeyId=key["KeyId"])
+    mine = moto_clients.client("kms")
+    decoy = mine.create_key()["KeyMetadata"]["KeyId"]
+    mine.create_alias(AliasName="alias/app", TargetKeyId=decoy)
+    steps = {"snapshot": {"key_id": key["KeyId"], "arn": key["Arn"], "aliases": ["alias/app"]}}
+    (state,) = fanout.reread(moto_clients, fleet, ["alias/app"], steps)
+    assert (state.arn, state.state, state.error) == (key["Arn"], "Disabled", None)

@@ -49,7 +49,8 @@ def explain(error: Exception, account: str, region: str) -> str:
     enabled (opt-in Regions, such as af-south-1, are enabled per account: "Specify which AWS
     Regions your account can use", https://docs.aws.amazon.com/accounts/latest/reference/manage-acct-regions.html)."""
     message = str(error)
-    if getattr(error, "code", None) in REGION_NOT_ENABLED:
+    # AssumeRole's own refusal of the caller's credentials is no Region's doing
+    if getattr(error, "code", None) in REGION_NOT_ENABLED and "AssumeRole" not in message:
         message += (
             f" (is Region {region} enabled for account {account}? opt-in Regions must be "
             "enabled per account)"

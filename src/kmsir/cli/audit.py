@@ -93,6 +93,11 @@ def audit(
         regions=regions,
     )
 
+    if scope is not None and compare is not None:
+        raise UsageError(
+            "--compare: a review over several accounts or Regions cannot be compared with "
+            "an earlier one; compare one account and Region at a time"
+        )
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
     if fail_on is not None and fail_on not in SEVERITIES:

@@ -395,7 +395,8 @@ class Engine:
         """Read every key the run touched again and journal what it leaves open."""
         runner.current_step = None  # the re-read's calls belong to no step
         view = read_journal(bundle.root / JOURNAL).view()
-        keys = fanout.reread(self.clients, self.fleet, risks.keys_touched(view))
+        outputs = {step_id: s.outputs for step_id, s in view.steps.items()}
+        keys = fanout.reread(self.clients, self.fleet, risks.keys_touched(view), outputs)
         phases = {s.id: s.phase for s in loaded.playbook.steps}
         for step_id in view.steps:  # a for_each step's iterations are in its phase
             looped = loops.looped_step(step_id)

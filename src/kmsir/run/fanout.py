@@ -255,8 +255,8 @@ def known_keys(value: Any, depth: int) -> Iterator[tuple[str, set[str]]]:
 
 
 def key_target(fleet: Fleet | None, key: str) -> Target | None:
-    """The account and Region of ``key`` when it is an ARN in another account of the scope
-    than the caller's; ``None`` otherwise."""
+    """The account and Region of ``key`` when it is a key ARN of an account of the scope
+    (the caller's too: a key of another Region is read there); ``None`` otherwise."""
     from kmsir.aws.targets import Target
 
     found = _KMS_ARN.match(key) if fleet is not None else None
@@ -264,17 +264,25 @@ def key_target(fleet: Fleet | None, key: str) -> Target | None:
         return None
     region, account = found.group(1), found.group(2)
     scope = fleet.scope
-    if account == scope.caller_account or account not in scope.accounts:
+    if account not in scope.accounts and account != scope.caller_account:
         return None
     return Target(account=account, region=region)
 
 
-def reread(own: ClientFactory, fleet: Fleet | None, refs: list[str]) -> list[KeyState]:
-    """``risks.reread`` of the keys a run touched, each in its own account: a key in another
-    account of the scope with that account's clients."""
+def reread(
+    own: ClientFactory,
+    fleet: Fleet | None,
+    refs: list[str],
+    steps: Mapping[str, Any] | None = None,
+) -> list[KeyState]:
+    """``risks.reread`` of the keys a run touched, each in its own account and Region: a key
+    named by id or alias is read by the one ARN the run's steps (``steps``, their outputs)
+    recorded for it, so it is not read as another key of the same name elsewhere."""
     groups: dict[Target | None, list[str]] = {}
     for ref in refs:
-        groups.setdefault(key_target(fleet, ref), []).append(ref)
+        found = arns_of(ref, steps or {}) if fleet is not None else {ref}
+        arn = found.pop() if len(found) == 1 else ref
+        groups.setdefault(key_target(fleet, arn), []).append(arn)
     states: list[KeyState] = []
     for target, named in groups.items():
         try:
@@ -299,17 +307,21 @@ def place(
     fleet: Fleet | None,
     params: Any,
     steps: Mapping[str, Any] | None = None,
+    *,
+    action: str = "kms.",
 ) -> None:
-    """Where a step runs: for a key in another account of the scope (``route``), that
-    account's clients in the key's Region; otherwise the run's own clients (``own``). In a
-    run with a scope, ``ctx.where`` names the account and Region either way (the preview's
-    target line shows it); without one, ``None``."""
-    target = route(fleet, params, steps)
+    """Where a step runs: a KMS action on a key of the scope (``route``) with that account's
+    clients in the key's Region; every other step (a collect from Athena, S3 or CloudTrail
+    Lake, which reads where the trail is, whatever key it looks for) with the run's own
+    clients (``own``). In a run with a scope, ``ctx.where`` names the account and Region
+    either way (the preview's target line shows it); without one, ``None``."""
+    by_key = action.startswith("kms.")
+    target = route(fleet, params, steps) if by_key else None
     if fleet is None:
         ctx.clients, ctx.where = own, None
     elif target is None:
         key = getattr(params, "key", None)
-        found = _KMS_ARN.match(key) if isinstance(key, str) else None
+        found = _KMS_ARN.match(key) if by_key and isinstance(key, str) else None
         region = found.group(1) if found else own.resolved_region
         ctx.clients, ctx.where = own, f"account {fleet.scope.caller_account}, {region}"
     else:

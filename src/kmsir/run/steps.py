@@ -217,7 +217,14 @@ class StepRunner:
                 if step.when is not None and not self.when(step, context):
                     return self.skip(step, f"when: {step.when} is false")
                 params = self._params(action, step, context)
-                fanout.place(ctx, services.clients, services.fleet, params, context.get("steps"))
+                fanout.place(
+                    ctx,
+                    services.clients,
+                    services.fleet,
+                    params,
+                    context.get("steps"),
+                    action=step.action,
+                )
                 # a step over every account and Region of the scope (``fanout.run_fanned``)
                 fleet = services.fleet if fanout.fans_out(action, params, context) else None
                 impact = self._impact(action, params, context)
