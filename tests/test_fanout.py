@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -175,15 +176,15 @@ class World:
         }
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+@contextmanager
+def moto_accounts(tmp: Path) -> Iterator[pytest.MonkeyPatch]:
+    """moto for every account (a module's world), with no AWS profile, config or endpoint
+    of the machine's, LookupEvents answered and never paced in real time."""
     from moto import mock_aws
 
     from kmsir.aws.pacing import QUOTAS, Pacing
-    from kmsir.aws.targets import Fleet, Scope, session_name
     from kmsir.sandbox import lookup
 
-    tmp = tmp_path_factory.mktemp("fanout")
     with pytest.MonkeyPatch.context() as patch, mock_aws():
         for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_ROLE_ARN"):
             patch.delenv(name, raising=False)
@@ -193,6 +194,17 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         patch.setenv("AWS_EC2_METADATA_DISABLED", "true")
         patch.setattr("kmsir.aws.pacing.PACING", Pacing(QUOTAS, sleep=lambda _: None))
         lookup.install()
+        yield patch
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+
+    from kmsir.aws.targets import Fleet, Scope, session_name
+    from kmsir.sandbox import lookup
+
+    tmp = tmp_path_factory.mktemp("fanout")
+    with moto_accounts(tmp):
         keys: dict[tuple[str, str], list[str]] = {}
         sessions = {account: _session_in(account) for account in (CALLER, *OTHERS)}
         for account, session in sessions.items():

@@ -31,7 +31,7 @@ from kmsir.prompts import ScriptedPrompter
 from kmsir.run.engine import Engine, RunOptions, RunResult
 
 from .fakes import context
-from .test_fanout import CALLER, ROLE, _caller_session, _session_in
+from .test_fanout import CALLER, ROLE, _caller_session, _session_in, moto_accounts
 
 OTHER = "111111111111"
 REGIONS = ("eu-west-1", "us-east-1")
@@ -64,22 +64,11 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    from moto import mock_aws
 
-    from kmsir.aws.pacing import QUOTAS, Pacing
     from kmsir.aws.targets import Fleet, Scope, session_name
-    from kmsir.sandbox import lookup
 
     tmp = tmp_path_factory.mktemp("fanned-actions")
-    with pytest.MonkeyPatch.context() as patch, mock_aws():
-        for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_ROLE_ARN"):
-            patch.delenv(name, raising=False)
-        patch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
-        patch.setenv("AWS_CONFIG_FILE", str(tmp / "no-aws-config"))
-        patch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp / "no-aws-credentials"))
-        patch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-        patch.setattr("kmsir.aws.pacing.PACING", Pacing(QUOTAS, sleep=lambda _: None))
-        lookup.install()
+    with moto_accounts(tmp):
         session = _session_in(OTHER)
         key = session.client("kms", region_name="eu-west-1").create_key()["KeyMetadata"]["Arn"]
         session.client("kms", region_name="us-east-1").create_key()
