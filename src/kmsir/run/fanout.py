@@ -231,6 +231,16 @@ def arns_of(ref: str, steps: Mapping[str, Any]) -> set[str]:
     return found or {ref}
 
 
+def unique_arns(steps: Mapping[str, Any]) -> dict[str, str]:
+    """Each name (key id, ARN, alias) the steps' outputs give exactly one key by, to that
+    key's ARN; a name two keys share is left out (``route`` refuses it)."""
+    found: dict[str, set[str]] = {}
+    for arn, names in known_keys(steps, DEPTH):
+        for name in names:
+            found.setdefault(name, set()).add(arn)
+    return {name: arns.pop() for name, arns in found.items() if len(arns) == 1}
+
+
 def known_keys(value: Any, depth: int) -> Iterator[tuple[str, set[str]]]:
     """Each key the outputs in ``value`` describe: its ARN, and the names it goes by (key id,
     ARN, aliases)."""
@@ -278,10 +288,10 @@ def reread(
     """``risks.reread`` of the keys a run touched, each in its own account and Region: a key
     named by id or alias is read by the one ARN the run's steps (``steps``, their outputs)
     recorded for it, so it is not read as another key of the same name elsewhere."""
+    arns = unique_arns(steps or {}) if fleet is not None else {}
     groups: dict[Target | None, list[str]] = {}
     for ref in refs:
-        found = arns_of(ref, steps or {}) if fleet is not None else {ref}
-        arn = found.pop() if len(found) == 1 else ref
+        arn = arns.get(ref, ref)
         groups.setdefault(key_target(fleet, arn), []).append(arn)
     states: list[KeyState] = []
     for target, named in groups.items():

@@ -58,12 +58,7 @@ def key_arns(plan: Plan) -> dict[str, str]:
         return {}
     from kmsir.run import fanout
 
-    outputs = {s.id: s.outputs for s in plan.view.steps.values()}
-    found: dict[str, set[str]] = {}
-    for arn, names in fanout.known_keys(outputs, fanout.DEPTH):
-        for name in names:
-            found.setdefault(name, set()).add(arn)
-    return {name: arns.pop() for name, arns in found.items() if len(arns) == 1}
+    return fanout.unique_arns({s.id: s.outputs for s in plan.view.steps.values()})
 
 
 def _clients(own: ClientFactory, fleet: Fleet | None, reference: str) -> ClientFactory:
