@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import threading
@@ -31,7 +30,7 @@ from typing import Any
 
 # the loopback server and dummy credentials of the snapshot benchmark (run as scripts, the
 # benchmarks import each other from this folder)
-from snapshot_many_keys import ENV, start_server
+from snapshot_many_keys import dummy_environment, start_server
 
 REPO = Path(__file__).resolve().parent.parent
 PLAYBOOK = REPO / "playbooks" / "kms-posture-review.yaml"
@@ -166,9 +165,7 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=200)
     parser.add_argument("--latency-ms", type=float, default=30.0)
     args = parser.parse_args()
-    os.environ.update(ENV)
-    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"):
-        os.environ.pop(name, None)
+    dummy_environment()
     server, endpoint = start_server()
     try:
         with tempfile.TemporaryDirectory(prefix="kmsir-bench-") as tmp:

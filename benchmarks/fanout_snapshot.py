@@ -37,7 +37,7 @@ from typing import Any
 
 # the loopback server and dummy credentials of the snapshot benchmark (run as scripts, the
 # benchmarks import each other from this folder)
-from snapshot_many_keys import ENV, free_port
+from snapshot_many_keys import ENV, dummy_environment, free_port
 
 HERE = Path(__file__).resolve().parent
 PLAYBOOK = HERE / "snapshot-all.yaml"
@@ -235,9 +235,7 @@ def main() -> None:
     args = parser.parse_args()
     if not 1 <= args.regions <= len(REGIONS):
         sys.exit(f"--regions: 1 to {len(REGIONS)}")
-    os.environ.update(ENV)
-    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"):
-        os.environ.pop(name, None)
+    dummy_environment()
     from kmsir.aws.pacing import QUOTAS
     from kmsir.run import fanout
 

@@ -45,6 +45,14 @@ ENV = {
 }
 
 
+def dummy_environment() -> None:
+    """This process's AWS settings: the benchmark's dummy credentials, no profile, no
+    endpoint or session token of the machine's (nothing can reach a real account)."""
+    os.environ.update(ENV)
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"):
+        os.environ.pop(name, None)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -216,9 +224,7 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=100)
     parser.add_argument("--latency-ms", type=float, default=30.0)
     args = parser.parse_args()
-    os.environ.update(ENV)
-    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"):
-        os.environ.pop(name, None)
+    dummy_environment()
     server, endpoint = start_server()
     try:
         with tempfile.TemporaryDirectory(prefix="kmsir-bench-") as tmp:
