@@ -439,6 +439,58 @@ def botocore_files_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
         return _BOTOCORE_FILES[file_path]
 
     monkeypatch.setattr(loaders.JSONFileLoader, "load_file", load_file)
+    _botocore_session_work_once(monkeypatch)
+
+
+_BOTOCORE_ONCE: dict[tuple[Any, ...], Any] = {}
+
+
+def _botocore_session_work_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rest of what botocore does again for each new session and client, done once per
+    process (each answer depends only on what it is cached by, fixed in a process): the list
+    of services and each service's latest API version (a walk of botocore's data folders:
+    about 30 ms a client), whether a hook accepts ``**kwargs`` (``inspect`` on each of some
+    150 handlers a session registers; cached by the handler's code, which decides it), and
+    the aliased name of an event (each new client's emitter starts with an empty cache).
+    Client creation went from about 40 ms to 15; a run makes several clients and the suite
+    thousands of runs."""
+    from botocore import hooks, loaders
+
+    services = loaders.Loader.list_available_services
+    latest = loaders.Loader.determine_latest_version
+    accepts = hooks.accepts_kwargs
+    alias = hooks.EventAliaser._alias_event_name
+
+    def once(key: tuple[Any, ...], work: Any) -> Any:
+        if key not in _BOTOCORE_ONCE:
+            _BOTOCORE_ONCE[key] = work()
+        return _BOTOCORE_ONCE[key]
+
+    def list_available_services(self: Any, type_name: str) -> list[str]:
+        key = ("services", tuple(self.search_paths), type_name)
+        return list(once(key, lambda: services(self, type_name)))
+
+    def determine_latest_version(self: Any, service_name: str, type_name: str) -> str:
+        key = ("latest", tuple(self.search_paths), service_name, type_name)
+        return once(key, lambda: latest(self, service_name, type_name))  # type: ignore[no-any-return]
+
+    def accepts_kwargs(func: Any) -> bool:
+        # by code object: closures made afresh for each client share theirs (keeping the
+        # functions themselves would keep every client they close over alive)
+        code = getattr(getattr(func, "__func__", func), "__code__", None)
+        if code is None:
+            return accepts(func)  # type: ignore[no-any-return]
+        return once(("kwargs", code), lambda: accepts(func))  # type: ignore[no-any-return]
+
+    def alias_event_name(self: Any, event_name: str) -> str:
+        if self._event_aliases is not hooks.EVENT_ALIASES:
+            return alias(self, event_name)  # type: ignore[no-any-return]
+        return once(("alias", event_name), lambda: alias(self, event_name))  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(loaders.Loader, "list_available_services", list_available_services)
+    monkeypatch.setattr(loaders.Loader, "determine_latest_version", determine_latest_version)
+    monkeypatch.setattr(hooks, "accepts_kwargs", accepts_kwargs)
+    monkeypatch.setattr(hooks.EventAliaser, "_alias_event_name", alias_event_name)
 
 
 @pytest.fixture(autouse=True)
