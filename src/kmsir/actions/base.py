@@ -80,6 +80,10 @@ class Reporter(Protocol):
         """Rows the person should read before the next decision (the top findings)."""
         ...
 
+    def waiting(self, wait: ApprovalWait) -> None:
+        """A step waits for a second person's approval (or an answer to it just came)."""
+        ...
+
 
 class NullReporter:
     """A reporter that shows nothing."""
@@ -95,6 +99,46 @@ class NullReporter:
 
     def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         """Ignore tables."""
+
+    def waiting(self, wait: ApprovalWait) -> None:
+        """Ignore waits."""
+
+
+@dataclass(frozen=True)
+class ApprovalWait:
+    """A step waiting for a second person: what the responder's screen says. ``news`` is
+    ``None`` when the wait begins (show it all), else one line about an answer just handled."""
+
+    step_id: str
+    title: str
+    #: Approvals needed, and those counted so far.
+    count: int
+    approved: int
+    #: When the step stops waiting and fails (UTC, ``...Z``).
+    deadline: str
+    #: The exact commands the approver runs (with the bundle path).
+    approve: str
+    deny: str
+    #: Who may approve (ARN globs); empty: anyone but the run's operator.
+    allowed: tuple[str, ...] = ()
+    news: str | None = None
+    #: A line under the commands (a sandbox: whose credentials they carry, SIMULATED).
+    note: str | None = None
+
+    def lines(self) -> list[str]:
+        """The wait as lines of text."""
+        if self.news is not None:
+            return [f"{self.news} ({self.approved}/{self.count} approvals)"]
+        who = ", ".join(self.allowed) if self.allowed else "anyone but you"
+        return [
+            f"WAITING for {self.count - self.approved} more approval(s) of step "
+            f"'{self.step_id}' ({self.title}) by a second person ({who}), until {self.deadline}",
+            "  the approver runs, with their own AWS credentials:",
+            f"    {self.approve}",
+            "  or, to refuse it:",
+            f"    {self.deny}",
+            *([f"  {self.note}"] if self.note else []),
+        ]
 
 
 @dataclass(frozen=True)
@@ -276,6 +320,15 @@ class Action(Generic[P]):
     inverse: ClassVar[str | None] = None
     #: The step is itself a question to the person (ask, confirm, note): no "run it?" first.
     asks: ClassVar[bool] = False
+    #: It cuts access off or destroys (disable, delete, deny, revoke): with
+    #: ``--require-approval`` or a playbook's top-level ``approvals:``, a second person
+    #: approves it, as every irreversible action.
+    high_impact: ClassVar[bool] = False
+
+    @property
+    def needs_second_person(self) -> bool:
+        """True for an irreversible or high-impact action (``run --require-approval``)."""
+        return self.inverse == IRREVERSIBLE or self.high_impact
 
     def permissions_for(self, params: P) -> tuple[str, ...]:
         """The IAM permissions of the path ``params`` select (``permissions`` is the union of

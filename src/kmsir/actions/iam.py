@@ -218,6 +218,7 @@ class DeactivateAccessKey(_SetStatus):
     """
 
     name = "iam.deactivate-access-key"
+    high_impact = True  # the key's user loses programmatic access
     inverse = "iam.reactivate-access-key"
     desired = "Inactive"
 

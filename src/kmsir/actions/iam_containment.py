@@ -256,6 +256,7 @@ class AttachDenyPolicy(_DenyPolicy):
     """
 
     name = "iam.attach-deny-policy"
+    high_impact = True  # a Deny policy on the principal
     inverse = "iam.detach-deny-policy"
     verb = "Attach"
     permissions = (

@@ -104,6 +104,7 @@ class RevokeRoleSessions(_RoleSessionsAction):
     """
 
     name = "iam.revoke-role-sessions"
+    high_impact = True  # a Deny on every current session of the role
     params = RolesParams
     outputs = MappingProxyType(
         {"roles": "list[str]", "changed": "list[str]", "revoked_before": "str|null"}

@@ -58,6 +58,7 @@ class ScheduleDeletion(Action[ScheduleDeletionParams]):
     """
 
     name = "kms.schedule-deletion"
+    high_impact = True  # the key and all it encrypts go at the date
     params = ScheduleDeletionParams
     outputs = MappingProxyType(
         {

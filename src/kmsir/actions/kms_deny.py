@@ -80,6 +80,7 @@ class DenyPrincipals(PolicyChange):
     """
 
     name = "kms.deny-principals"
+    high_impact = True  # a Deny statement: those named lose access
     params = DenyPrincipalsParams
     outputs = MappingProxyType(
         {"key_id": "str", "restore_from": "str", "able_to_manage": "list[str]"}

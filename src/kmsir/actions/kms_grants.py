@@ -241,6 +241,7 @@ class RevokeGrants(_GrantRemoval):
     """
 
     name = "kms.revoke-grants"
+    high_impact = True  # each grantee loses access (irreversible too)
     params = RevokeGrantsParams
     outputs = _outputs("revoked")
     permissions = ("kms:DescribeKey", "kms:ListGrants", "kms:ListAliases", "kms:RevokeGrant")

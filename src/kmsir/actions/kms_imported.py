@@ -113,6 +113,7 @@ class DeleteImportedMaterial(Action[KeyParams]):
     """
 
     name = "kms.delete-imported-material"
+    high_impact = True  # every use of the key stops at once
     params = KeyParams
     outputs = MappingProxyType(_OUTPUTS)
     permissions = ("kms:DescribeKey", "kms:ListAliases", "kms:DeleteImportedKeyMaterial")

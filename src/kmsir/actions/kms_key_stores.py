@@ -151,6 +151,7 @@ class DisconnectKeyStore(_StoreChange):
     """
 
     name = "kms.disconnect-key-store"
+    high_impact = True  # every key in the store is unusable
     params = DisconnectParams
     outputs = MappingProxyType({**_OUTPUTS, "not_named": "list[str]"})
     permissions = (*_StoreChange.permissions_common, "kms:DisconnectCustomKeyStore")

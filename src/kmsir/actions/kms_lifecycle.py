@@ -167,6 +167,7 @@ class DisableKey(_StateChange):
     """
 
     name = "kms.disable-key"
+    high_impact = True  # every use of the key fails at once
     params = ReplicasParams
     outputs = MappingProxyType(
         {

@@ -60,6 +60,7 @@ class Quarantine(EveryRegion):
     """
 
     name = "kms.quarantine"
+    high_impact = True  # a Deny for everyone but break-glass
     params = QuarantineParams
     outputs = MappingProxyType(
         {
@@ -107,6 +108,7 @@ class PutPolicy(PolicyChange):
     """
 
     name = "kms.put-policy"
+    high_impact = True  # a policy that leaves out the key's admins locks everyone out
     params = PutPolicyParams
     outputs = MappingProxyType(
         {"key_id": "str", "restore_from": "str", "able_to_manage": "list[str]"}

@@ -189,6 +189,7 @@ class AttachScp(Action[AttachScpParams]):
     """
 
     name = "org.attach-scp"
+    high_impact = True  # binds every account under the target
     params = AttachScpParams
     outputs = MappingProxyType(
         {

@@ -12,6 +12,7 @@ from __future__ import annotations
 from kmsir.cli import bundles, runs  # isort: skip
 from kmsir.cli import rollback  # isort: skip
 from kmsir.cli import status  # isort: skip
+from kmsir.cli import approve  # isort: skip
 from kmsir.cli import audit  # isort: skip
 from kmsir.cli import playbooks, sandbox, trail  # isort: skip
 from kmsir.cli import tabletop, tabletop_watch, tabletop_debrief  # isort: skip
@@ -20,6 +21,7 @@ from kmsir.cli.common import app
 
 __all__ = [
     "app",
+    "approve",
     "audit",
     "authoring",
     "bundles",

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress
 
+    from kmsir.actions.base import ApprovalWait
     from kmsir.prompts import StepPreview
     from kmsir.run.engine import RunResult
     from kmsir.sandbox.scenario_model import Scenario
@@ -115,6 +116,16 @@ class ConsoleReporter:
         for row in rows:
             drawn.add_row(*(Text(visible(cell)) for cell in row))
         self.console.print(Padding(drawn, (0, 0, 0, 11)))
+
+    def waiting(self, wait: ApprovalWait) -> None:
+        """A step waiting for a second person: the commands to give them, the deadline;
+        then a line for each answer that comes (text from the journal inert)."""
+        from rich.text import Text
+
+        pause_progress()
+        for number, line in enumerate(wait.lines()):
+            style = "bold yellow" if number == 0 else ""
+            self.console.print(Text(visible(line), style=style), soft_wrap=True)
 
 
 def pause_progress() -> None:

@@ -21,6 +21,8 @@ ORDER = (
     "report",
     "verify",
     "export",
+    "approve",
+    "deny",
     "audit",
     "cloudtrail",
     "sandbox",
@@ -37,6 +39,10 @@ EXAMPLES = {
     "run": "kmsir run kms-key-compromise -i key=alias/payments --incident INC-42",
     "resume": "kmsir resume evidence/INC-42/20261201T101500Z-1a2b",
     "status": "kmsir status --evidence-dir evidence",
+    "approve": "kmsir approve evidence/INC-42/20261201T101500Z-1a2b schedule-deletion "
+    "--reason 'key leaked, confirmed with the payments team'",
+    "deny": "kmsir deny evidence/INC-42/20261201T101500Z-1a2b schedule-deletion "
+    "--reason 'the payments team still needs the key'",
     "rollback": "kmsir rollback evidence/INC-42/20261201T101500Z-1a2b --check",
     "plan": "kmsir plan kms-key-compromise -i key=alias/payments",
     "validate": "kmsir validate playbooks/*.yaml --strict",

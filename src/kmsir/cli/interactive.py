@@ -118,6 +118,12 @@ class InteractivePrompter:
             reason = self._answer(questionary.text("Reason for skipping (optional):")) or None
         return Answer(approved, self.source, reason)
 
+    def yes_no(self, question: str) -> bool:
+        """A plain yes or no (default no), with nothing asked after a no."""
+        import questionary
+
+        return bool(self._answer(questionary.confirm(visible(question), default=False)))
+
     def text(self, key: str, question: str, validate: Callable[[str], str | None]) -> Answer:
         import questionary
 

@@ -121,7 +121,8 @@ def execute(
             from kmsir.sandbox import Sandbox
 
             simulated(world)
-            sandbox = stack.enter_context(Sandbox(world))
+            second = options.require_approval  # the world gets a second identity
+            sandbox = stack.enter_context(Sandbox(world, second_person=second))
             # the clock and scenario, so that resume can rebuild this same world
             recorded = {"sandbox": {**sandbox.record(), "source": source}}
             venue = launch.sandboxed(sandbox, options, recorded)
@@ -180,6 +181,14 @@ def run(
         bool,
         typer.Option("--force", help="Run although another run holds the incident's lock."),
     ] = False,
+    require_approval: Annotated[
+        bool,
+        typer.Option(
+            "--require-approval",
+            help="A second person approves every irreversible or high-impact step "
+            "(kmsir approve BUNDLE STEP, with their own AWS credentials).",
+        ),
+    ] = False,
     accounts: Accounts = None,
     org: Org = False,
     exclude: Exclude = None,
@@ -222,6 +231,7 @@ def run(
         scenario=world.id if world else None,
         extra={"answers": {"source": "answers file", "values": scripted}} if scripted else {},
         force=force,
+        require_approval=require_approval,  # and the scenario's (launch.sandboxed)
     )
     if start_at is not None and not force_start_at:
         _refuse_start_at_over_unfinished(evidence_dir / incident_id, loaded, start_at)
@@ -339,6 +349,7 @@ def resume(
         yes=yes,
         scenario=meta.scenario,
         force=force,
+        require_approval=meta.require_approval,
     )
     keys = state.view.anchor_keys
     anchor_key = keys[-1].record.key_arn if keys else None
@@ -348,7 +359,9 @@ def resume(
             from kmsir.cli.console import simulated
             from kmsir.run import rollback_run
 
-            sandbox = launch.rebuild_sandbox(meta.sandbox or {}, options.scenario)
+            sandbox = launch.rebuild_sandbox(
+                meta.sandbox or {}, options.scenario, second_person=meta.require_approval
+            )
             stack.enter_context(sandbox)
             # a rollback's world is the rolled-back run's, then its own changes
             replayed = rollback_run.replay_world(sandbox, state.view)

@@ -55,6 +55,48 @@ class Carried(View, kw_only=True):
         return bool(self.sent or self.before or self.recorded)
 
 
+class StepApprovals(View, kw_only=True):
+    """A step's second-person approvals: its last request and what came of it, and every
+    answer its requests had (the report's "who approved, when and why")."""
+
+    request: e.ApprovalRequested | None = None  # the last request
+    request_seq: int | None = None
+    given: list[e.ApprovalGiven] = []  # approvals of the last request
+    denied: e.ApprovalGiven | None = None  # a deny of the last request
+    timed_out: bool = False  # the last request timed out
+    started: bool = False  # the step started after the last request
+    ended: bool = False  # an outcome (succeeded, failed, skipped) after the last request
+    history: list[Seen] = []  # every approval-given record of the step
+    refused: list[Seen] = []  # every approval-refused record of the step
+    handled: list[str] = []  # the answer ids acknowledged (given or refused)
+
+    @property
+    def approved(self) -> int:
+        """Distinct approvals of the last request, those kept from an earlier one included."""
+        return len(self.given) + (len(self.request.kept) if self.request is not None else 0)
+
+    @property
+    def open(self) -> bool:
+        """The last request still stands (no deny, timeout or outcome since): its approvals
+        count for the step (a resume keeps them)."""
+        return (
+            self.request is not None
+            and not self.ended
+            and self.denied is None
+            and not self.timed_out
+        )
+
+    @property
+    def waiting(self) -> bool:
+        """The step waits for approvals: an open request short of its count, not started."""
+        return (
+            self.open
+            and not self.started
+            and self.request is not None
+            and self.approved < self.request.count
+        )
+
+
 class StepView(View, kw_only=True):
     """One step as the journal tells it."""
 
@@ -87,6 +129,8 @@ class StepView(View, kw_only=True):
     retries: list[Seen] = []
     attempts: int = 0  # the highest artifact attempt folder used
     carried: Carried = msgspec.field(default_factory=Carried)
+    #: Its second-person approvals (``None``: the step never asked for any).
+    approvals: StepApprovals | None = None
 
     @property
     def done_ok(self) -> bool:
@@ -121,6 +165,8 @@ def plain(call: Call) -> Call:
 
 def fold_step(step: StepView, entry: e.Entry, record: Any, seen: Seen) -> None:
     carried = step.carried
+    if isinstance(record, _APPROVALS) or step.approvals is not None:
+        _fold_approvals(step, entry, record, seen)
     if isinstance(record, e.StepStarted):
         if step.started is None:
             step.name, step.action, step.phase = record.name, record.action, record.phase
@@ -170,3 +216,34 @@ def fold_step(step: StepView, entry: e.Entry, record: Any, seen: Seen) -> None:
             step.before = record.before  # stands in until an outcome says otherwise
     elif isinstance(record, e.StepRetry):
         step.retries.append(seen)
+
+
+_APPROVALS = (e.ApprovalRequested, e.ApprovalGiven, e.ApprovalRefused, e.ApprovalTimedOut)
+
+
+def _fold_approvals(step: StepView, entry: e.Entry, record: Any, seen: Seen) -> None:
+    if step.approvals is None:
+        step.approvals = StepApprovals()
+    state = step.approvals
+    if isinstance(record, e.ApprovalRequested):
+        state.request, state.request_seq = record, entry.seq
+        state.given, state.denied = [], None
+        state.timed_out = state.started = state.ended = False
+    elif isinstance(record, e.ApprovalGiven):
+        state.history.append(seen)
+        state.handled.append(record.answer)
+        if state.request is not None and record.request == state.request.request:
+            if record.decision == "deny":
+                state.denied = record
+            else:
+                state.given.append(record)
+    elif isinstance(record, e.ApprovalRefused):
+        state.refused.append(seen)
+        state.handled.append(record.answer)
+    elif isinstance(record, e.ApprovalTimedOut):
+        if state.request is not None and record.request == state.request.request:
+            state.timed_out = True
+    elif isinstance(record, e.StepStarted):
+        state.started = True
+    elif isinstance(record, (e.StepSucceeded, e.StepSkipped, e.StepFailed)):
+        state.ended = True

@@ -111,6 +111,36 @@ class RunView(msgspec.Struct, kw_only=True):
     def mode(self) -> str | None:
         return self.meta.mode if self.meta is not None else None
 
+    def waiting_step(self, step_id: str) -> StepView | None:
+        """The step ``step_id`` when it waits for a second person's approvals now: its last
+        request open and short of its count, and the run neither finished, interrupted nor
+        resumed since (a resumed step asks again, under a new request)."""
+        step = self.steps.get(step_id)
+        state = step.approvals if step is not None else None
+        if state is None or not state.waiting or self.finished is not None:
+            return None
+        stops = [s.seq for s in (*self.interruptions, *self.resumes)]
+        return step if (state.request_seq or 0) > max(stops, default=0) else None
+
+    def answered(self, answer_id: str) -> e.ApprovalGiven | e.ApprovalRefused | None:
+        """What the run made of the answer file ``answer_id`` (accepted or refused), if it
+        acknowledged it yet."""
+        for step in self.steps.values():
+            state = step.approvals
+            for seen in (*state.history, *state.refused) if state is not None else ():
+                if seen.record.answer == answer_id:
+                    return seen.record  # type: ignore[no-any-return]
+        return None
+
+    def answers_handled(self) -> set[str]:
+        """The ids of every answer file the run acknowledged (accepted or refused)."""
+        return {
+            answer
+            for step in self.steps.values()
+            if step.approvals is not None
+            for answer in step.approvals.handled
+        }
+
     def context_steps(self) -> dict[str, Json]:
         """``steps.<id>`` for the template context, as the original run had it."""
         return {s.id: {**s.outputs, "status": s.status} for s in self.steps.values() if s.done_ok}

@@ -19,10 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from kmsir.errors import PlaybookError, UsageError
 from kmsir.playbook import checks, lint, yamlsafe
+
+# a second person's approval (the two-person rule): part of this module's face too
+from kmsir.playbook.approvals import Approvals as Approvals
+from kmsir.playbook.approvals import check_timeout, timeout_seconds
 
 # a playbook's inputs are InputSpecs: their model and check are part of this module's face
 from kmsir.playbook.inputs import InputSpec as InputSpec
@@ -119,11 +123,28 @@ class Step(_Frozen):
         le=10,
         description="How many times a step failed by a transient AWS error is tried again.",
     )
+    approvals: Approvals | None = Field(
+        default=None,
+        description="A second person must approve the step (with their own AWS credentials: "
+        "`kmsir approve BUNDLE STEP`) after the responder did, before it runs.",
+    )
+    approval_timeout: str | None = Field(
+        default=None,
+        description="How long the step waits for its approvals (a duration like 30m or 2h, at "
+        "most 24h; default 30m); none by then: the step fails, then its on_error applies.",
+    )
+
+    _timeout = field_validator("approval_timeout")(check_timeout)
 
     @property
     def title(self) -> str:
         """The step's name, or its id when it has none."""
         return self.name or self.id
+
+    @property
+    def approval_timeout_s(self) -> int:
+        """Seconds the step waits for its approvals."""
+        return timeout_seconds(self.approval_timeout)
 
 
 class Playbook(_Frozen):
@@ -144,6 +165,11 @@ class Playbook(_Frozen):
     inputs: dict[str, InputSpec] = Field(
         default_factory=dict,
         description="What a run is given (-i NAME=VALUE, or asked): templates read inputs.NAME.",
+    )
+    approvals: Approvals | None = Field(
+        default=None,
+        description="Approvals every irreversible or high-impact step needs (a step's own "
+        "approvals: replace them).",
     )
 
     def step(self, step_id: str) -> Step:

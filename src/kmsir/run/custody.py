@@ -80,6 +80,7 @@ def run_started(
         simulated=info.simulated,
         scenario=options.scenario,
         region=region,
+        require_approval=options.require_approval,
         **dict(options.extra),
     )
 

@@ -33,7 +33,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import TYPE_CHECKING, Any
 
-from kmsir.actions.base import Action, ActionContext, ArtifactSink, Outcome, Reporter
+from kmsir.actions.base import (
+    Action,
+    ActionContext,
+    ApprovalWait,
+    ArtifactSink,
+    Outcome,
+    Reporter,
+)
 from kmsir.aws import ClientFactory
 from kmsir.aws.targets import explain
 from kmsir.errors import Aborted, ActionError, EvidenceError, KmsirError, MissingAnswer
@@ -77,6 +84,9 @@ class TargetReporter:
 
     def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         self.inner.table(f"{self.label}: {title}", columns, rows)
+
+    def waiting(self, wait: ApprovalWait) -> None:
+        self.inner.waiting(wait)
 
 
 class TargetSink:

@@ -75,11 +75,20 @@ def run_inputs(
 
 def sandboxed(sandbox: Sandbox, options: RunOptions, extra: Mapping[str, Any]) -> Venue:
     """A run in an entered sandbox; ``extra``: what its run-started entry records about the
-    sandbox, so that resume can rebuild the same world."""
+    sandbox, so that resume can rebuild the same world. When the two-person rule applies
+    (``--require-approval``, or the scenario's ``approvals: required``), the approver's
+    command is shown with the credentials of the world's second identity."""
+    required = sandbox.scenario.approvals == "required"
+    second = sandbox.second if options.require_approval or required else None
     return Venue(
         sandbox.client_factory(),
         sandbox.client_factory(),
-        dataclasses.replace(options, extra={**options.extra, **extra}),
+        dataclasses.replace(
+            options,
+            extra={**options.extra, **extra},
+            scenario_approvals=required,
+            approver_env=second.environment() if second is not None else {},
+        ),
         sandbox.after_step,
         sandbox.before_step,  # its timed injects
     )
@@ -161,10 +170,13 @@ def engine(
     )
 
 
-def rebuild_sandbox(recorded: Mapping[str, Any], scenario: str) -> Sandbox:
+def rebuild_sandbox(
+    recorded: Mapping[str, Any], scenario: str, *, second_person: bool = False
+) -> Sandbox:
     """The sandbox a run started in (not yet entered), from what its journal recorded about
-    it: the scenario's source and the world's clock. A scenario changed since then cannot
-    give the same world: ``UsageError``."""
+    it: the scenario's source and the world's clock; ``second_person``: the run was started
+    with ``--require-approval`` (its world has a second identity). A scenario changed since
+    then cannot give the same world: ``UsageError``."""
     from kmsir.evidence.bundle import utc_now
     from kmsir.playbook.values import parse_time
     from kmsir.sandbox import Sandbox
@@ -172,7 +184,11 @@ def rebuild_sandbox(recorded: Mapping[str, Any], scenario: str) -> Sandbox:
 
     world = scenarios.load(str(recorded.get("source") or scenario))
     clock = recorded.get("now")
-    sandbox = Sandbox(world, now=parse_time(clock, utc_now()) if clock else None)
+    sandbox = Sandbox(
+        world,
+        now=parse_time(clock, utc_now()) if clock else None,
+        second_person=second_person,
+    )
     if recorded.get("scenario_sha256") != sandbox.fingerprint:
         raise UsageError(
             f"scenario {world.id} changed since this run started; its sandbox world "

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -54,6 +54,7 @@ from kmsir.prompts import Prompter
 from kmsir.run import fanout
 from kmsir.run.approval import Approval
 from kmsir.run.failure import FailurePolicy
+from kmsir.run.second_person import SecondPerson
 
 if TYPE_CHECKING:
     from kmsir.aws.targets import Fleet
@@ -96,6 +97,15 @@ class RunOptions:
     #: Where the keys live, for key locks: "aws", or a sandbox server's endpoint; None: an
     #: in-process sandbox, a world of its own (no key locks).
     world: str | None = None
+    #: Two-person rule (``second_person.needed``): ``--require-approval`` (journaled, kept by
+    #: resume); a sandbox scenario's ``approvals: required``; the environment shown before
+    #: the approver's command (a sandbox's second identity's dummy credentials).
+    require_approval: bool = False
+    scenario_approvals: bool = False
+    approver_env: Mapping[str, str] = field(default_factory=dict)
+    #: A replay (``tabletop.replay``): per step, the recorded outcome of each second-person
+    #: request in order (``None``: approved; else the step's failure), reproduced unasked.
+    replayed_approvals: Mapping[str, Sequence[str | None]] | None = None
 
 
 @dataclass(frozen=True)
@@ -172,6 +182,7 @@ class StepRunner:
             total=len(playbook.steps),
             locks=locks,
         )
+        self.second = SecondPerson(services, bundle=bundle, options=options, playbook=playbook)
         self.failures = FailurePolicy(
             prompter=services.prompter, bundle=bundle, inputs=playbook.inputs
         )
@@ -232,6 +243,7 @@ class StepRunner:
                 prior = None  # after a failure, a retry is confirmed afresh
                 if skipped is not None:
                     return self.skip(step, skipped.reason, status=skipped.status)
+                self.second.wait(step, action, ctx, params, impact, sink.write)  # two-person rule
                 self.bundle.append(
                     StepStarted(
                         action=step.action,

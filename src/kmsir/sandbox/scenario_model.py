@@ -302,6 +302,9 @@ class Scenario(_Model):
     evidence_to_see: list[EvidenceSpec] = Field(default_factory=list, max_length=50)
     prevented_by: list[PreventionSpec] = Field(default_factory=list, max_length=10)
     targets: TargetsSpec | None = None
+    #: ``required``: a second person approves the playbook's steps that ask for it, as in a
+    #: live run (a tabletop rehearses the two-person rule); by default the sandbox skips them.
+    approvals: Literal["required"] | None = None
 
     #: The folder of the scenario file, once ``scenario.load`` located it, and the inputs it
     #: turned from ``{file: PATH}`` into paths (by name: the PATH as written).
@@ -365,7 +368,7 @@ class Scenario(_Model):
         editing either never breaks a resume. A scenario written with ``story:`` dumps as
         release 0.2 fingerprinted it (title and story included)."""
         data = self.model_dump(mode="json")
-        for name in HIDDEN_FIELDS:
+        for name in (*HIDDEN_FIELDS, "approvals"):  # whether a run waits, not the world
             data.pop(name, None)
         if self._story:
             data["story"] = data.pop("briefing")

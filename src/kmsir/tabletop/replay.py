@@ -7,7 +7,10 @@ every question from the recorded decisions (``recorded``). The world's timers ar
 timed or facilitator's inject fires where the journal says it took effect (before the step in
 its ``before``; ``None``: at the run's end), each step's inject after its step as always; an
 exercise the facilitator ended ends before the same step. The replay is a new run with its own
-bundle (incident ``<incident>-replay``).
+bundle (incident ``<incident>-replay``). A replay never waits for a second person's approval
+(nobody would answer): where the recorded run waited, its outcome is reproduced (approved: the
+step runs; denied or timed out: it fails the same way, and the team's recorded answer to the
+failure menu applies).
 
 An unfinished run is not replayed (its outcome is not known yet). The outcome is compared
 with the recorded run's: its status, its decisions (step and answer: a question's text may
@@ -112,7 +115,17 @@ def replay(
             "replay_of": {"run_id": meta.run_id, "bundle": str(root), "head": view.head},
         }
         venue = launch.sandboxed(fresh, options, {"sandbox": again})
-        venue = dataclasses.replace(venue, before_step=_boundaries(fresh, view))
+        # nobody answers a replay: it never waits for a second person; where the recorded
+        # run waited, the recorded outcome is reproduced (approved: on; denied or timed out:
+        # the same failure, so the team's recorded answer to the failure menu applies)
+        unasked = dataclasses.replace(
+            venue.options,
+            scenario_approvals=False,
+            require_approval=False,
+            approver_env={},
+            replayed_approvals=approval_outcomes(view),
+        )
+        venue = dataclasses.replace(venue, options=unasked, before_step=_boundaries(fresh, view))
         engine = launch.engine(
             venue,
             prompter=RecordedPrompter(view),
@@ -126,6 +139,37 @@ def replay(
         after = _renamed(final_state(fresh), incident, meta.incident)
     replayed = read_journal(result.bundle / JOURNAL).view()
     return Replayed(result, compare(view, replayed, before, after))
+
+
+def approval_outcomes(view: RunView) -> dict[str, list[str | None]]:
+    """Per step, what came of each second-person request of the recorded run, in order:
+    ``None`` approved, else the failure it gave (denied, timed out, the key changed)."""
+    from kmsir.evidence import entries as e
+    from kmsir.run import second_person
+
+    found: dict[str, list[str | None]] = {}
+    open_requests: dict[str, e.ApprovalRequested] = {}
+    for moment in view.timeline:
+        record, step = moment.record, moment.step
+        if step is None:
+            continue
+        if isinstance(record, e.ApprovalRequested):
+            open_requests[step] = record
+            found.setdefault(step, []).append(None)
+            continue
+        request = open_requests.get(step)
+        if request is None:
+            continue
+        if isinstance(record, e.ApprovalGiven) and record.decision == "deny":
+            found[step][-1] = second_person.denied(record)
+        elif isinstance(record, e.ApprovalTimedOut):
+            found[step][-1] = second_person.timed_out(request, record.approved)
+        elif isinstance(record, e.Recheck) and record.reason == second_person.WAITED:
+            found[step][-1] = second_person.CHANGED
+        else:
+            continue
+        del open_requests[step]
+    return found
 
 
 def _boundaries(sandbox: Sandbox, view: RunView) -> Callable[[str | None], list[dict[str, Any]]]:

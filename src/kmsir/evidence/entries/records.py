@@ -60,6 +60,9 @@ class RunStarted(Custody, frozen=True, kw_only=True):
     #: The accounts x Regions the run covers (``aws.targets.Scope.to_json``), when given
     #: ``--accounts``, ``--org`` or ``--regions``: resume rebuilds the same scope from it.
     scope: Json | None = None
+    #: ``--require-approval``: a second person approves every irreversible or high-impact
+    #: step (resume keeps it).
+    require_approval: bool = False
 
 
 class RunResumed(Custody, frozen=True, kw_only=True):
@@ -252,6 +255,66 @@ class Decision(Record, frozen=True, kw_only=True):
     inverse: str | None = None
     #: Who and what loses access, as the blast radius shown with the step said.
     impact: str | None = None
+
+
+# -- a second person's approval (the two-person rule) ----------------------------------------
+
+
+class ApprovalRequested(Record, frozen=True, kw_only=True):
+    """A step waits for ``count`` approvals: what the approver must see (``preview``, the
+    fields of the responder's ``Decision``; ``preview_sha256`` of its canonical JSON), and the
+    STS endpoint they sign for. ``request`` is a fresh nonce each answer is bound to."""
+
+    TYPE = "approval-requested"
+    request: str
+    count: int
+    from_: list[str] = msgspec.field(name="from", default_factory=list)
+    timeout_s: int
+    until: str
+    sts_url: str
+    sts_region: str | None
+    preview: Json
+    preview_sha256: str
+    #: Approvals of the step's earlier request kept (resume): their answers and identities.
+    kept: list[Json] = msgspec.field(default_factory=list)
+
+
+class ApprovalGiven(Record, frozen=True, kw_only=True):
+    """An answer accepted: who (from STS, never typed), what they saw, why, when."""
+
+    TYPE = "approval-given"
+    answer: str
+    request: str
+    decision: str  # "approve" | "deny"
+    identity: Json  # arn, account, user_id
+    sts_request_id: str | None
+    reason: str | None
+    saw: str
+    #: When the approver answered: their signed request's ``X-Amz-Date`` (not the file's word).
+    answered: str
+    #: The answer file, copied into the step's artifacts (the approver's session token
+    #: replaced by a marker: ``evidence.approvals.without_token``).
+    file: str | None = None
+    #: sha256 of the answer file's bytes as read from the inbox (token included).
+    answer_sha256: str | None = None
+
+
+class ApprovalRefused(Record, frozen=True, kw_only=True):
+    """An answer not counted, and why (self-approval, outside ``from:``, a failed check)."""
+
+    TYPE = "approval-refused"
+    answer: str
+    why: str
+    request: str | None = None
+    identity: Json | None = None
+
+
+class ApprovalTimedOut(Record, frozen=True, kw_only=True):
+    TYPE = "approval-timed-out"
+    request: str
+    until: str
+    approved: int
+    count: int
 
 
 class Note(Record, frozen=True, kw_only=True):
