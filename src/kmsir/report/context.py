@@ -1,9 +1,10 @@
 """The report's template context, built from the bundle alone (see README "Report templates").
 
-Steps and their outcomes, the changes with their API calls, approvals and inverses, open
-deadlines, CloudTrail findings with the events behind them, one merged timeline (CloudTrail
-events of interest, the runner's actions, decisions and notes), the events chart, lessons
-learned (the best practices findings cite) and the chain of custody.
+Steps and their outcomes, the changes with their API calls, approvals and inverses, the
+second persons' approvals (``report.approvals``), open deadlines, CloudTrail findings with
+the events behind them, one merged timeline (CloudTrail events of interest, the runner's
+actions, decisions and notes), the events chart, lessons learned (the best practices
+findings cite) and the chain of custody.
 
 What the run did comes from the bundle's view (``bundle.view``, the one reading of its
 journal: ``report.steps`` and ``report.timeline`` shape it for templates); what CloudTrail
@@ -24,6 +25,7 @@ from kmsir.evidence.bundle import NAME_PART
 from kmsir.evidence.manifest import Bundle
 from kmsir.evidence.view import RunView
 from kmsir.report import findings as cloudtrail
+from kmsir.report.approvals import approvals
 from kmsir.report.findings import EVENTS_PER_FINDING, SEVERITY_ORDER, TOP_FINDINGS
 from kmsir.report.impact import impact
 from kmsir.report.lists import attachments, checklists
@@ -117,6 +119,7 @@ def build_context(bundle: Bundle, *, now: datetime | None = None) -> dict[str, A
         ),
         "notes": [line(view, m) for m in moments if isinstance(m.record, e.Note)],
         "decisions": [line(view, m) for m in moments if isinstance(m.record, e.Decision)],
+        "approvals": approvals(view, now),
         "checklists": checklists(steps),
         "attachments": attachments(steps, view),
         "timeline": timeline(moments, trail, window),

@@ -37,12 +37,14 @@ from kmsir.sandbox import (
     posture_seed,
     recorder,
     resources,
+    second_identity,
     seed_kms,
     shim,
 )
 from kmsir.sandbox.injects import Injects
 from kmsir.sandbox.scenario import ACCOUNT, trail_bucket
 from kmsir.sandbox.scenario_model import Scenario
+from kmsir.sandbox.second_identity import SecondIdentity
 
 DUMMY_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "AKIAIOSFODNN7SANDBOX",
@@ -66,8 +68,13 @@ class Sandbox:
         *,
         now: datetime | None = None,
         clock: Callable[[], datetime] | None = None,
+        second_person: bool = False,
     ) -> None:
         self.scenario = scenario
+        #: The two-person rule applies (``run --require-approval``, or the scenario's
+        #: ``approvals: required``): the world has a second identity to approve with.
+        self.second_person = second_person or scenario.approvals == "required"
+        self.second: SecondIdentity | None = None
         self.region = scenario.region
         self.account = ACCOUNT
         self.now = now or datetime.now(timezone.utc)
@@ -366,7 +373,9 @@ class Sandbox:
         # buckets, volumes, secrets... encrypted with the keys; IAM, trails, rules, stacks
         self.resources = resources.seed(self)
         self._seed_trail()
-        containment.seed(self)  # last: it leaves moto's random generator as it found it
+        containment.seed(self)  # it leaves moto's random generator as it found it
+        if self.second_person:  # so does this
+            self.second = second_identity.seed(self)
 
     def _seed_trail(self) -> None:
         """The trail that delivers to the trail bucket, unless the scenario has its own; moto's
