@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
+from kmsir.trail.catalogue import TRAIL_EVENTS
 from kmsir.trail.match import KeyMatcher
 
 KEY = "1234abcd-12ab-34cd-56ef-1234567890ab"
@@ -57,14 +59,13 @@ def test_multi_region_siblings_match_by_id() -> None:
 
 
 def test_needles_cover_every_name_and_the_trail_events() -> None:
-    # the trail events name no key: their names find them in a raw file
-    assert set(MATCHER.needles) == {
-        KEY.encode(),
-        b"alias/payments",
-        b'"DeleteTrail"',
-        b'"PutEventSelectors"',
-        b'"StopLogging"',
-    }
+    # the trail events name no key: the service that logs them finds them in a raw file
+    assert set(MATCHER.needles) == {KEY.encode(), b"alias/payments", b'"cloudtrail.amazonaws.com"'}
+    for name in sorted(TRAIL_EVENTS):
+        event = {"eventSource": "cloudtrail.amazonaws.com", "eventName": name}
+        raw = json.dumps(event, separators=(",", ":")).encode()
+        assert MATCHER.matches(event)
+        assert any(needle in raw for needle in MATCHER.needles), name
 
 
 def test_an_alias_is_ours_only_in_the_keys_account_and_region() -> None:

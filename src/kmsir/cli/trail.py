@@ -66,7 +66,6 @@ def cloudtrail_scan(
     from kmsir.inert import one_line
     from kmsir.playbook.values import duration_seconds, parse_time
     from kmsir.run import scan
-    from kmsir.trail.events import slim
     from kmsir.trail.match import KeyMatcher
 
     key = _key_option(key)
@@ -99,8 +98,8 @@ def cloudtrail_scan(
     )
     # raw bytes out, unchanged; only the findings fields decoded
     if out is not None:
-        _write_lines(None if to_stdout else out, ordered)
-    events = [slim(r) for r in ordered]
+        _write_lines(None if to_stdout else out, [raw for raw, _ in ordered])
+    events = [fields for _, fields in ordered]
     del ordered
     found = scan.findings_in_window(events, key, window_seconds)
     if findings_out is not None:

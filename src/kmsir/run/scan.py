@@ -26,9 +26,10 @@ def matched_records(
     since: datetime | None,
     until: datetime | None,
     clients: Callable[[], ClientFactory],
-) -> tuple[list[bytes], ScanStats]:
+) -> tuple[list[tuple[bytes, dict[str, Any]]], ScanStats]:
     """The records ``matcher`` matches in the trail files under ``local`` and in each
-    ``s3://bucket/prefix`` of ``buckets`` (read with ``clients()``), in event order.
+    ``s3://bucket/prefix`` of ``buckets`` (read with ``clients()``), in event order, each with
+    the fields the findings read (``trail.events.slim``), decoded while the scan goes on.
 
     ``UsageError`` when no path holds a trail file at all (a wrong folder or prefix is not an
     empty result); a path without one among others that have some is counted as skipped.
@@ -36,9 +37,10 @@ def matched_records(
     of the window, is no error: the window may be where logging stopped (the bucket's case is
     noted)."""
     from kmsir.trail import files
-    from kmsir.trail.events import order_raw
+    from kmsir.trail.events import Ordering
 
-    raw, stats, empty = files.scan_paths(local, matcher, since=since, until=until)
+    ordering = Ordering(slim_too=True)
+    _, stats, empty = files.scan_paths(local, matcher, since=since, until=until, each=ordering.add)
     for uri in buckets:
         # the actions (and AWS) are imported only to read a bucket: a scan of files on disk
         # starts without them
@@ -51,12 +53,12 @@ def matched_records(
         )
         if not more.files and not more.noted[NO_FILE_IN_WINDOW]:
             empty.append((uri, looked_for(prefix, None, since, until)))
-        raw.extend(from_bucket)
+        ordering.add(from_bucket)
         stats.add(more)
     if len(empty) == len(local) + len(buckets):
         raise UsageError(files.none_found(empty))
     files.count_empty(stats, empty)
-    return order_raw(raw, stats.noted), stats
+    return [(raw, fields or {}) for raw, fields in ordering.ordered(stats.noted)], stats
 
 
 def findings_in_window(

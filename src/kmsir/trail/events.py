@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -221,22 +222,51 @@ class _Slim(msgspec.Struct):
 _slim_decoder = msgspec.json.Decoder(_Slim)
 
 
+class Ordering:
+    """Matched records made ready to be put in order as they arrive, while the scan goes on:
+    each one's order fields and digest decoded, and (``slim_too``) the findings' fields.
+    ``ordered`` then only dedupes and sorts."""
+
+    def __init__(self, *, slim_too: bool = False) -> None:
+        self._slim_too = slim_too
+        self._items: list[tuple[str, str, bytes, bytes, dict[str, Any] | None]] = []
+
+    def add(self, records: Iterable[bytes]) -> None:
+        """Take the next records (in the order the scan found them)."""
+        for raw in records:
+            order = _order_decoder.decode(raw)
+            event_id = order.eventID
+            if not isinstance(event_id, str) or not event_id:
+                event_id = f"#{len(self._items)}"
+            digest = hashlib.sha256(raw).digest()
+            fields = slim(raw) if self._slim_too else None
+            self._items.append((event_id, str(order.eventTime), digest, raw, fields))
+
+    def ordered(
+        self, conflicts: Counter[str] | None = None
+    ) -> list[tuple[bytes, dict[str, Any] | None]]:
+        """The records unique by event id and sorted by time (each with its findings' fields,
+        when taken); a different record under an id already seen is kept and counted (see
+        ``dedupe_sorted``)."""
+        seen: dict[str, set[bytes]] = {}  # by event id, the digests of the records kept
+        kept: list[tuple[str, bytes, dict[str, Any] | None]] = []
+        for event_id, moment, digest, raw, fields in self._items:
+            contents = seen.setdefault(event_id, set())
+            if digest not in contents:
+                if contents and conflicts is not None:
+                    conflicts[DUPLICATE_ID] += 1
+                contents.add(digest)
+                kept.append((moment, raw, fields))
+        kept.sort(key=lambda item: item[0])
+        return [(raw, fields) for _, raw, fields in kept]
+
+
 def order_raw(records: list[bytes], conflicts: Counter[str] | None = None) -> list[bytes]:
     """Raw events unique by event id and sorted by time, decoding only those two fields; a
     different record under an id already seen is kept and counted (see ``dedupe_sorted``)."""
-    seen: dict[str, set[bytes]] = {}  # by event id, the digests of the records kept
-    kept: list[tuple[str, bytes]] = []
-    for n, raw in enumerate(records):
-        order = _order_decoder.decode(raw)
-        event_id = order.eventID if isinstance(order.eventID, str) and order.eventID else f"#{n}"
-        contents = seen.setdefault(event_id, set())
-        digest = hashlib.sha256(raw).digest()
-        if digest not in contents:
-            if contents and conflicts is not None:
-                conflicts[DUPLICATE_ID] += 1
-            contents.add(digest)
-            kept.append((str(order.eventTime), raw))
-    return [raw for _, raw in sorted(kept, key=lambda item: item[0])]
+    ordering = Ordering()
+    ordering.add(records)
+    return [raw for raw, _ in ordering.ordered(conflicts)]
 
 
 def slim(raw: bytes) -> dict[str, Any]:

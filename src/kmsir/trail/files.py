@@ -17,15 +17,17 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
+from kmsir.trail.cut import RECORD_START
+from kmsir.trail.cut import fast_matches as _fast_matches
 from kmsir.trail.events import decode_event
 from kmsir.trail.fields import event_time
 from kmsir.trail.match import KeyMatcher
@@ -118,10 +120,35 @@ def none_found(empty: list[tuple[str, str]]) -> str:
     )
 
 
+#: Deflate's largest expansion: no gzip member holds more than this many bytes per byte.
+_MAX_RATIO = 1032
+
+
 def _decompress(data: bytes) -> bytes:
+    """A gzip file's bytes. Most trail files are one gzip member whose trailer gives the size:
+    decompressed in one call of isal's zlib decompressor, capped at that size (measured three
+    times faster than ``igzip.decompress``, with a tenth of its page faults). Anything else
+    (several members, trailing bytes, a size that does not fit, a damaged file) goes through
+    ``igzip.decompress``, whose errors say what is wrong; a damaged deflate stream (isal's own
+    error) is a ``ValueError`` like the others."""
+    from isal import isal_zlib
+
+    isal_error = cast("type[Exception]", isal_zlib.error)
+    size = min(int.from_bytes(data[-4:], "little"), len(data) * _MAX_RATIO)
+    try:
+        # wbits 31: a gzip header and trailer (CRC and size checked), a 32 KiB window
+        inflater = isal_zlib.decompressobj(wbits=31)
+        out = inflater.decompress(data, size + 1)
+        if inflater.eof and not inflater.unused_data and len(out) == size:
+            return out
+    except isal_error:
+        pass  # igzip below says what is wrong
     from isal import igzip
 
-    return bytes(igzip.decompress(data))  # type: ignore[no-untyped-call]
+    try:
+        return bytes(igzip.decompress(data))  # type: ignore[no-untyped-call]
+    except isal_error as exc:
+        raise ValueError(str(exc)) from None
 
 
 def raw_records(data: bytes, where: str, stats: ScanStats) -> Iterator[bytes]:
@@ -195,35 +222,6 @@ def split_records(data: bytes) -> tuple[list[bytes] | None, bool]:
     return records, ended is not None  # cut short: the records read so far, not the one cut
 
 
-_RECORD_START = b'{"eventVersion"'
-
-
-def _fast_matches(data: bytes, needles: tuple[bytes, ...]) -> list[bytes] | None:
-    """Records containing a needle, cut straight out of a compact trail file.
-
-    CloudTrail writes each record as compact JSON starting with ``eventVersion``, so a record
-    holding a needle is found by searching backwards from the needle for that start and
-    forwards for the next one. Anything that does not look exactly like that returns ``None``
-    and the caller splits the file properly.
-    """
-    spans: dict[int, int] = {}
-    for needle in needles:
-        position = data.find(needle)
-        while position != -1:
-            start = data.rfind(_RECORD_START, 0, position)
-            if start == -1:
-                return None
-            end = data.find(b"," + _RECORD_START, position)
-            end = data.rfind(b"]", start, len(data)) if end == -1 else end
-            if end == -1:
-                return None
-            spans[start] = end
-            # the rest of this record is found already: search on after it, so a record
-            # repeating the needle a million times costs one pass, not a million
-            position = data.find(needle, max(end, position + len(needle)))
-    return [data[start : spans[start]] for start in sorted(spans)]
-
-
 def scan_bytes(
     data: bytes,
     where: str,
@@ -238,7 +236,7 @@ def scan_bytes(
         cut = _fast_matches(data, needles)
         decoded = _decode_all(cut) if cut is not None else None
         if decoded is not None:
-            stats.records += data.count(_RECORD_START)
+            stats.records += data.count(RECORD_START)
             return _keep(decoded, where, matcher, since, until, stats)
     candidates: list[tuple[bytes, dict[str, Any]]] = []
     for raw in raw_records(data, where, stats):
@@ -349,14 +347,15 @@ def scan_paths(
     *,
     since: datetime | None = None,
     until: datetime | None = None,
+    each: Callable[[list[bytes]], None] | None = None,
 ) -> tuple[list[bytes], ScanStats, list[tuple[str, str]]]:
     """``scan`` of the trail files under ``paths``, and the paths that hold none (each with
     what was looked for in it, for ``none_found``); the caller decides whether that is an
-    error, and counts them with ``count_empty``."""
+    error, and counts them with ``count_empty``. ``each``: as in ``scan_files``."""
     listed = [(path, list(trail_files([path])) if path.exists() else []) for path in paths]
     empty = [(str(path), looked_for(path)) for path, found in listed if not found]
     found = [f for _, in_path in listed for f in in_path]
-    raw, stats = scan_files(found, matcher, since=since, until=until)
+    raw, stats = scan_files(found, matcher, since=since, until=until, each=each)
     return raw, stats, empty
 
 
@@ -373,20 +372,24 @@ def scan_files(
     since: datetime | None = None,
     until: datetime | None = None,
     workers: int | None = None,
+    each: Callable[[list[bytes]], None] | None = None,
 ) -> tuple[list[bytes], ScanStats]:
-    """Scan ``files`` (listed already, by ``trail_files``); matching records and the figures."""
+    """Scan ``files`` (listed already, by ``trail_files``); matching records and the figures.
+    With ``each``, each file's matching records go to it as they come, in the files' order
+    (the caller's work on them overlaps the scan of the next files), and none is returned."""
     total = ScanStats()
     matched: list[bytes] = []
+    take = each or matched.extend
     workers = workers or min(os.cpu_count() or 1, max(len(files), 1))
     jobs = ((path, matcher, since, until) for path in files)
     if workers <= 1 or len(files) <= 1:
         results: Iterable[Any] = map(_scan_one, jobs)
         for records, stats in results:
-            matched.extend(records)
+            take(records)
             total.add(stats)
         return matched, total
     with ProcessPoolExecutor(max_workers=workers) as pool:
         for records, stats in pool.map(_scan_one, jobs, chunksize=4):
-            matched.extend(records)
+            take(records)
             total.add(stats)
     return matched, total

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from kmsir.trail.catalogue import TRAIL_EVENTS, is_trail_event
+from kmsir.trail.catalogue import TRAIL_SOURCE, is_trail_event
 
 _REQUEST_FIELDS = (
     "keyId",
@@ -36,8 +36,10 @@ _REQUEST_FIELDS = (
 _RESPONSE_FIELDS = ("keyId",)
 _RESPONSE_METADATA = ("keyMetadata", "replicaKeyMetadata")
 _KEY_TYPE = "AWS::KMS::Key"
-#: What a raw trail event is found by, besides the key's names: the trail events' names.
-_TRAIL_NEEDLES = tuple(f'"{name}"'.encode() for name in sorted(TRAIL_EVENTS))
+#: What a raw trail event is found by, besides the key's names: the service that logs the
+#: trail events (``is_trail_event``), one search through a file where their three names
+#: would be three.
+_TRAIL_NEEDLES = (f'"{TRAIL_SOURCE}"'.encode(),)
 
 
 def _key_id(reference: str) -> str | None:
@@ -84,7 +86,7 @@ class KeyMatcher:
     @property
     def needles(self) -> tuple[bytes, ...]:
         """Byte strings, one of which every matching raw record contains (a fast pre-check):
-        the key's names, and the names of the trail events."""
+        the key's names, and the service of the trail events."""
         return tuple(n.encode() for n in sorted(self.names)) + _TRAIL_NEEDLES
 
     def names_in(self, event: dict[str, Any]) -> Iterator[str]:
