@@ -41,7 +41,9 @@ def normalised(text: str, bundle: Path) -> str:
     text = re.sub(r"\b[0-9a-f]{64}\b", "<sha256>", text)
     text = re.sub(r"\b[0-9a-f]{16}\b", "<sha256-prefix>", text)
     gz_size = (
-        r"(events\.jsonl\.gz\S*\s*(?:\|\s*|</code></td><td>)\S+\s*(?:\|\s*|</td><td class=\"n\">))"
+        # the events and their summaries: their size depends on the hours the events fall in
+        r"((?:events\.jsonl\.gz|events\.summary\.json|findings\.events\.json)\S*\s*"
+        r"(?:\|\s*|</code></td><td>)\S+\s*(?:\|\s*|</td><td class=\"n\">))"
     )
     text = re.sub(gz_size + r"\d+", r"\1<bytes>", text)
     return text

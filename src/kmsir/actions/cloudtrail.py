@@ -53,6 +53,7 @@ from kmsir.evidence.calls import Call
 from kmsir.evidence.entries import InputSkipped
 from kmsir.playbook.values import is_region, parse_time, time_parameter
 from kmsir.trail import files
+from kmsir.trail import summary as summaries
 from kmsir.trail.events import dedupe_sorted, summarize
 from kmsir.trail.match import KeyMatcher
 
@@ -231,7 +232,12 @@ class Collect(Action[CollectParams]):
                     params=bucket,
                     note="the window's day prefixes",
                 ),
-                Call(service="s3", operation="GetObject", params=bucket, note="each trail file"),
+                Call(
+                    service="s3",
+                    operation="GetObject",
+                    params=bucket,
+                    note="each trail file (and HeadObject for one that changes while read)",
+                ),
             ]
         if params.source == "athena":
             table = {"Database": params.database, "Table": params.table}
@@ -324,7 +330,12 @@ class Collect(Action[CollectParams]):
         lines = b"".join(
             json.dumps(e, sort_keys=True, separators=(",", ":")).encode() + b"\n" for e in events
         )
-        path = ctx.artifacts.write("events.jsonl.gz", gzip.compress(lines, mtime=0))
+        stored = gzip.compress(lines, mtime=0)
+        path = ctx.artifacts.write("events.jsonl.gz", stored)
+        # what the report counts of them, so that it need not read them all again
+        counted = summaries.counts_summary(lines, stored)
+        if counted is not None:
+            ctx.artifacts.write(summaries.COUNTS_NAME, counted)
         if problems:
             ctx.artifacts.journal(
                 InputSkipped(counts=dict(skipped), examples=problems[:MAX_EXAMPLES])

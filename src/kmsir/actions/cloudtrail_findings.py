@@ -21,6 +21,7 @@ from kmsir.actions.cloudtrail import iso
 from kmsir.errors import ActionError
 from kmsir.evidence.calls import Call
 from kmsir.playbook.values import duration_seconds
+from kmsir.trail import summary as summaries
 from kmsir.trail.actors import actors
 from kmsir.trail.events import decode_event
 from kmsir.trail.fields import event_time
@@ -111,7 +112,8 @@ class Findings(Action[FindingsParams]):
             raise ActionError(f"step {params.events!r} collected no events.jsonl.gz")
         events: list[dict[str, Any]] = []
         skipped: Counter[str] = Counter()
-        for line in gzip.decompress(data).splitlines():
+        lines = gzip.decompress(data)
+        for line in lines.splitlines():
             event = decode_event(line) if line.strip() else None
             if isinstance(event, str):  # collect wrote it; an edited bundle may not have
                 skipped[event] += 1
@@ -123,7 +125,12 @@ class Findings(Action[FindingsParams]):
         # an event without a valid time cannot be shown to be too old: the rules see it
         kept = [e for e in events if (event_time(e) or now) >= oldest]
         found = findings(kept, context_for(kept, params.key, window_start))
-        path = ctx.write_json("findings.json", [f.to_json() for f in found])
+        listed = [f.to_json() for f in found]
+        path = ctx.write_json("findings.json", listed)
+        # the events behind the findings as the report shows them: it need not read them all
+        behind = summaries.interest_summary(lines, data, summaries.wanted_ids(listed))
+        if behind is not None:
+            ctx.artifacts.write(summaries.INTEREST_NAME, behind)
         by_severity = Counter(f.severity for f in found)
         top = [{k: v for k, v in f.to_json().items() if k != "details"} for f in found[:10]]
         summary = f"{len(found)} finding(s)" + (

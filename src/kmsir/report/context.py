@@ -33,7 +33,7 @@ from kmsir.report.posture import posture
 from kmsir.report.scope import scope
 from kmsir.report.steps import ReportStep, changes, deadlines, report_steps, snapshots
 from kmsir.report.timeline import line, runner, timeline
-from kmsir.report.trail import Chart, TrailView, chart, read_events
+from kmsir.report.trail import Chart, chart, trail_view
 
 __all__ = ["build_context"]
 
@@ -56,9 +56,10 @@ def build_context(bundle: Bundle, *, now: datetime | None = None) -> dict[str, A
     top = found[:TOP_FINDINGS]
     wanted = {i for f in top for i in (f.get("event_ids") or [])[:EVENTS_PER_FINDING]}
     events_paths = cloudtrail.event_files(bundle, collect_outputs)
-    trail = TrailView()
-    if events_paths:
-        trail = read_events(events_paths, wanted)
+    findings_path = cloudtrail.artifact(
+        bundle, finding_step.outputs if finding_step else None, "findings.json"
+    )
+    trail = trail_view(bundle, events_paths, findings_path, wanted)
     for f in top:
         f["events"] = [
             cloudtrail.event_view(trail.interesting[i])

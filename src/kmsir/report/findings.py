@@ -16,11 +16,12 @@ from kmsir.errors import EvidenceError
 from kmsir.evidence.manifest import Bundle
 from kmsir.inert import visible
 from kmsir.report.trail import TrailView, iso, trimmed
+from kmsir.trail import summary
 from kmsir.trail.events import clip
 
 #: The report lists this many findings (most severe first) and events behind each.
 TOP_FINDINGS = 50
-EVENTS_PER_FINDING = 3
+EVENTS_PER_FINDING = summary.EVENTS_PER_FINDING
 SEVERITY_ORDER = ("critical", "high", "medium", "low", "info")
 #: The text fields of a finding and how much of each a report shows.
 _FINDING_TEXT = {

@@ -1,171 +1,104 @@
-"""The CloudTrail side of a report, streamed from the bundle's ``events.jsonl.gz``.
+"""The CloudTrail side of a report: the counts and events of interest (``TrailView``), and the
+events chart drawn from them.
 
-A bundle may hold millions of events. They are read once, line by line, decoding only the
-few fields the report counts (time, name, error); the full event is parsed only for the
-events a finding points to, up to a cap, and kept ``trimmed`` (a megabyte of user agent in a
-thousand events is a few hundred kilobytes here). What comes out is small whatever the input:
-counts per hour (or per day over long windows) and category, and the events of interest.
+The view comes from the compact summaries the collect and findings steps left beside the
+events (``trail.summary``) when they describe the bundle's events files byte for byte (their
+journaled sha256 and their content's); otherwise (a bundle written before summaries, a
+summary missing, edited or for other events) from one streamed pass over ``events.jsonl.gz``
+(``trail.counts.read_events``). Both give the same view.
 """
 
 from __future__ import annotations
 
-import gzip
-import io
-import re
-import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
-import msgspec
+from kmsir.evidence.manifest import Bundle
+from kmsir.trail import summary
+from kmsir.trail.counts import (
+    CATEGORIES,
+    KEEP_EVENTS,
+    TrailView,
+    category,
+    parse_utc,
+    read_events,
+    trimmed,
+)
 
-from kmsir.trail.catalogue import CRYPTO_OPERATIONS
+__all__ = [
+    "CATEGORIES",
+    "Chart",
+    "TrailView",
+    "category",
+    "chart",
+    "iso",
+    "parse_utc",
+    "read_events",
+    "trail_view",
+    "trimmed",
+]
 
-#: Bars of the chart, in drawing order.
-CATEGORIES = ("data", "management", "read", "failed")
-#: Cryptographic operations: the key in use.
-_DATA = CRYPTO_OPERATIONS
 #: Past this many hours the chart counts per day.
 _HOURLY_UP_TO = 24 * 31
-#: What an event of interest keeps of each text, list or object, and how deep.
-KEEP_TEXT = 1_000
-KEEP_ITEMS = 50
-KEEP_DEPTH = 20
 
 
-class _Light(msgspec.Struct):
-    eventTime: Any = ""
-    eventName: Any = ""
-    eventID: Any = ""
-    errorCode: Any = None
-
-
-_decode_light = msgspec.json.Decoder(_Light)
-
-
-def category(name: str, error: str | None) -> str:
-    """The chart category of an event: failed, data (crypto), read, or management."""
-    if error:
-        return "failed"
-    if name in _DATA:
-        return "data"
-    if name.startswith(("Describe", "Get", "List")):
-        return "read"
-    return "management"
-
-
-@dataclass
-class TrailView:
-    """What the report shows of the CloudTrail events."""
-
-    count: int = 0
-    first: str | None = None
-    last: str | None = None
-    by_bucket: dict[str, Counter[str]] = field(default_factory=dict)
-    by_category: Counter[str] = field(default_factory=Counter)
-    interesting: dict[str, dict[str, Any]] = field(default_factory=dict)
-    unreadable: int = 0  # lines that are not JSON events
-    untimed: int = 0  # events without a time the chart can place
-    damaged: str | None = None  # why reading stopped early (a cut-off or corrupt file)
-
-
-#: CloudTrail's own time format, the one that needs no parsing: ``2026-11-28T09:30:00Z``.
-_PLAIN_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
-
-
-def _hour(when: str) -> str | None:
-    """The UTC hour (``YYYY-MM-DDTHH``) of an event time, or None when it is no time."""
-    if _PLAIN_TIME.fullmatch(when):
-        return when[:13]
-    moment = parse_utc(when)
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H") if moment else None
-
-
-def read_events(
-    source: Path | bytes | list[Path], wanted: Iterable[str] = (), *, keep: int = 500
+def trail_view(
+    bundle: Bundle, events: list[Path], findings: Path | None, wanted: Iterable[str]
 ) -> TrailView:
-    """Stream ``events.jsonl.gz`` (a path or its bytes; a list: each file in turn): counts,
-    and the ``wanted`` event ids in full (at most ``keep`` of them). A damaged file gives what
-    could be read, and says so."""
+    """What the report shows of the ``events`` files (in order) and the ``wanted`` events
+    (those behind the findings in the ``findings`` file): from the summaries beside them
+    when they describe these very files, else read from the events."""
     want = set(wanted)
-    view = TrailView()
-    counts: Counter[tuple[str, str]] = Counter()  # (hour "YYYY-MM-DDTHH", category)
-    first = last = None
-    # a step that fanned out over accounts and Regions kept one file per target
-    for one in source if isinstance(source, list) else [source]:
+    if not events:
+        return TrailView()
+    return _summarised(bundle, events, findings, want) or read_events(events, want)
+
+
+def _summarised(
+    bundle: Bundle, events: list[Path], findings: Path | None, want: set[str]
+) -> TrailView | None:
+    journaled = {
+        str(getattr(a.record, "path", "")): str(getattr(a.record, "sha256", ""))
+        for a in bundle.view.artifacts
+    }
+    root = bundle.root
+
+    def recorded(path: Path) -> bytes | None:
+        """The bytes of an artifact whose content is the one its journal line records."""
         try:
-            with (
-                open(one, "rb") if isinstance(one, Path) else io.BytesIO(one) as raw,
-                gzip.GzipFile(fileobj=raw) as stream,
-            ):
-                for line in _lines(stream):
-                    try:
-                        event = _decode_light.decode(line)
-                    except (msgspec.DecodeError, RecursionError):
-                        view.unreadable += 1
-                        continue
-                    when = str(event.eventTime)
-                    hour = _hour(when)
-                    view.count += 1
-                    if hour is None:
-                        view.untimed += 1
-                        continue
-                    if first is None or when < first:
-                        first = when
-                    if last is None or when > last:
-                        last = when
-                    counts[(hour, category(str(event.eventName), event.errorCode))] += 1
-                    event_id = event.eventID
-                    wanted_here = want and isinstance(event_id, str) and event_id in want
-                    if wanted_here and len(view.interesting) < keep:
-                        view.interesting[event_id] = trimmed(msgspec.json.decode(line))
-        except (OSError, EOFError, zlib.error) as exc:
-            view.damaged = f"{type(exc).__name__}: {exc}"[:200]
-    view.first, view.last = first, last
-    for (hour, kind), n in counts.items():
-        view.by_bucket.setdefault(hour, Counter())[kind] += n
-        view.by_category[kind] += n
-    return view
+            data = path.read_bytes()
+        except OSError:
+            return None
+        try:
+            known = journaled.get(path.relative_to(root).as_posix())
+        except ValueError:
+            return None
+        return data if known == summary.described(data).sha256 else None
 
-
-def trimmed(value: Any, depth: int = 0) -> Any:
-    """``value`` with every text cut to ``KEEP_TEXT`` characters, every list and object to
-    ``KEEP_ITEMS`` entries and nothing deeper than ``KEEP_DEPTH`` (cuts marked with "…")."""
-    if isinstance(value, str):
-        return value if len(value) <= KEEP_TEXT else value[:KEEP_TEXT] + "\u2026"
-    if isinstance(value, dict | list) and depth >= KEEP_DEPTH:
-        return "\u2026"
-    if isinstance(value, dict):
-        items = islice(value.items(), KEEP_ITEMS)
-        return {trimmed(k): trimmed(v, depth + 1) for k, v in items}
-    if isinstance(value, list):
-        more = [f"\u2026 {len(value) - KEEP_ITEMS} more"] if len(value) > KEEP_ITEMS else []
-        return [trimmed(v, depth + 1) for v in value[:KEEP_ITEMS]] + more
-    return value
-
-
-def _lines(stream: gzip.GzipFile) -> Iterator[bytes]:
-    """Lines of a decompressed stream, read in large blocks."""
-    rest = b""
-    while block := stream.read(1 << 20):
-        lines = (rest + block).split(b"\n")
-        rest = lines.pop()
-        yield from (line for line in lines if line.strip())
-    if rest.strip():
-        yield rest
-
-
-def parse_utc(text: object) -> datetime | None:
-    """An ISO 8601 time (UTC when it has no zone), or None when ``text`` is no such time."""
-    try:
-        moment = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    described, counts = [], []
+    for path in events:
+        try:
+            found = summary.file_described(path)
+            where = path.relative_to(root).as_posix()
+        except (OSError, ValueError):  # unreadable, or outside the bundle: read as before
+            return None
+        if journaled.get(where) != found.sha256:
+            return None
+        data = recorded(path.with_name(summary.COUNTS_NAME))
+        one = summary.read_counts(data, found) if data is not None else None
+        if one is None:
+            return None
+        described.append(found)
+        counts.append(one)
+    interest = None
+    if want and findings is not None:
+        data = recorded(findings.with_name(summary.INTEREST_NAME))
+        interest = summary.read_interest(data, described) if data is not None else None
+    return summary.view_of(counts, interest, want, KEEP_EVENTS)
 
 
 def iso(text: Any) -> str:
