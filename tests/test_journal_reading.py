@@ -27,6 +27,7 @@ NOT_ENTRY_TYPES = {
     ("actions/cloudtrail_findings.py", "artifact"): "the findings step's output naming its file",
     ("report/findings.py", "artifact"): "the collect step's output naming its artifact",
     ("actions/human.py", "note"): "the name of the note action",
+    ("actions/__init__.py", "note"): "the name of the note action in the registry's table",
     ("report/timeline.py", "note"): "the name of the note action",
     ("cli/interactive.py", "note"): "the 'add a note' choice before a step",
     ("prompts.py", "note"): "a key of an answers-file answer",

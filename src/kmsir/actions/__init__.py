@@ -1,91 +1,126 @@
-"""The action registry: a plain dict from action name to action.
+"""The action registry: a plain mapping from action name to action.
 
-Adding an action means writing it in its service's module and listing it here.
+Adding an action means writing it in its service's module and listing it in ``WHERE``. An
+action's module is imported the first time the action is looked up, so a run imports the
+actions its playbook uses and not the whole catalog (about a fifth of a run's start-up).
 """
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from kmsir.actions.audit import Audit
 from kmsir.actions.base import Action
-from kmsir.actions.cloudtrail import Collect
-from kmsir.actions.cloudtrail_findings import Findings
-from kmsir.actions.human import Ask, Confirm, Note, Wait
-from kmsir.actions.human_lists import Attach, Checklist
-from kmsir.actions.iam import DeactivateAccessKey, ReactivateAccessKey
-from kmsir.actions.iam_containment import AttachDenyPolicy, DetachDenyPolicy
-from kmsir.actions.iam_sessions import RestoreRoleSessions, RevokeRoleSessions
-from kmsir.actions.kms_blast import BlastRadius
-from kmsir.actions.kms_deletion import CancelDeletion, ScheduleDeletion
-from kmsir.actions.kms_deny import DenyPrincipals
-from kmsir.actions.kms_grants import RetireGrants, RevokeGrants
-from kmsir.actions.kms_imported import DeleteImportedMaterial, ImportMaterial
-from kmsir.actions.kms_key_stores import ConnectKeyStore, DisconnectKeyStore
-from kmsir.actions.kms_lifecycle import DisableKey, EnableKey, TagKey
-from kmsir.actions.kms_policy import PutPolicy, Quarantine, RestorePolicy
-from kmsir.actions.kms_rotation import EnableRotation, RotateNow
-from kmsir.actions.kms_snapshot import Snapshot
-from kmsir.actions.org_detach import DetachScp
-from kmsir.actions.org_scp import AttachScp
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from kmsir.playbook.model import Catalog
 
-Registry = dict[str, Action[Any]]
+Registry = Mapping[str, Action[Any]]
+
+#: Every action kmsir knows: its name -> (its module under ``kmsir.actions``, its class,
+#: whether it changes AWS state). ``tests/test_actions_registry.py`` checks this table
+#: against the classes themselves.
+WHERE: dict[str, tuple[str, str, bool]] = {
+    "kms.snapshot": ("kms_snapshot", "Snapshot", False),
+    "kms.blast-radius": ("kms_blast", "BlastRadius", False),
+    "kms.audit": ("audit", "Audit", False),
+    "kms.disable-key": ("kms_lifecycle", "DisableKey", True),
+    "kms.enable-key": ("kms_lifecycle", "EnableKey", True),
+    "kms.schedule-deletion": ("kms_deletion", "ScheduleDeletion", True),
+    "kms.cancel-deletion": ("kms_deletion", "CancelDeletion", True),
+    "kms.delete-imported-material": ("kms_imported", "DeleteImportedMaterial", True),
+    "kms.import-key-material": ("kms_imported", "ImportMaterial", True),
+    "kms.disconnect-key-store": ("kms_key_stores", "DisconnectKeyStore", True),
+    "kms.connect-key-store": ("kms_key_stores", "ConnectKeyStore", True),
+    "kms.revoke-grants": ("kms_grants", "RevokeGrants", True),
+    "kms.retire-grants": ("kms_grants", "RetireGrants", True),
+    "kms.quarantine": ("kms_policy", "Quarantine", True),
+    "kms.put-policy": ("kms_policy", "PutPolicy", True),
+    "kms.restore-policy": ("kms_policy", "RestorePolicy", True),
+    "kms.tag-key": ("kms_lifecycle", "TagKey", True),
+    "kms.enable-rotation": ("kms_rotation", "EnableRotation", True),
+    "kms.rotate-now": ("kms_rotation", "RotateNow", True),
+    "iam.deactivate-access-key": ("iam", "DeactivateAccessKey", True),
+    "iam.reactivate-access-key": ("iam", "ReactivateAccessKey", True),
+    "iam.revoke-role-sessions": ("iam_sessions", "RevokeRoleSessions", True),
+    "iam.restore-role-sessions": ("iam_sessions", "RestoreRoleSessions", True),
+    "iam.attach-deny-policy": ("iam_containment", "AttachDenyPolicy", True),
+    "iam.detach-deny-policy": ("iam_containment", "DetachDenyPolicy", True),
+    "kms.deny-principals": ("kms_deny", "DenyPrincipals", True),
+    "org.attach-scp": ("org_scp", "AttachScp", True),
+    "org.detach-scp": ("org_detach", "DetachScp", True),
+    "cloudtrail.collect": ("cloudtrail", "Collect", False),
+    "cloudtrail.findings": ("cloudtrail_findings", "Findings", False),
+    "ask": ("human", "Ask", False),
+    "confirm": ("human", "Confirm", False),
+    "note": ("human", "Note", False),
+    "wait": ("human", "Wait", False),
+    "checklist": ("human_lists", "Checklist", False),
+    "evidence.attach": ("human_lists", "Attach", False),
+}
+
+
+class _Actions(Mapping[str, Action[Any]]):
+    """Every action of ``WHERE``, each made (and its module imported) when first looked up."""
+
+    def __init__(self) -> None:
+        self._made: dict[str, Action[Any]] = {}
+
+    def __getitem__(self, name: str) -> Action[Any]:
+        made = self._made.get(name)
+        if made is None:
+            module, cls, _ = WHERE[name]
+            made = getattr(importlib.import_module(f"kmsir.actions.{module}"), cls)()
+            self._made[name] = made
+        return made
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(WHERE)
+
+    def __len__(self) -> int:
+        return len(WHERE)
+
+    def __contains__(self, name: object) -> bool:
+        return name in WHERE
+
+
+class _Field(Mapping[str, Any]):
+    """One field (``params``, ``outputs``) of each action of a registry, read when asked for."""
+
+    def __init__(self, actions: Registry, field: str) -> None:
+        self._actions, self._field = actions, field
+
+    def __getitem__(self, name: str) -> Any:
+        return getattr(self._actions[name], self._field)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._actions)
+
+    def __len__(self) -> int:
+        return len(self._actions)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._actions
 
 
 def registry() -> Registry:
     """Every action kmsir knows, by name."""
-    actions: list[Action[Any]] = [
-        Snapshot(),
-        BlastRadius(),
-        Audit(),
-        DisableKey(),
-        EnableKey(),
-        ScheduleDeletion(),
-        CancelDeletion(),
-        DeleteImportedMaterial(),
-        ImportMaterial(),
-        DisconnectKeyStore(),
-        ConnectKeyStore(),
-        RevokeGrants(),
-        RetireGrants(),
-        Quarantine(),
-        PutPolicy(),
-        RestorePolicy(),
-        TagKey(),
-        EnableRotation(),
-        RotateNow(),
-        DeactivateAccessKey(),
-        ReactivateAccessKey(),
-        RevokeRoleSessions(),
-        RestoreRoleSessions(),
-        AttachDenyPolicy(),
-        DetachDenyPolicy(),
-        DenyPrincipals(),
-        AttachScp(),
-        DetachScp(),
-        Collect(),
-        Findings(),
-        Ask(),
-        Confirm(),
-        Note(),
-        Wait(),
-        Checklist(),
-        Attach(),
-    ]
-    return {action.name: action for action in actions}
+    return _Actions()
 
 
 def catalog(actions: Registry | None = None) -> Catalog:
     """Action name -> params model, with each action's declared outputs and whether it
-    changes AWS state: what playbook validation and lint need."""
+    changes AWS state: what playbook validation and lint need (only the actions a playbook
+    names are imported)."""
     from kmsir.playbook.model import Catalog
 
-    found = actions or registry()
-    return Catalog(
-        {name: action.params for name, action in found.items()},
-        outputs={name: action.outputs for name, action in found.items()},
-        mutating=[name for name, action in found.items() if action.mutating],
-    )
+    found = actions if actions is not None else registry()
+    if isinstance(found, _Actions):
+        mutating = [name for name, (_, _, changes) in WHERE.items() if changes]
+    else:
+        mutating = [name for name, action in found.items() if action.mutating]
+    params: Mapping[str, type[BaseModel]] = _Field(found, "params")
+    return Catalog(params, outputs=_Field(found, "outputs"), mutating=mutating)

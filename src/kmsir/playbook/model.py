@@ -62,8 +62,10 @@ class Catalog(Mapping[str, type[BaseModel]]):
         outputs: Mapping[str, Mapping[str, str]],
         mutating: Iterable[str] = (),
     ) -> None:
-        self._params = dict(params)
-        self.outputs = {name: dict(declared) for name, declared in outputs.items()}
+        # kept as given, not copied: the registry's mappings import an action's module
+        # only when the action is looked up (``kmsir.actions``)
+        self._params = params
+        self.outputs = outputs
         self.mutating = frozenset(mutating)
 
     def __getitem__(self, name: str) -> type[BaseModel]:
