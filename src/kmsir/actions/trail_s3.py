@@ -3,28 +3,30 @@
 CloudTrail writes ``[prefix/]AWSLogs/<account>/CloudTrail/<region>/YYYY/MM/DD/<file>.json.gz``,
 and an organisation trail ``[prefix/]AWSLogs/<o-org-id>/<account>/CloudTrail/...``. Only the
 day prefixes inside the window are listed (a bucket holds years of logs); files are fetched
-and scanned by a bounded thread pool, each one in memory only while it is scanned.
+by parallel (ranged) GETs (``trail_fetch``) and each one is scanned as soon as it is in, while
+the others download; a bounded number of bytes is held at once.
 """
 
 from __future__ import annotations
 
 import re
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from kmsir.actions.base import Reporter
+from kmsir.actions.trail_fetch import CHANGED, Listed, fetch
 from kmsir.actions.trail_query import DELIVERY_LAG
 from kmsir.aws import ClientFactory, aws_errors
-from kmsir.errors import AwsError
 from kmsir.trail.files import ScanStats, scan_blob
 from kmsir.trail.match import KeyMatcher
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-#: Objects fetched at once.
-WORKERS = 16
+#: Prefixes listed at once.
+LISTINGS = 16
 #: Noted for a trail bucket that holds logs, none of them of the window.
 NO_FILE_IN_WINDOW = "no trail file in the window: logging may have stopped"
 _ORG = re.compile(r"^o-[a-z0-9]{10,32}$")
@@ -49,12 +51,15 @@ def _any_object(client: S3Client, bucket: str, prefix: str) -> bool:
         return bool(client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1).get("KeyCount"))
 
 
-def _objects(client: S3Client, bucket: str, prefix: str) -> list[str]:
-    keys: list[str] = []
+def _objects(client: S3Client, bucket: str, prefix: str) -> list[Listed]:
+    found: list[Listed] = []
     with aws_errors(f"ListObjectsV2 s3://{bucket}/{prefix}", service="s3"):
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            keys.extend(o["Key"] for o in page.get("Contents", []))
-    return keys
+            found.extend(
+                Listed(o["Key"], int(o["Size"]), str(o.get("ETag", "")))
+                for o in page.get("Contents", [])
+            )
+    return found
 
 
 def _base(prefix: str) -> str:
@@ -123,11 +128,13 @@ def scan_bucket(
     the trail may have stopped delivering; a bucket without any is no trail bucket (no file
     scanned, nothing noted)."""
     client = clients.client("s3")
-    keys = [
-        k
-        for p in trail_prefixes(client, bucket, prefix, regions, start, end)
-        for k in _objects(client, bucket, p)
-    ]
+    prefixes = trail_prefixes(client, bucket, prefix, regions, start, end)
+    # one listing per day, Region and account: a month of an organisation's trail is
+    # thousands of them, listed at once (each is one or a few pages)
+    with ThreadPoolExecutor(max_workers=LISTINGS) as pool:
+        keys = [
+            k for found in pool.map(lambda p: _objects(client, bucket, p), prefixes) for k in found
+        ]
     total = ScanStats()
     matched: list[bytes] = []
     if not keys:
@@ -138,20 +145,27 @@ def scan_bucket(
             total.noted[NO_FILE_IN_WINDOW] += 1
         return matched, total
 
-    def one(key: str) -> tuple[list[bytes], ScanStats]:
-        where = f"s3://{bucket}/{key}"
-        try:
-            with aws_errors(f"GetObject {where}", service="s3"):
-                data = client.get_object(Bucket=bucket, Key=key)["Body"].read()
-        except AwsError as exc:  # one unreadable file (denied, expired) is counted, not fatal
-            stats = ScanStats(files=1)
-            stats.skip(f"cannot fetch ({exc.code})", where)
-            return [], stats
-        return scan_blob(data, where, matcher, start, end)
-
-    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-        for done, (records, stats) in enumerate(pool.map(one, keys), start=1):
-            matched.extend(records)
-            total.add(stats)
+    results: list[tuple[list[bytes], ScanStats]] = [([], ScanStats())] * len(keys)
+    # closed on the way out, whatever happens: the GETs still out are cancelled at once
+    with closing(fetch(client, bucket, keys)) as fetched:
+        for done, (number, data) in enumerate(fetched, start=1):
+            where = f"s3://{bucket}/{keys[number].key}"
+            if isinstance(data, str):  # one unreadable file (denied, expired): counted
+                stats = ScanStats(files=1)
+                why = "changed while read, twice" if data == CHANGED else data
+                stats.skip(f"cannot fetch ({why})", where)
+                results[number] = [], stats
+            else:
+                # a gzipped file is decompressed from the buffer as it is (a bytes-like
+                # object is all gzip needs); another is copied once, as the scanner slices
+                # records out of it
+                blob = cast(bytes, data) if data[:2] == b"\x1f\x8b" else bytes(data)
+                # scanned here, while the pool's threads download the next files (a process
+                # pool for the scan measured slower: the GETs' server and the scan share the
+                # cores)
+                results[number] = scan_blob(blob, where, matcher, start, end)
             reporter.progress("trail files", done, len(keys))
+    for records, stats in results:  # in the listing's order, whatever order they came in
+        matched.extend(records)
+        total.add(stats)
     return matched, total
