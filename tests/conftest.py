@@ -31,6 +31,17 @@ def pytest_configure(config: pytest.Config) -> None:
 
     gc.set_threshold(50_000, 20, 100)
     _build_each_cli_once()
+    _ctrl_c_reaches_children()
+
+
+def _ctrl_c_reaches_children() -> None:
+    """Ctrl-C reaches the runs and servers the tests start, however pytest was started: a
+    shell starts a background job (``pytest &``) with SIGINT ignored, which every child would
+    inherit, and the tests that stop a run or a server with Ctrl-C would then wait forever."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _build_each_cli_once() -> None:
