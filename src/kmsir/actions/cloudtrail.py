@@ -236,7 +236,7 @@ class Collect(Action[CollectParams]):
                     service="s3",
                     operation="GetObject",
                     params=bucket,
-                    note="each trail file (and HeadObject for one that changes while read)",
+                    note="each trail file; HeadObject for one changed while read",
                 ),
             ]
         if params.source == "athena":
