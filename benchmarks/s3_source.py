@@ -42,6 +42,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from scan_cloudtrail import ARN, make_event  # noqa: E402 - the script's folder, just added
+from snapshot_many_keys import ENV, dummy_environment, free_port  # noqa: E402 - the same
 
 REGION = "eu-west-1"
 BUCKET = "bench-trail"
@@ -51,14 +52,6 @@ SINCE, UNTIL = "2026-11-01T00:00:00Z", "2026-11-28T00:00:00Z"
 #: The peer's time over the s3 source's. The issue sets no figure: faster than copying the
 #: prefix, then scanning the copy.
 GOAL = 1.0
-ENV = {
-    "AWS_ACCESS_KEY_ID": "AKIAIOSFODNN7BENCHMK",
-    "AWS_SECRET_ACCESS_KEY": "kmsir-benchmark-dummy",
-    "AWS_DEFAULT_REGION": REGION,
-    "AWS_CONFIG_FILE": os.devnull,
-    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-    "AWS_EC2_METADATA_DISABLED": "true",
-}
 PLAYBOOK = f"""\
 id: s3-collect
 title: Collect a key's events from a trail bucket
@@ -78,19 +71,6 @@ steps:
       since: "{SINCE}"
       until: "{UNTIL}"
 """
-
-
-def dummy_environment() -> None:
-    """This process's AWS settings: dummy credentials, no profile, endpoint or token."""
-    os.environ.update(ENV)
-    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"):
-        os.environ.pop(name, None)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_server() -> tuple[subprocess.Popen[bytes], str]:
