@@ -36,13 +36,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from scan_cloudtrail import ARN, make_event  # noqa: E402 - the script's folder, just added
-from snapshot_many_keys import ENV, dummy_environment, free_port  # noqa: E402 - the same
+from snapshot_many_keys import ENV, dummy_environment, free_port, slow_clients  # noqa: E402 - the same
 
 REGION = "eu-west-1"
 BUCKET = "bench-trail"
@@ -172,24 +171,13 @@ def aws_copy(endpoint: str, folder: Path) -> float:
 
 def in_process(endpoint: str, latency: float, workers: int) -> tuple[float, int]:
     """The s3 source in process with ``latency`` added to every request: seconds, matches."""
-    import boto3
 
     from kmsir.actions import trail_fetch
     from kmsir.actions.base import NullReporter
     from kmsir.actions.trail_s3 import scan_bucket
-    from kmsir.aws import ClientFactory
     from kmsir.trail.match import KeyMatcher
 
-    class SlowNetwork(ClientFactory):
-        def _install_hooks(self, client: Any) -> None:
-            super()._install_hooks(client)
-            client.meta.events.register("before-send", lambda **_: time.sleep(latency))
-
-    factory = SlowNetwork(
-        session_factory=lambda: boto3.Session(region_name=REGION),
-        region=REGION,
-        endpoint_url=endpoint,
-    )
+    factory = slow_clients(endpoint, latency)
     saved, trail_fetch.WORKERS = trail_fetch.WORKERS, workers
     try:
         started = time.perf_counter()

@@ -252,27 +252,35 @@ def compare(bundle: Path, cli: Path, keys: list[str]) -> None:
             sys.exit(f"MISMATCH: grants of {key_id}: {sorted(grants)} vs {sorted(cli_grants)}")
 
 
-def in_process(endpoint: str, latency: float, workers: int, workdir: Path) -> float:
-    """kmsir's snapshot of every key, in process, with ``latency`` added to each API call."""
+def slow_clients(endpoint: str, latency: float) -> Any:
+    """kmsir's clients for the server at ``endpoint``, each API call ``latency`` seconds
+    slower (a botocore ``before-send`` hook, standing in for a real network)."""
     import boto3
 
-    from kmsir import actions
-    from kmsir.actions import kms_snapshot
     from kmsir.aws import ClientFactory
-    from kmsir.playbook import model as playbook
-    from kmsir.prompts import AutoApprovePrompter, NoPrompter
-    from kmsir.run.engine import Engine, RunOptions
 
     class SlowNetwork(ClientFactory):
         def _install_hooks(self, client: Any) -> None:
             super()._install_hooks(client)
             client.meta.events.register("before-send", lambda **_: time.sleep(latency))
 
-    factory = SlowNetwork(
+    return SlowNetwork(
         session_factory=lambda: boto3.Session(region_name=REGION),
         region=REGION,
         endpoint_url=endpoint,
     )
+
+
+def in_process(endpoint: str, latency: float, workers: int, workdir: Path) -> float:
+    """kmsir's snapshot of every key, in process, with ``latency`` added to each API call."""
+
+    from kmsir import actions
+    from kmsir.actions import kms_snapshot
+    from kmsir.playbook import model as playbook
+    from kmsir.prompts import AutoApprovePrompter, NoPrompter
+    from kmsir.run.engine import Engine, RunOptions
+
+    factory = slow_clients(endpoint, latency)
     loaded = playbook.load(PLAYBOOK, actions.catalog())
     engine = Engine(
         actions=actions.registry(), clients=factory, prompter=AutoApprovePrompter(NoPrompter())
