@@ -261,14 +261,6 @@ class Ordering:
         return [(raw, fields) for _, raw, fields in kept]
 
 
-def order_raw(records: list[bytes], conflicts: Counter[str] | None = None) -> list[bytes]:
-    """Raw events unique by event id and sorted by time, decoding only those two fields; a
-    different record under an id already seen is kept and counted (see ``dedupe_sorted``)."""
-    ordering = Ordering()
-    ordering.add(records)
-    return [raw for raw, _ in ordering.ordered(conflicts)]
-
-
 def slim(raw: bytes) -> dict[str, Any]:
     """The few fields the findings rules read, without the rest of the event (memory)."""
     try:
