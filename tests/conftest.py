@@ -298,6 +298,13 @@ class LoopbackServer:
 
     def stop(self) -> None:
         if self._server is not None:
+            import urllib.request
+
+            # The threaded server serves this process's moto backends: empty them, so the
+            # next test in this worker does not find this one's buckets (moto's reset API).
+            reset = urllib.request.Request(self.endpoint + "/moto-api/reset", method="POST")
+            with contextlib.suppress(OSError):
+                urllib.request.urlopen(reset, timeout=30).close()
             self._server.stop()
             self._server = None
 
