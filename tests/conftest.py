@@ -302,9 +302,10 @@ class LoopbackServer:
 
             # The threaded server serves this process's moto backends: empty them, so the
             # next test in this worker does not find this one's buckets (moto's reset API).
-            reset = urllib.request.Request(self.endpoint + "/moto-api/reset", method="POST")
+            url = self.endpoint + "/moto-api/reset"  # http://127.0.0.1:PORT, this fixture's
+            reset = urllib.request.Request(url, method="POST")  # noqa: S310
             with contextlib.suppress(OSError):
-                urllib.request.urlopen(reset, timeout=30).close()
+                urllib.request.urlopen(reset, timeout=30).close()  # noqa: S310
             self._server.stop()
             self._server = None
 
