@@ -12,9 +12,9 @@ by the digest's ``digestPublicKeyFingerprint``.
 
 The string signed is ``digestEndTime\\ndigestS3Bucket/digestS3Object\\nhex(sha256(uncompressed
 digest))\\npreviousDigestSignature`` (``null`` for the first digest of a chain), as the AWS
-CLI's ``validate-logs`` builds it. ``ListPublicKeys``'s ``Value`` is, once the SDK has decoded
-the blob, the base64 text of the key's DER (PKCS #1 ``RSAPublicKey``): the AWS CLI decodes it
-once more before loading it; ``der_key`` accepts that, raw DER, and SubjectPublicKeyInfo.
+CLI's ``validate-logs`` builds it. ``ListPublicKeys``'s ``Value`` is a blob: base64 of the key's
+DER (PKCS #1 ``RSAPublicKey``) on the wire, which boto3 decodes to the DER while the AWS CLI v1
+keeps it as text (it does not decode blobs) and decodes it itself; ``der_key`` accepts either.
 """
 
 from __future__ import annotations
@@ -107,9 +107,9 @@ def encode(digest: Mapping[str, Any]) -> tuple[bytes, bytes]:
 
 
 def der_key(value: bytes | str) -> bytes:
-    """A public key's DER, from ``ListPublicKeys``'s ``Value`` as the SDK returns it (base64
-    text of the DER), as ``aws cloudtrail list-public-keys`` prints it (base64 once more), or
-    raw DER; ``ValueError`` when it is none of these."""
+    """A public key's DER, from ``ListPublicKeys``'s ``Value`` as boto3 returns it (the DER),
+    as ``aws cloudtrail list-public-keys`` prints it (base64 of the DER), or base64 of that;
+    ``ValueError`` when it is none of these."""
     raw = value.encode() if isinstance(value, str) else bytes(value)
     for _ in range(3):
         if raw[:1] == b"\x30":  # a DER SEQUENCE
