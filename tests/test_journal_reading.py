@@ -25,6 +25,10 @@ READERS = {
 NOT_ENTRY_TYPES = {
     ("actions/cloudtrail.py", "artifact"): "the collect step's output naming its artifact",
     ("actions/cloudtrail_findings.py", "artifact"): "the findings step's output naming its file",
+    ("actions/trail_integrity_collect.py", "artifact"): "the collect's integrity output's file",
+    ("report/integrity.py", "artifact"): "the integrity part's key naming its file",
+    ("report/integrity.py", "recheck"): "the integrity part's offline re-check command",
+    ("trail/finding_integrity.py", "artifact"): "the integrity file's own key naming it",
     ("report/findings.py", "artifact"): "the collect step's output naming its artifact",
     ("actions/human.py", "note"): "the name of the note action",
     ("actions/__init__.py", "note"): "the name of the note action in the registry's table",

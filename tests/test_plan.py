@@ -73,8 +73,10 @@ def test_read_only_steps_show_what_they_read_and_how_often(tmp_path: Path) -> No
     planned = plan.plan(load_playbook(book).playbook, actions.registry(), {})
     shown = [[describe(c) for c in step.calls] for step in planned]
     assert shown[0] == [
-        "s3:ListObjectsV2 Bucket=trail-logs (the window's day prefixes)",
-        "s3:GetObject Bucket=trail-logs (each trail file; HeadObject for one changed while read)",
+        "s3:ListObjectsV2 Bucket=trail-logs (the window's day prefixes and their digests')",
+        "s3:GetObject Bucket=trail-logs"
+        " (each trail file and digest; HeadObject for one changed while read)",
+        "cloudtrail:ListPublicKeys (each digest's Region)",
     ]
     assert shown[1] == [
         "cloudtrail:StartQuery EventDataStore=eds-1",

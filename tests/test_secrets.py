@@ -656,18 +656,22 @@ def test_every_action_live_with_the_run_s_own_credentials_writes_no_secret(
 def trail_callers_masked(texts: dict[str, bytes], key_id: str) -> dict[str, bytes]:
     """``texts`` with ``key_id`` masked where CloudTrail itself logged it: the
     ``userIdentity.accessKeyId`` of the run's own calls, which the sandbox's trail records as
-    AWS does and a later collect step keeps as evidence. Anywhere else it is still a leak."""
+    AWS does and a later collect step keeps as evidence (its events, and the trail log files
+    holding them, copied whole for the integrity check). Anywhere else it is still a leak."""
+
+    def mask(event: dict[str, Any]) -> dict[str, Any]:
+        identity = event.get("userIdentity") or {}
+        if identity.get("accessKeyId") == key_id:
+            identity["accessKeyId"] = "<the run's own access key, as CloudTrail logs it>"
+        return event
+
     masked = {}
     for where, data in texts.items():
         if where.endswith("events.jsonl.gz!gunzip") and key_id.encode() in data:
-            lines = []
-            for line in data.splitlines():
-                event = json.loads(line)
-                identity = event.get("userIdentity") or {}
-                if identity.get("accessKeyId") == key_id:
-                    identity["accessKeyId"] = "<the run's own access key, as CloudTrail logs it>"
-                lines.append(json.dumps(event).encode())
-            data = b"\n".join(lines)
+            data = b"\n".join(json.dumps(mask(json.loads(x))).encode() for x in data.splitlines())
+        elif "/trail-logs/" in where and where.endswith("!gunzip") and key_id.encode() in data:
+            records = [mask(r) for r in json.loads(data)["Records"]]
+            data = json.dumps({"Records": records}).encode()
         masked[where] = data
     return masked
 

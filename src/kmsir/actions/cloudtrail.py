@@ -8,6 +8,11 @@ Sources:
   ``trail.files`` one process per core (paths holding no trail file at all fail the step);
 - ``s3``: a trail bucket (``bucket``, ``prefix``), standard or organisation layout, listing
   only the day prefixes inside the window (``trail_s3``);
+- with ``files`` and ``s3``, every log file read is also checked against CloudTrail's signed
+  digest files (``validate``, on by default; ``trail_integrity``): the scan hashes the bytes
+  it reads, the digests of the same days (or under the same paths) and the Regions' public
+  keys are gathered, and the answer is ``trail-integrity.json`` with copies of the digests
+  and of the log files holding the key's events, enough to repeat it offline;
 - ``athena``, ``lake``: a query of an Athena CloudTrail table or a CloudTrail Lake event data
   store (``trail_query``). An organisation trail's table (``kmsir cloudtrail athena-ddl``) is
   read with ``partitions: projection``: the window's days, and the ``accounts`` and
@@ -39,6 +44,7 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from kmsir.actions.base import Action, ActionContext, Outcome
 from kmsir.actions.kmskeys import KeyParams, check_key_reference, describe
+from kmsir.actions.trail_integrity_collect import Gathered, check_collected, read_bucket
 from kmsir.actions.trail_lookup import Estimate, key_here, key_regions, lookup_regions
 from kmsir.actions.trail_query import (
     Partitions,
@@ -47,7 +53,6 @@ from kmsir.actions.trail_query import (
     lake_events,
     lake_sql,
 )
-from kmsir.actions.trail_s3 import scan_bucket
 from kmsir.errors import ActionError
 from kmsir.evidence.calls import Call
 from kmsir.evidence.entries import InputSkipped
@@ -69,8 +74,8 @@ _ACCOUNT = re.compile(r"\d{12}")
 #: the result to its output location; CloudTrail Lake runs and polls its query. Trail logs
 #: encrypted with SSE-KMS are decrypted (and Athena's results encrypted) with the trail's key.
 _SOURCE_PERMISSIONS: dict[str, tuple[str, ...]] = {
-    "files": (),
-    "s3": ("s3:ListBucket", "s3:GetObject", "kms:Decrypt"),
+    "files": ("cloudtrail:ListPublicKeys",),
+    "s3": ("s3:ListBucket", "s3:GetObject", "kms:Decrypt", "cloudtrail:ListPublicKeys"),
     "athena": (
         "athena:StartQueryExecution",
         "athena:GetQueryExecution",
@@ -111,6 +116,9 @@ class CollectParams(KeyParams):
     output: str | None = Field(default=None, pattern=r"^s3://.+")
     partitions: Partitions = "none"
     event_data_store: str | None = Field(default=None, pattern=r"^[A-Za-z0-9:/._-]{3,256}$")
+    #: ``files`` and ``s3``: check every log file read against the trail's signed digests
+    #: (``validate`` in a playbook; the field's own name would shadow pydantic's method).
+    check_digests: bool = Field(default=True, alias="validate")
 
     _times = field_validator("since", "until", mode="before")(time_parameter)
     #: The Regions where the key's use is logged, when the run fans the lookup out
@@ -177,7 +185,10 @@ class Collect(Action[CollectParams]):
     ``source_ips`` (each the 50 most frequent), ``errors`` (failed calls), ``skipped``
     (unreadable input, by reason), ``noted`` (kept but odd: a different event under an event
     id already seen), ``window``, ``artifact``, ``estimate`` (a ``lookup`` that would take
-    more than a few minutes: its extrapolated remaining time, when Athena was suggested).
+    more than a few minutes: its extrapolated remaining time, when Athena was suggested),
+    ``integrity`` (``files`` and ``s3`` with ``validate``: log files by verdict in ``counts``,
+    digests by status in ``digest_counts``, ``tampering``, and ``artifact``, the path of
+    ``trail-integrity.json``; else null).
     Over a run's accounts and Regions (a ``lookup`` fans out; the key must be its ARN):
     ``artifacts`` (each target's events file; ``artifact`` is null), ``targets``, and the
     largest ``estimate`` naming its ``target``. A target outside the Regions where the key's
@@ -204,6 +215,7 @@ class Collect(Action[CollectParams]):
             "skipped": "dict",
             "noted": "dict",
             "estimate": "dict|null",
+            "integrity": "dict|null",
         }
     )
     permissions = tuple(
@@ -218,26 +230,38 @@ class Collect(Action[CollectParams]):
         # logs name a key by its id: only an alias (or a value decided at run time) is described
         key = str(params.key)
         named = key.startswith("alias/") or ":alias/" in key or "{{" in key
-        return (*(("kms:DescribeKey",) if named else ()), *_SOURCE_PERMISSIONS[params.source])
+        needed = _SOURCE_PERMISSIONS[params.source]
+        if not params.check_digests:
+            needed = tuple(p for p in needed if p != "cloudtrail:ListPublicKeys")
+        return (*(("kms:DescribeKey",) if named else ()), *needed)
 
     def api_calls(self, params: CollectParams) -> list[Call]:
+        keys = (
+            [Call(service="cloudtrail", operation="ListPublicKeys", note="each digest's Region")]
+            if params.check_digests and params.source in ("files", "s3")
+            else []
+        )
         if params.source == "files":
-            return []
+            return keys
         if params.source == "s3":
             bucket = {"Bucket": params.bucket}
+            digests = " and their digests'" if params.check_digests else ""
             return [
                 Call(
                     service="s3",
                     operation="ListObjectsV2",
                     params=bucket,
-                    note="the window's day prefixes",
+                    note=f"the window's day prefixes{digests}",
                 ),
                 Call(
                     service="s3",
                     operation="GetObject",
                     params=bucket,
-                    note="each trail file; HeadObject for one changed while read",
+                    note="each trail file"
+                    + (" and digest" if params.check_digests else "")
+                    + "; HeadObject for one changed while read",
                 ),
+                *keys,
             ]
         if params.source == "athena":
             table = {"Database": params.database, "Table": params.table}
@@ -282,6 +306,8 @@ class Collect(Action[CollectParams]):
         problems: list[str] = []
         noted: Counter[str] = Counter()
         estimate: dict[str, Any] | None = None
+        integrity: dict[str, Any] | None = None
+        proven = ""  # the integrity check's part of the summary
         outside = ""  # a fanned-out lookup's target outside the key's Regions
         if params.source in ("files", "s3", "athena", "lake"):
             key_arn: str | None = params.key if params.key.startswith("arn:") else None
@@ -292,23 +318,40 @@ class Collect(Action[CollectParams]):
                 rows = _query(ctx, params, matcher, start, end, _Skips(skipped, problems))
                 found = [e for e in rows if matcher.matches(e)]
             else:
+                gathered: Gathered | None = None
                 if params.source == "files":
-                    raw, stats = _scan_paths(params.paths(), matcher, start, end)
+                    raw, stats = _scan_paths(
+                        params.paths(), matcher, start, end, params.check_digests
+                    )
                 else:
-                    raw, stats = scan_bucket(
-                        ctx.clients,
-                        ctx.reporter,
+                    raw, stats, gathered = read_bucket(
+                        ctx,
                         str(params.bucket),
                         params.prefix,
                         params.regions,
                         matcher,
                         start,
                         end,
+                        validate=params.check_digests,
                     )
                 found = [json.loads(r) for r in raw]  # checked by the scan: safe to decode
                 skipped.update(stats.skipped)
                 noted.update(stats.noted)
                 problems = stats.problems
+                if params.check_digests:
+                    integrity, proven, unfetched = check_collected(
+                        ctx,
+                        stats,
+                        start=start,
+                        end=end,
+                        bucket=params.bucket,
+                        prefix=params.prefix,
+                        gathered=gathered,
+                        paths=params.paths(),
+                    )
+                    for problem in unfetched:
+                        skipped["digest file cannot be fetched"] += 1
+                        problems.append(problem)
         else:
             info = key_here(ctx, params.key)
             matcher = KeyMatcher.for_key(info.arn, params.aliases)
@@ -349,22 +392,24 @@ class Collect(Action[CollectParams]):
                 "skipped": dict(skipped),
                 "noted": dict(noted),
                 "estimate": estimate,
+                "integrity": integrity,
             }
         )
         summary = f"{len(events)} event(s) for {params.key} from {iso(start)} to {iso(end)}"
         summary += outside
         if skipped:
             summary += f"; skipped {sum(skipped.values())} unreadable input(s)"
+        summary += proven
         return Outcome(outputs=outputs, summary=summary)
 
 
 def _scan_paths(
-    paths: list[Path], matcher: KeyMatcher, start: datetime, end: datetime
+    paths: list[Path], matcher: KeyMatcher, start: datetime, end: datetime, hashes: bool
 ) -> tuple[list[bytes], files.ScanStats]:
     """The ``files`` source: the trail files under ``paths``. No trail file under any of them
     fails the step (a mistyped path is no quiet incident); a path without one among others
     is counted as skipped."""
-    raw, stats, empty = files.scan_paths(paths, matcher, since=start, until=end)
+    raw, stats, empty = files.scan_paths(paths, matcher, since=start, until=end, hashes=hashes)
     if len(empty) == len(paths):
         raise ActionError(files.none_found(empty))
     files.count_empty(stats, empty)

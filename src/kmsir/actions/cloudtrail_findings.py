@@ -1,7 +1,9 @@
 """The ``cloudtrail.findings`` action: KMS findings over the events a collect step kept.
 
 It reads the collect step's ``events.jsonl.gz`` (no AWS call), cuts the incident window from
-the baseline before it, and runs the rules of ``trail.findings`` over them.
+the baseline before it, and runs the rules of ``trail.findings`` over them. When the collect
+step checked its trail log files against CloudTrail's digests (``trail-integrity.json``), a
+failed check is one more finding, critical: "Trail log tampering" (``trail.finding_integrity``).
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ from kmsir.actions.cloudtrail import iso
 from kmsir.errors import ActionError
 from kmsir.evidence.calls import Call
 from kmsir.playbook.values import duration_seconds
+from kmsir.trail import finding_integrity
 from kmsir.trail import summary as summaries
 from kmsir.trail.actors import actors
 from kmsir.trail.events import decode_event
 from kmsir.trail.fields import event_time
-from kmsir.trail.finding import context_for
+from kmsir.trail.finding import Finding, context_for
 from kmsir.trail.findings import findings
 
 if TYPE_CHECKING:
@@ -65,6 +68,9 @@ class Findings(Action[FindingsParams]):
     ``role``, ``access_keys``, ``severity``, ``findings``: how many), ``artifact``. Over a
     collect that fanned out over accounts and Regions, each target's events are judged on
     their own and ``findings.json`` holds them all, each with its ``account`` and ``region``.
+    When the collect step checked its trail log files against CloudTrail's digests and one
+    failed (``trail-integrity.json``), the first finding is the critical "Trail log
+    tampering", naming what failed.
     """
 
     name = "cloudtrail.findings"
@@ -125,6 +131,9 @@ class Findings(Action[FindingsParams]):
         # an event without a valid time cannot be shown to be too old: the rules see it
         kept = [e for e in events if (event_time(e) or now) >= oldest]
         found = findings(kept, context_for(kept, params.key, window_start))
+        tampering = _tampering(ctx, params.events, skipped)
+        if tampering is not None:  # critical, and no event of its own: the first one
+            found = [tampering, *found]
         listed = [f.to_json() for f in found]
         path = ctx.write_json("findings.json", listed)
         # the events behind the findings as the report shows them: it need not read them all
@@ -168,6 +177,24 @@ class Findings(Action[FindingsParams]):
 
 #: Findings shown at the terminal when the step ends (all of them are in findings.json).
 TABLE_ROWS = 10
+
+
+def _tampering(ctx: ActionContext, step_id: str, skipped: Counter[str]) -> Finding | None:
+    """The "Trail log tampering" finding of the collect step ``step_id``'s log file check,
+    if it made one and something failed; an unreadable ``trail-integrity.json`` is counted
+    in ``skipped`` (the collect step wrote it: an edited bundle may not have)."""
+    data = ctx.artifacts.earlier(step_id, finding_integrity.INTEGRITY_NAME)
+    if data is None:
+        return None
+    try:
+        integrity = finding_integrity.read(data)
+    except ValueError as exc:
+        skipped[f"{finding_integrity.INTEGRITY_NAME} unreadable: {exc}"] += 1
+        return None
+    outputs = ctx.steps.get(step_id)
+    checked = outputs.get("integrity") if isinstance(outputs, Mapping) else None
+    path = checked.get("artifact") if isinstance(checked, Mapping) else None
+    return finding_integrity.tampering_finding(integrity, path if isinstance(path, str) else None)
 
 
 def _rank(severity: str) -> int:

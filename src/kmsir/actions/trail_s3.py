@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 LISTINGS = 16
 #: Noted for a trail bucket that holds logs, none of them of the window.
 NO_FILE_IN_WINDOW = "no trail file in the window: logging may have stopped"
+#: Bytes of log files holding a matched event kept for the bundle (``hashes``); past this,
+#: their hashes only.
+KEPT = 256 * 2**20
 _ORG = re.compile(r"^o-[a-z0-9]{10,32}$")
 
 
@@ -51,7 +54,8 @@ def _any_object(client: S3Client, bucket: str, prefix: str) -> bool:
         return bool(client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1).get("KeyCount"))
 
 
-def _objects(client: S3Client, bucket: str, prefix: str) -> list[Listed]:
+def objects(client: S3Client, bucket: str, prefix: str) -> list[Listed]:
+    """Every object under ``prefix``, as listed."""
     found: list[Listed] = []
     with aws_errors(f"ListObjectsV2 s3://{bucket}/{prefix}", service="s3"):
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
@@ -88,9 +92,12 @@ def trail_prefixes(
     regions: list[str] | None,
     start: datetime | None,
     end: datetime | None,
+    *,
+    folder: str = "CloudTrail",
 ) -> list[str]:
     """Every ``.../CloudTrail/<region>/YYYY/MM/DD/`` prefix of the window in the bucket (every
-    ``.../CloudTrail/<region>/`` prefix when there is no window)."""
+    ``.../CloudTrail/<region>/`` prefix when there is no window). ``folder``
+    ``CloudTrail-Digest``: the same for the digest files."""
     base = _base(prefix)
     accounts: list[str] = []
     for name in _folders(client, bucket, base):
@@ -107,7 +114,7 @@ def trail_prefixes(
             day += timedelta(days=1)
     prefixes: list[str] = []
     for account in accounts:
-        trail = f"{base}{account}/CloudTrail/"
+        trail = f"{base}{account}/{folder}/"
         for region in regions or _folders(client, bucket, trail):
             prefixes.extend(f"{trail}{region}/{d}" for d in days)
     return prefixes
@@ -122,18 +129,25 @@ def scan_bucket(
     matcher: KeyMatcher,
     start: datetime | None,
     end: datetime | None,
+    *,
+    hashes: bool = False,
+    prefixes: list[str] | None = None,
 ) -> tuple[list[bytes], ScanStats]:
     """The matching records of every trail file of the window in the bucket. A bucket whose
     trail prefixes hold logs, none of them in the window, is noted (``NO_FILE_IN_WINDOW``):
     the trail may have stopped delivering; a bucket without any is no trail bucket (no file
-    scanned, nothing noted)."""
+    scanned, nothing noted). ``hashes``: as ``files.scan_blob``'s (locations
+    ``s3://bucket/key``), and the bytes of the files holding a matched event are kept in
+    ``ScanStats.kept`` (``KEPT`` bytes in all; past that, hashes only). ``prefixes``: the
+    day prefixes, when the caller listed them already (``trail_prefixes``)."""
     client = clients.client("s3")
-    prefixes = trail_prefixes(client, bucket, prefix, regions, start, end)
+    if prefixes is None:
+        prefixes = trail_prefixes(client, bucket, prefix, regions, start, end)
     # one listing per day, Region and account: a month of an organisation's trail is
     # thousands of them, listed at once (each is one or a few pages)
     with ThreadPoolExecutor(max_workers=LISTINGS) as pool:
         keys = [
-            k for found in pool.map(lambda p: _objects(client, bucket, p), prefixes) for k in found
+            k for found in pool.map(lambda p: objects(client, bucket, p), prefixes) for k in found
         ]
     total = ScanStats()
     matched: list[bytes] = []
@@ -146,6 +160,7 @@ def scan_bucket(
         return matched, total
 
     results: list[tuple[list[bytes], ScanStats]] = [([], ScanStats())] * len(keys)
+    kept = 0
     # closed on the way out, whatever happens: the GETs still out are cancelled at once
     with closing(fetch(client, bucket, keys)) as fetched:
         for done, (number, data) in enumerate(fetched, start=1):
@@ -154,6 +169,9 @@ def scan_bucket(
                 stats = ScanStats(files=1)
                 why = "changed while read, twice" if data == CHANGED else data
                 stats.skip(f"cannot fetch ({why})", where)
+                if hashes:
+                    stats.hashes[where] = None
+                    stats.unread[where] = why
                 results[number] = [], stats
             else:
                 # a gzipped file is decompressed from the buffer as it is (a bytes-like
@@ -163,7 +181,12 @@ def scan_bucket(
                 # scanned here, while the pool's threads download the next files (a process
                 # pool for the scan measured slower: the GETs' server and the scan share the
                 # cores)
-                results[number] = scan_blob(blob, where, matcher, start, end)
+                records, stats = scan_blob(blob, where, matcher, start, end, hashes)
+                if stats.held and kept + len(data) <= KEPT:
+                    # the buffer is ours: fetch hands the next object a new one
+                    stats.kept[where] = bytes(data)
+                    kept += len(data)
+                results[number] = records, stats
             reporter.progress("trail files", done, len(keys))
     for records, stats in results:  # in the listing's order, whatever order they came in
         matched.extend(records)

@@ -4,7 +4,8 @@ Steps and their outcomes, the changes with their API calls, approvals and invers
 second persons' approvals (``report.approvals``), open deadlines, CloudTrail findings with
 the events behind them, one merged timeline (CloudTrail events of interest, the runner's
 actions, decisions and notes), the events chart, lessons learned (the best practices
-findings cite) and the chain of custody.
+findings cite), the chain of custody and the trail log files' integrity
+(``report.integrity``).
 
 What the run did comes from the bundle's view (``bundle.view``, the one reading of its
 journal: ``report.steps`` and ``report.timeline`` shape it for templates); what CloudTrail
@@ -28,6 +29,7 @@ from kmsir.report import findings as cloudtrail
 from kmsir.report.approvals import approvals
 from kmsir.report.findings import EVENTS_PER_FINDING, SEVERITY_ORDER, TOP_FINDINGS
 from kmsir.report.impact import impact
+from kmsir.report.integrity import integrity
 from kmsir.report.lists import attachments, checklists
 from kmsir.report.posture import posture
 from kmsir.report.scope import scope
@@ -98,6 +100,7 @@ def build_context(bundle: Bundle, *, now: datetime | None = None) -> dict[str, A
             "noted": cloudtrail.noted(collect_outputs),
         },
         "chart": _chart_dict(chart(trail, marks, window_pair)),
+        "integrity": integrity(bundle, steps),
         "window": window,
         "findings": top,
         "findings_total": len(found),

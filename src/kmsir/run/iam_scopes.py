@@ -17,6 +17,7 @@ SCOPES: Mapping[str, str] = {
         (
             "cloudformation:ListStacks",
             "cloudtrail:DescribeTrails",
+            "cloudtrail:ListPublicKeys",
             "cloudtrail:LookupEvents",
             "dynamodb:ListTables",
             "ec2:DescribeSnapshots",

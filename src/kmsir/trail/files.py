@@ -28,6 +28,7 @@ import msgspec
 
 from kmsir.trail.cut import RECORD_START
 from kmsir.trail.cut import fast_matches as _fast_matches
+from kmsir.trail.digest_format import log_hash
 from kmsir.trail.events import decode_event
 from kmsir.trail.fields import event_time
 from kmsir.trail.match import KeyMatcher
@@ -40,6 +41,8 @@ LOOKED_FOR = (
     + ", ".join(f"*{s}" for s in SUFFIXES)
     + " at any depth, CloudTrail-Digest files aside"
 )
+#: Beside a local copy's digest files (which lose their S3 metadata): name -> signature.
+DIGEST_SIDECAR = "signatures.json"
 #: Problems reported by name (the rest are counted).
 MAX_PROBLEMS = 20
 
@@ -64,6 +67,16 @@ class ScanStats:
     #: Kept, but worth a look (a different record under an event id already seen).
     noted: Counter[str] = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
+    #: With ``hashes``: each file read (its location) and the SHA-256 of its uncompressed
+    #: content, as a digest lists it (``None``: unreadable), from the bytes the scan read.
+    hashes: dict[str, str | None] = field(default_factory=dict)
+    #: With ``hashes``: the files holding at least one matched record, in the scan's order.
+    held: list[str] = field(default_factory=list)
+    #: The exact bytes of held files, when the reader keeps them (``trail_s3``, bounded).
+    kept: dict[str, bytes] = field(default_factory=dict)
+    #: With ``hashes``: files that could not be read at all (denied, gone), and why: their
+    #: content is unknown, not damaged.
+    unread: dict[str, str] = field(default_factory=dict)
 
     def add(self, other: ScanStats) -> None:
         """Fold another file's figures into these."""
@@ -74,6 +87,10 @@ class ScanStats:
         self.matched += other.matched
         self.skipped.update(other.skipped)
         self.noted.update(other.noted)
+        self.hashes.update(other.hashes)
+        self.held.extend(other.held)
+        self.kept.update(other.kept)
+        self.unread.update(other.unread)
         room = MAX_PROBLEMS - len(self.problems)
         self.problems.extend(other.problems[: max(room, 0)])
 
@@ -86,8 +103,13 @@ class ScanStats:
 
 def is_digest(path: Path) -> bool:
     """Whether ``path`` is a CloudTrail digest file (``.../CloudTrail-Digest/...``, named
-    ``..._CloudTrail-Digest_...json.gz``): hashes that prove the log files whole, no events."""
-    return "CloudTrail-Digest" in path.parts or "_CloudTrail-Digest_" in path.name
+    ``..._CloudTrail-Digest_...json.gz``), or the ``DIGEST_SIDECAR`` of a local copy's
+    digests: hashes that prove the log files whole, no events."""
+    return (
+        "CloudTrail-Digest" in path.parts
+        or "_CloudTrail-Digest_" in path.name
+        or path.name == DIGEST_SIDECAR
+    )
 
 
 def trail_files(paths: Iterable[Path]) -> Iterator[Path]:
@@ -298,7 +320,11 @@ def _keep(
 
 
 def scan_file(
-    path: Path, matcher: KeyMatcher, since: datetime | None, until: datetime | None
+    path: Path,
+    matcher: KeyMatcher,
+    since: datetime | None,
+    until: datetime | None,
+    hashes: bool = False,
 ) -> tuple[list[bytes], ScanStats]:
     """One local file: read it, then ``scan_blob``."""
     try:
@@ -306,26 +332,44 @@ def scan_file(
     except OSError as exc:
         stats = ScanStats(files=1)
         stats.skip(f"cannot read ({exc.strerror or exc})", str(path))
+        if hashes:
+            stats.hashes[str(path)] = None
+            stats.unread[str(path)] = exc.strerror or str(exc)
         return [], stats
-    return scan_blob(data, str(path), matcher, since, until)
+    return scan_blob(data, str(path), matcher, since, until, hashes)
 
 
 def scan_blob(
-    data: bytes, where: str, matcher: KeyMatcher, since: datetime | None, until: datetime | None
+    data: bytes,
+    where: str,
+    matcher: KeyMatcher,
+    since: datetime | None,
+    until: datetime | None,
+    hashes: bool = False,
 ) -> tuple[list[bytes], ScanStats]:
-    """One trail file's bytes (gzipped or not, from disk or S3): decompress, match."""
+    """One trail file's bytes (gzipped or not, from disk or S3): decompress, match. With
+    ``hashes``, the SHA-256 of the decompressed bytes (those the scan reads: one read, one
+    decompression) goes to ``stats.hashes`` and, if a record matched, ``where`` to
+    ``stats.held``."""
     stats = ScanStats(files=1, compressed_bytes=len(data))
     if data[:2] == b"\x1f\x8b":
         try:
             data = _decompress(data)
         except (OSError, EOFError, ValueError) as exc:
             stats.skip(f"not a complete gzip file ({str(exc)[:80]})", where)
+            if hashes:
+                stats.hashes[where] = None
             return [], stats
     stats.json_bytes = len(data)
-    return scan_bytes(data, where, matcher, since, until, stats), stats
+    if hashes:
+        stats.hashes[where] = log_hash(data)
+    matched = scan_bytes(data, where, matcher, since, until, stats)
+    if hashes and matched:
+        stats.held.append(where)
+    return matched, stats
 
 
-def _scan_one(args: tuple[Path, KeyMatcher, datetime | None, datetime | None]) -> Any:
+def _scan_one(args: tuple[Path, KeyMatcher, datetime | None, datetime | None, bool]) -> Any:
     return scan_file(*args)
 
 
@@ -336,9 +380,12 @@ def scan(
     since: datetime | None = None,
     until: datetime | None = None,
     workers: int | None = None,
+    hashes: bool = False,
 ) -> tuple[list[bytes], ScanStats]:
     """Scan every trail file under ``paths``; matching records and the figures."""
-    return scan_files(list(trail_files(paths)), matcher, since=since, until=until, workers=workers)
+    return scan_files(
+        list(trail_files(paths)), matcher, since=since, until=until, workers=workers, hashes=hashes
+    )
 
 
 def scan_paths(
@@ -348,14 +395,16 @@ def scan_paths(
     since: datetime | None = None,
     until: datetime | None = None,
     each: Callable[[list[bytes]], None] | None = None,
+    hashes: bool = False,
 ) -> tuple[list[bytes], ScanStats, list[tuple[str, str]]]:
     """``scan`` of the trail files under ``paths``, and the paths that hold none (each with
     what was looked for in it, for ``none_found``); the caller decides whether that is an
-    error, and counts them with ``count_empty``. ``each``: as in ``scan_files``."""
+    error, and counts them with ``count_empty``. ``each`` and ``hashes``: as in
+    ``scan_files``."""
     listed = [(path, list(trail_files([path])) if path.exists() else []) for path in paths]
     empty = [(str(path), looked_for(path)) for path, found in listed if not found]
     found = [f for _, in_path in listed for f in in_path]
-    raw, stats = scan_files(found, matcher, since=since, until=until, each=each)
+    raw, stats = scan_files(found, matcher, since=since, until=until, each=each, hashes=hashes)
     return raw, stats, empty
 
 
@@ -373,15 +422,18 @@ def scan_files(
     until: datetime | None = None,
     workers: int | None = None,
     each: Callable[[list[bytes]], None] | None = None,
+    hashes: bool = False,
 ) -> tuple[list[bytes], ScanStats]:
     """Scan ``files`` (listed already, by ``trail_files``); matching records and the figures.
     With ``each``, each file's matching records go to it as they come, in the files' order
-    (the caller's work on them overlaps the scan of the next files), and none is returned."""
+    (the caller's work on them overlaps the scan of the next files), and none is returned.
+    With ``hashes``, each file's SHA-256 (``ScanStats.hashes``) and the files holding a
+    matched record (``ScanStats.held``), from the same read."""
     total = ScanStats()
     matched: list[bytes] = []
     take = each or matched.extend
     workers = workers or min(os.cpu_count() or 1, max(len(files), 1))
-    jobs = ((path, matcher, since, until) for path in files)
+    jobs = ((path, matcher, since, until, hashes) for path in files)
     if workers <= 1 or len(files) <= 1:
         results: Iterable[Any] = map(_scan_one, jobs)
         for records, stats in results:
