@@ -34,6 +34,7 @@ INCIDENT_PLAYBOOKS = (
     "kms-leaked-credentials",
     "kms-imported-material",
     "kms-key-store-incident",
+    "kms-trail-tampering",
 )
 PENDING = ("PendingDeletion", "PendingReplicaDeletion")
 _SENTENCE = re.compile(r"(?<=[.?!])\s+")

@@ -6,7 +6,8 @@ seeded (the same scenario always gets the same key, grant and access key ids), i
 LookupEvents and its CloudTrail recorder, seeds the scenario's world (with a trail delivering to
 the trail bucket, which holds the scenario's history, unless the scenario has trails of its
 own), then records every call that changes it or uses a key (``recorder``: in LookupEvents,
-and in the bucket of each trail that logs it), and hands out a ``ClientFactory``. Every client made
+and in the bucket of each trail that logs it, whose digest files ``trail_digests`` writes and
+signs), and hands out a ``ClientFactory``. Every client made
 from the sandbox's session, its own seeding and injects included, refuses anything moto did
 not answer, so nothing goes on the wire. After each step of a run, ``after_step`` fires the
 scenario's injects for that step; before each, ``before_step`` fires its timed injects once
@@ -40,6 +41,7 @@ from kmsir.sandbox import (
     second_identity,
     seed_kms,
     shim,
+    trail_digests,
 )
 from kmsir.sandbox.injects import Injects
 from kmsir.sandbox.scenario import ACCOUNT, trail_bucket
@@ -107,6 +109,7 @@ class Sandbox:
             lookup.install()
             shim.install()
             recorder.install()
+            trail_digests.install()
             self._seed()
             # from here on, what changes the world is recorded (seeding is the story's)
             self.trail = recorder.Trail(
@@ -116,6 +119,7 @@ class Sandbox:
                 seed=str(self.scenario.seed),
             )
             recorder.attach(self.trail)
+            trail_digests.attach(self.now, self.clock)  # digests by the world's clock
         except BaseException:
             self.__exit__(None, None, None)
             raise
@@ -129,6 +133,7 @@ class Sandbox:
     ) -> None:
         if self.trail is not None:
             recorder.detach(self.trail)
+            trail_digests.detach()
             self.trail = None
         if self._mock is not None:
             self._mock.stop()
@@ -370,6 +375,13 @@ class Sandbox:
         s3 = self.session().client("s3")
         history.create_trail_bucket(s3, self.trail_bucket, self.region)
         history.write_trail_files(s3, self.trail_bucket, self.account, self.region, history_events)
+        # the files the attacker deleted (their digests, written later, list them all the same)
+        trail_digests.delete_log_files(
+            self.account,
+            self.region,
+            self.trail_bucket,
+            history.deleted_log_events(self.scenario.history, history_events),
+        )
         # buckets, volumes, secrets... encrypted with the keys; IAM, trails, rules, stacks
         self.resources = resources.seed(self)
         self._seed_trail()

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from kmsir.playbook.values import duration_seconds
+from kmsir.sandbox import trail_digests
 from kmsir.sandbox.scenario_model import EventSpec, IdentitySpec, Scenario
 
 
@@ -43,6 +44,19 @@ def events(
         step = timedelta(seconds=duration_seconds(spec.every))
         for n in range(spec.count):
             yield _event(world, spec, first + n * step, rng)
+
+
+def deleted_log_events(
+    specs: Iterable[EventSpec], records: Iterable[Mapping[str, Any]]
+) -> set[str]:
+    """The ids of ``records`` (what ``events`` made of ``specs``, in its order) whose trail log
+    file the scenario says was deleted (``log_file: deleted``)."""
+    owners = [spec for spec in specs for _ in range(spec.count)]
+    return {
+        str(record["eventID"])
+        for spec, record in zip(owners, records, strict=True)
+        if spec.log_file == "deleted"
+    }
 
 
 def identity(world: World, spec: IdentitySpec) -> dict[str, Any]:
@@ -153,15 +167,22 @@ def write_trail_files(
     name: str = "sim",
 ) -> None:
     """``records`` as CloudTrail writes them: one gzipped file a day, AWSLogs layout; ``name``
-    ends each file's name (another batch of the same day gets its own file)."""
+    ends each file's name (another batch of the same day gets its own file). Each file is
+    noted as delivered (``trail_digests``: a trail with validation on lists it in a digest)
+    at its newest event's time, and named with that time (``YYYYMMDDTHHMMZ``) as CloudTrail
+    names a file with its delivery time: the name's time falls in the period of the digest
+    that lists it, which is how a validator tells which missing digest a log file belonged to."""
     by_day: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for record in records:
         by_day[str(record["eventTime"])[:10]].append(record)
     for day, batch in sorted(by_day.items()):
         year, month, date = day.split("-")
+        newest = max(str(record["eventTime"]) for record in batch)  # "YYYY-MM-DDTHH:MM:SSZ"
+        delivered = f"{year}{month}{date}T{newest[11:13]}{newest[14:16]}Z"
         key = (
             f"AWSLogs/{account}/CloudTrail/{region}/{year}/{month}/{date}/"
-            f"{account}_CloudTrail_{region}_{year}{month}{date}T0000Z_{name}.json.gz"
+            f"{account}_CloudTrail_{region}_{delivered}_{name}.json.gz"
         )
         body = json.dumps({"Records": batch}, separators=(",", ":")).encode()
         s3.put_object(Bucket=bucket, Key=key, Body=gzip.compress(body, mtime=0))
+        trail_digests.delivered(account, region, bucket, key, body, batch)

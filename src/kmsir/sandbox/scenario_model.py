@@ -157,6 +157,9 @@ class EventSpec(_Model):
     count: int = Field(default=1, ge=1, le=100_000)
     every: str = "1m"
     read_only: bool | None = None
+    #: ``deleted``: someone deleted the trail log file holding the event from the trail bucket
+    #: (LookupEvents keeps it; the digest that listed the file still does).
+    log_file: Literal["deleted"] | None = None
 
     @field_validator("at")
     @classmethod
@@ -170,11 +173,26 @@ class EventSpec(_Model):
         duration_seconds(value)
         return value
 
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Without ``log_file`` when unset: a scenario's fingerprint stays what it was before
+        it existed (a recorded sandbox run still resumes)."""
+        data: dict[str, Any] = handler(self)
+        if data.get("log_file") is None:
+            data.pop("log_file", None)
+        return data
+
 
 class InjectEventSpec(EventSpec):
     """A CloudTrail event an inject adds, ``at`` a duration before the inject (default: then)."""
 
     at: str = "0s"
+
+    @model_validator(mode="after")
+    def _no_tampering(self) -> InjectEventSpec:
+        if self.log_file is not None:
+            raise ValueError("log_file: only events of the scenario's history (seeded) have one")
+        return self
 
 
 class _KeyCall(_Model):

@@ -15,7 +15,8 @@ CloudTrail out: their records are delivered) and, for a trail that did not deliv
 as they are after it (StartLogging's record is in the trail it starts). Calls after a trail
 stopped are not in its bucket.
 
-The file is written into moto's S3 backend directly (no client: nothing recorded). A
+The file is written into moto's S3 backend directly (no client: nothing recorded), and noted
+in the bucket's ledger (``trail_digests``: a trail with validation on lists it in a digest). A
 versioned bucket gives each object a version id from moto's seeded random generator; the
 recorder's puts draw theirs from a generator of their own, seeded by the record
 (``install``), so recording never shifts the ids moto gives the world's keys, grants and
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from kmsir.sandbox import trail_digests
 from kmsir.trail import event_rules
 
 #: Services whose events CloudTrail logs as global (in us-east-1; STS's regional endpoints
@@ -149,17 +151,27 @@ def deliver(record: dict[str, Any], trails: list[TrailState], moment: datetime) 
         f"AWSLogs/{account}/CloudTrail/{region}/{moment:%Y/%m/%d}/"
         f"{account}_CloudTrail_{region}_{moment:%Y%m%dT%H%MZ}_{unique}.json.gz"
     )
-    body = gzip.compress(json.dumps({"Records": [record]}, separators=(",", ":")).encode(), mtime=0)
+    uncompressed = json.dumps({"Records": [record]}, separators=(",", ":")).encode()
+    body = gzip.compress(uncompressed, mtime=0)
     for trail in trails:
         backend = s3_backends[trail.account][get_partition(trail.home_region)]
         if trail.bucket not in backend.buckets:
             continue
         key = f"{trail.prefix}/{name}" if trail.prefix else name
-        _local.seed = f"{record['eventID']}:{trail.arn}"
-        try:
-            backend.put_object(trail.bucket, key, body, disable_notification=True)
-        finally:
-            _local.seed = None
+        put_quietly(backend, trail.bucket, key, body, seed=f"{record['eventID']}:{trail.arn}")
+        trail_digests.delivered(
+            trail.account, trail.home_region, trail.bucket, key, uncompressed, [record]
+        )
+
+
+def put_quietly(backend: Any, bucket: str, key: str, body: bytes, *, seed: str) -> Any:
+    """Put an object into moto's S3 ``backend`` directly (no request: nothing recorded, no
+    notification), its version id drawn from a generator seeded by ``seed``; moto's key."""
+    _local.seed = seed
+    try:
+        return backend.put_object(bucket, key, body, disable_notification=True)
+    finally:
+        _local.seed = None
 
 
 class _OwnRandom:

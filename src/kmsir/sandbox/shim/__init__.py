@@ -44,7 +44,9 @@ backend and response classes (so every client of the sandbox sees it, the AWS CL
   material, which DeleteImportedKeyMaterial or its ``ValidTo`` take away again;
 - emulates custom key stores (moto lacks them): Create/Describe/Connect/Disconnect/Update/
   DeleteCustomKeyStore, keys created in a connected store, and each key of a disconnected
-  store ``Unavailable``.
+  store ``Unavailable``;
+- answers CloudTrail's ListPublicKeys (moto lacks it) with the key that signs the sandbox
+  trail's digest files (``cloudtrail_keys``).
 
 One module per concern: ``key_state``, ``multi_region``, ``grants``, ``policy``,
 ``rotation`` and ``ec2`` hold the wrappers, ``imported``, ``key_stores``, ``store_keys`` and
@@ -61,6 +63,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kmsir.sandbox.shim import (
+    cloudtrail_keys,
     ec2,
     grants,
     key_state,
@@ -157,3 +160,4 @@ def install() -> None:
         setattr(cls, _INSTALLED, True)
     operations.install()  # imported material, custom key stores, data key pairs (moto lacks them)
     ec2.install()  # GetEbsDefaultKmsKeyId (moto has none)
+    cloudtrail_keys.install()  # ListPublicKeys (moto has none): the sandbox trail's digest key
