@@ -14,7 +14,7 @@ from kmsir.cli import rollback  # isort: skip
 from kmsir.cli import status  # isort: skip
 from kmsir.cli import approve  # isort: skip
 from kmsir.cli import audit  # isort: skip
-from kmsir.cli import playbooks, sandbox, trail  # isort: skip
+from kmsir.cli import playbooks, sandbox, trail, trail_verify  # isort: skip
 from kmsir.cli import tabletop, tabletop_watch, tabletop_debrief  # isort: skip
 from kmsir.cli import authoring  # isort: skip
 from kmsir.cli.common import app
@@ -35,6 +35,7 @@ __all__ = [
     "tabletop_debrief",
     "tabletop_watch",
     "trail",
+    "trail_verify",
 ]
 
 

@@ -56,15 +56,43 @@ def cloudtrail_scan(
     ] = "24h",
     profile: Annotated[str | None, typer.Option("--profile", help="AWS profile (s3://).")] = None,
     region: Annotated[str | None, typer.Option("--region", help="AWS Region (s3://).")] = None,
+    verify_logs: Annotated[
+        bool,
+        typer.Option(
+            "--verify-logs",
+            help="Also prove the log files read unaltered with the trail's signed digests "
+            "(those under the same paths and prefixes), from the same read; exit 1 on "
+            "tampering.",
+        ),
+    ] = False,
+    public_keys: Annotated[
+        Path | None,
+        typer.Option(
+            "--public-keys",
+            metavar="FILE",
+            help="The trail's public keys (aws cloudtrail list-public-keys output; implies "
+            "--verify-logs); default: ListPublicKeys.",
+        ),
+    ] = None,
+    integrity_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--integrity-out",
+            metavar="FILE",
+            help="The verdicts as JSON (implies --verify-logs).",
+        ),
+    ] = None,
 ) -> None:
     """Match trail log files against a key and report findings (no window unless given).
 
     The summary and the findings go to stderr; the matched events to --out FILE, or to
-    stdout with --out -."""
+    stdout with --out -. With --verify-logs, each log file read is checked against the
+    trail's digests too (kmsir cloudtrail verify-logs), its verdicts on stderr."""
     import json
 
+    from kmsir.cli import trail_verify
     from kmsir.inert import one_line
-    from kmsir.playbook.values import duration_seconds, parse_time
+    from kmsir.playbook.values import duration_seconds
     from kmsir.run import scan
     from kmsir.trail.match import KeyMatcher
 
@@ -76,18 +104,19 @@ def cloudtrail_scan(
     missing = [str(p) for p in local if not p.exists()]
     if missing:
         raise UsageError(f"no such file or folder: {one_line(missing[0])}")
-    now = datetime.now(timezone.utc)
+    start, end = parse_window(since, until)
     try:
-        start = parse_time(since, now) if since else None
-        end = parse_time(until, now) if until else None
         window_seconds = duration_seconds(window)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    if start and end and start >= end:
-        raise UsageError(f"--since {since} is not before --until {until}")
+    verify_logs = verify_logs or public_keys is not None or integrity_out is not None
+    keys = trail_verify.keys_option(public_keys, profile, region) if verify_logs else None
     if out is not None and not to_stdout:
         write_out(out, "")  # fail now, not after a long scan
+    if integrity_out is not None:
+        write_out(integrity_out, "")
     matcher = KeyMatcher.for_key(key, aliases)
+    reading: dict[str, scan.BucketReading] | None = {} if verify_logs else None
     ordered, stats = scan.matched_records(
         local,
         buckets,
@@ -95,6 +124,8 @@ def cloudtrail_scan(
         since=start,
         until=end,
         clients=lambda: live_clients(profile, region),
+        hashes=verify_logs,
+        reading=reading,
     )
     # raw bytes out, unchanged; only the findings fields decoded
     if out is not None:
@@ -105,6 +136,27 @@ def cloudtrail_scan(
     if findings_out is not None:
         write_out(findings_out, json.dumps([f.to_json() for f in found], indent=2) + "\n")
     _scan_summary(stats, len(events), found, written=out is not None, findings_out=findings_out)
+    if keys is not None:  # exit 1 on tampering
+        aws = (profile, region)
+        trail_verify.after_scan(
+            stats, local, buckets, keys, integrity_out, aws, start, end, reading
+        )
+
+
+def parse_window(since: str | None, until: str | None) -> tuple[datetime | None, datetime | None]:
+    """``--since``/``--until``: ISO times or durations ago; ``UsageError`` for anything else,
+    or a window that ends before it starts."""
+    from kmsir.playbook.values import parse_time
+
+    now = datetime.now(timezone.utc)
+    try:
+        start = parse_time(since, now) if since else None
+        end = parse_time(until, now) if until else None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if start and end and start >= end:
+        raise UsageError(f"--since {since} is not before --until {until}")
+    return start, end
 
 
 @cloudtrail_app.command("athena-ddl")

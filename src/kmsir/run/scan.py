@@ -5,6 +5,7 @@ driven directly. The matched records stay the trail's own bytes."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,7 +16,18 @@ if TYPE_CHECKING:
     from kmsir.aws import ClientFactory
     from kmsir.trail.files import ScanStats
     from kmsir.trail.finding import Finding
+    from kmsir.trail.integrity import DigestFile
     from kmsir.trail.match import KeyMatcher
+
+
+@dataclass(frozen=True)
+class BucketReading:
+    """A bucket's digests, fetched before its log files were listed (``matched_records``)."""
+
+    digests: list[DigestFile]
+    problems: list[str]
+    prefixes: list[str]
+    backfills: dict[str, datetime]
 
 
 def matched_records(
@@ -26,6 +38,8 @@ def matched_records(
     since: datetime | None,
     until: datetime | None,
     clients: Callable[[], ClientFactory],
+    hashes: bool = False,
+    reading: dict[str, BucketReading] | None = None,
 ) -> tuple[list[tuple[bytes, dict[str, Any]]], ScanStats]:
     """The records ``matcher`` matches in the trail files under ``local`` and in each
     ``s3://bucket/prefix`` of ``buckets`` (read with ``clients()``), in event order, each with
@@ -35,12 +49,19 @@ def matched_records(
     empty result); a path without one among others that have some is counted as skipped.
     A folder whose files all fall outside the window, or a trail prefix holding logs but none
     of the window, is no error: the window may be where logging stopped (the bucket's case is
-    noted)."""
+    noted).
+
+    ``hashes``: each file's SHA-256 too, from the same read (``ScanStats.hashes``), for
+    ``verify_logs.check_scanned``. ``reading``: each bucket's digests are fetched FIRST,
+    before its log files are listed (``trail_integrity.bucket_reading``: a digest written
+    meanwhile would name files delivered after the listing), and left there by URI."""
     from kmsir.trail import files
     from kmsir.trail.events import Ordering
 
     ordering = Ordering(slim_too=True)
-    _, stats, empty = files.scan_paths(local, matcher, since=since, until=until, each=ordering.add)
+    _, stats, empty = files.scan_paths(
+        local, matcher, since=since, until=until, each=ordering.add, hashes=hashes
+    )
     for uri in buckets:
         # the actions (and AWS) are imported only to read a bucket: a scan of files on disk
         # starts without them
@@ -48,9 +69,28 @@ def matched_records(
         from kmsir.actions.trail_s3 import NO_FILE_IN_WINDOW, looked_for, scan_bucket
 
         bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+        prefixes = None
+        if reading is not None:
+            from kmsir.actions.trail_integrity import bucket_reading
+
+            backfills: dict[str, datetime] = {}
+            digests, problems, prefixes = bucket_reading(
+                clients().client("s3"), bucket, prefix, None, since, until, backfills=backfills
+            )
+            reading[uri] = BucketReading(digests, problems, prefixes, backfills)
         from_bucket, more = scan_bucket(
-            clients(), NullReporter(), bucket, prefix, None, matcher, since, until
+            clients(),
+            NullReporter(),
+            bucket,
+            prefix,
+            None,
+            matcher,
+            since,
+            until,
+            hashes=hashes,
+            prefixes=prefixes,
         )
+        more.kept.clear()  # kept for a bundle's copy: a scan writes none
         if not more.files and not more.noted[NO_FILE_IN_WINDOW]:
             empty.append((uri, looked_for(prefix, None, since, until)))
         ordering.add(from_bucket)
