@@ -24,11 +24,12 @@ import pytest
 
 from kmsir import actions
 from kmsir.actions.cloudtrail import Collect, CollectParams
-from kmsir.actions.trail_integrity import days_listed, days_read, local_digests
+from kmsir.actions.trail_integrity import days_listed
 from kmsir.aws import ClientFactory
 from kmsir.evidence.calls import describe
 from kmsir.run import plan
 from kmsir.trail import digest_format as fmt
+from kmsir.trail.integrity_local import days_read, local_digests
 
 from . import digestkit
 from .conftest import load_playbook

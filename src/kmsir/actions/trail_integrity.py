@@ -26,33 +26,25 @@ from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kmsir.actions.trail_query import DELIVERY_LAG
 from kmsir.actions.trail_s3 import LISTINGS, objects, trail_prefixes
 from kmsir.aws import ClientFactory, aws_errors
-from kmsir.errors import AwsError, UsageError
+from kmsir.errors import AwsError
 from kmsir.trail.digest_format import DIGEST_NAME, PublicKey, der_key
-from kmsir.trail.files import DIGEST_SIDECAR, is_digest
 from kmsir.trail.integrity import (
     DigestFile,
     log_day,
 )
+from kmsir.trail.integrity_local import DIGEST_BYTES, basename
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-#: The sidecar of a local copy's digests: ``{"<digest file name>": "<hex signature>"}``.
-SIDECAR = DIGEST_SIDECAR
 #: GETs of digest files in flight at once.
 WORKERS = 16
-#: The most of one digest file read (CloudTrail's are kilobytes): a larger object is no digest.
-DIGEST_BYTES = 16 * 2**20
 #: How far around the digests' times public keys are asked for: a key valid then signed them.
 KEY_MARGIN = timedelta(hours=2)
-#: Bytes of a sidecar read at most.
-_SIDECAR_MAX = 16 * 2**20
 #: The most of a digest's JSON inflated to read the log files it lists.
 _DIGEST_JSON_MAX = 64 * 2**20
 _DIGEST_FOLDER = "CloudTrail-Digest"
@@ -158,64 +150,6 @@ def _moment(value: str | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-def local_digests(paths: Iterable[Path]) -> list[DigestFile]:
-    """The digest files under ``paths`` (files given as they are, folders searched at any
-    depth), each with the signature a ``signatures.json`` beside it (or in a folder above it,
-    up to the path given) names for it, else none. ``UsageError``: a sidecar that is not a
-    JSON object of names to hex signatures."""
-    found: list[DigestFile] = []
-    sidecars: dict[Path, dict[str, str]] = {}
-    seen: set[Path] = set()
-    for root in paths:
-        if root.is_dir():
-            candidates = sorted(p for p in root.rglob("*.json.gz") if p.is_file() and is_digest(p))
-        else:
-            named = root.name.endswith(".json.gz") and is_digest(root)
-            candidates = [root] if named and root.is_file() else []
-        for path in candidates:
-            if path.resolve() in seen:
-                continue
-            seen.add(path.resolve())
-            try:
-                with path.open("rb") as stream:
-                    data = stream.read(DIGEST_BYTES + 1)
-            except OSError:
-                data = b""  # the check reports it unreadable, by name
-            if len(data) > DIGEST_BYTES:
-                data = b""  # no digest is this large
-            found.append(DigestFile(str(path), data, _signature(path, root, sidecars)))
-    return found
-
-
-def _signature(path: Path, root: Path, sidecars: dict[Path, dict[str, str]]) -> str | None:
-    folder = path.parent
-    while True:
-        if folder not in sidecars:
-            sidecars[folder] = _sidecar(folder / SIDECAR)
-        if path.name in sidecars[folder]:
-            return sidecars[folder][path.name]
-        if folder == root or folder.parent == folder or not root.is_dir():
-            return None
-        folder = folder.parent
-
-
-def _sidecar(path: Path) -> dict[str, str]:
-    if not path.is_file():
-        return {}
-    try:
-        with path.open("rb") as file:
-            document = json.loads(file.read(_SIDECAR_MAX + 1)[:_SIDECAR_MAX])
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UsageError(
-            f"{path}: not a JSON object of digest names to signatures ({exc})"
-        ) from None
-    if not isinstance(document, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in document.items()
-    ):
-        raise UsageError(f"{path}: not a JSON object of digest names to signatures")
-    return document
-
-
 def key_range(
     digests: Sequence[DigestFile],
     now: datetime | None = None,
@@ -297,32 +231,6 @@ def _iso(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def window_days(start: datetime | None, end: datetime | None) -> set[str] | None:
-    """The ``YYYY/MM/DD`` days a window's log files are in (and the day after its end, where
-    late deliveries land), as ``trail_s3.trail_prefixes`` lists them; ``None``: no window."""
-    if start is None:
-        return None
-    last = (end or datetime.now(timezone.utc)) + DELIVERY_LAG
-    days: set[str] = set()
-    date = start.date()
-    while date <= last.date():
-        days.add(f"{date:%Y/%m/%d}")
-        date += timedelta(days=1)
-    return days
-
-
-def days_read(
-    logs: Iterable[str], start: datetime | None, end: datetime | None
-) -> set[tuple[str, str, str]]:
-    """A local copy's (account, Region, ``YYYY/MM/DD``) read: those holding at least one log
-    file read (``logs``: their locations; of the window's days when there is one). A copy
-    of part of a trail (one day's folder) holds neither the neighbouring days' log files nor
-    their digests: what a digest lists of those days is not reported, never ``deleted``."""
-    window = window_days(start, end)
-    named = (log_day(_basename(where)) for where in logs)
-    return {d for d in named if d is not None and (window is None or d[2] in window)}
-
-
 _LISTED = re.compile(r"(?:^|/)([^/]+)/CloudTrail/([^/]+)/(?:(\d{4}/\d{2}/\d{2})/)?$")
 
 
@@ -345,7 +253,7 @@ def days_listed(
         else:
             whole.add((account, region))
     if whole:
-        named = [log_day(_basename(where)) for where in logs]
+        named = [log_day(basename(where)) for where in logs]
         named += [log_day(name) for name in _listed_names(digests)]
         days.update(d for d in named if d is not None and d[:2] in whole)
     return days
@@ -359,14 +267,10 @@ def _listed_names(digests: Sequence[DigestFile]) -> list[str]:
         try:  # one gzip member, bounded once inflated (a bomb posing as a digest)
             inflated = zlib.decompressobj(wbits=31).decompress(digest.gz, _DIGEST_JSON_MAX)
             document = json.loads(inflated)
-        except (zlib.error, ValueError):
+        except (zlib.error, ValueError, RecursionError):
             continue
         entries = document.get("logFiles") if isinstance(document, dict) else None
         for entry in entries if isinstance(entries, list) else ():
             if isinstance(entry, dict) and isinstance(entry.get("s3Object"), str):
-                names.append(_basename(entry["s3Object"]))
+                names.append(basename(entry["s3Object"]))
     return names
-
-
-def _basename(where: str) -> str:
-    return where.replace("\\", "/").rsplit("/", 1)[-1]

@@ -17,18 +17,12 @@ from typing import Any
 
 from kmsir.actions import trail_s3
 from kmsir.actions.base import ActionContext
-from kmsir.actions.trail_integrity import (
-    bucket_reading,
-    days_listed,
-    days_read,
-    key_range,
-    local_digests,
-    public_keys,
-)
+from kmsir.actions.trail_integrity import bucket_reading, days_listed, key_range, public_keys
 from kmsir.evidence.bundle import NAME_PART
 from kmsir.trail.digest_format import PublicKey, iso
 from kmsir.trail.files import ScanStats
 from kmsir.trail.integrity import DigestFile, LogFile, Result, basename, check, unproven_unread
+from kmsir.trail.integrity_local import days_read, local_digests
 from kmsir.trail.match import KeyMatcher
 
 #: The artifact the check's answer is written to (``version`` 1), and the folders of copies.

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from kmsir.actions.base import ActionContext
@@ -24,6 +24,7 @@ from kmsir.evidence.entries import Query
 from kmsir.inert import one_line
 from kmsir.trail.catalogue import KMS_SOURCE, TRAIL_EVENTS, TRAIL_SOURCE
 from kmsir.trail.events import decode_text, event_problem
+from kmsir.trail.integrity_local import DELIVERY_LAG
 
 if TYPE_CHECKING:
     from mypy_boto3_athena import AthenaClient
@@ -40,9 +41,6 @@ QUERY_TIMEOUT = 30 * 60
 #: ``year``/``month``/``day``; or ``projection``: the organisation trail table of ``kmsir
 #: cloudtrail athena-ddl``, projected over ``account``, ``region`` and ``timestamp``.
 Partitions = Literal["none", "timestamp", "year-month-day", "projection"]
-#: CloudTrail delivers a log file some minutes after its events; a day's last events may sit in
-#: the next day's folder or partition.
-DELIVERY_LAG = timedelta(days=1)
 
 _ATHENA_COLUMNS = (
     "eventversion",

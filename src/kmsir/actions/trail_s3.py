@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, cast
 
 from kmsir.actions.base import Reporter
 from kmsir.actions.trail_fetch import CHANGED, Listed, fetch
-from kmsir.actions.trail_query import DELIVERY_LAG
 from kmsir.aws import ClientFactory, aws_errors
 from kmsir.trail.files import ScanStats, scan_blob
+from kmsir.trail.integrity_local import DELIVERY_LAG
 from kmsir.trail.match import KeyMatcher
 
 if TYPE_CHECKING:

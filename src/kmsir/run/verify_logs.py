@@ -91,10 +91,10 @@ def check_folder(
     checked; with a window, only the files of its days (and the day after), as a bucket's
     listing reads them. Only the days holding a log file read count as read: a copy of part
     of a trail says nothing of the days it lacks. ``UsageError`` when ``path`` holds neither."""
-    from kmsir.actions.trail_integrity import days_read, local_digests, window_days
     from kmsir.inert import one_line
     from kmsir.trail import files
     from kmsir.trail.integrity import log_day
+    from kmsir.trail.integrity_local import days_read, local_digests, window_days
 
     found = list(files.trail_files([path]))
     logs = [p for p in found if log_day(p.name) is not None]
@@ -184,14 +184,8 @@ def check_scanned(
     local copy's, those holding a log file read; a bucket's, the day prefixes its scan
     listed. ``reading``: each bucket's digests as the scan fetched them, before it listed
     the log files (``scan.matched_records``); a bucket not there is read now."""
-    from kmsir.actions.trail_integrity import (
-        bucket_digests,
-        days_listed,
-        days_read,
-        local_digests,
-    )
-    from kmsir.actions.trail_s3 import trail_prefixes
     from kmsir.trail.integrity import log_day
+    from kmsir.trail.integrity_local import days_read, local_digests
 
     digests = local_digests(local) if local else []
     problems: list[str] = []
@@ -205,6 +199,10 @@ def check_scanned(
             backfills.update(read.backfills)
             prefixes.extend(read.prefixes)
             continue
+        # the AWS layers are imported only to read a bucket
+        from kmsir.actions.trail_integrity import bucket_digests
+        from kmsir.actions.trail_s3 import trail_prefixes
+
         bucket, _, prefix = uri.removeprefix("s3://").partition("/")
         client = clients().client("s3")
         found, trouble = bucket_digests(
@@ -220,7 +218,11 @@ def check_scanned(
     if others:
         notes.append(f"{len(others)} file(s) not named as CloudTrail log files: not checked")
     local_logs = [where for where in stats.hashes if not where.startswith("s3://")]
-    days = days_read(local_logs, since, until) | days_listed(prefixes, stats.hashes, digests)
+    days = days_read(local_logs, since, until)
+    if buckets:
+        from kmsir.actions.trail_integrity import days_listed
+
+        days |= days_listed(prefixes, stats.hashes, digests)
     return _checked(stats, digests, backfills, problems, keys, days, notes)
 
 
