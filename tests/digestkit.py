@@ -14,7 +14,8 @@ SHA256withRSA) exactly as CloudTrail does (``kmsir.trail.digest_format``). Then:
   ``build(backfill=True)`` (``..._backfill.json.gz`` digests), ``build(previous=...)`` (the
   first digest links to one elsewhere, e.g. in the trail's former bucket);
 - store it: ``write(root)`` (the ``AWSLogs/...`` layout on disk, no S3 metadata, optionally a
-  ``signatures.json`` sidecar), ``put(s3)`` (objects with ``signature`` metadata, into moto).
+  ``signatures.json`` sidecar), ``put(s3)`` (objects with ``signature`` metadata, into moto);
+  ``gunzip(root)`` does to a copy what ``gunzip -r`` does.
 
 Names: ``trail.logs`` / ``trail.digests`` map a file name to its ``Stored`` (S3 key, bytes,
 signature), oldest first; ``trail.log_names(hour)`` / ``trail.digest_name(hour)`` find them.
@@ -340,6 +341,15 @@ def build(
         trail.listed[name] = [_basename(str(e["s3Object"])) for e in entries]
         previous = (bucket, key, fmt.log_hash(uncompressed), signature)
     return trail
+
+
+def gunzip(root: Path) -> Path:
+    """``gunzip -r root``: every ``*.gz`` file under ``root`` replaced by its content, named
+    without the ``.gz``. Returns ``root``."""
+    for path in sorted(root.rglob("*.gz")):
+        path.with_suffix("").write_bytes(gzip.decompress(path.read_bytes()))
+        path.unlink()
+    return root
 
 
 def _under(prefix: str, key: str) -> str:

@@ -348,6 +348,19 @@ def test_days_read_of_a_local_copy_are_those_holding_a_log_file_read() -> None:
         ("111122223333", "eu-west-1", "2026/11/19"),
         ("111122223333", "eu-west-1", "2026/11/18"),
     }
+    # with a window, also the days of the copy's digests in it, of an (account, Region)
+    # a log file was read of: a day whose log files were all deleted is still read
+    digests = [
+        "copy/111122223333_CloudTrail-Digest_eu-west-1_t_eu-west-1_20261120T010000Z.json.gz",
+        "copy/111122223333_CloudTrail-Digest_eu-west-1_t_eu-west-1_20261125T010000Z.json.gz",
+        "copy/444455556666_CloudTrail-Digest_eu-west-1_t_eu-west-1_20261120T010000Z.json.gz",
+    ]
+    assert days_read([log, early, export], start, end, digests) == {
+        ("111122223333", "eu-west-1", "2026/11/19"),
+        ("111122223333", "eu-west-1", "2026/11/20"),
+    }
+    # without one, not: a copy of part of a trail (one day's logs, every digest) is no alarm
+    assert days_read([log], None, None, digests) == {("111122223333", "eu-west-1", "2026/11/19")}
 
 
 def test_days_listed_of_a_bucket_are_exactly_its_day_prefixes() -> None:
@@ -364,6 +377,23 @@ def test_days_listed_of_a_bucket_are_exactly_its_day_prefixes() -> None:
     whole = ["AWSLogs/123456789012/CloudTrail/eu-west-1/"]
     assert days_listed(whole, [], trail.digest_files()) == {
         ("123456789012", "eu-west-1", "2026/11/20")
+    }
+    # ... and of each digest read and the one it names as its previous (a day whose log
+    # files and digests were all deleted is named by the next digest's link)
+    late = digestkit.build(
+        hours=1,
+        start=datetime(2026, 11, 22, 2, tzinfo=timezone.utc),
+        previous=(
+            digestkit.BUCKET,
+            "AWSLogs/123456789012/CloudTrail-Digest/eu-west-1/2026/11/"
+            "21/123456789012_CloudTrail-Digest_eu-west-1_t_eu-west-1_20261121T220000Z.json.gz",
+            "0" * 64,
+            "0" * 512,
+        ),
+    )
+    assert days_listed(whole, [], late.digest_files()) == {
+        ("123456789012", "eu-west-1", "2026/11/21"),
+        ("123456789012", "eu-west-1", "2026/11/22"),
     }
 
 

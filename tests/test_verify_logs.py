@@ -16,6 +16,7 @@ import pytest
 from moto import mock_aws
 
 from kmsir.aws import ClientFactory
+from kmsir.trail import digest_format as fmt
 
 from . import digestkit
 from .clikit import Ran, cli
@@ -525,3 +526,134 @@ def test_a_copy_of_one_day_of_a_trail_crossing_midnight_is_no_tampering(tmp_path
         ran = verify(part, "--public-keys", keys, *window)
         assert ran.exit_code == 0, ran.output
         assert "TAMPERING" not in ran.stdout and "4 validated" in summary(ran)
+
+
+# -- reviewer findings: days read, bundles, keys given, --until alone ------------------------
+
+
+def test_a_window_sees_a_day_whose_log_files_were_all_deleted(tmp_path: Path) -> None:
+    # a trail crossing midnight, every log file of the 21st deleted: the copy holds the
+    # 21st's digests naming them, within the window, so that day was read: deleted
+    trail = digestkit.build(hours=4, start=datetime(2026, 11, 20, 22, tzinfo=timezone.utc))
+    gone = [name for name in trail.logs if "_20261121T" in name]
+    assert len(gone) == 4
+    for name in gone:
+        trail.delete_log(name)
+    copy = trail.write(tmp_path / "copy", sidecar=True)
+    keys = keys_file(tmp_path / "keys.json", trail)
+    window = ["--since", "2026-11-20T20:00:00Z", "--until", "2026-11-21T03:00:00Z"]
+    ran = verify(copy, "--public-keys", keys, *window)
+    assert ran.exit_code == 1, ran.output
+    assert "TAMPERING" in summary(ran) and "4 deleted" in summary(ran)
+    assert all(
+        any(name in line and "deleted" in line for line in ran.stdout.splitlines()) for name in gone
+    )
+
+
+def test_a_whole_bucket_sees_a_day_deleted_with_its_digests(
+    moto_clients: ClientFactory, tmp_path: Path
+) -> None:
+    # no window: each Region's prefix listed in full. One delivery a day (21:05 on the 19th
+    # and the 20th, 02:05 on the 21st; no digest for the hours between, as the sandbox
+    # writes them); the 20th's log file and digest deleted: the 21st's digest still names
+    # the 20th's as its previous one, so the 20th was read and that digest is missing (the
+    # 19th's, older, says it is no expired start of the trail)
+    s3 = boto3.client("s3", region_name="eu-west-1")
+    trail, link = digestkit.Trail(), None
+    hours = [
+        datetime(2026, 11, day, hour, tzinfo=timezone.utc)
+        for day, hour in ((19, 21), (20, 21), (21, 2))
+    ]
+    for moment in hours:
+        part = digestkit.build(hours=1, logs_per_hour=1, start=moment, previous=link)
+        trail.logs.update(part.logs)
+        trail.digests.update(part.digests)
+        (stored,) = part.digests.values()
+        sha = fmt.log_hash(gzip.decompress(stored.body))
+        link = (part.bucket, stored.key, sha, stored.signature or "")
+    gone = [name for name in [*trail.logs, *trail.digests] if "_20261120T" in name]
+    assert len(gone) == 2
+    for name in gone:
+        trail.logs.pop(name, None)
+        trail.digests.pop(name, None)
+    trail.put(s3)
+    ran = verify(f"s3://{trail.bucket}", "--public-keys", keys_file(tmp_path / "k.json", trail))
+    assert ran.exit_code == 1, ran.output
+    assert "TAMPERING" in summary(ran)
+    (digest,) = [name for name in gone if "CloudTrail-Digest" in name]
+    assert any("missing" in line and digest in line for line in ran.stdout.splitlines())
+
+
+def test_a_folder_inside_a_bundle_is_refused_naming_the_bundle(
+    bucket_trail: tuple[Any, digestkit.Trail], tmp_path: Path
+) -> None:
+    _, trail = bucket_trail
+    bundle = collected(
+        tmp_path, trail, source="s3", where=f"bucket: {trail.bucket}\n      prefix: logs"
+    )
+    (artifact,) = bundle.glob("artifacts/*/trail-integrity.json")
+    for inside in (artifact.parent, artifact.parent / "trail-digests", artifact):
+        ran = verify(inside)
+        assert ran.exit_code == 2, ran.output
+        assert ran.stderr.count("\n") == 1 and not ran.stdout, ran.output
+        assert "is inside the kmsir bundle" in ran.stderr
+        assert f"verify-logs {bundle.resolve()})" in ran.stderr
+
+
+def test_keys_given_prove_a_bundle_collected_without_them_and_that_is_no_difference(
+    bucket_trail: tuple[Any, digestkit.Trail], tmp_path: Path
+) -> None:
+    # ListPublicKeys denied when the step ran: its digests' signatures unavailable, its log
+    # files not covered. The responder gives the trail's keys: proven now, the same answer
+    from .test_collect_integrity import clients_with, listing
+
+    _, trail = bucket_trail
+    bundle = collected(
+        tmp_path,
+        trail,
+        source="s3",
+        where=f"bucket: {trail.bucket}\n      prefix: logs",
+        clients=clients_with(listing(None)),
+    )
+    ran = verify(bundle, "--public-keys", keys_file(tmp_path / "keys.json", trail))
+    assert ran.exit_code == 0, ran.output
+    lines = ran.stdout.splitlines()
+    assert "6 validated" in lines[1] and "3 valid" in lines[1]
+    assert "DIFFERS" not in ran.stdout
+    assert any(line.startswith("note: proven now with the keys given: 9 ") for line in lines)
+    assert lines[-1] == (
+        "same answer as recorded in the bundle, but for 9 proven now with the keys given"
+    )
+    # keys that prove nothing: every digest's signature invalid, a difference (exit 1)
+    other = digestkit.public_key("someone-else")
+    (tmp_path / "other.json").write_text(json.dumps([other.to_json()]))
+    wrong = verify(bundle, "--public-keys", tmp_path / "other.json")
+    assert wrong.exit_code == 1 and "DIFFERS" in wrong.stdout
+
+
+def test_until_alone_leaves_out_the_later_days_of_a_copy(
+    bucket_trail: tuple[Any, digestkit.Trail], tmp_path: Path
+) -> None:
+    # three days; a log file of the 22nd deleted: --until on the 20th reads up to the 21st
+    # (late deliveries), so the deletion is not among what was checked
+    trail = digestkit.build(hours=60, logs_per_hour=1, records=1)
+    gone = trail.log_names(40)[0]
+    assert "_20261122T" in gone
+    trail.delete_log(gone)
+    copy = trail.write(tmp_path / "copy", sidecar=True)
+    keys = keys_file(tmp_path / "keys.json", trail)
+    assert verify(copy, "--public-keys", keys).exit_code == 1
+    ran = verify(copy, "--public-keys", keys, "--until", "2026-11-20T12:00:00Z")
+    assert ran.exit_code == 0, ran.output
+    assert "deleted" not in ran.stdout and "no tampering found" in summary(ran)
+    # the 21st's last hour: its digest is the 22nd's, left out, so not covered (unproven)
+    assert "39 log files (38 validated, 1 not covered)" in summary(ran)
+    assert any(
+        line.startswith("note: --until without --since: files of the days after 2026/11/21")
+        for line in ran.stdout.splitlines()
+    )
+    # a trail bucket is listed by day from --since (or whole): --until alone is refused
+    _, bucketed = bucket_trail
+    refused = verify(f"s3://{bucketed.bucket}/logs", "--until", "2026-11-20T12:00:00Z")
+    assert refused.exit_code == 2 and refused.stderr.count("\n") == 1, refused.output
+    assert "--until without --since" in refused.stderr

@@ -11,8 +11,9 @@ bucket or local folders, and the check's artifacts written into the bundle.
   metadata: a ``signatures.json`` sidecar, name -> signature, may give them back);
 - ``public_keys``: ``cloudtrail:ListPublicKeys`` in each Region of the digests (each Region
   signs with its own key: https://docs.aws.amazon.com/awscloudtrail/latest/APIReference/API_ListPublicKeys.html);
-- ``days_read`` (a local copy: the days holding a log file read) and ``days_listed`` (a
-  bucket: the day prefixes listed): the (account, Region, day) folders a reading covered,
+- ``days_read`` (a local copy: the days holding a log file read and, with a window, a
+  digest) and ``days_listed`` (a bucket: the day prefixes listed; listed whole, the days its
+  files name): the (account, Region, day) folders a reading covered,
   whose digest-listed log files must then be there;
 The check itself is ``kmsir.trail.integrity.check`` (pure).
 """
@@ -239,8 +240,10 @@ def days_listed(
 ) -> set[tuple[str, str, str]]:
     """A bucket's (account, Region, ``YYYY/MM/DD``) read: exactly the log day prefixes
     listed (``.../ACCOUNT/CloudTrail/REGION/YYYY/MM/DD/``). A Region's whole prefix (no
-    window: ``.../CloudTrail/REGION/``) is every day of it: those of the log files read
-    (``logs``) and of the log files its ``digests`` list."""
+    window: ``.../CloudTrail/REGION/``, its digests' too) is every day of it: those of the
+    log files read (``logs``), of the log files its ``digests`` list, of the digests read
+    (by name) and of the digest each one names as its previous one (a day whose log files
+    and digests were all deleted is still named by the next digest's link)."""
     days: set[tuple[str, str, str]] = set()
     whole: set[tuple[str, str]] = set()
     for listed in prefixes:
@@ -253,24 +256,33 @@ def days_listed(
         else:
             whole.add((account, region))
     if whole:
+        listed_names, previous = _named(digests)
         named = [log_day(basename(where)) for where in logs]
-        named += [log_day(name) for name in _listed_names(digests)]
+        named += [log_day(name) for name in listed_names]
+        named += [log_day(digest.name) for digest in digests]
+        named += [log_day(name) for name in previous]
         days.update(d for d in named if d is not None and d[:2] in whole)
     return days
 
 
-def _listed_names(digests: Sequence[DigestFile]) -> list[str]:
-    """The log file names the readable ``digests`` list (an unreadable one lists none; the
-    check says what it is)."""
+def _named(digests: Sequence[DigestFile]) -> tuple[list[str], list[str]]:
+    """The log file names the readable ``digests`` list, and the names of the digests they
+    link to as previous (an unreadable one names none; the check says what it is)."""
     names: list[str] = []
+    previous: list[str] = []
     for digest in digests:
         try:  # one gzip member, bounded once inflated (a bomb posing as a digest)
             inflated = zlib.decompressobj(wbits=31).decompress(digest.gz, _DIGEST_JSON_MAX)
             document = json.loads(inflated)
         except (zlib.error, ValueError, RecursionError):
             continue
-        entries = document.get("logFiles") if isinstance(document, dict) else None
+        if not isinstance(document, dict):
+            continue
+        entries = document.get("logFiles")
         for entry in entries if isinstance(entries, list) else ():
             if isinstance(entry, dict) and isinstance(entry.get("s3Object"), str):
                 names.append(basename(entry["s3Object"]))
-    return names
+        link = document.get("previousDigestS3Object")
+        if isinstance(link, str) and link:
+            previous.append(basename(link))
+    return names, previous

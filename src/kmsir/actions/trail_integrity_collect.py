@@ -102,7 +102,7 @@ def check_collected(
         kept = stats.kept
     else:
         digests, problems, source = local_digests(paths), [], "files"
-        days = days_read(stats.hashes, start, end)
+        days = days_read(stats.hashes, start, end, [d.location for d in digests])
         kept = keep_local(stats.held, trail_s3.KEPT)
     failed: dict[str, str] = {}
     keys = public_keys(ctx.clients, key_range(digests, ctx.now(), backfills), failed=failed)

@@ -117,6 +117,14 @@ def cloudtrail_verify_logs(
 
             checks = recheck(path, keys.given)
         else:
+            holder = enclosing_bundle(path)
+            if holder is not None:
+                bundle = one_line(str(holder), 200)
+                raise UsageError(
+                    f"{one_line(target, 200)} is inside the kmsir bundle {bundle}: check the "
+                    f"bundle itself (kmsir cloudtrail verify-logs {bundle}), with the days "
+                    f"and keys its steps recorded"
+                )
             checks = [verify_logs.check_folder(path, keys, since=start, until=end)]
     show(checks)
     if out is not None:
@@ -130,6 +138,16 @@ def is_bundle(path: Path) -> bool:
     from kmsir.evidence.bundle import JOURNAL
 
     return path.is_dir() and (path / JOURNAL).is_file()
+
+
+def enclosing_bundle(path: Path) -> Path | None:
+    """The kmsir bundle ``path`` is inside (a folder above it holding a journal, as
+    ``is_bundle`` decides), else ``None``: part of a bundle's saved copy, checked as a
+    folder, lacks the days read and the keys the step recorded."""
+    for folder in path.resolve().parents:
+        if is_bundle(folder):
+            return folder
+    return None
 
 
 def show(checks: list[Checked], *, say: Callable[[str], None] = say) -> None:
@@ -151,6 +169,11 @@ def show(checks: list[Checked], *, say: Callable[[str], None] = say) -> None:
                 say("DIFFERS from the answer recorded in the bundle:")
                 for difference in checked.differences:
                     say(one_line(f"  {difference}"))
+            elif checked.proven:
+                say(
+                    f"same answer as recorded in the bundle, but for {checked.proven} "
+                    f"proven now with the keys given"
+                )
             else:
                 say("same answer as recorded in the bundle")
 

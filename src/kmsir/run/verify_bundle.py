@@ -81,8 +81,14 @@ def _recheck_one(
     )
     step = recorded[path].step
     label = f"step {step} ({path}): re-checked offline from the bundle's saved copy"
-    differences = [*copy.altered, *_differences(before, after)]
-    return Checked(after, notes, label, before, differences)
+    changed, proven = _differences(before, after, proving=keys is not None)
+    if proven:
+        notes.append(
+            f"proven now with the keys given: {proven} (log files and digests unproven when "
+            f"recorded: not covered, signature unavailable)"
+        )
+    differences = [*copy.altered, *changed]
+    return Checked(after, notes, label, before, differences, proven)
 
 
 class _Copy:
@@ -206,24 +212,34 @@ def _check(
     return unproven_unread(result, unread)
 
 
-def _differences(before: Result, after: Result) -> list[str]:
+def _differences(before: Result, after: Result, *, proving: bool) -> tuple[list[str], int]:
     """How the re-check's verdicts differ from the recorded ones, one line each (by file
-    and digest name; details aside: a key's absence may be told differently)."""
+    and digest name; details aside: a key's absence may be told differently), and, with
+    keys given (``proving``), how many went from unproven (``not covered``, ``signature
+    unavailable``) to proven (``validated``, ``valid``): what the keys prove that the step
+    could not, not a difference."""
+    from kmsir.trail.integrity import DIGEST_UNPROVEN, UNPROVEN, VALID, VALIDATED
+
     lines: list[str] = []
-    if before.tampering != after.tampering:
-        lines.append(f"tampering: recorded {before.tampering}, now {after.tampering}")
-    for kind, old, new in (
+    proven = 0
+    for kind, old, new, unproven, proof in (
         ("log file", {f.location: f.verdict for f in before.files}, {
             f.location: f.verdict for f in after.files
-        }),
+        }, UNPROVEN, VALIDATED),
         ("digest", {d.location: d.status for d in before.digests}, {
             d.location: d.status for d in after.digests
-        }),
+        }, DIGEST_UNPROVEN, VALID),
     ):  # fmt: skip
         for location in sorted(old.keys() | new.keys()):
             was, now = old.get(location, "absent"), new.get(location, "absent")
-            if was != now:
+            if was == now:
+                continue
+            if proving and was in unproven and now == proof:
+                proven += 1
+            else:
                 lines.append(f"{kind} {location}: recorded {was!r}, now {now!r}")
+    if before.tampering != after.tampering:
+        lines.insert(0, f"tampering: recorded {before.tampering}, now {after.tampering}")
     if len(lines) > MAX_DIFFERENCES:
         lines[MAX_DIFFERENCES:] = [f"... and {len(lines) - MAX_DIFFERENCES} more"]
-    return lines
+    return lines, proven

@@ -25,13 +25,15 @@ if TYPE_CHECKING:
 @dataclass
 class Checked:
     """One check: its answer, how it was reached (notes), and, for a bundle's saved copy,
-    the answer recorded then and how the two differ."""
+    the answer recorded then, how the two differ and how many log files and digests
+    unproven then the public keys given prove now (not a difference)."""
 
     result: Result
     notes: list[str] = field(default_factory=list)
     label: str | None = None
     recorded: Result | None = None
     differences: list[str] = field(default_factory=list)
+    proven: int = 0
 
     @property
     def failed(self) -> bool:
@@ -89,15 +91,18 @@ def check_folder(
 ) -> Checked:
     """The log files and digests under ``path`` (a copy of a trail bucket, any layout),
     checked; with a window, only the files of its days (and the day after), as a bucket's
-    listing reads them. Only the days holding a log file read count as read: a copy of part
-    of a trail says nothing of the days it lacks. ``UsageError`` when ``path`` holds neither."""
+    listing reads them; with ``until`` alone, those of the days up to the day after it. The
+    days read (``integrity_local.days_read``): those holding a log file read and, with a
+    window, those holding a digest: a copy of part of a trail says nothing of the days it
+    lacks. ``UsageError`` when ``path`` holds neither."""
     from kmsir.inert import one_line
     from kmsir.trail import files
     from kmsir.trail.integrity import log_day
-    from kmsir.trail.integrity_local import days_read, local_digests, window_days
+    from kmsir.trail.integrity_local import DELIVERY_LAG, days_read, local_digests, window_days
 
     found = list(files.trail_files([path]))
     logs = [p for p in found if log_day(p.name) is not None]
+    others = len(found) - len(logs)
     digests = local_digests([path])
     if not logs and not digests:
         raise UsageError(
@@ -105,16 +110,23 @@ def check_folder(
             f"ACCOUNT_CloudTrail_REGION_*.json.gz and ACCOUNT_CloudTrail-Digest_REGION_*.json.gz "
             f"at any depth)"
         )
+    notes = []
+    if others:
+        notes.append(f"{others} file(s) not named as CloudTrail log files: not checked")
     window = window_days(since, until)
     if window is not None:
         logs = [p for p in logs if _day(log_day(p.name)) in window]
         digests = [d for d in digests if _day(log_day(d.name)) in window]
+    elif until is not None:  # no start: every day up to the one after ``until``
+        last = f"{until + DELIVERY_LAG:%Y/%m/%d}"
+        logs = [p for p in logs if (_day(log_day(p.name)) or "~") <= last]
+        digests = [d for d in digests if (_day(log_day(d.name)) or "~") <= last]
+        notes.append(
+            f"--until without --since: files of the days after {last} (the day after "
+            f"--until, for late deliveries) not checked"
+        )
     _, stats = files.scan_files(logs, NOTHING, hashes=True)
-    notes = []
-    if len(found) > len(logs) and since is None:
-        others = len(found) - len(logs)
-        notes.append(f"{others} file(s) not named as CloudTrail log files: not checked")
-    days = days_read(stats.hashes, since, until)
+    days = days_read(stats.hashes, since, until, [d.location for d in digests])
     return _checked(stats, digests, {}, [], keys, days, notes)
 
 
@@ -132,11 +144,18 @@ def check_bucket(
     regions: list[str] | None = None,
 ) -> Checked:
     """The log files and digests of a trail bucket's window (``s3://bucket/prefix``),
-    checked. ``UsageError`` when the prefix holds neither."""
+    checked. ``UsageError`` when the prefix holds neither, or for ``until`` without
+    ``since`` (a bucket is listed by day from the window's start, or whole)."""
+    from kmsir.inert import one_line
+
+    if since is None and until is not None:
+        raise UsageError(
+            f"{one_line(uri, 200)}: --until without --since (a trail bucket is read by day "
+            f"from --since, or whole without either): give --since too"
+        )
     from kmsir.actions.base import NullReporter
     from kmsir.actions.trail_integrity import bucket_reading, days_listed
     from kmsir.actions.trail_s3 import looked_for, scan_bucket
-    from kmsir.inert import one_line
 
     bucket, _, prefix = uri.removeprefix("s3://").partition("/")
     factory = clients()
@@ -188,6 +207,7 @@ def check_scanned(
     from kmsir.trail.integrity_local import days_read, local_digests
 
     digests = local_digests(local) if local else []
+    copied = [d.location for d in digests]
     problems: list[str] = []
     backfills: dict[str, datetime] = {}
     prefixes: list[str] = []
@@ -218,7 +238,7 @@ def check_scanned(
     if others:
         notes.append(f"{len(others)} file(s) not named as CloudTrail log files: not checked")
     local_logs = [where for where in stats.hashes if not where.startswith("s3://")]
-    days = days_read(local_logs, since, until)
+    days = days_read(local_logs, since, until, copied)
     if buckets:
         from kmsir.actions.trail_integrity import days_listed
 

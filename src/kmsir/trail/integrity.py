@@ -4,7 +4,8 @@
 SHA-256 of their uncompressed content), the digest files read (bytes and, when known, the
 signature from their S3 metadata) and the Region's public keys, and gives each log file a
 verdict and each digest a status (the strings below). Files are matched to digest entries by
-file name, so S3 objects and local copies in any layout check alike.
+file name without a trailing ``.gz`` (``match_name``), so S3 objects and local copies in any
+layout check alike, gunzipped ones too (a log file's hash is of its uncompressed content).
 
 Digests form one chain per (account, Region, trail, home Region, backfill), each naming the
 previous one with the SHA-256 of its uncompressed content and its signature. The chain is
@@ -59,6 +60,9 @@ MISSING = "missing"
 SIGNATURE_UNAVAILABLE = "signature unavailable"
 #: Listed, but its GET failed (denied, throttled): its content is unknown, which proves nothing.
 NOT_FETCHED = "not fetched"
+#: Named by the oldest digest left of its chain, absent, and nothing of the trail older than it
+#: is left: what the bucket's lifecycle expiration leaves at a window's start (or a deletion).
+EXPIRED = "expired or absent"
 STATUSES = (
     VALID,
     SIGNATURE_INVALID,
@@ -67,10 +71,11 @@ STATUSES = (
     CHAIN_BROKEN,
     SIGNATURE_UNAVAILABLE,
     NOT_FETCHED,
+    EXPIRED,
 )
 #: A digest status that proves the trail was tampered with (its log files may be intact).
 DIGEST_TAMPERING = frozenset({SIGNATURE_INVALID, UNREADABLE, MISSING, CHAIN_BROKEN})
-DIGEST_UNPROVEN = frozenset({SIGNATURE_UNAVAILABLE, NOT_FETCHED})
+DIGEST_UNPROVEN = frozenset({SIGNATURE_UNAVAILABLE, NOT_FETCHED, EXPIRED})
 
 
 @dataclass(frozen=True)
@@ -193,7 +198,7 @@ def log_day(name: str) -> tuple[str, str, str] | None:
     if log:
         day = log["day"]
         return log["account"], log["region"], f"{day[:4]}/{day[4:6]}/{day[6:]}"
-    digest = fmt.DIGEST_NAME.match(base)
+    digest = fmt.DIGEST_NAME.match(digest_name(base))
     if digest:
         end = digest["end"]
         return digest["account"], digest["region"], f"{end[:4]}/{end[4:6]}/{end[6:8]}"
@@ -212,7 +217,9 @@ def check(
 
     ``days``: the (account, Region, day) whose folders were read: a log file a valid digest
     lists, of such a day, that is not among ``logs`` is ``deleted``; of another day it is not
-    reported; a digest the chain names, of such a day, absent, is ``missing``.
+    reported; a digest the chain names, of such a day, absent, is ``missing`` (``expired or
+    absent`` when nothing of its chain nor log file of its account and Region read is older:
+    see ``integrity_chain``).
     ``keys_problem``: why ``keys`` may lack a key, for every Region (a str, e.g.
     "ListPublicKeys: AccessDenied") or per Region (Region -> why): a digest of such a Region
     whose key is not found is ``signature unavailable``, saying why; of a Region whose keys
@@ -220,9 +227,20 @@ def check(
     """
     from kmsir.trail.integrity_chain import Chains
 
-    chains = Chains(digests, {k.fingerprint: k for k in keys}, set(days), keys_problem)
+    chains = Chains(digests, {k.fingerprint: k for k in keys}, set(days), keys_problem, logs)
     files = chains.verdicts(logs)
     return Result(files=files, digests=chains.statuses())
+
+
+def match_name(name: str) -> str:
+    """A log file's name as matched between digest entries and files read: without a
+    trailing ``.gz`` (``gunzip -r`` of an ``aws s3 sync`` copy leaves ``...json``)."""
+    return name.removesuffix(".gz")
+
+
+def digest_name(name: str) -> str:
+    """A digest file's name with the ``.gz`` a ``gunzip`` removed put back."""
+    return f"{name}.gz" if name.endswith(".json") else name
 
 
 def basename(location: str) -> str:

@@ -16,9 +16,22 @@ must verify with the public key. A digest whose key is unknown is ``signature un
 when its Region's keys could not be had, or when it is a backfill digest (signed with the key
 of when it was generated, which keys asked for the digests' times may not include).
 
-A digest that could not be fetched (``DigestFile.problem``) is ``not fetched`` (unproven) when
-none of its chain could be read, else ``unreadable``: one digest withheld while its neighbours
-read is how a deletion would be hidden, and its period's log files are ``digest missing``.
+A digest that could not be fetched (``DigestFile.problem``) is ``not fetched`` (unproven), its
+period's log files ``not covered`` saying why; but when its problem is an access refusal
+(``AccessDenied``, ``KMS.``) while others of its chain read, ``unreadable``: one digest denied
+or re-encrypted under a key the responder cannot use is how a deletion would be hidden, and its
+period's log files are ``digest missing``. Other problems (archived by a lifecycle rule:
+``InvalidObjectState``; throttled; a server error) prove nothing.
+
+At a window's start, S3 lifecycle expiration leaves a chain whose oldest digest names one that
+is gone, with nothing older left: that digest is ``expired or absent`` (unproven), not
+``missing``, when no digest of its chain and no log file of its account and Region read is
+older than it; and the log files the chain's digests list that are absent and older than every
+log file read of that account and Region are ``not covered``, not ``deleted``. A deletion in
+the middle of what is left stays a failure.
+
+Files named otherwise than CloudTrail names digests (``._<digest>`` of a macOS copy) are not
+digests: ignored. Log files match digest entries by name without a trailing ``.gz``.
 """
 
 from __future__ import annotations
@@ -35,6 +48,7 @@ from kmsir.trail.integrity import (
     DELETED,
     DIGEST_MISSING,
     DIGEST_SIGNATURE_INVALID,
+    EXPIRED,
     HASH_MISMATCH,
     MISSING,
     NOT_COVERED,
@@ -49,7 +63,9 @@ from kmsir.trail.integrity import (
     FileVerdict,
     LogFile,
     basename,
+    digest_name,
     log_day,
+    match_name,
 )
 from kmsir.trail.integrity_read import (  # the caps are part of this module's word
     MAX_DIGEST_GZ,
@@ -67,6 +83,10 @@ _RANK = {VALID: 0, CHAIN_BROKEN: 1, SIGNATURE_INVALID: 1, SIGNATURE_UNAVAILABLE:
 _TRUSTED = (VALID, SIGNATURE_UNAVAILABLE)
 #: Said of a failure found against a digest whose signature could not be checked.
 _UNCHECKED = {SIGNATURE_UNAVAILABLE: " (that digest's signature could not be checked)"}
+#: Said of what is gone from before everything left of a trail.
+_EXPIRED = "older than anything left of this trail: expired by the bucket's lifecycle, or deleted"
+#: In a digest's fetch problem: an access refusal (S3's, or KMS's for an SSE-KMS object).
+_REFUSALS = ("AccessDenied", "KMS.")
 
 
 @dataclass(frozen=True)
@@ -79,6 +99,8 @@ class _Gap:
     end: datetime
     digest: str
     why: str = "is missing"
+    verdict: str = DIGEST_MISSING
+    detail: str = ""  # the log files' detail, when not "its period's digest ... {why}"
 
 
 class Chains:
@@ -90,13 +112,24 @@ class Chains:
         keys: dict[str, fmt.PublicKey],
         days: set[tuple[str, str, str]],
         keys_problem: str | Mapping[str, str] | None,
+        logs: Sequence[LogFile] = (),
     ) -> None:
         self.keys, self.days, self.keys_problem = keys, days, keys_problem
         self.read: dict[str, ReadDigest] = {}
         for file in digests:
-            self.read.setdefault(file.name, read_digest(file))  # the first copy of a name
+            name = digest_name(file.name)
+            if name not in self.read and fmt.DIGEST_NAME.match(name):  # the first copy
+                self.read[name] = read_digest(file)
+        #: (account, Region) -> the time of its oldest log file read.
+        self.oldest: dict[tuple[str, str], datetime] = {}
+        for log in logs:
+            moment, day = log_time(log.name), log_day(log.name)
+            if moment is not None and day is not None:
+                self.oldest[day[:2]] = min(moment, self.oldest.get(day[:2], moment))
         self.missing: list[DigestStatus] = []
         self.gaps: list[_Gap] = []
+        #: Chains whose oldest digest names one ``expired or absent``.
+        self.expired: set[tuple[str, ...]] = set()
         groups: dict[tuple[str, ...], list[ReadDigest]] = defaultdict(list)
         for digest in self.read.values():
             if digest.group is not None and digest.end is not None:
@@ -119,19 +152,23 @@ class Chains:
             if digest.status not in _RANK:
                 continue
             for entry in digest.get("logFiles") or ():
-                name = basename(entry["s3Object"])
-                if name not in listed or _RANK[digest.status] < _RANK[listed[name][1].status]:
-                    listed[name] = (entry, digest)
-        found = [self._verdict(log, listed.get(log.name)) for log in logs]
-        present = {log.name for log in logs}
-        for name, (entry, digest) in listed.items():
-            if name in present or digest.status not in _TRUSTED or log_day(name) not in self.days:
+                key = match_name(basename(entry["s3Object"]))
+                if key not in listed or _RANK[digest.status] < _RANK[listed[key][1].status]:
+                    listed[key] = (entry, digest)
+        found = [self._verdict(log, listed.get(match_name(log.name))) for log in logs]
+        present = {match_name(log.name) for log in logs}
+        for key, (entry, digest) in listed.items():
+            name = basename(entry["s3Object"])
+            if key in present or digest.status not in _TRUSTED or log_day(name) not in self.days:
                 continue
             bucket = entry.get("s3Bucket")
             location = f"s3://{bucket if isinstance(bucket, str) else '?'}/{entry['s3Object']}"
             detail = f"listed in {digest.name}, absent" + _UNCHECKED.get(digest.status, "")
+            verdict = DELETED
+            if self._before_everything(digest, name):
+                verdict, detail = NOT_COVERED, f"listed in {digest.name}, absent; {_EXPIRED}"
             found.append(
-                FileVerdict(location, name, DELETED, None, entry["hashValue"], digest.name, detail)
+                FileVerdict(location, name, verdict, None, entry["hashValue"], digest.name, detail)
             )
         return sorted(found, key=lambda f: (f.name, f.location))
 
@@ -141,9 +178,9 @@ class Chains:
         if listing is None:
             gap = self._gap(log.name)
             if gap:
-                detail = f"its period's digest {gap.digest} {gap.why}"
+                detail = gap.detail or f"its period's digest {gap.digest} {gap.why}"
                 return FileVerdict(
-                    log.location, log.name, DIGEST_MISSING, log.sha256, None, gap.digest, detail
+                    log.location, log.name, gap.verdict, log.sha256, None, gap.digest, detail
                 )
             detail = "listed in no digest read"
             return FileVerdict(log.location, log.name, NOT_COVERED, log.sha256, None, None, detail)
@@ -180,22 +217,38 @@ class Chains:
                 return gap
         return None
 
+    def _before_everything(self, digest: ReadDigest, name: str) -> bool:
+        """Whether log file ``name``, listed by ``digest`` and absent, is older than every log
+        file read of its account and Region, in a chain whose start expired."""
+        moment, day = log_time(name), log_day(name)
+        if digest.group not in self.expired or moment is None or day is None:
+            return False
+        oldest = self.oldest.get(day[:2])
+        return oldest is None or moment < oldest
+
     def _withheld(self, chain: list[ReadDigest]) -> None:
-        """Digests of ``chain`` that could not be fetched while others of it were read:
-        ``unreadable``, and a gap where their log files would have been named."""
-        if not any(d.doc is not None for d in chain):
-            return  # nothing of the chain could be read: unproven, no sign of anything
+        """Digests of ``chain`` that could not be fetched: a refused one while others of the
+        chain were read is ``unreadable``, its period's log files ``digest missing``; any
+        other stays ``not fetched``, its period's log files ``not covered``."""
+        readable = any(d.doc is not None for d in chain)
         for index, digest in enumerate(chain):
             if digest.status != NOT_FETCHED or digest.group is None or digest.end is None:
                 continue
-            digest.status = UNREADABLE
-            digest.detail = f"{digest.file.problem}, while the chain's other digests could be read"
             before = chain[index - 1].end if index else None
             start = before or digest.end - timedelta(hours=1)
             account, region = digest.group[:2]
-            self.gaps.append(
-                _Gap(account, region, start, digest.end, digest.name, "could not be read")
-            )
+            problem = digest.file.problem or "cannot fetch"
+            if readable and any(word in problem for word in _REFUSALS):
+                digest.status = UNREADABLE
+                digest.detail = f"{problem}, while the chain's other digests could be read"
+                self.gaps.append(
+                    _Gap(account, region, start, digest.end, digest.name, "could not be read")
+                )
+                continue
+            code = problem[problem.rfind("(") + 1 : -1] if problem.endswith(")") else problem
+            detail = f"its digest could not be fetched ({code})"
+            gap = _Gap(account, region, start, digest.end, digest.name, "", NOT_COVERED, detail)
+            self.gaps.append(gap)
 
     def _walk(self, chain: list[ReadDigest]) -> None:
         """Statuses of one chain's digests (oldest first), judged newest first."""
@@ -287,19 +340,26 @@ class Chains:
         before = [d.end for d in older if d.end is not None and d.end < end]
         start = max(before) if before else end - timedelta(hours=1)
         bucket, key = digest.get("previousDigestS3Bucket"), digest.get("previousDigestS3Object")
+        status, detail = MISSING, f"{digest.name} names it as its previous digest; absent"
+        oldest_log = self.oldest.get((account, region))
+        if not before and (oldest_log is None or oldest_log >= end):
+            # nothing of the trail older than it is left: the window reaches past retention
+            status, detail = EXPIRED, _EXPIRED
+            self.expired.add(digest.group)
         self.missing.append(
             DigestStatus(
                 location=f"s3://{bucket}/{key}",
                 name=link,
-                status=MISSING,
+                status=status,
                 start=None,
                 end=fmt.iso(end),
                 fingerprint=None,
                 region=region,
-                detail=f"{digest.name} names it as its previous digest; absent",
+                detail=detail,
             )
         )
-        self.gaps.append(_Gap(account, region, start, end, link))
+        if status == MISSING:
+            self.gaps.append(_Gap(account, region, start, end, link))
 
 
 def _elsewhere(digest: ReadDigest) -> bool:

@@ -98,15 +98,31 @@ def window_days(start: datetime | None, end: datetime | None) -> set[str] | None
 
 
 def days_read(
-    logs: Iterable[str], start: datetime | None, end: datetime | None
+    logs: Iterable[str],
+    start: datetime | None,
+    end: datetime | None,
+    digests: Iterable[str] = (),
 ) -> set[tuple[str, str, str]]:
     """A local copy's (account, Region, ``YYYY/MM/DD``) read: those holding at least one log
-    file read (``logs``: their locations; of the window's days when there is one). A copy
-    of part of a trail (one day's folder) holds neither the neighbouring days' log files nor
-    their digests: what a digest lists of those days is not reported, never ``deleted``."""
+    file read (``logs``: their locations; of the window's days when there is one) and, with
+    a window, the day of each digest file of the copy (``digests``: their locations) within
+    the window's days, for an (account, Region) of which a log file was read: a day whose
+    log files were all deleted still has its digests naming them.
+
+    Without a window the digests' days do not count: a copy of part of a trail (one day's
+    folder of log files, every digest) must not make the days it lacks ``deleted``. With
+    or without one, a day with neither a log file nor a digest in the copy is not read:
+    what a digest lists of it is not reported, never ``deleted``."""
     window = window_days(start, end)
-    named = (log_day(basename(where)) for where in logs)
-    return {d for d in named if d is not None and (window is None or d[2] in window)}
+    named = [log_day(basename(where)) for where in logs]
+    days = {d for d in named if d is not None and (window is None or d[2] in window)}
+    if window is not None:
+        regions = {d[:2] for d in named if d is not None}
+        for where in digests:
+            day = log_day(basename(where))
+            if day is not None and day[2] in window and day[:2] in regions:
+                days.add(day)
+    return days
 
 
 def basename(where: str) -> str:

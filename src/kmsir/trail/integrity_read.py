@@ -1,5 +1,7 @@
 """Reading a digest file for ``integrity.check``: bounded in size, decoded, its required
-fields checked; whatever the bytes, it never raises (a hostile digest is ``unreadable``)."""
+fields checked; whatever the bytes, it never raises (a hostile digest is ``unreadable``).
+A digest ``gunzip -r`` left as ``...json`` (plain JSON) reads as its ``...json.gz`` self: its
+SHA-256 and signature are of the uncompressed content."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from kmsir.trail.integrity import (
     DigestFile,
     DigestStatus,
     basename,
+    digest_name,
 )
 
 
@@ -34,7 +37,8 @@ class ReadDigest:
 
     @property
     def name(self) -> str:
-        return self.file.name
+        """The digest's name as CloudTrail wrote it (``...json.gz``, a gunzipped copy's too)."""
+        return digest_name(self.file.name)
 
     @property
     def link(self) -> str | None:
@@ -65,7 +69,7 @@ def read_digest(file: DigestFile) -> ReadDigest:
     the caps or not a gzipped JSON digest holding ``fmt.REQUIRED`` and a list of log file
     entries. Never raises, whatever the bytes."""
     read = ReadDigest(file)
-    named = fmt.DIGEST_NAME.match(file.name)
+    named = fmt.DIGEST_NAME.match(read.name)
     if named:
         read.group = (
             named["account"],
@@ -82,7 +86,8 @@ def read_digest(file: DigestFile) -> ReadDigest:
         read.status, read.detail = UNREADABLE, f"larger than {MAX_DIGEST_GZ >> 20} MiB"
         return read
     try:
-        read.uncompressed = _gunzip(file.gz)
+        plain = file.name.endswith(".json") and not file.gz.startswith(_GZIP_MAGIC)
+        read.uncompressed = _plain(file.gz) if plain else _gunzip(file.gz)
     except _TooLarge as exc:
         read.status, read.detail = UNREADABLE, str(exc)
         return read
@@ -114,8 +119,18 @@ MAX_DIGEST_GZ = 4 * 2**20
 MAX_DIGEST_JSON = 16 * 2**20
 
 
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
 class _TooLarge(Exception):
     pass
+
+
+def _plain(data: bytes) -> bytes:
+    """A gunzipped copy's JSON, at most ``MAX_DIGEST_JSON`` bytes."""
+    if len(data) > MAX_DIGEST_JSON:
+        raise _TooLarge(f"larger than {MAX_DIGEST_JSON >> 20} MiB once decompressed")
+    return data
 
 
 def _gunzip(data: bytes) -> bytes:
