@@ -20,9 +20,7 @@ The check itself is ``kmsir.trail.integrity.check`` (pure).
 
 from __future__ import annotations
 
-import json
 import re
-import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
@@ -38,6 +36,7 @@ from kmsir.trail.integrity import (
     log_day,
 )
 from kmsir.trail.integrity_local import DIGEST_BYTES, basename
+from kmsir.trail.integrity_read import read_digest
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -46,8 +45,6 @@ if TYPE_CHECKING:
 WORKERS = 16
 #: How far around the digests' times public keys are asked for: a key valid then signed them.
 KEY_MARGIN = timedelta(hours=2)
-#: The most of a digest's JSON inflated to read the log files it lists.
-_DIGEST_JSON_MAX = 64 * 2**20
 _DIGEST_FOLDER = "CloudTrail-Digest"
 
 
@@ -270,19 +267,11 @@ def _named(digests: Sequence[DigestFile]) -> tuple[list[str], list[str]]:
     link to as previous (an unreadable one names none; the check says what it is)."""
     names: list[str] = []
     previous: list[str] = []
-    for digest in digests:
-        try:  # one gzip member, bounded once inflated (a bomb posing as a digest)
-            inflated = zlib.decompressobj(wbits=31).decompress(digest.gz, _DIGEST_JSON_MAX)
-            document = json.loads(inflated)
-        except (zlib.error, ValueError, RecursionError):
-            continue
-        if not isinstance(document, dict):
-            continue
-        entries = document.get("logFiles")
+    for digest in map(read_digest, digests):  # as the check reads them: caps, bombs, names
+        entries = digest.get("logFiles")
         for entry in entries if isinstance(entries, list) else ():
             if isinstance(entry, dict) and isinstance(entry.get("s3Object"), str):
                 names.append(basename(entry["s3Object"]))
-        link = document.get("previousDigestS3Object")
-        if isinstance(link, str) and link:
-            previous.append(basename(link))
+        if digest.link:
+            previous.append(digest.link)
     return names, previous
